@@ -1,0 +1,201 @@
+//! The environment overrides (for `env-help`) and the starter document (for `init`).
+
+use super::load::ENV_PREFIX;
+#[cfg(test)]
+use super::load::PLAIN_VAR_KEYS;
+
+/// One key that a `CARTRIDGE_WARP_*` variable can set.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvKey {
+    pub path: &'static str,
+    pub description: &'static str,
+}
+
+impl EnvKey {
+    /// `source.connection_string` → `CARTRIDGE_WARP_SOURCE__CONNECTION_STRING`.
+    pub fn variable(&self) -> String {
+        format!(
+            "{ENV_PREFIX}_{}",
+            self.path.replace('.', "__").to_uppercase()
+        )
+    }
+}
+
+const fn k(path: &'static str, description: &'static str) -> EnvKey {
+    EnvKey { path, description }
+}
+
+/// Every scalar key outside `schemas[]` (list entries are set in the file).
+const KEYS: &[EnvKey] = &[
+    k("mode", "single | multi"),
+    k("single_schema_name", "schema run in single mode"),
+    k(
+        "performance.stream_batch_size",
+        "rows read per source fetch",
+    ),
+    k(
+        "performance.write_batch_size",
+        "rows per destination batch (tables may override)",
+    ),
+    k(
+        "performance.write_batch_max_bytes",
+        "bytes one batch may hold (e.g. 64MB)",
+    ),
+    k(
+        "performance.write_batch_max_wait",
+        "seconds a partial batch waits before committing",
+    ),
+    k(
+        "performance.polling_interval",
+        "seconds between polls (timestamp strategy)",
+    ),
+    k("performance.connection_timeout", "seconds"),
+    k("performance.read_timeout", "seconds"),
+    k(
+        "performance.max_retries",
+        "retries of one batch before the table is marked failed",
+    ),
+    k(
+        "performance.retry_delay",
+        "base seconds of exponential backoff with jitter",
+    ),
+    k("performance.retry_max_delay", "cap of the backoff, seconds"),
+    k(
+        "performance.failed_table_cooldown",
+        "seconds before a failed table restarts",
+    ),
+    k("source.type", "mongodb | mysql | bigquery"),
+    k(
+        "source.connection_string",
+        "source URL (secret; masked in all output)",
+    ),
+    k(
+        "source.database",
+        "MongoDB database / MySQL schema / BigQuery dataset",
+    ),
+    k(
+        "source.change_detection_strategy",
+        "change_stream | binlog | timestamp",
+    ),
+    k(
+        "source.change_detection_column",
+        "column polled by the timestamp strategy",
+    ),
+    k("source.timezone", "UTC or a fixed offset such as +02:00"),
+    k("source.replica_set", "MongoDB replica set name"),
+    k("source.auth_source", "MongoDB authentication database"),
+    k("source.ssl_enabled", "true | false"),
+    k(
+        "source.read_preference",
+        "primary | primaryPreferred | secondary | secondaryPreferred | nearest",
+    ),
+    k("source.connection_pool_size", "source connections"),
+    k("source.connection_pool_max_idle_time", "seconds"),
+    k(
+        "source.server_id",
+        "MySQL binlog reader id (replicas derive distinct ids)",
+    ),
+    k("source.project_id", "BigQuery project"),
+    k(
+        "source.credentials_path",
+        "BigQuery service-account key file",
+    ),
+    k("source.endpoint", "BigQuery API base URL (emulators)"),
+    k("destination.type", "postgresql"),
+    k(
+        "destination.connection_string",
+        "PostgreSQL URL (secret; masked in all output)",
+    ),
+    k("destination.schema", "PostgreSQL schema in single mode"),
+    k(
+        "destination.metadata_schema",
+        "bookkeeping schema (default cartridge_warp_metadata)",
+    ),
+    k("destination.pool_size", "connections"),
+    k(
+        "destination.max_overflow",
+        "extra connections above pool_size",
+    ),
+    k(
+        "destination.batch_size",
+        "fallback for performance.write_batch_size",
+    ),
+    k("destination.transaction_timeout", "seconds"),
+    k("destination.connection_timeout", "seconds"),
+    k("destination.command_timeout", "seconds"),
+    k("destination.deletion_strategy", "soft | hard"),
+    k("monitoring.metrics_enabled", "serve /metrics"),
+    k("monitoring.metrics_port", "metrics port (8080)"),
+    k("monitoring.health_check_enabled", "serve the probes"),
+    k("monitoring.health_check_port", "probe port (8081)"),
+    k(
+        "monitoring.prometheus_endpoint",
+        "path of the metrics endpoint",
+    ),
+    k("monitoring.health_endpoint", "liveness path"),
+    k("monitoring.readiness_endpoint", "readiness path"),
+    k("monitoring.startup_endpoint", "startup path"),
+    k(
+        "monitoring.readiness_max_lag_seconds",
+        "readiness fails above this lag",
+    ),
+    k("logging.level", "trace | debug | info | warn | error"),
+    k("logging.format", "structured (JSON lines) | text"),
+    k(
+        "logging.correlation_id_enabled",
+        "a correlation id per batch",
+    ),
+    k(
+        "logging.sensitive_data_masking",
+        "mask credentials and masked_columns",
+    ),
+    k("logging.log_file", "also write logs to this rotating file"),
+    k("logging.max_file_size", "rotate at this size (e.g. 100MB)"),
+    k("logging.max_files", "rotated files kept"),
+];
+
+pub fn env_keys() -> &'static [EnvKey] {
+    KEYS
+}
+
+/// The seed Deployment's plain variables: (variable, what it sets).
+pub const PLAIN_ENV_VARS: &[(&str, &str)] = &[
+    ("PROMETHEUS_METRICS_ENABLED", "monitoring.metrics_enabled"),
+    ("PROMETHEUS_METRICS_PORT", "monitoring.metrics_port"),
+    ("LOG_LEVEL", "logging.level"),
+    ("RUST_LOG", "log filter directives; win over logging.level"),
+    (
+        "POD_NAME",
+        "this replica's identity (leases, server ids, logs)",
+    ),
+    ("POD_NAMESPACE", "namespace, for logs and status"),
+];
+
+/// A commented starter configuration (`cartridge-warp init`).
+pub fn starter_config() -> &'static str {
+    include_str!("starter.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_plain_variable_is_documented() {
+        for (var, key) in PLAIN_VAR_KEYS {
+            assert!(
+                PLAIN_ENV_VARS.contains(&(var, key)),
+                "{var} missing from PLAIN_ENV_VARS"
+            );
+        }
+    }
+
+    #[test]
+    fn variables_are_derived_from_paths() {
+        let key = env_keys()
+            .iter()
+            .find(|k| k.path == "source.connection_string")
+            .unwrap();
+        assert_eq!(key.variable(), "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING");
+    }
+}

@@ -1,0 +1,17 @@
+//! Configuration: the document model (SPEC §4), loading from file + environment + flags,
+//! validation with key paths, and resolution of effective per-table settings.
+
+mod errors;
+mod keys;
+mod load;
+mod model;
+mod resolve;
+mod types;
+mod validate;
+
+pub use errors::{ConfigErrors, ConfigIssue};
+pub use keys::{env_keys, starter_config, EnvKey, PLAIN_ENV_VARS};
+pub use load::{load_file, load_str, ConfigOverrides, Environment, LoadedConfig, RuntimeIdentity};
+pub use model::*;
+pub use resolve::{matches_glob, ResolvedSchema, ResolvedTable, TableFilter};
+pub use types::{ByteSize, LogLevel, PositiveInt, Seconds, Secret};

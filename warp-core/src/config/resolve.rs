@@ -1,0 +1,240 @@
+//! Effective settings: table → schema → `performance`/`destination`/`source` → default,
+//! and which tables of a schema replicate.
+
+use std::time::Duration;
+
+use super::model::*;
+use super::types::{PositiveInt, Seconds};
+
+/// Decides which source tables replicate: whitelist (names or globs) wins, else the
+/// blacklist excludes, else everything.
+#[derive(Debug, Clone, Default)]
+pub struct TableFilter {
+    whitelist: Option<Vec<String>>,
+    blacklist: Option<Vec<String>>,
+}
+
+impl TableFilter {
+    pub fn new(whitelist: Option<Vec<String>>, blacklist: Option<Vec<String>>) -> Self {
+        Self {
+            whitelist,
+            blacklist,
+        }
+    }
+
+    pub fn includes(&self, table: &str) -> bool {
+        match (&self.whitelist, &self.blacklist) {
+            (Some(w), _) => w.iter().any(|p| matches_glob(p, table)),
+            (None, Some(b)) => !b.iter().any(|p| matches_glob(p, table)),
+            (None, None) => true,
+        }
+    }
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn matches_glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// One schema as it will run.
+#[derive(Debug, Clone)]
+pub struct ResolvedSchema {
+    pub name: String,
+    /// MySQL schema / MongoDB database / BigQuery dataset to read.
+    pub source_database: String,
+    /// PostgreSQL schema the tables land in.
+    pub destination_schema: String,
+    pub filter: TableFilter,
+    /// How many tables of this schema may snapshot at once.
+    pub max_parallel_streams: usize,
+    defaults: TableSettings,
+    tables: Tables,
+    global: GlobalDefaults,
+}
+
+#[derive(Debug, Clone)]
+struct GlobalDefaults {
+    write_batch_size: u64,
+    polling_interval: Duration,
+    deletion_strategy: DeletionStrategy,
+    change_detection_column: Option<String>,
+    document_store: bool,
+}
+
+/// Effective settings of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedTable {
+    pub name: String,
+    pub batch_size: usize,
+    pub polling_interval: Duration,
+    pub full_load_enabled: bool,
+    pub parallel_streams: usize,
+    pub deletion_strategy: DeletionStrategy,
+    pub primary_key: Option<Vec<String>>,
+    pub change_detection_column: Option<String>,
+    pub exclude_columns: Vec<String>,
+    pub schema_change_policy: SchemaChangePolicy,
+    pub delete_detection_interval: Option<Duration>,
+    pub flatten_depth: u32,
+    pub document_column: bool,
+    pub snapshot_chunk_size: usize,
+}
+
+impl ResolvedSchema {
+    /// Effective settings for `table`, whether or not it has a `tables` entry.
+    pub fn table(&self, table: &str) -> ResolvedTable {
+        let t = self.tables.get(table).cloned().unwrap_or_default();
+        let s = &self.defaults;
+        let g = &self.global;
+        macro_rules! pick {
+            ($f:ident) => {
+                t.$f.clone().or_else(|| s.$f.clone())
+            };
+        }
+        ResolvedTable {
+            name: table.to_owned(),
+            batch_size: pick!(batch_size).map_or(g.write_batch_size, PositiveInt::get) as usize,
+            polling_interval: pick!(polling_interval)
+                .map_or(g.polling_interval, Seconds::as_duration),
+            full_load_enabled: pick!(full_load_enabled).unwrap_or(true),
+            parallel_streams: pick!(parallel_streams).map_or(1, PositiveInt::as_usize),
+            deletion_strategy: pick!(deletion_strategy).unwrap_or(g.deletion_strategy),
+            primary_key: pick!(primary_key).map(|k| k.0),
+            change_detection_column: pick!(change_detection_column)
+                .or_else(|| g.change_detection_column.clone()),
+            exclude_columns: pick!(exclude_columns).unwrap_or_default(),
+            // Keeping the wider destination type never loses data, so widening to text
+            // is the default for every source (SPEC §6 names it for documents).
+            schema_change_policy: pick!(schema_change_policy)
+                .unwrap_or(SchemaChangePolicy::WidenToText),
+            delete_detection_interval: pick!(delete_detection_interval).map(Seconds::as_duration),
+            flatten_depth: if g.document_store {
+                pick!(flatten_depth).unwrap_or(0)
+            } else {
+                0
+            },
+            document_column: g.document_store && pick!(document_column).unwrap_or(false),
+            snapshot_chunk_size: pick!(snapshot_chunk_size)
+                .map_or(DEFAULT_SNAPSHOT_CHUNK_SIZE as usize, PositiveInt::as_usize),
+        }
+    }
+
+    /// Names with a `tables` entry (they configure; the filter decides what replicates).
+    pub fn configured_tables(&self) -> impl Iterator<Item = &str> {
+        self.tables.0.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+impl WarpConfig {
+    /// The schemas this process runs, after mode and `--schema` selection. A validated
+    /// config always yields at least one.
+    pub fn schemas_to_run(&self, selection: Option<&str>) -> Vec<ResolvedSchema> {
+        let wanted: Option<&str> = match self.mode {
+            Mode::Single => self
+                .single_schema_name
+                .as_deref()
+                .or_else(|| self.schemas.first().map(|s| s.name.as_str())),
+            Mode::Multi => selection,
+        };
+        let mut out: Vec<ResolvedSchema> = self
+            .schemas
+            .iter()
+            .filter(|s| wanted.is_none_or(|w| w == s.name))
+            .map(|s| self.resolve_schema(s))
+            .collect();
+        if out.is_empty() {
+            // Single mode naming a schema with no `schemas` entry: all defaults.
+            if let Some(name) = wanted {
+                out.push(self.resolve_schema(&SchemaConfig {
+                    name: name.to_owned(),
+                    ..SchemaConfig::default()
+                }));
+            }
+        }
+        out
+    }
+
+    fn resolve_schema(&self, s: &SchemaConfig) -> ResolvedSchema {
+        let destination_schema = match self.mode {
+            Mode::Single => self
+                .destination
+                .schema
+                .clone()
+                .unwrap_or_else(|| s.name.clone()),
+            Mode::Multi => s.name.clone(),
+        };
+        let write_batch_size = self
+            .performance
+            .write_batch_size
+            .or(self.destination.batch_size)
+            .map_or(DEFAULT_WRITE_BATCH_SIZE, PositiveInt::get);
+        ResolvedSchema {
+            name: s.name.clone(),
+            source_database: s
+                .source_database
+                .clone()
+                .or_else(|| self.source.database.clone())
+                .unwrap_or_else(|| s.name.clone()),
+            destination_schema,
+            filter: TableFilter::new(s.table_whitelist.clone(), s.table_blacklist.clone()),
+            max_parallel_streams: s
+                .max_parallel_streams
+                .map_or(DEFAULT_MAX_PARALLEL_STREAMS as usize, PositiveInt::as_usize),
+            defaults: s.settings(),
+            tables: s.tables.clone(),
+            global: GlobalDefaults {
+                write_batch_size,
+                polling_interval: self.performance.polling_interval.as_duration(),
+                deletion_strategy: self.destination.deletion_strategy,
+                change_detection_column: self.source.change_detection_column.clone(),
+                document_store: self.source.source_type.is_document_store(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(matches_glob("order*", "orders"));
+        assert!(matches_glob("*_archive", "2024_archive"));
+        assert!(matches_glob("t?b", "tab"));
+        assert!(matches_glob("*", ""));
+        assert!(!matches_glob("order*", "users"));
+        assert!(!matches_glob("t?b", "tb"));
+        assert!(matches_glob("a*b*c", "axxbyyc"));
+        assert!(!matches_glob("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn whitelist_wins_over_blacklist() {
+        let f = TableFilter::new(Some(vec!["users".into()]), Some(vec!["users".into()]));
+        assert!(f.includes("users"));
+        assert!(!f.includes("orders"));
+        let f = TableFilter::new(None, Some(vec!["tmp_*".into()]));
+        assert!(f.includes("orders"));
+        assert!(!f.includes("tmp_x"));
+        assert!(TableFilter::default().includes("anything"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The pipeline engine: per table, a chunked resumable snapshot, then streaming from the
+//! position taken before the copy, in batches committed atomically with checkpoints.
+
+mod batch;
+mod projection;
+mod snapshot;
+mod status;
+mod stream;
+mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+pub use batch::{Batch, OrdKey};
+pub use retry::Backoff;
+pub use status::{StatusBoard, TableState, TableStatus};
+
+mod retry;
+
+use crate::config::{ResolvedSchema, WarpConfig};
+use crate::error::{Error, Result};
+use crate::mask::mask_secrets;
+use crate::sink::{CheckpointStore, Sink, Target};
+use crate::source::Source;
+use table::TableWorker;
+
+/// Engine knobs, from `performance` (see [`EngineSettings::from_config`]).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Who claims tables (pod name); recorded with fencing tokens.
+    pub owner: String,
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub failed_cooldown: Duration,
+    pub batch_max_bytes: usize,
+    pub batch_max_wait: Duration,
+    /// How often a table that only receives heartbeats records its advancing position.
+    pub idle_checkpoint_interval: Duration,
+    /// Source fragments buffered between reader and writer (backpressure).
+    pub queue_capacity: usize,
+    /// Re-snapshot every table before streaming (`run --full-resync`).
+    pub full_resync: bool,
+}
+
+impl EngineSettings {
+    pub fn from_config(cfg: &WarpConfig, owner: impl Into<String>) -> Self {
+        let p = &cfg.performance;
+        Self {
+            owner: owner.into(),
+            max_retries: p.max_retries,
+            backoff: Backoff {
+                base: p.retry_delay.as_duration(),
+                max: p.retry_max_delay.as_duration(),
+            },
+            failed_cooldown: p.failed_table_cooldown.as_duration(),
+            batch_max_bytes: usize::try_from(p.write_batch_max_bytes.0).unwrap_or(usize::MAX),
+            batch_max_wait: p.write_batch_max_wait.as_duration(),
+            idle_checkpoint_interval: Duration::from_secs(10),
+            queue_capacity: 16,
+            full_resync: false,
+        }
+    }
+}
+
+/// What table workers share.
+pub(crate) struct Ctx {
+    pub source: Arc<dyn Source>,
+    pub sink: Arc<dyn Sink>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub settings: EngineSettings,
+    pub status: StatusBoard,
+    pub snapshot_slots: Arc<Semaphore>,
+}
+
+/// Replicates one schema: discovers its tables and runs one worker per table until
+/// shutdown.
+pub struct Pipeline {
+    ctx: Arc<Ctx>,
+    schema: ResolvedSchema,
+}
+
+impl Pipeline {
+    pub fn new(
+        schema: ResolvedSchema,
+        source: Arc<dyn Source>,
+        sink: Arc<dyn Sink>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        settings: EngineSettings,
+    ) -> Self {
+        let ctx = Ctx {
+            source,
+            sink,
+            checkpoints,
+            settings,
+            status: StatusBoard::default(),
+            snapshot_slots: Arc::new(Semaphore::new(schema.max_parallel_streams.max(1))),
+        };
+        Self {
+            ctx: Arc::new(ctx),
+            schema,
+        }
+    }
+
+    /// Live per-table status (for probes, `/status`, tests).
+    pub fn status(&self) -> StatusBoard {
+        self.ctx.status.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled and every table has drained. Returns an error
+    /// only for a permanent failure before any table could start (bad credentials,
+    /// missing privileges); transient ones are retried for as long as it takes.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let span = tracing::info_span!("schema", schema = %self.schema.name);
+        self.run_inner(shutdown).instrument(span).await
+    }
+
+    async fn run_inner(self, shutdown: CancellationToken) -> Result<()> {
+        let Some(tables) = self.startup(&shutdown).await? else {
+            return Ok(());
+        };
+        let mut workers = JoinSet::new();
+        for discovered in tables {
+            let settings = self.schema.table(&discovered.id.name);
+            let target = Target {
+                schema: self.schema.name.clone(),
+                source: discovered.id.clone(),
+                destination_schema: self.schema.destination_schema.clone(),
+                table: discovered.id.name.clone(),
+                deletion_strategy: settings.deletion_strategy,
+                schema_change_policy: settings.schema_change_policy,
+            };
+            let key = target.key();
+            let span = tracing::info_span!("table", table = %key.table);
+            match TableWorker::new(Arc::clone(&self.ctx), target, settings, discovered) {
+                Ok(worker) => {
+                    self.ctx.status.set_state(&key, TableState::Pending);
+                    workers.spawn(worker.run(shutdown.clone()).instrument(span));
+                }
+                Err(e) => {
+                    warn!(table = %key.table, error = %e, "table cannot replicate");
+                    self.ctx.status.update(&key, |s| {
+                        s.state = TableState::Failed;
+                        s.last_error = Some(e.to_string());
+                        s.hint = e.hint();
+                    });
+                }
+            }
+        }
+        while workers.join_next().await.is_some() {}
+        info!("schema stopped");
+        Ok(())
+    }
+
+    /// Prepares the destination and discovers tables, retrying transient failures with
+    /// backoff until they succeed or shutdown. `None` means shutdown came first.
+    async fn startup(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<crate::schema::TableSchema>>> {
+        let mut attempt = 0u32;
+        loop {
+            let result = async {
+                self.ctx.sink.prepare().await?;
+                self.ctx.source.discover().await
+            }
+            .await;
+            let err = match result {
+                Ok(tables) => {
+                    let selected: Vec<_> = tables
+                        .into_iter()
+                        .filter(|t| self.schema.filter.includes(&t.id.name))
+                        .collect();
+                    info!(tables = selected.len(), "tables discovered");
+                    return Ok(Some(selected));
+                }
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let wait = self.ctx.settings.backoff.delay(attempt);
+            warn!(error = %mask_secrets(&err.to_string()), attempt, wait_ms = wait.as_millis() as u64, "start-up failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return Ok(None),
+            }
+        }
+    }
+}
+
+impl From<tokio::sync::AcquireError> for Error {
+    fn from(_: tokio::sync::AcquireError) -> Self {
+        Error::Cancelled
+    }
+}

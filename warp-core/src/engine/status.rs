@@ -1,0 +1,141 @@
+//! Per-table lifecycle, shared with the runtime (probes, `/status`, metrics).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::metrics::TABLE_STATE;
+use crate::sink::TableKey;
+
+/// Where a table is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableState {
+    Pending,
+    Snapshotting,
+    Streaming,
+    /// A transient error; reconnecting with backoff.
+    Retrying,
+    /// Permanent error, or retries exhausted (then restarted after a cool-down).
+    Failed,
+    /// Shut down cleanly.
+    Stopped,
+}
+
+impl TableState {
+    pub const ALL: [TableState; 6] = [
+        Self::Pending,
+        Self::Snapshotting,
+        Self::Streaming,
+        Self::Retrying,
+        Self::Failed,
+        Self::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Snapshotting => "snapshotting",
+            Self::Streaming => "streaming",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Whether readiness counts this table as healthy.
+    pub fn is_healthy(self) -> bool {
+        matches!(self, Self::Snapshotting | Self::Streaming)
+    }
+}
+
+/// What `status` shows for one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStatus {
+    pub schema: String,
+    pub table: String,
+    pub state: TableState,
+    pub rows_copied: u64,
+    pub chunks_done: usize,
+    pub chunks_total: usize,
+    pub events_applied: u64,
+    /// Changes read from the source and held in the current batch, not yet committed.
+    pub pending_changes: u64,
+    pub commits: u64,
+    pub position: Option<String>,
+    pub last_source_ts: Option<DateTime<Utc>>,
+    pub last_commit_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub hint: Option<String>,
+    /// Consecutive failed attempts since the last successful commit.
+    pub attempts: u32,
+}
+
+impl TableStatus {
+    fn new(key: &TableKey) -> Self {
+        Self {
+            schema: key.schema.clone(),
+            table: key.table.clone(),
+            state: TableState::Pending,
+            rows_copied: 0,
+            chunks_done: 0,
+            chunks_total: 0,
+            events_applied: 0,
+            pending_changes: 0,
+            commits: 0,
+            position: None,
+            last_source_ts: None,
+            last_commit_at: None,
+            last_error: None,
+            hint: None,
+            attempts: 0,
+        }
+    }
+
+    /// Seconds between now and the source time of the last applied change or heartbeat.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.last_source_ts
+            .map(|ts| ((now - ts).num_milliseconds() as f64 / 1000.0).max(0.0))
+    }
+}
+
+/// Shared, cheap to clone. Never held across an await.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BTreeMap<TableKey, TableStatus>>>);
+
+impl StatusBoard {
+    pub fn update(&self, key: &TableKey, f: impl FnOnce(&mut TableStatus)) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map
+            .entry(key.clone())
+            .or_insert_with(|| TableStatus::new(key));
+        let before = entry.state;
+        f(entry);
+        if entry.state != before || entry.commits == 0 {
+            publish_state(key, entry.state);
+        }
+    }
+
+    pub fn set_state(&self, key: &TableKey, state: TableState) {
+        self.update(key, |s| s.state = state);
+    }
+
+    pub fn get(&self, key: &TableKey) -> Option<TableStatus> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key).cloned()
+    }
+
+    pub fn snapshot(&self) -> Vec<TableStatus> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+}
+
+fn publish_state(key: &TableKey, state: TableState) {
+    for s in TableState::ALL {
+        metrics::gauge!(TABLE_STATE, "schema" => key.schema.clone(), "table" => key.table.clone(), "state" => s.as_str())
+            .set(if s == state { 1.0 } else { 0.0 });
+    }
+}

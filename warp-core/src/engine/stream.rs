@@ -1,0 +1,384 @@
+//! Streaming phase: a reader task feeds a bounded queue (backpressure); the writer
+//! coalesces into batches bounded by rows, bytes and time, and commits each batch with
+//! its checkpoint. A source transaction is never split across two commits.
+
+use std::cmp::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::batch::{split_key_change, Batch};
+use super::status::TableState;
+use super::table::TableWorker;
+use crate::error::{Error, Result};
+use crate::event::{Change, Commit, Operation, StreamFragment};
+use crate::metrics::{
+    BATCH_DURATION_SECONDS, BATCH_ROWS, EVENTS_TOTAL, LAST_CHECKPOINT_TIMESTAMP_SECONDS,
+    QUEUE_DEPTH, REPLICATION_LAG_SECONDS, SCHEMA_CHANGES_TOTAL,
+};
+use crate::position::Position;
+use crate::sink::{CheckpointUpdate, FencingToken, SinkTransaction};
+use crate::source::KeyRange;
+
+/// Aborts the reader task when the writer returns, whatever the path.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writer-side state of one streaming session.
+struct Writer {
+    token: FencingToken,
+    batch: Batch,
+    open: Option<Box<dyn SinkTransaction>>,
+    /// End of the last complete source transaction in hand.
+    pending: Option<Commit>,
+    /// Per-operation counts of changes applied but not yet committed.
+    applied: [u64; 4],
+    schema_changes: Vec<&'static str>,
+    handover: Vec<(KeyRange, Position)>,
+    deadline: Option<tokio::time::Instant>,
+    last_checkpoint: tokio::time::Instant,
+}
+
+fn op_index(op: Operation) -> usize {
+    match op {
+        Operation::Read => 0,
+        Operation::Insert => 1,
+        Operation::Update => 2,
+        Operation::Delete => 3,
+    }
+}
+
+impl TableWorker {
+    pub(super) async fn stream(
+        &mut self,
+        token: FencingToken,
+        position: Position,
+        handover: Vec<(KeyRange, Position)>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let mut upstream = self
+            .ctx
+            .source
+            .stream(self.projection.source_schema(), &position)
+            .await?;
+        self.ctx.status.update(&self.key, |s| {
+            s.state = TableState::Streaming;
+            s.position = Some(position.to_string());
+        });
+        info!(%position, "streaming");
+
+        let (tx, mut rx) = mpsc::channel(self.ctx.settings.queue_capacity.max(1));
+        let _reader = AbortOnDrop(tokio::spawn(async move {
+            while let Some(item) = upstream.next().await {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        }));
+
+        let key_columns = self.key_columns()?;
+        let mut w = Writer {
+            token,
+            batch: Batch::new(key_columns),
+            open: None,
+            pending: None,
+            applied: [0; 4],
+            schema_changes: Vec::new(),
+            handover,
+            deadline: None,
+            last_checkpoint: tokio::time::Instant::now(),
+        };
+        let idle_interval = self.ctx.settings.idle_checkpoint_interval;
+        let mut held: Vec<Change> = Vec::new();
+        let mut in_txn = false;
+        let max_wait = self.ctx.settings.batch_max_wait;
+        let (max_rows, max_bytes) = (
+            self.settings.batch_size.max(1),
+            self.ctx.settings.batch_max_bytes,
+        );
+
+        loop {
+            let deadline = w.deadline;
+            let item = tokio::select! {
+                biased;
+                () = shutdown.cancelled(), if !in_txn => {
+                    if w.pending.is_some() {
+                        self.flush(&mut w).await?;
+                    }
+                    return Ok(());
+                }
+                () = sleep_until(deadline), if deadline.is_some() && !in_txn => {
+                    let idle = w.batch.is_empty() && w.open.is_none();
+                    if !idle || w.last_checkpoint.elapsed() >= idle_interval {
+                        self.flush(&mut w).await?;
+                    } else {
+                        // Heartbeats only: advance the checkpoint, but not on every one.
+                        w.deadline = Some(w.last_checkpoint + idle_interval);
+                    }
+                    continue;
+                }
+                item = rx.recv() => item,
+            };
+            metrics::gauge!(QUEUE_DEPTH, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
+                .set(rx.len() as f64);
+            let fragment = match item {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return self.stop_stream(&mut w, in_txn, e).await,
+                None => {
+                    let e = Error::source_transient("change stream ended unexpectedly");
+                    return self.stop_stream(&mut w, in_txn, e).await;
+                }
+            };
+            let StreamFragment { changes, commit } = fragment;
+            for change in changes {
+                if let Some(c) = self
+                    .projection
+                    .change(change)
+                    .map_err(|m| self.table_error(m))?
+                {
+                    held.push(c);
+                }
+            }
+            match &commit {
+                None => {
+                    in_txn = true;
+                    // While handover filtering is active the whole transaction is held, since
+                    // the filter needs its commit position; otherwise it flows into the batch.
+                    if w.handover.is_empty() {
+                        self.push(&mut w, std::mem::take(&mut held))?;
+                        if w.batch.len() >= max_rows || w.batch.bytes() >= max_bytes {
+                            self.spill(&mut w).await?;
+                        }
+                    }
+                }
+                Some(c) => {
+                    in_txn = false;
+                    let changes = std::mem::take(&mut held);
+                    let changes = self.filter_handover(changes, &c.position, &w.handover)?;
+                    self.push(&mut w, changes)?;
+                    let pending = w.batch.len() as u64 + w.applied.iter().sum::<u64>();
+                    self.ctx.status.update(&self.key, |s| {
+                        s.pending_changes = pending;
+                        if c.source_ts.is_some() {
+                            s.last_source_ts = c.source_ts;
+                        }
+                    });
+                    w.pending = commit;
+                    if w.deadline.is_none() {
+                        w.deadline = Some(tokio::time::Instant::now() + max_wait);
+                    }
+                    if w.batch.len() >= max_rows || w.batch.bytes() >= max_bytes {
+                        self.flush(&mut w).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// On a source error: commit what is complete, then report the error.
+    async fn stop_stream(&self, w: &mut Writer, in_txn: bool, e: Error) -> Result<()> {
+        if !in_txn && w.pending.is_some() {
+            self.flush(w).await?;
+        }
+        Err(e)
+    }
+
+    fn table_error(&self, message: String) -> Error {
+        Error::Table {
+            table: self.key.to_string(),
+            message,
+            hint: None,
+        }
+    }
+
+    fn key_columns(&self) -> Result<Vec<usize>> {
+        self.projection
+            .destination_schema()
+            .key_indexes()
+            .map_err(|m| self.table_error(m))
+    }
+
+    fn push(&self, w: &mut Writer, changes: Vec<Change>) -> Result<()> {
+        for change in changes {
+            if let Change::Schema(sc) = &change {
+                w.schema_changes.push(sc.kind());
+                w.batch.push(change);
+                // Key columns may be renamed; positions are stable, but re-derive anyway.
+                w.batch.set_key_columns(self.key_columns()?);
+                continue;
+            }
+            w.batch.push(change);
+        }
+        Ok(())
+    }
+
+    /// Drops changes already contained in chunks that were read after `position`.
+    fn filter_handover(
+        &self,
+        changes: Vec<Change>,
+        position: &Position,
+        handover: &[(KeyRange, Position)],
+    ) -> Result<Vec<Change>> {
+        let source = &self.ctx.source;
+        let mut covering = Vec::new();
+        for (range, chunk_pos) in handover {
+            if source.compare_positions(position, chunk_pos)? != Ordering::Greater {
+                covering.push(range);
+            }
+        }
+        if covering.is_empty() {
+            return Ok(changes);
+        }
+        let key_columns = self.key_columns()?;
+        let id = &self.projection.source_schema().id;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Row(e) => {
+                    for part in split_key_change(e, &key_columns) {
+                        if covering
+                            .iter()
+                            .any(|r| source.chunk_contains(id, r, &part.key))
+                        {
+                            debug!("change already in a later snapshot chunk; skipped");
+                        } else {
+                            out.push(Change::Row(part));
+                        }
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the batch into the open destination transaction without committing (a
+    /// large source transaction in progress).
+    async fn spill(&self, w: &mut Writer) -> Result<()> {
+        let changes = w.batch.take();
+        count(&mut w.applied, &changes);
+        let tx = match w.open.as_mut() {
+            Some(tx) => tx,
+            None => w
+                .open
+                .insert(self.ctx.sink.begin(&self.target, w.token).await?),
+        };
+        tx.apply(changes).await
+    }
+
+    async fn flush(&self, w: &mut Writer) -> Result<()> {
+        let Some(commit) = w.pending.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let changes = w.batch.take();
+        count(&mut w.applied, &changes);
+        let mut tx = match w.open.take() {
+            Some(tx) => tx,
+            None => self.ctx.sink.begin(&self.target, w.token).await?,
+        };
+        if !changes.is_empty() {
+            tx.apply(changes).await?;
+        }
+        let mut remaining = Vec::with_capacity(w.handover.len());
+        for (range, p) in w.handover.drain(..) {
+            if self.ctx.source.compare_positions(&p, &commit.position)? == Ordering::Greater {
+                remaining.push((range, p));
+            }
+        }
+        w.handover = remaining;
+        tx.commit(CheckpointUpdate::Streaming {
+            position: commit.position.clone(),
+            source_ts: commit.source_ts,
+            handover: w.handover.clone(),
+        })
+        .await?;
+
+        let applied = std::mem::take(&mut w.applied);
+        let total: u64 = applied.iter().sum();
+        self.publish_batch(
+            &applied,
+            std::mem::take(&mut w.schema_changes),
+            started.elapsed(),
+        );
+        let now = Utc::now();
+        self.ctx.status.update(&self.key, |s| {
+            s.commits += 1;
+            s.events_applied += total;
+            s.pending_changes = 0;
+            s.position = Some(commit.position.to_string());
+            s.last_commit_at = Some(now);
+            s.attempts = 0;
+            if s.state != TableState::Streaming {
+                s.state = TableState::Streaming;
+                s.last_error = None;
+                s.hint = None;
+            }
+        });
+        w.deadline = None;
+        w.last_checkpoint = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    fn publish_batch(&self, applied: &[u64; 4], schema_changes: Vec<&'static str>, took: Duration) {
+        let (schema, table) = (self.key.schema.clone(), self.key.table.clone());
+        let ops = [
+            Operation::Read,
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+        ];
+        for op in ops {
+            let n = applied[op_index(op)];
+            if n > 0 {
+                metrics::counter!(EVENTS_TOTAL, "schema" => schema.clone(), "table" => table.clone(), "operation" => op.metric_label())
+                    .increment(n);
+            }
+        }
+        for kind in schema_changes {
+            metrics::counter!(SCHEMA_CHANGES_TOTAL, "schema" => schema.clone(), "table" => table.clone(), "change_type" => kind)
+                .increment(1);
+        }
+        let total: u64 = applied.iter().sum();
+        metrics::histogram!(BATCH_ROWS, "schema" => schema.clone(), "table" => table.clone())
+            .record(total as f64);
+        metrics::histogram!(BATCH_DURATION_SECONDS, "schema" => schema.clone(), "table" => table.clone())
+            .record(took.as_secs_f64());
+        let now = Utc::now();
+        metrics::gauge!(LAST_CHECKPOINT_TIMESTAMP_SECONDS, "schema" => schema.clone(), "table" => table.clone())
+            .set(now.timestamp_millis() as f64 / 1000.0);
+        if let Some(lag) = self
+            .ctx
+            .status
+            .get(&self.key)
+            .and_then(|s| s.lag_seconds(now))
+        {
+            metrics::gauge!(REPLICATION_LAG_SECONDS, "schema" => schema, "table" => table).set(lag);
+        }
+    }
+}
+
+fn count(applied: &mut [u64; 4], changes: &[Change]) {
+    for c in changes {
+        if let Change::Row(e) = c {
+            applied[op_index(e.op)] += 1;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,207 @@
+//! One table's life: claim, ensure, snapshot (resumable), stream; transient errors retry
+//! with backoff, exhausted retries cool down, permanent errors stop only this table.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::projection::Projection;
+use super::status::TableState;
+use super::Ctx;
+use crate::config::ResolvedTable;
+use crate::error::{Error, Result};
+use crate::mask::mask_secrets;
+use crate::metrics::ERRORS_TOTAL;
+use crate::position::Position;
+use crate::schema::TableSchema;
+use crate::sink::{CheckpointUpdate, FencingToken, Phase, TableKey, Target};
+use crate::source::KeyRange;
+
+pub(crate) struct TableWorker {
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) target: Target,
+    pub(super) key: TableKey,
+    pub(super) settings: ResolvedTable,
+    pub(super) projection: Projection,
+    /// `--full-resync`: forget the checkpoint once, on the first attempt.
+    full_resync: bool,
+}
+
+impl TableWorker {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        target: Target,
+        settings: ResolvedTable,
+        discovered: TableSchema,
+    ) -> Result<Self> {
+        let mut schema = discovered;
+        if let Some(pk) = &settings.primary_key {
+            schema.primary_key.clone_from(pk);
+        }
+        schema.key_indexes().map_err(|message| Error::Table {
+            table: schema.id.to_string(),
+            message,
+            hint: Some(format!(
+                "set schemas[].tables.{}.primary_key to the column(s) that identify a row",
+                schema.id.name
+            )),
+        })?;
+        let key = target.key();
+        let full_resync = ctx.settings.full_resync;
+        let projection = Projection::new(schema, settings.exclude_columns.clone());
+        Ok(Self {
+            ctx,
+            target,
+            key,
+            settings,
+            projection,
+            full_resync,
+        })
+    }
+
+    fn commits(&self) -> u64 {
+        self.ctx.status.get(&self.key).map_or(0, |s| s.commits)
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let settings = &self.ctx.settings;
+        let (max_retries, backoff, cooldown) = (
+            settings.max_retries,
+            settings.backoff,
+            settings.failed_cooldown,
+        );
+        let mut attempts = 0u32;
+        loop {
+            let commits_before = self.commits();
+            let result = self.run_once(&shutdown).await;
+            let e = match result {
+                Ok(()) | Err(Error::Cancelled) => {
+                    self.ctx.status.set_state(&self.key, TableState::Stopped);
+                    info!("stopped");
+                    return;
+                }
+                Err(e) => e,
+            };
+            if self.commits() > commits_before {
+                attempts = 0;
+            }
+            let message = mask_secrets(&e.to_string()).into_owned();
+            metrics::counter!(ERRORS_TOTAL, "schema" => self.key.schema.clone(), "table" => self.key.table.clone(), "error_type" => e.kind())
+                .increment(1);
+            if !e.is_transient() {
+                error!(error = %message, hint = e.hint().as_deref().unwrap_or(""), "table failed");
+                self.ctx.status.update(&self.key, |s| {
+                    s.state = TableState::Failed;
+                    s.last_error = Some(message);
+                    s.hint = e.hint();
+                });
+                return;
+            }
+            attempts += 1;
+            let (state, wait, hint) = if attempts > max_retries {
+                attempts = 0;
+                let hint = format!("retries exhausted; restarting in {}s", cooldown.as_secs());
+                (TableState::Failed, cooldown, Some(hint))
+            } else {
+                (TableState::Retrying, backoff.delay(attempts), None)
+            };
+            warn!(error = %message, attempt = attempts, wait_ms = wait.as_millis() as u64, "transient error");
+            self.ctx.status.update(&self.key, |s| {
+                s.state = state;
+                s.last_error = Some(message);
+                s.hint = hint;
+                s.attempts = attempts;
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => {
+                    self.ctx.status.set_state(&self.key, TableState::Stopped);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let token = ctx
+            .checkpoints
+            .claim(&self.key, &ctx.settings.owner)
+            .await?;
+        ctx.sink
+            .ensure_table(&self.target, &self.projection.destination_schema())
+            .await?;
+        let mut checkpoint = ctx.checkpoints.load(&self.key).await?;
+        if self.full_resync {
+            if checkpoint.is_some() {
+                ctx.checkpoints.reset(&self.key, token).await?;
+                info!("full resync: checkpoint cleared");
+            }
+            checkpoint = None;
+            self.full_resync = false;
+        }
+        let (position, handover) = match checkpoint.map(|c| c.phase) {
+            Some(Phase::Streaming {
+                position, handover, ..
+            }) => (position, handover),
+            Some(Phase::Snapshot { start, chunks }) => {
+                let resume = chunks
+                    .into_iter()
+                    .map(|c| (c.range, c.done, c.rows))
+                    .collect();
+                self.snapshot(token, start, resume, shutdown).await?
+            }
+            None if self.settings.full_load_enabled => {
+                let plan = ctx
+                    .source
+                    .plan_snapshot(
+                        self.projection.source_schema(),
+                        self.settings.snapshot_chunk_size,
+                    )
+                    .await?;
+                let tx = ctx.sink.begin(&self.target, token).await?;
+                tx.commit(CheckpointUpdate::BeginSnapshot {
+                    start: plan.start.clone(),
+                    chunks: plan.chunks.clone(),
+                })
+                .await?;
+                info!(chunks = plan.chunks.len(), start = %plan.start, "snapshot planned");
+                let fresh = plan.chunks.into_iter().map(|r| (r, None, 0)).collect();
+                self.snapshot(token, plan.start, fresh, shutdown).await?
+            }
+            None => {
+                // full_load_enabled: false — start from the current end of the log.
+                let position = ctx
+                    .source
+                    .current_position(self.projection.source_schema())
+                    .await?;
+                self.commit_position(token, &position, Vec::new()).await?;
+                info!(%position, "no snapshot (full_load_enabled: false); streaming from now");
+                (position, Vec::new())
+            }
+        };
+        self.stream(token, position, handover, shutdown).await
+    }
+
+    /// Commits a streaming checkpoint with no data (handover, skip-snapshot start).
+    pub(super) async fn commit_position(
+        &self,
+        token: FencingToken,
+        position: &Position,
+        handover: Vec<(KeyRange, Position)>,
+    ) -> Result<()> {
+        let tx = self.ctx.sink.begin(&self.target, token).await?;
+        tx.commit(CheckpointUpdate::Streaming {
+            position: position.clone(),
+            source_ts: None,
+            handover,
+        })
+        .await?;
+        self.ctx.status.update(&self.key, |s| {
+            s.commits += 1;
+            s.position = Some(position.to_string());
+        });
+        Ok(())
+    }
+}

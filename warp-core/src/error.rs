@@ -1,0 +1,153 @@
+//! The one error type of `warp-core`, and the retry classification every connector maps into.
+
+use std::fmt;
+
+use crate::config::ConfigErrors;
+
+/// Whether retrying the same operation can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Connection reset, timeout, deadlock, failover: retry with backoff.
+    Transient,
+    /// Bad credentials, missing privileges, unsupported type, lost position: retrying
+    /// the same thing fails the same way, so the table stops with a hint.
+    Permanent,
+}
+
+/// Errors of the engine and of connectors (connectors wrap their driver errors into
+/// [`Error::Source`] / [`Error::Sink`] with the right [`Retry`] class).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+
+    #[error("source: {message}")]
+    Source {
+        message: String,
+        retry: Retry,
+        hint: Option<String>,
+    },
+
+    #[error("destination: {message}")]
+    Sink {
+        message: String,
+        retry: Retry,
+        hint: Option<String>,
+    },
+
+    /// The source no longer has the position we must resume from (binlog purged,
+    /// change-stream history lost). Never skipped silently.
+    #[error("{table}: source position {position} is no longer available at the source: {detail}")]
+    PositionLost {
+        table: String,
+        position: String,
+        detail: String,
+    },
+
+    /// Another owner took this table (fencing token moved on): this writer must stop.
+    #[error("{table}: fenced off: checkpoint token is {current}, ours is {ours}")]
+    Fenced {
+        table: String,
+        ours: u64,
+        current: u64,
+    },
+
+    /// A table cannot be replicated as discovered (no primary key, unsupported type...).
+    #[error("{table}: {message}")]
+    Table {
+        table: String,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A position or checkpoint could not be encoded or decoded.
+    #[error("position encoding: {0}")]
+    Position(String),
+
+    #[error("shut down before the operation finished")]
+    Cancelled,
+}
+
+impl Error {
+    pub fn source_transient(message: impl fmt::Display) -> Self {
+        Self::Source {
+            message: message.to_string(),
+            retry: Retry::Transient,
+            hint: None,
+        }
+    }
+
+    pub fn source_permanent(message: impl fmt::Display, hint: impl Into<Option<String>>) -> Self {
+        Self::Source {
+            message: message.to_string(),
+            retry: Retry::Permanent,
+            hint: hint.into(),
+        }
+    }
+
+    pub fn sink_transient(message: impl fmt::Display) -> Self {
+        Self::Sink {
+            message: message.to_string(),
+            retry: Retry::Transient,
+            hint: None,
+        }
+    }
+
+    pub fn sink_permanent(message: impl fmt::Display, hint: impl Into<Option<String>>) -> Self {
+        Self::Sink {
+            message: message.to_string(),
+            retry: Retry::Permanent,
+            hint: hint.into(),
+        }
+    }
+
+    /// The single place that decides retryability for the engine.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Source { retry, .. } | Self::Sink { retry, .. } => *retry,
+            Self::Config(_)
+            | Self::PositionLost { .. }
+            | Self::Fenced { .. }
+            | Self::Table { .. }
+            | Self::Position(_)
+            | Self::Cancelled => Retry::Permanent,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.retry() == Retry::Transient
+    }
+
+    /// What an operator should do about it, when we know.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Source { hint, .. } | Self::Sink { hint, .. } | Self::Table { hint, .. } => {
+                hint.clone()
+            }
+            Self::PositionLost { table, .. } => Some(format!(
+                "re-snapshot the table: cartridge-warp resync --config <file> --schema <schema> --table {table}"
+            )),
+            Self::Fenced { .. } => {
+                Some("another replica owns this table now; this one stops writing it".into())
+            }
+            Self::Config(_) => Some("fix the configuration and restart".into()),
+            Self::Position(_) | Self::Cancelled => None,
+        }
+    }
+
+    /// A short, stable label for the `error_type` metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Source { .. } => "source",
+            Self::Sink { .. } => "destination",
+            Self::PositionLost { .. } => "position_lost",
+            Self::Fenced { .. } => "fenced",
+            Self::Table { .. } => "table",
+            Self::Position(_) => "position",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

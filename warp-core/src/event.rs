@@ -1,0 +1,114 @@
+//! Change events and the units a source streams.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::position::Position;
+use crate::schema::SchemaChange;
+use crate::value::{Key, Row};
+
+/// What happened to a row; the letter is what lands in `_cartridge_op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Copied by a snapshot.
+    Read,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn code(self) -> char {
+        match self {
+            Self::Read => 'r',
+            Self::Insert => 'c',
+            Self::Update => 'u',
+            Self::Delete => 'd',
+        }
+    }
+
+    /// Label for `cartridge_warp_events_total{operation}`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Read => "snapshot",
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// One row change. `key` is the row's key *before* the change for updates and deletes
+/// (so a key-changing update can be split by the engine), after it for inserts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub op: Operation,
+    pub key: Key,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    /// Commit time at the source (lands in `_cartridge_source_ts`).
+    pub source_ts: Option<DateTime<Utc>>,
+}
+
+impl ChangeEvent {
+    pub fn approx_size(&self) -> usize {
+        self.before.as_ref().map_or(0, Row::approx_size)
+            + self.after.as_ref().map_or(0, Row::approx_size)
+            + 64
+    }
+}
+
+/// One item of a table's change stream, in source order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    Row(ChangeEvent),
+    Schema(SchemaChange),
+    /// The source truncated the table.
+    Truncate,
+}
+
+impl Change {
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Self::Row(e) => e.approx_size(),
+            Self::Schema(_) | Self::Truncate => 256,
+        }
+    }
+}
+
+/// The end of a source transaction: where the stream resumes after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub position: Position,
+    pub source_ts: Option<DateTime<Utc>>,
+}
+
+/// What a source stream yields. A large source transaction may arrive as several
+/// fragments; only the last carries `commit`, and the engine never commits the
+/// destination between fragments of one source transaction. A fragment with no
+/// changes and a commit is a heartbeat: it advances the position of an idle table.
+///
+/// Every change of a transaction shares the transaction's commit position, so the
+/// position lives here rather than on each event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamFragment {
+    pub changes: Vec<Change>,
+    pub commit: Option<Commit>,
+}
+
+impl StreamFragment {
+    pub fn transaction(changes: Vec<Change>, commit: Commit) -> Self {
+        Self {
+            changes,
+            commit: Some(commit),
+        }
+    }
+
+    pub fn heartbeat(commit: Commit) -> Self {
+        Self {
+            changes: Vec::new(),
+            commit: Some(commit),
+        }
+    }
+}

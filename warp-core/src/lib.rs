@@ -1,0 +1,71 @@
+//! Source-neutral model and engine of cartridge-warp.
+//!
+//! Connectors implement [`Source`] and [`Sink`] + [`CheckpointStore`]; the [`Pipeline`]
+//! snapshots each table in resumable chunks, then streams its changes in batches that are
+//! committed together with their checkpoint, so a crash at any point loses nothing and
+//! applies nothing twice.
+//!
+//! Embedding a pipeline takes a few lines (shown here with the in-memory connectors of the
+//! `test-utils` feature; real ones come from the connector crates):
+//!
+//! ```
+//! # #[cfg(feature = "test-utils")]
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use warp_core::config::{load_str, ConfigOverrides, Environment};
+//! use warp_core::testing::{MemorySink, MemorySource};
+//! use warp_core::{EngineSettings, Pipeline};
+//!
+//! let yaml = r#"
+//! source: { type: mysql, connection_string: "mysql://app@db/shop" }
+//! destination: { type: postgresql, connection_string: "postgresql://warp@pg/dw" }
+//! schemas: [ { name: shop } ]
+//! "#;
+//! let loaded = load_str(yaml, "inline", &Environment::new(), &ConfigOverrides::default()).unwrap();
+//! let schema = loaded.config.schemas_to_run(None).remove(0);
+//!
+//! let source = MemorySource::with_sample_table("shop", "orders", 100);
+//! let sink = MemorySink::new();
+//! let pipeline = Pipeline::new(
+//!     schema,
+//!     Arc::new(source.clone()),
+//!     Arc::new(sink.clone()),
+//!     Arc::new(sink.clone()),
+//!     EngineSettings::from_config(&loaded.config, "embedded"),
+//! );
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let run = tokio::spawn(pipeline.run(shutdown.clone()));
+//! sink.wait_until_equal(&source, "shop", "orders").await;
+//! shutdown.cancel();
+//! run.await.unwrap().unwrap();
+//! # });
+//! ```
+
+pub mod config;
+mod engine;
+pub mod error;
+pub mod event;
+mod mask;
+pub mod metrics;
+pub mod position;
+pub mod schema;
+pub mod sink;
+pub mod source;
+#[cfg(feature = "test-utils")]
+pub mod testing;
+pub mod value;
+
+pub use engine::{
+    Backoff, Batch, EngineSettings, OrdKey, Pipeline, StatusBoard, TableState, TableStatus,
+};
+pub use error::{Error, Result, Retry};
+pub use event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
+pub use mask::mask_secrets;
+pub use position::Position;
+pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
+pub use sink::{
+    Checkpoint, CheckpointStore, CheckpointUpdate, FencingToken, Phase, Sink, SinkTransaction,
+    TableKey, Target,
+};
+pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
+pub use value::{Decimal, Interval, Key, Row, Value};

@@ -1,0 +1,63 @@
+//! Metric names (SPEC §10), described once. Emitted per batch, never per row, with
+//! bounded labels (`schema`, `table`, and one of `operation`/`error_type`/`state`/`change_type`).
+
+pub const EVENTS_TOTAL: &str = "cartridge_warp_events_total";
+pub const ERRORS_TOTAL: &str = "cartridge_warp_errors_total";
+pub const REPLICATION_LAG_SECONDS: &str = "cartridge_warp_replication_lag_seconds";
+pub const BATCH_DURATION_SECONDS: &str = "cartridge_warp_batch_duration_seconds";
+pub const BATCH_ROWS: &str = "cartridge_warp_batch_rows";
+pub const SNAPSHOT_ROWS_TOTAL: &str = "cartridge_warp_snapshot_rows_total";
+pub const SNAPSHOT_PROGRESS_RATIO: &str = "cartridge_warp_snapshot_progress_ratio";
+pub const TABLE_STATE: &str = "cartridge_warp_table_state";
+pub const QUEUE_DEPTH: &str = "cartridge_warp_queue_depth";
+pub const LAST_CHECKPOINT_TIMESTAMP_SECONDS: &str =
+    "cartridge_warp_last_checkpoint_timestamp_seconds";
+pub const SCHEMA_CHANGES_TOTAL: &str = "cartridge_warp_schema_changes_total";
+pub const DEAD_LETTER_TOTAL: &str = "cartridge_warp_dead_letter_total";
+pub const LEASES_HELD: &str = "cartridge_warp_leases_held";
+pub const SOURCE_CONNECTED: &str = "cartridge_warp_source_connected";
+pub const BUILD_INFO: &str = "cartridge_warp_build_info";
+
+/// Registers help texts and units with whatever recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        EVENTS_TOTAL,
+        "Row changes applied to the destination, by operation"
+    );
+    describe_counter!(ERRORS_TOTAL, "Errors seen by the pipeline, by error_type");
+    describe_gauge!(
+        REPLICATION_LAG_SECONDS,
+        Unit::Seconds,
+        "Now minus the source commit time of the last applied change or heartbeat"
+    );
+    describe_histogram!(
+        BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to apply and commit one destination batch"
+    );
+    describe_histogram!(BATCH_ROWS, "Row changes per destination batch");
+    describe_counter!(SNAPSHOT_ROWS_TOTAL, "Rows copied by snapshots");
+    describe_gauge!(
+        SNAPSHOT_PROGRESS_RATIO,
+        "Finished snapshot chunks over all chunks (0..1)"
+    );
+    describe_gauge!(
+        TABLE_STATE,
+        "1 for the table's current lifecycle state, 0 for the others"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Source fragments read but not yet applied");
+    describe_gauge!(
+        LAST_CHECKPOINT_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last committed checkpoint"
+    );
+    describe_counter!(
+        SCHEMA_CHANGES_TOTAL,
+        "Schema changes applied, by change_type"
+    );
+    describe_counter!(DEAD_LETTER_TOTAL, "Rows sent to the dead-letter table");
+    describe_gauge!(LEASES_HELD, "Table leases held by this process");
+    describe_gauge!(SOURCE_CONNECTED, "1 while the source is reachable");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label carries the build");
+}

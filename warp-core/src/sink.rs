@@ -1,0 +1,154 @@
+//! The `Sink` trait and the checkpoint model. A checkpoint can only be written as part
+//! of committing a sink transaction: data and position move together or not at all.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DeletionStrategy, SchemaChangePolicy};
+use crate::error::Result;
+use crate::event::Change;
+use crate::position::Position;
+use crate::schema::{TableId, TableSchema};
+use crate::source::KeyRange;
+use crate::value::Row;
+
+/// Where a source table lands, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The replicated schema (config `schemas[].name`): checkpoints are keyed by it.
+    pub schema: String,
+    pub source: TableId,
+    /// PostgreSQL schema and table name.
+    pub destination_schema: String,
+    pub table: String,
+    pub deletion_strategy: DeletionStrategy,
+    pub schema_change_policy: SchemaChangePolicy,
+}
+
+impl Target {
+    pub fn key(&self) -> TableKey {
+        TableKey {
+            schema: self.schema.clone(),
+            table: self.source.name.clone(),
+        }
+    }
+}
+
+/// Identity of a replicated table in the metadata: (schema, table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableKey {
+    pub schema: String,
+    pub table: String,
+}
+
+impl std::fmt::Display for TableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// The fencing token of the current owner; a commit with an older token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FencingToken(pub u64);
+
+/// A snapshot chunk's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkProgress {
+    pub range: KeyRange,
+    /// `Some(position of the read)` once the chunk is committed.
+    pub done: Option<Position>,
+    pub rows: u64,
+}
+
+/// Where a table is, durably.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    Snapshot {
+        start: Position,
+        chunks: Vec<ChunkProgress>,
+    },
+    Streaming {
+        position: Position,
+        #[serde(default)]
+        source_ts: Option<DateTime<Utc>>,
+        /// Chunks read at positions later than `position`: changes to their keys at or
+        /// before the chunk's position are already in the destination and are skipped.
+        /// Empty once the stream passes them.
+        #[serde(default)]
+        handover: Vec<(KeyRange, Position)>,
+    },
+}
+
+/// A table's durable checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub phase: Phase,
+    pub fencing: FencingToken,
+}
+
+/// What a commit records. Deltas rather than whole states, so chunks committing in
+/// parallel never overwrite each other's progress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointUpdate {
+    /// A new snapshot plan (resets progress).
+    BeginSnapshot {
+        start: Position,
+        chunks: Vec<KeyRange>,
+    },
+    /// Chunk `index` of the current plan is copied.
+    ChunkDone {
+        index: usize,
+        position: Position,
+        rows: u64,
+    },
+    /// Streaming progress (also the snapshot → stream handover).
+    Streaming {
+        position: Position,
+        source_ts: Option<DateTime<Utc>>,
+        handover: Vec<(KeyRange, Position)>,
+    },
+}
+
+/// Loads checkpoints and hands out fencing tokens. Saving happens only through
+/// [`SinkTransaction::commit`].
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>>;
+
+    /// Takes ownership of `table` for `owner`, returning a token newer than any before;
+    /// commits by holders of older tokens are refused from then on.
+    async fn claim(&self, table: &TableKey, owner: &str) -> Result<FencingToken>;
+
+    /// Forgets the table's progress (full resync); the next run snapshots it again.
+    async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
+}
+
+/// A destination.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Creates or migrates the metadata schema (idempotent).
+    async fn prepare(&self) -> Result<()>;
+
+    /// Creates the landing table if missing, or brings it to `schema`'s shape.
+    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<()>;
+
+    /// Opens a destination transaction for one table.
+    async fn begin(&self, target: &Target, token: FencingToken)
+        -> Result<Box<dyn SinkTransaction>>;
+}
+
+/// One open destination transaction. Dropping it without `commit` rolls it back.
+#[async_trait]
+pub trait SinkTransaction: Send {
+    /// Bulk-loads snapshot rows (COPY path); rows already present are overwritten
+    /// without bumping their version.
+    async fn write_snapshot_rows(&mut self, rows: Vec<Row>) -> Result<()>;
+
+    /// Applies changes in order (rows, schema changes, truncates).
+    async fn apply(&mut self, changes: Vec<Change>) -> Result<()>;
+
+    /// Records `update` and commits, if the fencing token still holds.
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<()>;
+}

@@ -1,0 +1,434 @@
+//! An in-memory destination and checkpoint store. A transaction buffers its writes and
+//! applies them, with its checkpoint, under one lock at commit: all or nothing, like the
+//! PostgreSQL sink.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::faults::{FailPoint, Faults};
+use super::memory_source::MemorySource;
+use super::wait_for;
+use crate::config::DeletionStrategy;
+use crate::engine::OrdKey;
+use crate::error::{Error, Result};
+use crate::event::{Change, Operation};
+use crate::schema::TableSchema;
+use crate::sink::{
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, FencingToken, Phase, Sink,
+    SinkTransaction, TableKey, Target,
+};
+use crate::value::{Key, Row, Value};
+
+/// A landed row with its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub row: Row,
+    pub version: u64,
+    pub deleted: bool,
+    pub op: Operation,
+}
+
+struct LandedTable {
+    schema: TableSchema,
+    key_columns: Vec<usize>,
+    rows: BTreeMap<OrdKey, StoredRow>,
+}
+
+#[derive(Default)]
+struct State {
+    tables: BTreeMap<TableKey, LandedTable>,
+    checkpoints: BTreeMap<TableKey, Checkpoint>,
+    tokens: BTreeMap<TableKey, u64>,
+    prepared: bool,
+    commits: u64,
+}
+
+/// Cheap to clone; clones share state (it outlives pipelines, like a database).
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    state: Arc<Mutex<State>>,
+    faults: Faults,
+}
+
+impl MemorySink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn key(schema: &str, table: &str) -> TableKey {
+        TableKey {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Live (not soft-deleted) rows, in key order.
+    pub fn live_rows(&self, schema: &str, table: &str) -> Vec<Row> {
+        self.stored(schema, table)
+            .into_iter()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(_, r)| r.row)
+            .collect()
+    }
+
+    /// Every landed row with its key and bookkeeping.
+    pub fn stored(&self, schema: &str, table: &str) -> Vec<(Key, StoredRow)> {
+        self.lock()
+            .tables
+            .get(&Self::key(schema, table))
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .map(|(k, r)| (k.0.clone(), r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn checkpoint(&self, schema: &str, table: &str) -> Option<Checkpoint> {
+        self.lock()
+            .checkpoints
+            .get(&Self::key(schema, table))
+            .cloned()
+    }
+
+    pub fn schema_of(&self, schema: &str, table: &str) -> Option<TableSchema> {
+        self.lock()
+            .tables
+            .get(&Self::key(schema, table))
+            .map(|t| t.schema.clone())
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.lock().commits
+    }
+
+    /// Waits until the table's live rows equal the source's and its checkpoint has
+    /// reached the source's head (so nothing is still in flight).
+    pub async fn wait_until_equal(&self, source: &MemorySource, schema: &str, table: &str) {
+        let what = format!("{schema}.{table} to equal the source");
+        wait_for(&what, Duration::from_secs(20), || {
+            let caught_up = matches!(
+                self.checkpoint(schema, table).map(|c| c.phase),
+                Some(Phase::Streaming { position, .. }) if position == source.head()
+            );
+            caught_up && self.live_rows(schema, table) == source.rows(table)
+        })
+        .await;
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemorySink {
+    async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>> {
+        Ok(self.lock().checkpoints.get(table).cloned())
+    }
+
+    async fn claim(&self, table: &TableKey, _owner: &str) -> Result<FencingToken> {
+        let mut st = self.lock();
+        let t = st.tokens.entry(table.clone()).or_default();
+        *t += 1;
+        Ok(FencingToken(*t))
+    }
+
+    async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()> {
+        let mut st = self.lock();
+        check_token(&st, table, token)?;
+        st.checkpoints.remove(table);
+        Ok(())
+    }
+}
+
+fn check_token(st: &State, table: &TableKey, token: FencingToken) -> Result<()> {
+    let current = st.tokens.get(table).copied().unwrap_or(0);
+    if current == token.0 {
+        Ok(())
+    } else {
+        Err(Error::Fenced {
+            table: table.to_string(),
+            ours: token.0,
+            current,
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    async fn prepare(&self) -> Result<()> {
+        self.faults.check(FailPoint::Prepare, "*", true)?;
+        self.lock().prepared = true;
+        Ok(())
+    }
+
+    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<()> {
+        self.faults
+            .check(FailPoint::EnsureTable, &target.table, true)?;
+        let key_columns = schema
+            .key_indexes()
+            .map_err(|m| Error::sink_permanent(m, None))?;
+        let mut st = self.lock();
+        let landed = st
+            .tables
+            .entry(target.key())
+            .or_insert_with(|| LandedTable {
+                schema: schema.clone(),
+                key_columns: key_columns.clone(),
+                rows: BTreeMap::new(),
+            });
+        // Bring an existing table to the new shape: added columns only (as DDL would).
+        while landed.schema.columns.len() < schema.columns.len() {
+            let col = schema.columns[landed.schema.columns.len()].clone();
+            let fill = col.default.clone().unwrap_or(Value::Null);
+            for r in landed.rows.values_mut() {
+                r.row.values.push(fill.clone());
+            }
+            landed.schema.columns.push(col);
+        }
+        Ok(())
+    }
+
+    async fn begin(
+        &self,
+        target: &Target,
+        token: FencingToken,
+    ) -> Result<Box<dyn SinkTransaction>> {
+        self.faults.check(FailPoint::Begin, &target.table, true)?;
+        Ok(Box::new(MemoryTransaction {
+            sink: self.clone(),
+            target: target.clone(),
+            token,
+            writes: Vec::new(),
+        }))
+    }
+}
+
+enum Write {
+    Snapshot(Vec<Row>),
+    Changes(Vec<Change>),
+}
+
+struct MemoryTransaction {
+    sink: MemorySink,
+    target: Target,
+    token: FencingToken,
+    writes: Vec<Write>,
+}
+
+#[async_trait]
+impl SinkTransaction for MemoryTransaction {
+    async fn write_snapshot_rows(&mut self, rows: Vec<Row>) -> Result<()> {
+        self.sink
+            .faults
+            .check(FailPoint::WriteSnapshot, &self.target.table, true)?;
+        self.writes.push(Write::Snapshot(rows));
+        Ok(())
+    }
+
+    async fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
+        self.sink
+            .faults
+            .check(FailPoint::Apply, &self.target.table, true)?;
+        self.writes.push(Write::Changes(changes));
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<()> {
+        self.sink
+            .faults
+            .check(FailPoint::Commit, &self.target.table, true)?;
+        let key = self.target.key();
+        let mut st = self.sink.lock();
+        check_token(&st, &key, self.token)?;
+        // Work on copies so a failure half-way leaves nothing behind.
+        let mut table = st
+            .tables
+            .get(&key)
+            .map(|t| LandedTable {
+                schema: t.schema.clone(),
+                key_columns: t.key_columns.clone(),
+                rows: t.rows.clone(),
+            })
+            .ok_or_else(|| Error::sink_permanent(format!("{key}: table not ensured"), None))?;
+        for write in self.writes {
+            match write {
+                Write::Snapshot(rows) => snapshot_rows(&mut table, rows)?,
+                Write::Changes(changes) => {
+                    apply_changes(&mut table, changes, self.target.deletion_strategy)?
+                }
+            }
+        }
+        let checkpoint = next_checkpoint(st.checkpoints.get(&key), update, self.token)?;
+        st.tables.insert(key.clone(), table);
+        st.checkpoints.insert(key, checkpoint);
+        st.commits += 1;
+        Ok(())
+    }
+}
+
+fn width_check(table: &LandedTable, row: &Row) -> Result<()> {
+    if row.values.len() == table.schema.columns.len() {
+        Ok(())
+    } else {
+        Err(Error::sink_permanent(
+            format!(
+                "row has {} values, table {} has {} columns",
+                row.values.len(),
+                table.schema.id,
+                table.schema.columns.len()
+            ),
+            None,
+        ))
+    }
+}
+
+fn snapshot_rows(table: &mut LandedTable, rows: Vec<Row>) -> Result<()> {
+    for row in rows {
+        width_check(table, &row)?;
+        let key = OrdKey(row.key(&table.key_columns));
+        // A re-copied row is overwritten without a version bump.
+        let version = table.rows.get(&key).map_or(1, |r| r.version);
+        table.rows.insert(
+            key,
+            StoredRow {
+                row,
+                version,
+                deleted: false,
+                op: Operation::Read,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn apply_changes(
+    table: &mut LandedTable,
+    changes: Vec<Change>,
+    deletion: DeletionStrategy,
+) -> Result<()> {
+    for change in changes {
+        match change {
+            Change::Row(e) => {
+                let key = OrdKey(e.key.clone());
+                let existing = table.rows.get(&key).cloned();
+                let version = existing.as_ref().map_or(0, |r| r.version) + 1;
+                match (e.op, e.after) {
+                    (Operation::Delete, _) => match deletion {
+                        DeletionStrategy::Hard => {
+                            table.rows.remove(&key);
+                        }
+                        DeletionStrategy::Soft => {
+                            let image = existing.map(|r| r.row).or(e.before);
+                            if let Some(row) = image {
+                                table.rows.insert(
+                                    key,
+                                    StoredRow {
+                                        row,
+                                        version,
+                                        deleted: true,
+                                        op: Operation::Delete,
+                                    },
+                                );
+                            }
+                        }
+                    },
+                    (op, Some(after)) => {
+                        width_check(table, &after)?;
+                        table.rows.insert(
+                            key,
+                            StoredRow {
+                                row: after,
+                                version,
+                                deleted: false,
+                                op,
+                            },
+                        );
+                    }
+                    (op, None) => {
+                        return Err(Error::sink_permanent(
+                            format!("{op:?} without a row image"),
+                            None,
+                        ));
+                    }
+                }
+            }
+            Change::Schema(sc) => {
+                table
+                    .schema
+                    .apply(&sc)
+                    .map_err(|m| Error::sink_permanent(m, None))?;
+                if let crate::schema::SchemaChange::AddColumn(col) = sc {
+                    let fill = col.default.unwrap_or(Value::Null);
+                    for r in table.rows.values_mut() {
+                        r.row.values.push(fill.clone());
+                    }
+                }
+            }
+            Change::Truncate => table.rows.clear(),
+        }
+    }
+    Ok(())
+}
+
+fn next_checkpoint(
+    current: Option<&Checkpoint>,
+    update: CheckpointUpdate,
+    token: FencingToken,
+) -> Result<Checkpoint> {
+    let phase = match update {
+        CheckpointUpdate::BeginSnapshot { start, chunks } => Phase::Snapshot {
+            start,
+            chunks: chunks
+                .into_iter()
+                .map(|range| ChunkProgress {
+                    range,
+                    done: None,
+                    rows: 0,
+                })
+                .collect(),
+        },
+        CheckpointUpdate::ChunkDone {
+            index,
+            position,
+            rows,
+        } => match current.map(|c| c.phase.clone()) {
+            Some(Phase::Snapshot { start, mut chunks }) => {
+                let chunk = chunks.get_mut(index).ok_or_else(|| {
+                    Error::sink_permanent(format!("no chunk {index} in the plan"), None)
+                })?;
+                chunk.done = Some(position);
+                chunk.rows = rows;
+                Phase::Snapshot { start, chunks }
+            }
+            _ => {
+                return Err(Error::sink_permanent(
+                    "chunk finished outside a snapshot",
+                    None,
+                ))
+            }
+        },
+        CheckpointUpdate::Streaming {
+            position,
+            source_ts,
+            handover,
+        } => Phase::Streaming {
+            position,
+            source_ts,
+            handover,
+        },
+    };
+    Ok(Checkpoint {
+        phase,
+        fencing: token,
+    })
+}

@@ -1,0 +1,423 @@
+//! An in-memory source: tables of rows plus a change log whose positions are sequence
+//! numbers. Every write is one source transaction.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use super::faults::{FailPoint, Faults};
+use crate::engine::OrdKey;
+use crate::error::{Error, Result};
+use crate::event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
+use crate::position::Position;
+use crate::schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
+use crate::source::{ChunkRead, KeyRange, SnapshotPlan, Source};
+use crate::value::{Key, Row, Value};
+
+type ChunkHook = Arc<dyn Fn(&MemorySource) + Send + Sync>;
+
+struct Table {
+    schema: TableSchema,
+    key_columns: Vec<usize>,
+    rows: BTreeMap<OrdKey, Row>,
+}
+
+struct LogEntry {
+    seq: u64,
+    table: String,
+    changes: Vec<Change>,
+}
+
+#[derive(Default)]
+struct State {
+    tables: BTreeMap<String, Table>,
+    log: Vec<LogEntry>,
+    seq: u64,
+    chunk_reads: Vec<(String, KeyRange)>,
+    changes_per_key: BTreeMap<(String, OrdKey), u64>,
+}
+
+/// Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct MemorySource {
+    database: String,
+    state: Arc<Mutex<State>>,
+    notify: Arc<Notify>,
+    faults: Faults,
+    chunk_hook: Arc<Mutex<Option<ChunkHook>>>,
+    heartbeat: Duration,
+}
+
+impl MemorySource {
+    pub fn new(database: &str) -> Self {
+        Self {
+            database: database.to_owned(),
+            state: Arc::default(),
+            notify: Arc::default(),
+            faults: Faults::default(),
+            chunk_hook: Arc::default(),
+            heartbeat: Duration::from_millis(20),
+        }
+    }
+
+    /// A source with one table `(id bigint key, name text, qty bigint)` of `rows` rows.
+    pub fn with_sample_table(database: &str, table: &str, rows: i64) -> Self {
+        let s = Self::new(database);
+        s.create_table(table);
+        for id in 1..=rows {
+            s.insert(table, sample_row(id, 0));
+        }
+        s
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Runs `hook` right after each chunk's rows are taken (before they reach the engine):
+    /// writes made there happen "during the snapshot".
+    pub fn on_chunk_read(&self, hook: impl Fn(&MemorySource) + Send + Sync + 'static) {
+        *self
+            .chunk_hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(hook));
+    }
+
+    /// Creates `(id bigint key, name text, qty bigint)`.
+    pub fn create_table(&self, name: &str) {
+        let schema = TableSchema {
+            id: TableId::new(&self.database, name),
+            columns: vec![
+                Column::new("id", ColumnType::Int64).not_null(),
+                Column::new("name", ColumnType::Text { max_len: None }),
+                Column::new("qty", ColumnType::Int64),
+            ],
+            primary_key: vec!["id".into()],
+        };
+        self.create_table_with(schema);
+    }
+
+    pub fn create_table_with(&self, schema: TableSchema) {
+        let key_columns = schema.key_indexes().unwrap_or_default();
+        self.lock().tables.insert(
+            schema.id.name.clone(),
+            Table {
+                schema,
+                key_columns,
+                rows: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn log(&self, state: &mut State, table: &str, changes: Vec<Change>) {
+        state.seq += 1;
+        let seq = state.seq;
+        state.log.push(LogEntry {
+            seq,
+            table: table.to_owned(),
+            changes,
+        });
+        self.notify.notify_waiters();
+    }
+
+    fn write(&self, table: &str, op: Operation, row: Option<Row>, key: Option<Key>) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        let key = key.unwrap_or_else(|| row.as_ref().expect("row").key(&t.key_columns));
+        let before = t.rows.get(&OrdKey(key.clone())).cloned();
+        match &row {
+            Some(r) => t.rows.insert(OrdKey(key.clone()), r.clone()),
+            None => t.rows.remove(&OrdKey(key.clone())),
+        };
+        let op = match (op, &before) {
+            (Operation::Insert, Some(_)) => Operation::Update,
+            (op, _) => op,
+        };
+        let event = ChangeEvent {
+            op,
+            key: key.clone(),
+            before,
+            after: row,
+            source_ts: Some(Utc::now()),
+        };
+        *st.changes_per_key
+            .entry((table.to_owned(), OrdKey(key)))
+            .or_default() += 1;
+        self.log(&mut st, table, vec![Change::Row(event)]);
+    }
+
+    pub fn insert(&self, table: &str, row: Row) {
+        self.write(table, Operation::Insert, Some(row), None);
+    }
+
+    pub fn update(&self, table: &str, row: Row) {
+        self.write(table, Operation::Update, Some(row), None);
+    }
+
+    pub fn delete(&self, table: &str, key: Key) {
+        self.write(table, Operation::Delete, None, Some(key));
+    }
+
+    /// Several row writes as one source transaction.
+    pub fn transaction(&self, table: &str, rows: Vec<Row>) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        let mut changes = Vec::new();
+        let mut keys = Vec::new();
+        for row in rows {
+            let key = row.key(&t.key_columns);
+            let before = t.rows.insert(OrdKey(key.clone()), row.clone());
+            let op = if before.is_some() {
+                Operation::Update
+            } else {
+                Operation::Insert
+            };
+            changes.push(Change::Row(ChangeEvent {
+                op,
+                key: key.clone(),
+                before,
+                after: Some(row),
+                source_ts: Some(Utc::now()),
+            }));
+            keys.push(key);
+        }
+        for key in keys {
+            *st.changes_per_key
+                .entry((table.to_owned(), OrdKey(key)))
+                .or_default() += 1;
+        }
+        self.log(&mut st, table, changes);
+    }
+
+    /// Adds a nullable column; existing rows read `default` for it.
+    pub fn add_column(&self, table: &str, column: Column) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        let fill = column.default.clone().unwrap_or(Value::Null);
+        t.schema.columns.push(column.clone());
+        for row in t.rows.values_mut() {
+            row.values.push(fill.clone());
+        }
+        self.log(
+            &mut st,
+            table,
+            vec![Change::Schema(SchemaChange::AddColumn(column))],
+        );
+    }
+
+    /// Current rows, in key order.
+    pub fn rows(&self, table: &str) -> Vec<Row> {
+        self.lock()
+            .tables
+            .get(table)
+            .map(|t| t.rows.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Source writes per key so far (`_cartridge_version` must never exceed it).
+    pub fn changes_for(&self, table: &str, key: &Key) -> u64 {
+        self.lock()
+            .changes_per_key
+            .get(&(table.to_owned(), OrdKey(key.clone())))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn head(&self) -> Position {
+        seq_position(self.lock().seq)
+    }
+
+    /// Chunks read so far, in order: (table, range).
+    pub fn chunk_reads(&self) -> Vec<(String, KeyRange)> {
+        self.lock().chunk_reads.clone()
+    }
+
+    fn table_schema(&self, table: &str) -> Result<TableSchema> {
+        self.lock()
+            .tables
+            .get(table)
+            .map(|t| t.schema.clone())
+            .ok_or_else(|| Error::source_permanent(format!("no table {table}"), None))
+    }
+
+    fn next_entry(&self, table: &str, after: u64) -> (Option<(u64, Vec<Change>)>, u64) {
+        let st = self.lock();
+        let start = st.log.partition_point(|e| e.seq <= after);
+        let found = st.log[start..]
+            .iter()
+            .find(|e| e.table == table)
+            .map(|e| (e.seq, e.changes.clone()));
+        (found, st.seq)
+    }
+}
+
+/// `(id, "name-{id}-{generation}", id * 10 + generation)`.
+pub fn sample_row(id: i64, generation: i64) -> Row {
+    Row::new(vec![
+        Value::Int(id),
+        Value::Text(format!("name-{id}-{generation}")),
+        Value::Int(id * 10 + generation),
+    ])
+}
+
+fn seq_position(seq: u64) -> Position {
+    Position::from_json(serde_json::json!({ "seq": seq }))
+}
+
+fn seq_of(p: &Position) -> Result<u64> {
+    p.as_json()
+        .get("seq")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| Error::Position(format!("not a memory position: {p}")))
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn discover(&self) -> Result<Vec<TableSchema>> {
+        self.faults.check(FailPoint::Discover, "*", false)?;
+        Ok(self
+            .lock()
+            .tables
+            .values()
+            .map(|t| t.schema.clone())
+            .collect())
+    }
+
+    async fn plan_snapshot(&self, table: &TableSchema, chunk_rows: usize) -> Result<SnapshotPlan> {
+        self.faults
+            .check(FailPoint::PlanSnapshot, &table.id.name, false)?;
+        let st = self.lock();
+        let t = st
+            .tables
+            .get(&table.id.name)
+            .ok_or_else(|| Error::source_permanent("no table", None))?;
+        let keys: Vec<&OrdKey> = t.rows.keys().collect();
+        let bounds: Vec<Key> = keys
+            .iter()
+            .step_by(chunk_rows.max(1))
+            .skip(1)
+            .map(|k| k.0.clone())
+            .collect();
+        let mut chunks = Vec::new();
+        let mut start = None;
+        for b in bounds {
+            chunks.push(KeyRange {
+                start,
+                end: Some(b.clone()),
+            });
+            start = Some(b);
+        }
+        chunks.push(KeyRange { start, end: None });
+        Ok(SnapshotPlan {
+            start: seq_position(st.seq),
+            chunks,
+        })
+    }
+
+    async fn read_chunk(&self, table: &TableSchema, chunk: &KeyRange) -> Result<ChunkRead> {
+        let name = table.id.name.clone();
+        self.faults.check(FailPoint::ReadChunk, &name, false)?;
+        let (position, rows) = {
+            let mut st = self.lock();
+            st.chunk_reads.push((name.clone(), chunk.clone()));
+            let t = st
+                .tables
+                .get(&name)
+                .ok_or_else(|| Error::source_permanent("no table", None))?;
+            let rows: Vec<Row> = t
+                .rows
+                .iter()
+                .filter(|(k, _)| chunk.contains(&k.0))
+                .map(|(_, r)| r.clone())
+                .collect();
+            (seq_position(st.seq), rows)
+        };
+        let hook = self
+            .chunk_hook
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(self);
+        }
+        let faults = self.faults.clone();
+        let pages: Vec<Vec<Row>> = rows.chunks(64).map(<[Row]>::to_vec).collect();
+        let rows = stream::iter(pages.into_iter().enumerate())
+            .map(move |(i, page)| {
+                if i > 0 {
+                    faults.check(FailPoint::ChunkRows, &name, false)?;
+                }
+                Ok(page)
+            })
+            .boxed();
+        Ok(ChunkRead { position, rows })
+    }
+
+    async fn current_position(&self, _table: &TableSchema) -> Result<Position> {
+        Ok(self.head())
+    }
+
+    async fn stream(
+        &self,
+        table: &TableSchema,
+        from: &Position,
+    ) -> Result<BoxStream<'static, Result<StreamFragment>>> {
+        let name = table.id.name.clone();
+        self.faults.check(FailPoint::OpenStream, &name, false)?;
+        self.table_schema(&name)?;
+        let after = seq_of(from)?;
+        let this = self.clone();
+        let s = stream::unfold((this, name, after), |(this, name, after)| async move {
+            loop {
+                if let Err(e) = this.faults.check(FailPoint::StreamNext, &name, false) {
+                    return Some((Err(e), (this, name, after)));
+                }
+                let notify = Arc::clone(&this.notify);
+                let notified = notify.notified();
+                let (entry, head) = this.next_entry(&name, after);
+                if let Some((seq, changes)) = entry {
+                    drop(notified);
+                    let commit = Commit {
+                        position: seq_position(seq),
+                        source_ts: Some(Utc::now()),
+                    };
+                    return Some((
+                        Ok(StreamFragment::transaction(changes, commit)),
+                        (this, name, seq),
+                    ));
+                }
+                // Nothing for this table up to `head`: wait for news or send a heartbeat.
+                let timed_out = tokio::time::timeout(this.heartbeat, notified)
+                    .await
+                    .is_err();
+                if timed_out && head > after {
+                    let commit = Commit {
+                        position: seq_position(head),
+                        source_ts: Some(Utc::now()),
+                    };
+                    return Some((Ok(StreamFragment::heartbeat(commit)), (this, name, head)));
+                }
+            }
+        });
+        Ok(s.boxed())
+    }
+
+    fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering> {
+        Ok(seq_of(a)?.cmp(&seq_of(b)?))
+    }
+}

@@ -1,0 +1,25 @@
+//! In-memory `Source`, `Sink` and `CheckpointStore` with failure injection, for engine
+//! tests and embedders' own tests. Not for production: nothing here is durable.
+
+mod faults;
+mod memory_sink;
+mod memory_source;
+
+pub use faults::{FailPoint, Faults};
+pub use memory_sink::{MemorySink, StoredRow};
+pub use memory_source::MemorySource;
+
+use std::time::Duration;
+
+/// Polls `condition` every few milliseconds until it holds, panicking with `what` after
+/// `timeout`. Tests wait on conditions, never on fixed sleeps.
+pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,549 @@
+//! Engine behaviour with the in-memory doubles: handover, resume, retries, failure
+//! isolation, draining, fencing.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
+use warp_core::testing::{wait_for, FailPoint, MemorySink, MemorySource};
+use warp_core::{
+    Backoff, CheckpointStore, Column, ColumnType, EngineSettings, Phase, Pipeline, Result, Retry,
+    Row, StatusBoard, TableKey, TableState, Value,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn row(id: i64, generation: i64) -> Row {
+    Row::new(vec![
+        Value::Int(id),
+        Value::Text(format!("name-{id}-{generation}")),
+        Value::Int(id * 10 + generation),
+    ])
+}
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        owner: "test".into(),
+        max_retries: 3,
+        backoff: Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        },
+        failed_cooldown: Duration::from_millis(50),
+        batch_max_bytes: 1 << 20,
+        batch_max_wait: Duration::from_millis(10),
+        idle_checkpoint_interval: Duration::from_millis(50),
+        queue_capacity: 4,
+        full_resync: false,
+    }
+}
+
+/// A schema `shop` whose tables use `table_yaml` (YAML mapping body) as settings.
+fn schema(tables_yaml: &str) -> ResolvedSchema {
+    let yaml = format!(
+        "source: {{ type: mysql, connection_string: 'mysql://u@h/shop' }}\n\
+         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
+         schemas:\n- name: shop\n  snapshot_chunk_size: 10\n  tables:\n{tables_yaml}"
+    );
+    let loaded = load_str(
+        &yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .unwrap();
+    loaded.config.schemas_to_run(None).remove(0)
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<()>>,
+    status: StatusBoard,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn start(
+    source: &MemorySource,
+    sink: &MemorySink,
+    schema: ResolvedSchema,
+    settings: EngineSettings,
+) -> Running {
+    let pipeline = Pipeline::new(
+        schema,
+        Arc::new(source.clone()),
+        Arc::new(sink.clone()),
+        Arc::new(sink.clone()),
+        settings,
+    );
+    let status = pipeline.status();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
+    Running {
+        shutdown,
+        handle,
+        status,
+    }
+}
+
+fn key(table: &str) -> TableKey {
+    TableKey {
+        schema: "shop".into(),
+        table: table.into(),
+    }
+}
+
+/// No row's version exceeds the number of source writes to it (a replayed change would
+/// push it above).
+fn assert_no_double_apply(source: &MemorySource, sink: &MemorySink, table: &str) {
+    for (k, stored) in sink.stored("shop", table) {
+        let changes = source.changes_for(table, &k);
+        assert!(
+            stored.version <= changes.max(1),
+            "{k:?}: version {} but only {changes} source changes",
+            stored.version
+        );
+    }
+}
+
+#[tokio::test]
+async fn snapshot_to_stream_handover_loses_and_duplicates_nothing() {
+    let source = MemorySource::with_sample_table("shop", "orders", 100);
+    let sink = MemorySink::new();
+    // While chunks are being read: update rows behind and ahead of the copy, insert new
+    // rows ahead of it, delete a row ahead of it.
+    let reads = Arc::new(AtomicI64::new(0));
+    let counter = Arc::clone(&reads);
+    source.on_chunk_read(move |src| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        if n < 8 {
+            src.update("orders", row(n * 10 + 1, 1)); // in the chunk just read
+            src.update("orders", row(95 - n, 1)); // in a chunk not read yet
+            src.insert("orders", row(1000 + n, 0)); // lands in the last chunk
+            src.delete("orders", vec![Value::Int(99 - n)]);
+        }
+    });
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { parallel_streams: 2 }\n"),
+        settings(),
+    );
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert!(
+        reads.load(Ordering::SeqCst) >= 10,
+        "the table was copied in chunks"
+    );
+
+    // Streaming after the handover.
+    for id in 1..=20 {
+        source.update("orders", row(id, 2));
+    }
+    source.insert("orders", row(5000, 0));
+    source.delete("orders", vec![Value::Int(50)]);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+
+    assert_no_double_apply(&source, &sink, "orders");
+    let inserted_during_copy = sink
+        .stored("shop", "orders")
+        .into_iter()
+        .find(|(k, _)| k == &vec![Value::Int(1000)])
+        .expect("row inserted during the snapshot arrived");
+    assert_eq!(
+        inserted_during_copy.1.version, 1,
+        "copied once, not replayed on top"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn crash_mid_snapshot_resumes_at_last_finished_chunk() {
+    let source = MemorySource::with_sample_table("shop", "orders", 100);
+    let sink = MemorySink::new();
+    let reads = Arc::new(AtomicI64::new(0));
+    let counter = Arc::clone(&reads);
+    let faults = sink.faults().clone();
+    source.on_chunk_read(move |_| {
+        // The fifth chunk's write dies (as if the process were killed mid-COPY).
+        if counter.fetch_add(1, Ordering::SeqCst) == 4 {
+            faults.arm(
+                FailPoint::WriteSnapshot,
+                Some("orders"),
+                1,
+                Retry::Permanent,
+            );
+        }
+    });
+    let tables = "    orders: { parallel_streams: 1 }\n";
+    let run = start(&source, &sink, schema(tables), settings());
+    wait_for("table to fail", WAIT, || {
+        run.status
+            .get(&key("orders"))
+            .is_some_and(|s| s.state == TableState::Failed)
+    })
+    .await;
+    run.handle.await.unwrap().unwrap();
+
+    let Some(Phase::Snapshot { chunks, .. }) = sink.checkpoint("shop", "orders").map(|c| c.phase)
+    else {
+        panic!("checkpoint must still be in the snapshot phase");
+    };
+    let done: Vec<bool> = chunks.iter().map(|c| c.done.is_some()).collect();
+    assert_eq!(
+        done,
+        [true, true, true, true, false, false, false, false, false, false]
+    );
+    assert_eq!(
+        sink.live_rows("shop", "orders").len(),
+        40,
+        "only finished chunks landed"
+    );
+
+    let reads_before = source.chunk_reads().len();
+    let run = start(&source, &sink, schema(tables), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let resumed: Vec<_> = source.chunk_reads()[reads_before..]
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    let expected: Vec<_> = chunks[4..].iter().map(|c| c.range.clone()).collect();
+    assert_eq!(
+        resumed, expected,
+        "resume reads exactly the unfinished chunks"
+    );
+    assert!(sink
+        .stored("shop", "orders")
+        .iter()
+        .all(|(_, r)| r.version == 1));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried() {
+    let source = MemorySource::with_sample_table("shop", "orders", 30);
+    let sink = MemorySink::new();
+    sink.faults()
+        .arm(FailPoint::Prepare, None, 2, Retry::Transient);
+    source
+        .faults()
+        .arm(FailPoint::ReadChunk, Some("orders"), 2, Retry::Transient);
+    sink.faults()
+        .arm(FailPoint::Commit, Some("orders"), 2, Retry::Transient);
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+
+    source
+        .faults()
+        .arm(FailPoint::StreamNext, Some("orders"), 2, Retry::Transient);
+    sink.faults()
+        .arm(FailPoint::Apply, Some("orders"), 1, Retry::Transient);
+    for id in 1..=10 {
+        source.update("orders", row(id, 1));
+    }
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    for point in [FailPoint::Commit, FailPoint::Apply, FailPoint::Prepare] {
+        assert_eq!(sink.faults().pending(point), 0, "{point:?} fired");
+    }
+    assert_eq!(source.faults().pending(FailPoint::StreamNext), 0);
+    let status = run.status.get(&key("orders")).unwrap();
+    assert_eq!(status.state, TableState::Streaming);
+    assert!(status.last_error.unwrap_or_default().contains("injected"));
+    assert_no_double_apply(&source, &sink, "orders");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_then_recover_after_cooldown() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5);
+    let sink = MemorySink::new();
+    // max_retries is 3: the fourth consecutive failure marks the table failed.
+    sink.faults()
+        .arm(FailPoint::EnsureTable, Some("orders"), 4, Retry::Transient);
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    wait_for("table to be marked failed", WAIT, || {
+        run.status
+            .get(&key("orders"))
+            .is_some_and(|s| s.state == TableState::Failed)
+    })
+    .await;
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(
+        run.status.get(&key("orders")).unwrap().state,
+        TableState::Streaming
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_error_fails_only_its_table() {
+    let source = MemorySource::with_sample_table("shop", "good", 20);
+    source.create_table("bad");
+    source.insert("bad", row(1, 0));
+    let sink = MemorySink::new();
+    source
+        .faults()
+        .arm(FailPoint::PlanSnapshot, Some("bad"), 1, Retry::Permanent);
+    let run = start(&source, &sink, schema("    good: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "good").await;
+    wait_for("bad to fail", WAIT, || {
+        run.status
+            .get(&key("bad"))
+            .is_some_and(|s| s.state == TableState::Failed)
+    })
+    .await;
+    let bad = run.status.get(&key("bad")).unwrap();
+    assert!(bad
+        .last_error
+        .unwrap()
+        .contains("injected failure at PlanSnapshot"));
+
+    source.insert("good", row(500, 0));
+    source.insert("bad", row(2, 0));
+    sink.wait_until_equal(&source, "shop", "good").await;
+    assert!(
+        sink.live_rows("shop", "bad").is_empty(),
+        "the failed table stays stopped"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_commits_the_batch_in_hand() {
+    let source = MemorySource::with_sample_table("shop", "orders", 10);
+    let sink = MemorySink::new();
+    let mut s = settings();
+    s.batch_max_wait = Duration::from_secs(3600); // only shutdown can flush this batch
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { batch_size: 100000 }\n"),
+        s,
+    );
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let commits = sink.commits();
+
+    for id in 1..=50 {
+        source.update("orders", row(id % 10 + 1, id));
+    }
+    wait_for("50 changes in the batch", WAIT, || {
+        run.status
+            .get(&key("orders"))
+            .is_some_and(|s| s.pending_changes == 50)
+    })
+    .await;
+    assert_eq!(sink.commits(), commits, "nothing committed before shutdown");
+    run.stop().await;
+
+    assert_eq!(sink.live_rows("shop", "orders"), source.rows("orders"));
+    let Some(Phase::Streaming { position, .. }) =
+        sink.checkpoint("shop", "orders").map(|c| c.phase)
+    else {
+        panic!("streaming checkpoint expected");
+    };
+    assert_eq!(position, source.head());
+    assert_eq!(sink.commits(), commits + 1, "one batch, one commit");
+}
+
+#[tokio::test]
+async fn restart_resumes_from_checkpoint_without_duplicates() {
+    let source = MemorySource::with_sample_table("shop", "orders", 20);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    for id in 1..=5 {
+        source.update("orders", row(id, 1));
+    }
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    run.stop().await;
+
+    // Written while the replicator is down.
+    for id in 1..=5 {
+        source.update("orders", row(id, 2));
+    }
+    source.delete("orders", vec![Value::Int(20)]);
+    let reads = source.chunk_reads().len();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(
+        source.chunk_reads().len(),
+        reads,
+        "no re-snapshot after a clean restart"
+    );
+    for (k, stored) in sink.stored("shop", "orders") {
+        assert_eq!(stored.version, source.changes_for("orders", &k), "{k:?}");
+    }
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn full_load_disabled_streams_from_now() {
+    let source = MemorySource::with_sample_table("shop", "events", 10);
+    let sink = MemorySink::new();
+    let run = start(
+        &source,
+        &sink,
+        schema("    events: { full_load_enabled: false }\n"),
+        settings(),
+    );
+    wait_for("streaming", WAIT, || {
+        run.status
+            .get(&key("events"))
+            .is_some_and(|s| s.state == TableState::Streaming)
+    })
+    .await;
+    source.insert("events", row(100, 0));
+    source.update("events", row(1, 1));
+    wait_for("two new changes", WAIT, || {
+        sink.live_rows("shop", "events").len() == 2
+    })
+    .await;
+    assert_eq!(
+        sink.live_rows("shop", "events"),
+        vec![row(1, 1), row(100, 0)]
+    );
+    assert!(source.chunk_reads().is_empty(), "no snapshot");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn large_transaction_is_committed_once() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5);
+    let sink = MemorySink::new();
+    let mut s = settings();
+    s.batch_max_wait = Duration::from_secs(3600);
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { batch_size: 50 }\n"),
+        s,
+    );
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let commits = sink.commits();
+    source.transaction("orders", (1..=500).map(|id| row(id, 7)).collect());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(
+        sink.commits(),
+        commits + 1,
+        "a source transaction is never split"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn schema_changes_apply_in_order_with_rows() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let mut col = Column::new("status", ColumnType::Text { max_len: Some(20) });
+    col.default = Some(Value::Text("new".into()));
+    source.add_column("orders", col);
+    let mut r = row(6, 0);
+    r.values.push(Value::Text("paid".into()));
+    source.insert("orders", r);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(sink.schema_of("shop", "orders").unwrap().columns.len(), 4);
+    assert_eq!(
+        sink.live_rows("shop", "orders")[0].values[3],
+        Value::Text("new".into())
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn excluded_columns_never_land() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5);
+    let sink = MemorySink::new();
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { exclude_columns: [name] }\n"),
+        settings(),
+    );
+    wait_for("snapshot", WAIT, || {
+        sink.live_rows("shop", "orders").len() == 5
+    })
+    .await;
+    source.update("orders", row(1, 9));
+    wait_for("update", WAIT, || {
+        sink.live_rows("shop", "orders")[0] == Row::new(vec![Value::Int(1), Value::Int(19)])
+    })
+    .await;
+    let cols: Vec<_> = sink
+        .schema_of("shop", "orders")
+        .unwrap()
+        .columns
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(cols, ["id", "qty"]);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn fenced_writer_cannot_commit() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    // Another replica takes the table over.
+    sink.claim(&key("orders"), "other-pod").await.unwrap();
+    source.insert("orders", row(99, 0));
+    wait_for("fenced table to stop", WAIT, || {
+        run.status
+            .get(&key("orders"))
+            .is_some_and(|s| s.state == TableState::Failed)
+    })
+    .await;
+    let status = run.status.get(&key("orders")).unwrap();
+    assert!(status.last_error.unwrap().contains("fenced"));
+    assert_eq!(
+        sink.live_rows("shop", "orders").len(),
+        5,
+        "the stale owner wrote nothing"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn table_without_key_is_rejected_with_a_hint() {
+    let source = MemorySource::new("shop");
+    let mut schema_def = warp_core::TableSchema {
+        id: warp_core::TableId::new("shop", "log"),
+        columns: vec![Column::new("line", ColumnType::Text { max_len: None })],
+        primary_key: vec![],
+    };
+    source.create_table_with(schema_def.clone());
+    source.create_table("orders");
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let log = run.status.get(&key("log")).unwrap();
+    assert_eq!(log.state, TableState::Failed);
+    assert!(log.hint.unwrap().contains("primary_key"));
+    run.stop().await;
+
+    // With `primary_key` configured the same table replicates.
+    schema_def.primary_key = vec![];
+    let run = start(
+        &source,
+        &sink,
+        schema("    log: { primary_key: line }\n"),
+        settings(),
+    );
+    wait_for("log streaming", WAIT, || {
+        run.status
+            .get(&key("log"))
+            .is_some_and(|s| s.state == TableState::Streaming)
+    })
+    .await;
+    run.stop().await;
+}
