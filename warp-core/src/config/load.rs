@@ -213,7 +213,12 @@ fn inner_message(e: &ConfigError) -> String {
         } => format!("expected {expected}, found {unexpected}"),
         ConfigError::At { error, .. } => inner_message(error),
         ConfigError::Message(m) => m.clone(),
-        ConfigError::NotFound(_) => "required key is missing".into(),
+        ConfigError::NotFound(key) => {
+            format!(
+                "missing field `{}`",
+                key.rsplit(['.', ']']).next().unwrap_or(key)
+            )
+        }
         other => other.to_string(),
     }
 }

@@ -6,6 +6,43 @@ use serde::Deserialize;
 
 use super::types::{ByteSize, LogLevel, PositiveInt, Seconds, Secret};
 
+/// An enum written as one of a fixed set of strings; unknown values get an error
+/// listing the choices (the `config` crate's own enum errors do not).
+macro_rules! string_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal $(| $alias:literal)*,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            pub const NAMES: &'static [&'static str] = &[$($text),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                match text.as_str() {
+                    $($text $(| $alias)* => Ok(Self::$variant),)*
+                    _ => Err(de::Error::unknown_variant(&text, Self::NAMES)),
+                }
+            }
+        }
+    };
+}
+
 pub const DEFAULT_STREAM_BATCH_SIZE: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_SIZE: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -48,14 +85,15 @@ pub struct WarpConfig {
     pub logging: LoggingConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// One schema per process (production: one Deployment per schema).
-    #[default]
-    Single,
-    /// Every configured schema in one process (development).
-    Multi,
+string_enum! {
+    #[derive(Default)]
+    pub enum Mode {
+        /// One schema per process (production: one Deployment per schema).
+        #[default]
+        Single = "single",
+        /// Every configured schema in one process (development).
+        Multi = "multi",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,23 +146,15 @@ impl Default for PerformanceConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceType {
-    Mongodb,
-    Mysql,
-    Bigquery,
+string_enum! {
+    pub enum SourceType {
+        Mongodb = "mongodb",
+        Mysql = "mysql",
+        Bigquery = "bigquery",
+    }
 }
 
 impl SourceType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mongodb => "mongodb",
-            Self::Mysql => "mysql",
-            Self::Bigquery => "bigquery",
-        }
-    }
-
     /// The strategy used when the config names none.
     pub fn default_strategy(self) -> ChangeDetection {
         match self {
@@ -148,36 +178,22 @@ impl SourceType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeDetection {
-    ChangeStream,
-    Binlog,
-    Timestamp,
-}
-
-impl ChangeDetection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ChangeStream => "change_stream",
-            Self::Binlog => "binlog",
-            Self::Timestamp => "timestamp",
-        }
+string_enum! {
+    pub enum ChangeDetection {
+        ChangeStream = "change_stream",
+        Binlog = "binlog",
+        Timestamp = "timestamp",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ReadPreference {
-    #[serde(rename = "primary")]
-    Primary,
-    #[serde(rename = "primaryPreferred")]
-    PrimaryPreferred,
-    #[serde(rename = "secondary")]
-    Secondary,
-    #[serde(rename = "secondaryPreferred")]
-    SecondaryPreferred,
-    #[serde(rename = "nearest")]
-    Nearest,
+string_enum! {
+    pub enum ReadPreference {
+        Primary = "primary",
+        PrimaryPreferred = "primaryPreferred",
+        Secondary = "secondary",
+        SecondaryPreferred = "secondaryPreferred",
+        Nearest = "nearest",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,20 +243,20 @@ impl SourceConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DestinationType {
-    #[serde(alias = "postgres")]
-    Postgresql,
+string_enum! {
+    pub enum DestinationType {
+        Postgresql = "postgresql" | "postgres",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeletionStrategy {
-    /// `is_deleted = true`, `deleted_at = now()`; the row stays.
-    #[default]
-    Soft,
-    Hard,
+string_enum! {
+    #[derive(Default)]
+    pub enum DeletionStrategy {
+        /// `is_deleted = true`, `deleted_at = now()`; the row stays.
+        #[default]
+        Soft = "soft",
+        Hard = "hard",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,12 +286,12 @@ pub struct DestinationConfig {
     pub deletion_strategy: DeletionStrategy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchemaChangePolicy {
-    WidenToText,
-    DeadLetter,
-    PauseTable,
+string_enum! {
+    pub enum SchemaChangePolicy {
+        WidenToText = "widen_to_text",
+        DeadLetter = "dead_letter",
+        PauseTable = "pause_table",
+    }
 }
 
 /// `primary_key: id` or `primary_key: [tenant_id, id]`.
@@ -483,14 +499,14 @@ impl Default for MonitoringConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// JSON lines.
-    #[default]
-    #[serde(alias = "json")]
-    Structured,
-    Text,
+string_enum! {
+    #[derive(Default)]
+    pub enum LogFormat {
+        /// JSON lines.
+        #[default]
+        Structured = "structured" | "json",
+        Text = "text",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

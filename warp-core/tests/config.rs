@@ -1,0 +1,503 @@
+//! Configuration loading: the seed ConfigMap, every shipped example, each bad-input case,
+//! environment precedence and the seed's plain variables.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use warp_core::config::{
+    load_file, load_str, ConfigErrors, ConfigOverrides, DeletionStrategy, Environment, LogLevel,
+    Mode, SourceType,
+};
+
+const PASSWORD: &str = "hunter2-secret";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn env(pairs: &[(&str, &str)]) -> Environment {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The two connection-string variables of the seed Deployment (from its Secret).
+fn seed_env() -> Environment {
+    env(&[
+        (
+            "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING",
+            "mongodb://admin:hunter2-secret@mongodb.example.com:27017/ecommerce_db?ssl=true&authSource=admin&replicaSet=rs0",
+        ),
+        (
+            "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING",
+            "postgresql://warp_user:hunter2-secret@postgres.example.com:5432/warehouse?sslmode=require&connect_timeout=30",
+        ),
+    ])
+}
+
+fn load(yaml: &str, env: &Environment) -> Result<warp_core::config::LoadedConfig, ConfigErrors> {
+    load_str(yaml, "test.yaml", env, &ConfigOverrides::default())
+}
+
+/// Loads and returns the single error's text, asserting no password leaked.
+fn error_of(yaml: &str, env: &Environment) -> String {
+    let err = load(yaml, env).expect_err("config must be rejected");
+    let text = err.to_string();
+    assert!(!text.contains(PASSWORD), "password leaked: {text}");
+    assert!(
+        !format!("{err:?}").contains(PASSWORD),
+        "password leaked in Debug"
+    );
+    text
+}
+
+const MINIMAL: &str = "
+source:
+  type: mysql
+  connection_string: mysql://repl:hunter2-secret@db:3306/shop
+destination:
+  type: postgresql
+  connection_string: postgresql://warp:hunter2-secret@pg/dw
+schemas:
+- name: shop
+";
+
+#[test]
+fn seed_configmap_is_our_example_verbatim() {
+    let seed = repo().join("../shared/seed/kubernetes-deployment.md");
+    let Ok(doc) = std::fs::read_to_string(&seed) else {
+        eprintln!(
+            "{} not present; comparing skipped, example still tested below",
+            seed.display()
+        );
+        return;
+    };
+    let start = doc
+        .find("  config.yaml: |\n")
+        .expect("seed has the ConfigMap")
+        + "  config.yaml: |\n".len();
+    let end = doc[start..].find("\n---\n").expect("ConfigMap ends") + start;
+    let dedented: String = doc[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l.trim_start()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ours = std::fs::read_to_string(repo().join("examples/seed-ecommerce.yaml")).unwrap();
+    assert_eq!(dedented.trim_end(), ours.trim_end());
+}
+
+#[test]
+fn seed_configmap_loads_with_the_two_secret_variables() {
+    let path = repo().join("examples/seed-ecommerce.yaml");
+    let loaded = load_file(&path, &seed_env(), &ConfigOverrides::default()).unwrap();
+    let cfg = &loaded.config;
+    assert_eq!(cfg.mode, Mode::Single);
+    assert_eq!(cfg.source.source_type, SourceType::Mongodb);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+
+    let schemas = cfg.schemas_to_run(None);
+    assert_eq!(schemas.len(), 1);
+    let s = &schemas[0];
+    assert_eq!(
+        (s.name.as_str(), s.destination_schema.as_str()),
+        ("ecommerce", "ecommerce")
+    );
+    assert_eq!(s.source_database, "ecommerce_db");
+    assert_eq!(s.max_parallel_streams, 3);
+    assert!(s.filter.includes("reviews") && !s.filter.includes("sessions"));
+
+    let orders = s.table("orders");
+    assert_eq!((orders.batch_size, orders.parallel_streams), (1000, 2));
+    assert_eq!(orders.polling_interval, Duration::from_secs(5));
+    assert!(!s.table("products").full_load_enabled);
+    assert!(!s.table("reviews").full_load_enabled);
+    assert!(s.table("users").full_load_enabled);
+    // Not listed: falls back to performance.write_batch_size.
+    assert_eq!(s.table("other").batch_size, 500);
+    assert_eq!(s.table("other").deletion_strategy, DeletionStrategy::Soft);
+}
+
+#[test]
+fn seed_configmap_without_secrets_names_both_missing_keys() {
+    let text = std::fs::read_to_string(repo().join("examples/seed-ecommerce.yaml")).unwrap();
+    let err = load(&text, &Environment::new()).unwrap_err();
+    let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["source.connection_string", "destination.connection_string"]
+    );
+    assert!(err
+        .to_string()
+        .contains("CARTRIDGE_WARP_SOURCE__CONNECTION_STRING"));
+}
+
+#[test]
+fn every_shipped_example_parses() {
+    let mut env = seed_env();
+    env.insert(
+        "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING".into(),
+        "mysql://u:p@h/db".into(),
+    );
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let loaded = load_file(&path, &env, &ConfigOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                !loaded.config.schemas_to_run(None).is_empty(),
+                "{}",
+                path.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "examples found: {seen}");
+    let starter = warp_core::config::starter_config();
+    load(starter, &Environment::new()).expect("init's starter config loads");
+}
+
+#[test]
+fn malformed_yaml_reports_line_and_column() {
+    let text = error_of(
+        "source:\n  type: mysql\n   bad: [unclosed\n",
+        &Environment::new(),
+    );
+    assert!(text.contains("malformed YAML"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+    assert!(text.contains("column"), "{text}");
+}
+
+#[test]
+fn unknown_key_names_path_and_suggests() {
+    let yaml = format!("{MINIMAL}  tables:\n    orders:\n      batch_sise: 10\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("schemas[0].tables.orders.batch_sise: unknown key"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `batch_size`?"), "{text}");
+
+    let text = error_of(
+        &format!("{MINIMAL}monitoring:\n  metrics_prot: 9000\n"),
+        &Environment::new(),
+    );
+    assert!(
+        text.contains("monitoring.metrics_prot: unknown key (did you mean `metrics_port`?)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn wrong_type_names_path() {
+    let text = error_of(
+        &format!("{MINIMAL}performance:\n  max_retries: lots\n"),
+        &Environment::new(),
+    );
+    assert!(text.contains("performance.max_retries:"), "{text}");
+    // Values that look like secrets are masked even when echoed back.
+    let yaml = format!("{MINIMAL}performance:\n  max_retries: 'mysql://u:{PASSWORD}@h/x'\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(text.contains("performance.max_retries:"), "{text}");
+}
+
+#[test]
+fn missing_required_key_names_path() {
+    let text = error_of(
+        "source:\n  connection_string: x\ndestination:\n  type: postgresql\n",
+        &Environment::new(),
+    );
+    assert!(
+        text.contains("source.type: required key is missing"),
+        "{text}"
+    );
+    let text = error_of("destination:\n  type: postgresql\n", &Environment::new());
+    assert!(text.contains("source: required key is missing"), "{text}");
+}
+
+#[test]
+fn invalid_enum_value_lists_choices_and_suggests() {
+    let yaml = MINIMAL.replace("type: mysql", "type: mongo");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("source.type: invalid value `mongo`"),
+        "{text}"
+    );
+    assert!(text.contains("mongodb, mysql, bigquery"), "{text}");
+    assert!(text.contains("did you mean `mongodb`?"), "{text}");
+
+    let text = error_of(
+        &format!("{MINIMAL}  deletion_strategy: sofft\n"),
+        &Environment::new(),
+    );
+    assert!(
+        text.contains("schemas[0].deletion_strategy: invalid value `sofft`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn non_positive_batch_size_is_rejected() {
+    let yaml = format!("{MINIMAL}  tables:\n    orders:\n      batch_size: 0\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("schemas[0].tables.orders.batch_size: expected a positive integer"),
+        "{text}"
+    );
+    let yaml = format!("{MINIMAL}performance:\n  write_batch_size: -5\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("performance.write_batch_size: expected a positive integer, got -5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn semantic_errors_name_paths() {
+    let yaml = MINIMAL.replace(
+        "type: mysql",
+        "type: mysql\n  change_detection_strategy: change_stream",
+    );
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains(
+            "source.change_detection_strategy: `change_stream` is not available for a mysql source"
+        ),
+        "{text}"
+    );
+
+    let yaml = format!("{MINIMAL}single_schema_name: shpo\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains(
+            "single_schema_name: schema `shpo` is not among `schemas` (shop); did you mean `shop`?"
+        ),
+        "{text}"
+    );
+
+    let yaml = format!("{MINIMAL}monitoring:\n  health_check_port: 8080\n");
+    assert!(
+        error_of(&yaml, &Environment::new()).contains("monitoring.health_check_port: must differ")
+    );
+
+    let yaml = MINIMAL.replace(
+        "type: mysql",
+        "type: mysql\n  change_detection_strategy: timestamp",
+    );
+    assert!(
+        error_of(&yaml, &Environment::new()).contains("source.change_detection_column: required")
+    );
+}
+
+#[test]
+fn debug_output_masks_passwords() {
+    let loaded = load(MINIMAL, &Environment::new()).unwrap();
+    let dump = format!("{:?}", loaded.config);
+    assert!(!dump.contains(PASSWORD), "{dump}");
+    assert!(dump.contains("repl:***@db"), "{dump}");
+}
+
+#[test]
+fn environment_overrides_file_and_flags_override_environment() {
+    let yaml = format!("{MINIMAL}performance:\n  write_batch_size: 100\n- name: other\n");
+    let yaml = yaml.replace(
+        "- name: shop\nperformance",
+        "- name: shop\n- name: other\nperformance",
+    );
+    let yaml = yaml.trim_end_matches("- name: other\n").to_owned() + "\nsingle_schema_name: shop\n";
+    let file_only = load(&yaml, &Environment::new()).unwrap();
+    assert_eq!(
+        file_only.config.performance.write_batch_size.unwrap().get(),
+        100
+    );
+
+    let e = env(&[
+        ("CARTRIDGE_WARP_PERFORMANCE__WRITE_BATCH_SIZE", "250"),
+        ("CARTRIDGE_WARP_MODE", "multi"),
+        (
+            "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING",
+            "mysql://env:pw@envhost/shop",
+        ),
+        ("CARTRIDGE_WARP_DESTINATION__SCHEMA", "landing"),
+        ("UNRELATED", "x"),
+    ]);
+    let with_env = load(&yaml, &e).unwrap();
+    let cfg = &with_env.config;
+    assert_eq!(cfg.performance.write_batch_size.unwrap().get(), 250);
+    assert_eq!(cfg.mode, Mode::Multi);
+    assert_eq!(
+        cfg.source.connection_string.as_ref().unwrap().expose(),
+        "mysql://env:pw@envhost/shop"
+    );
+    assert_eq!(cfg.destination.schema.as_deref(), Some("landing"));
+
+    // Flags beat the environment: the seed Deployment passes --mode=single --schema=...
+    let flags = ConfigOverrides {
+        mode: Some(Mode::Single),
+        schema: Some("other".into()),
+    };
+    let with_flags = load_str(&yaml, "test.yaml", &e, &flags).unwrap();
+    assert_eq!(with_flags.config.mode, Mode::Single);
+    let run = with_flags
+        .config
+        .schemas_to_run(with_flags.schema_selection.as_deref());
+    assert_eq!(run.len(), 1);
+    assert_eq!(run[0].name, "other");
+    assert_eq!(run[0].destination_schema, "landing");
+}
+
+#[test]
+fn multi_mode_schema_flag_selects_one_schema() {
+    let yaml = format!("{MINIMAL}- name: other\nmode: multi\n");
+    let all = load(&yaml, &Environment::new()).unwrap();
+    let names: Vec<_> = all
+        .config
+        .schemas_to_run(None)
+        .into_iter()
+        .map(|s| s.destination_schema)
+        .collect();
+    assert_eq!(names, ["shop", "other"]);
+    let one = load_str(
+        &yaml,
+        "t",
+        &Environment::new(),
+        &ConfigOverrides {
+            mode: None,
+            schema: Some("other".into()),
+        },
+    )
+    .unwrap();
+    let run = one.config.schemas_to_run(one.schema_selection.as_deref());
+    assert_eq!(run.len(), 1);
+    let bad = load_str(
+        &yaml,
+        "t",
+        &Environment::new(),
+        &ConfigOverrides {
+            mode: None,
+            schema: Some("nope".into()),
+        },
+    );
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("--schema: schema `nope` is not among"));
+}
+
+#[test]
+fn bad_environment_values_name_the_variable() {
+    let e = env(&[("CARTRIDGE_WARP_PERFORMANCE__MAX_RETRIES", "many")]);
+    let text = error_of(MINIMAL, &e);
+    assert!(text.contains("performance.max_retries"), "{text}");
+    assert!(
+        text.contains("CARTRIDGE_WARP_PERFORMANCE__MAX_RETRIES"),
+        "{text}"
+    );
+
+    let e = env(&[("CARTRIDGE_WARP_SOURCE__CONECTION_STRING", "x")]);
+    let text = error_of(MINIMAL, &e);
+    assert!(
+        text.contains("source.conection_string: unknown key (did you mean `connection_string`?)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("set by environment variable CARTRIDGE_WARP_SOURCE__CONECTION_STRING"),
+        "{text}"
+    );
+}
+
+#[test]
+fn seed_plain_variables_are_honoured() {
+    let e = env(&[
+        ("PROMETHEUS_METRICS_ENABLED", "false"),
+        ("PROMETHEUS_METRICS_PORT", "9102"),
+        ("LOG_LEVEL", "DEBUG"),
+        ("POD_NAME", "cartridge-warp-ecommerce-7d9f-abcde"),
+        ("POD_NAMESPACE", "cartridge-warp"),
+    ]);
+    let loaded = load(MINIMAL, &e).unwrap();
+    let m = &loaded.config.monitoring;
+    assert!(!m.metrics_enabled);
+    assert_eq!(m.metrics_port, 9102);
+    assert_eq!(loaded.config.logging.level, LogLevel::Debug);
+    assert_eq!(
+        loaded.identity.pod_name.as_deref(),
+        Some("cartridge-warp-ecommerce-7d9f-abcde")
+    );
+    assert_eq!(
+        loaded.identity.pod_namespace.as_deref(),
+        Some("cartridge-warp")
+    );
+
+    // The prefixed variable is more specific and wins over the plain one.
+    let mut e2 = e.clone();
+    e2.insert(
+        "CARTRIDGE_WARP_MONITORING__METRICS_PORT".into(),
+        "9200".into(),
+    );
+    assert_eq!(
+        load(MINIMAL, &e2).unwrap().config.monitoring.metrics_port,
+        9200
+    );
+    // And the plain one wins over the file.
+    let yaml = format!("{MINIMAL}monitoring:\n  metrics_port: 7000\n");
+    assert_eq!(
+        load(&yaml, &e).unwrap().config.monitoring.metrics_port,
+        9102
+    );
+}
+
+#[test]
+fn table_settings_resolve_table_then_schema_then_global() {
+    let yaml = "
+performance: { write_batch_size: 700, polling_interval: 9 }
+source: { type: mysql, connection_string: 'mysql://u@h/db' }
+destination: { type: postgresql, connection_string: 'postgresql://u@h/d', deletion_strategy: hard }
+schemas:
+- name: shop
+  batch_size: 300
+  deletion_strategy: soft
+  tables:
+    orders: { batch_size: 50, polling_interval: 1 }
+";
+    let s = load(yaml, &Environment::new())
+        .unwrap()
+        .config
+        .schemas_to_run(None)
+        .remove(0);
+    let orders = s.table("orders");
+    assert_eq!(orders.batch_size, 50);
+    assert_eq!(orders.polling_interval, Duration::from_secs(1));
+    assert_eq!(orders.deletion_strategy, DeletionStrategy::Soft);
+    let other = s.table("other");
+    assert_eq!(other.batch_size, 300, "schema level");
+    assert_eq!(
+        other.polling_interval,
+        Duration::from_secs(9),
+        "performance level"
+    );
+    assert_eq!(other.parallel_streams, 1, "built-in default");
+}
+
+#[test]
+fn tables_accept_list_and_mapping_forms() {
+    let map = format!("{MINIMAL}  tables:\n    orders: {{ batch_size: 5 }}\n");
+    let list = format!("{MINIMAL}  tables:\n  - name: orders\n    batch_size: 5\n");
+    for yaml in [map, list] {
+        let s = load(&yaml, &Environment::new())
+            .unwrap()
+            .config
+            .schemas_to_run(None)
+            .remove(0);
+        assert_eq!(s.table("orders").batch_size, 5);
+    }
+    let text = error_of(
+        &format!("{MINIMAL}  tables:\n  - batch_size: 5\n"),
+        &Environment::new(),
+    );
+    assert!(
+        text.contains("schemas[0].tables[0].name: required key is missing"),
+        "{text}"
+    );
+}
