@@ -56,7 +56,8 @@ pub mod testing;
 pub mod value;
 
 pub use engine::{
-    Backoff, Batch, EngineSettings, OrdKey, Pipeline, StatusBoard, TableState, TableStatus,
+    Backoff, Batch, EngineSettings, OrdKey, Pipeline, StatusBoard, TablePlan, TableState,
+    TableStatus,
 };
 pub use error::{Error, Result, Retry};
 pub use event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
@@ -64,8 +65,8 @@ pub use mask::mask_secrets;
 pub use position::Position;
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, FencingToken, Phase, Sink, SinkTransaction,
-    TableKey, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, Phase, Sink,
+    SinkTransaction, TableKey, Target,
 };
 pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use value::{Decimal, Interval, Key, Row, Value};

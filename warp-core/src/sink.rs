@@ -27,6 +27,19 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where `table` of `schema` lands, with its effective settings.
+    pub fn new(schema: &crate::config::ResolvedSchema, table: &TableId) -> Self {
+        let settings = schema.table(&table.name);
+        Self {
+            schema: schema.name.clone(),
+            source: table.clone(),
+            destination_schema: schema.destination_schema.clone(),
+            table: table.name.clone(),
+            deletion_strategy: settings.deletion_strategy,
+            schema_change_policy: settings.schema_change_policy,
+        }
+    }
+
     pub fn key(&self) -> TableKey {
         TableKey {
             schema: self.schema.clone(),
@@ -125,14 +138,28 @@ pub trait CheckpointStore: Send + Sync {
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
 }
 
+/// A destination's sink and the checkpoint store that lives in the same database (so a
+/// batch and its checkpoint share one transaction).
+#[derive(Clone)]
+pub struct Destination {
+    pub sink: std::sync::Arc<dyn Sink>,
+    pub checkpoints: std::sync::Arc<dyn CheckpointStore>,
+}
+
 /// A destination.
 #[async_trait]
 pub trait Sink: Send + Sync {
+    /// Connects and checks privileges, writing nothing (`validate --check-connections`).
+    async fn check(&self) -> Result<()>;
+
     /// Creates or migrates the metadata schema (idempotent).
     async fn prepare(&self) -> Result<()>;
 
     /// Creates the landing table if missing, or brings it to `schema`'s shape.
     async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<()>;
+
+    /// The DDL `ensure_table` would run, without running it (`run --dry-run`).
+    async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>>;
 
     /// Opens a destination transaction for one table.
     async fn begin(&self, target: &Target, token: FencingToken)

@@ -90,6 +90,11 @@ pub trait Source: Send + Sync {
     /// Orders two positions written by this source.
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering>;
 
+    /// A cheap row-count estimate for plans and progress (`None` when unknown).
+    async fn estimate_rows(&self, _table: &TableSchema) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Whether `key` falls in `chunk` under the source's own key order. The default uses
     /// [`KeyRange::contains`]; sources whose key order differs (collations) override it.
     fn chunk_contains(&self, _table: &TableId, chunk: &KeyRange, key: &[Value]) -> bool {

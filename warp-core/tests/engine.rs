@@ -547,3 +547,36 @@ async fn table_without_key_is_rejected_with_a_hint() {
     .await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn dry_run_plans_and_writes_nothing() {
+    let source = MemorySource::with_sample_table("shop", "orders", 42);
+    source.create_table_with(warp_core::TableSchema {
+        id: warp_core::TableId::new("shop", "nokey"),
+        columns: vec![Column::new("x", ColumnType::Int32)],
+        primary_key: vec![],
+    });
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(
+        schema("    orders: { parallel_streams: 3 }\n"),
+        Arc::new(source.clone()),
+        Arc::new(sink.clone()),
+        Arc::new(sink.clone()),
+        settings(),
+    );
+    let plans = pipeline.plan().await.unwrap();
+    assert_eq!(plans.len(), 2);
+    let nokey = plans.iter().find(|p| p.table == "nokey").unwrap();
+    assert!(nokey.problem.as_deref().unwrap().contains("primary_key"));
+    let orders = plans.iter().find(|p| p.table == "orders").unwrap();
+    assert_eq!(
+        (
+            orders.estimated_rows,
+            orders.parallel_streams,
+            orders.snapshot
+        ),
+        (Some(42), 3, true)
+    );
+    assert_eq!(orders.ddl, ["create shop.orders (3 columns)"]);
+    assert!(sink.is_untouched(), "a dry run writes nothing");
+}

@@ -2,6 +2,7 @@
 //! position taken before the copy, in batches committed atomically with checkpoints.
 
 mod batch;
+mod plan;
 mod projection;
 mod snapshot;
 mod status;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 pub use batch::{Batch, OrdKey};
+pub use plan::TablePlan;
 pub use retry::Backoff;
 pub use status::{StatusBoard, TableState, TableStatus};
 
@@ -126,14 +128,7 @@ impl Pipeline {
         let mut workers = JoinSet::new();
         for discovered in tables {
             let settings = self.schema.table(&discovered.id.name);
-            let target = Target {
-                schema: self.schema.name.clone(),
-                source: discovered.id.clone(),
-                destination_schema: self.schema.destination_schema.clone(),
-                table: discovered.id.name.clone(),
-                deletion_strategy: settings.deletion_strategy,
-                schema_change_policy: settings.schema_change_policy,
-            };
+            let target = Target::new(&self.schema, &discovered.id);
             let key = target.key();
             let span = tracing::info_span!("table", table = %key.table);
             match TableWorker::new(Arc::clone(&self.ctx), target, settings, discovered) {

@@ -110,6 +110,12 @@ impl MemorySink {
             .map(|t| t.schema.clone())
     }
 
+    /// Whether anything was ever written (tables, checkpoints, metadata).
+    pub fn is_untouched(&self) -> bool {
+        let st = self.lock();
+        st.tables.is_empty() && st.checkpoints.is_empty() && st.tokens.is_empty() && !st.prepared
+    }
+
     pub fn commits(&self) -> u64 {
         self.lock().commits
     }
@@ -165,6 +171,10 @@ fn check_token(st: &State, table: &TableKey, token: FencingToken) -> Result<()> 
 
 #[async_trait]
 impl Sink for MemorySink {
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn prepare(&self) -> Result<()> {
         self.faults.check(FailPoint::Prepare, "*", true)?;
         self.lock().prepared = true;
@@ -196,6 +206,22 @@ impl Sink for MemorySink {
             landed.schema.columns.push(col);
         }
         Ok(())
+    }
+
+    async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>> {
+        let st = self.lock();
+        Ok(match st.tables.get(&target.key()) {
+            None => vec![format!(
+                "create {}.{} ({} columns)",
+                target.destination_schema,
+                target.table,
+                schema.columns.len()
+            )],
+            Some(t) => schema.columns[t.schema.columns.len().min(schema.columns.len())..]
+                .iter()
+                .map(|c| format!("add column {}.{}", target.table, c.name))
+                .collect(),
+        })
     }
 
     async fn begin(

@@ -368,6 +368,14 @@ impl Source for MemorySource {
         Ok(ChunkRead { position, rows })
     }
 
+    async fn estimate_rows(&self, table: &TableSchema) -> Result<Option<u64>> {
+        Ok(self
+            .lock()
+            .tables
+            .get(&table.id.name)
+            .map(|t| t.rows.len() as u64))
+    }
+
     async fn current_position(&self, _table: &TableSchema) -> Result<Position> {
         Ok(self.head())
     }

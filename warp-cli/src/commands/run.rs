@@ -1,0 +1,75 @@
+//! `cartridge-warp run`.
+
+use tokio_util::sync::CancellationToken;
+use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_server::{RunOptions, ServerError};
+
+use super::{runtime, with_hint};
+use crate::RunArgs;
+
+fn fail(e: ServerError) -> String {
+    let hint = e.hint();
+    with_hint(e, hint)
+}
+
+pub fn run(args: RunArgs, env: &Environment) -> Result<(), String> {
+    let overrides = ConfigOverrides {
+        mode: args.mode.map(Into::into),
+        schema: args.schema,
+    };
+    let loaded = load_file(&args.config.config, env, &overrides).map_err(|e| e.to_string())?;
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        full_resync: args.full_resync,
+        ..RunOptions::default()
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        if opts.dry_run {
+            return print_plan(&loaded).await;
+        }
+        let warnings = warp_server::telemetry::init(&loaded.config.logging, env).map_err(fail)?;
+        for w in warnings.iter().chain(&loaded.warnings) {
+            tracing_warn(w);
+        }
+        let shutdown = CancellationToken::new();
+        warp_server::runtime::cancel_on_signals(shutdown.clone());
+        warp_server::run(&loaded, &opts, shutdown)
+            .await
+            .map_err(fail)
+    })
+}
+
+fn tracing_warn(message: &str) {
+    // Configuration warnings go through the log so they reach the same place as the rest.
+    warp_server::telemetry::warn(message);
+}
+
+async fn print_plan(loaded: &warp_core::config::LoadedConfig) -> Result<(), String> {
+    let plans = warp_server::runtime::plan(loaded).await.map_err(fail)?;
+    println!("dry run: nothing will be written");
+    for (schema, tables) in plans {
+        println!("schema {schema}: {} table(s)", tables.len());
+        for t in tables {
+            let rows = t
+                .estimated_rows
+                .map_or_else(|| "unknown".into(), |n| format!("~{n}"));
+            let mode = if t.snapshot {
+                format!(
+                    "snapshot in chunks of {} rows, {} in parallel, then stream",
+                    t.snapshot_chunk_size, t.parallel_streams
+                )
+            } else {
+                "stream from the current position (full_load_enabled: false)".into()
+            };
+            println!("  {}: {rows} rows; {mode}", t.table);
+            if let Some(problem) = t.problem {
+                println!("    cannot replicate: {problem}");
+            }
+            for ddl in t.ddl {
+                println!("    {ddl}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `cartridge-warp validate`.
+
+use std::time::Duration;
+
+use warp_core::config::{load_file, ConfigOverrides, Environment, LoadedConfig};
+
+use super::{runtime, with_hint};
+use crate::ValidateArgs;
+
+pub fn run(args: &ValidateArgs, env: &Environment) -> Result<(), String> {
+    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
+        .map_err(|e| e.to_string())?;
+    print_summary(&loaded);
+    for warning in &loaded.warnings {
+        println!("warning: {warning}");
+    }
+    if args.check_connections {
+        runtime()?.block_on(check_connections(&loaded))?;
+    }
+    Ok(())
+}
+
+fn print_summary(loaded: &LoadedConfig) {
+    let cfg = &loaded.config;
+    println!("configuration OK: {}", loaded.origin);
+    println!("  mode: {}", cfg.mode.as_str());
+    println!(
+        "  source: {} ({}), change detection: {}",
+        cfg.source.source_type.as_str(),
+        cfg.source
+            .connection_string
+            .as_ref()
+            .map_or_else(|| "no connection string".into(), ToString::to_string),
+        cfg.source.strategy().as_str()
+    );
+    println!(
+        "  destination: postgresql ({}), metadata schema {}",
+        cfg.destination
+            .connection_string
+            .as_ref()
+            .map_or_else(|| "-".into(), ToString::to_string),
+        cfg.destination.metadata_schema
+    );
+    for schema in cfg.schemas_to_run(loaded.schema_selection.as_deref()) {
+        let configured: Vec<&str> = schema.configured_tables().collect();
+        println!(
+            "  schema {} → postgresql schema {} (source database {}); tables configured: {}",
+            schema.name,
+            schema.destination_schema,
+            schema.source_database,
+            if configured.is_empty() {
+                "none (all tables replicate with defaults)".to_owned()
+            } else {
+                configured.join(", ")
+            }
+        );
+    }
+}
+
+async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
+    let cfg = &loaded.config;
+    let timeout = cfg
+        .performance
+        .connection_timeout
+        .as_duration()
+        .max(Duration::from_secs(1));
+    let sink = warp_server::connectors::build_sink(&cfg.destination)
+        .map_err(|e| with_hint(&e, e.hint()))?
+        .sink;
+    let mut failures = Vec::new();
+    match tokio::time::timeout(timeout, sink.check()).await {
+        Ok(Ok(())) => println!("destination: reachable"),
+        Ok(Err(e)) => failures.push(format!("destination: {}", with_hint(&e, e.hint()))),
+        Err(_) => failures.push(format!("destination: no answer within {timeout:?}")),
+    }
+    for schema in cfg.schemas_to_run(loaded.schema_selection.as_deref()) {
+        let source = match warp_server::connectors::build_source(&cfg.source, &schema) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!(
+                    "source ({}): {}",
+                    schema.name,
+                    with_hint(&e, e.hint())
+                ));
+                continue;
+            }
+        };
+        match tokio::time::timeout(timeout, source.check()).await {
+            Ok(Ok(())) => println!("source ({}): reachable, prerequisites met", schema.name),
+            Ok(Err(e)) => failures.push(format!(
+                "source ({}): {}",
+                schema.name,
+                with_hint(&e, e.hint())
+            )),
+            Err(_) => failures.push(format!(
+                "source ({}): no answer within {timeout:?}",
+                schema.name
+            )),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}

@@ -1,0 +1,124 @@
+//! `cartridge-warp`: change-data-capture from MongoDB, MySQL/MariaDB and BigQuery into
+//! PostgreSQL.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use warp_core::config::{Environment, Mode};
+
+#[derive(Parser)]
+#[command(
+    name = "cartridge-warp",
+    about = "Change-data-capture into PostgreSQL",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate until SIGTERM/SIGINT, then drain and exit 0.
+    Run(RunArgs),
+    /// Load and check a configuration (file + environment).
+    Validate(ValidateArgs),
+    /// Write a commented starter configuration.
+    Init(InitArgs),
+    /// List every environment variable that overrides the configuration.
+    EnvHelp,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file (YAML).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Single,
+    Multi,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Overrides `mode` from the file and environment.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// The schema to run (single mode), or the only schema to run (multi mode).
+    #[arg(long)]
+    schema: Option<String>,
+    /// Connect, discover and print the plan (tables, estimated rows, DDL); write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Re-snapshot every table before streaming.
+    #[arg(long)]
+    full_resync: bool,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also connect to the source and destination and check their prerequisites.
+    #[arg(long)]
+    check_connections: bool,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Where to write it (`-` for standard output).
+    #[arg(long, short = 'o', default_value = "cartridge-warp.yaml")]
+    output: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Single => Mode::Single,
+            ModeArg::Multi => Mode::Multi,
+        }
+    }
+}
+
+fn version() -> String {
+    format!(
+        "{} (features: {})",
+        env!("CARGO_PKG_VERSION"),
+        warp_server::connectors::enabled_features().join(", ")
+    )
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().version(version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let env: Environment = std::env::vars().collect();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args, &env),
+        Command::Validate(args) => commands::validate::run(&args, &env),
+        Command::Init(args) => commands::init::run(&args),
+        Command::EnvHelp => commands::env_help::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            // One line, credentials masked, whatever produced it.
+            let line = message.replace('\n', " ");
+            eprintln!("error: {}", warp_core::mask_secrets(&line));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `run --dry-run`: connect, discover, and describe what would happen, writing nothing.
+
+use super::Pipeline;
+use crate::error::Result;
+use crate::sink::Target;
+
+/// What the pipeline would do with one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    pub table: String,
+    pub estimated_rows: Option<u64>,
+    /// Snapshot first (`full_load_enabled`), else stream from the current position.
+    pub snapshot: bool,
+    pub snapshot_chunk_size: usize,
+    pub parallel_streams: usize,
+    /// DDL the destination would run; empty when the table is already in shape.
+    pub ddl: Vec<String>,
+    /// Why the table cannot replicate as configured.
+    pub problem: Option<String>,
+}
+
+impl Pipeline {
+    /// Reads the source and destination catalogs and describes the run, writing nothing
+    /// (not even the metadata schema).
+    pub async fn plan(&self) -> Result<Vec<TablePlan>> {
+        self.ctx.source.check().await?;
+        let tables = self.ctx.source.discover().await?;
+        let mut plans = Vec::new();
+        for mut table in tables
+            .into_iter()
+            .filter(|t| self.schema.filter.includes(&t.id.name))
+        {
+            let settings = self.schema.table(&table.id.name);
+            if let Some(pk) = &settings.primary_key {
+                table.primary_key.clone_from(pk);
+            }
+            let problem = table.key_indexes().err();
+            let ddl = match problem {
+                None => {
+                    let target = Target::new(&self.schema, &table.id);
+                    let shaped = super::projection::Projection::new(
+                        table.clone(),
+                        settings.exclude_columns.clone(),
+                    );
+                    self.ctx
+                        .sink
+                        .plan_table(&target, &shaped.destination_schema())
+                        .await?
+                }
+                Some(_) => Vec::new(),
+            };
+            plans.push(TablePlan {
+                table: table.id.name.clone(),
+                estimated_rows: self.ctx.source.estimate_rows(&table).await?,
+                snapshot: settings.full_load_enabled,
+                snapshot_chunk_size: settings.snapshot_chunk_size,
+                parallel_streams: settings.parallel_streams,
+                ddl,
+                problem,
+            });
+        }
+        Ok(plans)
+    }
+}

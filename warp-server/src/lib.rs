@@ -1,0 +1,10 @@
+//! The cartridge-warp runtime: builds connectors from the configuration (each behind a
+//! cargo feature), runs one pipeline per schema, handles signals and telemetry.
+
+pub mod connectors;
+mod error;
+pub mod runtime;
+pub mod telemetry;
+
+pub use error::ServerError;
+pub use runtime::{run, RunOptions};
