@@ -65,8 +65,8 @@ pub use mask::mask_secrets;
 pub use position::Position;
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, Phase, Sink,
-    SinkTransaction, TableKey, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
+    Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use value::{Decimal, Interval, Key, Row, Value};

@@ -1,14 +1,295 @@
-//! `Sink` and `CheckpointStore` for PostgreSQL (landing tables, metadata schema,
-//! exactly-once apply). The implementation lands with its own work item (issue 3).
+//! `Sink` and `CheckpointStore` for PostgreSQL: landing tables (SPEC §5), schema
+//! evolution (§6), batches committed atomically with their checkpoint under a fencing
+//! token (§7), and the metadata schema (§8).
 
+mod apply;
+mod checkpoint;
+mod ddl;
+mod encode;
+mod error;
+mod ident;
+mod landed;
+mod migrations;
+pub mod read;
+mod transaction;
+mod types;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
-use warp_core::{Destination, Error, Result};
+use warp_core::{
+    Checkpoint, CheckpointStore, Destination, FencingToken, Sink, SinkTransaction, TableKey,
+    TableSchema, Target,
+};
 
-/// Creates the sink and the checkpoint store (one PostgreSQL database holds both, so a
-/// batch and its checkpoint commit in one transaction).
-pub fn build(_destination: &DestinationConfig) -> Result<Destination> {
-    Err(Error::sink_permanent(
-        "the postgresql sink is not available in this version",
-        Some("see the project README for the connectors this build supports".to_owned()),
-    ))
+pub use error::SinkError;
+pub use ident::{fit as fit_identifier, quote as quote_identifier};
+pub use landed::BOOKKEEPING;
+pub use types::pg_type;
+
+use checkpoint::Checkpoints;
+use error::{Context, Result};
+use landed::Landed;
+use transaction::PgTransaction;
+
+/// A landing table's shapes: as written (landed) and as the source describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct TableEntry {
+    landed: Landed,
+    schema: TableSchema,
+}
+
+pub(crate) struct Inner {
+    pool: PgPool,
+    metadata: String,
+    checkpoints: Checkpoints,
+    tables: Mutex<HashMap<TableKey, TableEntry>>,
+}
+
+impl Inner {
+    fn remember(&self, key: &TableKey, entry: TableEntry) {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), entry);
+    }
+
+    fn entry(&self, key: &TableKey) -> Option<TableEntry> {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+}
+
+/// The PostgreSQL destination. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresSink {
+    inner: Arc<Inner>,
+}
+
+/// Builds the destination from config: one pool serves data and checkpoints, so a batch
+/// and its checkpoint share a transaction.
+pub fn build(destination: &DestinationConfig) -> warp_core::Result<Destination> {
+    let sink = PostgresSink::connect_lazy(destination)?;
+    Ok(Destination {
+        sink: Arc::new(sink.clone()),
+        checkpoints: Arc::new(sink),
+    })
+}
+
+impl PostgresSink {
+    /// Creates the pool without connecting (connections open on first use, so an
+    /// unreachable database is retried by the engine rather than failing start-up).
+    pub fn connect_lazy(cfg: &DestinationConfig) -> Result<Self> {
+        let url = cfg.connection_string.as_ref().ok_or_else(|| {
+            SinkError::Invalid("destination.connection_string is required".into())
+        })?;
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|e| {
+                SinkError::Invalid(format!(
+                    "destination.connection_string: {}",
+                    warp_core::mask_secrets(&e.to_string())
+                ))
+            })?
+            .application_name("cartridge-warp")
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}", cfg.command_timeout.as_duration().as_millis()),
+                ),
+                (
+                    "idle_in_transaction_session_timeout",
+                    format!("{}", cfg.transaction_timeout.as_duration().as_millis()),
+                ),
+            ]);
+        let size = u32::try_from(cfg.pool_size.get())
+            .unwrap_or(u32::MAX)
+            .saturating_add(cfg.max_overflow);
+        let pool = PgPoolOptions::new()
+            .max_connections(size.max(1))
+            .acquire_timeout(cfg.connection_timeout.as_duration())
+            .connect_lazy_with(options);
+        Ok(Self::with_pool(pool, &cfg.metadata_schema))
+    }
+
+    /// A sink over an existing pool (tests, embedding).
+    pub fn with_pool(pool: PgPool, metadata_schema: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                metadata: metadata_schema.to_owned(),
+                checkpoints: Checkpoints::new(metadata_schema),
+                tables: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    async fn ensure(&self, target: &Target, schema: &TableSchema) -> Result<()> {
+        let mut landed = Landed::new(target, schema)?;
+        let mut tx = self.inner.pool.begin().await.context("begin")?;
+        // Replicas ensuring the same table take turns.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("cartridge-warp:table:{}", landed.table))
+            .execute(&mut *tx)
+            .await
+            .context("lock table definition")?;
+        let existing = ddl::existing_columns(&mut tx, &landed).await?;
+        let statements = ddl::plan(target, &landed, schema, existing.as_deref())?;
+        ddl::execute(
+            &mut tx,
+            &self.inner.metadata,
+            target,
+            &landed,
+            schema,
+            &statements,
+        )
+        .await?;
+        // Write with the column types as they are (a column may be wider than the source's).
+        if let Some(now) = ddl::existing_columns(&mut tx, &landed).await? {
+            for c in &mut landed.columns {
+                let pg_name = &c.ident[1..c.ident.len() - 1].replace("\"\"", "\"");
+                if let Some(ty) = now
+                    .iter()
+                    .find(|e| &e.name == pg_name)
+                    .and_then(|e| types::parse_pg_type(&e.pg_type))
+                {
+                    c.ty = ty;
+                }
+            }
+        }
+        tx.commit().await.context("commit table definition")?;
+        self.inner
+            .remember(&target.key(), TableEntry::new(landed, schema.clone()));
+        Ok(())
+    }
+
+    async fn plan(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>> {
+        let landed = Landed::new(target, schema)?;
+        let mut conn = self.inner.pool.acquire().await.context("connect")?;
+        let existing = ddl::existing_columns(&mut conn, &landed).await?;
+        Ok(ddl::plan(target, &landed, schema, existing.as_deref())?
+            .into_iter()
+            .map(|d| d.sql)
+            .collect())
+    }
+
+    async fn check_privileges(&self) -> Result<()> {
+        let can_create: bool = sqlx::query_scalar(
+            "SELECT has_database_privilege(current_user, current_database(), 'CREATE')",
+        )
+        .fetch_one(&self.inner.pool)
+        .await
+        .context("check privileges")?;
+        if can_create {
+            Ok(())
+        } else {
+            Err(SinkError::Invalid(
+                "the destination user lacks CREATE on the database (needed for the metadata and target schemas)".into(),
+            ))
+        }
+    }
+
+    async fn open(&self, target: &Target, token: FencingToken) -> warp_core::Result<PgTransaction> {
+        let key = target.key();
+        let entry = self.inner.entry(&key).ok_or_else(|| {
+            SinkError::Invalid(format!("{key}: ensure_table must run before writing"))
+        })?;
+        let mut tx = self.inner.pool.begin().await.context("begin")?;
+        if let Some(current) = self
+            .inner
+            .checkpoints
+            .check_fence(&mut tx, &key, token)
+            .await?
+        {
+            return Err(warp_core::Error::Fenced {
+                table: key.to_string(),
+                ours: token.0,
+                current,
+            });
+        }
+        Ok(PgTransaction::new(
+            Arc::clone(&self.inner),
+            tx,
+            target.clone(),
+            token,
+            entry,
+        ))
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn check(&self) -> warp_core::Result<()> {
+        Ok(self.check_privileges().await?)
+    }
+
+    async fn prepare(&self) -> warp_core::Result<()> {
+        let applied = migrations::migrate(&self.inner.pool, &self.inner.metadata).await?;
+        if applied > 0 {
+            tracing::info!(applied, schema = %self.inner.metadata, "metadata schema migrated");
+        }
+        Ok(())
+    }
+
+    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> warp_core::Result<()> {
+        Ok(self.ensure(target, schema).await?)
+    }
+
+    async fn plan_table(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+    ) -> warp_core::Result<Vec<String>> {
+        Ok(self.plan(target, schema).await?)
+    }
+
+    async fn begin(
+        &self,
+        target: &Target,
+        token: FencingToken,
+    ) -> warp_core::Result<Box<dyn SinkTransaction>> {
+        Ok(Box::new(self.open(target, token).await?))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresSink {
+    async fn load(&self, table: &TableKey) -> warp_core::Result<Option<Checkpoint>> {
+        Ok(self.inner.checkpoints.load(&self.inner.pool, table).await?)
+    }
+
+    async fn claim(&self, table: &TableKey, owner: &str) -> warp_core::Result<FencingToken> {
+        Ok(self
+            .inner
+            .checkpoints
+            .claim(&self.inner.pool, table, owner)
+            .await?)
+    }
+
+    async fn reset(&self, table: &TableKey, token: FencingToken) -> warp_core::Result<()> {
+        match self
+            .inner
+            .checkpoints
+            .reset(&self.inner.pool, table, token)
+            .await?
+        {
+            None => Ok(()),
+            Some(current) => Err(warp_core::Error::Fenced {
+                table: table.to_string(),
+                ours: token.0,
+                current,
+            }),
+        }
+    }
 }

@@ -1,0 +1,177 @@
+//! Writing rows: COPY into the landing table (snapshots) or into a per-transaction
+//! staging table followed by set-based upsert/delete statements (changes). When a bulk
+//! write fails on a data error, it is retried row by row so only the poison rows go to
+//! the dead-letter table.
+
+use sqlx::{AssertSqlSafe, PgConnection};
+use warp_core::config::DeletionStrategy;
+
+use crate::error::{Context, Result};
+use crate::ident::quote;
+use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, SOURCE_TS, UPDATED_AT, VERSION};
+use crate::types::pg_type;
+
+/// Extra staging columns after the data columns.
+pub const STAGE_EXTRA: &str = "\"_cartridge_source_ts\", \"_cartridge_op\", \"_cw_image\"";
+
+/// How staged rows are merged into the landing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Snapshot rows: overwrite without counting a version (a re-copy is not a change).
+    Snapshot,
+    /// Change events: upserts bump the version when the row really changes; deletes per
+    /// strategy.
+    Changes(DeletionStrategy),
+}
+
+/// Creates a staging table shaped like `landed` (all columns nullable, so key-only
+/// deletes fit), dropped at commit.
+pub async fn create_stage(conn: &mut PgConnection, landed: &Landed, n: u32) -> Result<String> {
+    let name = quote(&format!("_cw_stage_{n}"));
+    let mut defs: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.ident, pg_type(&c.ty)))
+        .collect();
+    defs.push(format!("{} timestamp with time zone", quote(SOURCE_TS)));
+    defs.push(format!("{} text", quote(OP)));
+    defs.push("\"_cw_image\" boolean".into());
+    let sql = format!(
+        "CREATE TEMP TABLE {name} ({}) ON COMMIT DROP",
+        defs.join(", ")
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .context("create staging table")?;
+    Ok(name)
+}
+
+/// The statements that merge a filled staging table into the landing table.
+pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<String> {
+    let t = &landed.table;
+    let cols = landed.column_list();
+    let key = landed.key_list();
+    let set_cols: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", c.ident))
+        .collect();
+    let old: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", c.ident))
+        .collect();
+    let new: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| format!("EXCLUDED.{}", c.ident))
+        .collect();
+    let (op, ts, version, updated, deleted, deleted_at) = (
+        quote(OP),
+        quote(SOURCE_TS),
+        quote(VERSION),
+        quote(UPDATED_AT),
+        quote(IS_DELETED),
+        quote(DELETED_AT),
+    );
+    // A row only counts as changed when its data or deletion state differs: replaying a
+    // change that is already applied changes nothing.
+    let changed = format!(
+        "({}, t.{deleted}) IS DISTINCT FROM ({}, false)",
+        old.join(", "),
+        new.join(", ")
+    );
+    let key_match: Vec<String> = landed
+        .key_columns()
+        .map(|c| format!("t.{0} = s.{0}", c.ident))
+        .collect();
+    let key_match = key_match.join(" AND ");
+    match merge {
+        Merge::Snapshot => vec![format!(
+            "INSERT INTO {t} AS t ({cols}, {op}) SELECT {cols}, 'r' FROM {stage}
+             ON CONFLICT ({key}) DO UPDATE SET {}, {op} = 'r', {updated} = now(), {deleted} = false, {deleted_at} = NULL
+             WHERE {changed}",
+            set_cols.join(", ")
+        )],
+        Merge::Changes(strategy) => {
+            let upsert = format!(
+                "INSERT INTO {t} AS t ({cols}, {ts}, {op}) SELECT {cols}, {ts}, {op} FROM {stage} WHERE {op} <> 'd'
+                 ON CONFLICT ({key}) DO UPDATE SET {}, {ts} = EXCLUDED.{ts}, {op} = EXCLUDED.{op},
+                    {updated} = now(), {version} = t.{version} + 1, {deleted} = false, {deleted_at} = NULL
+                 WHERE {changed}",
+                set_cols.join(", ")
+            );
+            match strategy {
+                DeletionStrategy::Hard => vec![
+                    upsert,
+                    format!("DELETE FROM {t} AS t USING {stage} AS s WHERE s.{op} = 'd' AND {key_match}"),
+                ],
+                DeletionStrategy::Soft => vec![
+                    upsert,
+                    format!(
+                        "UPDATE {t} AS t SET {deleted} = true, {deleted_at} = now(), {op} = 'd', {ts} = s.{ts},
+                            {updated} = now(), {version} = t.{version} + 1
+                         FROM {stage} AS s WHERE s.{op} = 'd' AND {key_match} AND NOT t.{deleted}"
+                    ),
+                    // A delete of a row we never had still leaves a tombstone when the
+                    // source sent its image.
+                    format!(
+                        "INSERT INTO {t} ({cols}, {ts}, {op}, {deleted}, {deleted_at})
+                         SELECT {cols}, {ts}, 'd', true, now() FROM {stage} WHERE {op} = 'd' AND \"_cw_image\"
+                         ON CONFLICT ({key}) DO NOTHING"
+                    ),
+                ],
+            }
+        }
+    }
+}
+
+/// COPY `data` (text format) with `statement`.
+pub async fn copy(conn: &mut PgConnection, statement: &str, data: &str) -> Result<u64> {
+    let mut copy = conn.copy_in_raw(statement).await.context("start COPY")?;
+    if let Err(e) = copy.send(data.as_bytes()).await {
+        let _ = copy.abort("send failed").await;
+        return Err(crate::error::SinkError::from_sqlx("COPY", e));
+    }
+    copy.finish().await.context("COPY")
+}
+
+/// Runs `statements` (and the COPY before them) as one unit under a savepoint. Returns
+/// `Ok(Err(e))` for a row-level data error after rolling the unit back, so the caller can
+/// retry row by row; other errors abort.
+pub async fn unit(
+    conn: &mut PgConnection,
+    copy_statement: &str,
+    data: &str,
+    statements: &[String],
+) -> Result<Result<(), crate::error::SinkError>> {
+    run(conn, "SAVEPOINT cw_unit").await?;
+    let result = async {
+        copy(conn, copy_statement, data).await?;
+        for s in statements {
+            sqlx::raw_sql(AssertSqlSafe(s.clone()))
+                .execute(&mut *conn)
+                .await
+                .context("apply batch")?;
+        }
+        Ok::<_, crate::error::SinkError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            run(conn, "RELEASE SAVEPOINT cw_unit").await?;
+            Ok(Ok(()))
+        }
+        Err(e) if e.is_row_level() => {
+            run(conn, "ROLLBACK TO SAVEPOINT cw_unit").await?;
+            Ok(Err(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn run(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
+    sqlx::raw_sql(sql).execute(conn).await.context(sql)?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Checkpoints in the metadata schema. Reads and claims are free-standing; writes happen
+//! only inside a data transaction (see `transaction.rs`), guarded by the fencing token.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use warp_core::{
+    Checkpoint, CheckpointUpdate, ChunkProgress, FencingToken, KeyRange, Phase, Position, TableKey,
+};
+
+use crate::error::{Context, Result, SinkError};
+use crate::ident::quote;
+
+/// SQL for one metadata schema.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    m: String,
+}
+
+type CheckpointRow = (
+    String,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+    serde_json::Value,
+    Option<DateTime<Utc>>,
+    i64,
+);
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| SinkError::Invalid(format!("stored {what} is unreadable: {e}")))
+}
+
+impl Checkpoints {
+    pub fn new(metadata_schema: &str) -> Self {
+        Self {
+            m: quote(metadata_schema),
+        }
+    }
+
+    pub async fn load(&self, pool: &PgPool, key: &TableKey) -> Result<Option<Checkpoint>> {
+        let sql = format!(
+            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token FROM {}.checkpoints
+             WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
+            self.m
+        );
+        let row: Option<CheckpointRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .fetch_optional(pool)
+            .await
+            .context("load checkpoint")?;
+        let Some((phase, position, start, handover, source_ts, token)) = row else {
+            return Ok(None);
+        };
+        let phase = match phase.as_str() {
+            "snapshot" => {
+                let sql = format!(
+                    "SELECT key_range, done_position, rows_copied FROM {}.snapshot_chunks
+                     WHERE schema_name = $1 AND table_name = $2 ORDER BY chunk_index",
+                    self.m
+                );
+                let chunks: Vec<(serde_json::Value, Option<serde_json::Value>, i64)> =
+                    sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(&key.schema)
+                        .bind(&key.table)
+                        .fetch_all(pool)
+                        .await
+                        .context("load snapshot progress")?;
+                Phase::Snapshot {
+                    start: Position::from_json(start.unwrap_or_default()),
+                    chunks: chunks
+                        .into_iter()
+                        .map(|(range, done, rows)| {
+                            Ok(ChunkProgress {
+                                range: decode::<KeyRange>("chunk range", range)?,
+                                done: done.map(Position::from_json),
+                                rows: u64::try_from(rows).unwrap_or(0),
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                }
+            }
+            _ => Phase::Streaming {
+                position: Position::from_json(position.unwrap_or_default()),
+                source_ts,
+                handover: decode("handover", handover)?,
+            },
+        };
+        Ok(Some(Checkpoint {
+            phase,
+            fencing: FencingToken(u64::try_from(token).unwrap_or(0)),
+        }))
+    }
+
+    /// A new fencing token for `key`, newer than any before. Waits for transactions of
+    /// the previous owner that are in flight (they hold the lease row in share mode), so
+    /// after this returns the old owner can no longer commit.
+    pub async fn claim(&self, pool: &PgPool, key: &TableKey, owner: &str) -> Result<FencingToken> {
+        let sql = format!(
+            "INSERT INTO {}.leases AS l (schema_name, table_name, owner, fencing_token)
+             VALUES ($1, $2, $3, 1)
+             ON CONFLICT (schema_name, table_name) DO UPDATE
+             SET fencing_token = l.fencing_token + 1, owner = EXCLUDED.owner, acquired_at = now(), renewed_at = now()
+             RETURNING fencing_token",
+            self.m
+        );
+        let token: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .bind(owner)
+            .fetch_one(pool)
+            .await
+            .context("claim table")?;
+        Ok(FencingToken(u64::try_from(token).unwrap_or(0)))
+    }
+
+    /// Inside a transaction: refuse unless `token` is current, and hold the lease row so
+    /// no claim can overtake this transaction before it ends.
+    pub async fn check_fence(
+        &self,
+        conn: &mut PgConnection,
+        key: &TableKey,
+        token: FencingToken,
+    ) -> Result<Option<u64>> {
+        let sql = format!(
+            "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2 FOR SHARE",
+            self.m
+        );
+        let current: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .fetch_optional(conn)
+            .await
+            .context("check fencing token")?;
+        let current = current.and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
+        Ok((current != token.0).then_some(current))
+    }
+
+    /// Writes `update` inside the data transaction.
+    pub async fn write(
+        &self,
+        conn: &mut PgConnection,
+        key: &TableKey,
+        token: FencingToken,
+        update: &CheckpointUpdate,
+    ) -> Result<()> {
+        let m = &self.m;
+        let token = i64::try_from(token.0).unwrap_or(i64::MAX);
+        match update {
+            CheckpointUpdate::BeginSnapshot { start, chunks } => {
+                self.clear_chunks(conn, key).await?;
+                let ranges =
+                    serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
+                let sql = format!(
+                    "INSERT INTO {m}.snapshot_chunks (schema_name, table_name, chunk_index, key_range)
+                     SELECT $1, $2, (e.ord - 1)::integer, e.range FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(range, ord)"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&key.schema)
+                    .bind(&key.table)
+                    .bind(ranges)
+                    .execute(&mut *conn)
+                    .await
+                    .context("record snapshot plan")?;
+                self.upsert(
+                    conn,
+                    key,
+                    "snapshot",
+                    None,
+                    Some(start.as_json()),
+                    &serde_json::json!([]),
+                    None,
+                    token,
+                )
+                .await
+            }
+            CheckpointUpdate::ChunkDone {
+                index,
+                position,
+                rows,
+            } => {
+                let sql = format!(
+                    "UPDATE {m}.snapshot_chunks SET done_position = $4, rows_copied = $5, updated_at = now()
+                     WHERE schema_name = $1 AND table_name = $2 AND chunk_index = $3"
+                );
+                let done = sqlx::query(AssertSqlSafe(sql))
+                    .bind(&key.schema)
+                    .bind(&key.table)
+                    .bind(i32::try_from(*index).unwrap_or(i32::MAX))
+                    .bind(position.as_json())
+                    .bind(i64::try_from(*rows).unwrap_or(i64::MAX))
+                    .execute(&mut *conn)
+                    .await
+                    .context("record chunk progress")?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(SinkError::Invalid(format!(
+                        "{key}: chunk {index} is not in the snapshot plan"
+                    )))
+                }
+            }
+            CheckpointUpdate::Streaming {
+                position,
+                source_ts,
+                handover,
+            } => {
+                self.clear_chunks(conn, key).await?;
+                let handover = serde_json::to_value(handover)
+                    .map_err(|e| SinkError::Invalid(e.to_string()))?;
+                self.upsert(
+                    conn,
+                    key,
+                    "streaming",
+                    Some(position.as_json()),
+                    None,
+                    &handover,
+                    *source_ts,
+                    token,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn clear_chunks(&self, conn: &mut PgConnection, key: &TableKey) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM {}.snapshot_chunks WHERE schema_name = $1 AND table_name = $2",
+            self.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .execute(conn)
+            .await
+            .context("clear snapshot progress")?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upsert(
+        &self,
+        conn: &mut PgConnection,
+        key: &TableKey,
+        phase: &str,
+        position: Option<&serde_json::Value>,
+        start: Option<&serde_json::Value>,
+        handover: &serde_json::Value,
+        source_ts: Option<DateTime<Utc>>,
+        token: i64,
+    ) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {}.checkpoints AS c
+                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+             ON CONFLICT (schema_name, table_name, stream) DO UPDATE SET
+                phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
+                handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
+                fencing_token = EXCLUDED.fencing_token, updated_at = now()",
+            self.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .bind(phase)
+            .bind(position)
+            .bind(start)
+            .bind(handover)
+            .bind(source_ts)
+            .bind(token)
+            .execute(conn)
+            .await
+            .context("write checkpoint")?;
+        Ok(())
+    }
+
+    /// Forgets progress (full resync), if `token` is still current.
+    pub async fn reset(
+        &self,
+        pool: &PgPool,
+        key: &TableKey,
+        token: FencingToken,
+    ) -> Result<Option<u64>> {
+        let mut tx = pool.begin().await.context("begin reset")?;
+        if let Some(current) = self.check_fence(&mut tx, key, token).await? {
+            return Ok(Some(current));
+        }
+        self.clear_chunks(&mut tx, key).await?;
+        let sql = format!(
+            "DELETE FROM {}.checkpoints WHERE schema_name = $1 AND table_name = $2",
+            self.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .execute(&mut *tx)
+            .await
+            .context("reset checkpoint")?;
+        tx.commit().await.context("commit reset")?;
+        Ok(None)
+    }
+}

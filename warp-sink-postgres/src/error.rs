@@ -1,0 +1,125 @@
+//! The sink's errors and the one place that decides which are retryable.
+
+use warp_core::mask_secrets;
+
+/// Errors of the PostgreSQL sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A statement failed at the server (SQLSTATE in `code`).
+    #[error("{context}: {message} (SQLSTATE {code})")]
+    Database {
+        context: String,
+        code: String,
+        message: String,
+    },
+    /// Connecting or talking to the server failed (network, pool timeout, TLS).
+    #[error("{context}: {message}")]
+    Connection { context: String, message: String },
+    /// The configuration cannot work (bad URL, clashing names, missing key).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SinkError {
+    pub fn from_sqlx(context: impl Into<String>, e: sqlx::Error) -> Self {
+        let context = context.into();
+        match &e {
+            sqlx::Error::Database(db) => Self::Database {
+                context,
+                code: db.code().map(|c| c.into_owned()).unwrap_or_default(),
+                message: db.message().to_owned(),
+            },
+            _ => Self::Connection {
+                context,
+                message: mask_secrets(&e.to_string()).into_owned(),
+            },
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Database { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Connection problems, serialization failures, deadlocks, shutdowns and resource
+    /// shortages pass; everything else (syntax, privileges, data errors) does not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connection { .. } => true,
+            Self::Database { code, .. } => {
+                matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
+                    || matches!(code.as_str(), "40001" | "40P01" | "55P03")
+            }
+            Self::Invalid(_) => false,
+        }
+    }
+
+    /// A data problem confined to some rows (conversion, constraint): those rows go to
+    /// the dead-letter table and the rest of the batch commits.
+    pub fn is_row_level(&self) -> bool {
+        matches!(self.code().and_then(|c| c.get(..2)), Some("22" | "23"))
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self.code()? {
+            "28P01" | "28000" => Some("check the destination credentials (destination.connection_string)".into()),
+            "42501" => Some(
+                "the destination user needs CREATE on the database and USAGE/CREATE on the target schemas".into(),
+            ),
+            "3D000" => Some("the destination database does not exist; create it first".into()),
+            _ => None,
+        }
+    }
+}
+
+impl From<SinkError> for warp_core::Error {
+    fn from(e: SinkError) -> Self {
+        if e.is_transient() {
+            warp_core::Error::sink_transient(e)
+        } else {
+            let hint = e.hint();
+            warp_core::Error::sink_permanent(e, hint)
+        }
+    }
+}
+
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+/// `.context("what")` for sqlx results.
+pub trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|e| SinkError::from_sqlx(what, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(code: &str) -> SinkError {
+        SinkError::Database {
+            context: "x".into(),
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert!(db("40P01").is_transient(), "deadlock");
+        assert!(db("08006").is_transient(), "connection failure");
+        assert!(db("57P01").is_transient(), "admin shutdown");
+        assert!(!db("42601").is_transient(), "syntax");
+        assert!(!db("28P01").is_transient(), "bad password");
+        assert!(db("23505").is_row_level() && db("22001").is_row_level());
+        assert!(!db("42501").is_row_level());
+        let core: warp_core::Error = db("28P01").into();
+        assert!(core.hint().unwrap().contains("credentials"));
+    }
+}

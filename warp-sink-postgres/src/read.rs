@@ -1,0 +1,148 @@
+//! Reading landed rows back as values (tests, `verify`). Each column is decoded by its
+//! logical type, so a round trip compares values, not text.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use sqlx::postgres::types::PgInterval;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool, Row as _};
+use warp_core::{ColumnType, Decimal, Interval, Row, TableSchema, Target, Value};
+
+use crate::error::{Context, Result, SinkError};
+use crate::ident::quote;
+use crate::landed::{Landed, IS_DELETED, OP, VERSION};
+
+/// A landed row with its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LandedRow {
+    pub row: Row,
+    pub version: i64,
+    pub deleted: bool,
+    pub op: String,
+}
+
+/// Every row of the landing table of `target`, in key order.
+pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Result<Vec<LandedRow>> {
+    let landed = Landed::new(target, schema)?;
+    let exprs: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| match &c.ty {
+            ColumnType::UInt64 | ColumnType::Numeric { .. } | ColumnType::Bits { .. } => {
+                format!("{}::text", c.ident)
+            }
+            ColumnType::Array { .. } => format!("to_jsonb({})", c.ident),
+            _ => c.ident.clone(),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {}, {}, {}, {} FROM {} ORDER BY {}",
+        exprs.join(", "),
+        quote(VERSION),
+        quote(IS_DELETED),
+        quote(OP),
+        landed.table,
+        landed.key_list()
+    );
+    let fetched = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .context("read rows")?;
+    fetched
+        .iter()
+        .map(|r| {
+            let n = landed.columns.len();
+            let values = landed
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    decode(r, i, &c.ty)
+                        .map_err(|e| SinkError::Invalid(format!("column {}: {e}", c.name)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(LandedRow {
+                row: Row::new(values),
+                version: r.try_get(n).context("version")?,
+                deleted: r.try_get(n + 1).context("is_deleted")?,
+                op: r.try_get(n + 2).context("op")?,
+            })
+        })
+        .collect()
+}
+
+fn decode(r: &PgRow, i: usize, ty: &ColumnType) -> std::result::Result<Value, String> {
+    macro_rules! get {
+        ($t:ty) => {
+            r.try_get::<Option<$t>, _>(i).map_err(|e| e.to_string())?
+        };
+    }
+    Ok(match ty {
+        ColumnType::Bool => get!(bool).map(Value::Bool),
+        ColumnType::Int16 => get!(i16).map(|v| Value::Int(v.into())),
+        ColumnType::Int32 => get!(i32).map(|v| Value::Int(v.into())),
+        ColumnType::Int64 => get!(i64).map(Value::Int),
+        ColumnType::UInt64 => get!(String)
+            .map(|s| s.parse().map(Value::UInt).map_err(|e| format!("{s}: {e}")))
+            .transpose()?,
+        ColumnType::Numeric { .. } => get!(String)
+            .map(|s| {
+                Decimal::parse(&s)
+                    .map(Value::Decimal)
+                    .ok_or(format!("not a decimal: {s}"))
+            })
+            .transpose()?,
+        ColumnType::Float32 => get!(f32).map(Value::Float32),
+        ColumnType::Float64 => get!(f64).map(Value::Float64),
+        ColumnType::Text { .. } => get!(String).map(Value::Text),
+        ColumnType::Bytes => get!(Vec<u8>).map(Value::Bytes),
+        ColumnType::Bits { .. } => {
+            get!(String).map(|s| Value::Bits(s.chars().map(|c| c == '1').collect()))
+        }
+        ColumnType::Date => get!(NaiveDate).map(Value::Date),
+        ColumnType::Time { .. } => get!(NaiveTime).map(Value::Time),
+        ColumnType::Timestamp { .. } => get!(NaiveDateTime).map(Value::Timestamp),
+        ColumnType::TimestampTz { .. } => get!(DateTime<Utc>).map(Value::TimestampTz),
+        ColumnType::Interval => get!(PgInterval).map(|v| {
+            Value::Interval(Interval {
+                months: v.months,
+                days: v.days,
+                micros: v.microseconds,
+            })
+        }),
+        ColumnType::Json => get!(serde_json::Value).map(Value::Json),
+        ColumnType::Uuid => get!(uuid::Uuid).map(Value::Uuid),
+        ColumnType::Array { .. } => get!(serde_json::Value)
+            .map(|j| from_json(&j, ty))
+            .transpose()?,
+    }
+    .unwrap_or(Value::Null))
+}
+
+/// An array element from `to_jsonb` output, by element type.
+fn from_json(j: &serde_json::Value, ty: &ColumnType) -> std::result::Result<Value, String> {
+    use serde_json::Value as J;
+    let bad = || format!("unexpected {j} for {ty:?}");
+    Ok(match (ty, j) {
+        (_, J::Null) => Value::Null,
+        (ColumnType::Array { element }, J::Array(items)) => Value::Array(
+            items
+                .iter()
+                .map(|i| from_json(i, element))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        (ColumnType::Bool, J::Bool(b)) => Value::Bool(*b),
+        (ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64, J::Number(n)) => {
+            Value::Int(n.as_i64().ok_or_else(bad)?)
+        }
+        (ColumnType::UInt64, J::Number(n)) => Value::UInt(n.as_u64().ok_or_else(bad)?),
+        (ColumnType::Numeric { .. }, J::Number(n)) => {
+            Value::Decimal(Decimal::parse(&n.to_string()).ok_or_else(bad)?)
+        }
+        (ColumnType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(bad)?),
+        (ColumnType::Text { .. }, J::String(s)) => Value::Text(s.clone()),
+        (ColumnType::Date, J::String(s)) => Value::Date(s.parse().map_err(|_| bad())?),
+        (ColumnType::Uuid, J::String(s)) => Value::Uuid(s.parse().map_err(|_| bad())?),
+        (ColumnType::Json, other) => Value::Json(other.clone()),
+        _ => return Err(bad()),
+    })
+}

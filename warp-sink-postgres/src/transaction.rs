@@ -1,0 +1,392 @@
+//! One destination transaction: rows, schema changes and dead letters, then the
+//! checkpoint, committed together.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
+use warp_core::config::DeletionStrategy;
+use warp_core::{
+    Change, ChangeEvent, CheckpointUpdate, ColumnType, FencingToken, Operation, Row,
+    SinkTransaction, TableKey, TableSchema, Target, Value,
+};
+
+use crate::apply::{create_stage, merge_statements, unit, Merge, STAGE_EXTRA};
+use crate::ddl;
+use crate::encode::{copy_line, pg_text};
+use crate::error::{Context, Result, SinkError};
+use crate::ident::quote;
+use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT, VERSION};
+use crate::{Inner, TableEntry};
+
+/// A row that could not be written, with why.
+struct DeadLetter {
+    payload: serde_json::Value,
+    error: String,
+}
+
+pub struct PgTransaction {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) tx: sqlx::Transaction<'static, Postgres>,
+    pub(crate) target: Target,
+    pub(crate) key: TableKey,
+    pub(crate) token: FencingToken,
+    pub(crate) entry: TableEntry,
+    pub(crate) shape_changed: bool,
+    /// Staging table valid for the current shape, and a counter for new names.
+    pub(crate) stage: Option<String>,
+    pub(crate) stage_seq: u32,
+    /// Snapshot rows go straight into the landing table until a key already exists.
+    pub(crate) snapshot_direct: bool,
+    dead: Vec<DeadLetter>,
+}
+
+impl PgTransaction {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        tx: sqlx::Transaction<'static, Postgres>,
+        target: Target,
+        token: FencingToken,
+        entry: TableEntry,
+    ) -> Self {
+        let key = target.key();
+        Self {
+            inner,
+            tx,
+            target,
+            key,
+            token,
+            entry,
+            shape_changed: false,
+            stage: None,
+            stage_seq: 0,
+            snapshot_direct: true,
+            dead: Vec::new(),
+        }
+    }
+
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    fn landed(&self) -> &Landed {
+        &self.entry.landed
+    }
+
+    async fn stage(&mut self) -> Result<String> {
+        if let Some(s) = &self.stage {
+            return Ok(s.clone());
+        }
+        self.stage_seq += 1;
+        let (n, landed) = (self.stage_seq, self.entry.landed.clone());
+        let name = create_stage(self.conn(), &landed, n).await?;
+        self.stage = Some(name.clone());
+        Ok(name)
+    }
+
+    fn dead_letter(&mut self, mut payload: serde_json::Value, error: String) {
+        // jsonb and text cannot hold NUL; the dead-letter table must accept any row.
+        let error = if replace_nul(&mut payload) {
+            format!("{error} (NUL characters in the payload are stored as the text \\u0000)")
+        } else {
+            error
+        };
+        self.dead.push(DeadLetter {
+            payload,
+            error: error.replace('\0', "\\u0000"),
+        });
+    }
+
+    /// Encodes items as staging lines; items that cannot be encoded become dead letters.
+    fn stage_lines<T>(
+        &mut self,
+        items: Vec<T>,
+        line: impl Fn(&Landed, &T, &mut String) -> Result<(), String>,
+        payload: impl Fn(&T) -> serde_json::Value,
+    ) -> Vec<(String, T)> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let mut text = String::new();
+            match line(&self.entry.landed, &item, &mut text) {
+                Ok(()) => out.push((text, item)),
+                Err(e) => {
+                    let p = payload(&item);
+                    self.dead_letter(p, e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Stages `lines` and merges them; on a data error retries one line at a time and
+    /// dead-letters the lines that fail alone.
+    async fn merge<T>(
+        &mut self,
+        lines: Vec<(String, T)>,
+        merge: Merge,
+        payload: impl Fn(&T) -> serde_json::Value,
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let stage = self.stage().await?;
+        let copy_sql = format!(
+            "COPY {stage} ({}, {STAGE_EXTRA}) FROM STDIN",
+            self.landed().column_list()
+        );
+        let mut statements = merge_statements(self.landed(), &stage, merge);
+        statements.push(format!("TRUNCATE {stage}"));
+        let all: String = lines.iter().map(|(l, _)| l.as_str()).collect();
+        if unit(self.conn(), &copy_sql, &all, &statements)
+            .await?
+            .is_ok()
+        {
+            return Ok(());
+        }
+        for (line, item) in lines {
+            if let Err(e) = unit(self.conn(), &copy_sql, &line, &statements).await? {
+                self.dead_letter(payload(&item), e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot_rows(&mut self, rows: Vec<Row>) -> Result<()> {
+        if self.snapshot_direct {
+            let mut data = String::new();
+            let mut good = Vec::with_capacity(rows.len());
+            for row in rows {
+                match copy_line(&mut data, &row, &self.landed().types(), &[Some("r")]) {
+                    Ok(()) => good.push(row),
+                    Err(e) => self.dead_letter(snapshot_payload(&row), e),
+                }
+            }
+            if good.is_empty() {
+                return Ok(());
+            }
+            let sql = format!(
+                "COPY {} ({}, {}) FROM STDIN",
+                self.landed().table,
+                self.landed().column_list(),
+                quote(OP)
+            );
+            match unit(self.conn(), &sql, &data, &[]).await? {
+                Ok(()) => return Ok(()),
+                // A key exists already (re-snapshot): merge from now on.
+                Err(e) if e.code() == Some("23505") => self.snapshot_direct = false,
+                Err(_) => {}
+            }
+            return self.snapshot_merge(good).await;
+        }
+        self.snapshot_merge(rows).await
+    }
+
+    async fn snapshot_merge(&mut self, rows: Vec<Row>) -> Result<()> {
+        let lines = self.stage_lines(
+            rows,
+            |l, row, out| copy_line(out, row, &l.types(), &[None, Some("r"), Some("t")]),
+            snapshot_payload,
+        );
+        self.merge(lines, Merge::Snapshot, snapshot_payload).await
+    }
+
+    async fn change_rows(&mut self, events: Vec<ChangeEvent>) -> Result<()> {
+        let strategy = self.target.deletion_strategy;
+        let lines = self.stage_lines(events, event_line, change_payload);
+        self.merge(lines, Merge::Changes(strategy), change_payload)
+            .await
+    }
+
+    async fn schema_change(&mut self, change: &warp_core::SchemaChange) -> Result<()> {
+        let statements = ddl::change_ddl(&self.target, &mut self.entry.landed, change)?;
+        self.entry
+            .schema
+            .apply(change)
+            .map_err(SinkError::Invalid)?;
+        let (metadata, target, landed, schema) = (
+            self.inner.metadata.clone(),
+            self.target.clone(),
+            self.entry.landed.clone(),
+            self.entry.schema.clone(),
+        );
+        ddl::execute(
+            self.conn(),
+            &metadata,
+            &target,
+            &landed,
+            &schema,
+            &statements,
+        )
+        .await?;
+        self.shape_changed = true;
+        self.stage = None;
+        Ok(())
+    }
+
+    async fn truncate(&mut self) -> Result<()> {
+        let t = self.landed().table.clone();
+        let sql = match self.target.deletion_strategy {
+            DeletionStrategy::Hard => format!("DELETE FROM {t}"),
+            DeletionStrategy::Soft => format!(
+                "UPDATE {t} SET {d} = true, {da} = now(), {op} = 'd', {u} = now(), {v} = {v} + 1 WHERE NOT {d}",
+                d = quote(IS_DELETED),
+                da = quote(DELETED_AT),
+                op = quote(OP),
+                u = quote(UPDATED_AT),
+                v = quote(VERSION)
+            ),
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(self.conn())
+            .await
+            .context("truncate")?;
+        Ok(())
+    }
+
+    async fn write_dead_letters(&mut self, position: Option<&serde_json::Value>) -> Result<()> {
+        if self.dead.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<serde_json::Value> = self
+            .dead
+            .iter()
+            .map(|d| serde_json::json!({ "payload": d.payload, "error": warp_core::mask_secrets(&d.error) }))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {}.dead_letter_queue (schema_name, table_name, payload, error, source_position)
+             SELECT $1, $2, r.payload, r.error, $3 FROM jsonb_to_recordset($4::jsonb) AS r(payload jsonb, error text)",
+            quote(&self.inner.metadata)
+        );
+        let (schema, table) = (self.key.schema.clone(), self.key.table.clone());
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&schema)
+            .bind(&table)
+            .bind(position)
+            .bind(serde_json::Value::Array(records))
+            .execute(self.conn())
+            .await
+            .context("write dead letters")?;
+        Ok(())
+    }
+
+    async fn commit_inner(mut self, update: CheckpointUpdate) -> Result<()> {
+        let position = match &update {
+            CheckpointUpdate::BeginSnapshot { start, .. } => start.as_json().clone(),
+            CheckpointUpdate::ChunkDone { position, .. }
+            | CheckpointUpdate::Streaming { position, .. } => position.as_json().clone(),
+        };
+        self.write_dead_letters(Some(&position)).await?;
+        let (key, token) = (self.key.clone(), self.token);
+        let checkpoints = self.inner.checkpoints.clone();
+        checkpoints.write(self.conn(), &key, token, &update).await?;
+        let dead = self.dead.len() as u64;
+        self.tx.commit().await.context("commit")?;
+        if dead > 0 {
+            tracing::warn!(rows = dead, "rows sent to the dead-letter table");
+            metrics::counter!(warp_core::metrics::DEAD_LETTER_TOTAL, "schema" => key.schema.clone(), "table" => key.table.clone())
+                .increment(dead);
+        }
+        if self.shape_changed {
+            self.inner.remember(&key, self.entry);
+        }
+        Ok(())
+    }
+}
+
+/// One staging line for a change event: the after image for upserts, the before image
+/// (or just the key) for deletes.
+fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> Result<(), String> {
+    let ts = e
+        .source_ts
+        .map(|t| {
+            pg_text(
+                &Value::TimestampTz(t),
+                &ColumnType::TimestampTz { precision: None },
+            )
+        })
+        .transpose()?;
+    let op = e.op.code().to_string();
+    let types = landed.types();
+    match (e.op, &e.after) {
+        (Operation::Delete, _) => match &e.before {
+            Some(before) if before.values.len() == types.len() => {
+                copy_line(out, before, &types, &[ts.as_deref(), Some("d"), Some("t")])
+            }
+            _ => {
+                let mut values = vec![Value::Null; types.len()];
+                for (&i, v) in landed.key.iter().zip(&e.key) {
+                    values[i] = v.clone();
+                }
+                copy_line(
+                    out,
+                    &Row::new(values),
+                    &types,
+                    &[ts.as_deref(), Some("d"), Some("f")],
+                )
+            }
+        },
+        (_, Some(after)) => copy_line(out, after, &types, &[ts.as_deref(), Some(&op), Some("t")]),
+        (_, None) => Err(format!("{:?} event without a row image", e.op)),
+    }
+}
+
+/// Replaces NUL characters in every string of `v` with the text `\u0000`; true if any.
+fn replace_nul(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\\u0000");
+            true
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().fold(false, |any, i| replace_nul(i) | any)
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().fold(false, |any, i| replace_nul(i) | any)
+        }
+        _ => false,
+    }
+}
+
+fn change_payload(e: &ChangeEvent) -> serde_json::Value {
+    serde_json::to_value(e).unwrap_or_default()
+}
+
+fn snapshot_payload(row: &Row) -> serde_json::Value {
+    serde_json::json!({ "op": "read", "after": row })
+}
+
+#[async_trait]
+impl SinkTransaction for PgTransaction {
+    async fn write_snapshot_rows(&mut self, rows: Vec<Row>) -> warp_core::Result<()> {
+        Ok(self.snapshot_rows(rows).await?)
+    }
+
+    async fn apply(&mut self, changes: Vec<Change>) -> warp_core::Result<()> {
+        let mut rows = Vec::new();
+        for change in changes {
+            match change {
+                Change::Row(e) => rows.push(e),
+                Change::Schema(sc) => {
+                    self.change_rows(std::mem::take(&mut rows)).await?;
+                    self.schema_change(&sc).await?;
+                }
+                Change::Truncate => {
+                    self.change_rows(std::mem::take(&mut rows)).await?;
+                    self.truncate().await?;
+                }
+            }
+        }
+        Ok(self.change_rows(rows).await?)
+    }
+
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> warp_core::Result<()> {
+        Ok(self.commit_inner(update).await?)
+    }
+}
+
+/// Keeps the registry's view of the source shape next to the landing shape.
+impl TableEntry {
+    pub(crate) fn new(landed: Landed, schema: TableSchema) -> Self {
+        Self { landed, schema }
+    }
+}

@@ -1,0 +1,874 @@
+//! The PostgreSQL sink against a real server (WARP_TEST_PG_URL, see docs/testing.md).
+//! Each test works in its own schemas, so tests run in parallel.
+
+use std::str::FromStr;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+use warp_core::config::{DeletionStrategy, SchemaChangePolicy};
+use warp_core::{
+    Change, ChangeEvent, CheckpointStore, CheckpointUpdate, Column, ColumnType, Decimal, Error,
+    FencingToken, Interval, KeyRange, Operation, Phase, Position, Row, SchemaChange, Sink, TableId,
+    TableKey, TableSchema, Target, Value,
+};
+use warp_sink_postgres::read::{rows, LandedRow};
+use warp_sink_postgres::PostgresSink;
+
+struct Env {
+    sink: PostgresSink,
+    pool: PgPool,
+    schema: String,
+    meta: String,
+}
+
+async fn setup(name: &str) -> Env {
+    let url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .application_name(&format!("cw-test-{name}"));
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let (schema, meta) = (format!("t_{name}"), format!("m_{name}"));
+    for s in [&schema, &meta] {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{s}\" CASCADE"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let sink = PostgresSink::with_pool(pool.clone(), &meta);
+    sink.prepare().await.unwrap();
+    sink.prepare().await.expect("migrations are idempotent");
+    Env {
+        sink,
+        pool,
+        schema,
+        meta,
+    }
+}
+
+impl Env {
+    fn target(&self, table: &str, deletion: DeletionStrategy) -> Target {
+        Target {
+            schema: "shop".into(),
+            source: TableId::new("src", table),
+            destination_schema: self.schema.clone(),
+            table: table.into(),
+            deletion_strategy: deletion,
+            schema_change_policy: SchemaChangePolicy::WidenToText,
+        }
+    }
+
+    async fn claim(&self, target: &Target) -> FencingToken {
+        self.sink.claim(&target.key(), "test").await.unwrap()
+    }
+
+    async fn commit_changes(
+        &self,
+        target: &Target,
+        token: FencingToken,
+        changes: Vec<Change>,
+        pos: u64,
+    ) {
+        let mut tx = self.sink.begin(target, token).await.unwrap();
+        tx.apply(changes).await.unwrap();
+        tx.commit(streaming(pos)).await.unwrap();
+    }
+
+    async fn scalar<T>(&self, sql: String) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn dead_letters(&self) -> Vec<(serde_json::Value, String, Option<serde_json::Value>)> {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT payload, error, source_position FROM \"{}\".dead_letter_queue ORDER BY id",
+            self.meta
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn streaming(pos: u64) -> CheckpointUpdate {
+    CheckpointUpdate::Streaming {
+        position: Position::from_json(serde_json::json!({ "seq": pos })),
+        source_ts: Some(Utc::now()),
+        handover: Vec::new(),
+    }
+}
+
+fn simple_schema(table: &str) -> TableSchema {
+    TableSchema {
+        id: TableId::new("src", table),
+        columns: vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("name", ColumnType::Text { max_len: Some(10) }),
+        ],
+        primary_key: vec!["id".into()],
+    }
+}
+
+fn row(id: i64, name: &str) -> Row {
+    Row::new(vec![Value::Int(id), Value::Text(name.into())])
+}
+
+fn upsert(op: Operation, r: Row) -> Change {
+    Change::Row(ChangeEvent {
+        op,
+        key: vec![r.values[0].clone()],
+        before: None,
+        after: Some(r),
+        source_ts: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()),
+    })
+}
+
+fn delete(id: i64, before: Option<Row>) -> Change {
+    Change::Row(ChangeEvent {
+        op: Operation::Delete,
+        key: vec![Value::Int(id)],
+        before,
+        after: None,
+        source_ts: Some(Utc::now()),
+    })
+}
+
+async fn landed(env: &Env, target: &Target, schema: &TableSchema) -> Vec<LandedRow> {
+    rows(&env.pool, target, schema).await.unwrap()
+}
+
+fn all_types_schema() -> TableSchema {
+    use ColumnType as T;
+    let cols = [
+        ("id", T::Int64),
+        ("b", T::Bool),
+        ("i16", T::Int16),
+        ("i32", T::Int32),
+        ("u64", T::UInt64),
+        (
+            "dec",
+            T::Numeric {
+                precision: Some(38),
+                scale: Some(9),
+            },
+        ),
+        (
+            "num",
+            T::Numeric {
+                precision: None,
+                scale: None,
+            },
+        ),
+        ("f32", T::Float32),
+        ("f64", T::Float64),
+        ("vc", T::Text { max_len: Some(64) }),
+        ("txt", T::Text { max_len: None }),
+        ("bin", T::Bytes),
+        ("bits", T::Bits { len: 8 }),
+        ("d", T::Date),
+        ("t", T::Time { precision: Some(6) }),
+        ("ts", T::Timestamp { precision: Some(6) }),
+        ("tstz", T::TimestampTz { precision: Some(6) }),
+        ("iv", T::Interval),
+        ("js", T::Json),
+        ("uid", T::Uuid),
+        (
+            "tags",
+            T::Array {
+                element: Box::new(T::Text { max_len: None }),
+            },
+        ),
+        (
+            "nums",
+            T::Array {
+                element: Box::new(T::Int64),
+            },
+        ),
+        (
+            "days",
+            T::Array {
+                element: Box::new(T::Date),
+            },
+        ),
+    ];
+    TableSchema {
+        id: TableId::new("src", "all_types"),
+        columns: cols.into_iter().map(|(n, t)| Column::new(n, t)).collect(),
+        primary_key: vec!["id".into()],
+    }
+}
+
+fn all_types_rows() -> Vec<Row> {
+    let dec = |s: &str| Value::Decimal(Decimal::parse(s).unwrap());
+    let micros = NaiveDate::from_ymd_opt(2024, 2, 29)
+        .unwrap()
+        .and_hms_micro_opt(23, 59, 58, 123_456)
+        .unwrap();
+    let full = Row::new(vec![
+        Value::Int(1),
+        Value::Bool(true),
+        Value::Int(i64::from(i16::MIN)),
+        Value::Int(i64::from(i32::MAX)),
+        Value::UInt(u64::MAX),
+        dec("12345678901234567890123456789.123456789"),
+        dec("-0.000000000000000000000000000000000000001234567890123456789"),
+        Value::Float32(0.1),
+        Value::Float64(0.1 + 0.2),
+        Value::Text("tab\tnew\nline\\back 'q' \"dq\" ünïcödé 🚀".into()),
+        Value::Text("x".repeat(10_000)),
+        Value::Bytes((0..=255).collect()),
+        Value::Bits(vec![true, false, true, true, false]),
+        Value::Date(NaiveDate::from_ymd_opt(0, 3, 1).unwrap()),
+        Value::Time(micros.time()),
+        Value::Timestamp(micros),
+        Value::TimestampTz(Utc.from_utc_datetime(&micros)),
+        Value::Interval(Interval {
+            months: 14,
+            days: -3,
+            micros: -5_000_001,
+        }),
+        Value::Json(
+            serde_json::json!({"a": [1, 2.5, "x"], "b": {"c": null}, "big": 12345678901234567890u64}),
+        ),
+        Value::Uuid(uuid::Uuid::from_u128(
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        )),
+        Value::Array(vec![
+            Value::Text("a\"b".into()),
+            Value::Text("c,d".into()),
+            Value::Text("{}".into()),
+            Value::Null,
+        ]),
+        Value::Array(vec![Value::Int(i64::MIN), Value::Null, Value::Int(7)]),
+        Value::Array(vec![Value::Date(
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
+        )]),
+    ]);
+    let mut extremes = full.clone();
+    extremes.values[0] = Value::Int(2);
+    extremes.values[2] = Value::Int(i64::from(i16::MAX));
+    extremes.values[7] = Value::Float32(f32::MIN_POSITIVE);
+    extremes.values[8] = Value::Float64(f64::NEG_INFINITY);
+    let mut nulls = vec![Value::Null; full.values.len()];
+    nulls[0] = Value::Int(3);
+    vec![full, extremes, Row::new(nulls)]
+}
+
+#[tokio::test]
+async fn every_mapped_type_round_trips_exactly() {
+    let env = setup("types").await;
+    let schema = all_types_schema();
+    for (table, via_copy) in [("all_types", true), ("all_types_changes", false)] {
+        let mut schema = schema.clone();
+        schema.id.name = table.into();
+        let target = env.target(table, DeletionStrategy::Soft);
+        env.sink.ensure_table(&target, &schema).await.unwrap();
+        let token = env.claim(&target).await;
+        let mut tx = env.sink.begin(&target, token).await.unwrap();
+        if via_copy {
+            tx.write_snapshot_rows(all_types_rows()).await.unwrap();
+        } else {
+            let changes = all_types_rows()
+                .into_iter()
+                .map(|r| upsert(Operation::Insert, r))
+                .collect();
+            tx.apply(changes).await.unwrap();
+        }
+        tx.commit(streaming(1)).await.unwrap();
+        let back: Vec<Row> = landed(&env, &target, &schema)
+            .await
+            .into_iter()
+            .map(|r| r.row)
+            .collect();
+        assert_eq!(back, all_types_rows(), "{table}");
+        assert!(env.dead_letters().await.is_empty());
+    }
+    // The declared PostgreSQL types follow SPEC §5.1.
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 't_types.all_types'::regclass AND attnum > 0 ORDER BY attnum",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let find = |c: &str| {
+        types
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, t)| t.as_str())
+            .unwrap()
+    };
+    assert_eq!(find("u64"), "numeric(20,0)");
+    assert_eq!(find("vc"), "character varying(64)");
+    assert_eq!(find("tstz"), "timestamp(6) with time zone");
+    assert_eq!(find("js"), "jsonb");
+    assert_eq!(find("bits"), "bit varying(8)");
+    assert_eq!(find("_cartridge_version"), "bigint");
+    assert_eq!(find("_cartridge_source_ts"), "timestamp with time zone");
+}
+
+#[tokio::test]
+async fn changes_keep_bookkeeping_and_replays_change_nothing() {
+    let env = setup("bookkeeping").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    tx.write_snapshot_rows(vec![row(1, "a"), row(2, "b")])
+        .await
+        .unwrap();
+    tx.commit(streaming(1)).await.unwrap();
+    let created: String = env
+        .scalar(
+            "SELECT _cartridge_created_at::text FROM t_bookkeeping.orders WHERE id = 1".to_string(),
+        )
+        .await;
+
+    let batch = vec![
+        upsert(Operation::Update, row(1, "a2")),
+        upsert(Operation::Insert, row(3, "c")),
+    ];
+    env.commit_changes(&target, token, batch.clone(), 2).await;
+    let after = landed(&env, &target, &schema).await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|r| (r.version, r.op.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "u"), (1, "r"), (1, "c")]
+    );
+    let created_after: String = env
+        .scalar(
+            "SELECT _cartridge_created_at::text FROM t_bookkeeping.orders WHERE id = 1".to_string(),
+        )
+        .await;
+    assert_eq!(created, created_after, "created_at survives updates");
+    let source_ts: String = env
+        .scalar("SELECT _cartridge_source_ts::text FROM t_bookkeeping.orders WHERE id = 3".into())
+        .await;
+    assert!(source_ts.starts_with("2026-01-02 03:04:05"), "{source_ts}");
+
+    // The same batch again: same data, so no version moves.
+    env.commit_changes(&target, token, batch, 2).await;
+    assert_eq!(
+        landed(&env, &target, &schema).await,
+        after,
+        "replaying a batch is a no-op"
+    );
+
+    // Re-copying a row (a re-snapshot) is not a change either.
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    tx.write_snapshot_rows(vec![row(1, "a2"), row(2, "b")])
+        .await
+        .unwrap();
+    tx.commit(streaming(3)).await.unwrap();
+    let versions: Vec<i64> = landed(&env, &target, &schema)
+        .await
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, [2, 1, 1]);
+}
+
+#[tokio::test]
+async fn soft_delete_then_revive_and_hard_delete() {
+    let env = setup("deletes").await;
+    let schema = simple_schema("soft");
+    let soft = env.target("soft", DeletionStrategy::Soft);
+    env.sink.ensure_table(&soft, &schema).await.unwrap();
+    let token = env.claim(&soft).await;
+    env.commit_changes(
+        &soft,
+        token,
+        vec![
+            upsert(Operation::Insert, row(1, "a")),
+            upsert(Operation::Insert, row(2, "b")),
+        ],
+        1,
+    )
+    .await;
+    env.commit_changes(
+        &soft,
+        token,
+        vec![
+            delete(1, Some(row(1, "a"))),
+            delete(9, Some(row(9, "ghost"))),
+            delete(8, None),
+        ],
+        2,
+    )
+    .await;
+    let rows_now = landed(&env, &soft, &schema).await;
+    let state: Vec<(i64, bool, &str, i64)> = rows_now
+        .iter()
+        .map(|r| {
+            (
+                if let Value::Int(i) = r.row.values[0] {
+                    i
+                } else {
+                    0
+                },
+                r.deleted,
+                r.op.as_str(),
+                r.version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [(1, true, "d", 2), (2, false, "c", 1), (9, true, "d", 1)]
+    );
+    let deleted_at: bool = env
+        .scalar("SELECT deleted_at IS NOT NULL FROM t_deletes.soft WHERE id = 1".into())
+        .await;
+    assert!(deleted_at);
+    // Deleting again changes nothing.
+    env.commit_changes(&soft, token, vec![delete(1, None)], 3)
+        .await;
+    assert_eq!(landed(&env, &soft, &schema).await[0].version, 2);
+    // A re-insert revives the row.
+    env.commit_changes(
+        &soft,
+        token,
+        vec![upsert(Operation::Insert, row(1, "again"))],
+        4,
+    )
+    .await;
+    let revived = &landed(&env, &soft, &schema).await[0];
+    assert_eq!(
+        (revived.deleted, revived.version, &revived.row),
+        (false, 3, &row(1, "again"))
+    );
+    let deleted_at: bool = env
+        .scalar("SELECT deleted_at IS NULL FROM t_deletes.soft WHERE id = 1".into())
+        .await;
+    assert!(deleted_at);
+
+    let mut hard_schema = simple_schema("hard");
+    hard_schema.id.name = "hard".into();
+    let hard = env.target("hard", DeletionStrategy::Hard);
+    env.sink.ensure_table(&hard, &hard_schema).await.unwrap();
+    let token = env.claim(&hard).await;
+    env.commit_changes(
+        &hard,
+        token,
+        vec![
+            upsert(Operation::Insert, row(1, "a")),
+            upsert(Operation::Insert, row(2, "b")),
+        ],
+        1,
+    )
+    .await;
+    env.commit_changes(&hard, token, vec![delete(1, None)], 2)
+        .await;
+    let left: Vec<Row> = landed(&env, &hard, &hard_schema)
+        .await
+        .into_iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(left, [row(2, "b")]);
+}
+
+#[tokio::test]
+async fn a_failure_between_statements_leaves_data_and_checkpoint_consistent() {
+    let env = setup("atomic").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    env.commit_changes(
+        &target,
+        token,
+        vec![upsert(Operation::Insert, row(1, "a"))],
+        1,
+    )
+    .await;
+    let before = landed(&env, &target, &schema).await;
+
+    // The connection dies after the batch is written but before the commit.
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    tx.apply(vec![
+        upsert(Operation::Update, row(1, "lost")),
+        upsert(Operation::Insert, row(2, "lost")),
+    ])
+    .await
+    .unwrap();
+    let killer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&warp_e2e::peer_url("WARP_TEST_PG_URL"))
+        .await
+        .unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'cw-test-atomic' AND state = 'idle in transaction') k",
+    )
+    .fetch_one(&killer)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "the open transaction's backend was terminated");
+    let err = tx.commit(streaming(2)).await.expect_err("commit must fail");
+    assert!(err.is_transient(), "a lost connection is retryable: {err}");
+
+    assert_eq!(
+        landed(&env, &target, &schema).await,
+        before,
+        "no data from the failed batch"
+    );
+    let Some(Phase::Streaming { position, .. }) =
+        env.sink.load(&target.key()).await.unwrap().map(|c| c.phase)
+    else {
+        panic!("checkpoint expected");
+    };
+    assert_eq!(position.as_json()["seq"], 1, "the checkpoint did not move");
+
+    // A transaction dropped without commit (process killed) leaves nothing either.
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    tx.apply(vec![upsert(Operation::Insert, row(3, "gone"))])
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(landed(&env, &target, &schema).await, before);
+}
+
+#[tokio::test]
+async fn a_stale_fencing_token_is_refused() {
+    let env = setup("fencing").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let old = env.claim(&target).await;
+    let new = env.sink.claim(&target.key(), "other-pod").await.unwrap();
+    assert!(new > old);
+    match env.sink.begin(&target, old).await {
+        Err(Error::Fenced { ours, current, .. }) => assert_eq!((ours, current), (old.0, new.0)),
+        other => panic!("expected fenced, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        env.sink.reset(&target.key(), old).await,
+        Err(Error::Fenced { .. })
+    ));
+    env.commit_changes(
+        &target,
+        new,
+        vec![upsert(Operation::Insert, row(1, "a"))],
+        1,
+    )
+    .await;
+    assert_eq!(landed(&env, &target, &schema).await.len(), 1);
+}
+
+#[tokio::test]
+async fn poison_rows_go_to_the_dead_letter_table_and_neighbours_commit() {
+    let env = setup("poison").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let batch = vec![
+        upsert(Operation::Insert, row(1, "ok")),
+        upsert(Operation::Insert, row(2, "far too long for varchar(10)")), // rejected by PostgreSQL
+        upsert(Operation::Insert, row(3, "nul\0byte")), // rejected by the encoder
+        upsert(Operation::Insert, row(4, "fine")),
+    ];
+    env.commit_changes(&target, token, batch, 7).await;
+    let ids: Vec<Value> = landed(&env, &target, &schema)
+        .await
+        .into_iter()
+        .map(|r| r.row.values[0].clone())
+        .collect();
+    assert_eq!(ids, [Value::Int(1), Value::Int(4)]);
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|(_, e, _)| e.contains("22001") || e.contains("too long")),
+        "{dead:?}"
+    );
+    assert!(dead.iter().any(|(_, e, _)| e.contains("NUL")), "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|(_, _, pos)| pos.as_ref().unwrap()["seq"] == 7),
+        "source position recorded"
+    );
+    // The payload is the change itself, enough to replay it.
+    let payload: ChangeEvent = serde_json::from_value(dead[0].0.clone()).unwrap();
+    assert!(payload.after.is_some());
+
+    // Snapshot rows: same treatment.
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    tx.write_snapshot_rows(vec![
+        row(10, "ok"),
+        row(11, "much much too long"),
+        row(12, "ok"),
+    ])
+    .await
+    .unwrap();
+    tx.commit(streaming(8)).await.unwrap();
+    assert_eq!(landed(&env, &target, &schema).await.len(), 4);
+    assert_eq!(env.dead_letters().await.len(), 3);
+}
+
+#[tokio::test]
+async fn hostile_names_are_quoted_and_shortened() {
+    let env = setup("hostile").await;
+    let name = format!("we\"ird ta'ble; DROP TABLE x;-- {}", "z".repeat(50));
+    assert!(name.chars().count() > 80);
+    let col = format!("col \"{}\" with spaces", "c".repeat(60));
+    let schema = TableSchema {
+        id: TableId::new("src", &name),
+        columns: vec![
+            Column::new("Id", ColumnType::Int64),
+            Column::new(&col, ColumnType::Text { max_len: None }),
+        ],
+        primary_key: vec!["Id".into()],
+    };
+    let target = env.target(&name, DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    env.sink
+        .ensure_table(&target, &schema)
+        .await
+        .expect("ensure is idempotent");
+    let token = env.claim(&target).await;
+    env.commit_changes(
+        &target,
+        token,
+        vec![Change::Row(ChangeEvent {
+            op: Operation::Insert,
+            key: vec![Value::Int(1)],
+            before: None,
+            after: Some(Row::new(vec![Value::Int(1), Value::Text("v".into())])),
+            source_ts: None,
+        })],
+        1,
+    )
+    .await;
+    let back = landed(&env, &target, &schema).await;
+    assert_eq!(back[0].row.values[1], Value::Text("v".into()));
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 't_hostile'")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(
+        tables[0].len(),
+        63,
+        "shortened to PostgreSQL's limit: {}",
+        tables[0]
+    );
+    assert!(tables[0].starts_with("we\"ird ta'ble; DROP TABLE x;--"));
+    let x_exists: bool = env
+        .scalar("SELECT to_regclass('x') IS NOT NULL".into())
+        .await;
+    assert!(!x_exists);
+}
+
+#[tokio::test]
+async fn schema_evolution_inside_the_batch_transaction() {
+    let env = setup("evolution").await;
+    let mut schema = simple_schema("orders");
+    schema.columns.push(Column::new("qty", ColumnType::Int32));
+    schema
+        .columns
+        .push(Column::new("note", ColumnType::Text { max_len: Some(5) }));
+    schema
+        .columns
+        .push(Column::new("legacy", ColumnType::Int32).not_null());
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let r = |id: i64, qty: Value, note: &str, legacy: Value| {
+        Row::new(vec![
+            Value::Int(id),
+            Value::Text("n".into()),
+            qty,
+            Value::Text(note.into()),
+            legacy,
+        ])
+    };
+    env.commit_changes(
+        &target,
+        token,
+        vec![upsert(
+            Operation::Insert,
+            r(1, Value::Int(5), "abc", Value::Int(1)),
+        )],
+        1,
+    )
+    .await;
+
+    let mut status = Column::new("status", ColumnType::Text { max_len: None });
+    status.default = Some(Value::Text("new".into()));
+    let changes = vec![
+        Change::Schema(SchemaChange::AddColumn(status)),
+        Change::Schema(SchemaChange::AlterColumnType {
+            name: "qty".into(),
+            to: ColumnType::Int64,
+        }),
+        Change::Schema(SchemaChange::AlterColumnType {
+            name: "note".into(),
+            to: ColumnType::Text { max_len: Some(50) },
+        }),
+        Change::Schema(SchemaChange::RenameColumn {
+            from: "name".into(),
+            to: "title".into(),
+        }),
+        Change::Schema(SchemaChange::DropColumn {
+            name: "legacy".into(),
+        }),
+        Change::Schema(SchemaChange::AlterColumnType {
+            name: "qty".into(),
+            to: ColumnType::Date,
+        }),
+        upsert(
+            Operation::Insert,
+            Row::new(vec![
+                Value::Int(2),
+                Value::Text("t".into()),
+                Value::Text("2024-01-01".into()),
+                Value::Text("a longer note".into()),
+                Value::Null,
+                Value::Text("paid".into()),
+            ]),
+        ),
+    ];
+    env.commit_changes(&target, token, changes, 2).await;
+
+    let cols: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+         WHERE attrelid = 't_evolution.orders'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let find = |c: &str| {
+        cols.iter()
+            .find(|(n, _, _)| n == c)
+            .cloned()
+            .unwrap_or_else(|| panic!("{c} missing: {cols:?}"))
+    };
+    assert_eq!(
+        find("qty").1,
+        "text",
+        "int → bigint, then an incompatible date widens to text"
+    );
+    assert_eq!(find("note").1, "character varying(50)");
+    assert_eq!(find("title").1, "character varying(10)", "renamed");
+    assert!(!find("legacy").2, "dropped at the source: now nullable");
+    assert_eq!(find("status").1, "text");
+    let old_status: String = env
+        .scalar("SELECT status FROM t_evolution.orders WHERE id = 1".into())
+        .await;
+    assert_eq!(
+        old_status, "new",
+        "rows from before the change read the source default"
+    );
+    let versions: i64 = env
+        .scalar(format!(
+            "SELECT count(*) FROM \"{}\".schema_registry WHERE table_name = 'orders'",
+            env.meta
+        ))
+        .await;
+    assert_eq!(versions, 7, "create + six changes recorded");
+
+    // pause_table refuses a lossy change; the batch does not commit.
+    let mut paused = env.target("orders", DeletionStrategy::Soft);
+    paused.schema_change_policy = SchemaChangePolicy::PauseTable;
+    let mut tx = env.sink.begin(&paused, token).await.unwrap();
+    let err = tx
+        .apply(vec![Change::Schema(SchemaChange::AlterColumnType {
+            name: "id".into(),
+            to: ColumnType::Uuid,
+        })])
+        .await
+        .expect_err("lossy change refused");
+    assert!(err.to_string().contains("pause_table"), "{err}");
+}
+
+#[tokio::test]
+async fn checkpoints_round_trip_through_the_metadata_schema() {
+    let env = setup("checkpoints").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let key: TableKey = target.key();
+    assert!(env.sink.load(&key).await.unwrap().is_none());
+    let token = env.claim(&target).await;
+    let pos =
+        |n: u64| Position::from_json(serde_json::json!({ "file": "mysql-bin.000001", "pos": n }));
+    let ranges = vec![
+        KeyRange {
+            start: None,
+            end: Some(vec![Value::Int(100)]),
+        },
+        KeyRange {
+            start: Some(vec![Value::Int(100)]),
+            end: None,
+        },
+    ];
+    let commit = |update: CheckpointUpdate| {
+        let sink = env.sink.clone();
+        let target = target.clone();
+        async move {
+            let tx = sink.begin(&target, token).await.unwrap();
+            tx.commit(update).await.unwrap();
+        }
+    };
+    commit(CheckpointUpdate::BeginSnapshot {
+        start: pos(4),
+        chunks: ranges.clone(),
+    })
+    .await;
+    commit(CheckpointUpdate::ChunkDone {
+        index: 1,
+        position: pos(9),
+        rows: 42,
+    })
+    .await;
+    let Some(Phase::Snapshot { start, chunks }) =
+        env.sink.load(&key).await.unwrap().map(|c| c.phase)
+    else {
+        panic!("snapshot phase expected");
+    };
+    assert_eq!(start, pos(4));
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| (c.range.clone(), c.done.clone(), c.rows))
+            .collect::<Vec<_>>(),
+        [
+            (ranges[0].clone(), None, 0),
+            (ranges[1].clone(), Some(pos(9)), 42)
+        ]
+    );
+    commit(CheckpointUpdate::Streaming {
+        position: pos(4),
+        source_ts: None,
+        handover: vec![(ranges[1].clone(), pos(9))],
+    })
+    .await;
+    let cp = env.sink.load(&key).await.unwrap().unwrap();
+    assert_eq!(cp.fencing, token);
+    assert_eq!(
+        cp.phase,
+        Phase::Streaming {
+            position: pos(4),
+            source_ts: None,
+            handover: vec![(ranges[1].clone(), pos(9))]
+        }
+    );
+    env.sink.reset(&key, token).await.unwrap();
+    assert!(env.sink.load(&key).await.unwrap().is_none());
+}
