@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use warp_core::{ColumnType, Row, Value};
 
 /// Why a value does not fit its column.
@@ -52,16 +52,58 @@ pub fn copy_line(
 }
 
 fn field(out: &mut String, value: &Value, ty: &ColumnType) -> Result<(), Mismatch> {
-    if value.is_null() {
-        out.push_str("\\N");
-        return Ok(());
+    use ColumnType as T;
+    // The common cases are written straight into the buffer (this is the snapshot hot
+    // path); everything else goes through `pg_text`.
+    match (ty, value) {
+        (_, Value::Null) => out.push_str("\\N"),
+        (T::Int64 | T::UInt64 | T::Numeric { .. }, Value::Int(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (T::Text { .. }, Value::Text(s)) => escape_copy(out, s)?,
+        (T::UInt64 | T::Numeric { .. }, Value::Decimal(d)) => out.push_str(d.as_str()),
+        (T::Timestamp { .. }, Value::Timestamp(t)) if t.year() >= 1 => write_timestamp(out, *t),
+        (T::TimestampTz { .. }, Value::TimestampTz(t)) if t.year() >= 1 => {
+            write_timestamp(out, t.naive_utc());
+            out.push_str("+00");
+        }
+        (T::Json, Value::Json(j)) => {
+            let text = j.to_string();
+            if text.contains("\\u0000") {
+                return Err("JSON contains \\u0000, which PostgreSQL jsonb cannot store".into());
+            }
+            escape_copy(out, &text)?;
+        }
+        _ => escape_copy(out, &pg_text(value, ty)?)?,
     }
-    let text = pg_text(value, ty)?;
-    escape_copy(out, &text)
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff` from integers (chrono's strftime parses its pattern on
+/// every call, which dominated snapshot encoding).
+fn write_timestamp(out: &mut String, t: NaiveDateTime) {
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() % 1_000_000_000 / 1000
+    );
 }
 
 /// COPY text escaping: backslash, newline, carriage return and tab are escaped.
 fn escape_copy(out: &mut String, text: &str) -> Result<(), Mismatch> {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t' | 0))
+    {
+        out.push_str(text);
+        return Ok(());
+    }
     if text.contains('\0') {
         return Err("contains a NUL character, which PostgreSQL text cannot store".into());
     }
@@ -206,7 +248,13 @@ fn date(d: NaiveDate) -> String {
 }
 
 fn time(t: NaiveTime) -> String {
-    t.format("%H:%M:%S%.6f").to_string()
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() % 1_000_000_000 / 1000
+    )
 }
 
 fn timestamp(t: NaiveDateTime) -> String {

@@ -19,6 +19,9 @@ use crate::ident::quote;
 use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT, VERSION};
 use crate::{Inner, TableEntry};
 
+/// Encoded snapshot data sent per COPY.
+const SNAPSHOT_FLUSH_BYTES: usize = 2 << 20;
+
 /// A row that could not be written, with why.
 struct DeadLetter {
     payload: serde_json::Value,
@@ -38,6 +41,9 @@ pub struct PgTransaction {
     pub(crate) stage_seq: u32,
     /// Snapshot rows go straight into the landing table until a key already exists.
     pub(crate) snapshot_direct: bool,
+    /// Encoded snapshot rows not yet sent, and the rows themselves (for the fallback).
+    snap_data: String,
+    snap_rows: Vec<Row>,
     dead: Vec<DeadLetter>,
 }
 
@@ -61,6 +67,8 @@ impl PgTransaction {
             stage: None,
             stage_seq: 0,
             snapshot_direct: true,
+            snap_data: String::new(),
+            snap_rows: Vec::new(),
             dead: Vec::new(),
         }
     }
@@ -151,32 +159,48 @@ impl PgTransaction {
         Ok(())
     }
 
+    /// Snapshot rows are encoded as they arrive and sent in COPYs of about
+    /// [`SNAPSHOT_FLUSH_BYTES`]: few round trips, bounded memory.
     async fn snapshot_rows(&mut self, rows: Vec<Row>) -> Result<()> {
-        if self.snapshot_direct {
-            let mut data = String::new();
-            let mut good = Vec::with_capacity(rows.len());
-            for row in rows {
-                match copy_line(&mut data, &row, &self.landed().types(), &[Some("r")]) {
-                    Ok(()) => good.push(row),
-                    Err(e) => self.dead_letter(snapshot_payload(&row), e),
-                }
+        if !self.snapshot_direct {
+            return self.snapshot_merge(rows).await;
+        }
+        let types: Vec<(String, ColumnType)> = self
+            .landed()
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ty.clone()))
+            .collect();
+        let types: Vec<(&str, &ColumnType)> = types.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for row in rows {
+            match copy_line(&mut self.snap_data, &row, &types, &[Some("r")]) {
+                Ok(()) => self.snap_rows.push(row),
+                Err(e) => self.dead_letter(snapshot_payload(&row), e),
             }
-            if good.is_empty() {
-                return Ok(());
-            }
-            let sql = format!(
-                "COPY {} ({}, {}) FROM STDIN",
-                self.landed().table,
-                self.landed().column_list(),
-                quote(OP)
-            );
-            match unit(self.conn(), &sql, &data, &[]).await? {
-                Ok(()) => return Ok(()),
-                // A key exists already (re-snapshot): merge from now on.
-                Err(e) if e.code() == Some("23505") => self.snapshot_direct = false,
-                Err(_) => {}
-            }
-            return self.snapshot_merge(good).await;
+        }
+        if self.snap_data.len() >= SNAPSHOT_FLUSH_BYTES {
+            self.flush_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_snapshot(&mut self) -> Result<()> {
+        if self.snap_rows.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.snap_data);
+        let rows = std::mem::take(&mut self.snap_rows);
+        let sql = format!(
+            "COPY {} ({}, {}) FROM STDIN",
+            self.landed().table,
+            self.landed().column_list(),
+            quote(OP)
+        );
+        match unit(self.conn(), &sql, &data, &[]).await? {
+            Ok(()) => return Ok(()),
+            // A key exists already (re-snapshot): merge from now on.
+            Err(e) if e.code() == Some("23505") => self.snapshot_direct = false,
+            Err(_) => {}
         }
         self.snapshot_merge(rows).await
     }
@@ -270,6 +294,7 @@ impl PgTransaction {
     }
 
     async fn commit_inner(mut self, update: CheckpointUpdate) -> Result<()> {
+        self.flush_snapshot().await?;
         let position = match &update {
             CheckpointUpdate::BeginSnapshot { start, .. } => start.as_json().clone(),
             CheckpointUpdate::ChunkDone { position, .. }
@@ -362,6 +387,7 @@ impl SinkTransaction for PgTransaction {
     }
 
     async fn apply(&mut self, changes: Vec<Change>) -> warp_core::Result<()> {
+        self.flush_snapshot().await?;
         let mut rows = Vec::new();
         for change in changes {
             match change {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmark harness: starts PostgreSQL if needed, builds in release mode, and prints
+# rows/s and peak memory beside the raw limits measured in the same run.
+# Usage: scripts/bench.sh [sink] [--rows N] [--runs N]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/peers.sh start postgres
+set -a
+# shellcheck disable=SC1090
+source <(scripts/peers.sh env)
+set +a
+cargo build --release -q -p warp-bench
+exec target/release/warp-bench "$@"

@@ -1,0 +1,106 @@
+//! Benchmark harness. Prints a table of rows/s, MB/s and peak memory for cartridge-warp
+//! next to the raw limits measured in the same run on the same rows.
+//!
+//! `cargo run --release -p warp-bench -- sink [--rows N] [--runs N]`
+//! (PostgreSQL from WARP_TEST_PG_URL, else the local default).
+
+mod data;
+mod sink;
+
+use std::time::Duration;
+
+/// One measured line of the report.
+pub struct Measurement {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+impl Measurement {
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.took.as_secs_f64()
+    }
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.took.as_secs_f64()
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| a.took.cmp(&b.took));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rows = arg(&args, "--rows", 1_000_000);
+    let runs = arg(&args, "--runs", 3).max(1);
+    let url = std::env::var("WARP_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    match args.first().map(String::as_str) {
+        Some("sink") | None => {
+            let mut per_line: Vec<Vec<Measurement>> = Vec::new();
+            for run in 1..=runs {
+                eprintln!("run {run}/{runs}: {rows} rows");
+                for (i, m) in sink::run(&url, rows).await?.into_iter().enumerate() {
+                    if per_line.len() <= i {
+                        per_line.push(Vec::new());
+                    }
+                    per_line[i].push(m);
+                }
+            }
+            let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
+            print_table(&lines, runs);
+        }
+        Some(other) => return Err(format!("unknown benchmark `{other}` (known: sink)").into()),
+    }
+    Ok(())
+}
+
+fn print_table(lines: &[Measurement], runs: u64) {
+    let limit = lines[0].rows_per_sec();
+    println!("| measure (median of {runs}) | rows | seconds | rows/s | MB/s | vs raw COPY |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for m in lines {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.2}× |",
+            m.name,
+            m.rows,
+            m.took.as_secs_f64(),
+            m.rows_per_sec(),
+            m.mb_per_sec(),
+            m.rows_per_sec() / limit
+        );
+    }
+    println!(
+        "\npeak RSS of the harness process: {:.0} MiB",
+        peak_rss_mib()
+    );
+}

@@ -1,0 +1,211 @@
+//! Snapshot apply of the PostgreSQL sink next to a raw `COPY` of the same rows.
+//!
+//! The raw limit: the rows, already in COPY text form in a file, sent with
+//! `COPY … FROM STDIN` in one transaction per chunk — no encoding, no bookkeeping.
+//! Ours: `write_snapshot_rows` + chunk commits, exactly as a snapshot runs (encoding
+//! from values included).
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Instant;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::AssertSqlSafe;
+use warp_core::config::{DeletionStrategy, SchemaChangePolicy};
+use warp_core::{CheckpointStore, CheckpointUpdate, KeyRange, Position, Sink, Target};
+use warp_sink_postgres::PostgresSink;
+
+use crate::{data, Measurement};
+
+const CHUNK: i64 = 50_000;
+const PAGE: i64 = 1_000;
+
+pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::error::Error>> {
+    let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+    sqlx::raw_sql("DROP SCHEMA IF EXISTS bench_raw CASCADE; DROP SCHEMA IF EXISTS bench_warp CASCADE; DROP SCHEMA IF EXISTS bench_meta CASCADE; CREATE SCHEMA bench_raw")
+        .execute(&pool)
+        .await?;
+    let schema = data::schema("orders");
+    let n = i64::try_from(rows)?;
+
+    // The same rows as COPY text in a file (written before timing).
+    let dir = std::env::temp_dir().join(format!("warp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("orders.copy");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let mut bytes = 0u64;
+    for id in 1..=n {
+        let line = copy_text(&data::row(id));
+        bytes += line.len() as u64;
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    drop(out);
+
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, warp_sink_postgres::pg_type(&c.column_type)))
+        .collect();
+    let ddl = format!(
+        "CREATE TABLE bench_raw.orders ({}, PRIMARY KEY (id))",
+        cols.join(", ")
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&pool).await?;
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
+    let mut line = String::new();
+    let mut done = 0;
+    while done < n {
+        let mut chunk = String::with_capacity(8 << 20);
+        let mut count = 0;
+        while count < CHUNK && reader.read_line(&mut line)? > 0 {
+            chunk.push_str(&line);
+            line.clear();
+            count += 1;
+        }
+        let mut tx = pool.begin().await?;
+        let mut copy = tx.copy_in_raw("COPY bench_raw.orders FROM STDIN").await?;
+        copy.send(chunk.as_bytes()).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+        done += count;
+    }
+    let raw = Measurement {
+        name: "raw COPY (text, pre-encoded file)".into(),
+        rows,
+        bytes,
+        took: started.elapsed(),
+    };
+    std::fs::remove_dir_all(&dir)?;
+
+    let sink = PostgresSink::with_pool(pool.clone(), "bench_meta");
+    sink.prepare().await?;
+    let target = Target {
+        schema: "bench".into(),
+        source: schema.id.clone(),
+        destination_schema: "bench_warp".into(),
+        table: "orders".into(),
+        deletion_strategy: DeletionStrategy::Soft,
+        schema_change_policy: SchemaChangePolicy::WidenToText,
+    };
+    sink.ensure_table(&target, &schema).await?;
+    let token = sink.claim(&target.key(), "bench").await?;
+    let chunks: Vec<KeyRange> = (0..(n + CHUNK - 1) / CHUNK)
+        .map(|_| KeyRange::ALL)
+        .collect();
+    let pos = Position::from_json(serde_json::json!({ "bench": 0 }));
+    let tx = sink.begin(&target, token).await?;
+    tx.commit(CheckpointUpdate::BeginSnapshot {
+        start: pos.clone(),
+        chunks,
+    })
+    .await?;
+
+    let sequential = timed_apply(
+        &sink,
+        &target,
+        token,
+        &pos,
+        n,
+        1,
+        rows,
+        bytes,
+        "cartridge-warp snapshot apply, 1 chunk at a time",
+    )
+    .await?;
+    sqlx::raw_sql("TRUNCATE bench_warp.orders")
+        .execute(&pool)
+        .await?;
+    let tx = sink.begin(&target, token).await?;
+    let chunks: Vec<KeyRange> = (0..(n + CHUNK - 1) / CHUNK)
+        .map(|_| KeyRange::ALL)
+        .collect();
+    tx.commit(CheckpointUpdate::BeginSnapshot {
+        start: pos.clone(),
+        chunks,
+    })
+    .await?;
+    let parallel = timed_apply(
+        &sink,
+        &target,
+        token,
+        &pos,
+        n,
+        2,
+        rows,
+        bytes,
+        "cartridge-warp snapshot apply, 2 chunks in parallel",
+    )
+    .await?;
+    let landed: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_warp.orders")
+        .fetch_one(&pool)
+        .await?;
+    if landed != n {
+        return Err(format!("sink landed {landed} rows, expected {n}").into());
+    }
+    Ok(vec![raw, sequential, parallel])
+}
+
+/// Applies rows 1..=n as 50k-row chunks, `parallel` chunks at a time, like a snapshot.
+#[allow(clippy::too_many_arguments)]
+async fn timed_apply(
+    sink: &PostgresSink,
+    target: &Target,
+    token: warp_core::FencingToken,
+    pos: &Position,
+    n: i64,
+    parallel: usize,
+    rows: u64,
+    bytes: u64,
+    name: &str,
+) -> Result<Measurement, Box<dyn std::error::Error>> {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let chunks = (n + CHUNK - 1) / CHUNK;
+    let results: Vec<warp_core::Result<()>> = futures::stream::iter(0..chunks)
+        .map(|index| async move {
+            let mut tx = sink.begin(target, token).await?;
+            let (first, last) = (index * CHUNK + 1, ((index + 1) * CHUNK).min(n));
+            let mut id = first;
+            while id <= last {
+                let page_end = (id + PAGE - 1).min(last);
+                tx.write_snapshot_rows((id..=page_end).map(data::row).collect())
+                    .await?;
+                id = page_end + 1;
+            }
+            let index = usize::try_from(index).unwrap_or(usize::MAX);
+            tx.commit(CheckpointUpdate::ChunkDone {
+                index,
+                position: pos.clone(),
+                rows: (last - first + 1) as u64,
+            })
+            .await
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    results
+        .into_iter()
+        .collect::<warp_core::Result<Vec<()>>>()?;
+    Ok(Measurement {
+        name: name.into(),
+        rows,
+        bytes,
+        took: started.elapsed(),
+    })
+}
+
+/// The row in COPY text form, through the same value → text rules PostgreSQL input uses.
+fn copy_text(row: &warp_core::Row) -> String {
+    let fields: Vec<String> = row
+        .values
+        .iter()
+        .map(|v| match v {
+            warp_core::Value::Null => "\\N".to_owned(),
+            warp_core::Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            warp_core::Value::TimestampTz(t) => t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    format!("{}\n", fields.join("\t"))
+}
