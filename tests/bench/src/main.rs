@@ -44,7 +44,7 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 fn median(mut runs: Vec<Measurement>) -> Measurement {
-    runs.sort_by(|a, b| a.took.cmp(&b.took));
+    runs.sort_by_key(|m| m.took);
     let mid = runs.len() / 2;
     runs.swap_remove(mid)
 }
