@@ -1,0 +1,17 @@
+//! The harness runs end to end on a small table (its figures are not asserted: speed is
+//! measured in docs/benchmarks.md, never in tests).
+
+use std::process::Command;
+
+#[test]
+fn sink_benchmark_runs_and_reports_every_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warp-bench"))
+        .args(["sink", "--rows", "3000", "--runs", "1"])
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    for line in ["raw COPY", "1 chunk at a time", "2 chunks in parallel", "peak RSS"] {
+        assert!(stdout.contains(line), "missing {line}: {stdout}");
+    }
+}
