@@ -10,8 +10,17 @@ fn sink_benchmark_runs_and_reports_every_line() {
         .output()
         .expect("harness runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    for line in ["raw COPY", "1 chunk at a time", "2 chunks in parallel", "peak RSS"] {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "raw COPY",
+        "1 chunk at a time",
+        "2 chunks in parallel",
+        "peak RSS",
+    ] {
         assert!(stdout.contains(line), "missing {line}: {stdout}");
     }
 }
