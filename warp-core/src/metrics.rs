@@ -17,6 +17,8 @@ pub const DEAD_LETTER_TOTAL: &str = "cartridge_warp_dead_letter_total";
 pub const LEASES_HELD: &str = "cartridge_warp_leases_held";
 pub const SOURCE_CONNECTED: &str = "cartridge_warp_source_connected";
 pub const BUILD_INFO: &str = "cartridge_warp_build_info";
+/// MySQL zero dates (`0000-00-00`) landed as NULL.
+pub const ZERO_DATES_TOTAL: &str = "cartridge_warp_zero_dates_total";
 
 /// Registers help texts and units with whatever recorder is installed.
 pub fn describe() {
@@ -60,4 +62,8 @@ pub fn describe() {
     describe_gauge!(LEASES_HELD, "Table leases held by this process");
     describe_gauge!(SOURCE_CONNECTED, "1 while the source is reachable");
     describe_gauge!(BUILD_INFO, "Always 1; the version label carries the build");
+    describe_counter!(
+        ZERO_DATES_TOTAL,
+        "MySQL zero dates (0000-00-00) landed as NULL"
+    );
 }

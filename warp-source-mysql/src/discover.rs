@@ -1,0 +1,147 @@
+//! Tables, columns, keys, enum/set labels and defaults from `information_schema`.
+
+use std::collections::BTreeMap;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use warp_core::{Column, ColumnType, TableId, TableSchema, Value};
+
+use crate::decode::{decode, Decoded};
+use crate::error::{Context, Result};
+use crate::types::{map, Kind, MysqlColumn};
+
+/// A table as the source reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlTable {
+    pub schema: TableSchema,
+    /// Same order as `schema.columns`.
+    pub columns: Vec<MysqlColumn>,
+}
+
+impl MysqlTable {
+    pub fn kinds(&self) -> Vec<Kind> {
+        self.columns.iter().map(|c| c.kind.clone()).collect()
+    }
+}
+
+type ColumnRow = (String, String, String, String, Option<String>);
+
+/// Every base table of `database` (or only `only`).
+pub async fn tables(
+    conn: &mut Conn,
+    database: &str,
+    only: Option<&str>,
+) -> Result<Vec<MysqlTable>> {
+    let cols: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT
+             FROM information_schema.COLUMNS c
+             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+             WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' AND (? IS NULL OR c.TABLE_NAME = ?)
+             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+            (database, only, only),
+        )
+        .await
+        .context("read columns")?;
+    let keys: Vec<(String, String)> = conn
+        .exec(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+             WHERE TABLE_SCHEMA = ? AND CONSTRAINT_NAME = 'PRIMARY' AND (? IS NULL OR TABLE_NAME = ?)
+             ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (database, only, only),
+        )
+        .await
+        .context("read primary keys")?;
+    // MariaDB's JSON is LONGTEXT with a json_valid() check; MySQL < 8.0.16 has no such view.
+    let checks: Vec<(String, String)> = conn
+        .exec(
+            "SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+            (database,),
+        )
+        .await
+        .unwrap_or_default();
+
+    let mut by_table: BTreeMap<String, MysqlTable> = BTreeMap::new();
+    for (table, name, column_type, nullable, default) in cols {
+        let is_json = checks.iter().any(|(t, clause)| {
+            *t == table
+                && clause
+                    .to_ascii_lowercase()
+                    .replace(' ', "")
+                    .contains(&format!("json_valid(`{}`)", name.to_ascii_lowercase()))
+        });
+        let (kind, ty) = if is_json {
+            (Kind::Json, ColumnType::Json)
+        } else {
+            map(&column_type).unwrap_or_else(|e| {
+                tracing::warn!(table = %table, column = %name, "{e}; copied as raw bytes");
+                (Kind::Binary, ColumnType::Bytes)
+            })
+        };
+        let entry = by_table.entry(table.clone()).or_insert_with(|| MysqlTable {
+            schema: TableSchema {
+                id: TableId::new(database, &table),
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+            },
+            columns: Vec::new(),
+        });
+        let mut column = Column::new(&name, ty.clone());
+        column.nullable = nullable == "YES";
+        column.default = default.as_deref().and_then(|d| default_value(d, &kind));
+        entry.schema.columns.push(column);
+        entry.columns.push(MysqlColumn {
+            name,
+            kind,
+            column_type: ty,
+        });
+    }
+    for (table, column) in keys {
+        if let Some(t) = by_table.get_mut(&table) {
+            t.schema.primary_key.push(column);
+        }
+    }
+    Ok(by_table.into_values().collect())
+}
+
+/// A declared default as a value: quoted literals and numbers; expressions such as
+/// `current_timestamp()` cannot be carried and are dropped.
+fn default_value(text: &str, kind: &Kind) -> Option<Value> {
+    if text.eq_ignore_ascii_case("NULL") {
+        return None;
+    }
+    let literal = match text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        Some(inner) => inner.replace("''", "'").replace("\\\\", "\\"),
+        None if text.contains('(') => return None,
+        None => text.to_owned(),
+    };
+    match decode(mysql_async::Value::Bytes(literal.into_bytes()), kind) {
+        Ok(Decoded::Value(v)) => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            default_value("'it''s'", &Kind::Text),
+            Some(Value::Text("it's".into()))
+        );
+        assert_eq!(
+            default_value(
+                "42",
+                &Kind::Int {
+                    unsigned: false,
+                    bits: 32
+                }
+            ),
+            Some(Value::Int(42))
+        );
+        assert_eq!(default_value("NULL", &Kind::Text), None);
+        assert_eq!(default_value("current_timestamp()", &Kind::Timestamp), None);
+    }
+}

@@ -1,0 +1,302 @@
+//! Consistent snapshots: each chunk is read inside `START TRANSACTION WITH CONSISTENT
+//! SNAPSHOT`, whose exact binlog position (MariaDB `binlog_snapshot_*`; MySQL: taken
+//! under a brief global read lock) is the chunk's position.
+
+use futures::stream::{self, BoxStream, StreamExt};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Pool};
+use warp_core::{Key, KeyRange, Row, Value};
+
+use crate::decode::{decode, to_param, Decoded};
+use crate::discover::MysqlTable;
+use crate::error::{Context, MysqlError, Result};
+use crate::position::BinlogPosition;
+
+/// `` `name` `` with backticks doubled.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Opens a UTC session and a consistent snapshot on it; returns the snapshot's position.
+pub async fn begin_snapshot(conn: &mut Conn) -> Result<BinlogPosition> {
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .context("set time zone")?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .context("start snapshot")?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .context("snapshot position")?;
+    let get = |k: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    if let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
+    {
+        if !file.is_empty() {
+            let pos: u64 = pos
+                .parse()
+                .map_err(|_| unsupported(format!("bad binlog_snapshot_position {pos}")))?;
+            let mut p = BinlogPosition::new(file, pos);
+            p.gtid = conn
+                .exec_first::<Option<String>, _, _>(
+                    "SELECT BINLOG_GTID_POS(?, ?)",
+                    (&p.file, p.pos),
+                )
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+            return Ok(p);
+        }
+    }
+    // MySQL: no binlog_snapshot_* variables; pin the position with a short global lock.
+    conn.query_drop("ROLLBACK").await.context("rollback")?;
+    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(|e| {
+            let inner = MysqlError::from_driver("lock for a consistent snapshot", e);
+            unsupported(format!(
+                "{inner}; MySQL snapshots need the RELOAD privilege"
+            ))
+        })?;
+    let result = async {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .context("start snapshot")?;
+        current(conn).await
+    }
+    .await;
+    conn.query_drop("UNLOCK TABLES").await.context("unlock")?;
+    result
+}
+
+/// The current end of the binlog.
+pub async fn current(conn: &mut Conn) -> Result<BinlogPosition> {
+    let row: Option<mysql_async::Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .context("SHOW MASTER STATUS")?;
+    let row = row.ok_or_else(|| {
+        MysqlError::Unsupported {
+            message: "the source has no binary log (SHOW MASTER STATUS is empty)".into(),
+            hint: Some("enable it: log_bin=ON, binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL".into()),
+        }
+    })?;
+    let file: String = row
+        .get(0)
+        .ok_or_else(|| unsupported("SHOW MASTER STATUS has no file".into()))?;
+    let pos: u64 = row
+        .get(1)
+        .ok_or_else(|| unsupported("SHOW MASTER STATUS has no position".into()))?;
+    Ok(BinlogPosition::new(file, pos))
+}
+
+fn unsupported(message: String) -> MysqlError {
+    MysqlError::Unsupported {
+        message,
+        hint: None,
+    }
+}
+
+/// Keyset pagination over the primary key: `WHERE (k) >= (?) AND (k) < (?) AND (k) > (?)`.
+struct Select {
+    columns: String,
+    table: String,
+    key: String,
+    key_len: usize,
+}
+
+impl Select {
+    fn new(database: &str, table: &MysqlTable) -> Self {
+        let key: Vec<String> = table.schema.primary_key.iter().map(|k| quote(k)).collect();
+        Self {
+            columns: table
+                .columns
+                .iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            table: format!("{}.{}", quote(database), quote(&table.schema.id.name)),
+            key: format!("({})", key.join(", ")),
+            key_len: key.len(),
+        }
+    }
+
+    fn tuple(&self) -> String {
+        format!("({})", vec!["?"; self.key_len].join(", "))
+    }
+
+    fn query(
+        &self,
+        what: &str,
+        range: &KeyRange,
+        after: Option<&Key>,
+        limit: usize,
+        offset: usize,
+    ) -> (String, Vec<mysql_async::Value>) {
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        let mut bound = |op: &str, key: &Key, conds: &mut Vec<String>| {
+            conds.push(format!("{} {op} {}", self.key, self.tuple()));
+            params.extend(key.iter().map(to_param));
+        };
+        if let Some(s) = &range.start {
+            bound(">=", s, &mut conds);
+        }
+        if let Some(e) = &range.end {
+            bound("<", e, &mut conds);
+        }
+        if let Some(a) = after {
+            bound(">", a, &mut conds);
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {what} FROM {}{filter} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+            self.table,
+            &self.key[1..self.key.len() - 1]
+        );
+        (sql, params)
+    }
+}
+
+/// Splits the table into key ranges of about `chunk_rows` rows, inside the snapshot open
+/// on `conn`.
+pub async fn plan_chunks(
+    conn: &mut Conn,
+    database: &str,
+    table: &MysqlTable,
+    chunk_rows: usize,
+) -> Result<Vec<KeyRange>> {
+    let select = Select::new(database, table);
+    let key_cols: Vec<usize> = table.schema.key_indexes().map_err(unsupported)?;
+    let key_kinds: Vec<_> = key_cols
+        .iter()
+        .map(|&i| table.columns[i].kind.clone())
+        .collect();
+    let what = select.key[1..select.key.len() - 1].to_owned();
+    let mut bounds: Vec<Key> = Vec::new();
+    loop {
+        let range = KeyRange {
+            start: bounds.last().cloned(),
+            end: None,
+        };
+        let (sql, params) = select.query(&what, &range, None, 1, chunk_rows);
+        let row: Option<mysql_async::Row> =
+            conn.exec_first(sql, params).await.context("plan chunks")?;
+        let Some(row) = row else { break };
+        let key = decode_values(row, &key_kinds).map_err(unsupported)?;
+        bounds.push(key);
+    }
+    let mut chunks = Vec::with_capacity(bounds.len() + 1);
+    let mut start = None;
+    for b in bounds {
+        chunks.push(KeyRange {
+            start,
+            end: Some(b.clone()),
+        });
+        start = Some(b);
+    }
+    chunks.push(KeyRange { start, end: None });
+    Ok(chunks)
+}
+
+fn decode_values(
+    row: mysql_async::Row,
+    kinds: &[crate::types::Kind],
+) -> std::result::Result<Vec<Value>, String> {
+    row.unwrap()
+        .into_iter()
+        .zip(kinds)
+        .map(|(v, k)| match decode(v, k)? {
+            Decoded::Value(v) => Ok(v),
+            Decoded::ZeroDate => Ok(Value::Null),
+        })
+        .collect()
+}
+
+/// Pages of a chunk's rows, read on `conn` (inside its snapshot) until the range ends;
+/// the connection is released when the stream ends or is dropped.
+pub fn chunk_rows(
+    conn: Conn,
+    database: String,
+    table: MysqlTable,
+    range: KeyRange,
+    page: usize,
+    zero_dates: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+) -> BoxStream<'static, warp_core::Result<Vec<Row>>> {
+    let shared = std::sync::Arc::new((
+        Select::new(&database, &table),
+        table.kinds(),
+        table.schema.key_indexes().unwrap_or_default(),
+        range,
+    ));
+    stream::unfold(Some((conn, None::<Key>)), move |state| {
+        let shared = std::sync::Arc::clone(&shared);
+        let zero_dates = std::sync::Arc::clone(&zero_dates);
+        async move {
+            let (select, kinds, key_cols, range) = (&shared.0, &shared.1, &shared.2, &shared.3);
+            let (mut conn, after) = state?;
+            let (sql, params) = select.query(&select.columns, range, after.as_ref(), page, 0);
+            let rows: Vec<mysql_async::Row> =
+                match conn.exec(sql, params).await.context("read chunk") {
+                    Ok(r) => r,
+                    Err(e) => return Some((Err(e.into()), None)),
+                };
+            if rows.is_empty() {
+                let _ = conn.query_drop("COMMIT").await;
+                return None;
+            }
+            let mut zeros = 0;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let mut values = Vec::with_capacity(kinds.len());
+                for (v, k) in row.unwrap().into_iter().zip(kinds) {
+                    match decode(v, k) {
+                        Ok(Decoded::Value(v)) => values.push(v),
+                        Ok(Decoded::ZeroDate) => {
+                            zeros += 1;
+                            values.push(Value::Null);
+                        }
+                        Err(e) => {
+                            let err = warp_core::Error::Table {
+                                table: table_name(select),
+                                message: format!("cannot decode a row: {e}"),
+                                hint: None,
+                            };
+                            return Some((Err(err), None));
+                        }
+                    }
+                }
+                out.push(Row::new(values));
+            }
+            if zeros > 0 {
+                zero_dates(zeros);
+            }
+            let last = out.last().map(|r| r.key(key_cols));
+            if out.len() < page {
+                let _ = conn.query_drop("COMMIT").await;
+                return Some((Ok(out), None));
+            }
+            Some((Ok(out), Some((conn, last))))
+        }
+    })
+    .boxed()
+}
+
+fn table_name(select: &Select) -> String {
+    select.table.clone()
+}
+
+/// A connection from the pool for one snapshot read.
+pub async fn conn(pool: &Pool) -> Result<Conn> {
+    pool.get_conn().await.context("connect")
+}

@@ -1,0 +1,204 @@
+//! MySQL column types (as `information_schema.COLUMNS.COLUMN_TYPE` spells them) → logical
+//! types (SPEC §5.1), with what decoding needs to know about each column.
+
+use warp_core::ColumnType;
+
+/// How values of a column are decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `bits`: storage width, so binlog values can be sign-corrected.
+    Int {
+        unsigned: bool,
+        bits: u32,
+    },
+    Decimal,
+    Float,
+    Double,
+    /// `bit(1)` lands as boolean, `bit(n)` as bits.
+    Bit {
+        len: u32,
+    },
+    Text,
+    Binary,
+    Date,
+    DateTime,
+    Timestamp,
+    Time,
+    Year,
+    Json,
+    Enum {
+        labels: Vec<String>,
+    },
+    Set {
+        labels: Vec<String>,
+    },
+    Geometry,
+    /// Dropped at the source; kept at the destination, never read again.
+    Dropped,
+}
+
+/// One source column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlColumn {
+    pub name: String,
+    pub kind: Kind,
+    pub column_type: ColumnType,
+}
+
+/// Maps a `COLUMN_TYPE` (`int(10) unsigned`, `decimal(12,2)`, `enum('a','b')`, …).
+pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
+    let t = column_type.trim().to_ascii_lowercase();
+    let unsigned = t.contains(" unsigned");
+    let base = t.split(['(', ' ']).next().unwrap_or("");
+    let args = t
+        .find('(')
+        .and_then(|i| t[i + 1..].find(')').map(|j| &t[i + 1..i + 1 + j]));
+    let nums: Vec<u32> = args
+        .map(|a| a.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let first = nums.first().copied();
+    let int = |bits: u32, signed: ColumnType, unsigned_ty: ColumnType| {
+        (
+            Kind::Int { unsigned, bits },
+            if unsigned { unsigned_ty } else { signed },
+        )
+    };
+    Ok(match base {
+        "tinyint" => int(8, ColumnType::Int16, ColumnType::Int16),
+        "smallint" => int(16, ColumnType::Int16, ColumnType::Int32),
+        "mediumint" => int(24, ColumnType::Int32, ColumnType::Int32),
+        "int" | "integer" => int(32, ColumnType::Int32, ColumnType::Int64),
+        "bigint" => int(64, ColumnType::Int64, ColumnType::UInt64),
+        "decimal" | "numeric" | "dec" | "fixed" => (
+            Kind::Decimal,
+            ColumnType::Numeric {
+                precision: Some(first.unwrap_or(10)),
+                scale: Some(nums.get(1).copied().unwrap_or(0)),
+            },
+        ),
+        "float" => (Kind::Float, ColumnType::Float32),
+        "double" | "real" => (Kind::Double, ColumnType::Float64),
+        "bit" => {
+            let len = first.unwrap_or(1);
+            let ty = if len == 1 {
+                ColumnType::Bool
+            } else {
+                ColumnType::Bits { len }
+            };
+            (Kind::Bit { len }, ty)
+        }
+        "char" | "varchar" => (Kind::Text, ColumnType::Text { max_len: first }),
+        "tinytext" | "text" | "mediumtext" | "longtext" => {
+            (Kind::Text, ColumnType::Text { max_len: None })
+        }
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            (Kind::Binary, ColumnType::Bytes)
+        }
+        "date" => (Kind::Date, ColumnType::Date),
+        "datetime" => (
+            Kind::DateTime,
+            ColumnType::Timestamp {
+                precision: Some(first.unwrap_or(0)),
+            },
+        ),
+        "timestamp" => (
+            Kind::Timestamp,
+            ColumnType::TimestampTz {
+                precision: Some(first.unwrap_or(0)),
+            },
+        ),
+        // Values outside 0–24h cannot be a PostgreSQL `time`: the column is an interval.
+        "time" => (Kind::Time, ColumnType::Interval),
+        "year" => (Kind::Year, ColumnType::Int16),
+        "json" => (Kind::Json, ColumnType::Json),
+        "enum" => (
+            Kind::Enum {
+                labels: labels(args.unwrap_or("")),
+            },
+            ColumnType::Text { max_len: None },
+        ),
+        "set" => (
+            Kind::Set {
+                labels: labels(args.unwrap_or("")),
+            },
+            ColumnType::Array {
+                element: Box::new(ColumnType::Text { max_len: None }),
+            },
+        ),
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" => (Kind::Geometry, ColumnType::Bytes),
+        other => return Err(format!("unsupported MySQL type `{other}` ({column_type})")),
+    })
+}
+
+/// `'a','b,c','it''s'` → [a, b,c, it's].
+fn labels(args: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = args.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut label = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        label.push(n);
+                    }
+                }
+                c => label.push(c),
+            }
+        }
+        out.push(label);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ColumnType as T;
+
+    #[test]
+    fn spec_mapping() {
+        let ty = |s: &str| map(s).unwrap().1;
+        assert_eq!(ty("tinyint(4)"), T::Int16);
+        assert_eq!(ty("int(10) unsigned"), T::Int64);
+        assert_eq!(ty("mediumint(8)"), T::Int32);
+        assert_eq!(ty("bigint(20) unsigned"), T::UInt64);
+        assert_eq!(
+            ty("decimal(12,2)"),
+            T::Numeric {
+                precision: Some(12),
+                scale: Some(2)
+            }
+        );
+        assert_eq!(ty("float"), T::Float32);
+        assert_eq!(ty("double"), T::Float64);
+        assert_eq!(ty("bit(1)"), T::Bool);
+        assert_eq!(ty("bit(7)"), T::Bits { len: 7 });
+        assert_eq!(ty("varchar(40)"), T::Text { max_len: Some(40) });
+        assert_eq!(ty("longtext"), T::Text { max_len: None });
+        assert_eq!(ty("varbinary(16)"), T::Bytes);
+        assert_eq!(ty("datetime(6)"), T::Timestamp { precision: Some(6) });
+        assert_eq!(ty("timestamp"), T::TimestampTz { precision: Some(0) });
+        assert_eq!(ty("time(3)"), T::Interval);
+        assert_eq!(ty("year(4)"), T::Int16);
+        assert_eq!(ty("json"), T::Json);
+        assert_eq!(ty("enum('a','b')"), T::Text { max_len: None });
+        assert_eq!(ty("point"), T::Bytes);
+        assert!(matches!(ty("set('x','y')"), T::Array { .. }));
+        assert!(map("vector(3)").is_err());
+    }
+
+    #[test]
+    fn enum_labels_with_quotes_and_commas() {
+        assert_eq!(labels("'a','b,c','it''s'"), ["a", "b,c", "it's"]);
+    }
+}
