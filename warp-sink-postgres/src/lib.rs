@@ -138,12 +138,15 @@ impl PostgresSink {
     async fn ensure(&self, target: &Target, schema: &TableSchema) -> Result<()> {
         let mut landed = Landed::new(target, schema)?;
         let mut tx = self.inner.pool.begin().await.context("begin")?;
-        // Replicas ensuring the same table take turns.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("cartridge-warp:table:{}", landed.table))
-            .execute(&mut *tx)
-            .await
-            .context("lock table definition")?;
+        // Tables (of this and other replicas) creating the same schema or table take
+        // turns: `CREATE … IF NOT EXISTS` is not safe against concurrent creators.
+        for lock in [format!("cartridge-warp:schema:{}", landed.schema_ident), format!("cartridge-warp:table:{}", landed.table)] {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(lock)
+                .execute(&mut *tx)
+                .await
+                .context("lock table definition")?;
+        }
         let existing = ddl::existing_columns(&mut tx, &landed).await?;
         let statements = ddl::plan(target, &landed, schema, existing.as_deref())?;
         ddl::execute(

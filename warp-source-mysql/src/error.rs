@@ -32,6 +32,7 @@ const TRANSIENT_CODES: &[u16] = &[
     2013, // lost connection
     1053, // server shutdown in progress
     1927, // connection killed (MariaDB)
+    4052, // a binlog reader with our server id is still registered (e.g. ours, before a SIGKILL)
 ];
 
 impl MysqlError {

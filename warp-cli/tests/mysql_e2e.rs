@@ -1,0 +1,321 @@
+//! `cartridge-warp run` replicating a binlog MariaDB into PostgreSQL, as a user runs it:
+//! the real binary, real servers, SIGTERM and SIGKILL. Tables are compared value by
+//! value through the source's and the sink's own decoders.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use sqlx::PgPool;
+use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
+use warp_core::{Row, Source, TableSchema, Target, Value};
+use warp_source_mysql::MysqlSource;
+
+struct Shop {
+    name: String,
+    db: String,
+    config: PathBuf,
+    dir: PathBuf,
+    mysql: mysql_async::Pool,
+    pg: PgPool,
+    /// Source writes per (table, id): `_cartridge_version` may never exceed it.
+    writes: Arc<Mutex<HashMap<(String, i64), u64>>>,
+}
+
+async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
+    let my_url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let db = format!("e2e_{name}");
+    let mysql = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url).unwrap());
+    let mut conn = mysql.get_conn().await.unwrap();
+    for stmt in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE TABLE {db}.customers (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, tier ENUM('basic','gold'), since DATETIME(6))"),
+        format!("CREATE TABLE {db}.orders (id BIGINT PRIMARY KEY, customer_id INT, amount DECIMAL(12,2), status VARCHAR(10), note TEXT NULL, updated TIMESTAMP(6) NULL, payload JSON)"),
+    ] {
+        conn.query_drop(stmt).await.unwrap();
+    }
+    let writes = Arc::new(Mutex::new(HashMap::new()));
+    conn.query_drop(format!("USE {db}")).await.unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO {db}.customers SELECT seq, CONCAT('customer ', seq), IF(seq % 3 = 0, 'gold', 'basic'), '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_50"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO {db}.orders SELECT seq, seq % 50 + 1, seq * 1.25, 'new', IF(seq % 4 = 0, NULL, CONCAT('note ', seq)), '2024-01-02 03:04:05.123456', JSON_OBJECT('n', seq) FROM seq_1_to_{orders}"
+    ))
+    .await
+    .unwrap();
+    {
+        let mut w = writes.lock().unwrap();
+        for id in 1..=50 {
+            w.insert(("customers".to_owned(), id), 1);
+        }
+        for id in 1..=orders {
+            w.insert(("orders".to_owned(), id), 1);
+        }
+    }
+    let pg = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(&pg_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE")))
+        .execute(&pg)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("cw-e2e-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: single\nsingle_schema_name: {db}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1 }}\n\
+             source: {{ type: mysql, connection_string: '{my_url}/{db}', database: {db}, server_id: {} }}\n\
+             destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {db}, metadata_schema: {db}_meta }}\n\
+             schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n\
+             logging: {{ level: info, format: text }}\n",
+            6000 + name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 500 * 10
+        ),
+    )
+    .unwrap();
+    Shop { name: name.to_owned(), db, config, dir, mysql, pg, writes }
+}
+
+impl Shop {
+    fn run(&self) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("run.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+    }
+
+    async fn exec(&self, sql: &str) {
+        let mut conn = self.mysql.get_conn().await.unwrap();
+        conn.query_drop(format!("USE {}", self.db)).await.unwrap();
+        conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn wrote(&self, table: &str, id: i64) {
+        *self.writes.lock().unwrap().entry((table.to_owned(), id)).or_default() += 1;
+    }
+
+    fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
+        let loaded = load_file(&self.config, &Environment::new(), &ConfigOverrides::default()).unwrap();
+        let schema = loaded.config.schemas_to_run(None).remove(0);
+        (loaded, schema)
+    }
+
+    /// Source rows (read through the source's decoder) and live destination rows (through
+    /// the sink's), per table.
+    async fn both(&self, table: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
+        let (loaded, schema) = self.loaded();
+        let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
+        let t = source.discover().await.unwrap().into_iter().find(|t| t.id.name == table).unwrap();
+        let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
+        let mut src = Vec::new();
+        for chunk in &plan.chunks {
+            let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
+            while let Some(page) = pages.next().await {
+                src.extend(page.unwrap());
+            }
+        }
+        let target = Target::new(&schema, &t.id);
+        let dest = warp_sink_postgres::read::rows(&self.pg, &target, &t).await.unwrap_or_default();
+        let live = dest.into_iter().filter(|r| !r.deleted).map(|r| r.row).collect();
+        (src, live, t)
+    }
+
+    async fn wait_equal(&self, table: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (src, dest, _) = self.both(table).await;
+            if src == dest {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table}: destination never matched the source ({} vs {} rows)\n{}",
+                dest.len(),
+                src.len(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// No destination row counts more versions than the source made changes to it.
+    async fn assert_no_double_apply(&self, table: &str) {
+        let (_, _, t) = self.both(table).await;
+        let (_, schema) = self.loaded();
+        let target = Target::new(&schema, &t.id);
+        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t).await.unwrap();
+        let writes = self.writes.lock().unwrap();
+        for r in rows {
+            let Value::Int(id) = r.row.values[0] else { panic!("integer key") };
+            let made = writes.get(&(table.to_owned(), id)).copied().unwrap_or(0);
+            assert!(r.version as u64 <= made, "{table} {id}: version {} > {made} source changes", r.version);
+        }
+    }
+
+    async fn scalar_pg(&self, sql: String) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pg).await.unwrap()
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap()
+}
+
+fn kill(child: &mut Child) {
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn replicates_a_mariadb_schema_end_to_end() {
+    let shop = shop("basic", 500, 100).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+
+    shop.exec("INSERT INTO orders VALUES (501, 7, 10.50, 'new', 'fresh', NOW(6), JSON_ARRAY(1, 2))").await;
+    shop.exec("UPDATE orders SET status = 'paid', amount = amount + 1 WHERE id <= 20").await;
+    shop.exec("DELETE FROM orders WHERE id BETWEEN 30 AND 39").await;
+    shop.exec("UPDATE customers SET tier = 'gold', since = NULL WHERE id = 1").await;
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+
+    shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NOT NULL DEFAULT 'web'").await;
+    shop.exec("ALTER TABLE orders RENAME COLUMN note TO remark").await;
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status, remark, channel) VALUES (502, 1, 1.00, 'new', 'after ddl', 'app')").await;
+    shop.exec("UPDATE orders SET remark = 'renamed and updated' WHERE id = 1").await;
+    shop.wait_equal("orders").await;
+    let soft_deleted = shop.scalar_pg(format!("SELECT count(*) FROM {}.orders WHERE is_deleted", shop.db)).await;
+    assert_eq!(soft_deleted, 10, "deletes are soft by default");
+
+    let status = terminate(&mut run);
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}\n{}", shop.log());
+    assert!(shop.log().contains("drained"), "{}", shop.log());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+    let _ = &shop.name;
+}
+
+#[tokio::test]
+async fn survives_sigkill_mid_snapshot_and_mid_stream() {
+    let shop = Arc::new(shop("kill", 40_000, 200).await);
+    let mut run = shop.run();
+
+    // Writes keep landing during the snapshot and the stream.
+    let writer = {
+        let shop = Arc::clone(&shop);
+        tokio::spawn(async move {
+            for round in 0..300i64 {
+                let id = (round * 131) % 40_000 + 1;
+                shop.exec(&format!("UPDATE orders SET amount = amount + 1, status = 'r{round}' WHERE id = {id}")).await;
+                shop.wrote("orders", id);
+                let new_id = 100_000 + round;
+                shop.exec(&format!("INSERT INTO orders (id, customer_id, amount, status) VALUES ({new_id}, 1, 1.00, 'new')")).await;
+                shop.wrote("orders", new_id);
+                if round % 10 == 0 {
+                    let gone = (round * 7919) % 40_000 + 1;
+                    shop.exec(&format!("DELETE FROM orders WHERE id = {gone}")).await;
+                    shop.wrote("orders", gone);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Kill while the snapshot is part-way.
+    let meta = format!("{}_meta", shop.db);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {meta}.snapshot_chunks WHERE table_name = 'orders' AND done_position IS NOT NULL"
+        )))
+        .fetch_one(&shop.pg)
+        .await
+        .unwrap_or(0);
+        if done >= 5 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "snapshot never progressed\n{}", shop.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill(&mut run);
+    let phase: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders'"
+    )))
+    .fetch_one(&shop.pg)
+    .await
+    .unwrap();
+    assert_eq!(phase, "snapshot", "the first kill landed mid-snapshot");
+
+    // Restart; kill again once it is streaming.
+    let mut run = shop.run();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let streaming: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'"
+        )))
+        .fetch_optional(&shop.pg)
+        .await
+        .unwrap();
+        if streaming.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reached streaming\n{}", shop.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // let a few streamed batches commit
+    kill(&mut run);
+
+    let mut run = shop.run();
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    shop.assert_no_double_apply("orders").await;
+    assert!(terminate(&mut run).success());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}
+
+#[tokio::test]
+async fn one_200k_row_transaction_replicates_with_bounded_memory() {
+    let shop = shop("bigtxn", 10, 1000).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.exec(
+        "INSERT INTO orders SELECT seq, seq % 50 + 1, seq / 100, 'bulk', REPEAT('x', 100), NULL, NULL FROM seq_1000000_to_1199999",
+    )
+    .await;
+    for id in 1_000_000..1_200_000 {
+        shop.wrote("orders", id);
+    }
+    shop.wait_equal("orders").await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    println!("peak RSS of cartridge-warp replicating one 200k-row transaction: {} MiB", peak_kib / 1024);
+    // Memory is bounded by batch and fragment sizes, not by the transaction: holding
+    // 200k rows at once would take several hundred MiB.
+    assert!(peak_kib < 400 * 1024, "peak RSS {peak_kib} KiB");
+    shop.assert_no_double_apply("orders").await;
+    assert!(terminate(&mut run).success());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}
