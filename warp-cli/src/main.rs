@@ -26,6 +26,8 @@ enum Command {
     Run(RunArgs),
     /// Load and check a configuration (file + environment).
     Validate(ValidateArgs),
+    /// Per-table state, position, lag, owner and errors (works while `run` is active).
+    Status(StatusArgs),
     /// Write a commented starter configuration.
     Init(InitArgs),
     /// List every environment variable that overrides the configuration.
@@ -73,6 +75,15 @@ struct ValidateArgs {
 }
 
 #[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct InitArgs {
     /// Where to write it (`-` for standard output).
     #[arg(long, short = 'o', default_value = "cartridge-warp.yaml")]
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args, &env),
         Command::Validate(args) => commands::validate::run(&args, &env),
+        Command::Status(args) => commands::status::run(&args, &env),
         Command::Init(args) => commands::init::run(&args),
         Command::EnvHelp => commands::env_help::run(),
     };

@@ -61,11 +61,17 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
             w.insert(("orders".to_owned(), id), 1);
         }
     }
-    let pg = sqlx::postgres::PgPoolOptions::new().max_connections(3).connect(&pg_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE")))
-        .execute(&pg)
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .connect(&pg_url)
         .await
         .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE"
+    )))
+    .execute(&pg)
+    .await
+    .unwrap();
     let dir = std::env::temp_dir().join(format!("cw-e2e-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
@@ -82,18 +88,48 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
         ),
     )
     .unwrap();
-    Shop { name: name.to_owned(), db, config, dir, mysql, pg, writes }
+    Shop {
+        name: name.to_owned(),
+        db,
+        config,
+        dir,
+        mysql,
+        pg,
+        writes,
+    }
 }
 
 impl Shop {
     fn run(&self) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("run.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("run.log"))
+            .unwrap();
         Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
             .args(["run", "--config", self.config.to_str().unwrap()])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap()
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+            .args([
+                "status",
+                "--json",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn log(&self) -> String {
@@ -103,15 +139,27 @@ impl Shop {
     async fn exec(&self, sql: &str) {
         let mut conn = self.mysql.get_conn().await.unwrap();
         conn.query_drop(format!("USE {}", self.db)).await.unwrap();
-        conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     fn wrote(&self, table: &str, id: i64) {
-        *self.writes.lock().unwrap().entry((table.to_owned(), id)).or_default() += 1;
+        *self
+            .writes
+            .lock()
+            .unwrap()
+            .entry((table.to_owned(), id))
+            .or_default() += 1;
     }
 
     fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
-        let loaded = load_file(&self.config, &Environment::new(), &ConfigOverrides::default()).unwrap();
+        let loaded = load_file(
+            &self.config,
+            &Environment::new(),
+            &ConfigOverrides::default(),
+        )
+        .unwrap();
         let schema = loaded.config.schemas_to_run(None).remove(0);
         (loaded, schema)
     }
@@ -121,7 +169,13 @@ impl Shop {
     async fn both(&self, table: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
         let (loaded, schema) = self.loaded();
         let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
-        let t = source.discover().await.unwrap().into_iter().find(|t| t.id.name == table).unwrap();
+        let t = source
+            .discover()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id.name == table)
+            .unwrap();
         let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
         let mut src = Vec::new();
         for chunk in &plan.chunks {
@@ -131,8 +185,14 @@ impl Shop {
             }
         }
         let target = Target::new(&schema, &t.id);
-        let dest = warp_sink_postgres::read::rows(&self.pg, &target, &t).await.unwrap_or_default();
-        let live = dest.into_iter().filter(|r| !r.deleted).map(|r| r.row).collect();
+        let dest = warp_sink_postgres::read::rows(&self.pg, &target, &t)
+            .await
+            .unwrap_or_default();
+        let live = dest
+            .into_iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.row)
+            .collect();
         (src, live, t)
     }
 
@@ -159,22 +219,36 @@ impl Shop {
         let (_, _, t) = self.both(table).await;
         let (_, schema) = self.loaded();
         let target = Target::new(&schema, &t.id);
-        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t).await.unwrap();
+        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t)
+            .await
+            .unwrap();
         let writes = self.writes.lock().unwrap();
         for r in rows {
-            let Value::Int(id) = r.row.values[0] else { panic!("integer key") };
+            let Value::Int(id) = r.row.values[0] else {
+                panic!("integer key")
+            };
             let made = writes.get(&(table.to_owned(), id)).copied().unwrap_or(0);
-            assert!(r.version as u64 <= made, "{table} {id}: version {} > {made} source changes", r.version);
+            assert!(
+                r.version as u64 <= made,
+                "{table} {id}: version {} > {made} source changes",
+                r.version
+            );
         }
     }
 
     async fn scalar_pg(&self, sql: String) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pg).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
     }
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     child.wait().unwrap()
 }
 
@@ -190,24 +264,74 @@ async fn replicates_a_mariadb_schema_end_to_end() {
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
 
-    shop.exec("INSERT INTO orders VALUES (501, 7, 10.50, 'new', 'fresh', NOW(6), JSON_ARRAY(1, 2))").await;
-    shop.exec("UPDATE orders SET status = 'paid', amount = amount + 1 WHERE id <= 20").await;
-    shop.exec("DELETE FROM orders WHERE id BETWEEN 30 AND 39").await;
-    shop.exec("UPDATE customers SET tier = 'gold', since = NULL WHERE id = 1").await;
+    shop.exec(
+        "INSERT INTO orders VALUES (501, 7, 10.50, 'new', 'fresh', NOW(6), JSON_ARRAY(1, 2))",
+    )
+    .await;
+    shop.exec("UPDATE orders SET status = 'paid', amount = amount + 1 WHERE id <= 20")
+        .await;
+    shop.exec("DELETE FROM orders WHERE id BETWEEN 30 AND 39")
+        .await;
+    shop.exec("UPDATE customers SET tier = 'gold', since = NULL WHERE id = 1")
+        .await;
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
 
-    shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NOT NULL DEFAULT 'web'").await;
-    shop.exec("ALTER TABLE orders RENAME COLUMN note TO remark").await;
+    shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NOT NULL DEFAULT 'web'")
+        .await;
+    shop.exec("ALTER TABLE orders RENAME COLUMN note TO remark")
+        .await;
     shop.exec("INSERT INTO orders (id, customer_id, amount, status, remark, channel) VALUES (502, 1, 1.00, 'new', 'after ddl', 'app')").await;
-    shop.exec("UPDATE orders SET remark = 'renamed and updated' WHERE id = 1").await;
+    shop.exec("UPDATE orders SET remark = 'renamed and updated' WHERE id = 1")
+        .await;
     shop.wait_equal("orders").await;
-    let soft_deleted = shop.scalar_pg(format!("SELECT count(*) FROM {}.orders WHERE is_deleted", shop.db)).await;
+    let soft_deleted = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {}.orders WHERE is_deleted",
+            shop.db
+        ))
+        .await;
     assert_eq!(soft_deleted, 10, "deletes are soft by default");
 
+    // `status` reads the destination, so it works while `run` is active elsewhere.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = shop.status();
+        let orders = rows.iter().find(|r| r["table"] == "orders");
+        if orders.is_some_and(|o| o["state"] == "streaming" && o["phase"] == "streaming") {
+            let o = orders.unwrap();
+            assert_eq!(o["rows_copied"], 500);
+            assert!(o["owner"].as_str().unwrap().starts_with("cartridge-warp-"));
+            assert!(o["position"]["file"]
+                .as_str()
+                .unwrap()
+                .starts_with("mysql-bin."));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never showed streaming: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let status = terminate(&mut run);
-    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}\n{}", shop.log());
+    assert!(
+        status.success(),
+        "SIGTERM drains and exits 0: {status:?}\n{}",
+        shop.log()
+    );
     assert!(shop.log().contains("drained"), "{}", shop.log());
+    let states: Vec<String> = shop
+        .status()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        ["stopped", "stopped"],
+        "final states recorded at shutdown"
+    );
     let _ = std::fs::remove_dir_all(&shop.dir);
     let _ = &shop.name;
 }
@@ -223,14 +347,18 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         tokio::spawn(async move {
             for round in 0..300i64 {
                 let id = (round * 131) % 40_000 + 1;
-                shop.exec(&format!("UPDATE orders SET amount = amount + 1, status = 'r{round}' WHERE id = {id}")).await;
+                shop.exec(&format!(
+                    "UPDATE orders SET amount = amount + 1, status = 'r{round}' WHERE id = {id}"
+                ))
+                .await;
                 shop.wrote("orders", id);
                 let new_id = 100_000 + round;
                 shop.exec(&format!("INSERT INTO orders (id, customer_id, amount, status) VALUES ({new_id}, 1, 1.00, 'new')")).await;
                 shop.wrote("orders", new_id);
                 if round % 10 == 0 {
                     let gone = (round * 7919) % 40_000 + 1;
-                    shop.exec(&format!("DELETE FROM orders WHERE id = {gone}")).await;
+                    shop.exec(&format!("DELETE FROM orders WHERE id = {gone}"))
+                        .await;
                     shop.wrote("orders", gone);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -251,7 +379,11 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         if done >= 5 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "snapshot never progressed\n{}", shop.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "snapshot never progressed\n{}",
+            shop.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     kill(&mut run);
@@ -276,7 +408,11 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         if streaming.is_some() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never reached streaming\n{}", shop.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached streaming\n{}",
+            shop.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // let a few streamed batches commit
@@ -311,11 +447,47 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    println!("peak RSS of cartridge-warp replicating one 200k-row transaction: {} MiB", peak_kib / 1024);
+    println!(
+        "peak RSS of cartridge-warp replicating one 200k-row transaction: {} MiB",
+        peak_kib / 1024
+    );
     // Memory is bounded by batch and fragment sizes, not by the transaction: holding
     // 200k rows at once would take several hundred MiB.
     assert!(peak_kib < 400 * 1024, "peak RSS {peak_kib} KiB");
     shop.assert_no_double_apply("orders").await;
     assert!(terminate(&mut run).success());
     let _ = std::fs::remove_dir_all(&shop.dir);
+}
+
+#[test]
+fn check_connections_says_what_to_change_on_a_server_without_binlog() {
+    // The machine's own MariaDB (127.0.0.1:3306) runs with the binlog off.
+    let pg = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let dir = std::env::temp_dir().join(format!("cw-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ type: mysql, connection_string: 'mysql://root@127.0.0.1:3306/mysql' }}\n\
+             destination: {{ type: postgresql, connection_string: '{pg}' }}\nschemas: [ {{ name: mysql }} ]\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "validate",
+            "--check-connections",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("destination: reachable"), "{stdout}");
+    assert!(stderr.contains("log_bin=ON"), "{stderr}");
+    assert!(stderr.contains("binlog_format=ROW"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

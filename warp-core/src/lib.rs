@@ -69,4 +69,4 @@ pub use sink::{
     Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
-pub use value::{Decimal, Interval, Key, Row, Value};
+pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};

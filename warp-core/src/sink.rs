@@ -161,6 +161,12 @@ pub trait Sink: Send + Sync {
     /// The DDL `ensure_table` would run, without running it (`run --dry-run`).
     async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>>;
 
+    /// Records the live status of this process's tables where `status` can read it from
+    /// another process. Optional: the default keeps status in memory only.
+    async fn record_status(&self, _owner: &str, _tables: &[crate::TableStatus]) -> Result<()> {
+        Ok(())
+    }
+
     /// Opens a destination transaction for one table.
     async fn begin(&self, target: &Target, token: FencingToken)
         -> Result<Box<dyn SinkTransaction>>;

@@ -4,6 +4,7 @@
 pub mod connectors;
 mod error;
 pub mod runtime;
+pub mod status;
 pub mod telemetry;
 
 pub use error::ServerError;

@@ -113,9 +113,18 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     warp_core::metrics::describe();
     let mut running = JoinSet::new();
+    let destination = build_sink(&loaded.config.destination)?;
+    let mut boards = Vec::new();
     for pipeline in pipelines(loaded, opts)? {
+        boards.push(pipeline.status());
         running.spawn(pipeline.run(shutdown.clone()));
     }
+    let recorder = tokio::spawn(record_status(
+        destination.sink,
+        owner(loaded),
+        boards.clone(),
+        shutdown.clone(),
+    ));
     info!(schemas = running.len(), owner = %owner(loaded), "replicating");
 
     let mut failure = None;
@@ -148,9 +157,40 @@ pub async fn run(
         }
     })
     .await;
+    recorder.abort();
+    // The final states (stopped, failed) for `status`.
+    let tables: Vec<_> = boards.iter().flat_map(|b| b.snapshot()).collect();
+    if let Err(e) = build_sink(&loaded.config.destination)?
+        .sink
+        .record_status(&owner(loaded), &tables)
+        .await
+    {
+        warn!(error = %e, "could not record the final table status");
+    }
     if drained.is_err() {
         return Err(ServerError::DrainTimeout(opts.drain_timeout));
     }
     info!("drained; exiting");
     failure.map_or(Ok(()), Err)
+}
+
+/// How often table status is written to the metadata schema for `status`.
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn record_status(
+    sink: Arc<dyn warp_core::Sink>,
+    owner: String,
+    boards: Vec<warp_core::StatusBoard>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(STATUS_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let tables: Vec<_> = boards.iter().flat_map(|b| b.snapshot()).collect();
+        if let Err(e) = sink.record_status(&owner, &tables).await {
+            tracing::debug!(error = %e, "status not recorded (destination unavailable?)");
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod ident;
 mod landed;
 mod migrations;
 pub mod read;
+pub mod status;
 mod transaction;
 mod types;
 
@@ -140,7 +141,10 @@ impl PostgresSink {
         let mut tx = self.inner.pool.begin().await.context("begin")?;
         // Tables (of this and other replicas) creating the same schema or table take
         // turns: `CREATE … IF NOT EXISTS` is not safe against concurrent creators.
-        for lock in [format!("cartridge-warp:schema:{}", landed.schema_ident), format!("cartridge-warp:table:{}", landed.table)] {
+        for lock in [
+            format!("cartridge-warp:schema:{}", landed.schema_ident),
+            format!("cartridge-warp:table:{}", landed.table),
+        ] {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(lock)
                 .execute(&mut *tx)
@@ -255,6 +259,14 @@ impl Sink for PostgresSink {
         schema: &TableSchema,
     ) -> warp_core::Result<Vec<String>> {
         Ok(self.plan(target, schema).await?)
+    }
+
+    async fn record_status(
+        &self,
+        owner: &str,
+        tables: &[warp_core::TableStatus],
+    ) -> warp_core::Result<()> {
+        Ok(status::record(&self.inner.pool, &self.inner.metadata, owner, tables).await?)
     }
 
     async fn begin(

@@ -6,6 +6,7 @@ mod ddl;
 mod decode;
 mod discover;
 mod error;
+mod poll;
 mod position;
 mod snapshot;
 mod types;
@@ -51,6 +52,9 @@ pub fn build(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Resul
 
 pub struct MysqlSource {
     pool: Pool,
+    /// `timestamp` polling instead of the binlog.
+    polling: bool,
+    resolved: ResolvedSchema,
     database: String,
     schema_name: String,
     server_ids: AtomicU32,
@@ -59,12 +63,6 @@ pub struct MysqlSource {
 
 impl MysqlSource {
     pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
-        if source.strategy() != ChangeDetection::Binlog {
-            return Err(Error::source_permanent(
-                "the MySQL source reads the binlog; change_detection_strategy `timestamp` is not available for MySQL in this version",
-                Some("use change_detection_strategy: binlog (grant REPLICATION SLAVE, REPLICATION CLIENT)".to_owned()),
-            ));
-        }
         if source.ssl_enabled == Some(true) {
             return Err(Error::source_permanent(
                 "source.ssl_enabled: TLS connections to MySQL are not available in this version",
@@ -93,6 +91,8 @@ impl MysqlSource {
             .pool_opts(PoolOpts::default().with_constraints(constraints));
         Ok(Self {
             pool: Pool::new(opts),
+            polling: source.strategy() == ChangeDetection::Timestamp,
+            resolved: schema.clone(),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
             server_ids: AtomicU32::new(source.server_id.unwrap_or(DEFAULT_SERVER_ID)),
@@ -134,9 +134,50 @@ impl MysqlSource {
         })
     }
 
+    /// The polled column of `table` (timestamp strategy).
+    fn change_column(&self, table: &TableSchema) -> warp_core::Result<String> {
+        self.resolved
+            .table(&table.id.name)
+            .change_detection_column
+            .ok_or_else(|| {
+                Error::source_permanent(
+                    format!(
+                        "{}: the timestamp strategy needs a change_detection_column",
+                        table.id
+                    ),
+                    Some(format!(
+                        "set schemas[].tables.{}.change_detection_column",
+                        table.id.name
+                    )),
+                )
+            })
+    }
+
+    /// The position a snapshot or stream starts from: a watermark or the binlog's.
+    async fn start_position(
+        &self,
+        t: &MysqlTable,
+        conn: &mut mysql_async::Conn,
+    ) -> warp_core::Result<Position> {
+        if self.polling {
+            let column = self.change_column(&t.schema)?;
+            let w = poll::current(&self.pool, &self.database, t, &column).await?;
+            snapshot::open_snapshot(conn).await?;
+            w.encode()
+        } else {
+            snapshot::begin_snapshot(conn).await?.encode()
+        }
+    }
+
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
         let mut conn = self.pool.get_conn().await.context("connect")?;
+        if self.polling {
+            conn.query_drop("SELECT 1")
+                .await
+                .context("check connection")?;
+            return Ok(());
+        }
         let row: Option<BinlogSettings> = conn
             .query_first(
                 "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata",
@@ -213,14 +254,11 @@ impl Source for MysqlSource {
     ) -> warp_core::Result<SnapshotPlan> {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.pool).await?;
-        let start = snapshot::begin_snapshot(&mut conn).await?;
+        let start = self.start_position(&t, &mut conn).await?;
         let chunks =
             snapshot::plan_chunks(&mut conn, &self.database, &t, chunk_rows.max(1)).await?;
         conn.query_drop("COMMIT").await.context("end snapshot")?;
-        Ok(SnapshotPlan {
-            start: start.encode()?,
-            chunks,
-        })
+        Ok(SnapshotPlan { start, chunks })
     }
 
     async fn read_chunk(
@@ -230,7 +268,7 @@ impl Source for MysqlSource {
     ) -> warp_core::Result<ChunkRead> {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.pool).await?;
-        let position = snapshot::begin_snapshot(&mut conn).await?;
+        let position = self.start_position(&t, &mut conn).await?;
         let zero = self.zero_dates(&table.id.name);
         let rows = snapshot::chunk_rows(
             conn,
@@ -240,13 +278,16 @@ impl Source for MysqlSource {
             PAGE_ROWS,
             zero,
         );
-        Ok(ChunkRead {
-            position: position.encode()?,
-            rows,
-        })
+        Ok(ChunkRead { position, rows })
     }
 
-    async fn current_position(&self, _table: &TableSchema) -> warp_core::Result<Position> {
+    async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
+        if self.polling {
+            let t = self.cached(table)?;
+            return poll::current(&self.pool, &self.database, &t, &self.change_column(table)?)
+                .await?
+                .encode();
+        }
         let mut conn = self.pool.get_conn().await.context("connect")?;
         Ok(snapshot::current(&mut conn).await?.encode()?)
     }
@@ -257,6 +298,17 @@ impl Source for MysqlSource {
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
+        if self.polling {
+            let interval = self.resolved.table(&table.id.name).polling_interval;
+            return Ok(poll::stream(
+                self.pool.clone(),
+                self.database.clone(),
+                t,
+                &self.change_column(table)?,
+                poll::Watermark::decode(from)?,
+                interval,
+            )?);
+        }
         let from = BinlogPosition::decode(from)?;
         let server_id = self.server_ids.fetch_add(1, AtomicOrdering::Relaxed);
         Ok(binlog::stream(
@@ -271,6 +323,9 @@ impl Source for MysqlSource {
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
+        if self.polling {
+            return Ok(poll::Watermark::decode(a)?.cmp(&poll::Watermark::decode(b)?));
+        }
         Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))
     }
 

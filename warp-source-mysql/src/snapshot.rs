@@ -17,14 +17,20 @@ pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-/// Opens a UTC session and a consistent snapshot on it; returns the snapshot's position.
-pub async fn begin_snapshot(conn: &mut Conn) -> Result<BinlogPosition> {
+/// Opens a UTC session and a consistent snapshot on it (no binlog needed).
+pub async fn open_snapshot(conn: &mut Conn) -> Result<()> {
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .context("set time zone")?;
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
-        .context("start snapshot")?;
+        .context("start snapshot")
+}
+
+/// Opens a UTC session and a consistent snapshot on it; returns the snapshot's exact
+/// binlog position.
+pub async fn begin_snapshot(conn: &mut Conn) -> Result<BinlogPosition> {
+    open_snapshot(conn).await?;
     let status: Vec<(String, String)> = conn
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await

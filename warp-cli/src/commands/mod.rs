@@ -1,6 +1,7 @@
 pub mod env_help;
 pub mod init;
 pub mod run;
+pub mod status;
 pub mod validate;
 
 /// A single-thread-per-core runtime for commands that talk to databases.

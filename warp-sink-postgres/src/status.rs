@@ -1,0 +1,146 @@
+//! Table status in the metadata schema: written by running replicators, read by
+//! `cartridge-warp status` from anywhere.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, PgPool};
+use warp_core::TableStatus;
+
+use crate::error::{Context, Result};
+use crate::ident::quote;
+
+/// Upserts one row per table into `table_state`.
+pub async fn record(
+    pool: &PgPool,
+    metadata: &str,
+    owner: &str,
+    tables: &[TableStatus],
+) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "schema_name": t.schema, "table_name": t.table, "state": t.state.as_str(),
+                "rows_copied": t.rows_copied, "last_error": t.last_error, "hint": t.hint,
+            })
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, owner, updated_at)
+         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, $2, now()
+         FROM jsonb_to_recordset($1::jsonb) AS r(schema_name text, table_name text, state text, rows_copied bigint, last_error text, hint text)
+         ON CONFLICT (schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, rows_copied = EXCLUDED.rows_copied,
+            last_error = EXCLUDED.last_error, hint = EXCLUDED.hint, owner = EXCLUDED.owner, updated_at = now()",
+        m = quote(metadata)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows))
+        .bind(owner)
+        .execute(pool)
+        .await
+        .context("record status")?;
+    Ok(())
+}
+
+/// One table as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    pub schema: String,
+    pub table: String,
+    pub state: Option<String>,
+    pub phase: Option<String>,
+    pub rows_copied: Option<i64>,
+    pub position: Option<serde_json::Value>,
+    pub last_source_ts: Option<DateTime<Utc>>,
+    pub lag_seconds: Option<f64>,
+    pub owner: Option<String>,
+    pub status_updated_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub hint: Option<String>,
+    pub dead_letters: i64,
+}
+
+type Raw = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<serde_json::Value>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+/// Every table the metadata schema knows, with its checkpoint, state, owner and dead
+/// letters. Returns nothing when the metadata schema does not exist yet.
+pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<StatusRow>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{}.checkpoints", quote(metadata)))
+        .fetch_one(pool)
+        .await
+        .context("find metadata schema")?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "WITH t AS (
+            SELECT schema_name, table_name FROM {m}.checkpoints
+            UNION SELECT schema_name, table_name FROM {m}.table_state
+            UNION SELECT schema_name, table_name FROM {m}.leases)
+         SELECT t.schema_name, t.table_name, s.state, c.phase, s.rows_copied, c.position, c.source_ts,
+                l.owner, s.updated_at, s.last_error, s.hint,
+                (SELECT count(*) FROM {m}.dead_letter_queue d
+                  WHERE d.schema_name = t.schema_name AND d.table_name = t.table_name AND d.status = 'pending')
+         FROM t
+         LEFT JOIN {m}.checkpoints c ON c.schema_name = t.schema_name AND c.table_name = t.table_name AND c.stream = 'main'
+         LEFT JOIN {m}.table_state s ON s.schema_name = t.schema_name AND s.table_name = t.table_name
+         LEFT JOIN {m}.leases l ON l.schema_name = t.schema_name AND l.table_name = t.table_name
+         ORDER BY 1, 2",
+        m = quote(metadata)
+    );
+    let rows: Vec<Raw> = sqlx::query_as(AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .context("read status")?;
+    let now = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                schema,
+                table,
+                state,
+                phase,
+                rows_copied,
+                position,
+                ts,
+                owner,
+                updated,
+                last_error,
+                hint,
+                dead,
+            )| StatusRow {
+                schema,
+                table,
+                state,
+                phase,
+                rows_copied,
+                position,
+                lag_seconds: ts.map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+                last_source_ts: ts,
+                owner,
+                status_updated_at: updated,
+                last_error: last_error.map(|e| warp_core::mask_secrets(&e).into_owned()),
+                hint,
+                dead_letters: dead,
+            },
+        )
+        .collect())
+}

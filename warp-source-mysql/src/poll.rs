@@ -1,0 +1,236 @@
+//! The `timestamp` strategy, for servers where binlog access is impossible: poll rows with
+//! `change_detection_column >= watermark`, de-duplicating rows tied at the watermark by
+//! key. Deletes are not visible to polling (documented in docs/mysql.md).
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{self, BoxStream, StreamExt};
+use mysql_async::prelude::Queryable;
+use mysql_async::Pool;
+use serde::{Deserialize, Serialize};
+use warp_core::{
+    cmp_keys, Change, ChangeEvent, Commit, Key, Operation, Position, Row, StreamFragment, Value,
+};
+
+use crate::decode::{decode, to_param, Decoded};
+use crate::discover::MysqlTable;
+use crate::error::{Context, Result};
+use crate::snapshot::quote;
+
+/// Rows read per poll.
+const PAGE: usize = 5_000;
+
+/// Where polling is: the highest change-detection value seen, and the keys of the rows
+/// already delivered at exactly that value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub keys_at: Vec<Key>,
+}
+
+impl Watermark {
+    pub fn encode(&self) -> warp_core::Result<Position> {
+        Position::encode(&serde_json::json!({ "watermark": self }))
+    }
+
+    pub fn decode(p: &Position) -> warp_core::Result<Self> {
+        let w = p
+            .as_json()
+            .get("watermark")
+            .cloned()
+            .ok_or_else(|| warp_core::Error::Position(format!("not a watermark: {p}")))?;
+        serde_json::from_value(w).map_err(|e| warp_core::Error::Position(e.to_string()))
+    }
+
+    pub fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.value, &other.value) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (Some(a), Some(b)) => a
+                .cmp_key(b)
+                .then(self.keys_at.len().cmp(&other.keys_at.len())),
+        }
+    }
+}
+
+/// The current highest value of `column` (a snapshot's start watermark).
+pub async fn current(
+    pool: &Pool,
+    database: &str,
+    table: &MysqlTable,
+    column: &str,
+) -> Result<Watermark> {
+    let i = index(table, column)?;
+    let mut conn = pool.get_conn().await.context("connect")?;
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
+        .await
+        .context("set time zone")?;
+    let sql = format!(
+        "SELECT MAX({}) FROM {}.{}",
+        quote(column),
+        quote(database),
+        quote(&table.schema.id.name)
+    );
+    let v: Option<mysql_async::Value> = conn.query_first(sql).await.context("read watermark")?;
+    let value = match v.map(|v| decode(v, &table.columns[i].kind)) {
+        Some(Ok(Decoded::Value(Value::Null))) | None | Some(Ok(Decoded::ZeroDate)) => None,
+        Some(Ok(Decoded::Value(v))) => Some(v),
+        Some(Err(e)) => {
+            return Err(crate::error::MysqlError::Unsupported {
+                message: format!("{column}: {e}"),
+                hint: None,
+            })
+        }
+    };
+    Ok(Watermark {
+        value,
+        keys_at: Vec::new(),
+    })
+}
+
+fn index(table: &MysqlTable, column: &str) -> Result<usize> {
+    table.schema.column_index(column).ok_or_else(|| crate::error::MysqlError::Unsupported {
+        message: format!("{}: change_detection_column `{column}` does not exist", table.schema.id),
+        hint: Some("set change_detection_column to a column that every write updates (e.g. updated_at)".into()),
+    })
+}
+
+struct Poller {
+    pool: Pool,
+    database: String,
+    table: MysqlTable,
+    column: usize,
+    key: Vec<usize>,
+    interval: Duration,
+    at: Watermark,
+}
+
+/// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
+pub fn stream(
+    pool: Pool,
+    database: String,
+    table: MysqlTable,
+    column: &str,
+    from: Watermark,
+    interval: Duration,
+) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
+    let poller = Poller {
+        column: index(&table, column)?,
+        key: table
+            .schema
+            .key_indexes()
+            .map_err(|m| crate::error::MysqlError::Unsupported {
+                message: m,
+                hint: None,
+            })?,
+        pool,
+        database,
+        table,
+        interval,
+        at: from,
+    };
+    Ok(stream::unfold((poller, true), |(mut p, first)| async move {
+        if !first {
+            tokio::time::sleep(p.interval).await;
+        }
+        match p.poll().await {
+            Ok(f) => Some((Ok(f), (p, false))),
+            Err(e) => Some((Err(e), (p, false))),
+        }
+    })
+    .boxed())
+}
+
+impl Poller {
+    async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
+        let mut conn = self.pool.get_conn().await.context("connect")?;
+        conn.query_drop("SET SESSION time_zone = '+00:00'")
+            .await
+            .context("set time zone")?;
+        let cols = self
+            .table
+            .columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cd = quote(&self.table.columns[self.column].name);
+        let key = self
+            .key
+            .iter()
+            .map(|&i| quote(&self.table.columns[i].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let table = format!(
+            "{}.{}",
+            quote(&self.database),
+            quote(&self.table.schema.id.name)
+        );
+        let (filter, params) = match &self.at.value {
+            Some(w) => (format!("WHERE {cd} >= ?"), vec![to_param(w)]),
+            None => (String::new(), Vec::new()),
+        };
+        // Enough rows to get past every row tied at the watermark.
+        let limit = PAGE + self.at.keys_at.len();
+        let sql = format!("SELECT {cols} FROM {table} {filter} ORDER BY {cd}, {key} LIMIT {limit}");
+        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("poll")?;
+        let mut changes = Vec::new();
+        let mut at = self.at.clone();
+        for row in rows {
+            let mut values = Vec::with_capacity(self.table.columns.len());
+            for (v, c) in row.unwrap().into_iter().zip(&self.table.columns) {
+                values.push(match decode(v, &c.kind) {
+                    Ok(Decoded::Value(v)) => v,
+                    Ok(Decoded::ZeroDate) => Value::Null,
+                    Err(e) => {
+                        let err = crate::error::MysqlError::Unsupported {
+                            message: format!("{}: column {}: {e}", self.table.schema.id, c.name),
+                            hint: None,
+                        };
+                        return Err(err.into());
+                    }
+                });
+            }
+            let row = Row::new(values);
+            let k = row.key(&self.key);
+            let value = row.values[self.column].clone();
+            let same = at
+                .value
+                .as_ref()
+                .is_some_and(|w| w.cmp_key(&value) == Ordering::Equal);
+            if same
+                && at
+                    .keys_at
+                    .iter()
+                    .any(|seen| cmp_keys(seen, &k) == Ordering::Equal)
+            {
+                continue;
+            }
+            if same {
+                at.keys_at.push(k.clone());
+            } else {
+                at = Watermark {
+                    value: Some(value),
+                    keys_at: vec![k.clone()],
+                };
+            }
+            changes.push(Change::Row(ChangeEvent {
+                op: Operation::Update,
+                key: k,
+                before: None,
+                after: Some(row),
+                source_ts: None,
+            }));
+        }
+        self.at = at;
+        let commit = Commit {
+            position: self.at.encode()?,
+            source_ts: Some(Utc::now()),
+        };
+        Ok(StreamFragment::transaction(changes, commit))
+    }
+}
