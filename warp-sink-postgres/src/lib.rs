@@ -101,6 +101,7 @@ impl PostgresSink {
             })?
             .application_name("cartridge-warp")
             .options([
+                ("client_min_messages", "warning".to_owned()),
                 (
                     "statement_timeout",
                     format!("{}", cfg.command_timeout.as_duration().as_millis()),

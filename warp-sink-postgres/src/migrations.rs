@@ -7,7 +7,13 @@ use crate::error::{Context, Result};
 use crate::ident::{literal, quote};
 
 /// Bump by appending; never edit an applied migration.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial metadata tables", INITIAL)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial metadata tables", INITIAL),
+    (2, "live source time in table_state", TABLE_STATE_SOURCE_TS),
+];
+
+const TABLE_STATE_SOURCE_TS: &str =
+    "ALTER TABLE {m}.table_state ADD COLUMN last_source_ts timestamptz";
 
 /// `{m}` is replaced by the quoted metadata schema.
 const INITIAL: &str = r#"

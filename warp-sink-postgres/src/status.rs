@@ -25,15 +25,18 @@ pub async fn record(
             serde_json::json!({
                 "schema_name": t.schema, "table_name": t.table, "state": t.state.as_str(),
                 "rows_copied": t.rows_copied, "last_error": t.last_error, "hint": t.hint,
+                "last_source_ts": t.last_source_ts,
             })
         })
         .collect();
     let sql = format!(
-        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, owner, updated_at)
-         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, $2, now()
-         FROM jsonb_to_recordset($1::jsonb) AS r(schema_name text, table_name text, state text, rows_copied bigint, last_error text, hint text)
+        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, last_source_ts, owner, updated_at)
+         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, r.last_source_ts, $2, now()
+         FROM jsonb_to_recordset($1::jsonb)
+            AS r(schema_name text, table_name text, state text, rows_copied bigint, last_error text, hint text, last_source_ts timestamptz)
          ON CONFLICT (schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, rows_copied = EXCLUDED.rows_copied,
-            last_error = EXCLUDED.last_error, hint = EXCLUDED.hint, owner = EXCLUDED.owner, updated_at = now()",
+            last_error = EXCLUDED.last_error, hint = EXCLUDED.hint, owner = EXCLUDED.owner,
+            last_source_ts = COALESCE(EXCLUDED.last_source_ts, s.last_source_ts), updated_at = now()",
         m = quote(metadata)
     );
     sqlx::query(AssertSqlSafe(sql))
@@ -94,7 +97,8 @@ pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<StatusRow>> {
             SELECT schema_name, table_name FROM {m}.checkpoints
             UNION SELECT schema_name, table_name FROM {m}.table_state
             UNION SELECT schema_name, table_name FROM {m}.leases)
-         SELECT t.schema_name, t.table_name, s.state, c.phase, s.rows_copied, c.position, c.source_ts,
+         SELECT t.schema_name, t.table_name, s.state, c.phase, s.rows_copied, c.position,
+                GREATEST(c.source_ts, s.last_source_ts),
                 l.owner, s.updated_at, s.last_error, s.hint,
                 (SELECT count(*) FROM {m}.dead_letter_queue d
                   WHERE d.schema_name = t.schema_name AND d.table_name = t.table_name AND d.status = 'pending')
