@@ -22,8 +22,47 @@ const FRAGMENT_CHANGES: usize = 2_000;
 /// Heartbeat period asked of the server: an idle table still advances.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// MariaDB's GTID event type.
+const MARIADB_GTID_EVENT: u8 = 162;
+
+/// MariaDB GTID state, one `domain-server-seq` per domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GtidState(std::collections::BTreeMap<u32, String>);
+
+impl GtidState {
+    pub fn parse(text: &str) -> Self {
+        Self(
+            text.split(',')
+                .filter_map(|g| {
+                    let g = g.trim();
+                    let domain = g.split('-').next()?.parse().ok()?;
+                    Some((domain, g.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn render(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.0.values().cloned().collect::<Vec<_>>().join(","))
+    }
+
+    /// Records a GTID event: `data` starts with seq_no (u64 LE) and domain (u32 LE).
+    fn observe(&mut self, data: &[u8], server_id: u32) {
+        if let (Some(seq), Some(domain)) = (data.get(..8), data.get(8..12)) {
+            let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
+            let domain = u32::from_le_bytes(domain.try_into().unwrap_or_default());
+            self.0.insert(domain, format!("{domain}-{server_id}-{seq}"));
+        }
+    }
+}
+
 struct Reader {
     stream: BinlogStream,
+    gtid: GtidState,
     pool: Pool,
     database: String,
     table: MysqlTable,
@@ -47,15 +86,38 @@ pub async fn stream(
     conn.query_drop(format!("SET @master_heartbeat_period = {period}"))
         .await
         .context("set heartbeat")?;
-    let request = BinlogStreamRequest::new(server_id)
-        .with_filename(from.file.as_bytes())
-        .with_pos(from.pos);
+    let gtid = from
+        .gtid
+        .as_deref()
+        .map(GtidState::parse)
+        .unwrap_or_default();
+    let by_gtid = !gtid.is_empty() && !file_position_matches(&mut conn, &from).await?;
+    // Ask MariaDB for real GTID events (MySQL ignores this variable).
+    conn.query_drop("SET @mariadb_slave_capability = 4")
+        .await
+        .context("set capability")?;
+    let request = if by_gtid {
+        // The file/offset does not belong to this server's history (failover): resume
+        // after the recorded GTIDs instead.
+        tracing::warn!(gtid = from.gtid.as_deref().unwrap_or(""), file = %from.file, "binlog file/offset not valid on this server; resuming by GTID");
+        conn.exec_drop("SET @slave_connect_state = ?", (from.gtid.clone(),))
+            .await
+            .context("set GTID state")?;
+        BinlogStreamRequest::new(server_id)
+            .with_filename(b"".as_slice())
+            .with_pos(4u64)
+    } else {
+        BinlogStreamRequest::new(server_id)
+            .with_filename(from.file.as_bytes())
+            .with_pos(from.pos)
+    };
     let stream = conn
         .get_binlog_stream(request)
         .await
         .context("start binlog dump")?;
     let reader = Reader {
         stream,
+        gtid,
         pool,
         database,
         table,
@@ -76,7 +138,9 @@ pub async fn stream(
 
 impl Reader {
     fn position(&self, log_pos: u32) -> BinlogPosition {
-        BinlogPosition::new(self.file.clone(), u64::from(log_pos))
+        let mut p = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
+        p.gtid = self.gtid.render();
+        p
     }
 
     fn commit(
@@ -119,6 +183,10 @@ impl Reader {
             };
             let header = event.header();
             let log_pos = header.log_pos();
+            if header.event_type_raw() == MARIADB_GTID_EVENT {
+                self.gtid.observe(event.data(), header.server_id());
+                continue;
+            }
             let ts = DateTime::from_timestamp(i64::from(header.timestamp()), 0);
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
@@ -311,6 +379,25 @@ impl Reader {
             _ => Ok(None),
         }
     }
+}
+
+/// Whether `from`'s file/offset is where this server's history has `from`'s GTIDs (on
+/// MariaDB; MySQL and positions without a GTID are taken as they are).
+async fn file_position_matches(
+    conn: &mut mysql_async::Conn,
+    from: &BinlogPosition,
+) -> Result<bool> {
+    let Some(want) = &from.gtid else {
+        return Ok(true);
+    };
+    let here: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&from.file, from.pos))
+        .await
+        .unwrap_or(None);
+    Ok(match here.flatten() {
+        Some(here) => GtidState::parse(&here) == GtidState::parse(want),
+        None => false,
+    })
 }
 
 /// Column names from the table map's optional metadata.

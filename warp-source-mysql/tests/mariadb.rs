@@ -378,3 +378,40 @@ async fn next_fragment(
         .unwrap()
         .unwrap()
 }
+
+#[tokio::test]
+async fn resumes_by_gtid_when_the_file_is_not_this_servers() {
+    let (source, mut conn, _db) = setup("gtid", &["CREATE TABLE g (id INT PRIMARY KEY)"]).await;
+    let t = source.discover().await.unwrap().into_iter().next().unwrap();
+    let plan = source.plan_snapshot(&t, 100).await.unwrap();
+    let start: warp_source_mysql::BinlogPosition = plan.start.decode().unwrap();
+    assert!(
+        start.gtid.is_some(),
+        "the snapshot position carries the GTID state: {start:?}"
+    );
+    let mut stream = source.stream(&t, &plan.start).await.unwrap();
+    for id in 1..=3 {
+        conn.query_drop(format!("INSERT INTO g VALUES ({id})"))
+            .await
+            .unwrap();
+    }
+    let txns = transactions(&mut stream, 3).await;
+    let positions: Vec<warp_source_mysql::BinlogPosition> = txns
+        .iter()
+        .map(|t| t.commit.as_ref().unwrap().position.decode().unwrap())
+        .collect();
+    assert!(
+        positions.iter().all(|p| p.gtid.is_some()),
+        "every commit records its GTID: {positions:?}"
+    );
+    assert_ne!(positions[0].gtid, positions[1].gtid);
+
+    // As after a failover: the file is unknown here, the GTID is not.
+    let mut moved = positions[0].clone();
+    moved.file = "mysql-bin.999999".into();
+    moved.pos = 4;
+    let mut resumed = source.stream(&t, &moved.encode().unwrap()).await.unwrap();
+    let after = transactions(&mut resumed, 2).await;
+    assert_eq!(after[0].changes, txns[1].changes);
+    assert_eq!(after[1].changes, txns[2].changes);
+}
