@@ -83,8 +83,11 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
              source: {{ type: mysql, connection_string: '{my_url}/{db}', database: {db}, server_id: {} }}\n\
              destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {db}, metadata_schema: {db}_meta }}\n\
              schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n\
+             monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
              logging: {{ level: info, format: text }}\n",
-            6000 + name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 500 * 10
+            6000 + name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 500 * 10,
+            warp_e2e::free_port(),
+            warp_e2e::free_port()
         ),
     )
     .unwrap();

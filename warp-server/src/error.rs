@@ -17,6 +17,16 @@ pub enum ServerError {
     )]
     MissingFeature { feature: &'static str, what: String },
 
+    #[error("cannot serve {what} on port {port}: {message}")]
+    Bind {
+        what: &'static str,
+        port: u16,
+        message: String,
+    },
+
+    #[error("metrics: {0}")]
+    Metrics(String),
+
     #[error("logging: {0}")]
     Telemetry(String),
 

@@ -3,6 +3,9 @@
 
 pub mod connectors;
 mod error;
+pub mod health;
+mod http;
+mod metrics_server;
 pub mod runtime;
 pub mod status;
 pub mod telemetry;

@@ -11,6 +11,9 @@ use warp_core::{EngineSettings, Pipeline, TablePlan};
 
 use crate::connectors::{build_sink, build_source};
 use crate::error::ServerError;
+use crate::health::{Health, Reply};
+use crate::http;
+use warp_core::Destination;
 
 /// How `run` behaves beyond the configuration.
 #[derive(Debug, Clone)]
@@ -68,10 +71,13 @@ fn owner(loaded: &LoadedConfig) -> String {
         .unwrap_or_else(|| format!("cartridge-warp-{}", std::process::id()))
 }
 
-/// Builds the pipelines of every schema this process runs.
-fn pipelines(loaded: &LoadedConfig, opts: &RunOptions) -> Result<Vec<Pipeline>, ServerError> {
+/// Builds the pipelines of every schema this process runs, over one destination pool.
+fn pipelines(
+    loaded: &LoadedConfig,
+    opts: &RunOptions,
+    destination: &Destination,
+) -> Result<Vec<Pipeline>, ServerError> {
     let cfg = &loaded.config;
-    let destination = build_sink(&cfg.destination)?;
     let mut settings = EngineSettings::from_config(cfg, owner(loaded));
     settings.full_resync = opts.full_resync;
     cfg.schemas_to_run(loaded.schema_selection.as_deref())
@@ -95,7 +101,8 @@ pub async fn plan(loaded: &LoadedConfig) -> Result<Vec<(String, Vec<TablePlan>)>
     let names = loaded
         .config
         .schemas_to_run(loaded.schema_selection.as_deref());
-    for (pipeline, schema) in pipelines(loaded, &RunOptions::default())?
+    let destination = build_sink(&loaded.config.destination)?;
+    for (pipeline, schema) in pipelines(loaded, &RunOptions::default(), &destination)?
         .into_iter()
         .zip(names)
     {
@@ -111,16 +118,70 @@ pub async fn run(
     opts: &RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    warp_core::metrics::describe();
-    let mut running = JoinSet::new();
+    let monitoring = &loaded.config.monitoring;
+    let metrics = if monitoring.metrics_enabled {
+        Some(crate::metrics_server::recorder()?)
+    } else {
+        warp_core::metrics::describe();
+        None
+    };
     let destination = build_sink(&loaded.config.destination)?;
-    let mut boards = Vec::new();
-    for pipeline in pipelines(loaded, opts)? {
-        boards.push(pipeline.status());
+    let pipelines = pipelines(loaded, opts, &destination)?;
+    let boards: Vec<warp_core::StatusBoard> = pipelines.iter().map(Pipeline::status).collect();
+    let health = Arc::new(Health::new(
+        monitoring,
+        pipelines
+            .iter()
+            .map(|p| (p.schema_name().to_owned(), p.status()))
+            .collect(),
+    ));
+    // The endpoints outlive the drain (probes keep answering while tables stop).
+    let servers = CancellationToken::new();
+    if monitoring.health_check_enabled {
+        let h = Arc::clone(&health);
+        let route = Arc::new(move |p: &str| h.route(p));
+        let addr = http::serve(
+            monitoring.health_check_port,
+            "the health endpoints",
+            route,
+            servers.clone(),
+        )
+        .await?;
+        info!(%addr, "health endpoints listening");
+    }
+    if let Some(handle) = metrics {
+        let path = monitoring.prometheus_endpoint.clone();
+        let route = Arc::new(move |p: &str| {
+            if p == path {
+                Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: handle.render(),
+                }
+            } else {
+                Reply {
+                    status: 404,
+                    content_type: "text/plain",
+                    body: "not found\n".into(),
+                }
+            }
+        });
+        let addr = http::serve(monitoring.metrics_port, "metrics", route, servers.clone()).await?;
+        info!(%addr, "metrics listening");
+    }
+    let sources = pipelines.iter().map(Pipeline::source).collect();
+    tokio::spawn(crate::metrics_server::probe(
+        Arc::clone(&health),
+        Arc::clone(&destination.sink),
+        sources,
+        shutdown.clone(),
+    ));
+    let mut running = JoinSet::new();
+    for pipeline in pipelines {
         running.spawn(pipeline.run(shutdown.clone()));
     }
     let recorder = tokio::spawn(record_status(
-        destination.sink,
+        Arc::clone(&destination.sink),
         owner(loaded),
         boards.clone(),
         shutdown.clone(),
@@ -160,13 +221,14 @@ pub async fn run(
     recorder.abort();
     // The final states (stopped, failed) for `status`.
     let tables: Vec<_> = boards.iter().flat_map(|b| b.snapshot()).collect();
-    if let Err(e) = build_sink(&loaded.config.destination)?
+    if let Err(e) = destination
         .sink
         .record_status(&owner(loaded), &tables)
         .await
     {
         warn!(error = %e, "could not record the final table status");
     }
+    servers.cancel();
     if drained.is_err() {
         return Err(ServerError::DrainTimeout(opts.drain_timeout));
     }

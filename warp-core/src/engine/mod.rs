@@ -113,6 +113,16 @@ impl Pipeline {
         self.ctx.status.clone()
     }
 
+    /// The schema this pipeline replicates.
+    pub fn schema_name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// The source, for health checks.
+    pub fn source(&self) -> Arc<dyn Source> {
+        Arc::clone(&self.ctx.source)
+    }
+
     /// Runs until `shutdown` is cancelled and every table has drained. Returns an error
     /// only for a permanent failure before any table could start (bad credentials,
     /// missing privileges); transient ones are retried for as long as it takes.
@@ -125,6 +135,7 @@ impl Pipeline {
         let Some(tables) = self.startup(&shutdown).await? else {
             return Ok(());
         };
+        self.ctx.status.mark_started();
         let mut workers = JoinSet::new();
         for discovered in tables {
             let settings = self.schema.table(&discovered.id.name);

@@ -103,11 +103,24 @@ impl TableStatus {
 
 /// Shared, cheap to clone. Never held across an await.
 #[derive(Debug, Clone, Default)]
-pub struct StatusBoard(Arc<Mutex<BTreeMap<TableKey, TableStatus>>>);
+pub struct StatusBoard {
+    tables: Arc<Mutex<BTreeMap<TableKey, TableStatus>>>,
+    /// Start-up finished: destination prepared (metadata migrated), tables discovered.
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl StatusBoard {
+    pub fn mark_started(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn update(&self, key: &TableKey, f: impl FnOnce(&mut TableStatus)) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map
             .entry(key.clone())
             .or_insert_with(|| TableStatus::new(key));
@@ -123,12 +136,12 @@ impl StatusBoard {
     }
 
     pub fn get(&self, key: &TableKey) -> Option<TableStatus> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(key).cloned()
     }
 
     pub fn snapshot(&self) -> Vec<TableStatus> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         map.values().cloned().collect()
     }
 }

@@ -1,0 +1,242 @@
+//! Probes and metrics over real HTTP, from the running binary: startup, readiness while
+//! the destination goes away and comes back, liveness throughout, and `/metrics` accepted
+//! by `promtool check metrics`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use warp_e2e::{free_port, http_get, peer_url};
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
+struct Proxy {
+    links: Arc<Mutex<Option<JoinSet<()>>>>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, upstream: String) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let links = Arc::new(Mutex::new(Some(JoinSet::new())));
+        let l = Arc::clone(&links);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                if let Some(set) = l.lock().await.as_mut() {
+                    set.spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            links,
+            accept: Some(accept),
+        }
+    }
+
+    /// Refuses new connections and breaks the open ones.
+    async fn cut(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+            let _ = a.await;
+        }
+        if let Some(mut set) = self.links.lock().await.take() {
+            set.abort_all();
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn wait_status(port: u16, path: &str, want: u16, log: &std::path::Path) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((status, body)) = http_get(port, path) {
+            if status == want {
+                return body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered {want}: {:?}\n{}",
+            http_get(port, path),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn probes_follow_the_destination_and_metrics_pass_promtool() {
+    let my_url = peer_url("WARP_TEST_MARIADB_URL");
+    let pg_url = peer_url("WARP_TEST_PG_URL");
+    let mut my = mysql_async::Conn::from_url(&my_url).await.unwrap();
+    for stmt in [
+        "DROP DATABASE IF EXISTS e2e_probes",
+        "CREATE DATABASE e2e_probes",
+        "CREATE TABLE e2e_probes.items (id INT PRIMARY KEY, name VARCHAR(20))",
+        "INSERT INTO e2e_probes.items VALUES (1, 'a'), (2, 'b')",
+    ] {
+        my.query_drop(stmt).await.unwrap();
+    }
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP SCHEMA IF EXISTS e2e_probes CASCADE; DROP SCHEMA IF EXISTS e2e_probes_meta CASCADE",
+    )
+    .execute(&pg)
+    .await
+    .unwrap();
+
+    let proxy_port = free_port();
+    let mut proxy = Proxy::start(proxy_port, "127.0.0.1:5432".into()).await;
+    let (health, metrics) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("cw-probes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    let proxied = pg_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{proxy_port}"));
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ type: mysql, connection_string: '{my_url}/e2e_probes', database: e2e_probes, server_id: 7301 }}\n\
+             destination: {{ type: postgresql, connection_string: '{proxied}', schema: e2e_probes, metadata_schema: e2e_probes_meta, connection_timeout: 2 }}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 1, max_retries: 1000 }}\n\
+             schemas: [ {{ name: e2e_probes }} ]\n\
+             logging: {{ level: info, format: structured }}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "run",
+            "--mode=single",
+            "--schema=e2e_probes",
+            &format!("--config={}", config.display()),
+        ])
+        // The seed Deployment's plain variables set the ports.
+        .env("PROMETHEUS_METRICS_PORT", metrics.to_string())
+        .env(
+            "CARTRIDGE_WARP_MONITORING__HEALTH_CHECK_PORT",
+            health.to_string(),
+        )
+        .env("LOG_LEVEL", "INFO")
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    wait_status(health, "/health", 200, &log).await;
+    wait_status(health, "/startup", 200, &log).await;
+    wait_status(health, "/ready", 200, &log).await;
+    let status = wait_status(health, "/status", 200, &log).await;
+    assert!(status.contains("\"table\":\"items\""), "{status}");
+
+    // A change flows, and shows in the metrics.
+    my.query_drop("INSERT INTO e2e_probes.items VALUES (3, 'c')")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = wait_status(metrics, "/metrics", 200, &log).await;
+        if body.contains("cartridge_warp_events_total{") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no events metric yet:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for name in [
+        "cartridge_warp_events_total{",
+        "cartridge_warp_snapshot_rows_total{",
+        "cartridge_warp_table_state{",
+        "cartridge_warp_batch_duration_seconds_bucket{",
+        "cartridge_warp_last_checkpoint_timestamp_seconds{",
+        "cartridge_warp_source_connected{",
+        "cartridge_warp_build_info{",
+        "cartridge_warp_replication_lag_seconds{",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Destination gone: not ready, still alive.
+    proxy.cut().await;
+    let body = wait_status(health, "/ready", 503, &log).await;
+    assert!(body.contains("destination unreachable"), "{body}");
+    assert_eq!(
+        http_get(health, "/health").map(|r| r.0),
+        Some(200),
+        "liveness never depends on the databases"
+    );
+
+    // Back again: ready again, and the change made meanwhile arrives.
+    my.query_drop("INSERT INTO e2e_probes.items VALUES (4, 'd')")
+        .await
+        .unwrap();
+    let _proxy = Proxy::start(proxy_port, "127.0.0.1:5432".into()).await;
+    wait_status(health, "/ready", 200, &log).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM e2e_probes.items")
+            .fetch_one(&pg)
+            .await
+            .unwrap_or(0);
+        if n == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "row 4 never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Structured logs are JSON lines with stable fields.
+    let first = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert!(
+        line.get("timestamp").is_some() && line.get("level").is_some(),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
