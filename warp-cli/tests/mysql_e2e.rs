@@ -494,3 +494,143 @@ fn check_connections_says_what_to_change_on_a_server_without_binlog() {
     assert!(stderr.contains("binlog_format=ROW"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn pg_dump(schemas: &[&str]) -> String {
+    let mut cmd = Command::new("pg_dump");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "--no-owner",
+    ]);
+    for s in schemas {
+        cmd.args(["--schema", s]);
+    }
+    let out = cmd.output().expect("pg_dump (PostgreSQL client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pg_dump frames its output with random \restrict keys; everything else is content.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
+    let shop = shop("dryrun", 300, 100).await;
+    // Populate the destination with a real run first.
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    assert!(terminate(&mut run).success());
+    // Then the source moves on: new rows and a new column the plan must mention.
+    shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NOT NULL DEFAULT 'web'")
+        .await;
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status) VALUES (9000, 1, 1.00, 'new')")
+        .await;
+    let meta = format!("{}_meta", shop.db);
+    let before = pg_dump(&[&shop.db, &meta]);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "run",
+            "--dry-run",
+            "--config",
+            shop.config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("nothing will be written"), "{stdout}");
+    assert!(
+        stdout.contains("orders: ~"),
+        "estimated rows shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("ADD COLUMN \"channel\""),
+        "the DDL it would run: {stdout}"
+    );
+
+    let after = pg_dump(&[&shop.db, &meta]);
+    let changed: Vec<_> = after
+        .lines()
+        .zip(before.lines())
+        .filter(|(a, b)| a != b)
+        .take(5)
+        .collect();
+    assert!(
+        after == before,
+        "a dry run writes nothing; first differences: {changed:?}"
+    );
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}
+
+#[tokio::test]
+async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
+    let shop = shop("sigterm", 100, 100).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    // A large source transaction, then SIGTERM while it is being applied.
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status) SELECT seq, 1, seq / 10, 'bulk' FROM seq_500000_to_549999").await;
+    for id in 500_000..550_000 {
+        shop.wrote("orders", id);
+    }
+    shop.exec("UPDATE orders SET status = 'after' WHERE id <= 50")
+        .await;
+    for id in 1..=50 {
+        shop.wrote("orders", id);
+    }
+    let meta = format!("{}_meta", shop.db);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Wait until the stream is busy with the big transaction.
+        let landed = shop
+            .scalar_pg(format!(
+                "SELECT count(*) FROM {}.orders WHERE id >= 500000",
+                shop.db
+            ))
+            .await;
+        let busy: i64 = shop.scalar_pg(format!("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query ILIKE '%{}%'", shop.db)).await;
+        if landed > 0 || busy > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the big transaction never started\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = terminate(&mut run);
+    assert!(
+        status.success(),
+        "drained within the deadline: {status:?}\n{}",
+        shop.log()
+    );
+    let phase: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders'"
+    )))
+    .fetch_one(&shop.pg)
+    .await
+    .unwrap();
+    assert_eq!(phase, "streaming");
+
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.assert_no_double_apply("orders").await;
+    assert!(terminate(&mut run).success());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}
