@@ -28,6 +28,8 @@ enum Command {
     Validate(ValidateArgs),
     /// Per-table state, position, lag, owner and errors (works while `run` is active).
     Status(StatusArgs),
+    /// Ask the running replicator to re-snapshot one table (others keep streaming).
+    Resync(ResyncArgs),
     /// Write a commented starter configuration.
     Init(InitArgs),
     /// List every environment variable that overrides the configuration.
@@ -84,6 +86,16 @@ struct StatusArgs {
 }
 
 #[derive(Args)]
+struct ResyncArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: String,
+    #[arg(long)]
+    table: String,
+}
+
+#[derive(Args)]
 struct InitArgs {
     /// Where to write it (`-` for standard output).
     #[arg(long, short = 'o', default_value = "cartridge-warp.yaml")]
@@ -121,6 +133,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args, &env),
         Command::Validate(args) => commands::validate::run(&args, &env),
         Command::Status(args) => commands::status::run(&args, &env),
+        Command::Resync(args) => commands::status::resync(&args, &env),
         Command::Init(args) => commands::init::run(&args),
         Command::EnvHelp => commands::env_help::run(),
     };

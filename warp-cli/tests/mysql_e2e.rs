@@ -634,3 +634,52 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
     assert!(terminate(&mut run).success());
     let _ = std::fs::remove_dir_all(&shop.dir);
 }
+
+#[tokio::test]
+async fn resync_recopies_one_table_while_another_keeps_streaming() {
+    let shop = shop("resync", 300, 100).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    // Drift at the destination, behind the replicator's back.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {db}.orders WHERE id = 5; UPDATE {db}.orders SET status = 'tampered' WHERE id = 6",
+        db = shop.db
+    )))
+    .execute(&shop.pg)
+    .await
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "resync",
+            "--config",
+            shop.config.to_str().unwrap(),
+            "--schema",
+            &shop.db,
+            "--table",
+            "orders",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requested"));
+    // The other table keeps streaming meanwhile.
+    shop.exec("INSERT INTO customers VALUES (51, 'new customer', 'basic', NULL)")
+        .await;
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    let processed = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {}_meta.signals WHERE processed_at IS NOT NULL",
+            shop.db
+        ))
+        .await;
+    assert_eq!(processed, 1);
+    assert!(shop.log().contains("resync requested"), "{}", shop.log());
+    assert!(terminate(&mut run).success());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}

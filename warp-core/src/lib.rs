@@ -56,8 +56,8 @@ pub mod testing;
 pub mod value;
 
 pub use engine::{
-    Backoff, Batch, EngineSettings, OrdKey, Pipeline, StatusBoard, TablePlan, TableState,
-    TableStatus,
+    Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard, TablePlan,
+    TableState, TableStatus,
 };
 pub use error::{Error, Result, Retry};
 pub use event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
@@ -66,7 +66,7 @@ pub use position::Position;
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
-    Sink, SinkTransaction, TableKey, Target,
+    Signal, Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};

@@ -146,6 +146,15 @@ pub struct Destination {
     pub checkpoints: std::sync::Arc<dyn CheckpointStore>,
 }
 
+/// A request to a running replicator, left in the destination by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub id: i64,
+    pub table: Option<String>,
+    /// `resync`.
+    pub kind: String,
+}
+
 /// A destination.
 #[async_trait]
 pub trait Sink: Send + Sync {
@@ -165,6 +174,12 @@ pub trait Sink: Send + Sync {
     /// another process. Optional: the default keeps status in memory only.
     async fn record_status(&self, _owner: &str, _tables: &[crate::TableStatus]) -> Result<()> {
         Ok(())
+    }
+
+    /// Takes the pending signals for `schema` (each is returned once). Optional: the
+    /// default has none.
+    async fn take_signals(&self, _schema: &str) -> Result<Vec<Signal>> {
+        Ok(Vec::new())
     }
 
     /// Opens a destination transaction for one table.

@@ -580,3 +580,47 @@ async fn dry_run_plans_and_writes_nothing() {
     assert_eq!(orders.ddl, ["create shop.orders (3 columns)"]);
     assert!(sink.is_untouched(), "a dry run writes nothing");
 }
+
+#[tokio::test]
+async fn resync_recopies_one_table_while_others_stream() {
+    let source = MemorySource::with_sample_table("shop", "a", 30);
+    source.create_table("b");
+    source.insert("b", row(1, 0));
+    let sink = MemorySink::new();
+    let pipeline = Pipeline::new(
+        schema("    a: {}\n"),
+        Arc::new(source.clone()),
+        Arc::new(sink.clone()),
+        Arc::new(sink.clone()),
+        settings(),
+    );
+    let control = pipeline.control();
+    let status = pipeline.status();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
+    sink.wait_until_equal(&source, "shop", "a").await;
+    sink.wait_until_equal(&source, "shop", "b").await;
+    let reads_of = |t: &str| {
+        source
+            .chunk_reads()
+            .iter()
+            .filter(|(name, _)| name == t)
+            .count()
+    };
+    let (a_reads, b_reads) = (reads_of("a"), reads_of("b"));
+
+    assert!(!control.resync("nope"), "unknown tables are refused");
+    assert!(control.resync("a"));
+    source.insert("b", row(2, 0));
+    wait_for("a copied again", WAIT, || reads_of("a") > a_reads).await;
+    sink.wait_until_equal(&source, "shop", "a").await;
+    sink.wait_until_equal(&source, "shop", "b").await;
+    assert_eq!(reads_of("b"), b_reads, "b was not re-copied");
+    assert_eq!(status.get(&key("a")).unwrap().state, TableState::Streaming);
+    assert!(
+        sink.stored("shop", "a").iter().all(|(_, r)| r.version == 1),
+        "re-copied rows are not new versions"
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}

@@ -170,6 +170,15 @@ pub async fn run(
         info!(%addr, "metrics listening");
     }
     let sources = pipelines.iter().map(Pipeline::source).collect();
+    let controls: Vec<(String, warp_core::PipelineControl)> = pipelines
+        .iter()
+        .map(|p| (p.schema_name().to_owned(), p.control()))
+        .collect();
+    tokio::spawn(follow_signals(
+        Arc::clone(&destination.sink),
+        controls,
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::metrics_server::probe(
         Arc::clone(&health),
         Arc::clone(&destination.sink),
@@ -253,6 +262,42 @@ async fn record_status(
         let tables: Vec<_> = boards.iter().flat_map(|b| b.snapshot()).collect();
         if let Err(e) = sink.record_status(&owner, &tables).await {
             tracing::debug!(error = %e, "status not recorded (destination unavailable?)");
+        }
+    }
+}
+
+/// How often the signals table is read (`cartridge-warp resync`).
+const SIGNAL_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn follow_signals(
+    sink: Arc<dyn warp_core::Sink>,
+    controls: Vec<(String, warp_core::PipelineControl)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(SIGNAL_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (schema, control) in &controls {
+            let signals = match sink.take_signals(schema).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "signals not read (destination unavailable?)");
+                    continue;
+                }
+            };
+            for signal in signals {
+                match (signal.kind.as_str(), signal.table.as_deref()) {
+                    ("resync", Some(table)) if control.resync(table) => {
+                        info!(schema = %schema, table, "resync requested")
+                    }
+                    ("resync", table) => {
+                        warn!(schema = %schema, table = table.unwrap_or(""), "resync signal for a table this process does not replicate")
+                    }
+                    (other, _) => warn!(signal = other, "unknown signal ignored"),
+                }
+            }
         }
     }
 }

@@ -30,3 +30,33 @@ pub async fn read(config: &WarpConfig) -> Result<Vec<serde_json::Value>, ServerE
         })
     }
 }
+
+/// `cartridge-warp resync`: leaves a resync signal for the replicator running `schema`.
+pub async fn request_resync(
+    config: &WarpConfig,
+    schema: &str,
+    table: &str,
+) -> Result<i64, ServerError> {
+    #[cfg(feature = "postgres")]
+    {
+        let sink = warp_sink_postgres::PostgresSink::connect_lazy(&config.destination)
+            .map_err(warp_core::Error::from)?;
+        Ok(warp_sink_postgres::signals::send(
+            sink.pool(),
+            sink.metadata_schema(),
+            schema,
+            Some(table),
+            "resync",
+        )
+        .await
+        .map_err(warp_core::Error::from)?)
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (config, schema, table);
+        Err(ServerError::MissingFeature {
+            feature: "postgres",
+            what: "the postgresql destination that carries signals".into(),
+        })
+    }
+}

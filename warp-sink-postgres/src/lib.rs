@@ -11,6 +11,7 @@ mod ident;
 mod landed;
 mod migrations;
 pub mod read;
+pub mod signals;
 pub mod status;
 mod transaction;
 mod types;
@@ -137,6 +138,10 @@ impl PostgresSink {
         &self.inner.pool
     }
 
+    pub fn metadata_schema(&self) -> &str {
+        &self.inner.metadata
+    }
+
     async fn ensure(&self, target: &Target, schema: &TableSchema) -> Result<()> {
         let mut landed = Landed::new(target, schema)?;
         let mut tx = self.inner.pool.begin().await.context("begin")?;
@@ -260,6 +265,10 @@ impl Sink for PostgresSink {
         schema: &TableSchema,
     ) -> warp_core::Result<Vec<String>> {
         Ok(self.plan(target, schema).await?)
+    }
+
+    async fn take_signals(&self, schema: &str) -> warp_core::Result<Vec<warp_core::Signal>> {
+        Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema).await?)
     }
 
     async fn record_status(

@@ -6,7 +6,7 @@ use warp_core::config::{load_file, ConfigOverrides, Environment};
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
-use crate::StatusArgs;
+use crate::{ResyncArgs, StatusArgs};
 
 pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
     let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
@@ -54,4 +54,29 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
         }
     }
     write_stdout(&out)
+}
+
+/// `cartridge-warp resync`.
+pub fn resync(args: &ResyncArgs, env: &Environment) -> Result<(), String> {
+    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
+        .map_err(|e| e.to_string())?;
+    if !loaded.config.schemas.is_empty()
+        && !loaded.config.schemas.iter().any(|s| s.name == args.schema)
+    {
+        return Err(format!(
+            "--schema {}: not a schema of {}",
+            args.schema, loaded.origin
+        ));
+    }
+    let id = runtime()?
+        .block_on(warp_server::status::request_resync(
+            &loaded.config,
+            &args.schema,
+            &args.table,
+        ))
+        .map_err(|e| with_hint(&e, e.hint()))?;
+    write_stdout(&format!(
+        "resync of {}.{} requested (signal {id}); the running replicator picks it up within a few seconds\n",
+        args.schema, args.table
+    ))
 }

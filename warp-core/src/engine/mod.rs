@@ -69,8 +69,42 @@ impl EngineSettings {
     }
 }
 
+/// Requests for one table's worker, from outside the engine.
+#[derive(Default)]
+pub(crate) struct TableControl {
+    pub resync: std::sync::atomic::AtomicBool,
+    pub wake: tokio::sync::Notify,
+}
+
+/// A handle to steer a running pipeline's tables.
+#[derive(Clone)]
+pub struct PipelineControl {
+    ctx: Arc<Ctx>,
+}
+
+impl PipelineControl {
+    /// Asks `table` to re-snapshot (its checkpoint is reset; other tables keep streaming).
+    /// False when the table is not replicated by this pipeline.
+    pub fn resync(&self, table: &str) -> bool {
+        let controls = self
+            .ctx
+            .controls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match controls.get(table) {
+            Some(c) => {
+                c.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+                c.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// What table workers share.
 pub(crate) struct Ctx {
+    pub controls: std::sync::Mutex<std::collections::HashMap<String, Arc<TableControl>>>,
     pub source: Arc<dyn Source>,
     pub sink: Arc<dyn Sink>,
     pub checkpoints: Arc<dyn CheckpointStore>,
@@ -95,6 +129,7 @@ impl Pipeline {
         settings: EngineSettings,
     ) -> Self {
         let ctx = Ctx {
+            controls: std::sync::Mutex::default(),
             source,
             sink,
             checkpoints,
@@ -111,6 +146,13 @@ impl Pipeline {
     /// Live per-table status (for probes, `/status`, tests).
     pub fn status(&self) -> StatusBoard {
         self.ctx.status.clone()
+    }
+
+    /// A handle to request per-table actions (resync) while the pipeline runs.
+    pub fn control(&self) -> PipelineControl {
+        PipelineControl {
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 
     /// The schema this pipeline replicates.

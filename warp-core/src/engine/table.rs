@@ -20,6 +20,7 @@ use crate::source::KeyRange;
 
 pub(crate) struct TableWorker {
     pub(super) ctx: Arc<Ctx>,
+    control: Arc<super::TableControl>,
     pub(super) target: Target,
     pub(super) key: TableKey,
     pub(super) settings: ResolvedTable,
@@ -50,8 +51,14 @@ impl TableWorker {
         let key = target.key();
         let full_resync = ctx.settings.full_resync;
         let projection = Projection::new(schema, settings.exclude_columns.clone());
+        let control = Arc::new(super::TableControl::default());
+        ctx.controls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.table.clone(), Arc::clone(&control));
         Ok(Self {
             ctx,
+            control,
             target,
             key,
             settings,
@@ -73,8 +80,35 @@ impl TableWorker {
         );
         let mut attempts = 0u32;
         loop {
+            if self
+                .control
+                .resync
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                info!("resync requested: the table will be copied again");
+                self.full_resync = true;
+                attempts = 0;
+            }
             let commits_before = self.commits();
-            let result = self.run_once(&shutdown).await;
+            // A resync request ends this attempt (the batch in hand still commits).
+            let attempt = shutdown.child_token();
+            let watcher = {
+                let (attempt, control) = (attempt.clone(), Arc::clone(&self.control));
+                tokio::spawn(async move {
+                    control.wake.notified().await;
+                    attempt.cancel();
+                })
+            };
+            let result = self.run_once(&attempt).await;
+            watcher.abort();
+            if !shutdown.is_cancelled()
+                && self
+                    .control
+                    .resync
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                continue;
+            }
             let e = match result {
                 Ok(()) | Err(Error::Cancelled) => {
                     self.ctx.status.set_state(&self.key, TableState::Stopped);
@@ -96,7 +130,11 @@ impl TableWorker {
                     s.last_error = Some(message);
                     s.hint = e.hint();
                 });
-                return;
+                // Stopped until shutdown, or until a resync revives it.
+                tokio::select! {
+                    () = self.control.wake.notified() => continue,
+                    () = shutdown.cancelled() => return,
+                }
             }
             attempts += 1;
             let (state, wait, hint) = if attempts > max_retries {
@@ -115,6 +153,7 @@ impl TableWorker {
             });
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = self.control.wake.notified() => {}
                 () = shutdown.cancelled() => {
                     self.ctx.status.set_state(&self.key, TableState::Stopped);
                     return;
