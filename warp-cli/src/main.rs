@@ -30,6 +30,9 @@ enum Command {
     Status(StatusArgs),
     /// Ask the running replicator to re-snapshot one table (others keep streaming).
     Resync(ResyncArgs),
+    /// Inspect and act on the dead-letter table.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Write a commented starter configuration.
     Init(InitArgs),
     /// List every environment variable that overrides the configuration.
@@ -95,6 +98,38 @@ struct ResyncArgs {
     table: String,
 }
 
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters (pending by default).
+    List(DlqArgs),
+    /// Re-apply pending dead letters after fixing their cause; a letter older than the
+    /// destination row is marked superseded instead.
+    Replay(DlqArgs),
+    /// Mark pending dead letters discarded.
+    Discard(DlqArgs),
+}
+
+#[derive(Args)]
+struct DlqArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: Option<String>,
+    #[arg(long)]
+    table: Option<String>,
+    /// Only these entries (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<i64>,
+    /// list: pending, replayed, discarded or all.
+    #[arg(long, default_value = "pending")]
+    status: String,
+    /// replay/discard: act on every pending entry (when no --id/--table narrows it).
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Args)]
 struct InitArgs {
     /// Where to write it (`-` for standard output).
@@ -134,6 +169,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args, &env),
         Command::Status(args) => commands::status::run(&args, &env),
         Command::Resync(args) => commands::status::resync(&args, &env),
+        Command::Dlq(cmd) => commands::dlq::run(cmd, &env),
         Command::Init(args) => commands::init::run(&args),
         Command::EnvHelp => commands::env_help::run(),
     };

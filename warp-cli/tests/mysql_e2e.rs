@@ -683,3 +683,75 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
     assert!(terminate(&mut run).success());
     let _ = std::fs::remove_dir_all(&shop.dir);
 }
+
+#[tokio::test]
+async fn dlq_commands_list_replay_and_discard_a_poison_row() {
+    let shop = shop("dlq", 10, 100).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    // PostgreSQL text cannot hold NUL: this row goes to the dead-letter table.
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status, note) VALUES (11, 1, 1.00, 'new', CONCAT('bad', CHAR(0), 'byte'))").await;
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status) VALUES (12, 1, 2.00, 'new')")
+        .await;
+    let cli = |args: &[&str]| {
+        let mut all = vec![args[0], args[1], "--config", shop.config.to_str().unwrap()];
+        all.extend_from_slice(&args[2..]);
+        let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+            .args(&all)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (ok, out, err) = cli(&["dlq", "list", "--json"]);
+        assert!(ok, "{err}");
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        if !entries.is_empty() {
+            break entries;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["table"], "orders");
+    assert!(
+        listed[0]["error"].as_str().unwrap().contains("NUL"),
+        "{}",
+        listed[0]
+    );
+    // Its neighbour committed.
+    assert_eq!(
+        shop.scalar_pg(format!(
+            "SELECT count(*) FROM {}.orders WHERE id = 12",
+            shop.db
+        ))
+        .await,
+        1
+    );
+
+    let (ok, _, err) = cli(&["dlq", "replay"]);
+    assert!(!ok && err.contains("--all"), "replay needs a scope: {err}");
+    let (ok, out, err) = cli(&["dlq", "replay", "--all"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("still failing 1"),
+        "the cause is not fixed: {out}"
+    );
+    let (ok, out, _) = cli(&["dlq", "discard", "--table", "orders"]);
+    assert!(ok && out.contains("1 dead letter(s) discarded"), "{out}");
+    let (_, out, _) = cli(&["dlq", "list"]);
+    assert!(out.contains("no pending dead letters"), "{out}");
+    let (_, out, _) = cli(&["dlq", "list", "--status", "all"]);
+    assert!(out.contains("discarded"), "{out}");
+    assert!(terminate(&mut run).success());
+    let _ = std::fs::remove_dir_all(&shop.dir);
+}

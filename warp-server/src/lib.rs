@@ -2,6 +2,7 @@
 //! cargo feature), runs one pipeline per schema, handles signals and telemetry.
 
 pub mod connectors;
+pub mod dlq;
 mod error;
 pub mod health;
 mod http;

@@ -58,21 +58,27 @@ impl Landed {
     /// collides with a bookkeeping column, or two columns that shorten to the same name,
     /// are errors, never silent merges.
     pub fn new(target: &Target, schema: &TableSchema) -> Result<Self> {
-        let table_name = fit(&target.table);
-        let dest_schema = fit(&target.destination_schema);
-        let mut landed = Self {
-            table: qualified(&dest_schema, &table_name),
-            schema_ident: quote(&dest_schema),
-            table_name,
-            columns: Vec::new(),
-            key: schema
-                .key_indexes()
-                .map_err(|m| SinkError::Invalid(format!("{}: {m}", schema.id)))?,
-        };
+        let mut landed = Self::location(target);
+        landed.key = schema
+            .key_indexes()
+            .map_err(|m| SinkError::Invalid(format!("{}: {m}", schema.id)))?;
         for c in &schema.columns {
             landed.push(c)?;
         }
         Ok(landed)
+    }
+
+    /// Where `target` lands, without columns (for catalog lookups).
+    pub fn location(target: &Target) -> Self {
+        let table_name = fit(&target.table);
+        let dest_schema = fit(&target.destination_schema);
+        Self {
+            table: qualified(&dest_schema, &table_name),
+            schema_ident: quote(&dest_schema),
+            table_name,
+            columns: Vec::new(),
+            key: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, c: &Column) -> Result<()> {

@@ -5,6 +5,7 @@
 mod apply;
 mod checkpoint;
 mod ddl;
+pub mod dlq;
 mod encode;
 mod error;
 mod ident;

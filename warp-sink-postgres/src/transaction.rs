@@ -81,7 +81,7 @@ impl PgTransaction {
         &self.entry.landed
     }
 
-    async fn stage(&mut self) -> Result<String> {
+    pub(crate) async fn stage(&mut self) -> Result<String> {
         if let Some(s) = &self.stage {
             return Ok(s.clone());
         }
@@ -94,7 +94,14 @@ impl PgTransaction {
 
     fn dead_letter(&mut self, mut payload: serde_json::Value, error: String) {
         // jsonb and text cannot hold NUL; the dead-letter table must accept any row.
-        let error = if replace_nul(&mut payload) {
+        let sanitized = replace_nul(&mut payload);
+        if sanitized {
+            // Replaying an altered row would write altered data: `dlq replay` refuses it.
+            if let Some(obj) = payload.as_object_mut() {
+                obj.insert("nul_replaced".into(), serde_json::Value::Bool(true));
+            }
+        }
+        let error = if sanitized {
             format!("{error} (NUL characters in the payload are stored as the text \\u0000)")
         } else {
             error
@@ -320,7 +327,7 @@ impl PgTransaction {
 
 /// One staging line for a change event: the after image for upserts, the before image
 /// (or just the key) for deletes.
-fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> Result<(), String> {
+pub(crate) fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> Result<(), String> {
     let ts = e
         .source_ts
         .map(|t| {

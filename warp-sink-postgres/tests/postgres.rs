@@ -872,3 +872,99 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
     env.sink.reset(&key, token).await.unwrap();
     assert!(env.sink.load(&key).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn dead_letters_replay_after_the_fix_but_never_over_newer_data() {
+    use warp_sink_postgres::dlq::Filter;
+    let env = setup("dlqreplay").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let at = |h: u32, r: Row| {
+        Change::Row(ChangeEvent {
+            op: Operation::Insert,
+            key: vec![r.values[0].clone()],
+            before: None,
+            after: Some(r),
+            source_ts: Some(Utc.with_ymd_and_hms(2026, 1, 1, h, 0, 0).unwrap()),
+        })
+    };
+    env.commit_changes(
+        &target,
+        token,
+        vec![
+            at(1, row(1, "ok")),
+            at(1, row(2, "far too long here")),
+            at(1, row(3, "also too long!")),
+        ],
+        1,
+    )
+    .await;
+    let pending = env
+        .sink
+        .dead_letters(&Filter {
+            status: Some("pending".into()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+    let id_of = |key: i64| {
+        pending
+            .iter()
+            .find(|e| e.payload["key"][0]["v"] == key)
+            .unwrap()
+            .id
+    };
+    let (id2, id3) = (id_of(2), id_of(3));
+
+    // The cause is fixed at the destination; meanwhile a newer change to key 3 landed.
+    sqlx::raw_sql("ALTER TABLE t_dlqreplay.orders ALTER COLUMN name TYPE varchar(50)")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    env.commit_changes(&target, token, vec![at(2, row(3, "newer"))], 2)
+        .await;
+
+    let report = env
+        .sink
+        .replay_dead_letters(&Filter::default(), |_, table| {
+            (table == "orders").then(|| target.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, [id2]);
+    assert_eq!(
+        report.superseded,
+        [id3],
+        "a stale dead letter never overwrites newer data"
+    );
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let rows: Vec<Row> = landed(&env, &target, &schema)
+        .await
+        .into_iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(
+        rows,
+        [row(1, "ok"), row(2, "far too long here"), row(3, "newer")]
+    );
+    let statuses: Vec<String> = env
+        .sink
+        .dead_letters(&Filter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, ["replayed", "discarded"]);
+    assert_eq!(
+        env.sink
+            .discard_dead_letters(&Filter::default())
+            .await
+            .unwrap(),
+        0,
+        "nothing pending any more"
+    );
+}

@@ -1,3 +1,4 @@
+pub mod dlq;
 pub mod env_help;
 pub mod init;
 pub mod run;

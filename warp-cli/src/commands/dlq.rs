@@ -1,0 +1,105 @@
+//! `cartridge-warp dlq list|replay|discard`.
+
+use std::fmt::Write as _;
+
+use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_server::dlq::DlqFilter;
+
+use super::env_help::write_stdout;
+use super::{runtime, with_hint};
+use crate::{DlqArgs, DlqCommand};
+
+pub fn run(cmd: DlqCommand, env: &Environment) -> Result<(), String> {
+    let (args, action) = match cmd {
+        DlqCommand::List(a) => (a, "list"),
+        DlqCommand::Replay(a) => (a, "replay"),
+        DlqCommand::Discard(a) => (a, "discard"),
+    };
+    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
+        .map_err(|e| e.to_string())?;
+    let narrowed = !args.ids.is_empty() || args.table.is_some();
+    if action != "list" && !narrowed && !args.all {
+        return Err(format!(
+            "dlq {action}: name entries with --id or --table, or pass --all"
+        ));
+    }
+    let filter = DlqFilter {
+        ids: args.ids.clone(),
+        schema: args.schema.clone(),
+        table: args.table.clone(),
+        status: (args.status != "all").then(|| args.status.clone()),
+    };
+    let rt = runtime()?;
+    let cfg = &loaded.config;
+    let fail = |e: warp_server::ServerError| with_hint(&e, e.hint());
+    match action {
+        "list" => {
+            let entries = rt
+                .block_on(warp_server::dlq::list(cfg, &filter))
+                .map_err(fail)?;
+            if args.json {
+                return write_stdout(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+                ));
+            }
+            print_list(&entries, &args)
+        }
+        "discard" => {
+            let n = rt
+                .block_on(warp_server::dlq::discard(cfg, &filter))
+                .map_err(fail)?;
+            write_stdout(&format!("{n} dead letter(s) discarded\n"))
+        }
+        _ => {
+            let report = rt
+                .block_on(warp_server::dlq::replay(cfg, &filter))
+                .map_err(fail)?;
+            if args.json {
+                return write_stdout(&format!("{report}\n"));
+            }
+            let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
+            let mut out = format!(
+                "replayed {}, superseded by newer data {}, still failing {}\n",
+                count("replayed"),
+                count("superseded"),
+                count("failed")
+            );
+            for f in report["failed"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "  #{}: {}", f[0], f[1].as_str().unwrap_or(""));
+            }
+            write_stdout(&out)
+        }
+    }
+}
+
+fn print_list(entries: &[serde_json::Value], args: &DlqArgs) -> Result<(), String> {
+    if entries.is_empty() {
+        return write_stdout(&format!("no {} dead letters\n", args.status));
+    }
+    let mut out = format!(
+        "{:>6}  {:<28} {:<10} {:>8}  {:<20}  ERROR\n",
+        "ID", "TABLE", "STATUS", "ATTEMPTS", "CREATED"
+    );
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<28} {:<10} {:>8}  {:<20}  {}",
+            e["id"],
+            format!(
+                "{}.{}",
+                e["schema"].as_str().unwrap_or(""),
+                e["table"].as_str().unwrap_or("")
+            ),
+            e["status"].as_str().unwrap_or(""),
+            e["attempts"],
+            e["created_at"]
+                .as_str()
+                .unwrap_or("")
+                .get(..19)
+                .unwrap_or(""),
+            e["error"].as_str().unwrap_or("")
+        );
+    }
+    write_stdout(&out)
+}
