@@ -103,18 +103,20 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
 }
 
 impl Shop {
-    fn run(&self) -> Child {
+    fn run(&self) -> Warp {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("run.log"))
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-            .args(["run", "--config", self.config.to_str().unwrap()])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap()
+        Warp(
+            Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+                .args(["run", "--config", self.config.to_str().unwrap()])
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn status(&self) -> Vec<serde_json::Value> {
@@ -244,6 +246,29 @@ impl Shop {
             .fetch_one(&self.pg)
             .await
             .unwrap()
+    }
+}
+
+/// A running `cartridge-warp`; killed if a test fails before stopping it.
+struct Warp(Child);
+
+impl std::ops::Deref for Warp {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Warp {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Warp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

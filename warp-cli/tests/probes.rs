@@ -138,6 +138,8 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed if the test fails before stopping it.
+    let guard = KillOnDrop(child.id());
 
     wait_status(health, "/health", 200, &log).await;
     wait_status(health, "/startup", 200, &log).await;
@@ -231,7 +233,8 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
-    // Structured logs are JSON lines with stable fields.
+    std::mem::forget(guard); // already reaped: its pid must not be signalled again
+                             // Structured logs are JSON lines with stable fields.
     let first = std::fs::read_to_string(&log).unwrap();
     let line: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     assert!(
@@ -239,4 +242,14 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         "{line}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
 }

@@ -7,6 +7,7 @@ mod error;
 pub mod health;
 mod http;
 mod metrics_server;
+mod progress;
 pub mod runtime;
 pub mod status;
 pub mod telemetry;

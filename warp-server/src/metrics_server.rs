@@ -7,7 +7,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use warp_core::metrics::{
-    BATCH_DURATION_SECONDS, BATCH_ROWS, BUILD_INFO, LEASES_HELD, SOURCE_CONNECTED,
+    BATCH_DURATION_SECONDS, BATCH_ROWS, BUILD_INFO, LEASES_HELD, REPLICATION_LAG_SECONDS,
+    SOURCE_CONNECTED,
 };
 use warp_core::{Sink, Source, TableState};
 
@@ -70,6 +71,17 @@ pub async fn probe(
             } else {
                 0.0
             });
+            // Lag from the live status, so a stuck table's lag keeps growing between commits.
+            let now = chrono::Utc::now();
+            for t in schema.board.snapshot() {
+                if let (
+                    TableState::Streaming | TableState::Retrying | TableState::Failed,
+                    Some(lag),
+                ) = (t.state, t.lag_seconds(now))
+                {
+                    metrics::gauge!(REPLICATION_LAG_SECONDS, "schema" => t.schema.clone(), "table" => t.table.clone()).set(lag);
+                }
+            }
             let held = schema
                 .board
                 .snapshot()

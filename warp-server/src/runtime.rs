@@ -185,6 +185,7 @@ pub async fn run(
         sources,
         shutdown.clone(),
     ));
+    tokio::spawn(crate::progress::report(boards.clone(), shutdown.clone()));
     let mut running = JoinSet::new();
     for pipeline in pipelines {
         running.spawn(pipeline.run(shutdown.clone()));

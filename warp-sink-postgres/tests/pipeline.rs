@@ -45,6 +45,7 @@ fn settings() -> EngineSettings {
         idle_checkpoint_interval: Duration::from_millis(50),
         queue_capacity: 8,
         full_resync: false,
+        correlation_ids: true,
     }
 }
 
@@ -112,13 +113,15 @@ async fn engine_with_postgres_sink_survives_a_crash_mid_snapshot() {
         schema: "shop".into(),
         table: "orders".into(),
     };
-    let (run, _shutdown, status) = start(&source);
+    let (run, shutdown, status) = start(&source);
     wait_for("the crash", Duration::from_secs(30), || {
         status
             .get(&key)
             .is_some_and(|s| s.state == TableState::Failed)
     })
     .await;
+    // A failed table waits for a resync or shutdown; this "process" is shut down.
+    shutdown.cancel();
     run.await.unwrap().unwrap();
 
     // Restart: resumes the snapshot, then streams.

@@ -47,6 +47,8 @@ pub struct EngineSettings {
     pub queue_capacity: usize,
     /// Re-snapshot every table before streaming (`run --full-resync`).
     pub full_resync: bool,
+    /// Tag each batch's log lines with a correlation id (`logging.correlation_id_enabled`).
+    pub correlation_ids: bool,
 }
 
 impl EngineSettings {
@@ -65,6 +67,7 @@ impl EngineSettings {
             idle_checkpoint_interval: Duration::from_secs(10),
             queue_capacity: 16,
             full_resync: false,
+            correlation_ids: cfg.logging.correlation_id_enabled,
         }
     }
 }

@@ -276,7 +276,17 @@ impl TableWorker {
         tx.apply(changes).await
     }
 
+    /// Commits the batch in hand; with `correlation_id_enabled`, every log line of the
+    /// batch carries one id.
     async fn flush(&self, w: &mut Writer) -> Result<()> {
+        if !self.ctx.settings.correlation_ids {
+            return self.flush_batch(w).await;
+        }
+        let span = tracing::info_span!("batch", correlation_id = %correlation_id());
+        tracing::Instrument::instrument(self.flush_batch(w), span).await
+    }
+
+    async fn flush_batch(&self, w: &mut Writer) -> Result<()> {
         let Some(commit) = w.pending.take() else {
             return Ok(());
         };
@@ -325,6 +335,7 @@ impl TableWorker {
                 s.hint = None;
             }
         });
+        debug!(changes = total, position = %commit.position, "batch committed");
         w.deadline = None;
         w.last_checkpoint = tokio::time::Instant::now();
         Ok(())
@@ -366,6 +377,16 @@ impl TableWorker {
             metrics::gauge!(REPLICATION_LAG_SECONDS, "schema" => schema, "table" => table).set(lag);
         }
     }
+}
+
+/// Unique within the process and across restarts (time-seeded).
+fn correlation_id() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{seq:x}")
 }
 
 fn count(applied: &mut [u64; 4], changes: &[Change]) {
