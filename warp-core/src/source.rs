@@ -25,6 +25,21 @@ impl KeyRange {
         end: None,
     };
 
+    /// Consecutive ranges split at `bounds` (ascending): `(-∞, b0)`, `[b0, b1)`, …, `[bn, +∞)`.
+    pub fn split_at(bounds: Vec<Key>) -> Vec<KeyRange> {
+        let mut chunks = Vec::with_capacity(bounds.len() + 1);
+        let mut start = None;
+        for b in bounds {
+            chunks.push(KeyRange {
+                start,
+                end: Some(b.clone()),
+            });
+            start = Some(b);
+        }
+        chunks.push(KeyRange { start, end: None });
+        chunks
+    }
+
     pub fn contains(&self, key: &[Value]) -> bool {
         self.start
             .as_deref()

@@ -225,12 +225,7 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
                     .iter()
                     .rev()
                     .fold(0u64, |m, byte| m << 8 | u64::from(*byte));
-                labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask >> i & 1 == 1)
-                    .map(|(_, l)| Value::Text(l.clone()))
-                    .collect()
+                set_members(mask, labels)
             }
             My::Bytes(b) => {
                 let s = text(&b)?;
@@ -243,16 +238,21 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
             // Binlog: a bitmask over the labels.
             My::Int(_) | My::UInt(_) => {
                 let mask = index(&v)? as u64;
-                labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask >> i & 1 == 1)
-                    .map(|(_, l)| Value::Text(l.clone()))
-                    .collect()
+                set_members(mask, labels)
             }
             other => return Err(format!("unexpected {other:?} for a set")),
         })),
     })
+}
+
+/// The labels whose bits are set in `mask`.
+fn set_members(mask: u64, labels: &[String]) -> Vec<Value> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask >> i & 1 == 1)
+        .map(|(_, l)| Value::Text(l.clone()))
+        .collect()
 }
 
 fn index(v: &My) -> Result<usize, String> {

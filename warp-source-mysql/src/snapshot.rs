@@ -202,17 +202,7 @@ pub async fn plan_chunks(
         let key = decode_values(row, &key_kinds).map_err(unsupported)?;
         bounds.push(key);
     }
-    let mut chunks = Vec::with_capacity(bounds.len() + 1);
-    let mut start = None;
-    for b in bounds {
-        chunks.push(KeyRange {
-            start,
-            end: Some(b.clone()),
-        });
-        start = Some(b);
-    }
-    chunks.push(KeyRange { start, end: None });
-    Ok(chunks)
+    Ok(KeyRange::split_at(bounds))
 }
 
 fn decode_values(

@@ -313,16 +313,7 @@ impl Source for MemorySource {
             .skip(1)
             .map(|k| k.0.clone())
             .collect();
-        let mut chunks = Vec::new();
-        let mut start = None;
-        for b in bounds {
-            chunks.push(KeyRange {
-                start,
-                end: Some(b.clone()),
-            });
-            start = Some(b);
-        }
-        chunks.push(KeyRange { start, end: None });
+        let chunks = KeyRange::split_at(bounds);
         Ok(SnapshotPlan {
             start: seq_position(st.seq),
             chunks,
