@@ -113,6 +113,9 @@ pub enum Value {
     Json(serde_json::Value),
     Uuid(uuid::Uuid),
     Array(Vec<Value>),
+    /// A source value that could not be decoded, with the reason. Never written: the
+    /// destination sends its row to the dead-letter table instead of guessing.
+    Unreadable(String),
 }
 
 impl Value {
@@ -130,6 +133,7 @@ impl Value {
             Self::Bits(b) => b.len(),
             Self::Json(j) => json_size(j),
             Self::Array(items) => items.iter().map(Value::approx_size).sum(),
+            Self::Unreadable(why) => why.len(),
             _ => 0,
         }
     }
@@ -181,6 +185,7 @@ impl Value {
             Self::Json(_) => 13,
             Self::Uuid(_) => 14,
             Self::Array(_) => 15,
+            Self::Unreadable(_) => 16,
         }
     }
 }
@@ -237,6 +242,7 @@ impl fmt::Display for Value {
             Self::Interval(i) => write!(f, "{} mons {} days {} us", i.months, i.days, i.micros),
             Self::Json(j) => write!(f, "{j}"),
             Self::Uuid(u) => write!(f, "{u}"),
+            Self::Unreadable(why) => write!(f, "<unreadable: {why}>"),
             Self::Array(items) => {
                 f.write_str("{")?;
                 for (i, item) in items.iter().enumerate() {

@@ -132,6 +132,7 @@ pub fn pg_text(value: &Value, ty: &ColumnType) -> Result<String, Mismatch> {
     };
     Ok(match (ty, value) {
         (_, Value::Null) => return Err("NULL has no text form".into()),
+        (_, Value::Unreadable(why)) => return Err(format!("unreadable at the source: {why}")),
         (T::Bool, Value::Bool(b)) => if *b { "t" } else { "f" }.into(),
         (T::Int16, v) => {
             int_in(v, i64::from(i16::MIN), i64::from(i16::MAX)).ok_or_else(mismatch)?
@@ -196,6 +197,7 @@ fn kind(v: &Value) -> &'static str {
         Value::Json(_) => "json",
         Value::Uuid(_) => "uuid",
         Value::Array(_) => "array",
+        Value::Unreadable(_) => "unreadable",
     }
 }
 
@@ -315,6 +317,7 @@ fn write_json(out: &mut String, v: &Value) -> Result<(), Mismatch> {
             out.push(']');
         }
         Value::Text(s) => quoted(out, s),
+        Value::Unreadable(why) => return Err(format!("unreadable at the source: {why}")),
         other => quoted(out, &canonical_text(other)?),
     }
     Ok(())

@@ -968,3 +968,36 @@ async fn dead_letters_replay_after_the_fix_but_never_over_newer_data() {
         "nothing pending any more"
     );
 }
+
+#[tokio::test]
+async fn unreadable_source_values_are_dead_lettered_with_the_reason() {
+    let env = setup("unreadable").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let bad = Row::new(vec![
+        Value::Int(2),
+        Value::Unreadable("column name: not valid UTF-8".into()),
+    ]);
+    env.commit_changes(
+        &target,
+        token,
+        vec![
+            upsert(Operation::Insert, row(1, "ok")),
+            upsert(Operation::Insert, bad),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(landed(&env, &target, &schema).await.len(), 1);
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .1
+            .contains("unreadable at the source: column name: not valid UTF-8"),
+        "{}",
+        dead[0].1
+    );
+}

@@ -309,14 +309,14 @@ impl Reader {
             let plain: mysql_async::Value = v
                 .try_into()
                 .map_err(|e| self.error(format!("column {}: {e}", self.table.columns[t].name)))?;
-            out[t] = match decode_from(plain, &self.table.columns[t].kind, Origin::Binlog)
-                .map_err(|e| self.error(format!("column {}: {e}", self.table.columns[t].name)))?
-            {
-                Decoded::Value(v) => v,
-                Decoded::ZeroDate => {
+            out[t] = match decode_from(plain, &self.table.columns[t].kind, Origin::Binlog) {
+                Ok(Decoded::Value(v)) => v,
+                Ok(Decoded::ZeroDate) => {
                     zeros += 1;
                     Value::Null
                 }
+                // Dead-lettered by the destination, with the reason.
+                Err(e) => Value::Unreadable(format!("column {}: {e}", self.table.columns[t].name)),
             };
         }
         if zeros > 0 {

@@ -186,13 +186,8 @@ impl Poller {
                 values.push(match decode(v, &c.kind) {
                     Ok(Decoded::Value(v)) => v,
                     Ok(Decoded::ZeroDate) => Value::Null,
-                    Err(e) => {
-                        let err = crate::error::MysqlError::Unsupported {
-                            message: format!("{}: column {}: {e}", self.table.schema.id, c.name),
-                            hint: None,
-                        };
-                        return Err(err.into());
-                    }
+                    // Dead-lettered by the destination, with the reason.
+                    Err(e) => Value::Unreadable(format!("column {}: {e}", c.name)),
                 });
             }
             let row = Row::new(values);

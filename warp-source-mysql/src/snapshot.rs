@@ -262,14 +262,8 @@ pub fn chunk_rows(
                             zeros += 1;
                             values.push(Value::Null);
                         }
-                        Err(e) => {
-                            let err = warp_core::Error::Table {
-                                table: table_name(select),
-                                message: format!("cannot decode a row: {e}"),
-                                hint: None,
-                            };
-                            return Some((Err(err), None));
-                        }
+                        // Dead-lettered by the destination, with the reason.
+                        Err(e) => values.push(Value::Unreadable(e)),
                     }
                 }
                 out.push(Row::new(values));
@@ -286,10 +280,6 @@ pub fn chunk_rows(
         }
     })
     .boxed()
-}
-
-fn table_name(select: &Select) -> String {
-    select.table.clone()
 }
 
 /// A connection from the pool for one snapshot read.

@@ -415,3 +415,28 @@ async fn resumes_by_gtid_when_the_file_is_not_this_servers() {
     assert_eq!(after[0].changes, txns[1].changes);
     assert_eq!(after[1].changes, txns[2].changes);
 }
+
+#[tokio::test]
+async fn undecodable_values_are_marked_not_guessed() {
+    let (source, mut conn, _db) = setup(
+        "latin",
+        &["CREATE TABLE l (id INT PRIMARY KEY, name VARCHAR(10) CHARACTER SET latin1)"],
+    )
+    .await;
+    let t = source.discover().await.unwrap().into_iter().next().unwrap();
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    conn.query_drop("INSERT INTO l VALUES (1, 'café'), (2, 'plain')")
+        .await
+        .unwrap();
+    let txns = transactions(&mut stream, 1).await;
+    let rows = rows_of(&txns[0].changes);
+    // The binlog carries latin1 bytes; they are not UTF-8, so the cell is marked for the
+    // dead-letter table rather than mangled. Its neighbour is untouched.
+    assert!(
+        matches!(&rows[0].1[1], Value::Unreadable(why) if why.contains("UTF-8")),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(rows[1].1[1], Value::Text("plain".into()));
+}
