@@ -443,7 +443,24 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // let a few streamed batches commit
+    // Kill once streamed batches have committed: the checkpoint moved past where
+    // streaming started (the writes made during the snapshot are being applied).
+    let position = || {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT position::text FROM {meta}.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'"
+        )))
+        .fetch_one(&shop.pg)
+    };
+    let started_at = position().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while position().await.unwrap() == started_at {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no streamed batch committed\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     kill(&mut run);
 
     let mut run = shop.run();

@@ -318,7 +318,10 @@ impl PgTransaction {
     /// Stages the change, skips it if the destination row is newer, else merges it.
     async fn replay(&mut self, event: ChangeEvent) -> Result<Outcome> {
         let mut line = String::new();
-        if let Err(e) = crate::transaction::event_line(&self.entry.landed, &event, &mut line) {
+        let types = self.entry.landed.types();
+        if let Err(e) =
+            crate::transaction::event_line(&self.entry.landed, &types, &event, &mut line)
+        {
             return Ok(Outcome::Failed(e));
         }
         let stage = self.stage().await?;

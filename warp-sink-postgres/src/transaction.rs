@@ -116,13 +116,15 @@ impl PgTransaction {
     fn stage_lines<T>(
         &mut self,
         items: Vec<T>,
-        line: impl Fn(&Landed, &T, &mut String) -> Result<(), String>,
+        line: impl Fn(&Landed, &[(&str, &ColumnType)], &T, &mut String) -> Result<(), String>,
         payload: impl Fn(&T) -> serde_json::Value,
     ) -> Vec<(String, T)> {
         let mut out = Vec::with_capacity(items.len());
+        let landed = self.entry.landed.clone();
+        let types = landed.types(); // once per batch, not per row
         for item in items {
             let mut text = String::new();
-            match line(&self.entry.landed, &item, &mut text) {
+            match line(&landed, &types, &item, &mut text) {
                 Ok(()) => out.push((text, item)),
                 Err(e) => {
                     let p = payload(&item);
@@ -215,7 +217,7 @@ impl PgTransaction {
     async fn snapshot_merge(&mut self, rows: Vec<Row>) -> Result<()> {
         let lines = self.stage_lines(
             rows,
-            |l, row, out| copy_line(out, row, &l.types(), &[None, Some("r"), Some("t")]),
+            |_, types, row, out| copy_line(out, row, types, &[None, Some("r"), Some("t")]),
             snapshot_payload,
         );
         self.merge(lines, Merge::Snapshot, snapshot_payload).await
@@ -327,7 +329,12 @@ impl PgTransaction {
 
 /// One staging line for a change event: the after image for upserts, the before image
 /// (or just the key) for deletes.
-pub(crate) fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> Result<(), String> {
+pub(crate) fn event_line(
+    landed: &Landed,
+    types: &[(&str, &ColumnType)],
+    e: &ChangeEvent,
+    out: &mut String,
+) -> Result<(), String> {
     let ts = e
         .source_ts
         .map(|t| {
@@ -338,11 +345,10 @@ pub(crate) fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> 
         })
         .transpose()?;
     let op = e.op.code().to_string();
-    let types = landed.types();
     match (e.op, &e.after) {
         (Operation::Delete, _) => match &e.before {
             Some(before) if before.values.len() == types.len() => {
-                copy_line(out, before, &types, &[ts.as_deref(), Some("d"), Some("t")])
+                copy_line(out, before, types, &[ts.as_deref(), Some("d"), Some("t")])
             }
             _ => {
                 let mut values = vec![Value::Null; types.len()];
@@ -352,12 +358,12 @@ pub(crate) fn event_line(landed: &Landed, e: &ChangeEvent, out: &mut String) -> 
                 copy_line(
                     out,
                     &Row::new(values),
-                    &types,
+                    types,
                     &[ts.as_deref(), Some("d"), Some("f")],
                 )
             }
         },
-        (_, Some(after)) => copy_line(out, after, &types, &[ts.as_deref(), Some(&op), Some("t")]),
+        (_, Some(after)) => copy_line(out, after, types, &[ts.as_deref(), Some(&op), Some("t")]),
         (_, None) => Err(format!("{:?} event without a row image", e.op)),
     }
 }
