@@ -85,7 +85,7 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
              schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n\
              monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
              logging: {{ level: info, format: text }}\n",
-            6000 + name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 500 * 10,
+100_000 + std::process::id() % 40_000 * 20,
             warp_e2e::free_port(),
             warp_e2e::free_port()
         ),

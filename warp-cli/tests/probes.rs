@@ -108,10 +108,12 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.yaml");
     let proxied = pg_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{proxy_port}"));
+    // Distinct from every other test process's binlog readers.
+    let sid = 2_000_000 + std::process::id() % 40_000 * 20;
     std::fs::write(
         &config,
         format!(
-            "source: {{ type: mysql, connection_string: '{my_url}/e2e_probes', database: e2e_probes, server_id: 7301 }}\n\
+            "source: {{ type: mysql, connection_string: '{my_url}/e2e_probes', database: e2e_probes, server_id: {sid} }}\n\
              destination: {{ type: postgresql, connection_string: '{proxied}', schema: e2e_probes, metadata_schema: e2e_probes_meta, connection_timeout: 2 }}\n\
              performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 1, max_retries: 1000 }}\n\
              schemas: [ {{ name: e2e_probes }} ]\n\

@@ -57,7 +57,10 @@ pub struct MysqlSource {
     resolved: ResolvedSchema,
     database: String,
     schema_name: String,
-    server_ids: AtomicU32,
+    /// Next unused binlog reader id, and the id each table's reader keeps across
+    /// reconnects (so the server sees one stable replica per table).
+    next_server_id: AtomicU32,
+    server_ids: Mutex<HashMap<String, u32>>,
     tables: Mutex<HashMap<String, MysqlTable>>,
 }
 
@@ -95,7 +98,8 @@ impl MysqlSource {
             resolved: schema.clone(),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
-            server_ids: AtomicU32::new(source.server_id.unwrap_or(DEFAULT_SERVER_ID)),
+            next_server_id: AtomicU32::new(source.server_id.unwrap_or(DEFAULT_SERVER_ID)),
+            server_ids: Mutex::new(HashMap::new()),
             tables: Mutex::new(HashMap::new()),
         })
     }
@@ -310,7 +314,12 @@ impl Source for MysqlSource {
             )?);
         }
         let from = BinlogPosition::decode(from)?;
-        let server_id = self.server_ids.fetch_add(1, AtomicOrdering::Relaxed);
+        let server_id = *self
+            .server_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(table.id.name.clone())
+            .or_insert_with(|| self.next_server_id.fetch_add(1, AtomicOrdering::Relaxed));
         Ok(binlog::stream(
             self.pool.clone(),
             server_id,

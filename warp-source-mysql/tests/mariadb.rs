@@ -40,7 +40,7 @@ async fn setup_with(
          source: {{ type: mysql, connection_string: '{url}/{db}', server_id: {}{source_extra} }}\n\
          destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
          schemas: [ {{ name: {db}, source_database: {db} }} ]\n",
-        5000 + (name.len() as u32 * 97) % 1000
+        3_000_000 + std::process::id() % 40_000 * 20
     );
     let loaded = load_str(
         &yaml,
