@@ -731,10 +731,13 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
     let shop = shop("dlq", 10, 100).await;
     let mut run = shop.run();
     shop.wait_equal("orders").await;
-    // PostgreSQL text cannot hold NUL: this row goes to the dead-letter table.
-    shop.exec("INSERT INTO orders (id, customer_id, amount, status, note) VALUES (11, 1, 1.00, 'new', CONCAT('bad', CHAR(0), 'byte'))").await;
-    shop.exec("INSERT INTO orders (id, customer_id, amount, status) VALUES (12, 1, 2.00, 'new')")
-        .await;
+    // PostgreSQL text cannot hold NUL: row 11 goes to the dead-letter table; row 12, in
+    // the same source transaction, commits.
+    shop.exec(
+        "INSERT INTO orders (id, customer_id, amount, status, note) VALUES \
+         (11, 1, 1.00, 'new', CONCAT('bad', CHAR(0), 'byte')), (12, 1, 2.00, 'new', NULL)",
+    )
+    .await;
     let cli = |args: &[&str]| {
         let mut all = vec![args[0], args[1], "--config", shop.config.to_str().unwrap()];
         all.extend_from_slice(&args[2..]);
