@@ -16,7 +16,6 @@ use warp_core::{Row, Source, TableSchema, Target, Value};
 use warp_source_mysql::MysqlSource;
 
 struct Shop {
-    name: String,
     db: String,
     config: PathBuf,
     dir: PathBuf,
@@ -92,7 +91,6 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
     )
     .unwrap();
     Shop {
-        name: name.to_owned(),
         db,
         config,
         dir,
@@ -272,6 +270,12 @@ impl Drop for Warp {
     }
 }
 
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -360,8 +364,6 @@ async fn replicates_a_mariadb_schema_end_to_end() {
         ["stopped", "stopped"],
         "final states recorded at shutdown"
     );
-    let _ = std::fs::remove_dir_all(&shop.dir);
-    let _ = &shop.name;
 }
 
 #[tokio::test]
@@ -469,7 +471,6 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
     shop.wait_equal("customers").await;
     shop.assert_no_double_apply("orders").await;
     assert!(terminate(&mut run).success());
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
 
 #[tokio::test]
@@ -501,7 +502,6 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
     assert!(peak_kib < 400 * 1024, "peak RSS {peak_kib} KiB");
     shop.assert_no_double_apply("orders").await;
     assert!(terminate(&mut run).success());
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
 
 #[test]
@@ -617,7 +617,6 @@ async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
         after == before,
         "a dry run writes nothing; first differences: {changed:?}"
     );
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
 
 #[tokio::test]
@@ -674,7 +673,6 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
     shop.wait_equal("orders").await;
     shop.assert_no_double_apply("orders").await;
     assert!(terminate(&mut run).success());
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
 
 #[tokio::test]
@@ -723,7 +721,6 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
     assert_eq!(processed, 1);
     assert!(shop.log().contains("resync requested"), "{}", shop.log());
     assert!(terminate(&mut run).success());
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
 
 #[tokio::test]
@@ -798,5 +795,4 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
     let (_, out, _) = cli(&["dlq", "list", "--status", "all"]);
     assert!(out.contains("discarded"), "{out}");
     assert!(terminate(&mut run).success());
-    let _ = std::fs::remove_dir_all(&shop.dir);
 }
