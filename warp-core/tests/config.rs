@@ -140,8 +140,17 @@ fn every_shipped_example_parses() {
         "mysql://u:p@h/db".into(),
     );
     let mut seen = 0;
-    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+    let top = repo().join("examples");
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(&top).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            paths.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            paths.push(path);
+        }
+    }
+    for path in paths {
         if path.extension().is_some_and(|e| e == "yaml") {
             let loaded = load_file(&path, &env, &ConfigOverrides::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -153,7 +162,10 @@ fn every_shipped_example_parses() {
             seen += 1;
         }
     }
-    assert!(seen >= 4, "examples found: {seen}");
+    assert!(
+        seen >= 5,
+        "examples found: {seen} (the demo's config included)"
+    );
     let starter = warp_core::config::starter_config();
     load(starter, &Environment::new()).expect("init's starter config loads");
 }
