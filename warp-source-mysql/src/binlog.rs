@@ -75,13 +75,16 @@ struct Reader {
 /// Opens a binlog dump from `from` and yields this table's committed transactions.
 pub async fn stream(
     pool: Pool,
+    opts: mysql_async::Opts,
     server_id: u32,
     database: String,
     table: MysqlTable,
     from: BinlogPosition,
     zero_dates: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
-    let mut conn = pool.get_conn().await.context("connect for binlog")?;
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .context("connect for binlog")?;
     let period = HEARTBEAT.as_nanos().to_string();
     conn.query_drop(format!("SET @master_heartbeat_period = {period}"))
         .await

@@ -52,6 +52,9 @@ pub fn build(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Resul
 
 pub struct MysqlSource {
     pool: Pool,
+    /// For binlog readers: each holds its connection for as long as it streams, so they
+    /// connect outside the pool (which stays free for snapshots, polls and checks).
+    opts: Opts,
     /// `timestamp` polling instead of the binlog.
     polling: bool,
     resolved: ResolvedSchema,
@@ -92,8 +95,10 @@ impl MysqlSource {
         let constraints = PoolConstraints::new(0, max).unwrap_or_default();
         let opts = OptsBuilder::from_opts(opts)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
+        let opts = Opts::from(opts);
         Ok(Self {
-            pool: Pool::new(opts),
+            pool: Pool::new(opts.clone()),
+            opts,
             polling: source.strategy() == ChangeDetection::Timestamp,
             resolved: schema.clone(),
             database: schema.source_database.clone(),
@@ -322,6 +327,7 @@ impl Source for MysqlSource {
             .or_insert_with(|| self.next_server_id.fetch_add(1, AtomicOrdering::Relaxed));
         Ok(binlog::stream(
             self.pool.clone(),
+            self.opts.clone(),
             server_id,
             self.database.clone(),
             t,
