@@ -110,11 +110,14 @@ impl TableWorker {
                 continue;
             }
             let e = match result {
-                Ok(()) | Err(Error::Cancelled) => {
+                Ok(()) | Err(Error::Cancelled) if shutdown.is_cancelled() => {
                     self.ctx.status.set_state(&self.key, TableState::Stopped);
                     info!("stopped");
                     return;
                 }
+                // The attempt was ended by a wake-up whose resync was already taken (a
+                // request that landed as the previous attempt ended): just run again.
+                Ok(()) | Err(Error::Cancelled) => continue,
                 Err(e) => e,
             };
             if self.commits() > commits_before {
