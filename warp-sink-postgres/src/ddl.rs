@@ -58,7 +58,7 @@ pub async fn existing_columns(
     ))
 }
 
-fn unquote(ident: &str) -> String {
+pub(crate) fn unquote(ident: &str) -> String {
     ident[1..ident.len() - 1].replace("\"\"", "\"")
 }
 

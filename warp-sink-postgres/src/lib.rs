@@ -172,10 +172,10 @@ impl PostgresSink {
         // Write with the column types as they are (a column may be wider than the source's).
         if let Some(now) = ddl::existing_columns(&mut tx, &landed).await? {
             for c in &mut landed.columns {
-                let pg_name = &c.ident[1..c.ident.len() - 1].replace("\"\"", "\"");
+                let pg_name = ddl::unquote(&c.ident);
                 if let Some(ty) = now
                     .iter()
-                    .find(|e| &e.name == pg_name)
+                    .find(|e| e.name == pg_name)
                     .and_then(|e| types::parse_pg_type(&e.pg_type))
                 {
                     c.ty = ty;

@@ -214,13 +214,7 @@ async fn updates_deletes_and_ddl_arrive_as_transactions() {
         ],
     )
     .await;
-    let t = source
-        .discover()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id.name == "o")
-        .unwrap();
+    let t = table(&source, "o").await;
     let start = source.current_position(&t).await.unwrap();
     let mut stream = source.stream(&t, &start).await.unwrap();
     conn.query_drop("INSERT INTO o VALUES (1, 'a', 1), (2, 'b', 2)")
@@ -285,13 +279,7 @@ async fn updates_deletes_and_ddl_arrive_as_transactions() {
     }
     // Resuming (as a restarted engine does: re-discover, then stream from the checkpoint)
     // delivers exactly what followed; the rename is already in the discovered shape.
-    let fresh = source
-        .discover()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id.name == "o")
-        .unwrap();
+    let fresh = table(&source, "o").await;
     let mut again = source.stream(&fresh, &positions[2]).await.unwrap();
     let resumed = transactions(&mut again, 1).await;
     assert_eq!(resumed[0].changes, txns[4].changes);
@@ -470,4 +458,15 @@ async fn binlog_readers_do_not_starve_the_connection_pool() {
         .await
         .expect("binlog readers must not hold pool connections");
     assert_eq!(n, 3);
+}
+
+/// Discovers and returns one table's shape.
+async fn table(source: &MysqlSource, name: &str) -> warp_core::TableSchema {
+    source
+        .discover()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id.name == name)
+        .unwrap()
 }

@@ -90,16 +90,7 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
     };
     sink.ensure_table(&target, &schema).await?;
     let token = sink.claim(&target.key(), "bench").await?;
-    let chunks: Vec<KeyRange> = (0..(n + CHUNK - 1) / CHUNK)
-        .map(|_| KeyRange::ALL)
-        .collect();
     let pos = Position::from_json(serde_json::json!({ "bench": 0 }));
-    let tx = sink.begin(&target, token).await?;
-    tx.commit(CheckpointUpdate::BeginSnapshot {
-        start: pos.clone(),
-        chunks,
-    })
-    .await?;
 
     let sequential = timed_apply(
         &sink,
@@ -116,15 +107,6 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
     sqlx::raw_sql("TRUNCATE bench_warp.orders")
         .execute(&pool)
         .await?;
-    let tx = sink.begin(&target, token).await?;
-    let chunks: Vec<KeyRange> = (0..(n + CHUNK - 1) / CHUNK)
-        .map(|_| KeyRange::ALL)
-        .collect();
-    tx.commit(CheckpointUpdate::BeginSnapshot {
-        start: pos.clone(),
-        chunks,
-    })
-    .await?;
     let parallel = timed_apply(
         &sink,
         &target,
@@ -210,8 +192,16 @@ async fn timed_apply(
     name: &str,
 ) -> Result<Measurement, Box<dyn std::error::Error>> {
     use futures::StreamExt;
-    let started = Instant::now();
     let chunks = (n + CHUNK - 1) / CHUNK;
+    // A fresh snapshot plan, as the engine records before copying.
+    let plan = (0..chunks).map(|_| KeyRange::ALL).collect();
+    let tx = sink.begin(target, token).await?;
+    tx.commit(CheckpointUpdate::BeginSnapshot {
+        start: pos.clone(),
+        chunks: plan,
+    })
+    .await?;
+    let started = Instant::now();
     let results: Vec<warp_core::Result<()>> = futures::stream::iter(0..chunks)
         .map(|index| async move {
             let mut tx = sink.begin(target, token).await?;

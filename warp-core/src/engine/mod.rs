@@ -25,7 +25,7 @@ pub use status::{StatusBoard, TableState, TableStatus};
 mod retry;
 
 use crate::config::{ResolvedSchema, WarpConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mask::mask_secrets;
 use crate::sink::{CheckpointStore, Sink, Target};
 use crate::source::Source;
@@ -240,11 +240,5 @@ impl Pipeline {
                 () = shutdown.cancelled() => return Ok(None),
             }
         }
-    }
-}
-
-impl From<tokio::sync::AcquireError> for Error {
-    fn from(_: tokio::sync::AcquireError) -> Self {
-        Error::Cancelled
     }
 }

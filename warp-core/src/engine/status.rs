@@ -121,12 +121,14 @@ impl StatusBoard {
 
     pub fn update(&self, key: &TableKey, f: impl FnOnce(&mut TableStatus)) {
         let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let new = !map.contains_key(key);
         let entry = map
             .entry(key.clone())
             .or_insert_with(|| TableStatus::new(key));
         let before = entry.state;
         f(entry);
-        if entry.state != before || entry.commits == 0 {
+        // Gauges change only with the state (and are published once for a new table).
+        if new || entry.state != before {
             publish_state(key, entry.state);
         }
     }
