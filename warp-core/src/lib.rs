@@ -54,6 +54,7 @@ pub mod source;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod value;
+pub mod watermark;
 
 pub use engine::{
     Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard, TablePlan,
@@ -68,5 +69,6 @@ pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
     Signal, Sink, SinkTransaction, TableKey, Target,
 };
-pub use source::{ChunkRead, KeyRange, SnapshotPlan, Source};
+pub use source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
+pub use watermark::Watermark;

@@ -204,3 +204,168 @@ impl SchemaChange {
         }
     }
 }
+
+/// What to do when a column's type changes from `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeChange {
+    /// Same type, or the destination is already wider: nothing to do.
+    Keep,
+    /// Widen the destination column to this type.
+    Widen(ColumnType),
+    /// Neither contains the other: the table's `schema_change_policy` decides.
+    Incompatible,
+}
+
+/// SPEC §6 widening rules.
+pub fn type_change(from: &ColumnType, to: &ColumnType) -> TypeChange {
+    use ColumnType as T;
+    if from == to || contains(from, to) {
+        return TypeChange::Keep;
+    }
+    if contains(to, from) {
+        return TypeChange::Widen(to.clone());
+    }
+    // Widen to a common type when one exists.
+    let common = match (from, to) {
+        (T::Float32 | T::Float64, T::Int16 | T::Int32 | T::Int64)
+        | (T::Int16 | T::Int32 | T::Int64, T::Float32 | T::Float64) => Some(T::Float64),
+        (T::Text { .. }, _) | (_, T::Text { .. }) => Some(T::Text { max_len: None }),
+        _ => None,
+    };
+    common.map_or(TypeChange::Incompatible, TypeChange::Widen)
+}
+
+/// Whether every value of `inner` is exactly representable in `outer`.
+fn contains(outer: &ColumnType, inner: &ColumnType) -> bool {
+    use ColumnType as T;
+    let int_rank = |t: &T| match t {
+        T::Int16 => Some(1),
+        T::Int32 => Some(2),
+        T::Int64 => Some(3),
+        _ => None,
+    };
+    match (outer, inner) {
+        (a, b) if a == b => true,
+        (T::Text { max_len: None }, _) => true,
+        (T::Json, _) => true,
+        (T::Text { max_len: Some(m) }, T::Text { max_len: Some(n) }) => m >= n,
+        (
+            T::Numeric {
+                precision: None, ..
+            },
+            T::Int16
+            | T::Int32
+            | T::Int64
+            | T::UInt64
+            | T::Numeric { .. }
+            | T::Float32
+            | T::Float64,
+        ) => true,
+        (
+            T::Numeric {
+                precision: Some(p),
+                scale,
+            },
+            T::Numeric {
+                precision: Some(q),
+                scale: s2,
+            },
+        ) => {
+            let (s, s2) = (scale.unwrap_or(0), s2.unwrap_or(0));
+            s >= s2 && p - s >= q - s2
+        }
+        (
+            T::Numeric {
+                precision: Some(p),
+                scale,
+            },
+            other,
+        ) => {
+            let digits = match other {
+                T::Int16 => 5,
+                T::Int32 => 10,
+                T::Int64 => 19,
+                T::UInt64 => 20,
+                _ => return false,
+            };
+            p - scale.unwrap_or(0) >= digits
+        }
+        (T::UInt64, T::Int16 | T::Int32) => false,
+        (T::Float64, T::Float32 | T::Int16 | T::Int32) => true,
+        (T::Float32, T::Int16) => true,
+        (
+            T::Timestamp { precision: a } | T::TimestampTz { precision: a },
+            T::Timestamp { precision: b },
+        ) if matches!(outer, T::Timestamp { .. }) => a.unwrap_or(6) >= b.unwrap_or(6),
+        (T::TimestampTz { precision: a }, T::TimestampTz { precision: b }) => {
+            a.unwrap_or(6) >= b.unwrap_or(6)
+        }
+        (T::Time { precision: a }, T::Time { precision: b }) => a.unwrap_or(6) >= b.unwrap_or(6),
+        (T::Bits { len: a }, T::Bits { len: b }) => a >= b,
+        (T::Array { element: a }, T::Array { element: b }) => contains(a, b),
+        (a, b) => matches!((int_rank(a), int_rank(b)), (Some(x), Some(y)) if x >= y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_rules() {
+        use ColumnType as T;
+        assert_eq!(
+            type_change(&T::Int32, &T::Int64),
+            TypeChange::Widen(T::Int64)
+        );
+        assert_eq!(
+            type_change(&T::Int64, &T::Int32),
+            TypeChange::Keep,
+            "narrowing keeps the wider column"
+        );
+        assert_eq!(
+            type_change(
+                &T::Int32,
+                &T::Numeric {
+                    precision: Some(12),
+                    scale: Some(2)
+                }
+            ),
+            TypeChange::Widen(T::Numeric {
+                precision: Some(12),
+                scale: Some(2)
+            })
+        );
+        assert_eq!(
+            type_change(&T::Float32, &T::Float64),
+            TypeChange::Widen(T::Float64)
+        );
+        assert_eq!(
+            type_change(
+                &T::Text { max_len: Some(10) },
+                &T::Text { max_len: Some(20) }
+            ),
+            TypeChange::Widen(T::Text { max_len: Some(20) })
+        );
+        assert_eq!(
+            type_change(&T::Int64, &T::Text { max_len: Some(5) }),
+            TypeChange::Widen(T::Text { max_len: None })
+        );
+        assert_eq!(type_change(&T::Bool, &T::Json), TypeChange::Widen(T::Json));
+        assert_eq!(type_change(&T::Date, &T::Uuid), TypeChange::Incompatible);
+        assert_eq!(
+            type_change(
+                &T::Float64,
+                &T::Numeric {
+                    precision: None,
+                    scale: None
+                }
+            ),
+            TypeChange::Widen(T::Numeric {
+                precision: None,
+                scale: None
+            }),
+            "an unconstrained numeric holds every finite double exactly"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::event::StreamFragment;
 use crate::position::Position;
-use crate::schema::{TableId, TableSchema};
+use crate::schema::{SchemaChange, TableId, TableSchema};
 use crate::value::{cmp_keys, Key, Row, Value};
 
 /// A primary-key range: `start` inclusive, `end` exclusive, `None` unbounded.
@@ -68,7 +68,19 @@ pub struct ChunkRead {
     /// position taken just before the read (changes after it replay idempotently).
     pub position: Position,
     /// Pages of rows, bounded in size by the source (`stream_batch_size`).
-    pub rows: BoxStream<'static, Result<Vec<Row>>>,
+    pub rows: BoxStream<'static, Result<ChunkPage>>,
+}
+
+/// One item of a chunk read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkPage {
+    /// Rows positional against the shape the chunk was read with.
+    Rows(Vec<Row>),
+    /// Sources that infer their shape from the data (documents) met rows that do not
+    /// fit the shape the chunk was read with. This ends the read: the engine discards
+    /// what it wrote of the chunk, evolves the table by these changes and reads the
+    /// chunk again. A source sends every change the rest of the chunk needs at once.
+    Reshape(Vec<SchemaChange>),
 }
 
 /// A connector that reads one source database.

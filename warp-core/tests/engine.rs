@@ -626,3 +626,41 @@ async fn resync_recopies_one_table_while_others_stream() {
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() {
+    let source = MemorySource::with_sample_table("shop", "orders", 40);
+    source.infer_shape();
+    // After the first chunk is read, the data grows a field the discovered shape lacks
+    // (as a document source finds a new field in a later document).
+    let added = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&added);
+    source.on_chunk_read(move |s| {
+        if !flag.swap(true, Ordering::SeqCst) {
+            s.add_column(
+                "orders",
+                Column::new("note", ColumnType::Text { max_len: None }),
+            );
+        }
+    });
+    let sink = MemorySink::new();
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { parallel_streams: 2 }\n"),
+        settings(),
+    );
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(sink.schema_of("shop", "orders").unwrap().columns.len(), 4);
+    let reads = source.chunk_reads().len();
+    assert!(
+        reads > 4,
+        "40 rows in chunks of 10 are 4 reads, plus re-reads after the reshape ({reads})"
+    );
+    // The stream replays the column addition; the table already has it.
+    let mut r = row(41, 0);
+    r.values.push(Value::Text("late".into()));
+    source.insert("orders", r);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    run.stop().await;
+}

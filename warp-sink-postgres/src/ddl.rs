@@ -9,7 +9,8 @@ use crate::encode::pg_text;
 use crate::error::{Context, Result, SinkError};
 use crate::ident::{fit, literal, quote};
 use crate::landed::{Landed, BOOKKEEPING};
-use crate::types::{parse_pg_type, pg_type, type_change, TypeChange};
+use crate::types::{parse_pg_type, pg_type};
+use warp_core::schema::{type_change, TypeChange};
 
 /// A column as it exists in the catalog.
 #[derive(Debug, Clone)]

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
-    ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment, TableSchema,
+    ChunkPage, ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
+    TableSchema,
 };
 
 pub use error::MysqlError;
@@ -286,7 +287,9 @@ impl Source for MysqlSource {
             chunk.clone(),
             PAGE_ROWS,
             zero,
-        );
+        )
+        .map_ok(ChunkPage::Rows)
+        .boxed();
         Ok(ChunkRead { position, rows })
     }
 
@@ -314,7 +317,7 @@ impl Source for MysqlSource {
                 self.database.clone(),
                 t,
                 &self.change_column(table)?,
-                poll::Watermark::decode(from)?,
+                warp_core::Watermark::decode(from)?,
                 interval,
             )?);
         }
@@ -339,7 +342,7 @@ impl Source for MysqlSource {
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.polling {
-            return Ok(poll::Watermark::decode(a)?.cmp(&poll::Watermark::decode(b)?));
+            return Ok(warp_core::Watermark::decode(a)?.cmp(&warp_core::Watermark::decode(b)?));
         }
         Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))
     }

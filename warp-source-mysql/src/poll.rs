@@ -2,17 +2,13 @@
 //! `change_detection_column >= watermark`, de-duplicating rows tied at the watermark by
 //! key. Deletes are not visible to polling (documented in docs/mysql.md).
 
-use std::cmp::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
-use serde::{Deserialize, Serialize};
-use warp_core::{
-    cmp_keys, Change, ChangeEvent, Commit, Key, Operation, Position, Row, StreamFragment, Value,
-};
+use warp_core::{Change, ChangeEvent, Commit, Operation, Row, StreamFragment, Value, Watermark};
 
 use crate::decode::{decode, to_param, Decoded};
 use crate::discover::MysqlTable;
@@ -21,41 +17,6 @@ use crate::snapshot::quote;
 
 /// Rows read per poll.
 const PAGE: usize = 5_000;
-
-/// Where polling is: the highest change-detection value seen, and the keys of the rows
-/// already delivered at exactly that value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Watermark {
-    pub value: Option<Value>,
-    #[serde(default)]
-    pub keys_at: Vec<Key>,
-}
-
-impl Watermark {
-    pub fn encode(&self) -> warp_core::Result<Position> {
-        Position::encode(&serde_json::json!({ "watermark": self }))
-    }
-
-    pub fn decode(p: &Position) -> warp_core::Result<Self> {
-        let w = p
-            .as_json()
-            .get("watermark")
-            .cloned()
-            .ok_or_else(|| warp_core::Error::Position(format!("not a watermark: {p}")))?;
-        serde_json::from_value(w).map_err(|e| warp_core::Error::Position(e.to_string()))
-    }
-
-    pub fn cmp(&self, other: &Self) -> Ordering {
-        match (&self.value, &other.value) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Less,
-            (Some(_), None) => Ordering::Greater,
-            (Some(a), Some(b)) => a
-                .cmp_key(b)
-                .then(self.keys_at.len().cmp(&other.keys_at.len())),
-        }
-    }
-}
 
 /// The current highest value of `column` (a snapshot's start watermark).
 pub async fn current(
@@ -86,10 +47,7 @@ pub async fn current(
             })
         }
     };
-    Ok(Watermark {
-        value,
-        keys_at: Vec::new(),
-    })
+    Ok(Watermark::at(value))
 }
 
 fn index(table: &MysqlTable, column: &str) -> Result<usize> {
@@ -192,26 +150,8 @@ impl Poller {
             }
             let row = Row::new(values);
             let k = row.key(&self.key);
-            let value = row.values[self.column].clone();
-            let same = at
-                .value
-                .as_ref()
-                .is_some_and(|w| w.cmp_key(&value) == Ordering::Equal);
-            if same
-                && at
-                    .keys_at
-                    .iter()
-                    .any(|seen| cmp_keys(seen, &k) == Ordering::Equal)
-            {
+            if !at.admit(&row.values[self.column], &k) {
                 continue;
-            }
-            if same {
-                at.keys_at.push(k.clone());
-            } else {
-                at = Watermark {
-                    value: Some(value),
-                    keys_at: vec![k.clone()],
-                };
             }
             changes.push(Change::Row(ChangeEvent {
                 op: Operation::Update,

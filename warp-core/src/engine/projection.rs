@@ -2,7 +2,7 @@
 //! Rows and schema changes are projected as they arrive, before batching.
 
 use crate::event::Change;
-use crate::schema::{SchemaChange, TableSchema};
+use crate::schema::{type_change, SchemaChange, TableSchema, TypeChange};
 use crate::value::Row;
 
 #[derive(Debug, Clone)]
@@ -79,6 +79,9 @@ impl Projection {
                 Ok(Some(Change::Row(e)))
             }
             Change::Schema(sc) => {
+                let Some(sc) = merge(&self.source, sc) else {
+                    return Ok(None);
+                };
                 self.source.apply(&sc)?;
                 let touches_excluded = match &sc {
                     SchemaChange::AddColumn(c) => self.excluded.contains(&c.name),
@@ -95,5 +98,54 @@ impl Projection {
             }
             Change::Truncate => Ok(Some(Change::Truncate)),
         }
+    }
+}
+
+/// A schema change asked for by a reader that may have started from an older shape,
+/// restated against the current one (`None` when the current shape already covers it).
+fn merge(current: &TableSchema, change: SchemaChange) -> Option<SchemaChange> {
+    let (name, to) = match change {
+        SchemaChange::AddColumn(c) => match current.column_index(&c.name) {
+            None => return Some(SchemaChange::AddColumn(c)),
+            Some(_) => (c.name, c.column_type),
+        },
+        SchemaChange::AlterColumnType { name, to } => (name, to),
+        other => return Some(other),
+    };
+    let i = current.column_index(&name)?;
+    match type_change(&current.columns[i].column_type, &to) {
+        TypeChange::Keep => None,
+        TypeChange::Widen(to) => Some(SchemaChange::AlterColumnType { name, to }),
+        // The table's schema_change_policy decides at the destination.
+        TypeChange::Incompatible => Some(SchemaChange::AlterColumnType { name, to }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Column, ColumnType, TableId};
+
+    #[test]
+    fn stale_reshape_requests_are_restated_against_the_current_shape() {
+        let current = TableSchema {
+            id: TableId::new("db", "t"),
+            columns: vec![
+                Column::new("_id", ColumnType::Text { max_len: None }),
+                Column::new("n", ColumnType::Json),
+            ],
+            primary_key: vec!["_id".into()],
+        };
+        // Another chunk already widened `n` to jsonb: a request for text is covered.
+        let alter = SchemaChange::AlterColumnType {
+            name: "n".into(),
+            to: ColumnType::Text { max_len: None },
+        };
+        assert_eq!(merge(&current, alter), None);
+        // A column another chunk added is not added twice; its type still merges.
+        let add = SchemaChange::AddColumn(Column::new("n", ColumnType::Int32));
+        assert_eq!(merge(&current, add), None);
+        let add = SchemaChange::AddColumn(Column::new("m", ColumnType::Int32));
+        assert_eq!(merge(&current, add.clone()), Some(add));
     }
 }

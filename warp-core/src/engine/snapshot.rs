@@ -8,13 +8,20 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::projection::Projection;
 use super::status::TableState;
 use super::table::TableWorker;
 use crate::error::{Error, Result};
-use crate::metrics::{SNAPSHOT_PROGRESS_RATIO, SNAPSHOT_ROWS_TOTAL};
+use crate::event::Change;
+use crate::metrics::{SCHEMA_CHANGES_TOTAL, SNAPSHOT_PROGRESS_RATIO, SNAPSHOT_ROWS_TOTAL};
 use crate::position::Position;
+use crate::schema::SchemaChange;
 use crate::sink::{CheckpointUpdate, FencingToken};
-use crate::source::KeyRange;
+use crate::source::{ChunkPage, KeyRange};
+
+/// The table's shape while chunks copy in parallel: a chunk that meets data needing a
+/// wider shape evolves it for all of them, one at a time.
+type Shape = tokio::sync::Mutex<Projection>;
 
 /// (range, `Some(position)` when done, rows copied).
 pub(crate) type ChunkState = (KeyRange, Option<Position>, u64);
@@ -23,7 +30,7 @@ impl TableWorker {
     /// Copies the unfinished chunks, then records the handover to streaming. Returns the
     /// stream start and the chunks read after it (see [`crate::sink::Phase::Streaming`]).
     pub(super) async fn snapshot(
-        &self,
+        &mut self,
         token: FencingToken,
         start: Position,
         chunks: Vec<ChunkState>,
@@ -54,18 +61,24 @@ impl TableWorker {
                 .acquire_owned()
                 .await
                 .map_err(|_| Error::Cancelled)?;
+            let shape = Shape::new(self.projection.clone());
+            let this = &*self;
             let copied: Vec<(usize, Position)> = futures::stream::iter(todo)
-                .map(|(index, range)| async move {
-                    if shutdown.is_cancelled() {
-                        return Err(Error::Cancelled);
+                .map(|(index, range)| {
+                    let shape = &shape;
+                    async move {
+                        if shutdown.is_cancelled() {
+                            return Err(Error::Cancelled);
+                        }
+                        this.copy_chunk(shape, token, index, &range, total)
+                            .await
+                            .map(|p| (index, p))
                     }
-                    self.copy_chunk(token, index, &range, total)
-                        .await
-                        .map(|p| (index, p))
                 })
                 .buffer_unordered(self.settings.parallel_streams.max(1))
                 .try_collect()
                 .await?;
+            self.projection = shape.into_inner();
             for (index, position) in copied {
                 positions[index] = Some(position);
             }
@@ -87,30 +100,64 @@ impl TableWorker {
 
     async fn copy_chunk(
         &self,
+        shape: &Shape,
         token: FencingToken,
         index: usize,
         range: &KeyRange,
         total: usize,
     ) -> Result<Position> {
         let ctx = &self.ctx;
-        let read = ctx
-            .source
-            .read_chunk(self.projection.source_schema(), range)
-            .await?;
-        let mut tx = ctx.sink.begin(&self.target, token).await?;
-        let mut pages = read.rows;
-        let mut rows = 0u64;
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            rows += page.len() as u64;
-            tx.write_snapshot_rows(self.projection.rows(page)).await?;
-        }
-        tx.commit(CheckpointUpdate::ChunkDone {
-            index,
-            position: read.position.clone(),
-            rows,
-        })
-        .await?;
+        let mut idle_reshapes = 0;
+        let (position, rows) = loop {
+            let projection = shape.lock().await.clone();
+            let read = ctx
+                .source
+                .read_chunk(projection.source_schema(), range)
+                .await?;
+            let mut tx = ctx.sink.begin(&self.target, token).await?;
+            let mut pages = read.rows;
+            let mut rows = 0u64;
+            let mut reshape = None;
+            while let Some(page) = pages.next().await {
+                match page? {
+                    ChunkPage::Rows(page) => {
+                        rows += page.len() as u64;
+                        tx.write_snapshot_rows(projection.rows(page)).await?;
+                    }
+                    ChunkPage::Reshape(changes) => {
+                        reshape = Some(changes);
+                        break;
+                    }
+                }
+            }
+            let Some(changes) = reshape else {
+                tx.commit(CheckpointUpdate::ChunkDone {
+                    index,
+                    position: read.position.clone(),
+                    rows,
+                })
+                .await?;
+                break (read.position, rows);
+            };
+            // Nothing of this attempt may land: the rows written so far are rolled back
+            // (before the DDL, which waits for every open writer of the table).
+            drop(pages);
+            drop(tx);
+            if self.reshape(shape, changes).await? {
+                idle_reshapes = 0;
+            } else {
+                idle_reshapes += 1;
+                // Once is a race with another chunk that evolved the shape first.
+                if idle_reshapes > 1 {
+                    return Err(Error::Table {
+                        table: self.key.to_string(),
+                        message: "the source keeps asking to reshape the table without changing it"
+                            .into(),
+                        hint: None,
+                    });
+                }
+            }
+        };
         metrics::counter!(SNAPSHOT_ROWS_TOTAL, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
             .increment(rows);
         let mut done = 0;
@@ -121,7 +168,43 @@ impl TableWorker {
             done = s.chunks_done;
         });
         self.publish_progress(done, total);
-        Ok(read.position)
+        Ok(position)
+    }
+
+    /// Evolves the table (engine shape and destination) by changes a chunk read asked
+    /// for. Returns whether anything changed (another chunk may have done it already).
+    async fn reshape(&self, shape: &Shape, changes: Vec<SchemaChange>) -> Result<bool> {
+        let mut projection = shape.lock().await;
+        let before = projection.source_schema().clone();
+        let mut kinds = Vec::new();
+        for change in changes {
+            let landed = projection
+                .change(Change::Schema(change))
+                .map_err(|message| Error::Table {
+                    table: self.key.to_string(),
+                    message,
+                    hint: None,
+                })?;
+            if let Some(Change::Schema(sc)) = landed {
+                kinds.push(sc.kind());
+            }
+        }
+        if *projection.source_schema() == before {
+            return Ok(false);
+        }
+        self.ctx
+            .sink
+            .ensure_table(&self.target, &projection.destination_schema())
+            .await?;
+        info!(
+            changes = kinds.len(),
+            "the data needs a wider shape: table evolved, chunk read again"
+        );
+        for kind in kinds {
+            metrics::counter!(SCHEMA_CHANGES_TOTAL, "schema" => self.key.schema.clone(), "table" => self.key.table.clone(), "change_type" => kind)
+                .increment(1);
+        }
+        Ok(true)
     }
 
     fn publish_progress(&self, done: usize, total: usize) {

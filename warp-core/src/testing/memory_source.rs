@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
 use crate::position::Position;
 use crate::schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
-use crate::source::{ChunkRead, KeyRange, SnapshotPlan, Source};
+use crate::source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 use crate::value::{Key, Row, Value};
 
 type ChunkHook = Arc<dyn Fn(&MemorySource) + Send + Sync>;
@@ -42,6 +42,9 @@ struct State {
     seq: u64,
     chunk_reads: Vec<(String, KeyRange)>,
     changes_per_key: BTreeMap<(String, OrdKey), u64>,
+    /// Like a document source: a chunk read with a narrower shape than the data's asks
+    /// the engine to reshape instead of returning rows.
+    infer_shape: bool,
 }
 
 /// Cheap to clone; clones share state.
@@ -200,6 +203,12 @@ impl MemorySource {
         self.log(&mut st, table, changes);
     }
 
+    /// Behave like a document source whose shape comes from the data: a chunk read
+    /// with fewer columns than the table has now answers [`ChunkPage::Reshape`].
+    pub fn infer_shape(&self) {
+        self.lock().infer_shape = true;
+    }
+
     /// Adds a nullable column; existing rows read `default` for it.
     pub fn add_column(&self, table: &str, column: Column) {
         let mut st = self.lock();
@@ -330,6 +339,17 @@ impl Source for MemorySource {
                 .tables
                 .get(&name)
                 .ok_or_else(|| Error::source_permanent("no table", None))?;
+            if st.infer_shape && t.schema.columns.len() > table.columns.len() {
+                let missing = t.schema.columns[table.columns.len()..]
+                    .iter()
+                    .map(|c| SchemaChange::AddColumn(c.clone()))
+                    .collect();
+                let page = Ok(ChunkPage::Reshape(missing));
+                return Ok(ChunkRead {
+                    position: seq_position(st.seq),
+                    rows: stream::iter([page]).boxed(),
+                });
+            }
             let rows: Vec<Row> = t
                 .rows
                 .iter()
@@ -353,7 +373,7 @@ impl Source for MemorySource {
                 if i > 0 {
                     faults.check(FailPoint::ChunkRows, &name, false)?;
                 }
-                Ok(page)
+                Ok(ChunkPage::Rows(page))
             })
             .boxed();
         Ok(ChunkRead { position, rows })
