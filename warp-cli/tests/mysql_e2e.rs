@@ -184,7 +184,7 @@ impl Shop {
         for chunk in &plan.chunks {
             let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
             while let Some(page) = pages.next().await {
-                src.extend(page.unwrap());
+                src.extend(page.unwrap().into_rows().unwrap());
             }
         }
         let target = Target::new(&schema, &t.id);

@@ -83,6 +83,16 @@ pub enum ChunkPage {
     Reshape(Vec<SchemaChange>),
 }
 
+impl ChunkPage {
+    /// The rows, or `None` for a reshape request.
+    pub fn into_rows(self) -> Option<Vec<Row>> {
+        match self {
+            Self::Rows(rows) => Some(rows),
+            Self::Reshape(_) => None,
+        }
+    }
+}
+
 /// A connector that reads one source database.
 ///
 /// Implementations keep trait methods thin and delegate to inherent methods, so the

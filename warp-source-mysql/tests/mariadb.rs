@@ -198,7 +198,13 @@ async fn every_mysql_type_decodes_the_same_from_snapshot_and_binlog() {
             .is_ge());
         let pages: Vec<_> = read.rows.collect().await;
         for page in pages {
-            copied.extend(page.unwrap().into_iter().map(|r| r.values));
+            copied.extend(
+                page.unwrap()
+                    .into_rows()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.values),
+            );
         }
     }
     assert_eq!(copied, expected(), "snapshot decoding");
