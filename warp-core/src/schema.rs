@@ -246,6 +246,9 @@ fn contains(outer: &ColumnType, inner: &ColumnType) -> bool {
     };
     match (outer, inner) {
         (a, b) if a == b => true,
+        // Text holds JSON as text, but jsonb keeps its structure (SPEC §6: anything →
+        // jsonb for document sources), so text widens to jsonb rather than absorbing it.
+        (T::Text { .. }, T::Json) => false,
         (T::Text { max_len: None }, _) => true,
         (T::Json, _) => true,
         (T::Text { max_len: Some(m) }, T::Text { max_len: Some(n) }) => m >= n,
@@ -352,6 +355,14 @@ mod tests {
             TypeChange::Widen(T::Text { max_len: None })
         );
         assert_eq!(type_change(&T::Bool, &T::Json), TypeChange::Widen(T::Json));
+        assert_eq!(
+            type_change(&T::Text { max_len: None }, &T::Json),
+            TypeChange::Widen(T::Json)
+        );
+        assert_eq!(
+            type_change(&T::Json, &T::Text { max_len: None }),
+            TypeChange::Keep
+        );
         assert_eq!(type_change(&T::Date, &T::Uuid), TypeChange::Incompatible);
         assert_eq!(
             type_change(

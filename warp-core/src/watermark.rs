@@ -40,7 +40,7 @@ impl Watermark {
         serde_json::from_value(w).map_err(|e| Error::Position(e.to_string()))
     }
 
-    pub fn cmp(&self, other: &Self) -> Ordering {
+    pub fn order(&self, other: &Self) -> Ordering {
         match (&self.value, &other.value) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Less,
@@ -94,6 +94,6 @@ mod tests {
         assert!(again.admit(&Value::Int(5), &vec![Value::Int(3)]));
         assert!(again.admit(&Value::Int(6), &vec![Value::Int(1)]));
         assert_eq!(again.keys_at.len(), 1);
-        assert_eq!(again.cmp(&saved), std::cmp::Ordering::Greater);
+        assert_eq!(again.order(&saved), std::cmp::Ordering::Greater);
     }
 }

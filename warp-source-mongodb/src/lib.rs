@@ -1,21 +1,248 @@
-//! `Source` for MongoDB (snapshot by `_id` ranges, change streams, timestamp polling).
-//!
-//! The connector itself lands with its own work item (issue 5); until then
-//! [`build`] refuses with a message saying so, and the rest of the system (config,
-//! engine, server features) is already wired for it.
+//! `Source` for MongoDB: collections land as tables whose shape is inferred from the
+//! documents (sampled at discovery, grown by every later document), snapshots by `_id`
+//! ranges, then one change stream per collection — or `timestamp` polling where change
+//! streams are unavailable.
 
-use std::sync::Arc;
+mod changes;
+mod client;
+mod convert;
+mod error;
+mod poll;
+mod position;
+mod shape;
+mod snapshot;
 
-use warp_core::config::{ResolvedSchema, SourceConfig};
-use warp_core::{Error, Result, Source};
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::{doc, Document};
+use futures::stream::{BoxStream, TryStreamExt};
+use mongodb::options::ConnectionString;
+use mongodb::{Client, Collection, Database};
+use tokio::sync::OnceCell;
+use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
+use warp_core::{
+    mask_secrets, ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
+    TableId, TableSchema, Value, Watermark,
+};
+
+pub use error::MongoError;
+pub use position::StreamPosition;
+
+use error::Context;
+use shape::Rules;
+
+/// Documents sampled per collection at discovery (later documents still grow the shape).
+const SAMPLE_DOCS: i64 = 1_000;
+/// How often an idle change stream reports its advancing resume token.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Creates the source for one schema.
-pub fn build(_source: &SourceConfig, schema: &ResolvedSchema) -> Result<Arc<dyn Source>> {
-    Err(Error::source_permanent(
-        format!(
-            "the mongodb source connector is not available in this version (schema {})",
-            schema.name
-        ),
-        Some("see the project README for the connectors this build supports".to_owned()),
-    ))
+pub fn build(
+    source: &SourceConfig,
+    schema: &ResolvedSchema,
+) -> warp_core::Result<std::sync::Arc<dyn Source>> {
+    Ok(std::sync::Arc::new(MongoSource::new(source, schema)?))
+}
+
+pub struct MongoSource {
+    config: SourceConfig,
+    /// Connected on first use (resolving `mongodb+srv://` needs the runtime).
+    client: OnceCell<Client>,
+    polling: bool,
+    resolved: ResolvedSchema,
+}
+
+impl MongoSource {
+    pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
+        let url = source
+            .connection_string
+            .as_ref()
+            .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
+        // Malformed strings fail here, at start-up, not at first use.
+        ConnectionString::parse(url.expose()).map_err(|e| {
+            Error::source_permanent(
+                format!("source.connection_string: {}", mask_secrets(&e.to_string())),
+                None,
+            )
+        })?;
+        Ok(Self {
+            config: source.clone(),
+            client: OnceCell::new(),
+            polling: source.strategy() == ChangeDetection::Timestamp,
+            resolved: schema.clone(),
+        })
+    }
+
+    async fn db(&self) -> warp_core::Result<Database> {
+        let client = self
+            .client
+            .get_or_try_init(|| client::connect(&self.config))
+            .await?;
+        Ok(client.database(&self.resolved.source_database))
+    }
+
+    async fn collection(&self, name: &str) -> warp_core::Result<Collection<Document>> {
+        Ok(self.db().await?.collection(name))
+    }
+
+    fn rules(&self, table: &str) -> Rules {
+        let t = self.resolved.table(table);
+        Rules {
+            flatten_depth: t.flatten_depth,
+            document_column: t.document_column,
+        }
+    }
+
+    /// The polled field of `table` (timestamp strategy).
+    fn change_column(&self, table: &TableSchema) -> warp_core::Result<String> {
+        self.resolved
+            .table(&table.id.name)
+            .change_detection_column
+            .ok_or_else(|| {
+                Error::source_permanent(
+                    format!("{}: the timestamp strategy needs a change_detection_column", table.id),
+                    Some(format!(
+                        "set schemas[].tables.{}.change_detection_column to a field every write updates",
+                        table.id.name
+                    )),
+                )
+            })
+    }
+
+    /// Where a stream starts if it starts now.
+    async fn now(&self, table: &TableSchema) -> warp_core::Result<Position> {
+        let coll = self.collection(&table.id.name).await?;
+        if self.polling {
+            return poll::current(&coll, &self.change_column(table)?)
+                .await?
+                .encode();
+        }
+        changes::current_position(&coll).await
+    }
+
+    async fn check_prerequisites(&self) -> warp_core::Result<()> {
+        let db = self.db().await?;
+        db.run_command(doc! { "ping": 1 })
+            .await
+            .context("connect")?;
+        if !self.polling {
+            // Standalone servers refuse to open a change stream (error 40573).
+            db.watch().await.context("open a change stream")?;
+        }
+        Ok(())
+    }
+
+    async fn sample(&self, name: &str) -> warp_core::Result<TableSchema> {
+        let docs: Vec<Document> = self
+            .collection(name)
+            .await?
+            .find(doc! {})
+            .limit(SAMPLE_DOCS)
+            .await
+            .context("sample documents")?
+            .try_collect()
+            .await
+            .context("sample documents")?;
+        let id = TableId::new(self.resolved.source_database.clone(), name);
+        Ok(self.rules(name).infer(id, &docs))
+    }
+}
+
+#[async_trait]
+impl Source for MongoSource {
+    async fn check(&self) -> warp_core::Result<()> {
+        self.check_prerequisites().await
+    }
+
+    async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
+        let mut names = self
+            .db()
+            .await?
+            .list_collection_names()
+            .await
+            .context("list collections")?;
+        names.retain(|n| !n.starts_with("system."));
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.sample(&name).await?);
+        }
+        Ok(out)
+    }
+
+    async fn plan_snapshot(
+        &self,
+        table: &TableSchema,
+        chunk_rows: usize,
+    ) -> warp_core::Result<SnapshotPlan> {
+        // The start comes first: every change from here on replays after the copy.
+        let start = self.now(table).await?;
+        let coll = self.collection(&table.id.name).await?;
+        let chunks = snapshot::plan(&coll, chunk_rows.max(1)).await?;
+        Ok(SnapshotPlan { start, chunks })
+    }
+
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        chunk: &KeyRange,
+    ) -> warp_core::Result<ChunkRead> {
+        let position = self.now(table).await?;
+        let coll = self.collection(&table.id.name).await?;
+        let rows = snapshot::read(&coll, self.rules(&table.id.name), table.clone(), chunk).await?;
+        Ok(ChunkRead { position, rows })
+    }
+
+    async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
+        self.now(table).await
+    }
+
+    async fn stream(
+        &self,
+        table: &TableSchema,
+        from: &Position,
+    ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
+        let coll = self.collection(&table.id.name).await?;
+        let decoder = changes::Decoder::new(self.rules(&table.id.name), table.clone());
+        if self.polling {
+            let interval = self.resolved.table(&table.id.name).polling_interval;
+            return Ok(poll::stream(
+                coll,
+                self.change_column(table)?,
+                decoder,
+                Watermark::decode(from)?,
+                interval,
+            ));
+        }
+        Ok(changes::stream(
+            coll,
+            table.id.to_string(),
+            decoder,
+            StreamPosition::decode(from)?,
+            HEARTBEAT,
+        ))
+    }
+
+    fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
+        if self.polling {
+            return Ok(Watermark::decode(a)?.order(&Watermark::decode(b)?));
+        }
+        StreamPosition::decode(a)?.order(&StreamPosition::decode(b)?)
+    }
+
+    async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
+        let n = self
+            .collection(&table.id.name)
+            .await?
+            .estimated_document_count()
+            .await
+            .context("count documents")?;
+        Ok(Some(n))
+    }
+
+    fn chunk_contains(&self, _table: &TableId, chunk: &KeyRange, key: &[Value]) -> bool {
+        snapshot::contains(chunk, key)
+    }
 }

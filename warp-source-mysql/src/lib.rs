@@ -342,7 +342,7 @@ impl Source for MysqlSource {
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.polling {
-            return Ok(warp_core::Watermark::decode(a)?.cmp(&warp_core::Watermark::decode(b)?));
+            return Ok(warp_core::Watermark::decode(a)?.order(&warp_core::Watermark::decode(b)?));
         }
         Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))
     }

@@ -1,0 +1,417 @@
+//! One collection's change stream (`fullDocument: updateLookup`), read as raw
+//! documents and decoded tolerantly: real MongoDB events and the shapes of
+//! MongoDB-compatible servers (dates for `clusterTime`, string `documentKey`s) both work.
+
+use std::time::Duration;
+
+use bson::{Bson, Document, RawDocumentBuf};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use mongodb::Collection;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use warp_core::{Change, ChangeEvent, Commit, Operation, Position, StreamFragment, TableSchema};
+
+use crate::error::{Context, MongoError};
+use crate::position::StreamPosition;
+use crate::shape::{Layout, Rules, ID};
+use crate::snapshot::key_of;
+
+/// Pause between empty polls (servers answer an idle `getMore` after `maxAwaitTimeMS`;
+/// some answer at once, and this keeps them from spinning).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long the server may hold an idle `getMore`.
+const MAX_AWAIT: Duration = Duration::from_millis(500);
+
+/// A decoded change event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub token: Bson,
+    pub op: String,
+    pub full_document: Option<Document>,
+    pub id: Option<Bson>,
+    pub source_ts: Option<DateTime<Utc>>,
+    /// `(lsid, txnNumber)` of a multi-document transaction.
+    pub txn: Option<(Bson, i64)>,
+    /// `to.coll` of a rename.
+    pub renamed_to: Option<String>,
+}
+
+impl Event {
+    pub fn parse(doc: &Document) -> Result<Self, String> {
+        let token = doc.get("_id").cloned().ok_or("change event without _id")?;
+        let op = doc
+            .get_str("operationType")
+            .map_err(|_| "change event without operationType")?
+            .to_owned();
+        let full_document = match doc.get("fullDocument") {
+            Some(Bson::Document(d)) => Some(d.clone()),
+            _ => None,
+        };
+        // The document's own `_id` keeps its type; `documentKey` may hold more (shard keys).
+        let id = full_document
+            .as_ref()
+            .and_then(|d| d.get(ID).cloned())
+            .or_else(|| doc.get_document("documentKey").ok()?.get(ID).cloned());
+        let time = |k: &str| match doc.get(k) {
+            Some(Bson::DateTime(d)) => DateTime::from_timestamp_millis(d.timestamp_millis()),
+            Some(Bson::Timestamp(t)) => DateTime::from_timestamp(i64::from(t.time), 0),
+            _ => None,
+        };
+        let txn = match (doc.get("lsid"), doc.get("txnNumber")) {
+            (Some(lsid), Some(Bson::Int64(n))) => Some((lsid.clone(), *n)),
+            (Some(lsid), Some(Bson::Int32(n))) => Some((lsid.clone(), i64::from(*n))),
+            _ => None,
+        };
+        Ok(Self {
+            token,
+            op,
+            full_document,
+            id,
+            source_ts: time("wallTime").or_else(|| time("clusterTime")),
+            txn,
+            renamed_to: doc
+                .get_document("to")
+                .ok()
+                .and_then(|t| t.get_str("coll").ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// Turns events into changes against a shape that grows with the documents.
+pub struct Decoder {
+    rules: Rules,
+    schema: TableSchema,
+    layout: Layout,
+}
+
+impl Decoder {
+    pub fn new(rules: Rules, schema: TableSchema) -> Self {
+        Self {
+            layout: Layout::new(rules, &schema),
+            rules,
+            schema,
+        }
+    }
+
+    /// The changes of one event. `None` means the stream was invalidated.
+    pub fn changes(&mut self, e: &Event) -> Option<Vec<Change>> {
+        let row_op = match e.op.as_str() {
+            "insert" => Operation::Insert,
+            "update" | "replace" => Operation::Update,
+            "delete" => Operation::Delete,
+            "drop" | "dropDatabase" => return Some(vec![Change::Truncate]),
+            "rename" => {
+                warn!(
+                    to = e.renamed_to.as_deref().unwrap_or("?"),
+                    "collection renamed away: its rows are gone from this name"
+                );
+                return Some(vec![Change::Truncate]);
+            }
+            "invalidate" => return None,
+            // DDL-like events (create, createIndexes, modify…) carry no rows.
+            _ => return Some(Vec::new()),
+        };
+        let Some(id) = &e.id else {
+            warn!(operation = %e.op, "change event without a document key; skipped");
+            return Some(Vec::new());
+        };
+        let key = key_of(id);
+        if row_op == Operation::Delete {
+            return Some(vec![Change::Row(ChangeEvent {
+                op: Operation::Delete,
+                key,
+                before: None,
+                after: None,
+                source_ts: e.source_ts,
+            })]);
+        }
+        // An update whose document is gone by lookup time: its delete follows.
+        let Some(doc) = &e.full_document else {
+            return Some(Vec::new());
+        };
+        let grown = self.rules.evolve(&mut self.schema, doc);
+        if !grown.is_empty() {
+            self.layout = Layout::new(self.rules, &self.schema);
+        }
+        let mut out: Vec<Change> = grown.into_iter().map(Change::Schema).collect();
+        out.push(Change::Row(ChangeEvent {
+            op: row_op,
+            key,
+            before: None,
+            after: Some(self.layout.row(doc)),
+            source_ts: e.source_ts,
+        }));
+        Some(out)
+    }
+}
+
+type Fragments = BoxStream<'static, warp_core::Result<StreamFragment>>;
+
+/// Streams `coll`'s changes strictly after `from`, forever.
+pub fn stream(
+    coll: Collection<Document>,
+    table: String,
+    decoder: Decoder,
+    from: StreamPosition,
+    heartbeat: Duration,
+) -> Fragments {
+    let (tx, rx) = mpsc::channel(64);
+    let mut follower = Follower {
+        coll,
+        table,
+        decoder,
+        at: from,
+        heartbeat,
+        tx,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = follower.run().await {
+            let _ = follower.tx.send(Err(e)).await;
+        }
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+struct Follower {
+    coll: Collection<Document>,
+    table: String,
+    decoder: Decoder,
+    at: StreamPosition,
+    heartbeat: Duration,
+    tx: mpsc::Sender<warp_core::Result<StreamFragment>>,
+}
+
+/// The receiver is gone: the engine stopped reading.
+struct Closed;
+
+impl Follower {
+    async fn open(&self) -> warp_core::Result<ChangeStream<RawDocumentBuf>> {
+        let token = self.at.resume_token()?;
+        let watch = self
+            .coll
+            .watch()
+            .full_document(FullDocumentType::UpdateLookup)
+            .max_await_time(MAX_AWAIT);
+        let watch = if self.at.after_invalidate {
+            watch.start_after(token)
+        } else {
+            watch.resume_after(token)
+        };
+        match watch.await.context("open change stream") {
+            Ok(s) => Ok(s.with_type::<RawDocumentBuf>()),
+            Err(e) => Err(self.lost_or(e)),
+        }
+    }
+
+    fn lost_or(&self, e: MongoError) -> warp_core::Error {
+        if e.is_position_lost() {
+            return warp_core::Error::PositionLost {
+                table: self.table.clone(),
+                position: self.at.token.to_string(),
+                detail: e.to_string(),
+            };
+        }
+        e.into()
+    }
+
+    async fn send(&self, f: StreamFragment) -> Result<(), Closed> {
+        self.tx.send(Ok(f)).await.map_err(|_| Closed)
+    }
+
+    fn commit(&self, source_ts: Option<DateTime<Utc>>) -> warp_core::Result<Commit> {
+        Ok(Commit {
+            position: self.at.encode()?,
+            source_ts,
+        })
+    }
+
+    async fn run(&mut self) -> warp_core::Result<()> {
+        let mut cs = self.open().await?;
+        // The commit of a multi-document transaction whose end is not yet seen.
+        let mut open_txn: Option<((Bson, i64), Commit)> = None;
+        let mut last_beat = tokio::time::Instant::now();
+        loop {
+            let next = cs.next_if_any().await.context("read change stream");
+            let raw = match next {
+                Ok(Some(raw)) => raw,
+                Ok(None) => {
+                    if let Some((_, commit)) = open_txn.take() {
+                        if self.send(StreamFragment::heartbeat(commit)).await.is_err() {
+                            return Ok(());
+                        }
+                    } else if last_beat.elapsed() >= self.heartbeat {
+                        last_beat = tokio::time::Instant::now();
+                        if let Some(t) = cs.resume_token() {
+                            let moved = StreamPosition::new(&t)?;
+                            if moved.token != self.at.token {
+                                self.at = moved;
+                                let beat = StreamFragment::heartbeat(self.commit(None)?);
+                                if self.send(beat).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+                Err(e) => return Err(self.lost_or(e)),
+            };
+            let doc = Document::try_from(raw).map_err(|e| {
+                warp_core::Error::source_transient(format!("undecodable change event: {e}"))
+            })?;
+            let event = Event::parse(&doc).map_err(warp_core::Error::source_transient)?;
+            self.at = StreamPosition {
+                token: event.token.clone().into_canonical_extjson(),
+                after_invalidate: false,
+            };
+            // A transaction ends where an event of another (or none) begins.
+            if let Some((txn, commit)) = open_txn.take() {
+                if event.txn.as_ref() != Some(&txn)
+                    && self.send(StreamFragment::heartbeat(commit)).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+            let Some(changes) = self.decoder.changes(&event) else {
+                info!("change stream invalidated (collection dropped or renamed); following the new collection");
+                self.at.after_invalidate = true;
+                let commit = self.commit(event.source_ts)?;
+                if self.send(StreamFragment::heartbeat(commit)).await.is_err() {
+                    return Ok(());
+                }
+                cs = self.open().await?;
+                continue;
+            };
+            let commit = self.commit(event.source_ts)?;
+            let sent = match event.txn {
+                Some(txn) => {
+                    open_txn = Some((txn, commit));
+                    self.send(StreamFragment {
+                        changes,
+                        commit: None,
+                    })
+                    .await
+                }
+                None => {
+                    self.send(StreamFragment::transaction(changes, commit))
+                        .await
+                }
+            };
+            if sent.is_err() {
+                return Ok(());
+            }
+            last_beat = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// A position for "now": the token a fresh change stream starts at.
+pub async fn current(coll: &Collection<Document>) -> crate::error::Result<StreamPosition> {
+    let cs = coll.watch().await.context("open change stream")?;
+    let token = cs.resume_token().ok_or_else(|| MongoError::Unsupported {
+        message: format!(
+            "{}: the server gave the change stream no resume token",
+            coll.name()
+        ),
+        hint: Some("change streams need MongoDB 4.0.7 or later".into()),
+    })?;
+    StreamPosition::new(&token).map_err(|e| MongoError::Unsupported {
+        message: e.to_string(),
+        hint: None,
+    })
+}
+
+/// Encodes `current` for the engine.
+pub async fn current_position(coll: &Collection<Document>) -> warp_core::Result<Position> {
+    current(coll).await?.encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{doc, oid::ObjectId, Timestamp};
+    use warp_core::{Column, ColumnType, SchemaChange, TableId, Value};
+
+    use super::*;
+
+    fn decoder() -> Decoder {
+        let rules = Rules::default();
+        let schema = rules.infer(TableId::new("db", "c"), &[doc! {"_id": 1, "a": 1}]);
+        Decoder::new(rules, schema)
+    }
+
+    /// An update event as MongoDB 7 sends it with `updateLookup`.
+    fn real_update(oid: ObjectId) -> Document {
+        doc! {
+            "_id": { "_data": "8265A1B2C3000000012B022C0100296E5A1004" },
+            "operationType": "update",
+            "clusterTime": Timestamp { time: 1_700_000_000, increment: 1 },
+            "wallTime": bson::DateTime::from_millis(1_700_000_000_250),
+            "ns": { "db": "db", "coll": "c" },
+            "documentKey": { "_id": oid },
+            "updateDescription": { "updatedFields": { "b": "x" }, "removedFields": ["a"], "truncatedArrays": [] },
+            "fullDocument": { "_id": oid, "b": "x", "when": bson::DateTime::from_millis(5) },
+        }
+    }
+
+    #[test]
+    fn real_update_events_become_full_rows_with_unset_fields_null() {
+        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let e = Event::parse(&real_update(oid)).unwrap();
+        assert_eq!(
+            e.source_ts,
+            DateTime::from_timestamp_millis(1_700_000_000_250)
+        );
+        let changes = decoder().changes(&e).unwrap();
+        assert_eq!(
+            changes[0],
+            Change::Schema(SchemaChange::AddColumn(Column::new(
+                "b",
+                ColumnType::Text { max_len: None }
+            )))
+        );
+        let Change::Row(row) = changes.last().unwrap() else {
+            panic!("row expected")
+        };
+        assert_eq!(row.op, Operation::Update);
+        assert_eq!(row.key, vec![Value::Text(oid.to_hex())]);
+        let after = row.after.as_ref().unwrap();
+        assert_eq!(after.values[1], Value::Null, "$unset field a reads NULL");
+        assert_eq!(after.values[2], Value::Text("x".into()));
+    }
+
+    #[test]
+    fn deletes_drops_invalidates_and_transactions() {
+        let mut d = decoder();
+        let delete = doc! {
+            "_id": { "_data": "82" }, "operationType": "delete",
+            "clusterTime": Timestamp { time: 1, increment: 1 },
+            "documentKey": { "_id": 7 },
+            "lsid": { "id": 1 }, "txnNumber": 3_i64,
+        };
+        let e = Event::parse(&delete).unwrap();
+        assert_eq!(e.txn.as_ref().map(|t| t.1), Some(3));
+        let changes = d.changes(&e).unwrap();
+        assert!(
+            matches!(&changes[..], [Change::Row(r)] if r.op == Operation::Delete && r.key == vec![Value::Text("7".into())])
+        );
+        let drop = doc! { "_id": { "_data": "83" }, "operationType": "drop" };
+        assert_eq!(
+            d.changes(&Event::parse(&drop).unwrap()).unwrap(),
+            vec![Change::Truncate]
+        );
+        let inv = doc! { "_id": { "_data": "84" }, "operationType": "invalidate" };
+        assert!(d.changes(&Event::parse(&inv).unwrap()).is_none());
+        // An update whose document was deleted before the lookup yields nothing.
+        let gone = doc! { "_id": { "_data": "85" }, "operationType": "update", "documentKey": { "_id": 7 }, "fullDocument": null };
+        assert!(d.changes(&Event::parse(&gone).unwrap()).unwrap().is_empty());
+        assert!(Event::parse(&doc! { "operationType": "insert" }).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Driver options from the config (SPEC §4): the connection string first, then the
+//! explicit `source.*` keys on top of it.
+
+use std::time::Duration;
+
+use mongodb::options::{ClientOptions, ReadPreference, SelectionCriteria, Tls, TlsOptions};
+use mongodb::Client;
+use warp_core::config::{ReadPreference as ConfiguredReadPreference, SourceConfig};
+use warp_core::{mask_secrets, Error};
+
+pub async fn connect(source: &SourceConfig) -> warp_core::Result<Client> {
+    let url = source
+        .connection_string
+        .as_ref()
+        .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
+    let mut options = ClientOptions::parse(url.expose()).await.map_err(|e| {
+        Error::source_permanent(
+            format!("source.connection_string: {}", mask_secrets(&e.to_string())),
+            None,
+        )
+    })?;
+    apply(source, &mut options);
+    Client::with_options(options).map_err(|e| {
+        Error::source_permanent(format!("source: {}", mask_secrets(&e.to_string())), None)
+    })
+}
+
+fn apply(source: &SourceConfig, options: &mut ClientOptions) {
+    options
+        .app_name
+        .get_or_insert_with(|| "cartridge-warp".to_owned());
+    if let Some(set) = &source.replica_set {
+        options.repl_set_name = Some(set.clone());
+    }
+    if let Some(auth) = &source.auth_source {
+        if let Some(credential) = options.credential.as_mut() {
+            credential.source = Some(auth.clone());
+        }
+    }
+    match source.ssl_enabled {
+        Some(true) => options.tls = Some(Tls::Enabled(TlsOptions::default())),
+        Some(false) => options.tls = Some(Tls::Disabled),
+        None => {}
+    }
+    if let Some(p) = source.read_preference {
+        let pref = match p {
+            ConfiguredReadPreference::Primary => ReadPreference::Primary,
+            ConfiguredReadPreference::PrimaryPreferred => {
+                ReadPreference::PrimaryPreferred { options: None }
+            }
+            ConfiguredReadPreference::Secondary => ReadPreference::Secondary { options: None },
+            ConfiguredReadPreference::SecondaryPreferred => {
+                ReadPreference::SecondaryPreferred { options: None }
+            }
+            ConfiguredReadPreference::Nearest => ReadPreference::Nearest { options: None },
+        };
+        options.selection_criteria = Some(SelectionCriteria::ReadPreference(pref));
+    }
+    if let Some(size) = source.connection_pool_size {
+        options.max_pool_size = u32::try_from(size.get()).ok();
+    }
+    if let Some(idle) = source.connection_pool_max_idle_time {
+        options.max_idle_time = Some(idle.as_duration());
+    }
+    // Fail over within seconds rather than the driver's 30 s default: the engine retries.
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(10));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn config_keys_override_the_connection_string() {
+        let yaml = "type: mongodb\nconnection_string: 'mongodb://u:secret@h1,h2/?replicaSet=a'\n\
+                    replica_set: rs0\nauth_source: admin\nssl_enabled: true\n\
+                    read_preference: secondaryPreferred\nconnection_pool_size: 7\n\
+                    connection_pool_max_idle_time: 30\n";
+        let source: SourceConfig = source_config(yaml);
+        let mut options = ClientOptions::parse("mongodb://u:secret@h1,h2/?replicaSet=a")
+            .await
+            .unwrap();
+        apply(&source, &mut options);
+        assert_eq!(options.repl_set_name.as_deref(), Some("rs0"));
+        assert_eq!(options.credential.unwrap().source.as_deref(), Some("admin"));
+        assert!(matches!(options.tls, Some(Tls::Enabled(_))));
+        assert!(matches!(
+            options.selection_criteria,
+            Some(SelectionCriteria::ReadPreference(
+                ReadPreference::SecondaryPreferred { .. }
+            ))
+        ));
+        assert_eq!(options.max_pool_size, Some(7));
+        assert_eq!(options.max_idle_time, Some(Duration::from_secs(30)));
+    }
+
+    /// Builds a `SourceConfig` through the real config loader.
+    fn source_config(source_yaml: &str) -> SourceConfig {
+        use warp_core::config::{load_str, ConfigOverrides, Environment};
+        let indented: String = source_yaml.lines().map(|l| format!("  {l}\n")).collect();
+        let yaml = format!(
+            "source:\n{indented}destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
+             schemas:\n- name: s\n  tables: {{ c: {{}} }}\n"
+        );
+        load_str(
+            &yaml,
+            "test",
+            &Environment::new(),
+            &ConfigOverrides::default(),
+        )
+        .unwrap()
+        .config
+        .source
+    }
+}

@@ -1,0 +1,158 @@
+//! The MongoDB source's errors and their retry class.
+
+use mongodb::error::ErrorKind;
+use warp_core::mask_secrets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    /// The server answered a command with an error.
+    #[error("{context}: {message} (MongoDB error {code} {code_name})")]
+    Server {
+        context: String,
+        code: i32,
+        code_name: String,
+        message: String,
+    },
+    /// Network, selection, pool or protocol trouble, or anything else from the driver.
+    #[error("{context}: {message}")]
+    Driver {
+        context: String,
+        message: String,
+        transient: bool,
+    },
+    /// Something about the source cannot work as configured.
+    #[error("{message}")]
+    Unsupported {
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+/// Server codes a retry can fix (elections, shutdowns, interruptions, timeouts).
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    50,    // MaxTimeMSExpired
+    43,    // CursorNotFound (a reopened cursor continues from the last token)
+    133,   // FailedToSatisfyReadPreference
+];
+
+/// The change stream cannot resume from our token.
+const POSITION_LOST_CODES: &[i32] = &[
+    286, // ChangeStreamHistoryLost
+    280, // ChangeStreamFatalError
+    260, // InvalidResumeToken
+    136, // CappedPositionLost (the oplog rolled over)
+];
+
+impl MongoError {
+    pub fn from_driver(context: impl Into<String>, e: &mongodb::error::Error) -> Self {
+        let context = context.into();
+        match e.kind.as_ref() {
+            ErrorKind::Command(c) => Self::Server {
+                context,
+                code: c.code,
+                code_name: c.code_name.clone(),
+                message: c.message.clone(),
+            },
+            kind => Self::Driver {
+                context,
+                message: mask_secrets(&e.to_string()).into_owned(),
+                transient: matches!(
+                    kind,
+                    ErrorKind::Io(_)
+                        | ErrorKind::ServerSelection { .. }
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                        | ErrorKind::DnsResolve { .. }
+                        | ErrorKind::InvalidResponse { .. }
+                ) || e.contains_label("RetryableWriteError")
+                    || e.contains_label("ResumableChangeStreamError"),
+            },
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Server { code, .. } => TRANSIENT_CODES.contains(code),
+            Self::Driver { transient, .. } => *transient,
+            Self::Unsupported { .. } => false,
+        }
+    }
+
+    pub fn is_position_lost(&self) -> bool {
+        matches!(self, Self::Server { code, .. } if POSITION_LOST_CODES.contains(code))
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::Server { code: 18, .. } => {
+                Some("check the credentials in source.connection_string and source.auth_source".into())
+            }
+            Self::Server { code: 13, .. } => Some(
+                "the source user needs read on the database and changeStream/find privileges (role `read`)".into(),
+            ),
+            Self::Server { code: 40573, .. } => Some(
+                "change streams need a replica set or sharded cluster; run mongod as a one-node replica set, or set change_detection_strategy: timestamp".into(),
+            ),
+            Self::Unsupported { hint, .. } => hint.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl From<MongoError> for warp_core::Error {
+    fn from(e: MongoError) -> Self {
+        if e.is_transient() {
+            warp_core::Error::source_transient(e)
+        } else {
+            let hint = e.hint();
+            warp_core::Error::source_permanent(e, hint)
+        }
+    }
+}
+
+pub type Result<T, E = MongoError> = std::result::Result<T, E>;
+
+pub trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, mongodb::error::Error> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|e| MongoError::from_driver(what, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: i32) -> MongoError {
+        MongoError::Server {
+            context: "watch".into(),
+            code,
+            code_name: String::new(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn codes_have_a_retry_class() {
+        assert!(server(189).is_transient());
+        assert!(!server(18).is_transient());
+        assert!(server(286).is_position_lost());
+        assert!(!server(286).is_transient());
+        let e: warp_core::Error = server(40573).into();
+        assert!(e.hint().unwrap().contains("replica set"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Snapshot by `_id` ranges. Reads are not point-in-time: each chunk reports a resume
+//! token taken before it reads, so every change after that token replays on top.
+
+use std::cmp::Ordering;
+
+use bson::{doc, Bson, Document};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use mongodb::{Collection, Cursor};
+use tracing::warn;
+use warp_core::{ChunkPage, Key, KeyRange, SchemaChange, TableSchema, Value};
+
+use crate::convert;
+use crate::error::{Context, MongoError, Result};
+use crate::shape::{Layout, Rules, ID};
+
+/// Documents per page handed to the engine.
+const PAGE_DOCS: usize = 2_000;
+
+/// Chunk bounds: every `chunk_docs`-th `_id` in `_id` order.
+///
+/// MongoDB compares values of different types by type first and a range query only
+/// matches its bound's type ("type bracketing"), so ranges are only used when every bound
+/// is of one type; the first chunk is written as "not ≥ the first bound", which also
+/// takes any `_id` of another type, so the chunks still cover every document once.
+pub async fn plan(coll: &Collection<Document>, chunk_docs: usize) -> Result<Vec<KeyRange>> {
+    let mut ids = coll
+        .find(doc! {})
+        .projection(doc! { ID: 1 })
+        .sort(doc! { ID: 1 })
+        .batch_size(10_000)
+        .await
+        .context("list _id values")?;
+    let mut bounds = Vec::new();
+    let mut seen = 0usize;
+    while let Some(d) = ids.try_next().await.context("list _id values")? {
+        if seen > 0 && seen % chunk_docs == 0 {
+            if let Some(id) = d.get(ID) {
+                bounds.push(id.clone());
+            }
+        }
+        seen += 1;
+    }
+    let first = bounds.first().map(bracket);
+    if bounds.iter().any(|b| Some(bracket(b)) != first) || first == Some(0) {
+        warn!(
+            collection = coll.name(),
+            "_id values of several types: the collection is copied as one chunk"
+        );
+        return Ok(vec![KeyRange::ALL]);
+    }
+    Ok(KeyRange::split_at(
+        bounds
+            .into_iter()
+            .map(|b| vec![Value::Json(b.into_canonical_extjson())])
+            .collect(),
+    ))
+}
+
+/// MongoDB's comparison order groups types into brackets; 0 = not used for chunking.
+fn bracket(b: &Bson) -> u8 {
+    match b {
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 1,
+        Bson::String(_) | Bson::Symbol(_) => 2,
+        Bson::ObjectId(_) => 3,
+        Bson::DateTime(_) => 4,
+        _ => 0,
+    }
+}
+
+fn bound(key: &Key) -> Result<Bson> {
+    let json = match key.as_slice() {
+        [Value::Json(j)] => j.clone(),
+        other => {
+            return Err(MongoError::Unsupported {
+                message: format!("not a MongoDB chunk bound: {other:?}"),
+                hint: None,
+            })
+        }
+    };
+    Bson::try_from(json).map_err(|e| MongoError::Unsupported {
+        message: format!("chunk bound: {e}"),
+        hint: None,
+    })
+}
+
+/// The query for one chunk.
+pub fn filter(range: &KeyRange) -> Result<Document> {
+    let start = range.start.as_ref().map(bound).transpose()?;
+    let end = range.end.as_ref().map(bound).transpose()?;
+    Ok(match (start, end) {
+        (None, None) => doc! {},
+        (None, Some(e)) => doc! { ID: { "$not": { "$gte": e } } },
+        (Some(s), None) => doc! { ID: { "$gte": s } },
+        (Some(s), Some(e)) => doc! { ID: { "$gte": s, "$lt": e } },
+    })
+}
+
+/// Whether the destination key `key` (the `_id`'s text form) is in `range`. When the
+/// text cannot be placed with certainty the answer is `false`: the change then replays,
+/// which is harmless, where a wrong `true` would skip it.
+pub fn contains(range: &KeyRange, key: &[Value]) -> bool {
+    if range.start.is_none() && range.end.is_none() {
+        return true;
+    }
+    let [Value::Text(text)] = key else {
+        return false;
+    };
+    let cmp = |k: &Key| -> Option<Ordering> {
+        match bound(k).ok()? {
+            Bson::ObjectId(b) => {
+                let id = bson::oid::ObjectId::parse_str(text).ok()?;
+                Some(id.bytes().cmp(&b.bytes()))
+            }
+            Bson::String(b) => Some(text.as_str().cmp(b.as_str())),
+            Bson::Int32(b) => Some(text.parse::<i64>().ok()?.cmp(&i64::from(b))),
+            Bson::Int64(b) => Some(text.parse::<i64>().ok()?.cmp(&b)),
+            _ => None,
+        }
+    };
+    let after_start = range
+        .start
+        .as_ref()
+        .is_none_or(|s| cmp(s).is_some_and(|o| o != Ordering::Less));
+    let before_end = range
+        .end
+        .as_ref()
+        .is_none_or(|e| cmp(e) == Some(Ordering::Less));
+    after_start && before_end
+}
+
+/// Pages of rows of one chunk, or a reshape request when the documents need columns or
+/// types `schema` lacks (then the rest of the chunk is scanned only to collect them all).
+pub async fn read(
+    coll: &Collection<Document>,
+    rules: Rules,
+    schema: TableSchema,
+    range: &KeyRange,
+) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
+    let cursor = coll
+        .find(filter(range)?)
+        .sort(doc! { ID: 1 })
+        .batch_size(PAGE_DOCS as u32)
+        .await
+        .context("read chunk")?;
+    let reader = Reader {
+        cursor,
+        layout: Layout::new(rules, &schema),
+        rules,
+        schema,
+        grown: Vec::new(),
+        done: false,
+    };
+    Ok(stream::unfold(reader, |mut r| async move {
+        match r.page().await {
+            Ok(Some(page)) => Some((Ok(page), r)),
+            Ok(None) => None,
+            Err(e) => {
+                r.done = true;
+                Some((Err(e.into()), r))
+            }
+        }
+    })
+    .boxed())
+}
+
+struct Reader {
+    cursor: Cursor<Document>,
+    rules: Rules,
+    schema: TableSchema,
+    layout: Layout,
+    grown: Vec<SchemaChange>,
+    done: bool,
+}
+
+impl Reader {
+    async fn page(&mut self) -> Result<Option<ChunkPage>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut rows = Vec::new();
+        while let Some(doc) = self.cursor.try_next().await.context("read chunk")? {
+            let changes = self.rules.evolve(&mut self.schema, &doc);
+            if !changes.is_empty() || !self.grown.is_empty() {
+                self.grown.extend(changes);
+                continue;
+            }
+            rows.push(self.layout.row(&doc));
+            if rows.len() >= PAGE_DOCS {
+                return Ok(Some(ChunkPage::Rows(rows)));
+            }
+        }
+        self.done = true;
+        if !self.grown.is_empty() {
+            return Ok(Some(ChunkPage::Reshape(std::mem::take(&mut self.grown))));
+        }
+        Ok((!rows.is_empty()).then_some(ChunkPage::Rows(rows)))
+    }
+}
+
+/// The `_id` text of a document, for keys of change events.
+pub fn key_of(id: &Bson) -> Key {
+    vec![Value::Text(convert::id_text(id))]
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::oid::ObjectId;
+
+    use super::*;
+
+    fn key(b: Bson) -> Key {
+        vec![Value::Json(b.into_canonical_extjson())]
+    }
+
+    #[test]
+    fn chunk_membership_of_text_keys_follows_the_bound_type() {
+        let (a, b) = (
+            ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap(),
+            ObjectId::parse_str("75a1b2c3d4e5f60718293a4b").unwrap(),
+        );
+        let r = KeyRange {
+            start: Some(key(Bson::ObjectId(a))),
+            end: Some(key(Bson::ObjectId(b))),
+        };
+        assert!(contains(&r, &key_of(&Bson::ObjectId(a))));
+        let mid = ObjectId::parse_str("70a1b2c3d4e5f60718293a4b").unwrap();
+        assert!(contains(&r, &key_of(&Bson::ObjectId(mid))));
+        assert!(!contains(&r, &key_of(&Bson::ObjectId(b))));
+        // Numbers compare as numbers ("9" < "10"), not as text.
+        let r = KeyRange {
+            start: Some(key(Bson::Int32(9))),
+            end: Some(key(Bson::Int32(100))),
+        };
+        assert!(contains(&r, &key_of(&Bson::Int64(10))));
+        assert!(!contains(&r, &key_of(&Bson::Int64(8))));
+        // Unplaceable text is never claimed (the change replays instead).
+        assert!(!contains(&r, &key_of(&Bson::String("x".into()))));
+        assert!(contains(&KeyRange::ALL, &key_of(&Bson::String("x".into()))));
+    }
+
+    #[test]
+    fn first_chunk_takes_other_types_too() {
+        let r = KeyRange {
+            start: None,
+            end: Some(key(Bson::Int32(5))),
+        };
+        assert_eq!(
+            filter(&r).unwrap(),
+            doc! { "_id": { "$not": { "$gte": 5 } } }
+        );
+    }
+}
