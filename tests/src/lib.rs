@@ -47,3 +47,50 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// A child process (usually `cartridge-warp run`) that is SIGKILLed and reaped when
+/// dropped, so a failing test never leaves one running.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    /// Starts `program args…` with stdout and stderr appended to `log`.
+    pub fn spawn(program: &str, args: &[&str], log: &std::path::Path) -> Self {
+        use std::process::{Command, Stdio};
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        Self(
+            Command::new(program)
+                .args(args)
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e}")),
+        )
+    }
+
+    /// SIGKILL, as a crash: nothing runs after it.
+    pub fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reap");
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns how the process exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        self.0.wait().expect("reap")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use mysql_async::prelude::Queryable;
 use sqlx::PgPool;
 use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
 use warp_core::{Row, Source, TableSchema, Target, Value};
+use warp_e2e::Process;
 use warp_source_mysql::MysqlSource;
 
 struct Shop {
@@ -101,19 +102,11 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
 }
 
 impl Shop {
-    fn run(&self) -> Warp {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("run.log"))
-            .unwrap();
-        Warp(
-            Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-                .args(["run", "--config", self.config.to_str().unwrap()])
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap(),
+    fn run(&self) -> Process {
+        Process::spawn(
+            env!("CARGO_BIN_EXE_cartridge-warp"),
+            &["run", "--config", self.config.to_str().unwrap()],
+            &self.dir.join("run.log"),
         )
     }
 
@@ -247,46 +240,10 @@ impl Shop {
     }
 }
 
-/// A running `cartridge-warp`; killed if a test fails before stopping it.
-struct Warp(Child);
-
-impl std::ops::Deref for Warp {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Warp {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Warp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 impl Drop for Shop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap()
-}
-
-fn kill(child: &mut Child) {
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
 }
 
 #[tokio::test]
@@ -347,7 +304,7 @@ async fn replicates_a_mariadb_schema_end_to_end() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let status = terminate(&mut run);
+    let status = run.terminate();
     assert!(
         status.success(),
         "SIGTERM drains and exits 0: {status:?}\n{}",
@@ -416,7 +373,7 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    kill(&mut run);
+    run.kill();
     let phase: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders'"
     )))
@@ -463,14 +420,14 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    kill(&mut run);
+    run.kill();
 
     let mut run = shop.run();
     writer.await.unwrap();
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
     shop.assert_no_double_apply("orders").await;
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
 }
 
 #[tokio::test]
@@ -486,7 +443,7 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
         shop.wrote("orders", id);
     }
     shop.wait_equal("orders").await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", run.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.0.id())).unwrap();
     let peak_kib: u64 = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -501,7 +458,7 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
     // 200k rows at once would take several hundred MiB.
     assert!(peak_kib < 400 * 1024, "peak RSS {peak_kib} KiB");
     shop.assert_no_double_apply("orders").await;
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
 }
 
 #[test]
@@ -572,7 +529,7 @@ async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
     // Populate the destination with a real run first.
     let mut run = shop.run();
     shop.wait_equal("orders").await;
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
     // Then the source moves on: new rows and a new column the plan must mention.
     shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NOT NULL DEFAULT 'web'")
         .await;
@@ -655,7 +612,7 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let status = terminate(&mut run);
+    let status = run.terminate();
     assert!(
         status.success(),
         "drained within the deadline: {status:?}\n{}",
@@ -672,7 +629,7 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
     let mut run = shop.run();
     shop.wait_equal("orders").await;
     shop.assert_no_double_apply("orders").await;
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
 }
 
 #[tokio::test]
@@ -720,7 +677,7 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
         .await;
     assert_eq!(processed, 1);
     assert!(shop.log().contains("resync requested"), "{}", shop.log());
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
 }
 
 #[tokio::test]
@@ -794,5 +751,5 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
     assert!(out.contains("no pending dead letters"), "{out}");
     let (_, out, _) = cli(&["dlq", "list", "--status", "all"]);
     assert!(out.contains("discarded"), "{out}");
-    assert!(terminate(&mut run).success());
+    assert!(run.terminate().success());
 }

@@ -19,38 +19,38 @@ const PAGE_DOCS: usize = 2_000;
 /// Chunk bounds: every `chunk_docs`-th `_id` in `_id` order.
 ///
 /// MongoDB compares values of different types by type first and a range query only
-/// matches its bound's type ("type bracketing"), so ranges are only used when every bound
-/// is of one type; the first chunk is written as "not ≥ the first bound", which also
-/// takes any `_id` of another type, so the chunks still cover every document once.
+/// matches its bound's type ("type bracketing"), so ranges are only used when every
+/// `_id` is of one type bracket; otherwise the collection is one chunk. The `_id`s are
+/// ordered here, by MongoDB's rules, rather than by the server's sort: chunk ranges are
+/// evaluated by the server's comparison, and bounds out of that order would overlap.
 pub async fn plan(coll: &Collection<Document>, chunk_docs: usize) -> Result<Vec<KeyRange>> {
-    let mut ids = coll
+    let mut cursor = coll
         .find(doc! {})
         .projection(doc! { ID: 1 })
-        .sort(doc! { ID: 1 })
         .batch_size(10_000)
         .await
         .context("list _id values")?;
-    let mut bounds = Vec::new();
-    let mut seen = 0usize;
-    while let Some(d) = ids.try_next().await.context("list _id values")? {
-        if seen > 0 && seen % chunk_docs == 0 {
-            if let Some(id) = d.get(ID) {
-                bounds.push(id.clone());
-            }
+    let mut ids = Vec::new();
+    let mut brackets = std::collections::BTreeSet::new();
+    while let Some(d) = cursor.try_next().await.context("list _id values")? {
+        if let Some(id) = d.get(ID) {
+            brackets.insert(bracket(id));
+            ids.push(id.clone());
         }
-        seen += 1;
     }
-    let first = bounds.first().map(bracket);
-    if bounds.iter().any(|b| Some(bracket(b)) != first) || first == Some(0) {
+    if brackets.len() > 1 || brackets.contains(&0) {
         warn!(
             collection = coll.name(),
             "_id values of several types: the collection is copied as one chunk"
         );
         return Ok(vec![KeyRange::ALL]);
     }
+    ids.sort_by(same_bracket_order);
+    ids.dedup();
     Ok(KeyRange::split_at(
-        bounds
-            .into_iter()
+        ids.into_iter()
+            .skip(chunk_docs)
+            .step_by(chunk_docs)
             .map(|b| vec![Value::Json(b.into_canonical_extjson())])
             .collect(),
     ))
@@ -59,11 +59,33 @@ pub async fn plan(coll: &Collection<Document>, chunk_docs: usize) -> Result<Vec<
 /// MongoDB's comparison order groups types into brackets; 0 = not used for chunking.
 fn bracket(b: &Bson) -> u8 {
     match b {
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 1,
-        Bson::String(_) | Bson::Symbol(_) => 2,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => 1,
+        Bson::String(_) => 2,
         Bson::ObjectId(_) => 3,
         Bson::DateTime(_) => 4,
         _ => 0,
+    }
+}
+
+/// MongoDB's order of two values of one bracket.
+fn same_bracket_order(a: &Bson, b: &Bson) -> Ordering {
+    let int = |v: &Bson| match v {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        _ => None,
+    };
+    let float = |v: &Bson| match v {
+        Bson::Double(f) => *f,
+        other => int(other).unwrap_or_default() as f64,
+    };
+    match (a, b) {
+        (Bson::String(x), Bson::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
+        (Bson::DateTime(x), Bson::DateTime(y)) => x.cmp(y),
+        _ => match (int(a), int(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => float(a).total_cmp(&float(b)),
+        },
     }
 }
 
@@ -89,7 +111,7 @@ pub fn filter(range: &KeyRange) -> Result<Document> {
     let end = range.end.as_ref().map(bound).transpose()?;
     Ok(match (start, end) {
         (None, None) => doc! {},
-        (None, Some(e)) => doc! { ID: { "$not": { "$gte": e } } },
+        (None, Some(e)) => doc! { ID: { "$lt": e } },
         (Some(s), None) => doc! { ID: { "$gte": s } },
         (Some(s), Some(e)) => doc! { ID: { "$gte": s, "$lt": e } },
     })
@@ -239,14 +261,32 @@ mod tests {
     }
 
     #[test]
-    fn first_chunk_takes_other_types_too() {
-        let r = KeyRange {
-            start: None,
-            end: Some(key(Bson::Int32(5))),
-        };
+    fn ids_order_as_mongodb_orders_them() {
+        let mut ids = vec![
+            Bson::Int64(10),
+            Bson::Int32(9),
+            Bson::Double(9.5),
+            Bson::Int64(100),
+        ];
+        ids.sort_by(same_bracket_order);
         assert_eq!(
-            filter(&r).unwrap(),
-            doc! { "_id": { "$not": { "$gte": 5 } } }
+            ids,
+            [
+                Bson::Int32(9),
+                Bson::Double(9.5),
+                Bson::Int64(10),
+                Bson::Int64(100)
+            ]
         );
+    }
+
+    #[test]
+    fn chunk_filters_are_half_open_ranges() {
+        let r = KeyRange {
+            start: Some(key(Bson::Int32(5))),
+            end: Some(key(Bson::Int32(9))),
+        };
+        assert_eq!(filter(&r).unwrap(), doc! { "_id": { "$gte": 5, "$lt": 9 } });
+        assert_eq!(filter(&KeyRange::ALL).unwrap(), doc! {});
     }
 }

@@ -1,0 +1,523 @@
+//! `cartridge-warp run` replicating a MongoDB database into PostgreSQL, against the
+//! nx-27017 wire-protocol emulator (docs/testing.md lists what it can and cannot do:
+//! documents changed through change streams here carry strings, numbers, booleans,
+//! arrays and sub-documents; dates, ObjectIds and binaries go through the snapshot).
+//! Collections are compared document by document, through the source's decoder on one
+//! side and the sink's on the other.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::StreamExt;
+use mongodb::Collection;
+use sqlx::PgPool;
+use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
+use warp_core::{ChunkPage, ColumnType, Row, Source, TableSchema, Target, Value};
+use warp_e2e::Process;
+use warp_source_mongodb::MongoSource;
+
+struct Store {
+    db: String,
+    config: PathBuf,
+    dir: PathBuf,
+    mongo: mongodb::Database,
+    pg: PgPool,
+    /// Source writes per (collection, _id text): `_cartridge_version` may never exceed it.
+    writes: Mutex<HashMap<(String, String), u64>>,
+}
+
+/// A database `e2e_mongo_<name>` with a config whose schema section is `tables_yaml`.
+async fn store(name: &str, chunk: usize, tables_yaml: &str) -> Store {
+    let mongo_url = warp_e2e::peer_url("WARP_TEST_MONGO_URL");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let db = format!("e2e_mongo_{name}");
+    let client = mongodb::Client::with_uri_str(&mongo_url).await.unwrap();
+    let mongo = client.database(&db);
+    mongo.drop().await.unwrap();
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .connect(&pg_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE"
+    )))
+    .execute(&pg)
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("cw-mongo-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: single\nsingle_schema_name: {db}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1 }}\n\
+             source: {{ type: mongodb, connection_string: '{mongo_url}', database: {db} }}\n\
+             destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {db}, metadata_schema: {db}_meta }}\n\
+             schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n  tables:\n{tables_yaml}\
+             monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
+             logging: {{ level: info, format: text }}\n",
+            warp_e2e::free_port(),
+            warp_e2e::free_port()
+        ),
+    )
+    .unwrap();
+    Store {
+        db,
+        config,
+        dir,
+        mongo,
+        pg,
+        writes: Mutex::new(HashMap::new()),
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Store {
+    fn run(&self) -> Process {
+        Process::spawn(
+            env!("CARGO_BIN_EXE_cartridge-warp"),
+            &["run", "--config", self.config.to_str().unwrap()],
+            &self.dir.join("run.log"),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.mongo.collection(name)
+    }
+
+    fn wrote(&self, coll: &str, id: &Bson) {
+        let key = (coll.to_owned(), id_text(id));
+        *self.writes.lock().unwrap().entry(key).or_default() += 1;
+    }
+
+    /// Inserts with single-document writes (the emulator's change streams miss events
+    /// of multi-document writes), recording each.
+    async fn insert(&self, coll: &str, docs: Vec<Document>) {
+        for d in &docs {
+            self.wrote(coll, d.get("_id").unwrap());
+        }
+        self.coll(coll).insert_many(docs).await.unwrap();
+    }
+
+    async fn update(&self, coll: &str, id: Bson, update: Document) {
+        let r = self
+            .coll(coll)
+            .update_one(doc! { "_id": id.clone() }, update)
+            .await
+            .unwrap();
+        assert_eq!(r.matched_count, 1, "{coll} {id}");
+        self.wrote(coll, &id);
+    }
+
+    fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
+        let loaded = load_file(
+            &self.config,
+            &Environment::new(),
+            &ConfigOverrides::default(),
+        )
+        .unwrap();
+        let schema = loaded.config.schemas_to_run(None).remove(0);
+        (loaded, schema)
+    }
+
+    /// Source documents as rows (the source's decoder) and live destination rows (the
+    /// sink's), both sorted by `_id`, with values of text columns in text form.
+    async fn both(&self, coll: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
+        let (loaded, schema) = self.loaded();
+        let source = MongoSource::new(&loaded.config.source, &schema).unwrap();
+        let mut t = source
+            .discover()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id.name == coll)
+            .unwrap();
+        let mut src = Vec::new();
+        let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
+        'read: loop {
+            src.clear();
+            for chunk in &plan.chunks {
+                let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
+                while let Some(page) = pages.next().await {
+                    match page.unwrap() {
+                        ChunkPage::Rows(rows) => src.extend(rows),
+                        ChunkPage::Reshape(changes) => {
+                            for c in &changes {
+                                t.apply(c).unwrap();
+                            }
+                            continue 'read;
+                        }
+                    }
+                }
+            }
+            break;
+        }
+        let target = Target::new(&schema, &t.id);
+        let dest: Vec<Row> = warp_sink_postgres::read::rows(&self.pg, &target, &t)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.row)
+            .collect();
+        (normalise(src, &t), normalise(dest, &t), t)
+    }
+
+    async fn wait_equal(&self, coll: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (src, dest, _) = self.both(coll).await;
+            if src == dest {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let diff: Vec<_> = src
+                    .iter()
+                    .zip(&dest)
+                    .filter(|(a, b)| a != b)
+                    .take(3)
+                    .collect();
+                panic!(
+                    "{coll}: destination never matched the source ({} vs {} rows), first differences {diff:?}\n{}",
+                    dest.len(),
+                    src.len(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// No destination row counts more versions than the source made changes to it.
+    async fn assert_no_double_apply(&self, coll: &str) {
+        let (_, _, t) = self.both(coll).await;
+        let (_, schema) = self.loaded();
+        let target = Target::new(&schema, &t.id);
+        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t)
+            .await
+            .unwrap();
+        let writes = self.writes.lock().unwrap();
+        for r in rows {
+            let Value::Text(id) = &r.row.values[0] else {
+                panic!("text key")
+            };
+            let made = writes
+                .get(&(coll.to_owned(), id.clone()))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                r.version as u64 <= made,
+                "{coll} {id}: version {} > {made} source changes",
+                r.version
+            );
+        }
+    }
+
+    async fn scalar(&self, sql: String) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+
+    /// Like [`Store::scalar`], 0 while the metadata tables do not exist yet.
+    async fn count_when_ready(&self, sql: String) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pg)
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn column_type(&self, table: &str, column: &str) -> String {
+        sqlx::query_scalar(
+            "SELECT data_type::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+        )
+        .bind(&self.db)
+        .bind(table)
+        .bind(column)
+        .fetch_one(&self.pg)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until `table`'s checkpoint satisfies `condition` (SQL over `checkpoints`).
+    async fn wait_checkpoint(&self, table: &str, condition: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let sql = format!(
+            "SELECT count(*) FROM {}_meta.checkpoints WHERE table_name = '{table}' AND {condition}",
+            self.db
+        );
+        while self.count_when_ready(sql.clone()).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table}: {what} never happened\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn id_text(id: &Bson) -> String {
+    match id {
+        Bson::String(s) => s.clone(),
+        Bson::Int32(i) => i.to_string(),
+        Bson::Int64(i) => i.to_string(),
+        Bson::ObjectId(o) => o.to_hex(),
+        other => panic!("test ids are strings, integers or ObjectIds: {other}"),
+    }
+}
+
+/// Rows sorted by key, values of text columns in the text form the destination keeps
+/// for a column widened to text.
+fn normalise(mut rows: Vec<Row>, t: &TableSchema) -> Vec<Row> {
+    for r in &mut rows {
+        for (v, c) in r.values.iter_mut().zip(&t.columns) {
+            if !matches!(c.column_type, ColumnType::Text { .. }) {
+                continue;
+            }
+            let text = match &*v {
+                Value::Int(i) => i.to_string(),
+                Value::Float64(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            *v = Value::Text(text);
+        }
+    }
+    rows.sort_by(|a, b| format!("{:?}", a.values[0]).cmp(&format!("{:?}", b.values[0])));
+    rows
+}
+
+fn order(i: i64) -> Document {
+    doc! {
+        "_id": i,
+        "customer": i % 17,
+        "amount": i as f64 * 1.25,
+        "qty": (i % 5) as i32,
+        "status": "new",
+        "items": [ { "sku": format!("s{}", i % 7), "n": 1 } ],
+        "addr": { "city": format!("c{}", i % 3), "zip": "0100" },
+    }
+}
+
+#[tokio::test]
+async fn replicates_a_mongodb_database_end_to_end() {
+    let store = store(
+        "basic",
+        50,
+        "    orders: { flatten_depth: 1 }\n    kinds: { document_column: true }\n",
+    )
+    .await;
+    store.insert("orders", (1..=300).map(order).collect()).await;
+    // Every BSON type the emulator stores, through the snapshot path.
+    let oid = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+    let uuid = uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+    store
+        .insert(
+            "kinds",
+            vec![
+                doc! {
+                    "_id": oid,
+                    "when": bson::DateTime::from_millis(1_700_000_000_123),
+                    "big": 1_i64 << 40,
+                    "ratio": 0.5,
+                    "ok": true,
+                    "blob": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0, 1, 255] },
+                    "uid": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: uuid.as_bytes().to_vec() },
+                    "ref": oid,
+                    "nested": { "a": [1, "two", { "three": 3.5 }] },
+                    "nothing": null,
+                },
+                doc! { "_id": bson::oid::ObjectId::new(), "when": bson::DateTime::from_millis(0), "ok": false },
+            ],
+        )
+        .await;
+    let mut run = store.run();
+    store.wait_equal("orders").await;
+    store.wait_equal("kinds").await;
+    // (The emulator drops binary subtypes, so `uid` lands as bytea here; the uuid
+    // mapping of subtypes 3/4 is covered by the source's decoding tests.)
+    assert_eq!(
+        store.column_type("kinds", "when").await,
+        "timestamp with time zone"
+    );
+    assert_eq!(store.column_type("kinds", "blob").await, "bytea");
+    assert_eq!(store.column_type("kinds", "_doc").await, "jsonb");
+    assert_eq!(store.column_type("orders", "addr_city").await, "text");
+
+    // Inserts (one with a field never seen), updates, $unset, replace, deletes.
+    let mut fresh: Vec<Document> = (301..=320).map(order).collect();
+    fresh[0].insert("coupon", "WELCOME");
+    store.insert("orders", fresh).await;
+    for i in 1..=10 {
+        store
+            .update(
+                "orders",
+                Bson::Int64(i),
+                doc! { "$set": { "status": "paid" }, "$inc": { "qty": 1 } },
+            )
+            .await;
+    }
+    store
+        .update("orders", Bson::Int64(11), doc! { "$unset": { "addr": "" } })
+        .await;
+    let r = store
+        .coll("orders")
+        .replace_one(
+            doc! { "_id": 12_i64 },
+            doc! { "status": "replaced", "amount": 1.0 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.modified_count, 1);
+    store.wrote("orders", &Bson::Int64(12));
+    for i in 20..25_i64 {
+        store
+            .coll("orders")
+            .delete_one(doc! { "_id": i })
+            .await
+            .unwrap();
+        store.wrote("orders", &Bson::Int64(i));
+    }
+    // A field whose type changes: integers, then a string.
+    store
+        .update(
+            "orders",
+            Bson::Int64(13),
+            doc! { "$set": { "qty": "many" } },
+        )
+        .await;
+    store.wait_equal("orders").await;
+    assert_eq!(store.column_type("orders", "qty").await, "text");
+    assert_eq!(store.column_type("orders", "coupon").await, "text");
+    let soft_deleted = store
+        .scalar(format!(
+            "SELECT count(*) FROM {}.orders WHERE is_deleted",
+            store.db
+        ))
+        .await;
+    assert_eq!(soft_deleted, 5, "deletes are soft by default");
+    let recorded = store
+        .scalar(format!(
+            "SELECT count(*) FROM {}_meta.schema_registry WHERE table_name = 'orders' AND change->>'change' IN ('add_column', 'alter_column_type', 'alter_type')",
+            store.db
+        ))
+        .await;
+    assert!(
+        recorded >= 2,
+        "new and widened columns are in the schema registry"
+    );
+    assert!(run.terminate().success());
+    store.assert_no_double_apply("orders").await;
+}
+
+#[tokio::test]
+async fn survives_sigkill_mid_snapshot_and_mid_stream() {
+    let store = Arc::new(
+        store(
+            "kill",
+            400,
+            "    orders: { parallel_streams: 1, batch_size: 50 }\n",
+        )
+        .await,
+    );
+    for start in (0..12_000).step_by(2_000) {
+        store
+            .insert("orders", (start + 1..=start + 2_000).map(order).collect())
+            .await;
+    }
+    let mut run = store.run();
+
+    // Writes keep landing during the snapshot and the stream.
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for round in 0..300_i64 {
+                let id = (round * 131) % 12_000 + 1;
+                store
+                    .update(
+                        "orders",
+                        Bson::Int64(id),
+                        doc! { "$inc": { "qty": 1 }, "$set": { "status": format!("r{round}") } },
+                    )
+                    .await;
+                store.insert("orders", vec![order(100_000 + round)]).await;
+                if round % 10 == 0 {
+                    let gone = (round * 7919) % 12_000 + 1;
+                    let r = store
+                        .coll("orders")
+                        .delete_one(doc! { "_id": gone })
+                        .await
+                        .unwrap();
+                    if r.deleted_count == 1 {
+                        store.wrote("orders", &Bson::Int64(gone));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let meta = format!("{}_meta", store.db);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = store
+            .count_when_ready(format!(
+                "SELECT count(*) FROM {meta}.snapshot_chunks WHERE table_name = 'orders' AND done_position IS NOT NULL"
+            ))
+            .await;
+        if done >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "snapshot never progressed\n{}",
+            store.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.kill();
+    store
+        .wait_checkpoint("orders", "phase = 'snapshot'", "a kill mid-snapshot")
+        .await;
+
+    let mut run = store.run();
+    store
+        .wait_checkpoint("orders", "phase = 'streaming'", "streaming")
+        .await;
+    let position =
+        format!("SELECT position::text FROM {meta}.checkpoints WHERE table_name = 'orders'");
+    let started: String = sqlx::query_scalar(sqlx::AssertSqlSafe(position.clone()))
+        .fetch_one(&store.pg)
+        .await
+        .unwrap();
+    store
+        .wait_checkpoint(
+            "orders",
+            &format!("position::text <> '{}'", started.replace('\'', "''")),
+            "a streamed commit",
+        )
+        .await;
+    run.kill();
+
+    let mut run = store.run();
+    writer.await.unwrap();
+    store.wait_equal("orders").await;
+    store.assert_no_double_apply("orders").await;
+    assert!(run.terminate().success());
+}
