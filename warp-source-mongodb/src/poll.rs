@@ -20,16 +20,30 @@ use crate::snapshot::key_of;
 /// Documents read per poll.
 const PAGE: usize = 5_000;
 
-/// The current highest value of `column` (where a snapshot's stream starts).
+/// The current highest value of `column` (where a snapshot's stream starts), with the
+/// keys of the documents at exactly that value: the snapshot copies them, so the first
+/// poll must not deliver them again.
 pub async fn current(coll: &Collection<Document>, column: &str) -> Result<Watermark> {
     let top = coll
         .find_one(doc! { column: { "$exists": true, "$ne": null } })
         .sort(doc! { column: -1 })
         .await
         .context("read watermark")?;
-    Ok(Watermark::at(
-        top.as_ref().and_then(|d| d.get(column)).map(convert::value),
-    ))
+    let Some(value) = top.as_ref().and_then(|d| d.get(column)).cloned() else {
+        return Ok(Watermark::at(None));
+    };
+    let mut w = Watermark::at(Some(convert::value(&value)));
+    let mut tied = coll
+        .find(doc! { column: value })
+        .projection(doc! { ID: 1 })
+        .await
+        .context("read watermark")?;
+    while let Some(d) = tied.try_next().await.context("read watermark")? {
+        if let Some(id) = d.get(ID) {
+            w.keys_at.push(key_of(id));
+        }
+    }
+    Ok(w)
 }
 
 /// The watermark value as a query bound of the type it was read as.

@@ -47,7 +47,44 @@ pub async fn current(
             })
         }
     };
-    Ok(Watermark::at(value))
+    let mut w = Watermark::at(value);
+    // Rows at exactly the watermark are in the snapshot: the first poll skips them.
+    if let Some(v) = &w.value {
+        let key =
+            table
+                .schema
+                .key_indexes()
+                .map_err(|m| crate::error::MysqlError::Unsupported {
+                    message: m,
+                    hint: None,
+                })?;
+        let cols = key
+            .iter()
+            .map(|&k| quote(&table.columns[k].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM {}.{} WHERE {} = ?",
+            quote(database),
+            quote(&table.schema.id.name),
+            quote(column)
+        );
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql, vec![to_param(v)])
+            .await
+            .context("read watermark")?;
+        for row in rows {
+            let mut k = Vec::with_capacity(key.len());
+            for (v, &c) in row.unwrap().into_iter().zip(&key) {
+                match decode(v, &table.columns[c].kind) {
+                    Ok(Decoded::Value(v)) => k.push(v),
+                    _ => k.push(Value::Null),
+                }
+            }
+            w.keys_at.push(k);
+        }
+    }
+    Ok(w)
 }
 
 fn index(table: &MysqlTable, column: &str) -> Result<usize> {
