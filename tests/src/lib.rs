@@ -55,7 +55,14 @@ pub struct Process(pub std::process::Child);
 impl Process {
     /// Starts `program args…` with stdout and stderr appended to `log`.
     pub fn spawn(program: &str, args: &[&str], log: &std::path::Path) -> Self {
-        use std::process::{Command, Stdio};
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        Self::start(cmd, log)
+    }
+
+    /// Starts `cmd` (with whatever environment it was given), output appended to `log`.
+    pub fn start(mut cmd: std::process::Command, log: &std::path::Path) -> Self {
+        use std::process::Stdio;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,12 +70,10 @@ impl Process {
             .expect("log file");
         let err = out.try_clone().expect("log file");
         Self(
-            Command::new(program)
-                .args(args)
-                .stdout(Stdio::from(out))
+            cmd.stdout(Stdio::from(out))
                 .stderr(Stdio::from(err))
                 .spawn()
-                .unwrap_or_else(|e| panic!("{program}: {e}")),
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
         )
     }
 

@@ -602,3 +602,161 @@ async fn timestamp_polling_replicates_inserts_and_updates() {
     assert!(run.terminate().success());
     store.assert_no_double_apply("items").await;
 }
+
+/// The seed's ecommerce ConfigMap as it ships, with the seed Deployment's way of
+/// supplying connections (environment), pointed at the local peers.
+#[tokio::test]
+async fn the_seed_ecommerce_configmap_runs_as_shipped() {
+    let mongo_url = warp_e2e::peer_url("WARP_TEST_MONGO_URL");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let mongo = mongodb::Client::with_uri_str(&mongo_url)
+        .await
+        .unwrap()
+        .database("ecommerce_db");
+    mongo.drop().await.unwrap();
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP SCHEMA IF EXISTS ecommerce CASCADE; DROP SCHEMA IF EXISTS ecommerce_e2e_meta CASCADE",
+    )
+    .execute(&pg)
+    .await
+    .unwrap();
+    for (coll, n) in [
+        ("users", 120),
+        ("orders", 300),
+        ("products", 40),
+        ("categories", 8),
+        ("inventory", 60),
+        ("reviews", 25),
+        ("audit", 5),
+    ] {
+        let docs: Vec<Document> = (1..=n)
+            .map(|i: i64| doc! { "_id": i, "name": format!("{coll} {i}"), "n": i })
+            .collect();
+        mongo
+            .collection::<Document>(coll)
+            .insert_many(docs)
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("cw-mongo-seed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/seed-ecommerce.yaml"
+    );
+    let (metrics, health) = (warp_e2e::free_port(), warp_e2e::free_port());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"));
+    cmd.args(["run", "--config", seed])
+        .env("CARTRIDGE_WARP_SOURCE__CONNECTION_STRING", &mongo_url)
+        // The local peer speaks no TLS (it does answer as replica set rs0).
+        .env("CARTRIDGE_WARP_SOURCE__SSL_ENABLED", "false")
+        .env("CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING", &pg_url)
+        .env(
+            "CARTRIDGE_WARP_DESTINATION__METADATA_SCHEMA",
+            "ecommerce_e2e_meta",
+        )
+        .env(
+            "CARTRIDGE_WARP_MONITORING__METRICS_PORT",
+            metrics.to_string(),
+        )
+        .env(
+            "CARTRIDGE_WARP_MONITORING__HEALTH_CHECK_PORT",
+            health.to_string(),
+        )
+        .env("CARTRIDGE_WARP_LOGGING__LOG_FILE", dir.join("warp.log"))
+        .env("CARTRIDGE_WARP_PERFORMANCE__RETRY_DELAY", "1");
+    let log = dir.join("run.log");
+    let mut run = Process::start(cmd, &log);
+    let count = |table: &'static str| {
+        let pg = pg.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM ecommerce.{table} WHERE NOT is_deleted"
+            )))
+            .fetch_one(&pg)
+            .await
+            .unwrap_or(-1)
+        }
+    };
+    let streaming = |table: &'static str| {
+        let pg = pg.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM ecommerce_e2e_meta.checkpoints WHERE table_name = $1 AND phase = 'streaming'",
+            )
+            .bind(table)
+            .fetch_one(&pg)
+            .await
+            .unwrap_or(0)
+                == 1
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    for (table, want) in [
+        ("users", 120),
+        ("orders", 300),
+        ("categories", 8),
+        ("inventory", 60),
+    ] {
+        while count(table).await != want || !streaming(table).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table} never copied\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // full_load_enabled: false — nothing copied, only what changes from now on.
+    for table in ["products", "reviews"] {
+        while !streaming(table).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table} never streamed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            count(table).await,
+            0,
+            "{table} has full_load_enabled: false"
+        );
+        mongo
+            .collection::<Document>(table)
+            .insert_one(doc! { "_id": 1_000_i64, "name": "new", "n": 0 })
+            .await
+            .unwrap();
+    }
+    for table in ["products", "reviews"] {
+        while count(table).await != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{table}: new document never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let audit: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'ecommerce' AND table_name = 'audit')",
+    )
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert!(!audit, "audit is not in the seed's table_whitelist");
+    let (status, _) = warp_e2e::http_get(health, "/ready").unwrap();
+    assert_eq!(status, 200);
+    assert!(run.terminate().success());
+    let file_log = std::fs::read_to_string(dir.join("warp.log")).unwrap();
+    assert!(
+        file_log
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "format: structured writes JSON lines"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

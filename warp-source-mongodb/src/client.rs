@@ -29,8 +29,9 @@ fn apply(source: &SourceConfig, options: &mut ClientOptions) {
     options
         .app_name
         .get_or_insert_with(|| "cartridge-warp".to_owned());
+    // `replica_set: ""` means "no replica set": a direct connection to one server.
     if let Some(set) = &source.replica_set {
-        options.repl_set_name = Some(set.clone());
+        options.repl_set_name = (!set.is_empty()).then(|| set.clone());
     }
     if let Some(auth) = &source.auth_source {
         if let Some(credential) = options.credential.as_mut() {
