@@ -760,3 +760,25 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn check_connections_opens_a_change_stream() {
+    let store = store("check", 10, "    c: {}\n").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "validate",
+            "--check-connections",
+            "--config",
+            store.config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reachable, prerequisites met"), "{stdout}");
+    assert!(stdout.contains("destination: reachable"), "{stdout}");
+}
