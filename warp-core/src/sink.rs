@@ -183,6 +183,14 @@ pub trait Sink: Send + Sync {
     }
 
     /// Opens a destination transaction for one table.
+    /// The keys of the rows live (not soft-deleted) at the destination, for delete
+    /// detection by key-set comparison.
+    async fn live_keys(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+    ) -> Result<Vec<crate::value::Key>>;
+
     async fn begin(&self, target: &Target, token: FencingToken)
         -> Result<Box<dyn SinkTransaction>>;
 }

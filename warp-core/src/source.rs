@@ -132,6 +132,17 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Every key the table has now, for delete detection by key-set comparison
+    /// (`delete_detection_interval`, polling sources). `None`: not supported.
+    async fn live_keys(&self, _table: &TableSchema) -> Result<Option<Vec<Key>>> {
+        Ok(None)
+    }
+
+    /// Source-specific lines for `run --dry-run` (e.g. the bytes a full load would scan).
+    async fn plan_notes(&self, _table: &TableSchema, _snapshot: bool) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Whether `key` falls in `chunk` under the source's own key order. The default uses
     /// [`KeyRange::contains`]; sources whose key order differs (collations) override it.
     fn chunk_contains(&self, _table: &TableId, chunk: &KeyRange, key: &[Value]) -> bool {

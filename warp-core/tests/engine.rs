@@ -664,3 +664,27 @@ async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() 
     sink.wait_until_equal(&source, "shop", "orders").await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn delete_detection_finds_rows_the_stream_cannot_see() {
+    let yaml = "source: { type: mysql, connection_string: 'mysql://u@h/shop', change_detection_strategy: timestamp, change_detection_column: v }\n\
+         destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
+         schemas:\n- name: shop\n  tables:\n    orders: { delete_detection_interval: 0.05 }\n";
+    let loaded = load_str(
+        yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .unwrap();
+    let schema = loaded.config.schemas_to_run(None).remove(0);
+    let source = MemorySource::with_sample_table("shop", "orders", 10);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema, settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    source.delete_unlogged("orders", vec![Value::Int(3)]);
+    source.delete_unlogged("orders", vec![Value::Int(7)]);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(sink.live_rows("shop", "orders").len(), 8);
+    run.stop().await;
+}

@@ -268,6 +268,14 @@ impl Sink for PostgresSink {
         Ok(self.plan(target, schema).await?)
     }
 
+    async fn live_keys(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+    ) -> warp_core::Result<Vec<warp_core::Key>> {
+        Ok(read::live_keys(&self.inner.pool, target, schema).await?)
+    }
+
     async fn take_signals(&self, schema: &str) -> warp_core::Result<Vec<warp_core::Signal>> {
         Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema).await?)
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row as _};
-use warp_core::{ColumnType, Decimal, Interval, Row, TableSchema, Target, Value};
+use warp_core::{ColumnType, Decimal, Interval, Key, Row, TableSchema, Target, Value};
 
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
@@ -26,13 +26,7 @@ pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Resul
     let exprs: Vec<String> = landed
         .columns
         .iter()
-        .map(|c| match &c.ty {
-            ColumnType::UInt64 | ColumnType::Numeric { .. } | ColumnType::Bits { .. } => {
-                format!("{}::text", c.ident)
-            }
-            ColumnType::Array { .. } => format!("to_jsonb({})", c.ident),
-            _ => c.ident.clone(),
-        })
+        .map(|c| select_expr(&c.ident, &c.ty))
         .collect();
     let sql = format!(
         "SELECT {}, {}, {}, {} FROM {} ORDER BY {}",
@@ -68,6 +62,46 @@ pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Resul
             })
         })
         .collect()
+}
+
+/// The keys of the live (not soft-deleted) rows of `target`, for delete detection.
+pub async fn live_keys(pool: &PgPool, target: &Target, schema: &TableSchema) -> Result<Vec<Key>> {
+    let landed = Landed::new(target, schema)?;
+    let key: Vec<_> = landed.key.iter().map(|&i| &landed.columns[i]).collect();
+    let exprs: Vec<String> = key.iter().map(|c| select_expr(&c.ident, &c.ty)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE NOT {}",
+        exprs.join(", "),
+        landed.table,
+        quote(IS_DELETED)
+    );
+    let fetched = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .context("read live keys")?;
+    fetched
+        .iter()
+        .map(|r| {
+            key.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    decode(r, i, &c.ty)
+                        .map_err(|e| SinkError::Invalid(format!("column {}: {e}", c.name)))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// How a column is selected so that [`decode`] can read it exactly.
+fn select_expr(ident: &str, ty: &ColumnType) -> String {
+    match ty {
+        ColumnType::UInt64 | ColumnType::Numeric { .. } | ColumnType::Bits { .. } => {
+            format!("{ident}::text")
+        }
+        ColumnType::Array { .. } => format!("to_jsonb({ident})"),
+        _ => ident.to_owned(),
+    }
 }
 
 fn decode(r: &PgRow, i: usize, ty: &ColumnType) -> std::result::Result<Value, String> {

@@ -15,7 +15,7 @@ use super::batch::{split_key_change, Batch};
 use super::status::TableState;
 use super::table::TableWorker;
 use crate::error::{Error, Result};
-use crate::event::{Change, Commit, Operation, StreamFragment};
+use crate::event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
 use crate::metrics::{
     BATCH_DURATION_SECONDS, BATCH_ROWS, EVENTS_TOTAL, LAST_CHECKPOINT_TIMESTAMP_SECONDS,
     QUEUE_DEPTH, REPLICATION_LAG_SECONDS, SCHEMA_CHANGES_TOTAL,
@@ -23,6 +23,7 @@ use crate::metrics::{
 use crate::position::Position;
 use crate::sink::{CheckpointUpdate, FencingToken, SinkTransaction};
 use crate::source::KeyRange;
+use crate::value::cmp_keys;
 
 /// Aborts the reader task when the writer returns, whatever the path.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -46,6 +47,8 @@ struct Writer {
     handover: Vec<(KeyRange, Position)>,
     deadline: Option<tokio::time::Instant>,
     last_checkpoint: tokio::time::Instant,
+    /// The last committed position.
+    position: Position,
 }
 
 fn op_index(op: Operation) -> usize {
@@ -97,7 +100,10 @@ impl TableWorker {
             handover,
             deadline: None,
             last_checkpoint: tokio::time::Instant::now(),
+            position,
         };
+        let detect_every = self.settings.delete_detection_interval;
+        let mut next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
         let idle_interval = self.ctx.settings.idle_checkpoint_interval;
         let mut held: Vec<Change> = Vec::new();
         let mut in_txn = false;
@@ -125,6 +131,11 @@ impl TableWorker {
                         // Heartbeats only: advance the checkpoint, but not on every one.
                         w.deadline = Some(w.last_checkpoint + idle_interval);
                     }
+                    continue;
+                }
+                () = sleep_until(next_detection), if next_detection.is_some() && !in_txn => {
+                    self.detect_deletes(&mut w).await?;
+                    next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
                     continue;
                 }
                 item = rx.recv() => item,
@@ -183,6 +194,52 @@ impl TableWorker {
                 }
             }
         }
+    }
+
+    /// Delete detection for sources that cannot see deletes (polling): keys live at the
+    /// destination but gone from the source become deletes. The destination is read
+    /// first, after committing what is in hand, so it never holds a row the source scan
+    /// could not have seen; a row the queue re-delivers afterwards is caught next time.
+    async fn detect_deletes(&self, w: &mut Writer) -> Result<()> {
+        let source_schema = self.projection.source_schema().clone();
+        if w.pending.is_some() {
+            self.flush(w).await?;
+        }
+        let live = self
+            .ctx
+            .sink
+            .live_keys(&self.target, &self.projection.destination_schema())
+            .await?;
+        let Some(mut present) = self.ctx.source.live_keys(&source_schema).await? else {
+            return Ok(());
+        };
+        present.sort_by(|a, b| cmp_keys(a, b));
+        let now = Utc::now();
+        let mut gone = 0u64;
+        for key in live {
+            if present.binary_search_by(|p| cmp_keys(p, &key)).is_err() {
+                gone += 1;
+                w.batch.push(Change::Row(ChangeEvent {
+                    op: Operation::Delete,
+                    key,
+                    before: None,
+                    after: None,
+                    source_ts: Some(now),
+                }));
+            }
+        }
+        if gone == 0 {
+            return Ok(());
+        }
+        info!(
+            deleted = gone,
+            "delete detection: rows gone from the source"
+        );
+        w.pending = Some(Commit {
+            position: w.position.clone(),
+            source_ts: Some(now),
+        });
+        self.flush(w).await
     }
 
     /// On a source error: commit what is complete, then report the error.
@@ -336,6 +393,7 @@ impl TableWorker {
             }
         });
         debug!(changes = total, position = %commit.position, "batch committed");
+        w.position = commit.position;
         w.deadline = None;
         w.last_checkpoint = tokio::time::Instant::now();
         Ok(())

@@ -208,6 +208,21 @@ impl Sink for MemorySink {
         Ok(())
     }
 
+    async fn live_keys(&self, target: &Target, _schema: &TableSchema) -> Result<Vec<Key>> {
+        Ok(self
+            .lock()
+            .tables
+            .get(&target.key())
+            .map(|t| {
+                t.rows
+                    .iter()
+                    .filter(|(_, r)| !r.deleted)
+                    .map(|(k, _)| k.0.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>> {
         let st = self.lock();
         Ok(match st.tables.get(&target.key()) {

@@ -172,6 +172,14 @@ impl MemorySource {
         self.write(table, Operation::Delete, None, Some(key));
     }
 
+    /// Removes a row without a change-log entry, as a polling source sees a delete:
+    /// only delete detection can find it.
+    pub fn delete_unlogged(&self, table: &str, key: Key) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        t.rows.remove(&OrdKey(key));
+    }
+
     /// Several row writes as one source transaction.
     pub fn transaction(&self, table: &str, rows: Vec<Row>) {
         let mut st = self.lock();
@@ -377,6 +385,14 @@ impl Source for MemorySource {
             })
             .boxed();
         Ok(ChunkRead { position, rows })
+    }
+
+    async fn live_keys(&self, table: &TableSchema) -> Result<Option<Vec<Key>>> {
+        Ok(self
+            .lock()
+            .tables
+            .get(&table.id.name)
+            .map(|t| t.rows.keys().map(|k| k.0.clone()).collect()))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> Result<Option<u64>> {
