@@ -19,6 +19,8 @@ pub const SOURCE_CONNECTED: &str = "cartridge_warp_source_connected";
 pub const BUILD_INFO: &str = "cartridge_warp_build_info";
 /// MySQL zero dates (`0000-00-00`) landed as NULL.
 pub const ZERO_DATES_TOTAL: &str = "cartridge_warp_zero_dates_total";
+/// BigQuery: bytes processed (billed) by the queries cartridge-warp ran.
+pub const SOURCE_BYTES_PROCESSED_TOTAL: &str = "cartridge_warp_source_bytes_processed_total";
 
 /// Registers help texts and units with whatever recorder is installed.
 pub fn describe() {
@@ -65,5 +67,10 @@ pub fn describe() {
     describe_counter!(
         ZERO_DATES_TOTAL,
         "MySQL zero dates (0000-00-00) landed as NULL"
+    );
+    describe_counter!(
+        SOURCE_BYTES_PROCESSED_TOTAL,
+        Unit::Bytes,
+        "Bytes processed by source queries (BigQuery: what is billed)"
     );
 }

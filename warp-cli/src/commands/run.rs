@@ -66,6 +66,9 @@ async fn print_plan(loaded: &warp_core::config::LoadedConfig) -> Result<(), Stri
             if let Some(problem) = t.problem {
                 println!("    cannot replicate: {problem}");
             }
+            for note in t.notes {
+                println!("    {note}");
+            }
             for ddl in t.ddl {
                 println!("    {ddl}");
             }

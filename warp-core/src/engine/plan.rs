@@ -17,6 +17,8 @@ pub struct TablePlan {
     pub ddl: Vec<String>,
     /// Why the table cannot replicate as configured.
     pub problem: Option<String>,
+    /// What the source adds (BigQuery: bytes the queries would process).
+    pub notes: Vec<String>,
 }
 
 impl Pipeline {
@@ -49,6 +51,15 @@ impl Pipeline {
                 }
                 Some(_) => Vec::new(),
             };
+            let notes = match problem {
+                None => self
+                    .ctx
+                    .source
+                    .plan_notes(&table, settings.full_load_enabled)
+                    .await
+                    .unwrap_or_else(|e| vec![format!("no estimate: {e}")]),
+                Some(_) => Vec::new(),
+            };
             plans.push(TablePlan {
                 table: table.id.name.clone(),
                 estimated_rows: self.ctx.source.estimate_rows(&table).await?,
@@ -57,6 +68,7 @@ impl Pipeline {
                 parallel_streams: settings.parallel_streams,
                 ddl,
                 problem,
+                notes,
             });
         }
         Ok(plans)

@@ -1,0 +1,104 @@
+//! Authentication (SPEC §4): a service-account key file (`credentials_path`), the
+//! application-default credentials, or — for emulators — an `endpoint` with no
+//! credentials at all.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::Client;
+use warp_core::config::SourceConfig;
+
+use crate::error::{BigQueryError, Context, Result};
+
+/// Emulators accept any bearer token.
+#[derive(Clone)]
+struct NoCredentials;
+
+#[async_trait]
+impl Authenticator for NoCredentials {
+    async fn access_token(&self) -> Result<String, BQError> {
+        Ok("no-credentials".to_owned())
+    }
+}
+
+/// `http://host:port` or the full `…/bigquery/v2` base URL.
+fn v2_base_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    if trimmed.ends_with("/bigquery/v2") {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/bigquery/v2")
+    }
+}
+
+pub async fn connect(source: &SourceConfig) -> Result<Client> {
+    let mut builder = ClientBuilder::new();
+    if let Some(endpoint) = &source.endpoint {
+        builder.with_v2_base_url(v2_base_url(endpoint));
+    }
+    match (&source.credentials_path, &source.endpoint) {
+        (Some(path), _) => {
+            if !std::path::Path::new(path).is_file() {
+                return Err(BigQueryError::Unsupported {
+                    message: format!("source.credentials_path: {path} is not a readable file"),
+                    hint: Some(
+                        "mount the service-account key file (a Secret volume) at this path".into(),
+                    ),
+                });
+            }
+            builder
+                .build_from_service_account_key_file(path)
+                .await
+                .context("service-account key")
+        }
+        (None, Some(_)) => builder
+            .build_from_authenticator(Arc::new(NoCredentials))
+            .await
+            .context("connect"),
+        (None, None) => builder
+            .build_from_application_default_credentials()
+            .await
+            .context("application-default credentials"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_key_file_is_a_clear_permanent_error() {
+        let yaml = "source: { type: bigquery, project_id: p, database: d, credentials_path: /nonexistent/key.json, change_detection_column: u }\n\
+                    destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
+                    schemas: [ { name: d } ]\n";
+        let loaded = warp_core::config::load_str(
+            yaml,
+            "test",
+            &warp_core::config::Environment::new(),
+            &warp_core::config::ConfigOverrides::default(),
+        )
+        .unwrap();
+        let Err(e) = connect(&loaded.config.source).await else {
+            panic!("connected without a key file")
+        };
+        let e: warp_core::Error = e.into();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("/nonexistent/key.json"), "{e}");
+        assert!(e.hint().unwrap().contains("Secret"));
+    }
+
+    #[test]
+    fn endpoints_become_v2_base_urls() {
+        assert_eq!(
+            v2_base_url("http://127.0.0.1:9050"),
+            "http://127.0.0.1:9050/bigquery/v2"
+        );
+        assert_eq!(
+            v2_base_url("http://127.0.0.1:9050/bigquery/v2/"),
+            "http://127.0.0.1:9050/bigquery/v2"
+        );
+    }
+}

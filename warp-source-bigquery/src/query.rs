@@ -1,0 +1,259 @@
+//! Running queries: named parameters, result paging, errors that arrive inside a
+//! successful HTTP response, and the bytes each query processed (what BigQuery bills).
+
+use chrono::SecondsFormat;
+use futures::stream::{self, BoxStream, StreamExt};
+use gcp_bigquery_client::model::data_format_options::DataFormatOptions;
+use gcp_bigquery_client::model::error_proto::ErrorProto;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::table_row::TableRow;
+use gcp_bigquery_client::Client;
+use serde_json::Value as J;
+use warp_core::metrics::SOURCE_BYTES_PROCESSED_TOTAL;
+use warp_core::Value;
+
+use crate::error::{BigQueryError, Context, Result};
+
+/// Cells of one result row (each cell's `v`).
+pub type Cells = Vec<J>;
+
+#[derive(Clone)]
+pub struct Runner {
+    pub client: Client,
+    pub project: String,
+    /// For the bytes-processed metric.
+    pub schema: String,
+}
+
+/// A query and its parameters, labelled with the table it is for.
+pub struct Query {
+    pub table: String,
+    pub sql: String,
+    pub params: Vec<QueryParameter>,
+}
+
+impl Query {
+    pub fn new(table: &str, sql: String) -> Self {
+        Self {
+            table: table.to_owned(),
+            sql,
+            params: Vec::new(),
+        }
+    }
+
+    pub fn param(mut self, name: &str, v: &Value) -> Result<Self> {
+        self.params.push(param(name, v)?);
+        Ok(self)
+    }
+
+    fn request(&self, page_rows: Option<i32>) -> QueryRequest {
+        let mut r = QueryRequest::new(self.sql.clone());
+        r.parameter_mode = Some("NAMED".into());
+        r.query_parameters = Some(self.params.clone());
+        r.max_results = page_rows;
+        r.timeout_ms = Some(60_000);
+        r.format_options = Some(DataFormatOptions {
+            use_int64_timestamp: Some(true),
+        });
+        r
+    }
+}
+
+fn check(context: &str, errors: Option<&[ErrorProto]>) -> Result<()> {
+    match errors.and_then(<[ErrorProto]>::first) {
+        None => Ok(()),
+        Some(e) => Err(BigQueryError::Query {
+            context: context.to_owned(),
+            reason: e.reason.clone().unwrap_or_default(),
+            message: e.message.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn cells(rows: Option<Vec<TableRow>>) -> Vec<Cells> {
+    rows.unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            r.columns
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.value.unwrap_or(J::Null))
+                .collect()
+        })
+        .collect()
+}
+
+/// Where paging is.
+enum Cursor {
+    Start,
+    More { job: String, token: String },
+    Done,
+}
+
+impl Runner {
+    fn count_bytes(&self, table: &str, processed: Option<&String>) {
+        if let Some(n) = processed.and_then(|b| b.parse::<u64>().ok()) {
+            metrics::counter!(SOURCE_BYTES_PROCESSED_TOTAL, "schema" => self.schema.clone(), "table" => table.to_owned())
+                .increment(n);
+        }
+    }
+
+    /// Every row of a small result (keys, bounds, a maximum).
+    pub async fn all(&self, q: Query) -> Result<Vec<Cells>> {
+        let mut pages = self.pages(q, 50_000);
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            out.extend(page?);
+        }
+        Ok(out)
+    }
+
+    /// The result in pages of up to `page_rows` rows.
+    pub fn pages(&self, q: Query, page_rows: i32) -> BoxStream<'static, Result<Vec<Cells>>> {
+        let runner = self.clone();
+        stream::unfold(Cursor::Start, move |cursor| {
+            let runner = runner.clone();
+            let request = q.request(Some(page_rows));
+            let table = q.table.clone();
+            async move {
+                let (rows, next) = match cursor {
+                    Cursor::Done => return None,
+                    Cursor::Start => match runner.first(&table, request).await {
+                        Ok(r) => r,
+                        Err(e) => return Some((Err(e), Cursor::Done)),
+                    },
+                    Cursor::More { job, token } => {
+                        match runner.more(&job, Some(token), page_rows).await {
+                            Ok(r) => r,
+                            Err(e) => return Some((Err(e), Cursor::Done)),
+                        }
+                    }
+                };
+                Some((Ok(rows), next))
+            }
+        })
+        .boxed()
+    }
+
+    async fn first(&self, table: &str, request: QueryRequest) -> Result<(Vec<Cells>, Cursor)> {
+        let r = self
+            .client
+            .job()
+            .query(&self.project, request)
+            .await
+            .context("query")?;
+        check("query", r.errors.as_deref())?;
+        self.count_bytes(table, r.total_bytes_processed.as_ref());
+        let job = r.job_reference.and_then(|j| j.job_id);
+        if r.job_complete == Some(false) {
+            // A long query: wait for it, then page from the start.
+            let job = job.ok_or_else(|| BigQueryError::Unsupported {
+                message: "an unfinished query came back without a job id".into(),
+                hint: None,
+            })?;
+            return self.more(&job, None, 50_000).await;
+        }
+        let next = match (job, r.page_token) {
+            (Some(job), Some(token)) => Cursor::More { job, token },
+            _ => Cursor::Done,
+        };
+        Ok((cells(r.rows), next))
+    }
+
+    async fn more(
+        &self,
+        job: &str,
+        token: Option<String>,
+        page_rows: i32,
+    ) -> Result<(Vec<Cells>, Cursor)> {
+        loop {
+            let params = GetQueryResultsParameters {
+                format_options: Some(DataFormatOptions {
+                    use_int64_timestamp: Some(true),
+                }),
+                location: None,
+                max_results: Some(page_rows),
+                page_token: token.clone(),
+                start_index: None,
+                timeout_ms: Some(60_000),
+            };
+            let r = self
+                .client
+                .job()
+                .get_query_results(&self.project, job, params)
+                .await
+                .context("read query results")?;
+            check("read query results", r.errors.as_deref())?;
+            if r.job_complete == Some(false) {
+                continue;
+            }
+            let next = match r.page_token {
+                Some(token) => Cursor::More {
+                    job: job.to_owned(),
+                    token,
+                },
+                None => Cursor::Done,
+            };
+            return Ok((cells(r.rows), next));
+        }
+    }
+
+    /// Bytes the query would process, without running it.
+    pub async fn dry_run(&self, q: Query) -> Result<u64> {
+        let mut request = q.request(None);
+        request.dry_run = Some(true);
+        let r = self
+            .client
+            .job()
+            .query(&self.project, request)
+            .await
+            .context("dry-run query")?;
+        check("dry-run query", r.errors.as_deref())?;
+        Ok(r.total_bytes_processed
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+/// A named query parameter holding `v`, typed as BigQuery expects it.
+pub fn param(name: &str, v: &Value) -> Result<QueryParameter> {
+    let (ty, text) = match v {
+        Value::Int(i) => ("INT64", i.to_string()),
+        Value::Float64(f) => ("FLOAT64", f.to_string()),
+        Value::Decimal(d) => ("BIGNUMERIC", d.to_string()),
+        Value::Bool(b) => ("BOOL", b.to_string()),
+        Value::Text(s) => ("STRING", s.clone()),
+        Value::Date(d) => ("DATE", d.to_string()),
+        Value::Timestamp(t) => ("DATETIME", t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+        Value::TimestampTz(t) => ("TIMESTAMP", t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        other => return Err(BigQueryError::Unsupported {
+            message: format!("a {other:?} cannot be a query parameter (key or watermark)"),
+            hint: Some(
+                "use a key and change_detection_column of integer, string, date or timestamp type"
+                    .into(),
+            ),
+        }),
+    };
+    Ok(QueryParameter {
+        name: Some(name.to_owned()),
+        parameter_type: Some(QueryParameterType {
+            array_type: None,
+            struct_types: None,
+            r#type: ty.to_owned(),
+        }),
+        parameter_value: Some(QueryParameterValue {
+            array_values: None,
+            struct_values: None,
+            value: Some(text),
+        }),
+    })
+}
+
+/// A backtick-quoted identifier.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "\\`"))
+}
