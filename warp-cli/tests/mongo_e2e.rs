@@ -558,8 +558,13 @@ async fn fields_beyond_the_sample_reshape_parallel_chunks() {
 }
 
 #[tokio::test]
-async fn timestamp_polling_replicates_inserts_and_updates() {
-    let store = store("poll", 100, "    items: { polling_interval: 0.2 }\n").await;
+async fn timestamp_polling_replicates_inserts_updates_and_detected_deletes() {
+    let store = store(
+        "poll",
+        100,
+        "    items: { polling_interval: 0.2, delete_detection_interval: 0.5 }\n",
+    )
+    .await;
     let cfg = std::fs::read_to_string(&store.config).unwrap();
     std::fs::write(
         &store.config,
@@ -598,6 +603,14 @@ async fn timestamp_polling_replicates_inserts_and_updates() {
         .unwrap();
     assert_eq!(r.modified_count, 1);
     store.wrote("items", &Bson::Int64(5));
+    store.wait_equal("items").await;
+    // Polling cannot see a delete; delete detection (key-set comparison) does.
+    store
+        .coll("items")
+        .delete_one(doc! { "_id": 7_i64 })
+        .await
+        .unwrap();
+    store.wrote("items", &Bson::Int64(7));
     store.wait_equal("items").await;
     assert!(run.terminate().success());
     store.assert_no_double_apply("items").await;

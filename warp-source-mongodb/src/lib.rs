@@ -23,7 +23,7 @@ use mongodb::{Client, Collection, Database};
 use tokio::sync::OnceCell;
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
-    mask_secrets, ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
+    mask_secrets, ChunkRead, Error, Key, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
     TableId, TableSchema, Value, Watermark,
 };
 
@@ -240,6 +240,11 @@ impl Source for MongoSource {
             .await
             .context("count documents")?;
         Ok(Some(n))
+    }
+
+    async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
+        let coll = self.collection(&table.id.name).await?;
+        Ok(Some(snapshot::all_keys(&coll).await?))
     }
 
     fn chunk_contains(&self, _table: &TableId, chunk: &KeyRange, key: &[Value]) -> bool {

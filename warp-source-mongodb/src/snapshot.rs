@@ -219,6 +219,23 @@ impl Reader {
     }
 }
 
+/// Every `_id` (delete detection for the `timestamp` strategy).
+pub async fn all_keys(coll: &Collection<Document>) -> Result<Vec<Key>> {
+    let mut cursor = coll
+        .find(doc! {})
+        .projection(doc! { ID: 1 })
+        .batch_size(10_000)
+        .await
+        .context("read keys")?;
+    let mut keys = Vec::new();
+    while let Some(d) = cursor.try_next().await.context("read keys")? {
+        if let Some(id) = d.get(ID) {
+            keys.push(key_of(id));
+        }
+    }
+    Ok(keys)
+}
+
 /// The `_id` text of a document, for keys of change events.
 pub fn key_of(id: &Bson) -> Key {
     vec![Value::Text(convert::id_text(id))]

@@ -347,6 +347,17 @@ impl Source for MysqlSource {
         Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))
     }
 
+    async fn live_keys(
+        &self,
+        table: &TableSchema,
+    ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
+        let t = self.cached(table)?;
+        let mut conn = self.pool.get_conn().await.context("connect")?;
+        Ok(Some(
+            snapshot::all_keys(&mut conn, &self.database, &t).await?,
+        ))
+    }
+
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
         let mut conn = self.pool.get_conn().await.context("connect")?;
         let rows: Option<Option<u64>> = conn

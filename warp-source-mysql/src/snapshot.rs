@@ -205,6 +205,26 @@ pub async fn plan_chunks(
     Ok(KeyRange::split_at(bounds))
 }
 
+/// Every key of the table (delete detection for the `timestamp` strategy).
+pub async fn all_keys(conn: &mut Conn, database: &str, table: &MysqlTable) -> Result<Vec<Key>> {
+    let select = Select::new(database, table);
+    let key_kinds: Vec<_> = table
+        .schema
+        .key_indexes()
+        .map_err(unsupported)?
+        .iter()
+        .map(|&i| table.columns[i].kind.clone())
+        .collect();
+    let what = &select.key[1..select.key.len() - 1];
+    let rows: Vec<mysql_async::Row> = conn
+        .query(format!("SELECT {what} FROM {}", select.table))
+        .await
+        .context("read keys")?;
+    rows.into_iter()
+        .map(|r| decode_values(r, &key_kinds).map_err(unsupported))
+        .collect()
+}
+
 fn decode_values(
     row: mysql_async::Row,
     kinds: &[crate::types::Kind],

@@ -367,6 +367,11 @@ async fn timestamp_polling_delivers_ties_once_and_sees_updates() {
     assert_eq!(seen[0].1[1], Value::Text("a2".into()));
     // Nothing new: heartbeats only.
     assert!(next_fragment(&mut stream).await.changes.is_empty());
+    // Delete detection compares key sets: the source's are read here.
+    conn.query_drop("DELETE FROM p WHERE id = 2").await.unwrap();
+    let mut keys = source.live_keys(&t).await.unwrap().unwrap();
+    keys.sort_by(|a, b| warp_core::cmp_keys(a, b));
+    assert_eq!(keys, [vec![Value::Int(1)], vec![Value::Int(3)]]);
 }
 
 async fn next_fragment(
