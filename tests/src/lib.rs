@@ -2,6 +2,8 @@
 //! `scripts/peers.sh` listen. A suite that needs a peer fails loudly when it is missing;
 //! it never skips silently.
 
+pub mod replica;
+
 /// The URL of a peer from its `WARP_TEST_*` variable (`scripts/peers.sh env` prints them).
 pub fn peer_url(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {

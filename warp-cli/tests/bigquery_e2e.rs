@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -15,8 +14,8 @@ use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use sqlx::PgPool;
-use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
-use warp_core::{Row, Source, TableSchema, Target, Value};
+use warp_core::{Row, Source, TableSchema, Value};
+use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_bigquery::BigQuerySource;
 
@@ -35,7 +34,7 @@ impl Authenticator for Anonymous {
 struct Warehouse {
     dataset: String,
     config: PathBuf,
-    dir: PathBuf,
+    dir: TempDir,
     bq: gcp_bigquery_client::Client,
     pg: PgPool,
     metrics_port: u16,
@@ -59,19 +58,8 @@ async fn warehouse(name: &str) -> Warehouse {
         ))
         .await
         .unwrap();
-    let pg = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(3)
-        .connect(&pg_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {dataset} CASCADE; DROP SCHEMA IF EXISTS {dataset}_meta CASCADE"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("cw-bq-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let pg = replica::fresh_pg(&[&dataset, &format!("{dataset}_meta")]).await;
+    let dir = TempDir::new(&format!("bq-{name}"));
     let config = dir.join("config.yaml");
     let metrics_port = warp_e2e::free_port();
     std::fs::write(
@@ -105,12 +93,6 @@ async fn warehouse(name: &str) -> Warehouse {
     ))
     .await;
     w
-}
-
-impl Drop for Warehouse {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Warehouse {
@@ -189,19 +171,8 @@ impl Warehouse {
         }
     }
 
-    fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
-        let loaded = load_file(
-            &self.config,
-            &Environment::new(),
-            &ConfigOverrides::default(),
-        )
-        .unwrap();
-        let schema = loaded.config.schemas_to_run(None).remove(0);
-        (loaded, schema)
-    }
-
     async fn both(&self) -> (Vec<Row>, Vec<Row>, TableSchema) {
-        let (loaded, schema) = self.loaded();
+        let (loaded, schema) = replica::load(&self.config);
         let source = BigQuerySource::new(&loaded.config.source, &schema).unwrap();
         let mut t = source
             .discover()
@@ -220,60 +191,32 @@ impl Warehouse {
         while let Some(page) = pages.next().await {
             src.extend(page.unwrap().into_rows().unwrap());
         }
-        let target = Target::new(&schema, &t.id);
-        let dest = warp_sink_postgres::read::rows(&self.pg, &target, &t)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| !r.deleted)
-            .map(|r| r.row)
-            .collect();
+        let dest = replica::live(replica::landed(&self.pg, &self.config, &t).await);
         (exact(src), exact(dest), t)
     }
 
     async fn wait_equal(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (src, dest, _) = self.both().await;
-            if src == dest {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let diff: Vec<_> = src
-                    .iter()
-                    .zip(&dest)
-                    .filter(|(a, b)| a != b)
-                    .take(2)
-                    .collect();
-                panic!(
-                    "destination never matched ({} vs {} rows), first differences {diff:?}\n{}",
-                    dest.len(),
-                    src.len(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        replica::wait_equal(
+            "events",
+            || self.log(),
+            || async {
+                let (src, dest, _) = self.both().await;
+                (src, dest)
+            },
+        )
+        .await;
     }
 
     async fn assert_no_double_apply(&self) {
         let (_, _, t) = self.both().await;
-        let (_, schema) = self.loaded();
-        let rows = warp_sink_postgres::read::rows(&self.pg, &Target::new(&schema, &t.id), &t)
-            .await
-            .unwrap();
+        let rows = replica::landed(&self.pg, &self.config, &t).await;
         let writes = self.writes.lock().unwrap();
-        for r in rows {
-            let Value::Int(id) = r.row.values[0] else {
+        replica::assert_versions_within("events", &rows, |key| {
+            let Value::Int(id) = key else {
                 panic!("integer key")
             };
-            let made = writes.get(&id).copied().unwrap_or(0);
-            assert!(
-                r.version as u64 <= made,
-                "id {id}: version {} > {made} source changes",
-                r.version
-            );
-        }
+            writes.get(id).copied().unwrap_or(0)
+        });
     }
 
     async fn count(&self, sql: String) -> i64 {

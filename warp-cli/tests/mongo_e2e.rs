@@ -14,15 +14,15 @@ use bson::{doc, Bson, Document};
 use futures::StreamExt;
 use mongodb::Collection;
 use sqlx::PgPool;
-use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
-use warp_core::{ChunkPage, ColumnType, Row, Source, TableSchema, Target, Value};
+use warp_core::{ChunkPage, ColumnType, Row, Source, TableSchema, Value};
+use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_mongodb::MongoSource;
 
 struct Store {
     db: String,
     config: PathBuf,
-    dir: PathBuf,
+    dir: TempDir,
     mongo: mongodb::Database,
     pg: PgPool,
     /// Source writes per (collection, _id text): `_cartridge_version` may never exceed it.
@@ -37,19 +37,8 @@ async fn store(name: &str, chunk: usize, tables_yaml: &str) -> Store {
     let client = mongodb::Client::with_uri_str(&mongo_url).await.unwrap();
     let mongo = client.database(&db);
     mongo.drop().await.unwrap();
-    let pg = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(3)
-        .connect(&pg_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("cw-mongo-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let pg = replica::fresh_pg(&[&db, &format!("{db}_meta")]).await;
+    let dir = TempDir::new(&format!("mongo-{name}"));
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
@@ -73,12 +62,6 @@ async fn store(name: &str, chunk: usize, tables_yaml: &str) -> Store {
         mongo,
         pg,
         writes: Mutex::new(HashMap::new()),
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -123,21 +106,10 @@ impl Store {
         self.wrote(coll, &id);
     }
 
-    fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
-        let loaded = load_file(
-            &self.config,
-            &Environment::new(),
-            &ConfigOverrides::default(),
-        )
-        .unwrap();
-        let schema = loaded.config.schemas_to_run(None).remove(0);
-        (loaded, schema)
-    }
-
     /// Source documents as rows (the source's decoder) and live destination rows (the
     /// sink's), both sorted by `_id`, with values of text columns in text form.
     async fn both(&self, coll: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
-        let (loaded, schema) = self.loaded();
+        let (loaded, schema) = replica::load(&self.config);
         let source = MongoSource::new(&loaded.config.source, &schema).unwrap();
         let mut t = source
             .discover()
@@ -166,69 +138,36 @@ impl Store {
             }
             break;
         }
-        let target = Target::new(&schema, &t.id);
-        let dest: Vec<Row> = warp_sink_postgres::read::rows(&self.pg, &target, &t)
-            .await
-            // The table may not exist yet, or lack a column the stream has yet to add.
-            .unwrap_or_else(|e| {
-                eprintln!("{coll}: destination not readable yet: {e}");
-                Vec::new()
-            })
-            .into_iter()
-            .filter(|r| !r.deleted)
-            .map(|r| r.row)
-            .collect();
+        let dest = replica::live(replica::landed(&self.pg, &self.config, &t).await);
         (normalise(src, &t), normalise(dest, &t), t)
     }
 
     async fn wait_equal(&self, coll: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (src, dest, _) = self.both(coll).await;
-            if src == dest {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let diff: Vec<_> = src
-                    .iter()
-                    .zip(&dest)
-                    .filter(|(a, b)| a != b)
-                    .take(3)
-                    .collect();
-                panic!(
-                    "{coll}: destination never matched the source ({} vs {} rows), first differences {diff:?}\n{}",
-                    dest.len(),
-                    src.len(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        replica::wait_equal(
+            coll,
+            || self.log(),
+            || async {
+                let (src, dest, _) = self.both(coll).await;
+                (src, dest)
+            },
+        )
+        .await;
     }
 
     /// No destination row counts more versions than the source made changes to it.
     async fn assert_no_double_apply(&self, coll: &str) {
         let (_, _, t) = self.both(coll).await;
-        let (_, schema) = self.loaded();
-        let target = Target::new(&schema, &t.id);
-        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t)
-            .await
-            .unwrap();
+        let rows = replica::landed(&self.pg, &self.config, &t).await;
         let writes = self.writes.lock().unwrap();
-        for r in rows {
-            let Value::Text(id) = &r.row.values[0] else {
+        replica::assert_versions_within(coll, &rows, |key| {
+            let Value::Text(id) = key else {
                 panic!("text key")
             };
-            let made = writes
+            writes
                 .get(&(coll.to_owned(), id.clone()))
                 .copied()
-                .unwrap_or(0);
-            assert!(
-                r.version as u64 <= made,
-                "{coll} {id}: version {} > {made} source changes",
-                r.version
-            );
-        }
+                .unwrap_or(0)
+        });
     }
 
     async fn scalar(&self, sql: String) -> i64 {
@@ -627,17 +566,7 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
         .unwrap()
         .database("ecommerce_db");
     mongo.drop().await.unwrap();
-    let pg = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&pg_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(
-        "DROP SCHEMA IF EXISTS ecommerce CASCADE; DROP SCHEMA IF EXISTS ecommerce_e2e_meta CASCADE",
-    )
-    .execute(&pg)
-    .await
-    .unwrap();
+    let pg = replica::fresh_pg(&["ecommerce", "ecommerce_e2e_meta"]).await;
     for (coll, n) in [
         ("users", 120),
         ("orders", 300),
@@ -656,8 +585,7 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
             .await
             .unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("cw-mongo-seed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("mongo-seed");
     let seed = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/seed-ecommerce.yaml"
@@ -771,7 +699,6 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
         "format: structured writes JSON lines"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -11,15 +11,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use sqlx::PgPool;
-use warp_core::config::{load_file, ConfigOverrides, Environment, ResolvedSchema};
-use warp_core::{Row, Source, TableSchema, Target, Value};
+use warp_core::{Row, Source, TableSchema, Value};
+use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_mysql::MysqlSource;
 
 struct Shop {
     db: String,
     config: PathBuf,
-    dir: PathBuf,
+    dir: TempDir,
     mysql: mysql_async::Pool,
     pg: PgPool,
     /// Source writes per (table, id): `_cartridge_version` may never exceed it.
@@ -61,19 +61,8 @@ async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
             w.insert(("orders".to_owned(), id), 1);
         }
     }
-    let pg = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(3)
-        .connect(&pg_url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {db} CASCADE; DROP SCHEMA IF EXISTS {db}_meta CASCADE"
-    )))
-    .execute(&pg)
-    .await
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("cw-e2e-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let pg = replica::fresh_pg(&[&db, &format!("{db}_meta")]).await;
+    let dir = TempDir::new(&format!("e2e-{name}"));
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
@@ -149,21 +138,10 @@ impl Shop {
             .or_default() += 1;
     }
 
-    fn loaded(&self) -> (warp_core::config::LoadedConfig, ResolvedSchema) {
-        let loaded = load_file(
-            &self.config,
-            &Environment::new(),
-            &ConfigOverrides::default(),
-        )
-        .unwrap();
-        let schema = loaded.config.schemas_to_run(None).remove(0);
-        (loaded, schema)
-    }
-
     /// Source rows (read through the source's decoder) and live destination rows (through
     /// the sink's), per table.
     async fn both(&self, table: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
-        let (loaded, schema) = self.loaded();
+        let (loaded, schema) = replica::load(&self.config);
         let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
         let t = source
             .discover()
@@ -180,56 +158,33 @@ impl Shop {
                 src.extend(page.unwrap().into_rows().unwrap());
             }
         }
-        let target = Target::new(&schema, &t.id);
-        let dest = warp_sink_postgres::read::rows(&self.pg, &target, &t)
-            .await
-            .unwrap_or_default();
-        let live = dest
-            .into_iter()
-            .filter(|r| !r.deleted)
-            .map(|r| r.row)
-            .collect();
+        let live = replica::live(replica::landed(&self.pg, &self.config, &t).await);
         (src, live, t)
     }
 
     async fn wait_equal(&self, table: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (src, dest, _) = self.both(table).await;
-            if src == dest {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{table}: destination never matched the source ({} vs {} rows)\n{}",
-                dest.len(),
-                src.len(),
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        replica::wait_equal(
+            table,
+            || self.log(),
+            || async {
+                let (src, dest, _) = self.both(table).await;
+                (src, dest)
+            },
+        )
+        .await;
     }
 
     /// No destination row counts more versions than the source made changes to it.
     async fn assert_no_double_apply(&self, table: &str) {
         let (_, _, t) = self.both(table).await;
-        let (_, schema) = self.loaded();
-        let target = Target::new(&schema, &t.id);
-        let rows = warp_sink_postgres::read::rows(&self.pg, &target, &t)
-            .await
-            .unwrap();
+        let rows = replica::landed(&self.pg, &self.config, &t).await;
         let writes = self.writes.lock().unwrap();
-        for r in rows {
-            let Value::Int(id) = r.row.values[0] else {
+        replica::assert_versions_within(table, &rows, |key| {
+            let Value::Int(id) = key else {
                 panic!("integer key")
             };
-            let made = writes.get(&(table.to_owned(), id)).copied().unwrap_or(0);
-            assert!(
-                r.version as u64 <= made,
-                "{table} {id}: version {} > {made} source changes",
-                r.version
-            );
-        }
+            writes.get(&(table.to_owned(), *id)).copied().unwrap_or(0)
+        });
     }
 
     async fn scalar_pg(&self, sql: String) -> i64 {
@@ -237,12 +192,6 @@ impl Shop {
             .fetch_one(&self.pg)
             .await
             .unwrap()
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,126 @@
+//! The destination side of the end-to-end suites: a clean PostgreSQL, the run's config,
+//! landed rows read back through the sink's decoder, and the checks every suite makes.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use warp_core::config::{load_file, ConfigOverrides, Environment, LoadedConfig, ResolvedSchema};
+use warp_core::{Row, TableSchema, Target, Value};
+use warp_sink_postgres::read::LandedRow;
+
+/// How long a suite waits for the destination to catch up before it fails.
+pub const CATCH_UP: Duration = Duration::from_secs(90);
+
+/// A pool on `WARP_TEST_PG_URL` with `schemas` dropped.
+pub async fn fresh_pg(schemas: &[&str]) -> PgPool {
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .connect(&crate::peer_url("WARP_TEST_PG_URL"))
+        .await
+        .expect("PostgreSQL peer");
+    for s in schemas {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {s} CASCADE"
+        )))
+        .execute(&pg)
+        .await
+        .expect("drop schema");
+    }
+    pg
+}
+
+/// The config file as `cartridge-warp` loads it, and its (single) schema.
+pub fn load(config: &Path) -> (LoadedConfig, ResolvedSchema) {
+    let loaded =
+        load_file(config, &Environment::new(), &ConfigOverrides::default()).expect("valid config");
+    let schema = loaded.config.schemas_to_run(None).remove(0);
+    (loaded, schema)
+}
+
+/// Every landed row of `t` (deleted ones too), or none while the table cannot be read
+/// yet (not created, or lacking a column the stream has yet to add).
+pub async fn landed(pg: &PgPool, config: &Path, t: &TableSchema) -> Vec<LandedRow> {
+    let (_, schema) = load(config);
+    warp_sink_postgres::read::rows(pg, &Target::new(&schema, &t.id), t)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("{}: destination not readable yet: {e}", t.id);
+            Vec::new()
+        })
+}
+
+/// The live (not soft-deleted) rows among `rows`.
+pub fn live(rows: Vec<LandedRow>) -> Vec<Row> {
+    rows.into_iter()
+        .filter(|r| !r.deleted)
+        .map(|r| r.row)
+        .collect()
+}
+
+/// Waits until `compare` yields equal (source, destination) rows; fails with the first
+/// differences and `log()` after [`CATCH_UP`].
+pub async fn wait_equal<F, Fut>(what: &str, log: impl Fn() -> String, mut compare: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Vec<Row>, Vec<Row>)>,
+{
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let (src, dest) = compare().await;
+        if src == dest {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let diff: Vec<_> = src
+                .iter()
+                .zip(&dest)
+                .filter(|(a, b)| a != b)
+                .take(3)
+                .collect();
+            panic!(
+                "{what}: destination never matched the source ({} vs {} rows), first differences {diff:?}\n{}",
+                dest.len(),
+                src.len(),
+                log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// No landed row counts more versions than the source made changes to it (a replayed
+/// change would push it above): `made` gives the source's count for a row's key.
+pub fn assert_versions_within(what: &str, rows: &[LandedRow], made: impl Fn(&Value) -> u64) {
+    for r in rows {
+        let key = &r.row.values[0];
+        let n = made(key);
+        assert!(
+            r.version as u64 <= n,
+            "{what} {key:?}: version {} > {n} source changes",
+            r.version
+        );
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cw-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
