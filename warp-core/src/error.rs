@@ -125,7 +125,9 @@ impl Error {
                 hint.clone()
             }
             Self::PositionLost { table, .. } => Some(format!(
-                "re-snapshot the table: cartridge-warp resync --config <file> --schema <schema> --table {table}"
+                "re-snapshot the table: cartridge-warp resync --config <file> --schema <schema> --table {}",
+                // `table` is `database.table`; resync takes the table's name.
+                table.split_once('.').map_or(table.as_str(), |(_, t)| t)
             )),
             Self::Fenced { .. } => {
                 Some("another replica owns this table now; this one stops writing it".into())
@@ -151,3 +153,19 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_position_hints_resync_of_the_table_by_name() {
+        let e = Error::PositionLost {
+            table: "shop.order.items".into(),
+            position: "p".into(),
+            detail: "d".into(),
+        };
+        assert!(!e.is_transient());
+        assert!(e.hint().unwrap().ends_with("--table order.items"));
+    }
+}
