@@ -2,6 +2,7 @@
 //! token taken before it reads, so every change after that token replays on top.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use bson::{doc, Bson, Document};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -20,40 +21,90 @@ const PAGE_DOCS: usize = 2_000;
 ///
 /// MongoDB compares values of different types by type first and a range query only
 /// matches its bound's type ("type bracketing"), so ranges are only used when every
-/// `_id` is of one type bracket; otherwise the collection is one chunk. The `_id`s are
-/// ordered here, by MongoDB's rules, rather than by the server's sort: chunk ranges are
-/// evaluated by the server's comparison, and bounds out of that order would overlap.
+/// `_id` is of one type bracket; otherwise the collection is one chunk.
+///
+/// The `_id` index walk keeps only the bounds in memory. Chunk ranges are evaluated by
+/// the server's comparison, so its sort must agree with MongoDB's rules: if the walk
+/// comes out of that order (seen with an emulator), the bounds are recomputed from all
+/// `_id`s sorted here, which costs memory in proportion to the collection.
 pub async fn plan(coll: &Collection<Document>, chunk_docs: usize) -> Result<Vec<KeyRange>> {
-    let mut cursor = coll
-        .find(doc! {})
-        .projection(doc! { ID: 1 })
-        .batch_size(10_000)
-        .await
-        .context("list _id values")?;
-    let mut ids = Vec::new();
-    let mut brackets = std::collections::BTreeSet::new();
-    while let Some(d) = cursor.try_next().await.context("list _id values")? {
-        if let Some(id) = d.get(ID) {
-            brackets.insert(bracket(id));
-            ids.push(id.clone());
+    let mut bounds = Vec::new();
+    let mut brackets = BTreeSet::new();
+    let mut prev: Option<Bson> = None;
+    let mut seen = 0usize;
+    let mut in_order = true;
+    let mut ids = list_ids(coll, true).await?;
+    while let Some(d) = ids.try_next().await.context("list _id values")? {
+        let Some(id) = d.get(ID) else { continue };
+        brackets.insert(bracket(id));
+        if let Some(p) = &prev {
+            if bracket(p) == bracket(id) && same_bracket_order(p, id) == Ordering::Greater {
+                in_order = false;
+                break;
+            }
         }
+        if seen > 0 && seen % chunk_docs == 0 {
+            bounds.push(id.clone());
+        }
+        seen += 1;
+        prev = Some(id.clone());
     }
-    if brackets.len() > 1 || brackets.contains(&0) {
+    if in_order && (brackets.len() > 1 || brackets.contains(&0)) {
+        return Ok(one_chunk(coll));
+    }
+    if !in_order {
         warn!(
             collection = coll.name(),
-            "_id values of several types: the collection is copied as one chunk"
+            "the server's _id order differs from MongoDB's rules: ordering the _ids in memory"
         );
-        return Ok(vec![KeyRange::ALL]);
-    }
-    ids.sort_by(same_bracket_order);
-    ids.dedup();
-    Ok(KeyRange::split_at(
-        ids.into_iter()
+        let mut all = Vec::new();
+        brackets.clear();
+        let mut ids = list_ids(coll, false).await?;
+        while let Some(d) = ids.try_next().await.context("list _id values")? {
+            if let Some(id) = d.get(ID) {
+                brackets.insert(bracket(id));
+                all.push(id.clone());
+            }
+        }
+        // Strings out of byte order mean a collation this side cannot reproduce.
+        if brackets.len() > 1 || brackets.contains(&0) || brackets.contains(&2) {
+            return Ok(one_chunk(coll));
+        }
+        all.sort_by(same_bracket_order);
+        all.dedup();
+        bounds = all
+            .into_iter()
             .skip(chunk_docs)
             .step_by(chunk_docs)
+            .collect();
+    }
+    Ok(KeyRange::split_at(
+        bounds
+            .into_iter()
             .map(|b| vec![Value::Json(b.into_canonical_extjson())])
             .collect(),
     ))
+}
+
+async fn list_ids(coll: &Collection<Document>, sorted: bool) -> Result<Cursor<Document>> {
+    let find = coll
+        .find(doc! {})
+        .projection(doc! { ID: 1 })
+        .batch_size(10_000);
+    let find = if sorted {
+        find.sort(doc! { ID: 1 })
+    } else {
+        find
+    };
+    find.await.context("list _id values")
+}
+
+fn one_chunk(coll: &Collection<Document>) -> Vec<KeyRange> {
+    warn!(
+        collection = coll.name(),
+        "_id values cannot be ranged (several types, or a collation): the collection is copied as one chunk"
+    );
+    vec![KeyRange::ALL]
 }
 
 /// MongoDB's comparison order groups types into brackets; 0 = not used for chunking.
