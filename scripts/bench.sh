@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark harness: starts PostgreSQL if needed, builds in release mode, and prints
 # rows/s and peak memory beside the raw limits measured in the same run.
-# Usage: scripts/bench.sh [sink] [--rows N] [--runs N]
+# Usage: scripts/bench.sh sink  [--rows N] [--runs N]
+#        scripts/bench.sh mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/peers.sh start postgres
+if [ "${1:-sink}" = mysql ]; then scripts/peers.sh start mariadb; fi
 set -a
 # shellcheck disable=SC1090
 source <(scripts/peers.sh env)
 set +a
-cargo build --release -q -p warp-bench
+cargo build --release -q -p warp-bench -p warp-cli
 exec target/release/warp-bench "$@"

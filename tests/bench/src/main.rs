@@ -1,10 +1,13 @@
 //! Benchmark harness. Prints a table of rows/s, MB/s and peak memory for cartridge-warp
 //! next to the raw limits measured in the same run on the same rows.
 //!
-//! `cargo run --release -p warp-bench -- sink [--rows N] [--runs N]`
-//! (PostgreSQL from WARP_TEST_PG_URL, else the local default).
+//! `warp-bench sink [--rows N] [--runs N]`: the PostgreSQL sink alone.
+//! `warp-bench mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]`:
+//! MariaDB → PostgreSQL through the `cartridge-warp` binary next to this one.
+//! Peers from `WARP_TEST_PG_URL` / `WARP_TEST_MARIADB_URL` (scripts/bench.sh sets them).
 
 mod data;
+mod mysql;
 mod sink;
 
 use std::time::Duration;
@@ -49,6 +52,11 @@ fn median(mut runs: Vec<Measurement>) -> Measurement {
     runs.swap_remove(mid)
 }
 
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
@@ -79,7 +87,62 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
             print_table(&lines, runs);
         }
-        Some(other) => return Err(format!("unknown benchmark `{other}` (known: sink)").into()),
+        Some("mysql") => {
+            let my_url = std::env::var("WARP_TEST_MARIADB_URL")
+                .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = std::env::current_exe()?
+                .parent()
+                .ok_or("no directory")?
+                .join("cartridge-warp");
+            if !binary.is_file() {
+                return Err(
+                    format!("{} is missing: build warp-cli first", binary.display()).into(),
+                );
+            }
+            let settings = mysql::Settings {
+                pg_url: &url,
+                my_url: &my_url,
+                binary: &binary,
+                rows,
+                changes: arg(&args, "--changes", 300_000),
+                load_per_sec: arg(&args, "--load", 10_000),
+                load_secs: arg(&args, "--load-secs", 20),
+            };
+            let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url)?);
+            eprintln!("generating {rows} source rows");
+            mysql::seed(&pool, i64::try_from(rows)?).await?;
+            let mut per_line: Vec<Vec<Measurement>> = Vec::new();
+            let (mut rss, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            for run in 1..=runs {
+                eprintln!("run {run}/{runs}");
+                let r = mysql::run(&settings).await?;
+                for (i, m) in r.lines.into_iter().enumerate() {
+                    if per_line.len() <= i {
+                        per_line.push(Vec::new());
+                    }
+                    per_line[i].push(m);
+                }
+                rss.push(r.warp_rss_mib);
+                p50.push(r.lag_p50);
+                p99.push(r.lag_p99);
+            }
+            let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
+            print_table(&lines, runs);
+            println!(
+                "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
+                median_f64(rss)
+            );
+            println!(
+                "lag at {} changes/s offered for {} s: p50 {:.3} s, p99 {:.3} s (medians)",
+                settings.load_per_sec,
+                settings.load_secs,
+                median_f64(p50),
+                median_f64(p99)
+            );
+        }
+        Some(other) => {
+            return Err(format!("unknown benchmark `{other}` (known: sink, mysql)").into())
+        }
     }
     Ok(())
 }

@@ -21,62 +21,15 @@ const PAGE: i64 = 1_000;
 
 pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::error::Error>> {
     let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
-    sqlx::raw_sql("DROP SCHEMA IF EXISTS bench_raw CASCADE; DROP SCHEMA IF EXISTS bench_warp CASCADE; DROP SCHEMA IF EXISTS bench_meta CASCADE; CREATE SCHEMA bench_raw")
-        .execute(&pool)
-        .await?;
+    sqlx::raw_sql(
+        "DROP SCHEMA IF EXISTS bench_warp CASCADE; DROP SCHEMA IF EXISTS bench_meta CASCADE",
+    )
+    .execute(&pool)
+    .await?;
     let schema = data::schema("orders");
     let n = i64::try_from(rows)?;
-
-    // The same rows as COPY text in a file (written before timing).
-    let dir = std::env::temp_dir().join(format!("warp-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("orders.copy");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
-    let mut bytes = 0u64;
-    for id in 1..=n {
-        let line = copy_text(&data::row(id));
-        bytes += line.len() as u64;
-        out.write_all(line.as_bytes())?;
-    }
-    out.flush()?;
-    drop(out);
-
-    let cols: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| format!("{} {}", c.name, warp_sink_postgres::pg_type(&c.column_type)))
-        .collect();
-    let ddl = format!(
-        "CREATE TABLE bench_raw.orders ({}, PRIMARY KEY (id))",
-        cols.join(", ")
-    );
-    sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&pool).await?;
-    let started = Instant::now();
-    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
-    let mut line = String::new();
-    let mut done = 0;
-    while done < n {
-        let mut chunk = String::with_capacity(8 << 20);
-        let mut count = 0;
-        while count < CHUNK && reader.read_line(&mut line)? > 0 {
-            chunk.push_str(&line);
-            line.clear();
-            count += 1;
-        }
-        let mut tx = pool.begin().await?;
-        let mut copy = tx.copy_in_raw("COPY bench_raw.orders FROM STDIN").await?;
-        copy.send(chunk.as_bytes()).await?;
-        copy.finish().await?;
-        tx.commit().await?;
-        done += count;
-    }
-    let raw = Measurement {
-        name: "raw COPY (text, pre-encoded file)".into(),
-        rows,
-        bytes,
-        took: started.elapsed(),
-    };
-    std::fs::remove_dir_all(&dir)?;
+    let raw = raw_copy(&pool, "bench_raw", rows).await?;
+    let bytes = raw.bytes;
 
     let sink = PostgresSink::with_pool(pool.clone(), "bench_meta");
     sink.prepare().await?;
@@ -127,6 +80,77 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
     }
     let streamed = timed_changes(&sink, &target, token, n, rows, bytes).await?;
     Ok(vec![raw, sequential, parallel, streamed])
+}
+
+/// The limit: rows 1..=`rows` already encoded as COPY text in a file, sent with
+/// `COPY … FROM STDIN` into `<schema_name>.orders` (same primary key), one transaction per
+/// 50,000 rows. The measurement's `bytes` is the size of that text.
+pub async fn raw_copy(
+    pool: &sqlx::PgPool,
+    schema_name: &str,
+    rows: u64,
+) -> Result<Measurement, Box<dyn std::error::Error>> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema_name} CASCADE; CREATE SCHEMA {schema_name}"
+    )))
+    .execute(pool)
+    .await?;
+    let schema = data::schema("orders");
+    let n = i64::try_from(rows)?;
+
+    // The same rows as COPY text in a file (written before timing).
+    let dir = std::env::temp_dir().join(format!("warp-bench-{schema_name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("orders.copy");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let mut bytes = 0u64;
+    for id in 1..=n {
+        let line = copy_text(&data::row(id));
+        bytes += line.len() as u64;
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    drop(out);
+
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, warp_sink_postgres::pg_type(&c.column_type)))
+        .collect();
+    let ddl = format!(
+        "CREATE TABLE {schema_name}.orders ({}, PRIMARY KEY (id))",
+        cols.join(", ")
+    );
+    sqlx::raw_sql(AssertSqlSafe(ddl)).execute(pool).await?;
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
+    let mut line = String::new();
+    let mut done = 0;
+    while done < n {
+        let mut chunk = String::with_capacity(8 << 20);
+        let mut count = 0;
+        while count < CHUNK && reader.read_line(&mut line)? > 0 {
+            chunk.push_str(&line);
+            line.clear();
+            count += 1;
+        }
+        let mut tx = pool.begin().await?;
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY {schema_name}.orders FROM STDIN"))
+            .await?;
+        copy.send(chunk.as_bytes()).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+        done += count;
+    }
+    let raw = Measurement {
+        name: "raw COPY (text, pre-encoded file)".into(),
+        rows,
+        bytes,
+        took: started.elapsed(),
+    };
+    std::fs::remove_dir_all(&dir)?;
+    Ok(raw)
 }
 
 /// Applies every row again as an update (COPY into staging, then the set-based upsert),

@@ -24,3 +24,39 @@ fn sink_benchmark_runs_and_reports_every_line() {
         assert!(stdout.contains(line), "missing {line}: {stdout}");
     }
 }
+
+#[test]
+fn mysql_benchmark_runs_end_to_end_and_reports_every_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warp-bench"))
+        .args([
+            "mysql",
+            "--rows",
+            "3000",
+            "--changes",
+            "1500",
+            "--load",
+            "1000",
+            "--load-secs",
+            "1",
+            "--runs",
+            "1",
+        ])
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "raw COPY",
+        "raw full read",
+        "cartridge-warp snapshot",
+        "streaming catch-up",
+        "peak RSS of cartridge-warp",
+        "lag at 1000 changes/s",
+    ] {
+        assert!(stdout.contains(line), "missing {line}: {stdout}");
+    }
+}

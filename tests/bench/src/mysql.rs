@@ -1,0 +1,384 @@
+//! End to end from MariaDB (binlog) into PostgreSQL with the real `cartridge-warp`
+//! binary, next to the limits measured in the same run on the same rows: a raw full
+//! read of the source table and a raw `COPY` of the rows into PostgreSQL.
+//!
+//! - snapshot: time from start until the table's checkpoint says `streaming`;
+//! - stream at full speed: 300,000 mixed changes (a third each updates, inserts,
+//!   deletes) written while the replicator is stopped, then the time it takes to catch up;
+//! - lag at a fixed offered load: inserts at 10,000 changes/s for 20 s into a table whose
+//!   rows carry their source commit time; lag = `_cartridge_updated_at` − that time.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use sqlx::{AssertSqlSafe, PgPool};
+use warp_core::Value;
+
+use crate::{data, sink, Measurement};
+
+const DB: &str = "bench_src";
+const INSERT_ROWS: i64 = 2_000;
+
+/// One run's figures.
+pub struct Run {
+    pub lines: Vec<Measurement>,
+    /// Peak resident memory of `cartridge-warp` over the run, MiB.
+    pub warp_rss_mib: f64,
+    pub lag_p50: f64,
+    pub lag_p99: f64,
+}
+
+pub struct Settings<'a> {
+    pub pg_url: &'a str,
+    pub my_url: &'a str,
+    pub binary: &'a Path,
+    pub rows: u64,
+    pub changes: u64,
+    pub load_per_sec: u64,
+    pub load_secs: u64,
+}
+
+/// A MariaDB literal for a generated value.
+fn literal(v: &Value) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Decimal(d) => d.to_string(),
+        Value::Text(s) => quote(s),
+        Value::Json(j) => quote(&j.to_string()),
+        Value::Timestamp(t) => quote(&t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+        Value::TimestampTz(t) => quote(&t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+        other => quote(&other.to_string()),
+    }
+}
+
+async fn exec(conn: &mut mysql_async::Conn, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+    conn.query_drop(sql)
+        .await
+        .map_err(|e| format!("{}: {e}", &sql[..sql.len().min(120)]).into())
+}
+
+/// The 12-column table of `data`, as MariaDB types (tinyint priority, json, nullable text).
+const DDL: &str = "(id BIGINT PRIMARY KEY, customer_id INT NOT NULL, status SMALLINT NOT NULL, \
+    sku VARCHAR(32) NOT NULL, title VARCHAR(200) NOT NULL, amount DECIMAL(12,2) NOT NULL, \
+    quantity INT NOT NULL, created_at DATETIME(6) NOT NULL, updated_at TIMESTAMP(6) NULL, \
+    attributes JSON NOT NULL, note TEXT NULL, priority TINYINT NOT NULL)";
+
+/// Generates `orders_seed` once (deterministic rows 1..=n); each run copies it.
+pub async fn seed(my: &mysql_async::Pool, n: i64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut conn = my.get_conn().await?;
+    exec(&mut conn, "SET SESSION time_zone = '+00:00'").await?;
+    exec(&mut conn, &format!("DROP DATABASE IF EXISTS {DB}")).await?;
+    exec(&mut conn, &format!("CREATE DATABASE {DB}")).await?;
+    exec(&mut conn, &format!("CREATE TABLE {DB}.orders_seed {DDL}")).await?;
+    let mut id = 1;
+    while id <= n {
+        let end = (id + INSERT_ROWS - 1).min(n);
+        let values: Vec<String> = (id..=end)
+            .map(|i| {
+                let row = data::row(i);
+                let cells: Vec<String> = row.values.iter().map(literal).collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        exec(
+            &mut conn,
+            &format!("INSERT INTO {DB}.orders_seed VALUES {}", values.join(", ")),
+        )
+        .await?;
+        id = end + 1;
+    }
+    Ok(())
+}
+
+fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let path = dir.join("bench.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "mode: single\nsingle_schema_name: bench\n\
+             performance: {{ write_batch_size: 5000, write_batch_max_wait: 0.05 }}\n\
+             source: {{ type: mysql, connection_string: '{}/{DB}', database: {DB}, server_id: 4300000 }}\n\
+             destination: {{ type: postgresql, connection_string: '{}', schema: bench_my_dest, metadata_schema: bench_my_meta }}\n\
+             schemas:\n- name: bench\n  snapshot_chunk_size: 50000\n  parallel_streams: 2\n  table_whitelist: [orders, ticks]\n\
+             monitoring: {{ metrics_enabled: false, health_check_enabled: false }}\n\
+             logging: {{ level: warn, format: text }}\n",
+            s.my_url, s.pg_url
+        ),
+    )?;
+    Ok(path)
+}
+
+struct Replicator {
+    child: Child,
+    peak_kib: u64,
+}
+
+impl Replicator {
+    fn start(binary: &Path, config: &Path, log: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(binary)
+            .args(["run", "--config", &config.to_string_lossy()])
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()?;
+        Ok(Self { child, peak_kib: 0 })
+    }
+
+    /// Samples VmHWM (the kernel's own peak) while the process lives.
+    fn sample(&mut self) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));
+        if let Some(kib) = status.ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        }) {
+            self.peak_kib = self.peak_kib.max(kib);
+        }
+    }
+
+    fn stop(mut self) -> Result<u64, Box<dyn std::error::Error>> {
+        self.sample();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("cartridge-warp exited with {status}").into());
+        }
+        Ok(self.peak_kib)
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (sampling memory) until `sql` returns a row, or fails after `limit`.
+async fn until(
+    pg: &PgPool,
+    warp: &mut Replicator,
+    sql: &str,
+    limit: Duration,
+    log: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        warp.sample();
+        if sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .fetch_optional(pg)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("timed out waiting for `{sql}`\n{tail}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
+    let pg = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(s.pg_url)
+        .await?;
+    let my = mysql_async::Pool::new(mysql_async::Opts::from_url(s.my_url)?);
+    let mut conn = my.get_conn().await?;
+    exec(&mut conn, "SET SESSION time_zone = '+00:00'").await?;
+    exec(
+        &mut conn,
+        &format!("DROP TABLE IF EXISTS {DB}.orders, {DB}.ticks"),
+    )
+    .await?;
+    exec(&mut conn, &format!("CREATE TABLE {DB}.orders {DDL}")).await?;
+    exec(
+        &mut conn,
+        &format!("INSERT INTO {DB}.orders SELECT * FROM {DB}.orders_seed"),
+    )
+    .await?;
+    exec(
+        &mut conn,
+        &format!("CREATE TABLE {DB}.ticks (id BIGINT PRIMARY KEY, at DATETIME(6) NOT NULL)"),
+    )
+    .await?;
+    sqlx::raw_sql(
+        "DROP SCHEMA IF EXISTS bench_my_dest CASCADE; DROP SCHEMA IF EXISTS bench_my_meta CASCADE",
+    )
+    .execute(&pg)
+    .await?;
+
+    // Limit 1: a raw full read of the source table.
+    let started = Instant::now();
+    let mut read = 0u64;
+    {
+        let mut result = conn
+            .query_iter(format!("SELECT * FROM {DB}.orders"))
+            .await?;
+        let mut rows = result
+            .stream::<mysql_async::Row>()
+            .await?
+            .ok_or("no result set")?;
+        while let Some(row) = rows.next().await {
+            drop(row?);
+            read += 1;
+        }
+    }
+    let source_read = started.elapsed();
+    // Limit 2: a raw COPY of the same rows (its bytes measure MB/s for every line).
+    let raw = sink::raw_copy(&pg, "bench_my_raw", s.rows).await?;
+    let bytes = raw.bytes;
+    if read != s.rows {
+        return Err(format!("read {read} source rows, expected {}", s.rows).into());
+    }
+
+    let dir = std::env::temp_dir().join(format!("warp-bench-mysql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = config(s, &dir)?;
+    let log = dir.join("warp.log");
+
+    // Snapshot.
+    let started = Instant::now();
+    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    until(
+        &pg,
+        &mut warp,
+        "SELECT 1 FROM bench_my_meta.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'",
+        Duration::from_secs(1_800),
+        &log,
+    )
+    .await?;
+    let snapshot = started.elapsed();
+    let mut peak = warp.stop()?;
+
+    // Stream at full speed: a backlog of mixed changes, then the catch-up.
+    let third = i64::try_from(s.changes / 3)?;
+    let step = 1_000;
+    let mut id = 1;
+    while id <= third {
+        let end = (id + step - 1).min(third);
+        exec(&mut conn, &format!("UPDATE {DB}.orders SET quantity = quantity + 1, updated_at = NOW(6) WHERE id BETWEEN {id} AND {end}")).await?;
+        let fresh = i64::try_from(s.rows)? + id;
+        exec(&mut conn, &format!(
+            "INSERT INTO {DB}.orders SELECT id + {off}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id BETWEEN {id} AND {end}",
+            off = fresh - id
+        )).await?;
+        let gone = third + id;
+        exec(
+            &mut conn,
+            &format!(
+                "DELETE FROM {DB}.orders WHERE id BETWEEN {gone} AND {}",
+                gone + (end - id)
+            ),
+        )
+        .await?;
+        id = end + 1;
+    }
+    exec(
+        &mut conn,
+        &format!("INSERT INTO {DB}.ticks VALUES (0, NOW(6))"),
+    )
+    .await?;
+    let started = Instant::now();
+    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    until(
+        &pg,
+        &mut warp,
+        "SELECT 1 FROM bench_my_dest.ticks WHERE id = 0",
+        Duration::from_secs(1_800),
+        &log,
+    )
+    .await?;
+    let catch_up = started.elapsed();
+
+    // Lag at a fixed offered load.
+    let per_tick = s.load_per_sec / 100;
+    let ticks = s.load_secs * 100;
+    let begin = tokio::time::Instant::now();
+    let mut next_id = 1u64;
+    for k in 0..ticks {
+        tokio::time::sleep_until(begin + Duration::from_millis(10 * k)).await;
+        let values: Vec<String> = (0..per_tick)
+            .map(|i| format!("({}, NOW(6))", next_id + i))
+            .collect();
+        next_id += per_tick;
+        exec(
+            &mut conn,
+            &format!("INSERT INTO {DB}.ticks VALUES {}", values.join(", ")),
+        )
+        .await?;
+        if k % 50 == 0 {
+            warp.sample();
+        }
+    }
+    let offered = begin.elapsed();
+    until(
+        &pg,
+        &mut warp,
+        &format!(
+            "SELECT 1 FROM bench_my_dest.ticks WHERE id = {}",
+            next_id - 1
+        ),
+        Duration::from_secs(600),
+        &log,
+    )
+    .await?;
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
+         FROM (SELECT extract(epoch FROM _cartridge_updated_at - (at AT TIME ZONE 'UTC'))::float8 AS lag FROM bench_my_dest.ticks WHERE id > 0) l",
+    )
+    .fetch_one(&pg)
+    .await?;
+    peak = peak.max(warp.stop()?);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "offered {} changes in {:.1} s ({:.0}/s)",
+        next_id - 1,
+        offered.as_secs_f64(),
+        (next_id - 1) as f64 / offered.as_secs_f64()
+    );
+
+    let line = |name: &str, rows: u64, took: Duration| Measurement {
+        name: name.into(),
+        rows,
+        bytes: if rows == s.rows { bytes } else { 0 },
+        took,
+    };
+    Ok(Run {
+        lines: vec![
+            raw,
+            line(
+                "raw full read of the MariaDB table (mysql_async)",
+                read,
+                source_read,
+            ),
+            line(
+                "cartridge-warp snapshot (binary, 2 chunks in parallel)",
+                s.rows,
+                snapshot,
+            ),
+            line(
+                "cartridge-warp streaming catch-up (binlog, mixed changes)",
+                s.changes / 3 * 3,
+                catch_up,
+            ),
+        ],
+        warp_rss_mib: peak as f64 / 1024.0,
+        lag_p50: p50,
+        lag_p99: p99,
+    })
+}
