@@ -3,10 +3,11 @@
 # rows/s and peak memory beside the raw limits measured in the same run.
 # Usage: scripts/bench.sh sink  [--rows N] [--runs N]
 #        scripts/bench.sh mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]
+#        scripts/bench.sh mongo [--docs N] [--changes N] [--runs N]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/peers.sh start postgres
-if [ "${1:-sink}" = mysql ]; then scripts/peers.sh start mariadb; fi
+case "${1:-sink}" in mysql) scripts/peers.sh start mariadb ;; mongo) scripts/peers.sh start mongo ;; esac
 set -a
 # shellcheck disable=SC1090
 source <(scripts/peers.sh env)

@@ -4,10 +4,14 @@
 //! `warp-bench sink [--rows N] [--runs N]`: the PostgreSQL sink alone.
 //! `warp-bench mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]`:
 //! MariaDB → PostgreSQL through the `cartridge-warp` binary next to this one.
-//! Peers from `WARP_TEST_PG_URL` / `WARP_TEST_MARIADB_URL` (scripts/bench.sh sets them).
+//! `warp-bench mongo [--docs N] [--changes N] [--runs N]`: MongoDB (the emulator) through
+//! the binary, next to raw driver reads of the same server.
+//! Peers from `WARP_TEST_*_URL` (scripts/bench.sh sets them).
 
 mod data;
+mod mongo;
 mod mysql;
+mod replicator;
 mod sink;
 
 use std::time::Duration;
@@ -52,6 +56,18 @@ fn median(mut runs: Vec<Measurement>) -> Measurement {
     runs.swap_remove(mid)
 }
 
+/// The `cartridge-warp` binary built next to this one.
+fn warp_binary() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let binary = std::env::current_exe()?
+        .parent()
+        .ok_or("no directory")?
+        .join("cartridge-warp");
+    if !binary.is_file() {
+        return Err(format!("{} is missing: build warp-cli first", binary.display()).into());
+    }
+    Ok(binary)
+}
+
 fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -85,20 +101,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(&lines, runs);
+            print_table(&lines, runs, &[], "vs raw COPY");
         }
         Some("mysql") => {
             let my_url = std::env::var("WARP_TEST_MARIADB_URL")
                 .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
-            let binary = std::env::current_exe()?
-                .parent()
-                .ok_or("no directory")?
-                .join("cartridge-warp");
-            if !binary.is_file() {
-                return Err(
-                    format!("{} is missing: build warp-cli first", binary.display()).into(),
-                );
-            }
+            let binary = warp_binary()?;
             let settings = mysql::Settings {
                 pg_url: &url,
                 my_url: &my_url,
@@ -127,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 p99.push(r.lag_p99);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(&lines, runs);
+            print_table(&lines, runs, &[], "vs raw COPY");
             println!(
                 "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
                 median_f64(rss)
@@ -140,18 +148,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 median_f64(p99)
             );
         }
+        Some("mongo") => {
+            let mongo_url = std::env::var("WARP_TEST_MONGO_URL")
+                .map_err(|_| "WARP_TEST_MONGO_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = warp_binary()?;
+            let settings = mongo::Settings {
+                pg_url: &url,
+                mongo_url: &mongo_url,
+                binary: &binary,
+                docs: arg(&args, "--docs", 100_000),
+                changes: arg(&args, "--changes", 20_000),
+            };
+            let mut per_line: Vec<Vec<Measurement>> = Vec::new();
+            let mut rss = Vec::new();
+            for run in 1..=runs {
+                eprintln!("run {run}/{runs}");
+                let (lines, peak) = mongo::run(&settings).await?;
+                for (i, m) in lines.into_iter().enumerate() {
+                    if per_line.len() <= i {
+                        per_line.push(Vec::new());
+                    }
+                    per_line[i].push(m);
+                }
+                rss.push(peak);
+            }
+            let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
+            print_table(&lines, runs, &[0, 0, 2, 2], "vs raw driver read");
+            println!(
+                "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
+                median_f64(rss)
+            );
+        }
         Some(other) => {
-            return Err(format!("unknown benchmark `{other}` (known: sink, mysql)").into())
+            return Err(format!("unknown benchmark `{other}` (known: sink, mysql, mongo)").into())
         }
     }
     Ok(())
 }
 
-fn print_table(lines: &[Measurement], runs: u64) {
-    let limit = lines[0].rows_per_sec();
-    println!("| measure (median of {runs}) | rows | seconds | rows/s | MB/s | vs raw COPY |");
+/// One row per line; `limit_of[i]` is the line that line `i` is compared with
+/// (the first line when absent).
+fn print_table(lines: &[Measurement], runs: u64, limit_of: &[usize], versus: &str) {
+    println!("| measure (median of {runs}) | rows | seconds | rows/s | MB/s | {versus} |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for m in lines {
+    for (i, m) in lines.iter().enumerate() {
+        let limit = lines[limit_of.get(i).copied().unwrap_or(0)].rows_per_sec();
         println!(
             "| {} | {} | {:.2} | {:.0} | {:.1} | {:.2}× |",
             m.name,

@@ -60,3 +60,26 @@ fn mysql_benchmark_runs_end_to_end_and_reports_every_line() {
         assert!(stdout.contains(line), "missing {line}: {stdout}");
     }
 }
+
+#[test]
+fn mongo_benchmark_runs_end_to_end_and_reports_every_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warp-bench"))
+        .args(["mongo", "--docs", "2000", "--changes", "500", "--runs", "1"])
+        .output()
+        .expect("harness runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "raw driver find",
+        "cartridge-warp snapshot",
+        "raw driver change-stream read",
+        "streaming catch-up",
+        "peak RSS of cartridge-warp",
+    ] {
+        assert!(stdout.contains(line), "missing {line}: {stdout}");
+    }
+}

@@ -1,0 +1,174 @@
+//! MongoDB → PostgreSQL through the `cartridge-warp` binary, next to a raw driver read
+//! of the same server in the same run: a `find` of every document (the snapshot's limit)
+//! and a change-stream read of the same events (the stream's limit). The only MongoDB
+//! here is the nx-27017 emulator, so the absolute rates say little; the ratios say how
+//! much cartridge-warp adds on top of reading.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use mongodb::Collection;
+use sqlx::PgPool;
+
+use crate::replicator::{until, Replicator};
+use crate::Measurement;
+
+const DB: &str = "bench_mongo";
+
+pub struct Settings<'a> {
+    pub pg_url: &'a str,
+    pub mongo_url: &'a str,
+    pub binary: &'a Path,
+    pub docs: u64,
+    pub changes: u64,
+}
+
+fn document(i: i64) -> Document {
+    let channel = ["web", "app", "store"][(i % 3) as usize];
+    doc! {
+        "_id": i,
+        "customer": i % 50_000,
+        "status": (i % 7) as i32,
+        "sku": format!("SKU-{:08}", i % 100_000),
+        "title": format!("Order {i} — assorted items"),
+        "amount": (i % 100_000) as f64 + 0.25,
+        "quantity": (i % 20 + 1) as i32,
+        "attributes": { "channel": channel, "gift": i % 11 == 0 },
+        "tags": [i % 5, i % 13],
+    }
+}
+
+async fn insert(
+    coll: &Collection<Document>,
+    from: i64,
+    to: i64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut id = from;
+    while id <= to {
+        let end = (id + 999).min(to);
+        coll.insert_many((id..=end).map(document)).await?;
+        id = end + 1;
+    }
+    Ok(())
+}
+
+fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let path = dir.join("bench-mongo.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "mode: single\nsingle_schema_name: bench_mongo\n\
+             performance: {{ write_batch_size: 5000, write_batch_max_wait: 0.05 }}\n\
+             source: {{ type: mongodb, connection_string: '{}', database: {DB} }}\n\
+             destination: {{ type: postgresql, connection_string: '{}', schema: bench_mongo_dest, metadata_schema: bench_mongo_meta }}\n\
+             schemas:\n- name: bench_mongo\n  snapshot_chunk_size: 20000\n  parallel_streams: 2\n\
+             monitoring: {{ metrics_enabled: false, health_check_enabled: false }}\n\
+             logging: {{ level: warn, format: text }}\n",
+            s.mongo_url, s.pg_url
+        ),
+    )?;
+    Ok(path)
+}
+
+/// (measurements, peak RSS of cartridge-warp in MiB)
+pub async fn run(s: &Settings<'_>) -> Result<(Vec<Measurement>, f64), Box<dyn std::error::Error>> {
+    let pg: PgPool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(s.pg_url)
+        .await?;
+    sqlx::raw_sql("DROP SCHEMA IF EXISTS bench_mongo_dest CASCADE; DROP SCHEMA IF EXISTS bench_mongo_meta CASCADE")
+        .execute(&pg)
+        .await?;
+    let client = mongodb::Client::with_uri_str(s.mongo_url).await?;
+    let db = client.database(DB);
+    db.drop().await?;
+    let coll: Collection<Document> = db.collection("orders");
+    let n = i64::try_from(s.docs)?;
+    insert(&coll, 1, n).await?;
+
+    // Limit: the driver reading every document.
+    let started = Instant::now();
+    let read = coll
+        .find(doc! {})
+        .batch_size(2_000)
+        .await?
+        .try_collect::<Vec<_>>()
+        .await?
+        .len() as u64;
+    let raw_read = started.elapsed();
+
+    let dir = std::env::temp_dir().join(format!("warp-bench-mongo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = config(s, &dir)?;
+    let log = dir.join("warp.log");
+    let started = Instant::now();
+    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    let streaming = "SELECT 1 FROM bench_mongo_meta.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'";
+    until(&pg, &mut warp, streaming, Duration::from_secs(1_800), &log).await?;
+    let snapshot = started.elapsed();
+    let mut peak = warp.stop()?;
+
+    // The stream: inserts written while stopped, read raw by the driver, then replicated.
+    let token = coll.watch().await?.resume_token();
+    let m = i64::try_from(s.changes)?;
+    insert(&coll, n + 1, n + m).await?;
+    let started = Instant::now();
+    // Raw documents: the emulator's events do not fit the driver's typed event.
+    let mut cs = coll
+        .watch()
+        .resume_after(token)
+        .await?
+        .with_type::<bson::RawDocumentBuf>();
+    let mut events = 0u64;
+    while events < s.changes {
+        match tokio::time::timeout(Duration::from_secs(30), cs.next_if_any()).await?? {
+            Some(_) => events += 1,
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    let raw_stream = started.elapsed();
+    let started = Instant::now();
+    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    let last = format!(
+        "SELECT 1 FROM bench_mongo_dest.orders WHERE _id = '{}'",
+        n + m
+    );
+    until(&pg, &mut warp, &last, Duration::from_secs(1_800), &log).await?;
+    let catch_up = started.elapsed();
+    peak = peak.max(warp.stop()?);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let line = |name: &str, rows: u64, took: Duration| Measurement {
+        name: name.into(),
+        rows,
+        bytes: 0,
+        took,
+    };
+    Ok((
+        vec![
+            line(
+                "raw driver find of every document (emulator)",
+                read,
+                raw_read,
+            ),
+            line(
+                "cartridge-warp snapshot (binary, 2 chunks in parallel)",
+                s.docs,
+                snapshot,
+            ),
+            line(
+                "raw driver change-stream read of the inserts",
+                events,
+                raw_stream,
+            ),
+            line(
+                "cartridge-warp streaming catch-up (change stream)",
+                s.changes,
+                catch_up,
+            ),
+        ],
+        peak as f64 / 1024.0,
+    ))
+}
