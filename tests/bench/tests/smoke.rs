@@ -77,7 +77,7 @@ fn mongo_benchmark_runs_end_to_end_and_reports_every_line() {
         "raw driver find",
         "cartridge-warp snapshot",
         "raw driver change-stream read",
-        "streaming catch-up",
+        "cartridge-warp streaming, live",
         "peak RSS of cartridge-warp",
     ] {
         assert!(stdout.contains(line), "missing {line}: {stdout}");
