@@ -242,6 +242,10 @@ impl Follower {
             let raw = match next {
                 Ok(Some(raw)) => raw,
                 Ok(None) => {
+                    // Nothing is sent while idle: notice a reader that went away.
+                    if self.tx.is_closed() {
+                        return Ok(());
+                    }
                     if let Some((_, commit)) = open_txn.take() {
                         if self.send(StreamFragment::heartbeat(commit)).await.is_err() {
                             return Ok(());
