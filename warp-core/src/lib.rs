@@ -71,4 +71,4 @@ pub use sink::{
 };
 pub use source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
-pub use watermark::Watermark;
+pub use watermark::{poll_every, Poll, Watermark};

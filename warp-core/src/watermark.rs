@@ -3,10 +3,14 @@
 //! already delivered are skipped by key.
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::event::StreamFragment;
 use crate::position::Position;
 use crate::value::{cmp_keys, Key, Value};
 
@@ -75,6 +79,29 @@ impl Watermark {
         self.keys_at.push(key.clone());
         true
     }
+}
+
+/// One table's poll: the rows changed since the last poll as one fragment, committed at
+/// the new watermark (a heartbeat when nothing changed).
+#[async_trait]
+pub trait Poll: Send + 'static {
+    async fn poll(&mut self) -> Result<StreamFragment>;
+}
+
+/// The stream of a polling source: a poll now, then one every `interval`, forever (an
+/// error is yielded and polling goes on; the engine decides whether to reopen).
+pub fn poll_every<P: Poll>(
+    poller: P,
+    interval: Duration,
+) -> BoxStream<'static, Result<StreamFragment>> {
+    stream::unfold((poller, true), move |(mut p, first)| async move {
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        let f = p.poll().await;
+        Some((f, (p, false)))
+    })
+    .boxed()
 }
 
 #[cfg(test)]

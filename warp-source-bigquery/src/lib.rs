@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use gcp_bigquery_client::table::ListOptions;
 use tokio::sync::OnceCell;
-use tracing::debug;
+use tracing::info;
 use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
     ChunkRead, Error, Key, KeyRange, Position, SnapshotPlan, Source, StreamFragment, TableId,
@@ -138,7 +138,7 @@ impl BigQuerySource {
                 }
             }
             Err(e) => {
-                debug!(error = %e, "no primary-key constraints readable; using primary_key settings")
+                info!(error = %e, "no primary-key constraints readable; using primary_key settings")
             }
         }
         Ok(keys)

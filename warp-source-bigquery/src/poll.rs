@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use warp_core::{Change, ChangeEvent, Commit, Operation, StreamFragment, Value, Watermark};
 
 use crate::error::{BigQueryError, Result};
@@ -67,7 +67,6 @@ struct Poller {
     runner: Runner,
     table: BqTable,
     column: usize,
-    interval: Duration,
     at: Watermark,
 }
 
@@ -83,20 +82,13 @@ pub fn stream(
         column: column_index(&table, column)?,
         runner,
         table,
-        interval,
         at: from,
     };
-    Ok(stream::unfold((poller, true), |(mut p, first)| async move {
-        if !first {
-            tokio::time::sleep(p.interval).await;
-        }
-        let f = p.poll().await;
-        Some((f, (p, false)))
-    })
-    .boxed())
+    Ok(warp_core::poll_every(poller, interval))
 }
 
-impl Poller {
+#[async_trait::async_trait]
+impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
         let t = &self.table;
         let cd = quote(&t.schema.columns[self.column].name);

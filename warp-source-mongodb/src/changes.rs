@@ -12,7 +12,9 @@ use mongodb::options::FullDocumentType;
 use mongodb::Collection;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-use warp_core::{Change, ChangeEvent, Commit, Operation, Position, StreamFragment, TableSchema};
+use warp_core::{
+    Change, ChangeEvent, Commit, Key, Operation, Position, StreamFragment, TableSchema,
+};
 
 use crate::error::{Context, MongoError};
 use crate::position::StreamPosition;
@@ -133,19 +135,30 @@ impl Decoder {
         let Some(doc) = &e.full_document else {
             return Some(Vec::new());
         };
+        Some(self.document(row_op, key, doc, e.source_ts))
+    }
+
+    /// The changes that write `doc` whole: the shape growth it needs, then its row.
+    pub fn document(
+        &mut self,
+        op: Operation,
+        key: Key,
+        doc: &Document,
+        source_ts: Option<DateTime<Utc>>,
+    ) -> Vec<Change> {
         let grown = self.rules.evolve(&mut self.schema, doc);
         if !grown.is_empty() {
             self.layout = Layout::new(self.rules, &self.schema);
         }
         let mut out: Vec<Change> = grown.into_iter().map(Change::Schema).collect();
         out.push(Change::Row(ChangeEvent {
-            op: row_op,
+            op,
             key,
             before: None,
             after: Some(self.layout.row(doc)),
-            source_ts: e.source_ts,
+            source_ts,
         }));
-        Some(out)
+        out
     }
 }
 

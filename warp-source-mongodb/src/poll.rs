@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use chrono::Utc;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, TryStreamExt};
 use mongodb::Collection;
-use warp_core::{Change, ChangeEvent, Commit, Operation, StreamFragment, Value, Watermark};
+use warp_core::{Commit, Operation, StreamFragment, Value, Watermark};
 
 use crate::changes::Decoder;
 use crate::convert;
@@ -72,7 +72,6 @@ struct Poller {
     coll: Collection<Document>,
     column: String,
     decoder: Decoder,
-    interval: Duration,
     at: Watermark,
 }
 
@@ -88,20 +87,13 @@ pub fn stream(
         coll,
         column,
         decoder,
-        interval,
         at: from,
     };
-    stream::unfold((poller, true), |(mut p, first)| async move {
-        if !first {
-            tokio::time::sleep(p.interval).await;
-        }
-        let f = p.poll().await;
-        Some((f, (p, false)))
-    })
-    .boxed()
+    warp_core::poll_every(poller, interval)
 }
 
-impl Poller {
+#[async_trait::async_trait]
+impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
         let filter = match &self.at.value {
             Some(w) => doc! { &self.column: { "$gte": bound(w)? } },
@@ -127,25 +119,11 @@ impl Poller {
             if !at.admit(&convert::value(value), &key_of(id)) {
                 continue;
             }
-            let event = crate::changes::Event {
-                token: Bson::Null,
-                op: "update".into(),
-                full_document: Some(d.clone()),
-                id: Some(id.clone()),
-                source_ts: None,
-                txn: None,
-                renamed_to: None,
-            };
-            for change in self.decoder.changes(&event).unwrap_or_default() {
-                changes.push(match change {
-                    // Polling cannot tell an insert from an update: both upsert.
-                    Change::Row(e) => Change::Row(ChangeEvent {
-                        op: Operation::Update,
-                        ..e
-                    }),
-                    other => other,
-                });
-            }
+            // Polling cannot tell an insert from an update: both upsert.
+            changes.extend(
+                self.decoder
+                    .document(Operation::Update, key_of(id), &d, None),
+            );
         }
         self.at = at;
         let commit = Commit {

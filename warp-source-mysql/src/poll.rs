@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use warp_core::{Change, ChangeEvent, Commit, Operation, Row, StreamFragment, Value, Watermark};
@@ -100,7 +100,6 @@ struct Poller {
     table: MysqlTable,
     column: usize,
     key: Vec<usize>,
-    interval: Duration,
     at: Watermark,
 }
 
@@ -125,22 +124,13 @@ pub fn stream(
         pool,
         database,
         table,
-        interval,
         at: from,
     };
-    Ok(stream::unfold((poller, true), |(mut p, first)| async move {
-        if !first {
-            tokio::time::sleep(p.interval).await;
-        }
-        match p.poll().await {
-            Ok(f) => Some((Ok(f), (p, false))),
-            Err(e) => Some((Err(e), (p, false))),
-        }
-    })
-    .boxed())
+    Ok(warp_core::poll_every(poller, interval))
 }
 
-impl Poller {
+#[async_trait::async_trait]
+impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
         let mut conn = self.pool.get_conn().await.context("connect")?;
         conn.query_drop("SET SESSION time_zone = '+00:00'")

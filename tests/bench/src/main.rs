@@ -50,6 +50,16 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Files one run's lines: `per_line[i]` gathers line `i` of every run.
+fn add_run(per_line: &mut Vec<Vec<Measurement>>, lines: Vec<Measurement>) {
+    for (i, m) in lines.into_iter().enumerate() {
+        if per_line.len() <= i {
+            per_line.push(Vec::new());
+        }
+        per_line[i].push(m);
+    }
+}
+
 fn median(mut runs: Vec<Measurement>) -> Measurement {
     runs.sort_by_key(|m| m.took);
     let mid = runs.len() / 2;
@@ -93,12 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut per_line: Vec<Vec<Measurement>> = Vec::new();
             for run in 1..=runs {
                 eprintln!("run {run}/{runs}: {rows} rows");
-                for (i, m) in sink::run(&url, rows).await?.into_iter().enumerate() {
-                    if per_line.len() <= i {
-                        per_line.push(Vec::new());
-                    }
-                    per_line[i].push(m);
-                }
+                add_run(&mut per_line, sink::run(&url, rows).await?);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
             print_table(&lines, runs, &[], "vs raw COPY");
@@ -124,12 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for run in 1..=runs {
                 eprintln!("run {run}/{runs}");
                 let r = mysql::run(&settings).await?;
-                for (i, m) in r.lines.into_iter().enumerate() {
-                    if per_line.len() <= i {
-                        per_line.push(Vec::new());
-                    }
-                    per_line[i].push(m);
-                }
+                add_run(&mut per_line, r.lines);
                 rss.push(r.warp_rss_mib);
                 p50.push(r.lag_p50);
                 p99.push(r.lag_p99);
@@ -164,12 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for run in 1..=runs {
                 eprintln!("run {run}/{runs}");
                 let (lines, peak) = mongo::run(&settings).await?;
-                for (i, m) in lines.into_iter().enumerate() {
-                    if per_line.len() <= i {
-                        per_line.push(Vec::new());
-                    }
-                    per_line[i].push(m);
-                }
+                add_run(&mut per_line, lines);
                 rss.push(peak);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();

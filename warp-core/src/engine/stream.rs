@@ -201,7 +201,6 @@ impl TableWorker {
     /// first, after committing what is in hand, so it never holds a row the source scan
     /// could not have seen; a row the queue re-delivers afterwards is caught next time.
     async fn detect_deletes(&self, w: &mut Writer) -> Result<()> {
-        let source_schema = self.projection.source_schema().clone();
         if w.pending.is_some() {
             self.flush(w).await?;
         }
@@ -210,7 +209,12 @@ impl TableWorker {
             .sink
             .live_keys(&self.target, &self.projection.destination_schema())
             .await?;
-        let Some(mut present) = self.ctx.source.live_keys(&source_schema).await? else {
+        let Some(mut present) = self
+            .ctx
+            .source
+            .live_keys(self.projection.source_schema())
+            .await?
+        else {
             return Ok(());
         };
         present.sort_by(|a, b| cmp_keys(a, b));
