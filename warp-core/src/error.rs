@@ -52,6 +52,10 @@ pub enum Error {
         current: u64,
     },
 
+    /// Another live replica holds this table's lease: this one must not run it.
+    #[error("{table}: another replica holds the lease")]
+    NotOwner { table: String },
+
     /// A table cannot be replicated as discovered (no primary key, unsupported type...).
     #[error("{table}: {message}")]
     Table {
@@ -108,6 +112,7 @@ impl Error {
             Self::Config(_)
             | Self::PositionLost { .. }
             | Self::Fenced { .. }
+            | Self::NotOwner { .. }
             | Self::Table { .. }
             | Self::Position(_)
             | Self::Cancelled => Retry::Permanent,
@@ -129,7 +134,7 @@ impl Error {
                 // `table` is `database.table`; resync takes the table's name.
                 table.split_once('.').map_or(table.as_str(), |(_, t)| t)
             )),
-            Self::Fenced { .. } => {
+            Self::Fenced { .. } | Self::NotOwner { .. } => {
                 Some("another replica owns this table now; this one stops writing it".into())
             }
             Self::Config(_) => Some("fix the configuration and restart".into()),
@@ -144,7 +149,7 @@ impl Error {
             Self::Source { .. } => "source",
             Self::Sink { .. } => "destination",
             Self::PositionLost { .. } => "position_lost",
-            Self::Fenced { .. } => "fenced",
+            Self::Fenced { .. } | Self::NotOwner { .. } => "fenced",
             Self::Table { .. } => "table",
             Self::Position(_) => "position",
             Self::Cancelled => "cancelled",

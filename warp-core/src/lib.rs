@@ -45,6 +45,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod event;
+pub mod lease;
 mod mask;
 pub mod metrics;
 pub mod position;
@@ -62,6 +63,7 @@ pub use engine::{
 };
 pub use error::{Error, Result, Retry};
 pub use event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
+pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};

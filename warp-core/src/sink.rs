@@ -124,15 +124,11 @@ pub enum CheckpointUpdate {
     },
 }
 
-/// Loads checkpoints and hands out fencing tokens. Saving happens only through
-/// [`SinkTransaction::commit`].
+/// Loads checkpoints and keeps the table leases whose fencing tokens guard them. Saving
+/// happens only through [`SinkTransaction::commit`].
 #[async_trait]
-pub trait CheckpointStore: Send + Sync {
+pub trait CheckpointStore: crate::lease::LeaseStore {
     async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>>;
-
-    /// Takes ownership of `table` for `owner`, returning a token newer than any before;
-    /// commits by holders of older tokens are refused from then on.
-    async fn claim(&self, table: &TableKey, owner: &str) -> Result<FencingToken>;
 
     /// Forgets the table's progress (full resync); the next run snapshots it again.
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
@@ -176,9 +172,9 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
-    /// Takes the pending signals for `schema` (each is returned once). Optional: the
-    /// default has none.
-    async fn take_signals(&self, _schema: &str) -> Result<Vec<Signal>> {
+    /// Takes the pending signals for `tables` of `schema`, and those naming no table
+    /// (each is returned once). Optional: the default has none.
+    async fn take_signals(&self, _schema: &str, _tables: &[String]) -> Result<Vec<Signal>> {
         Ok(Vec::new())
     }
 

@@ -5,115 +5,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
+use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::testing::{wait_for, FailPoint, MemorySink, MemorySource};
-use warp_core::{
-    Backoff, CheckpointStore, Column, ColumnType, EngineSettings, Phase, Pipeline, Result, Retry,
-    Row, StatusBoard, TableKey, TableState, Value,
-};
+use warp_core::{Column, ColumnType, Phase, Pipeline, Retry, Row, TableState, Value};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn row(id: i64, generation: i64) -> Row {
-    Row::new(vec![
-        Value::Int(id),
-        Value::Text(format!("name-{id}-{generation}")),
-        Value::Int(id * 10 + generation),
-    ])
-}
-
-fn settings() -> EngineSettings {
-    EngineSettings {
-        owner: "test".into(),
-        max_retries: 3,
-        backoff: Backoff {
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(10),
-        },
-        failed_cooldown: Duration::from_millis(50),
-        batch_max_bytes: 1 << 20,
-        batch_max_wait: Duration::from_millis(10),
-        idle_checkpoint_interval: Duration::from_millis(50),
-        queue_capacity: 4,
-        full_resync: false,
-        correlation_ids: true,
-    }
-}
-
-/// A schema `shop` whose tables use `table_yaml` (YAML mapping body) as settings.
-fn schema(tables_yaml: &str) -> ResolvedSchema {
-    let yaml = format!(
-        "source: {{ type: mysql, connection_string: 'mysql://u@h/shop' }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas:\n- name: shop\n  snapshot_chunk_size: 10\n  tables:\n{tables_yaml}"
-    );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    loaded.config.schemas_to_run(None).remove(0)
-}
-
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<Result<()>>,
-    status: StatusBoard,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
-    }
-}
-
-fn start(
-    source: &MemorySource,
-    sink: &MemorySink,
-    schema: ResolvedSchema,
-    settings: EngineSettings,
-) -> Running {
-    let pipeline = Pipeline::new(
-        schema,
-        Arc::new(source.clone()),
-        Arc::new(sink.clone()),
-        Arc::new(sink.clone()),
-        settings,
-    );
-    let status = pipeline.status();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
-    Running {
-        shutdown,
-        handle,
-        status,
-    }
-}
-
-fn key(table: &str) -> TableKey {
-    TableKey {
-        schema: "shop".into(),
-        table: table.into(),
-    }
-}
-
-/// No row's version exceeds the number of source writes to it (a replayed change would
-/// push it above).
-fn assert_no_double_apply(source: &MemorySource, sink: &MemorySink, table: &str) {
-    for (k, stored) in sink.stored("shop", table) {
-        let changes = source.changes_for(table, &k);
-        assert!(
-            stored.version <= changes.max(1),
-            "{k:?}: version {} but only {changes} source changes",
-            stored.version
-        );
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn snapshot_to_stream_handover_loses_and_duplicates_nothing() {
@@ -496,17 +394,17 @@ async fn fenced_writer_cannot_commit() {
     let sink = MemorySink::new();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
-    // Another replica takes the table over.
-    sink.claim(&key("orders"), "other-pod").await.unwrap();
+    // Another replica takes the table over (as once the lease lapsed).
+    sink.take_over(&key("orders"), "other-pod");
     source.insert("orders", row(99, 0));
-    wait_for("fenced table to stop", WAIT, || {
-        run.status
-            .get(&key("orders"))
-            .is_some_and(|s| s.state == TableState::Failed)
+    wait_for("fenced table to leave this replica", WAIT, || {
+        run.status.get(&key("orders")).is_none()
     })
     .await;
-    let status = run.status.get(&key("orders")).unwrap();
-    assert!(status.last_error.unwrap().contains("fenced"));
+    assert_eq!(
+        sink.lease_owner(&key("orders")).as_deref(),
+        Some("other-pod")
+    );
     assert_eq!(
         sink.live_rows("shop", "orders").len(),
         5,

@@ -7,8 +7,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use warp_core::metrics::{
-    BATCH_DURATION_SECONDS, BATCH_ROWS, BUILD_INFO, LEASES_HELD, REPLICATION_LAG_SECONDS,
-    SOURCE_CONNECTED,
+    BATCH_DURATION_SECONDS, BATCH_ROWS, BUILD_INFO, REPLICATION_LAG_SECONDS, SOURCE_CONNECTED,
 };
 use warp_core::{Sink, Source, TableState};
 
@@ -48,7 +47,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(3);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Checks the destination and every source until `shutdown`, for `/ready` and the
-/// `source_connected` gauge; publishes `leases_held`.
+/// `source_connected` gauge (the lease keeper publishes `leases_held`).
 pub async fn probe(
     health: Arc<Health>,
     sink: Arc<dyn Sink>,
@@ -82,13 +81,6 @@ pub async fn probe(
                     metrics::gauge!(REPLICATION_LAG_SECONDS, "schema" => t.schema.clone(), "table" => t.table.clone()).set(lag);
                 }
             }
-            let held = schema
-                .board
-                .snapshot()
-                .iter()
-                .filter(|t| !matches!(t.state, TableState::Failed | TableState::Stopped))
-                .count();
-            metrics::gauge!(LEASES_HELD, "schema" => schema.name.clone()).set(held as f64);
         }
         tokio::select! {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}

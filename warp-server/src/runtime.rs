@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use warp_core::config::LoadedConfig;
 use warp_core::{EngineSettings, Pipeline, TablePlan};
 
-use crate::connectors::{build_sink, build_source};
+use crate::connectors::{build_sink, build_source, replica_source};
 use crate::error::ServerError;
 use crate::health::{Health, Reply};
 use crate::http;
@@ -62,7 +62,8 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-/// The identity used for table claims: the pod name, else host and pid.
+/// This replica's identity for leases and binlog reader ids: the pod name (`POD_NAME`,
+/// else `HOSTNAME`), else one unique to this process.
 fn owner(loaded: &LoadedConfig) -> String {
     loaded
         .identity
@@ -78,12 +79,16 @@ fn pipelines(
     destination: &Destination,
 ) -> Result<Vec<Pipeline>, ServerError> {
     let cfg = &loaded.config;
-    let mut settings = EngineSettings::from_config(cfg, owner(loaded));
+    let replica = owner(loaded);
+    let mut settings = EngineSettings::from_config(cfg, replica.clone());
     settings.full_resync = opts.full_resync;
     cfg.schemas_to_run(loaded.schema_selection.as_deref())
         .into_iter()
         .map(|schema| {
-            let source = build_source(&cfg.source, &schema)?;
+            let source = build_source(
+                &replica_source(&cfg.source, &replica, &schema.name),
+                &schema,
+            )?;
             Ok(Pipeline::new(
                 schema,
                 source,
@@ -281,7 +286,8 @@ async fn follow_signals(
             () = shutdown.cancelled() => return,
         }
         for (schema, control) in &controls {
-            let signals = match sink.take_signals(schema).await {
+            // Only this replica's tables: the others' signals wait for their owners.
+            let signals = match sink.take_signals(schema, &control.tables()).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "signals not read (destination unavailable?)");
@@ -294,7 +300,7 @@ async fn follow_signals(
                         info!(schema = %schema, table, "resync requested")
                     }
                     ("resync", table) => {
-                        warn!(schema = %schema, table = table.unwrap_or(""), "resync signal for a table this process does not replicate")
+                        warn!(schema = %schema, table = table.unwrap_or(""), "resync signal for a table this replica no longer runs")
                     }
                     (other, _) => warn!(signal = other, "unknown signal ignored"),
                 }

@@ -1,4 +1,4 @@
-//! Checkpoints in the metadata schema. Reads and claims are free-standing; writes happen
+//! Checkpoints in the metadata schema. Reads are free-standing; writes happen
 //! only inside a data transaction (see `transaction.rs`), guarded by the fencing token.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +13,8 @@ use crate::ident::quote;
 /// SQL for one metadata schema.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
-    m: String,
+    /// The quoted metadata schema.
+    pub(crate) m: String,
 }
 
 type CheckpointRow = (
@@ -92,30 +93,9 @@ impl Checkpoints {
         }))
     }
 
-    /// A new fencing token for `key`, newer than any before. Waits for transactions of
-    /// the previous owner that are in flight (they hold the lease row in share mode), so
-    /// after this returns the old owner can no longer commit.
-    pub async fn claim(&self, pool: &PgPool, key: &TableKey, owner: &str) -> Result<FencingToken> {
-        let sql = format!(
-            "INSERT INTO {}.leases AS l (schema_name, table_name, owner, fencing_token)
-             VALUES ($1, $2, $3, 1)
-             ON CONFLICT (schema_name, table_name) DO UPDATE
-             SET fencing_token = l.fencing_token + 1, owner = EXCLUDED.owner, acquired_at = now(), renewed_at = now()
-             RETURNING fencing_token",
-            self.m
-        );
-        let token: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(&key.schema)
-            .bind(&key.table)
-            .bind(owner)
-            .fetch_one(pool)
-            .await
-            .context("claim table")?;
-        Ok(FencingToken(u64::try_from(token).unwrap_or(0)))
-    }
-
     /// Inside a transaction: refuse unless `token` is current, and hold the lease row so
-    /// no claim can overtake this transaction before it ends.
+    /// no acquisition can overtake this transaction before it ends (`FOR KEY SHARE`
+    /// blocks `FOR UPDATE` there, not the holder's own renewals: see `lease.rs`).
     pub async fn check_fence(
         &self,
         conn: &mut PgConnection,
@@ -123,7 +103,7 @@ impl Checkpoints {
         token: FencingToken,
     ) -> Result<Option<u64>> {
         let sql = format!(
-            "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2 FOR SHARE",
+            "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2 FOR KEY SHARE",
             self.m
         );
         let current: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))

@@ -10,6 +10,7 @@ mod encode;
 mod error;
 mod ident;
 mod landed;
+mod lease;
 mod migrations;
 pub mod read;
 pub mod signals;
@@ -276,8 +277,12 @@ impl Sink for PostgresSink {
         Ok(read::live_keys(&self.inner.pool, target, schema).await?)
     }
 
-    async fn take_signals(&self, schema: &str) -> warp_core::Result<Vec<warp_core::Signal>> {
-        Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema).await?)
+    async fn take_signals(
+        &self,
+        schema: &str,
+        tables: &[String],
+    ) -> warp_core::Result<Vec<warp_core::Signal>> {
+        Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema, tables).await?)
     }
 
     async fn record_status(
@@ -301,14 +306,6 @@ impl Sink for PostgresSink {
 impl CheckpointStore for PostgresSink {
     async fn load(&self, table: &TableKey) -> warp_core::Result<Option<Checkpoint>> {
         Ok(self.inner.checkpoints.load(&self.inner.pool, table).await?)
-    }
-
-    async fn claim(&self, table: &TableKey, owner: &str) -> warp_core::Result<FencingToken> {
-        Ok(self
-            .inner
-            .checkpoints
-            .claim(&self.inner.pool, table, owner)
-            .await?)
     }
 
     async fn reset(&self, table: &TableKey, token: FencingToken) -> warp_core::Result<()> {

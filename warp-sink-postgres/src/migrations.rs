@@ -10,7 +10,17 @@ use crate::ident::{literal, quote};
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial metadata tables", INITIAL),
     (2, "live source time in table_state", TABLE_STATE_SOURCE_TS),
+    (3, "replica membership for lease balancing", MEMBERS),
 ];
+
+const MEMBERS: &str = "CREATE TABLE {m}.members (
+    schema_name  text NOT NULL,
+    owner        text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (schema_name, owner)
+)";
 
 const TABLE_STATE_SOURCE_TS: &str =
     "ALTER TABLE {m}.table_state ADD COLUMN last_source_ts timestamptz";

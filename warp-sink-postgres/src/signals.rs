@@ -37,15 +37,23 @@ pub async fn send(
         .context("send signal")
 }
 
-/// Marks the pending signals of `schema` processed and returns them.
-pub async fn take(pool: &PgPool, metadata: &str, schema: &str) -> Result<Vec<Signal>> {
+/// Marks the pending signals of `schema` for `tables` (or for no table) processed and
+/// returns them; signals for other replicas' tables stay pending for them.
+pub async fn take(
+    pool: &PgPool,
+    metadata: &str,
+    schema: &str,
+    tables: &[String],
+) -> Result<Vec<Signal>> {
     let sql = format!(
         "UPDATE {}.signals SET processed_at = now() WHERE schema_name = $1 AND processed_at IS NULL
+         AND (table_name IS NULL OR table_name = ANY($2))
          RETURNING id, table_name, signal",
         quote(metadata)
     );
     let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(schema)
+        .bind(tables)
         .fetch_all(pool)
         .await
         .context("take signals")?;

@@ -99,7 +99,8 @@ pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<StatusRow>> {
             UNION SELECT schema_name, table_name FROM {m}.leases)
          SELECT t.schema_name, t.table_name, s.state, c.phase, s.rows_copied, c.position,
                 GREATEST(c.source_ts, s.last_source_ts),
-                l.owner, s.updated_at, s.last_error, s.hint,
+                -- Only a live lease names an owner (a handed-back or lapsed one does not).
+                CASE WHEN l.owner <> '' AND l.expires_at > now() THEN l.owner END, s.updated_at, s.last_error, s.hint,
                 (SELECT count(*) FROM {m}.dead_letter_queue d
                   WHERE d.schema_name = t.schema_name AND d.table_name = t.table_name AND d.status = 'pending')
          FROM t

@@ -46,6 +46,7 @@ fn settings() -> EngineSettings {
         queue_capacity: 8,
         full_resync: false,
         correlation_ids: true,
+        leases: warp_core::LeaseTiming::from_ttl(Duration::from_secs(30)),
     }
 }
 

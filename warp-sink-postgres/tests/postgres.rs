@@ -2,6 +2,7 @@
 //! Each test works in its own schemas, so tests run in parallel.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -9,8 +10,8 @@ use sqlx::{AssertSqlSafe, PgPool};
 use warp_core::config::{DeletionStrategy, SchemaChangePolicy};
 use warp_core::{
     Change, ChangeEvent, CheckpointStore, CheckpointUpdate, Column, ColumnType, Decimal, Error,
-    FencingToken, Interval, KeyRange, Operation, Phase, Position, Row, SchemaChange, Sink, TableId,
-    TableKey, TableSchema, Target, Value,
+    FencingToken, Interval, KeyRange, LeaseStore, Operation, Phase, Position, Row, SchemaChange,
+    Sink, TableId, TableKey, TableSchema, Target, Value,
 };
 use warp_sink_postgres::read::{rows, LandedRow};
 use warp_sink_postgres::PostgresSink;
@@ -65,7 +66,11 @@ impl Env {
     }
 
     async fn claim(&self, target: &Target) -> FencingToken {
-        self.sink.claim(&target.key(), "test").await.unwrap()
+        self.sink
+            .acquire(&target.key(), "test", Duration::from_secs(600))
+            .await
+            .unwrap()
+            .expect("a free lease")
     }
 
     async fn commit_changes(
@@ -542,15 +547,91 @@ async fn a_failure_between_statements_leaves_data_and_checkpoint_consistent() {
     assert_eq!(landed(&env, &target, &schema).await, before);
 }
 
+/// Whether some backend of this database waits for a row lock.
+async fn lock_waiters(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn a_stale_fencing_token_is_refused() {
+async fn a_lease_is_exclusive_until_it_lapses_and_then_fences_its_old_holder() {
     let env = setup("fencing").await;
     let schema = simple_schema("orders");
     let target = env.target("orders", DeletionStrategy::Soft);
+    let key = target.key();
     env.sink.ensure_table(&target, &schema).await.unwrap();
-    let old = env.claim(&target).await;
-    let new = env.sink.claim(&target.key(), "other-pod").await.unwrap();
+    let short = Duration::from_millis(300);
+    let old = env
+        .sink
+        .acquire(&key, "pod-a", short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        env.sink.acquire(&key, "pod-b", short).await.unwrap(),
+        None,
+        "held by a live replica"
+    );
+    assert_eq!(
+        env.sink.join("shop", "pod-b", short).await.unwrap(),
+        ["pod-b"],
+        "pod-a never joined"
+    );
+
+    // pod-a's batch is open: renewing must not wait for it.
+    let mut tx = env.sink.begin(&target, old).await.unwrap();
+    tx.apply(vec![upsert(Operation::Insert, row(1, "a"))])
+        .await
+        .unwrap();
+    let renewed = tokio::time::timeout(
+        Duration::from_secs(30),
+        env.sink.renew("shop", "pod-a", short),
+    )
+    .await
+    .expect("renewal is not blocked by the holder's own transaction")
+    .unwrap();
+    assert_eq!(renewed, ["orders"]);
+
+    // The lease lapses; pod-b's takeover waits for pod-a's batch in flight.
+    warp_core::testing::wait_for_async("the lease to lapse", Duration::from_secs(20), || async {
+        env.sink
+            .leases("shop")
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| !l.live)
+    })
+    .await;
+    let sink = env.sink.clone();
+    let takeover = tokio::spawn(async move { sink.acquire(&key, "pod-b", short).await });
+    warp_core::testing::wait_for_async(
+        "the takeover to wait for the open batch",
+        Duration::from_secs(20),
+        || {
+            let pool = env.pool.clone();
+            async move { lock_waiters(&pool).await > 0 }
+        },
+    )
+    .await;
+    assert!(!takeover.is_finished());
+    tx.commit(streaming(1))
+        .await
+        .expect("the batch begun under the old lease commits");
+    let new = takeover
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a lapsed lease is free");
     assert!(new > old);
+    assert_eq!(
+        env.sink.renew("shop", "pod-a", short).await.unwrap(),
+        Vec::<String>::new(),
+        "pod-a lost it"
+    );
     match env.sink.begin(&target, old).await {
         Err(Error::Fenced { ours, current, .. }) => assert_eq!((ours, current), (old.0, new.0)),
         other => panic!("expected fenced, got {:?}", other.map(|_| ())),
@@ -562,11 +643,19 @@ async fn a_stale_fencing_token_is_refused() {
     env.commit_changes(
         &target,
         new,
-        vec![upsert(Operation::Insert, row(1, "a"))],
-        1,
+        vec![upsert(Operation::Insert, row(2, "b"))],
+        2,
     )
     .await;
-    assert_eq!(landed(&env, &target, &schema).await.len(), 1);
+    assert_eq!(landed(&env, &target, &schema).await.len(), 2);
+    env.sink.release(&target.key(), "pod-b").await.unwrap();
+    assert!(env
+        .sink
+        .leases("shop")
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| !l.live && l.owner.is_empty()));
 }
 
 #[tokio::test]

@@ -47,6 +47,28 @@ const DEFAULT_SERVER_ID: u32 = 4_200_000;
 const PAGE_ROWS: usize = 5_000;
 
 /// Creates the source for one schema.
+/// The first binlog reader id for `schema` on replica `replica`: `server_id` (default
+/// 4,200,000) plus a block of [`IDS_PER_REPLICA`] ids picked by a stable hash of both
+/// names. The server drops a reader when another registers the same id, so replicas of
+/// one schema, and schemas of one replica, must never share one.
+pub fn replica_server_id(configured: Option<u32>, replica: &str, schema: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = format!("{replica}/{schema}")
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    let block = hash % REPLICA_BLOCKS;
+    configured
+        .unwrap_or(DEFAULT_SERVER_ID)
+        .wrapping_add(block * IDS_PER_REPLICA)
+        .max(1)
+}
+
+/// Reader ids one replica's schema uses (one per table it streams).
+pub const IDS_PER_REPLICA: u32 = 256;
+const REPLICA_BLOCKS: u32 = 65_536;
+
 pub fn build(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Arc<dyn Source>> {
     Ok(Arc::new(MysqlSource::new(source, schema)?))
 }
@@ -368,5 +390,25 @@ impl Source for MysqlSource {
             .await
             .context("estimate rows")?;
         Ok(rows.flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_and_schemas_get_distinct_stable_reader_ids() {
+        let ids: Vec<u32> = ["warp-users-0", "warp-users-1", "warp-users-2"]
+            .iter()
+            .flat_map(|pod| ["users", "orders"].map(|s| replica_server_id(None, pod, s)))
+            .collect();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert!(a.abs_diff(*b) >= IDS_PER_REPLICA, "{ids:?}");
+            }
+        }
+        assert_eq!(ids[0], replica_server_id(None, "warp-users-0", "users"));
+        assert!(replica_server_id(Some(7), "p", "s") >= 7);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::AssertSqlSafe;
 use warp_core::config::{DeletionStrategy, SchemaChangePolicy};
-use warp_core::{CheckpointStore, CheckpointUpdate, KeyRange, Position, Sink, Target};
+use warp_core::{CheckpointUpdate, KeyRange, LeaseStore, Position, Sink, Target};
 use warp_sink_postgres::PostgresSink;
 
 use crate::{data, Measurement};
@@ -42,7 +42,10 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
         schema_change_policy: SchemaChangePolicy::WidenToText,
     };
     sink.ensure_table(&target, &schema).await?;
-    let token = sink.claim(&target.key(), "bench").await?;
+    let token = sink
+        .acquire(&target.key(), "bench", std::time::Duration::from_secs(3600))
+        .await?
+        .ok_or("the bench table's lease is held elsewhere")?;
     let pos = Position::from_json(serde_json::json!({ "bench": 0 }));
 
     let sequential = timed_apply(

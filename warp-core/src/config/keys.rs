@@ -64,6 +64,10 @@ const KEYS: &[EnvKey] = &[
         "performance.failed_table_cooldown",
         "seconds before a failed table restarts",
     ),
+    k(
+        "performance.lease_ttl",
+        "seconds before a dead replica's tables are taken over",
+    ),
     k("source.type", "mongodb | mysql | bigquery"),
     k(
         "source.connection_string",

@@ -126,6 +126,10 @@ pub struct PerformanceConfig {
     /// How long a table stays `failed` after exhausting its retries before it restarts.
     #[serde(default = "default_failed_table_cooldown")]
     pub failed_table_cooldown: Seconds,
+    /// How long a replica's table lease outlives its last renewal (SPEC §9): a dead
+    /// replica's tables are taken over within this time.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: Seconds,
 }
 
 impl Default for PerformanceConfig {
@@ -142,6 +146,7 @@ impl Default for PerformanceConfig {
             retry_delay: default_retry_delay(),
             retry_max_delay: default_retry_max_delay(),
             failed_table_cooldown: default_failed_table_cooldown(),
+            lease_ttl: default_lease_ttl(),
         }
     }
 }
@@ -585,6 +590,9 @@ fn default_retry_max_delay() -> Seconds {
 }
 fn default_failed_table_cooldown() -> Seconds {
     Seconds::from_secs(DEFAULT_FAILED_TABLE_COOLDOWN_SECS)
+}
+fn default_lease_ttl() -> Seconds {
+    Seconds::from_secs(30)
 }
 fn default_metadata_schema() -> String {
     DEFAULT_METADATA_SCHEMA.to_owned()

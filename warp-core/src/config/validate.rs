@@ -22,8 +22,19 @@ impl Report {
     }
 }
 
+/// Below this, one slow renewal round trip could cost a live replica its tables.
+const MIN_LEASE_TTL_SECS: f64 = 3.0;
+
 pub(crate) fn validate(cfg: &WarpConfig, schema_selection: Option<&str>) -> Report {
     let mut r = Report::default();
+    if cfg.performance.lease_ttl.get() < MIN_LEASE_TTL_SECS {
+        r.error(
+            "performance.lease_ttl",
+            format!(
+                "must be at least {MIN_LEASE_TTL_SECS} seconds (replicas renew every third of it)"
+            ),
+        );
+    }
     source(cfg, &mut r);
     destination(cfg, &mut r);
     schemas(cfg, schema_selection, &mut r);

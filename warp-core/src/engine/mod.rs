@@ -2,6 +2,7 @@
 //! position taken before the copy, in batches committed atomically with checkpoints.
 
 mod batch;
+mod ownership;
 mod plan;
 mod projection;
 mod snapshot;
@@ -13,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+
+use ownership::{Candidate, Ownership};
 
 pub use batch::{Batch, OrdKey};
 pub use plan::TablePlan;
@@ -26,6 +28,7 @@ mod retry;
 
 use crate::config::{ResolvedSchema, WarpConfig};
 use crate::error::Result;
+use crate::lease::LeaseTiming;
 use crate::mask::mask_secrets;
 use crate::sink::{CheckpointStore, Sink, Target};
 use crate::source::Source;
@@ -49,6 +52,8 @@ pub struct EngineSettings {
     pub full_resync: bool,
     /// Tag each batch's log lines with a correlation id (`logging.correlation_id_enabled`).
     pub correlation_ids: bool,
+    /// Lease validity and renewal between replicas (`performance.lease_ttl`).
+    pub leases: LeaseTiming,
 }
 
 impl EngineSettings {
@@ -68,6 +73,7 @@ impl EngineSettings {
             queue_capacity: 16,
             full_resync: false,
             correlation_ids: cfg.logging.correlation_id_enabled,
+            leases: LeaseTiming::from_ttl(p.lease_ttl.as_duration()),
         }
     }
 }
@@ -103,6 +109,16 @@ impl PipelineControl {
             None => false,
         }
     }
+
+    /// The tables this replica runs now.
+    pub fn tables(&self) -> Vec<String> {
+        let controls = self
+            .ctx
+            .controls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        controls.keys().cloned().collect()
+    }
 }
 
 /// What table workers share.
@@ -114,6 +130,15 @@ pub(crate) struct Ctx {
     pub settings: EngineSettings,
     pub status: StatusBoard,
     pub snapshot_slots: Arc<Semaphore>,
+}
+
+fn mark_unreplicable(ctx: &Ctx, key: &crate::sink::TableKey, e: &crate::Error) {
+    warn!(table = %key.table, error = %e, "table cannot replicate");
+    ctx.status.update(key, |s| {
+        s.state = TableState::Failed;
+        s.last_error = Some(e.to_string());
+        s.hint = e.hint();
+    });
 }
 
 /// Replicates one schema: discovers its tables and runs one worker per table until
@@ -181,28 +206,23 @@ impl Pipeline {
             return Ok(());
         };
         self.ctx.status.mark_started();
-        let mut workers = JoinSet::new();
+        let mut candidates = Vec::new();
         for discovered in tables {
             let settings = self.schema.table(&discovered.id.name);
             let target = Target::new(&self.schema, &discovered.id);
-            let key = target.key();
-            let span = tracing::info_span!("table", table = %key.table);
-            match TableWorker::new(Arc::clone(&self.ctx), target, settings, discovered) {
-                Ok(worker) => {
-                    self.ctx.status.set_state(&key, TableState::Pending);
-                    workers.spawn(worker.run(shutdown.clone()).instrument(span));
-                }
-                Err(e) => {
-                    warn!(table = %key.table, error = %e, "table cannot replicate");
-                    self.ctx.status.update(&key, |s| {
-                        s.state = TableState::Failed;
-                        s.last_error = Some(e.to_string());
-                        s.hint = e.hint();
-                    });
-                }
+            // A table that cannot replicate fails on every replica alike: it takes no lease.
+            match TableWorker::check(&discovered, &settings) {
+                Ok(()) => candidates.push(Candidate {
+                    target,
+                    settings,
+                    discovered,
+                }),
+                Err(e) => mark_unreplicable(&self.ctx, &target.key(), &e),
             }
         }
-        while workers.join_next().await.is_some() {}
+        Ownership::new(Arc::clone(&self.ctx), self.schema.name.clone(), candidates)
+            .run(&shutdown)
+            .await;
         info!("schema stopped");
         Ok(())
     }

@@ -137,6 +137,18 @@ impl StatusBoard {
         self.update(key, |s| s.state = state);
     }
 
+    /// Forgets a table this replica no longer runs (its lease went to another).
+    pub fn remove(&self, key: &TableKey) {
+        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.remove(key).is_some() {
+            // Whoever runs it now publishes its state; this replica must not count it.
+            for s in TableState::ALL {
+                metrics::gauge!(TABLE_STATE, "schema" => key.schema.clone(), "table" => key.table.clone(), "state" => s.as_str()).set(0.0);
+            }
+            metrics::gauge!(crate::metrics::REPLICATION_LAG_SECONDS, "schema" => key.schema.clone(), "table" => key.table.clone()).set(0.0);
+        }
+    }
+
     pub fn get(&self, key: &TableKey) -> Option<TableStatus> {
         let map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(key).cloned()

@@ -30,12 +30,12 @@ pub(crate) struct TableWorker {
 }
 
 impl TableWorker {
-    pub fn new(
-        ctx: Arc<Ctx>,
-        target: Target,
-        settings: ResolvedTable,
-        discovered: TableSchema,
-    ) -> Result<Self> {
+    /// Whether `discovered` can replicate with `settings` (it needs a key).
+    pub fn check(discovered: &TableSchema, settings: &ResolvedTable) -> Result<()> {
+        Self::keyed(discovered.clone(), settings).map(drop)
+    }
+
+    fn keyed(discovered: TableSchema, settings: &ResolvedTable) -> Result<TableSchema> {
         let mut schema = discovered;
         if let Some(pk) = &settings.primary_key {
             schema.primary_key.clone_from(pk);
@@ -48,6 +48,16 @@ impl TableWorker {
                 schema.id.name
             )),
         })?;
+        Ok(schema)
+    }
+
+    pub fn new(
+        ctx: Arc<Ctx>,
+        target: Target,
+        settings: ResolvedTable,
+        discovered: TableSchema,
+    ) -> Result<Self> {
+        let schema = Self::keyed(discovered, &settings)?;
         let key = target.key();
         let full_resync = ctx.settings.full_resync;
         let projection = Projection::new(schema, settings.exclude_columns.clone());
@@ -118,6 +128,12 @@ impl TableWorker {
                 // The attempt was ended by a wake-up whose resync was already taken (a
                 // request that landed as the previous attempt ended): just run again.
                 Ok(()) | Err(Error::Cancelled) => continue,
+                // Another replica runs the table now; the lease keeper forgets it here.
+                Err(e @ (Error::Fenced { .. } | Error::NotOwner { .. })) => {
+                    warn!(error = %e, "table handed over to another replica; stopping it here");
+                    self.ctx.status.set_state(&self.key, TableState::Stopped);
+                    return;
+                }
                 Err(e) => e,
             };
             if self.commits() > commits_before {
@@ -167,10 +183,14 @@ impl TableWorker {
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<()> {
         let ctx = Arc::clone(&self.ctx);
+        // A fresh token per attempt also fences off this replica's own earlier attempt.
         let token = ctx
             .checkpoints
-            .claim(&self.key, &ctx.settings.owner)
-            .await?;
+            .acquire(&self.key, &ctx.settings.owner, ctx.settings.leases.validity)
+            .await?
+            .ok_or_else(|| Error::NotOwner {
+                table: self.key.to_string(),
+            })?;
         ctx.sink
             .ensure_table(&self.target, &self.projection.destination_schema())
             .await?;

@@ -38,10 +38,11 @@ struct LandedTable {
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     tables: BTreeMap<TableKey, LandedTable>,
     checkpoints: BTreeMap<TableKey, Checkpoint>,
-    tokens: BTreeMap<TableKey, u64>,
+    pub(super) tokens: BTreeMap<TableKey, u64>,
+    pub(super) leases: super::memory_leases::LeaseBook,
     prepared: bool,
     commits: u64,
 }
@@ -58,7 +59,7 @@ impl MemorySink {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -139,13 +140,6 @@ impl MemorySink {
 impl CheckpointStore for MemorySink {
     async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>> {
         Ok(self.lock().checkpoints.get(table).cloned())
-    }
-
-    async fn claim(&self, table: &TableKey, _owner: &str) -> Result<FencingToken> {
-        let mut st = self.lock();
-        let t = st.tokens.entry(table.clone()).or_default();
-        *t += 1;
-        Ok(FencingToken(*t))
     }
 
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()> {

@@ -2,6 +2,7 @@
 //! tests and embedders' own tests. Not for production: nothing here is durable.
 
 mod faults;
+mod memory_leases;
 mod memory_sink;
 mod memory_source;
 
@@ -21,5 +22,21 @@ pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut()
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_for`] with a condition that must itself wait (a query, say).
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,256 @@
+//! Which of a schema's tables this replica runs (SPEC §9). Every lease interval the
+//! replica renews its membership and its leases, then moves towards its fair share:
+//! surplus tables are drained and handed back, missing ones are taken from the free or
+//! lapsed leases. On shutdown the drained tables are handed back at once, so a rolling
+//! update moves them without waiting for the leases to lapse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use super::status::TableState;
+use super::table::TableWorker;
+use super::Ctx;
+use crate::config::ResolvedTable;
+use crate::error::Result;
+use crate::lease::fair_share;
+use crate::mask::mask_secrets;
+use crate::metrics::LEASES_HELD;
+use crate::schema::TableSchema;
+use crate::sink::{TableKey, Target};
+
+/// A table this schema replicates, whichever replica runs it.
+pub(super) struct Candidate {
+    pub target: Target,
+    pub settings: ResolvedTable,
+    pub discovered: TableSchema,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub(super) struct Ownership {
+    ctx: Arc<Ctx>,
+    schema: String,
+    candidates: BTreeMap<String, Candidate>,
+    running: BTreeMap<String, Running>,
+}
+
+impl Ownership {
+    pub fn new(ctx: Arc<Ctx>, schema: String, candidates: Vec<Candidate>) -> Self {
+        let candidates = candidates
+            .into_iter()
+            .map(|c| (c.target.source.name.clone(), c))
+            .collect();
+        Self {
+            ctx,
+            schema,
+            candidates,
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn key(&self, table: &str) -> TableKey {
+        TableKey {
+            schema: self.schema.clone(),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Balances until `shutdown`, then drains this replica's tables and hands them back.
+    pub async fn run(mut self, shutdown: &CancellationToken) {
+        let interval = self.ctx.settings.leases.interval;
+        loop {
+            self.reap();
+            if let Err(e) = self.balance(shutdown).await {
+                // Running tables keep going: a lease that lapses meanwhile is fenced off.
+                warn!(error = %mask_secrets(&e.to_string()), "table leases not renewed; retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Workers stop with `shutdown` (their tokens are its children): wait for the drain.
+        for (_, running) in std::mem::take(&mut self.running) {
+            let _ = running.task.await;
+        }
+        self.hand_back().await;
+    }
+
+    /// One round: membership, renewal, then give back or take towards the fair share.
+    async fn balance(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        let store = Arc::clone(&self.ctx.checkpoints);
+        let (me, validity) = (
+            self.ctx.settings.owner.clone(),
+            self.ctx.settings.leases.validity,
+        );
+        let members = store.join(&self.schema, &me, validity).await?;
+        let mut held: BTreeSet<String> = store
+            .renew(&self.schema, &me, validity)
+            .await?
+            .into_iter()
+            .filter(|t| self.candidates.contains_key(t))
+            .collect();
+        let lost: Vec<String> = self
+            .running
+            .keys()
+            .filter(|t| !held.contains(*t))
+            .cloned()
+            .collect();
+        for table in lost {
+            warn!(
+                table,
+                "lease lost to another replica; stopping the table here"
+            );
+            self.stop(&table).await;
+        }
+        let rank = members.iter().position(|m| *m == me);
+        let replicas = members.len() + usize::from(rank.is_none());
+        let share = fair_share(
+            self.candidates.len(),
+            replicas,
+            rank.unwrap_or(members.len()),
+        );
+        if held.len() > share {
+            let surplus: Vec<String> = held
+                .iter()
+                .rev()
+                .take(held.len() - share)
+                .cloned()
+                .collect();
+            for table in surplus {
+                info!(
+                    table,
+                    share, replicas, "handing the table to another replica"
+                );
+                self.stop(&table).await;
+                store.release(&self.key(&table), &me).await?;
+                held.remove(&table);
+            }
+        } else if held.len() < share {
+            let taken: BTreeSet<String> = store
+                .leases(&self.schema)
+                .await?
+                .into_iter()
+                .filter(|l| l.live && l.owner != me)
+                .map(|l| l.table)
+                .collect();
+            let free: Vec<String> = self
+                .candidates
+                .keys()
+                .filter(|t| !held.contains(*t) && !taken.contains(*t))
+                .cloned()
+                .collect();
+            for table in free {
+                if held.len() >= share {
+                    break;
+                }
+                if store
+                    .acquire(&self.key(&table), &me, validity)
+                    .await?
+                    .is_some()
+                {
+                    info!(table, share, replicas, "table lease acquired");
+                    held.insert(table);
+                }
+            }
+        }
+        for table in held {
+            if !self.running.contains_key(&table) {
+                self.start(&table, shutdown);
+            }
+        }
+        metrics::gauge!(LEASES_HELD, "schema" => self.schema.clone())
+            .set(self.running.len() as f64);
+        Ok(())
+    }
+
+    fn start(&mut self, table: &str, shutdown: &CancellationToken) {
+        let Some(c) = self.candidates.get(table) else {
+            return;
+        };
+        let key = c.target.key();
+        let worker = TableWorker::new(
+            Arc::clone(&self.ctx),
+            c.target.clone(),
+            c.settings.clone(),
+            c.discovered.clone(),
+        );
+        match worker {
+            Ok(worker) => {
+                self.ctx.status.set_state(&key, TableState::Pending);
+                let stop = shutdown.child_token();
+                let span = tracing::info_span!("table", table = %key.table);
+                let task = tokio::spawn(worker.run(stop.clone()).instrument(span));
+                self.running
+                    .insert(table.to_owned(), Running { stop, task });
+            }
+            // Checked before the table became a candidate; kept for safety.
+            Err(e) => super::mark_unreplicable(&self.ctx, &key, &e),
+        }
+    }
+
+    /// Drains `table`'s worker (its batch in hand commits, or is fenced off) and forgets
+    /// it here.
+    async fn stop(&mut self, table: &str) {
+        if let Some(running) = self.running.remove(table) {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+        self.forget(table);
+    }
+
+    fn forget(&self, table: &str) {
+        self.ctx.status.remove(&self.key(table));
+        self.ctx
+            .controls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(table);
+    }
+
+    /// Workers that ended on their own stopped because their lease was taken.
+    fn reap(&mut self) {
+        let ended: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.task.is_finished())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in ended {
+            self.running.remove(&table);
+            self.forget(&table);
+        }
+    }
+
+    async fn hand_back(&self) {
+        let store = &self.ctx.checkpoints;
+        let me = &self.ctx.settings.owner;
+        let held = match store
+            .renew(&self.schema, me, self.ctx.settings.leases.validity)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(error = %mask_secrets(&e.to_string()), "leases not handed back; they lapse after lease_ttl");
+                return;
+            }
+        };
+        for table in &held {
+            if let Err(e) = store.release(&self.key(table), me).await {
+                warn!(table, error = %mask_secrets(&e.to_string()), "lease not handed back");
+            }
+        }
+        if let Err(e) = store.leave(&self.schema, me).await {
+            warn!(error = %mask_secrets(&e.to_string()), "membership not withdrawn");
+        }
+        metrics::gauge!(LEASES_HELD, "schema" => self.schema.clone()).set(0.0);
+        info!(tables = held.len(), "table leases handed back");
+    }
+}

@@ -1,0 +1,196 @@
+//! Table leases and replica membership in the metadata schema (SPEC §9). Expiry is judged
+//! by the database clock (`now()`), so replicas' clocks never matter.
+//!
+//! Locking: every data transaction holds its lease row `FOR KEY SHARE` (see
+//! `Checkpoints::check_fence`). Renewal is a plain update, which that lock does not block,
+//! so a long snapshot chunk never delays it; acquisition locks the row `FOR UPDATE`, which
+//! waits for the previous holder's transactions in flight, so once a new token is issued
+//! the old holder can no longer commit.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, PgPool};
+use warp_core::{FencingToken, Lease, LeaseStore, TableKey};
+
+use crate::error::{Context, Result};
+use crate::PostgresSink;
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+async fn join(
+    pool: &PgPool,
+    m: &str,
+    schema: &str,
+    owner: &str,
+    validity: Duration,
+) -> Result<Vec<String>> {
+    let upsert = format!(
+        "INSERT INTO {m}.members AS r (schema_name, owner, expires_at)
+         VALUES ($1, $2, now() + make_interval(secs => $3))
+         ON CONFLICT (schema_name, owner) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at"
+    );
+    sqlx::query(AssertSqlSafe(upsert))
+        .bind(schema)
+        .bind(owner)
+        .bind(secs(validity))
+        .execute(pool)
+        .await
+        .context("record replica heartbeat")?;
+    let live = format!(
+        "SELECT owner FROM {m}.members WHERE schema_name = $1 AND expires_at > now() ORDER BY owner COLLATE \"C\""
+    );
+    sqlx::query_scalar(AssertSqlSafe(live))
+        .bind(schema)
+        .fetch_all(pool)
+        .await
+        .context("read live replicas")
+}
+
+async fn acquire(
+    pool: &PgPool,
+    m: &str,
+    key: &TableKey,
+    owner: &str,
+    validity: Duration,
+) -> Result<Option<FencingToken>> {
+    let mut tx = pool.begin().await.context("begin lease acquisition")?;
+    // Waits for the holder's data transactions in flight (they hold `FOR KEY SHARE`).
+    let lock = format!(
+        "SELECT owner = $3 OR owner = '' OR expires_at IS NULL OR expires_at <= now()
+         FROM {m}.leases WHERE schema_name = $1 AND table_name = $2 FOR UPDATE"
+    );
+    let free: Option<bool> = sqlx::query_scalar(AssertSqlSafe(lock))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("lock lease")?;
+    if free == Some(false) {
+        return Ok(None);
+    }
+    let take = format!(
+        "INSERT INTO {m}.leases AS l (schema_name, table_name, owner, fencing_token, expires_at)
+         VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
+         ON CONFLICT (schema_name, table_name) DO UPDATE
+         SET fencing_token = l.fencing_token + 1, owner = EXCLUDED.owner,
+             acquired_at = now(), renewed_at = now(), expires_at = EXCLUDED.expires_at
+         RETURNING fencing_token"
+    );
+    let token: i64 = sqlx::query_scalar(AssertSqlSafe(take))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .bind(owner)
+        .bind(secs(validity))
+        .fetch_one(&mut *tx)
+        .await
+        .context("take lease")?;
+    tx.commit().await.context("commit lease")?;
+    Ok(Some(FencingToken(u64::try_from(token).unwrap_or(0))))
+}
+
+#[async_trait]
+impl LeaseStore for PostgresSink {
+    async fn join(
+        &self,
+        schema: &str,
+        owner: &str,
+        validity: Duration,
+    ) -> warp_core::Result<Vec<String>> {
+        Ok(join(
+            &self.inner.pool,
+            &self.inner.checkpoints.m,
+            schema,
+            owner,
+            validity,
+        )
+        .await?)
+    }
+
+    async fn leave(&self, schema: &str, owner: &str) -> warp_core::Result<()> {
+        let sql = format!(
+            "DELETE FROM {}.members WHERE schema_name = $1 AND owner = $2",
+            self.inner.checkpoints.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(schema)
+            .bind(owner)
+            .execute(&self.inner.pool)
+            .await
+            .context("withdraw replica")?;
+        Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        table: &TableKey,
+        owner: &str,
+        validity: Duration,
+    ) -> warp_core::Result<Option<FencingToken>> {
+        Ok(acquire(
+            &self.inner.pool,
+            &self.inner.checkpoints.m,
+            table,
+            owner,
+            validity,
+        )
+        .await?)
+    }
+
+    async fn renew(
+        &self,
+        schema: &str,
+        owner: &str,
+        validity: Duration,
+    ) -> warp_core::Result<Vec<String>> {
+        let sql = format!(
+            "UPDATE {}.leases SET renewed_at = now(), expires_at = now() + make_interval(secs => $3)
+             WHERE schema_name = $1 AND owner = $2 RETURNING table_name",
+            self.inner.checkpoints.m
+        );
+        let held: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(schema)
+            .bind(owner)
+            .bind(secs(validity))
+            .fetch_all(&self.inner.pool)
+            .await
+            .context("renew leases")?;
+        Ok(held)
+    }
+
+    async fn leases(&self, schema: &str) -> warp_core::Result<Vec<Lease>> {
+        let sql = format!(
+            "SELECT table_name, owner, owner <> '' AND expires_at IS NOT NULL AND expires_at > now()
+             FROM {}.leases WHERE schema_name = $1",
+            self.inner.checkpoints.m
+        );
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(schema)
+            .fetch_all(&self.inner.pool)
+            .await
+            .context("read leases")?;
+        Ok(rows
+            .into_iter()
+            .map(|(table, owner, live)| Lease { table, owner, live })
+            .collect())
+    }
+
+    async fn release(&self, table: &TableKey, owner: &str) -> warp_core::Result<()> {
+        let sql = format!(
+            "UPDATE {}.leases SET owner = '', expires_at = now()
+             WHERE schema_name = $1 AND table_name = $2 AND owner = $3",
+            self.inner.checkpoints.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&table.schema)
+            .bind(&table.table)
+            .bind(owner)
+            .execute(&self.inner.pool)
+            .await
+            .context("hand back lease")?;
+        Ok(())
+    }
+}
