@@ -85,6 +85,17 @@ impl Process {
         self.0.wait().expect("reap");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) without waiting: a stopped process is frozen
+    /// mid-flight, as a long pause or a partition looks to the others.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+
     /// SIGTERM, as Kubernetes stops a pod; returns how the process exited.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         std::process::Command::new("kill")

@@ -66,7 +66,7 @@ async fn warehouse(name: &str) -> Warehouse {
         &config,
         format!(
             "mode: single\nsingle_schema_name: {dataset}\n\
-             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1 }}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3 }}\n\
              source: {{ type: bigquery, project_id: {PROJECT}, database: {dataset}, endpoint: '{bq_url}', change_detection_column: updated_at }}\n\
              destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {dataset}, metadata_schema: {dataset}_meta }}\n\
              schemas:\n- name: {dataset}\n  snapshot_chunk_size: 100\n  parallel_streams: 2\n  tables:\n    events: {{ primary_key: [id], polling_interval: 0.3, delete_detection_interval: 1 }}\n\

@@ -44,7 +44,7 @@ async fn store(name: &str, chunk: usize, tables_yaml: &str) -> Store {
         &config,
         format!(
             "mode: single\nsingle_schema_name: {db}\n\
-             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1 }}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3 }}\n\
              source: {{ type: mongodb, connection_string: '{mongo_url}', database: {db} }}\n\
              destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {db}, metadata_schema: {db}_meta }}\n\
              schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n  tables:\n{tables_yaml}\

@@ -115,7 +115,7 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         format!(
             "source: {{ type: mysql, connection_string: '{my_url}/e2e_probes', database: e2e_probes, server_id: {sid} }}\n\
              destination: {{ type: postgresql, connection_string: '{proxied}', schema: e2e_probes, metadata_schema: e2e_probes_meta, connection_timeout: 2 }}\n\
-             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 1, max_retries: 1000 }}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 1, max_retries: 1000, lease_ttl: 3 }}\n\
              schemas: [ {{ name: e2e_probes }} ]\n\
              logging: {{ level: info, format: structured }}\n"
         ),

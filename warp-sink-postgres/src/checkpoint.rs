@@ -93,18 +93,22 @@ impl Checkpoints {
         }))
     }
 
-    /// Inside a transaction: refuse unless `token` is current, and hold the lease row so
-    /// no acquisition can overtake this transaction before it ends (`FOR KEY SHARE`
-    /// blocks `FOR UPDATE` there, not the holder's own renewals: see `lease.rs`).
+    /// Inside a transaction: `Some(current token)` unless `token` is current. With
+    /// `hold`, the lease row stays locked until the transaction ends, so no acquisition
+    /// can overtake it (`FOR KEY SHARE` blocks their `FOR UPDATE`, not the holder's own
+    /// renewals: see `lease.rs`). Commits hold it only from this check to `COMMIT`, so a
+    /// replica frozen mid-batch never blocks a takeover.
     pub async fn check_fence(
         &self,
         conn: &mut PgConnection,
         key: &TableKey,
         token: FencingToken,
+        hold: bool,
     ) -> Result<Option<u64>> {
         let sql = format!(
-            "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2 FOR KEY SHARE",
-            self.m
+            "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2{}",
+            self.m,
+            if hold { " FOR KEY SHARE" } else { "" }
         );
         let current: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(&key.schema)
@@ -262,7 +266,7 @@ impl Checkpoints {
         token: FencingToken,
     ) -> Result<Option<u64>> {
         let mut tx = pool.begin().await.context("begin reset")?;
-        if let Some(current) = self.check_fence(&mut tx, key, token).await? {
+        if let Some(current) = self.check_fence(&mut tx, key, token, true).await? {
             return Ok(Some(current));
         }
         self.clear_chunks(&mut tx, key).await?;

@@ -196,7 +196,7 @@ impl PostgresSink {
         let schema = self.landed_schema(target).await?;
         let landed = Landed::new(target, &schema)?;
         let event = decode_payload(&entry.payload, &landed)?;
-        let mut tx = self.pool().begin().await.context("begin replay")?;
+        let mut tx = crate::connection::TxConnection::begin(self.pool()).await?;
         let inner = std::sync::Arc::clone(&self.inner);
         let mut ptx = PgTransaction::new(
             inner,
@@ -226,7 +226,7 @@ impl PostgresSink {
             .execute(&mut *tx)
             .await
             .context("update dead letter")?;
-        tx.commit().await.context("commit replay")?;
+        tx.commit().await?;
         Ok(outcome)
     }
 
@@ -311,7 +311,7 @@ fn decode_payload(payload: &serde_json::Value, landed: &Landed) -> Result<Change
 }
 
 impl PgTransaction {
-    pub(crate) fn into_inner(self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    pub(crate) fn into_inner(self) -> crate::connection::TxConnection {
         self.tx
     }
 

@@ -18,6 +18,13 @@ pub enum SinkError {
     /// The configuration cannot work (bad URL, clashing names, missing key).
     #[error("{0}")]
     Invalid(String),
+    /// Another replica took the table's lease: this transaction must not commit.
+    #[error("{table}: fenced off: lease token is {current}, ours is {ours}")]
+    Fenced {
+        table: String,
+        ours: u64,
+        current: u64,
+    },
 }
 
 impl SinkError {
@@ -52,7 +59,7 @@ impl SinkError {
                 matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
                     || matches!(code.as_str(), "40001" | "40P01" | "55P03")
             }
-            Self::Invalid(_) => false,
+            Self::Invalid(_) | Self::Fenced { .. } => false,
         }
     }
 
@@ -76,6 +83,18 @@ impl SinkError {
 
 impl From<SinkError> for warp_core::Error {
     fn from(e: SinkError) -> Self {
+        if let SinkError::Fenced {
+            table,
+            ours,
+            current,
+        } = e
+        {
+            return warp_core::Error::Fenced {
+                table,
+                ours,
+                current,
+            };
+        }
         if e.is_transient() {
             warp_core::Error::sink_transient(e)
         } else {

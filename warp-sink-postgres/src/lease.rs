@@ -1,11 +1,12 @@
 //! Table leases and replica membership in the metadata schema (SPEC §9). Expiry is judged
 //! by the database clock (`now()`), so replicas' clocks never matter.
 //!
-//! Locking: every data transaction holds its lease row `FOR KEY SHARE` (see
-//! `Checkpoints::check_fence`). Renewal is a plain update, which that lock does not block,
-//! so a long snapshot chunk never delays it; acquisition locks the row `FOR UPDATE`, which
-//! waits for the previous holder's transactions in flight, so once a new token is issued
-//! the old holder can no longer commit.
+//! Locking: a data transaction checks its token at commit and holds its lease row
+//! `FOR KEY SHARE` from that check to `COMMIT` (see `Checkpoints::check_fence`). Renewal
+//! is a plain update, which that lock does not block; acquisition locks the row
+//! `FOR UPDATE`, which waits for those commits in flight, so once a new token is issued
+//! the old holder can no longer commit. The wait is bounded (`lock_timeout`): a holder
+//! frozen inside its commit costs a round, never the acquirer's other leases.
 
 use std::time::Duration;
 
@@ -57,18 +58,32 @@ async fn acquire(
     validity: Duration,
 ) -> Result<Option<FencingToken>> {
     let mut tx = pool.begin().await.context("begin lease acquisition")?;
-    // Waits for the holder's data transactions in flight (they hold `FOR KEY SHARE`).
+    let wait = format!(
+        "SET LOCAL lock_timeout = {}",
+        (validity / 2).as_millis().max(1)
+    );
+    sqlx::raw_sql(AssertSqlSafe(wait))
+        .execute(&mut *tx)
+        .await
+        .context("bound the lease wait")?;
+    // Waits for the holder's commits in flight (they hold `FOR KEY SHARE`).
     let lock = format!(
         "SELECT owner = $3 OR owner = '' OR expires_at IS NULL OR expires_at <= now()
          FROM {m}.leases WHERE schema_name = $1 AND table_name = $2 FOR UPDATE"
     );
-    let free: Option<bool> = sqlx::query_scalar(AssertSqlSafe(lock))
+    let free: Option<bool> = match sqlx::query_scalar(AssertSqlSafe(lock))
         .bind(&key.schema)
         .bind(&key.table)
         .bind(owner)
         .fetch_optional(&mut *tx)
         .await
-        .context("lock lease")?;
+        .context("lock lease")
+    {
+        Ok(free) => free,
+        // lock_not_available: the holder is inside a commit; try again next round.
+        Err(e) if e.code() == Some("55P03") => return Ok(None),
+        Err(e) => return Err(e),
+    };
     if free == Some(false) {
         return Ok(None);
     }
@@ -78,18 +93,20 @@ async fn acquire(
          ON CONFLICT (schema_name, table_name) DO UPDATE
          SET fencing_token = l.fencing_token + 1, owner = EXCLUDED.owner,
              acquired_at = now(), renewed_at = now(), expires_at = EXCLUDED.expires_at
+         -- A replica that inserted the row first (it did not exist when locked) keeps it.
+         WHERE l.owner = EXCLUDED.owner OR l.owner = '' OR l.expires_at IS NULL OR l.expires_at <= now()
          RETURNING fencing_token"
     );
-    let token: i64 = sqlx::query_scalar(AssertSqlSafe(take))
+    let token: Option<i64> = sqlx::query_scalar(AssertSqlSafe(take))
         .bind(&key.schema)
         .bind(&key.table)
         .bind(owner)
         .bind(secs(validity))
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .context("take lease")?;
     tx.commit().await.context("commit lease")?;
-    Ok(Some(FencingToken(u64::try_from(token).unwrap_or(0))))
+    Ok(token.map(|t| FencingToken(u64::try_from(t).unwrap_or(0))))
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 
 mod apply;
 mod checkpoint;
+mod connection;
 mod ddl;
 pub mod dlq;
 mod encode;
@@ -220,11 +221,11 @@ impl PostgresSink {
         let entry = self.inner.entry(&key).ok_or_else(|| {
             SinkError::Invalid(format!("{key}: ensure_table must run before writing"))
         })?;
-        let mut tx = self.inner.pool.begin().await.context("begin")?;
+        let mut tx = connection::TxConnection::begin(&self.inner.pool).await?;
         if let Some(current) = self
             .inner
             .checkpoints
-            .check_fence(&mut tx, &key, token)
+            .check_fence(&mut tx, &key, token, false)
             .await?
         {
             return Err(warp_core::Error::Fenced {

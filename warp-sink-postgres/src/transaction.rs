@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
 use warp_core::{
     Change, ChangeEvent, CheckpointUpdate, ColumnType, FencingToken, Operation, Row,
@@ -12,6 +12,7 @@ use warp_core::{
 };
 
 use crate::apply::{create_stage, merge_statements, unit, Merge, STAGE_EXTRA};
+use crate::connection::TxConnection;
 use crate::ddl;
 use crate::encode::{copy_line, pg_text};
 use crate::error::{Context, Result, SinkError};
@@ -30,7 +31,7 @@ struct DeadLetter {
 
 pub struct PgTransaction {
     pub(crate) inner: Arc<Inner>,
-    pub(crate) tx: sqlx::Transaction<'static, Postgres>,
+    pub(crate) tx: TxConnection,
     pub(crate) target: Target,
     pub(crate) key: TableKey,
     pub(crate) token: FencingToken,
@@ -50,7 +51,7 @@ pub struct PgTransaction {
 impl PgTransaction {
     pub(crate) fn new(
         inner: Arc<Inner>,
-        tx: sqlx::Transaction<'static, Postgres>,
+        tx: TxConnection,
         target: Target,
         token: FencingToken,
         entry: TableEntry,
@@ -312,9 +313,19 @@ impl PgTransaction {
         self.write_dead_letters(Some(&position)).await?;
         let (key, token) = (self.key.clone(), self.token);
         let checkpoints = self.inner.checkpoints.clone();
+        if let Some(current) = checkpoints
+            .check_fence(self.conn(), &key, token, true)
+            .await?
+        {
+            return Err(SinkError::Fenced {
+                table: key.to_string(),
+                ours: token.0,
+                current,
+            });
+        }
         checkpoints.write(self.conn(), &key, token, &update).await?;
         let dead = self.dead.len() as u64;
-        self.tx.commit().await.context("commit")?;
+        self.tx.commit().await?;
         if dead > 0 {
             tracing::warn!(rows = dead, "rows sent to the dead-letter table");
             metrics::counter!(warp_core::metrics::DEAD_LETTER_TOTAL, "schema" => key.schema.clone(), "table" => key.table.clone())

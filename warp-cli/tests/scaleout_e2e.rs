@@ -1,0 +1,174 @@
+//! Three `cartridge-warp run` replicas of one MariaDB schema (SPEC §9): the tables split
+//! between them, a SIGKILLed replica's tables are taken over, a frozen replica that wakes
+//! up after losing its leases cannot commit, and the destination ends equal to the source
+//! with no change applied twice.
+
+#[path = "support/mysql_shop.rs"]
+mod mysql_shop;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_shop::{shop, Shop};
+use warp_e2e::Process;
+
+const TABLES: [&str; 6] = ["t1", "t2", "t3", "t4", "t5", "t6"];
+const ROWS: i64 = 300;
+
+struct Replica {
+    pod: &'static str,
+    port: u16,
+    process: Process,
+}
+
+/// The tables a replica runs, from its own `/status` (not from the leases table).
+fn runs(r: &Replica) -> Option<Vec<String>> {
+    let (code, body) = warp_e2e::http_get(r.port, "/status")?;
+    if code != 200 {
+        return None;
+    }
+    let tables: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let mut names: Vec<String> = tables
+        .iter()
+        .filter(|t| t["state"] != "stopped")
+        .filter_map(|t| t["table"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Waits until the `live` replicas run every table between them, each exactly once,
+/// `shares` apiece (in order).
+async fn wait_split(shop: &Shop, live: &[&Replica], shares: &[usize]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let views: Vec<Option<Vec<String>>> = live.iter().map(|r| runs(r)).collect();
+        let mut owner = BTreeMap::new();
+        let mut twice = false;
+        for (r, view) in live.iter().zip(&views) {
+            for t in view.iter().flatten() {
+                twice |= owner.insert(t.clone(), r.pod.to_owned()).is_some();
+            }
+        }
+        let counts: Vec<usize> = views
+            .iter()
+            .map(|v| v.as_ref().map_or(usize::MAX, Vec::len))
+            .collect();
+        if !twice && owner.len() == TABLES.len() && counts == shares {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tables never split {shares:?}: {views:?}\n{}",
+            live.iter()
+                .map(|r| shop.replica_log(r.pod))
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn start(shop: &Shop, pod: &'static str) -> Replica {
+    let port = warp_e2e::free_port();
+    Replica {
+        pod,
+        port,
+        process: shop.run_replica(pod, port),
+    }
+}
+
+#[tokio::test]
+async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
+    let shop = Arc::new(shop("scale", 1, 100).await);
+    // Only the six tables below replicate.
+    shop.exec("DROP TABLE orders, customers").await;
+    for t in TABLES {
+        shop.exec(&format!(
+            "CREATE TABLE {t} (id BIGINT PRIMARY KEY, counter INT NOT NULL, note VARCHAR(20))"
+        ))
+        .await;
+        shop.exec(&format!(
+            "INSERT INTO {t} SELECT seq, 0, 'seed' FROM seq_1_to_{ROWS}"
+        ))
+        .await;
+        for id in 1..=ROWS {
+            shop.wrote(t, id);
+        }
+    }
+    // Writes go on through every step below.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (shop, stop) = (Arc::clone(&shop), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let t = TABLES[(round % 6) as usize];
+                let id = (round * 37) % ROWS + 1;
+                shop.exec(&format!(
+                    "UPDATE {t} SET counter = counter + 1, note = 'r{round}' WHERE id = {id}"
+                ))
+                .await;
+                shop.wrote(t, id);
+                if round % 5 == 0 {
+                    let new_id = 10_000 + round;
+                    shop.exec(&format!("INSERT INTO {t} VALUES ({new_id}, 0, 'new')"))
+                        .await;
+                    shop.wrote(t, new_id);
+                }
+                if round % 11 == 0 {
+                    let gone = (round * 53) % ROWS + 1;
+                    shop.exec(&format!("DELETE FROM {t} WHERE id = {gone}"))
+                        .await;
+                    shop.wrote(t, gone);
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let a = start(&shop, "warp-a");
+    let mut b = start(&shop, "warp-b");
+    let c = start(&shop, "warp-c");
+    wait_split(&shop, &[&a, &b, &c], &[2, 2, 2]).await;
+
+    // SIGKILL: b's tables move to a and c once its leases lapse.
+    b.process.kill();
+    wait_split(&shop, &[&a, &c], &[3, 3]).await;
+
+    // Freeze c mid-flight: a takes everything; when c wakes it must not commit.
+    c.process.signal("STOP");
+    wait_split(&shop, &[&a], &[6]).await;
+    c.process.signal("CONT");
+    wait_split(&shop, &[&a, &c], &[3, 3]).await;
+    let woke = shop.replica_log("warp-c");
+    assert!(
+        woke.contains("lease lost") || woke.contains("handed over"),
+        "the frozen replica noticed it was fenced off\n{woke}"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    for t in TABLES {
+        shop.wait_equal(t).await;
+        shop.assert_no_double_apply(t).await;
+    }
+    // A clean stop hands the leases back at once.
+    let meta = format!("{}_meta", shop.db);
+    for mut r in [a, c] {
+        assert!(
+            r.process.terminate().success(),
+            "{}",
+            shop.replica_log(r.pod)
+        );
+    }
+    let held = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {meta}.leases WHERE owner <> ''"
+        ))
+        .await;
+    assert_eq!(held, 0, "every lease handed back on SIGTERM");
+}

@@ -1,0 +1,216 @@
+//! A MariaDB schema replicated by the real binary, shared by the MySQL suites: its
+//! source writes are counted per key, so no destination version may exceed them.
+#![allow(dead_code)] // each suite uses its own part
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use sqlx::PgPool;
+use warp_core::{Row, Source, TableSchema, Value};
+use warp_e2e::replica::{self, TempDir};
+use warp_e2e::Process;
+use warp_source_mysql::MysqlSource;
+
+pub struct Shop {
+    pub db: String,
+    pub config: PathBuf,
+    pub dir: TempDir,
+    pub mysql: mysql_async::Pool,
+    pub pg: PgPool,
+    /// Source writes per (table, id): `_cartridge_version` may never exceed it.
+    pub writes: Arc<Mutex<HashMap<(String, i64), u64>>>,
+}
+
+pub async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
+    let my_url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let db = format!("e2e_{name}");
+    let mysql = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url).unwrap());
+    let mut conn = mysql.get_conn().await.unwrap();
+    for stmt in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE TABLE {db}.customers (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, tier ENUM('basic','gold'), since DATETIME(6))"),
+        format!("CREATE TABLE {db}.orders (id BIGINT PRIMARY KEY, customer_id INT, amount DECIMAL(12,2), status VARCHAR(10), note TEXT NULL, updated TIMESTAMP(6) NULL, payload JSON)"),
+    ] {
+        conn.query_drop(stmt).await.unwrap();
+    }
+    let writes = Arc::new(Mutex::new(HashMap::new()));
+    conn.query_drop(format!("USE {db}")).await.unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO {db}.customers SELECT seq, CONCAT('customer ', seq), IF(seq % 3 = 0, 'gold', 'basic'), '2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_50"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO {db}.orders SELECT seq, seq % 50 + 1, seq * 1.25, 'new', IF(seq % 4 = 0, NULL, CONCAT('note ', seq)), '2024-01-02 03:04:05.123456', JSON_OBJECT('n', seq) FROM seq_1_to_{orders}"
+    ))
+    .await
+    .unwrap();
+    {
+        let mut w = writes.lock().unwrap();
+        for id in 1..=50 {
+            w.insert(("customers".to_owned(), id), 1);
+        }
+        for id in 1..=orders {
+            w.insert(("orders".to_owned(), id), 1);
+        }
+    }
+    let pg = replica::fresh_pg(&[&db, &format!("{db}_meta")]).await;
+    let dir = TempDir::new(&format!("e2e-{name}"));
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: single\nsingle_schema_name: {db}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3 }}\n\
+             source: {{ type: mysql, connection_string: '{my_url}/{db}', database: {db}, server_id: {} }}\n\
+             destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {db}, metadata_schema: {db}_meta }}\n\
+             schemas:\n- name: {db}\n  snapshot_chunk_size: {chunk}\n  parallel_streams: 2\n\
+             monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
+             logging: {{ level: info, format: text }}\n",
+100_000 + std::process::id() % 40_000 * 20,
+            warp_e2e::free_port(),
+            warp_e2e::free_port()
+        ),
+    )
+    .unwrap();
+    Shop {
+        db,
+        config,
+        dir,
+        mysql,
+        pg,
+        writes,
+    }
+}
+
+impl Shop {
+    pub fn run(&self) -> Process {
+        Process::spawn(
+            env!("CARGO_BIN_EXE_cartridge-warp"),
+            &["run", "--config", self.config.to_str().unwrap()],
+            &self.dir.join("run.log"),
+        )
+    }
+
+    /// One replica of the schema, as pod `pod` with its own health and metrics ports
+    /// (logging to `<pod>.log`).
+    pub fn run_replica(&self, pod: &str, health_port: u16) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"));
+        cmd.args(["run", "--config", self.config.to_str().unwrap()])
+            .env("POD_NAME", pod)
+            .env(
+                "CARTRIDGE_WARP_MONITORING__HEALTH_CHECK_PORT",
+                health_port.to_string(),
+            )
+            .env(
+                "CARTRIDGE_WARP_MONITORING__METRICS_PORT",
+                warp_e2e::free_port().to_string(),
+            );
+        Process::start(cmd, &self.dir.join(&format!("{pod}.log")))
+    }
+
+    pub fn replica_log(&self, pod: &str) -> String {
+        std::fs::read_to_string(self.dir.join(&format!("{pod}.log"))).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+            .args([
+                "status",
+                "--json",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.mysql.get_conn().await.unwrap();
+        conn.query_drop(format!("USE {}", self.db)).await.unwrap();
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn wrote(&self, table: &str, id: i64) {
+        *self
+            .writes
+            .lock()
+            .unwrap()
+            .entry((table.to_owned(), id))
+            .or_default() += 1;
+    }
+
+    /// Source rows (read through the source's decoder) and live destination rows (through
+    /// the sink's), per table.
+    pub async fn both(&self, table: &str) -> (Vec<Row>, Vec<Row>, TableSchema) {
+        let (loaded, schema) = replica::load(&self.config);
+        let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
+        let t = source
+            .discover()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id.name == table)
+            .unwrap();
+        let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
+        let mut src = Vec::new();
+        for chunk in &plan.chunks {
+            let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
+            while let Some(page) = pages.next().await {
+                src.extend(page.unwrap().into_rows().unwrap());
+            }
+        }
+        let live = replica::live(replica::landed(&self.pg, &self.config, &t).await);
+        (src, live, t)
+    }
+
+    pub async fn wait_equal(&self, table: &str) {
+        replica::wait_equal(
+            table,
+            || self.log(),
+            || async {
+                let (src, dest, _) = self.both(table).await;
+                (src, dest)
+            },
+        )
+        .await;
+    }
+
+    /// No destination row counts more versions than the source made changes to it.
+    pub async fn assert_no_double_apply(&self, table: &str) {
+        let (_, _, t) = self.both(table).await;
+        let rows = replica::landed(&self.pg, &self.config, &t).await;
+        let writes = self.writes.lock().unwrap();
+        replica::assert_versions_within(table, &rows, |key| {
+            let Value::Int(id) = key else {
+                panic!("integer key")
+            };
+            writes.get(&(table.to_owned(), *id)).copied().unwrap_or(0)
+        });
+    }
+
+    pub async fn scalar_pg(&self, sql: String) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+}
