@@ -20,6 +20,7 @@ set +a
 
 echo "== fmt" && cargo fmt --all -- --check
 echo "== clippy" && cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== deploy manifests (offline validators)" && scripts/deploy-check.sh
 echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doc tests" && cargo test --workspace --doc --locked
 
