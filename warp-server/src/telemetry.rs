@@ -47,8 +47,10 @@ pub fn init(cfg: &LoggingConfig, env: &Environment) -> Result<Vec<String>, Serve
         LogFormat::Structured => builder
             .json()
             .flatten_event(true)
+            // Every enclosing span (schema, table, batch): the innermost alone would drop
+            // the table from a batch's lines.
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .try_init(),
         LogFormat::Text => builder
             .with_ansi(io::IsTerminal::is_terminal(&io::stdout()))
