@@ -33,18 +33,19 @@ pub fn build_source(
 /// `source` as replica `replica` uses it for `schema`: MySQL binlog readers get ids no
 /// other replica or schema uses (SPEC §9).
 pub fn replica_source(source: &SourceConfig, replica: &str, schema: &str) -> SourceConfig {
-    let mut own = source.clone();
     #[cfg(feature = "mysql")]
     if source.source_type == SourceType::Mysql {
+        let mut own = source.clone();
         own.server_id = Some(warp_source_mysql::replica_server_id(
             source.server_id,
             replica,
             schema,
         ));
+        return own;
     }
     #[cfg(not(feature = "mysql"))]
     let _ = (replica, schema);
-    own
+    source.clone()
 }
 
 /// The destination sink and its checkpoint store.
