@@ -30,6 +30,9 @@ enum Command {
     Status(StatusArgs),
     /// Ask the running replicator to re-snapshot one table (others keep streaming).
     Resync(ResyncArgs),
+    /// Compare source and destination by key ranges; report (and with --repair re-copy)
+    /// the rows that differ. Runs while replication runs. Exits 1 when any differ.
+    Verify(VerifyArgs),
     /// Inspect and act on the dead-letter table.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -96,6 +99,33 @@ struct ResyncArgs {
     schema: String,
     #[arg(long)]
     table: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: String,
+    /// Only this table.
+    #[arg(long)]
+    table: Option<String>,
+    /// Re-copy the rows of the mismatching ranges from the source (rows the replicator
+    /// changes meanwhile are left to it).
+    #[arg(long)]
+    repair: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keys per range before bisection narrows a mismatching one.
+    #[arg(long, default_value_t = 1000)]
+    range_keys: usize,
+    /// Seconds between reads of a suspected difference (replication catching up).
+    #[arg(long, default_value_t = 5.0)]
+    recheck_delay: f64,
+    /// Also write the results as Prometheus text (textfile collector) to this file.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +199,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(&args, &env),
         Command::Status(args) => commands::status::run(&args, &env),
         Command::Resync(args) => commands::status::resync(&args, &env),
+        Command::Verify(args) => commands::verify::run(&args, &env),
         Command::Dlq(cmd) => commands::dlq::run(cmd, &env),
         Command::Init(args) => commands::init::run(&args),
         Command::EnvHelp => commands::env_help::run(),

@@ -24,6 +24,10 @@ pub enum ServerError {
         message: String,
     },
 
+    /// A command was asked for something the configuration does not have.
+    #[error("{0}")]
+    Usage(String),
+
     #[error("metrics: {0}")]
     Metrics(String),
 

@@ -11,6 +11,8 @@ mod progress;
 pub mod runtime;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "postgres")]
+pub mod verify;
 
 pub use error::ServerError;
 pub use runtime::{run, RunOptions};

@@ -246,7 +246,9 @@ impl PostgresSink {
     }
 
     /// The landing table's current shape, from the catalog (data columns only).
-    async fn landed_schema(&self, target: &Target) -> Result<TableSchema> {
+    /// The landing table's shape as the catalog has it (names, types, key), bookkeeping
+    /// columns left out.
+    pub async fn landed_schema(&self, target: &Target) -> Result<TableSchema> {
         let probe = Landed::location(target);
         let mut conn = self.pool().acquire().await.context("connect")?;
         let existing = crate::ddl::existing_columns(&mut conn, &probe)

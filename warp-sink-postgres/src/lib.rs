@@ -18,6 +18,7 @@ pub mod signals;
 pub mod status;
 mod transaction;
 mod types;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -4,6 +4,7 @@ pub mod init;
 pub mod run;
 pub mod status;
 pub mod validate;
+pub mod verify;
 
 /// A single-thread-per-core runtime for commands that talk to databases.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -1,0 +1,177 @@
+//! `cartridge-warp verify` against a running MariaDB → PostgreSQL replication: rows
+//! tampered with behind the replicator's back are found while writes keep flowing
+//! (and those writes are never reported), `--repair` rewrites exactly the tampered rows,
+//! and a clean run exits 0.
+
+#[path = "support/mysql_shop.rs"]
+mod mysql_shop;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_shop::{shop, Shop};
+
+fn verify(shop: &Shop, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args([
+            "verify",
+            "--config",
+            shop.config.to_str().unwrap(),
+            "--schema",
+            &shop.db,
+        ])
+        .args(["--recheck-delay", "1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `xmin` per order id: a row rewritten by anyone gets a new one.
+async fn xmins(shop: &Shop) -> BTreeMap<i64, String> {
+    sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!(
+        "SELECT id, xmin::text FROM {}.orders",
+        shop.db
+    )))
+    .fetch_all(&shop.pg)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+async fn tamper(shop: &Shop, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.replace("{db}", &shop.db)))
+        .execute(&shop.pg)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
+    let shop = Arc::new(shop("verify", 3000, 500).await);
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+
+    // Writes keep landing on ids 2001..=3000 throughout: verify must not report them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (shop, stop) = (Arc::clone(&shop), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let id = 2001 + (round * 37) % 1000;
+                shop.exec(&format!(
+                    "UPDATE orders SET amount = amount + 1 WHERE id = {id}"
+                ))
+                .await;
+                shop.wrote("orders", id);
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    // Behind the replicator's back: one row changed, one range gone, one row invented.
+    tamper(
+        &shop,
+        "UPDATE {db}.orders SET status = 'tampered' WHERE id = 42",
+    )
+    .await;
+    tamper(
+        &shop,
+        "DELETE FROM {db}.orders WHERE id BETWEEN 700 AND 709",
+    )
+    .await;
+    tamper(
+        &shop,
+        "INSERT INTO {db}.orders (id, customer_id, status) VALUES (999999, 1, 'ghost')",
+    )
+    .await;
+    let tampered: BTreeSet<i64> = [42].into_iter().chain(700..=709).chain([999_999]).collect();
+    // The invented row's version 1 is the test's own write, not a replayed change.
+    shop.wrote("orders", 999_999);
+
+    let out = verify(&shop, &["--json", "--table", "orders"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "differences exit non-zero\n{text}");
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let orders = &reports[0];
+    let mut found = BTreeSet::new();
+    for m in orders["mismatches"].as_array().unwrap() {
+        for k in m["keys"].as_array().unwrap() {
+            found.insert(k["v"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(
+        found, tampered,
+        "exactly the tampered rows, none of the live writes\n{text}"
+    );
+    let sum = |f: &str| -> u64 {
+        orders["mismatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[f].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("missing"), sum("extra"), sum("different")),
+        (10, 1, 1),
+        "{text}"
+    );
+    assert_eq!(
+        orders["mismatches"].as_array().unwrap().len(),
+        3,
+        "three ranges\n{text}"
+    );
+
+    // --repair rewrites those rows and no other.
+    let before = xmins(&shop).await;
+    let metrics = shop.dir.join("verify.prom");
+    let out = verify(
+        &shop,
+        &["--repair", "--metrics-file", metrics.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "repaired: exit 0\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("repaired: 11 written, 1 deleted, 0 left"),
+        "{text}"
+    );
+    let after = xmins(&shop).await;
+    for (id, xmin) in &before {
+        if !tampered.contains(id) && !(2001..=3000).contains(id) {
+            assert_eq!(after.get(id), Some(xmin), "order {id} was rewritten");
+        }
+    }
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("cartridge_warp_verify_mismatched_rows"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("cartridge_warp_verify_repaired_rows"),
+        "{prom}"
+    );
+
+    let out = verify(&shop, &[]);
+    assert!(
+        out.status.success(),
+        "clean now\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.assert_no_double_apply("orders").await;
+    assert!(run.terminate().success());
+}

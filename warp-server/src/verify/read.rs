@@ -1,0 +1,161 @@
+//! Reading both sides of a table into [`Side`]s.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use warp_core::{
+    Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, Row, Source,
+    TableSchema, Target,
+};
+use warp_sink_postgres::verify::{canonical, Fix};
+use warp_sink_postgres::PostgresSink;
+
+use super::compare::{hash_text, Entry, Side};
+
+/// Rows per source read (the source pages them further).
+const READ_CHUNK: usize = 10_000;
+
+pub struct Reader<'a> {
+    source: &'a dyn Source,
+    sink: &'a PostgresSink,
+    target: &'a Target,
+    /// The destination's shape: the source is read in it, so columns line up.
+    landed: &'a TableSchema,
+    types: Vec<ColumnType>,
+    key: Vec<usize>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(
+        source: &'a dyn Source,
+        sink: &'a PostgresSink,
+        target: &'a Target,
+        landed: &'a TableSchema,
+    ) -> Result<Self, Error> {
+        let key = landed.key_indexes().map_err(|message| Error::Table {
+            table: target.key().to_string(),
+            message,
+            hint: None,
+        })?;
+        Ok(Self {
+            source,
+            sink,
+            target,
+            landed,
+            types: landed
+                .columns
+                .iter()
+                .map(|c| c.column_type.clone())
+                .collect(),
+            key,
+        })
+    }
+
+    fn hash(&self, row: &Row) -> u64 {
+        match canonical(row, &self.types) {
+            Ok(text) => hash_text(&text),
+            // A value the destination could not hold differs from whatever it holds.
+            Err(e) => hash_text(&format!("unencodable: {e}: {row:?}")),
+        }
+    }
+
+    /// Both sides; source rows are kept for the keys in `keep` (repairs need them).
+    /// The source is read first; the destination once its checkpoint has passed the
+    /// source position taken after that read (or `catch_up` has gone by), so every change
+    /// the source read shows has had its chance to land.
+    pub async fn both(
+        &self,
+        keep: &BTreeSet<OrdKey>,
+        catch_up: Duration,
+    ) -> Result<(Side, Side), Error> {
+        let source = self.source_side(keep).await?;
+        let position = self.source.current_position(self.landed).await?;
+        self.wait_until_landed(&position, catch_up).await?;
+        Ok((source, self.destination_side().await?))
+    }
+
+    async fn wait_until_landed(&self, position: &Position, limit: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let key = self.target.key();
+        while tokio::time::Instant::now() < deadline {
+            if let Some(Checkpoint {
+                phase: Phase::Streaming { position: at, .. },
+                ..
+            }) = self.sink.load(&key).await?
+            {
+                if self.source.compare_positions(&at, position)? != Ordering::Less {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Not caught up (replication stopped or far behind): compare anyway; rows still
+        // moving are told apart by the re-check.
+        Ok(())
+    }
+
+    async fn source_side(&self, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
+        let mut side = Side::default();
+        let plan = self.source.plan_snapshot(self.landed, READ_CHUNK).await?;
+        for chunk in &plan.chunks {
+            let mut pages = self.source.read_chunk(self.landed, chunk).await?.rows;
+            while let Some(page) = pages.next().await {
+                let rows = page?.into_rows().ok_or_else(|| Error::Table {
+                    table: self.target.key().to_string(),
+                    message: "the source has fields the destination has not landed yet".into(),
+                    hint: Some("let the replicator catch up, then verify again".into()),
+                })?;
+                for row in rows {
+                    let key = OrdKey(row.key(&self.key));
+                    let entry = Entry {
+                        hash: Some(self.hash(&row)),
+                        version: None,
+                        row: keep.contains(&key).then_some(row),
+                    };
+                    side.rows.insert(key, entry);
+                }
+            }
+        }
+        Ok(side)
+    }
+
+    async fn destination_side(&self) -> Result<Side, Error> {
+        let landed =
+            warp_sink_postgres::read::rows(self.sink.pool(), self.target, self.landed).await?;
+        let mut side = Side::default();
+        for r in landed {
+            let entry = Entry {
+                hash: (!r.deleted).then(|| self.hash(&r.row)),
+                version: Some(r.version),
+                row: None,
+            };
+            side.rows.insert(OrdKey(r.row.key(&self.key)), entry);
+        }
+        Ok(side)
+    }
+}
+
+/// What to write for each confirmed key: the source's row (or its absence) at the
+/// destination version last compared.
+pub fn fixes(source: &Side, dest: &Side, keys: &BTreeSet<OrdKey>) -> Vec<Fix> {
+    keys.iter()
+        .filter_map(|k| {
+            let seen_version = dest.rows.get(k).and_then(|e| e.version);
+            match source.rows.get(k) {
+                // A source row not kept (it should be): leave it to the next run.
+                Some(e) => e.row.clone().map(|row| Fix {
+                    key: k.0.clone(),
+                    source: Some(row),
+                    seen_version,
+                }),
+                None => Some(Fix {
+                    key: k.0.clone(),
+                    source: None,
+                    seen_version,
+                }),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! What `cartridge-warp verify` needs from the destination: landed rows with their
+//! versions, a canonical encoding shared with the source side, and repairs that never
+//! overwrite a row the replicator changed meanwhile.
+
+use sqlx::{AssertSqlSafe, PgConnection};
+use warp_core::config::DeletionStrategy;
+use warp_core::{ColumnType, Key, Row, TableSchema, Target};
+
+use crate::connection::TxConnection;
+use crate::encode::pg_text;
+use crate::error::{Context, Result, SinkError};
+use crate::ident::{literal, quote};
+use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT};
+use crate::types::pg_type;
+use crate::PostgresSink;
+
+/// A row as PostgreSQL text input for the landed column types: equal texts mean equal
+/// rows as the destination stores them, whichever side decoded the values.
+pub fn canonical(row: &Row, types: &[ColumnType]) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    for (i, ty) in types.iter().enumerate() {
+        let value = row.values.get(i).unwrap_or(&warp_core::Value::Null);
+        if value.is_null() {
+            out.push_str("\u{0}N");
+        } else {
+            out.push_str(&pg_text(value, ty)?);
+        }
+        out.push('\u{1}');
+    }
+    Ok(out)
+}
+
+/// One key to put right: the source's row (`None`: gone at the source) and the version
+/// the destination row had when it was compared (`None`: absent there).
+#[derive(Debug, Clone)]
+pub struct Fix {
+    pub key: Key,
+    pub source: Option<Row>,
+    pub seen_version: Option<i64>,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Repaired {
+    pub written: u64,
+    pub deleted: u64,
+    /// Rows the replicator changed after the comparison: left to it, re-checked later.
+    pub skipped: u64,
+}
+
+impl PostgresSink {
+    /// Writes `fixes` into `target` in one transaction. Versions are not bumped (these are
+    /// not source changes), and a row whose version moved since it was compared is left
+    /// alone, so a repair can never undo a change the replicator applied meanwhile.
+    pub async fn repair(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+        fixes: &[Fix],
+    ) -> Result<Repaired> {
+        let landed = Landed::new(target, schema)?;
+        let mut tx = TxConnection::begin(self.pool()).await?;
+        let mut done = Repaired::default();
+        for fix in fixes {
+            let changed = match &fix.source {
+                Some(row) => write(&mut tx, &landed, fix, row).await?,
+                None => remove(&mut tx, &landed, target.deletion_strategy, fix).await?,
+            };
+            match (changed, &fix.source) {
+                (false, _) => done.skipped += 1,
+                (true, Some(_)) => done.written += 1,
+                (true, None) => done.deleted += 1,
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+fn literal_of(value: &warp_core::Value, ty: &ColumnType) -> Result<String> {
+    if value.is_null() {
+        return Ok("NULL".into());
+    }
+    let text = pg_text(value, ty).map_err(SinkError::Invalid)?;
+    Ok(format!("{}::{}", literal(&text), pg_type(ty)))
+}
+
+fn key_match(landed: &Landed, key: &Key) -> Result<String> {
+    landed
+        .key
+        .iter()
+        .zip(key)
+        .map(|(&i, v)| {
+            let c = &landed.columns[i];
+            Ok(format!("{} = {}", c.ident, literal_of(v, &c.ty)?))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|parts| parts.join(" AND "))
+}
+
+fn version_guard(seen: Option<i64>) -> String {
+    match seen {
+        Some(v) => format!("{} = {v}", quote(crate::landed::VERSION)),
+        None => "true".into(),
+    }
+}
+
+async fn run(conn: &mut PgConnection, sql: String) -> Result<u64> {
+    Ok(sqlx::query(AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .context("repair row")?
+        .rows_affected())
+}
+
+/// Inserts the row if absent (unless a row appeared meanwhile), else overwrites it at the
+/// version it was compared at.
+async fn write(conn: &mut PgConnection, landed: &Landed, fix: &Fix, row: &Row) -> Result<bool> {
+    let values = landed
+        .columns
+        .iter()
+        .zip(&row.values)
+        .map(|(c, v)| literal_of(v, &c.ty))
+        .collect::<Result<Vec<_>>>()?;
+    let sql = match fix.seen_version {
+        None => format!(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+            landed.table,
+            landed.column_list(),
+            values.join(", ")
+        ),
+        Some(_) => {
+            let sets: Vec<String> = landed
+                .columns
+                .iter()
+                .zip(&values)
+                .map(|(c, v)| format!("{} = {v}", c.ident))
+                .collect();
+            format!(
+                "UPDATE {} SET {}, {} = 'r', {} = now(), {} = false, {} = NULL WHERE {} AND {}",
+                landed.table,
+                sets.join(", "),
+                quote(OP),
+                quote(UPDATED_AT),
+                quote(IS_DELETED),
+                quote(DELETED_AT),
+                key_match(landed, &fix.key)?,
+                version_guard(fix.seen_version)
+            )
+        }
+    };
+    Ok(run(conn, sql).await? == 1)
+}
+
+/// Deletes (or soft-deletes) a row the source no longer has, at the version compared.
+async fn remove(
+    conn: &mut PgConnection,
+    landed: &Landed,
+    strategy: DeletionStrategy,
+    fix: &Fix,
+) -> Result<bool> {
+    let guard = format!(
+        "{} AND {}",
+        key_match(landed, &fix.key)?,
+        version_guard(fix.seen_version)
+    );
+    let sql = match strategy {
+        DeletionStrategy::Hard => format!("DELETE FROM {} WHERE {guard}", landed.table),
+        DeletionStrategy::Soft => format!(
+            "UPDATE {} SET {} = true, {} = now(), {} = 'd', {} = now() WHERE {guard} AND NOT {}",
+            landed.table,
+            quote(IS_DELETED),
+            quote(DELETED_AT),
+            quote(OP),
+            quote(UPDATED_AT),
+            quote(IS_DELETED)
+        ),
+    };
+    Ok(run(conn, sql).await? == 1)
+}
