@@ -112,3 +112,48 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// `cartridge-warp run --config config` as replica `pod` (`POD_NAME`), with its own
+/// health port and a free metrics port, logging to `<log_dir>/<pod>.log`.
+pub fn run_replica(
+    bin: &str,
+    config: &std::path::Path,
+    log_dir: &std::path::Path,
+    pod: &str,
+    health_port: u16,
+) -> Process {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
+        .env("POD_NAME", pod)
+        .env(
+            "CARTRIDGE_WARP_MONITORING__HEALTH_CHECK_PORT",
+            health_port.to_string(),
+        )
+        .env(
+            "CARTRIDGE_WARP_MONITORING__METRICS_PORT",
+            free_port().to_string(),
+        );
+    Process::start(cmd, &log_dir.join(format!("{pod}.log")))
+}
+
+/// A small deterministic generator (xorshift64*) for randomized tests: print the seed,
+/// and a failure replays with `WARP_STRESS_SEED`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

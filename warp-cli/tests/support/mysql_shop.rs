@@ -101,18 +101,13 @@ impl Shop {
     /// One replica of the schema, as pod `pod` with its own health and metrics ports
     /// (logging to `<pod>.log`).
     pub fn run_replica(&self, pod: &str, health_port: u16) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"));
-        cmd.args(["run", "--config", self.config.to_str().unwrap()])
-            .env("POD_NAME", pod)
-            .env(
-                "CARTRIDGE_WARP_MONITORING__HEALTH_CHECK_PORT",
-                health_port.to_string(),
-            )
-            .env(
-                "CARTRIDGE_WARP_MONITORING__METRICS_PORT",
-                warp_e2e::free_port().to_string(),
-            );
-        Process::start(cmd, &self.dir.join(&format!("{pod}.log")))
+        warp_e2e::run_replica(
+            env!("CARGO_BIN_EXE_cartridge-warp"),
+            &self.config,
+            &self.dir.0,
+            pod,
+            health_port,
+        )
     }
 
     pub fn replica_log(&self, pod: &str) -> String {
