@@ -45,6 +45,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod event;
+pub mod failpoint;
 pub mod lease;
 mod mask;
 pub mod metrics;

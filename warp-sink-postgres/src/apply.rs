@@ -134,6 +134,7 @@ pub async fn copy(conn: &mut PgConnection, statement: &str, data: &str) -> Resul
         let _ = copy.abort("send failed").await;
         return Err(crate::error::SinkError::from_sqlx("COPY", e));
     }
+    warp_core::failpoint::hit("inside_copy");
     copy.finish().await.context("COPY")
 }
 

@@ -121,7 +121,9 @@ impl TableWorker {
             while let Some(page) = pages.next().await {
                 match page? {
                     ChunkPage::Rows(page) => {
+                        crate::failpoint::hit("after_read");
                         rows += page.len() as u64;
+                        crate::failpoint::hit("before_write");
                         tx.write_snapshot_rows(projection.rows(page)).await?;
                     }
                     ChunkPage::Reshape(changes) => {
@@ -131,6 +133,7 @@ impl TableWorker {
                 }
             }
             let Some(changes) = reshape else {
+                crate::failpoint::hit("after_write");
                 tx.commit(CheckpointUpdate::ChunkDone {
                     index,
                     position: read.position.clone(),

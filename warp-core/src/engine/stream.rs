@@ -82,6 +82,7 @@ impl TableWorker {
         let (tx, mut rx) = mpsc::channel(self.ctx.settings.queue_capacity.max(1));
         let _reader = AbortOnDrop(tokio::spawn(async move {
             while let Some(item) = upstream.next().await {
+                crate::failpoint::hit("after_read");
                 let stop = item.is_err();
                 if tx.send(item).await.is_err() || stop {
                     break;
@@ -359,8 +360,10 @@ impl TableWorker {
             None => self.ctx.sink.begin(&self.target, w.token).await?,
         };
         if !changes.is_empty() {
+            crate::failpoint::hit("before_write");
             tx.apply(changes).await?;
         }
+        crate::failpoint::hit("after_write");
         let mut remaining = Vec::with_capacity(w.handover.len());
         for (range, p) in w.handover.drain(..) {
             if self.ctx.source.compare_positions(&p, &commit.position)? == Ordering::Greater {

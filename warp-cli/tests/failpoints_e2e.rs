@@ -1,0 +1,175 @@
+//! A crash at each durable step (`WARP_FAILPOINTS`, warp_core::failpoint): the replicator
+//! aborts at the step, as abruptly as SIGKILL, while writes keep coming; the next start
+//! resumes, and at the end the destination equals the source with no change applied
+//! twice.
+
+#[path = "support/mysql_shop.rs"]
+mod mysql_shop;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_shop::{shop, Shop};
+use warp_e2e::Process;
+
+fn start(shop: &Shop, cycle: usize, failpoint: Option<&str>) -> (Process, PathBuf) {
+    let log = shop.dir.join(&format!("run-{cycle}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"));
+    cmd.args(["run", "--config", shop.config.to_str().unwrap()])
+        .env("POD_NAME", "failpoints");
+    if let Some(f) = failpoint {
+        cmd.env(warp_core::failpoint::VARIABLE, f);
+    }
+    (Process::start(cmd, &log), log)
+}
+
+/// Waits for the armed process to abort at `point`.
+async fn crashes_at(run: &mut Process, log: &Path, point: &str) {
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            assert_eq!(
+                status.signal(),
+                Some(6),
+                "{point}: aborted, not {status}\n{}",
+                text()
+            );
+            assert!(
+                text().contains(&format!("failpoint {point} reached")),
+                "{}",
+                text()
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{point} never reached\n{}",
+            text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn phase(shop: &Shop, table: &str) -> String {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT phase FROM {}_meta.checkpoints WHERE table_name = '{table}'",
+        shop.db
+    )))
+    .fetch_optional(&shop.pg)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+const BATCH_STEPS: [&str; 6] = [
+    "after_read",
+    "before_write",
+    "after_write",
+    "inside_copy",
+    "before_commit",
+    "after_commit",
+];
+
+#[tokio::test]
+async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
+    let shop = Arc::new(shop("failpoints", 20_000, 300).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (shop, stop) = (Arc::clone(&shop), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let id = (round * 53) % 20_000 + 1;
+                shop.exec(&format!(
+                    "UPDATE orders SET amount = amount + 1, status = 'r{round}' WHERE id = {id}"
+                ))
+                .await;
+                shop.wrote("orders", id);
+                if round % 4 == 0 {
+                    let new_id = 100_000 + round;
+                    shop.exec(&format!("INSERT INTO orders (id, customer_id, amount, status) VALUES ({new_id}, 1, 1.00, 'new')")).await;
+                    shop.wrote("orders", new_id);
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let mut cycle = 0;
+    let mut crash = |spec: String, point: &'static str| {
+        cycle += 1;
+        let shop = Arc::clone(&shop);
+        let cycle = cycle;
+        async move {
+            let (mut run, log) = start(&shop, cycle, Some(&spec));
+            crashes_at(&mut run, &log, point).await;
+        }
+    };
+
+    // During the snapshot: the first start creates the landing tables (a crash inside
+    // that DDL), then each step of a chunk's transaction, a few chunks in.
+    crash("inside_ddl=1".into(), "inside_ddl").await;
+    for point in BATCH_STEPS {
+        crash(format!("{point}=3"), point).await;
+        assert_eq!(
+            phase(&shop, "orders").await,
+            "snapshot",
+            "{point}: crashed mid-snapshot"
+        );
+    }
+
+    // Let the snapshot finish, then the same steps in streamed batches.
+    let (mut run, _) = start(&shop, 100, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while phase(&shop, "orders").await != "streaming"
+        || phase(&shop, "customers").await != "streaming"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never streaming\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(run.terminate().success());
+    for point in BATCH_STEPS {
+        crash(format!("{point}=3"), point).await;
+        assert_eq!(
+            phase(&shop, "orders").await,
+            "streaming",
+            "{point}: crashed mid-stream"
+        );
+    }
+    // A schema change in the stream: a crash between its DDL and its registry entry.
+    let (mut run, log) = start(&shop, 300, Some("inside_ddl=1"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("streaming position")
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never streaming again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NULL DEFAULT 'web'")
+        .await;
+    crashes_at(&mut run, &log, "inside_ddl").await;
+
+    let (mut run, _) = start(&shop, 200, None);
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    shop.assert_no_double_apply("orders").await;
+    assert!(run.terminate().success(), "{}", shop.log());
+}
