@@ -115,6 +115,18 @@ fn mismatches(source: &[Row], dest: &[Row]) -> usize {
         + d.keys().filter(|k| !s.contains_key(*k)).count()
 }
 
+/// Reports the run (stdout and target/stress-report.txt) and asserts nothing differs.
+fn conclude(source: &str, plan: &Plan, changes: u64, src: &[Row], dest: &[Row]) {
+    let bad = mismatches(src, dest);
+    report(&format!(
+        "stress {source}: seed {}, {} SIGKILLs, {changes} source changes, {} rows at the end, {bad} mismatches",
+        plan.seed,
+        plan.kills,
+        src.len()
+    ));
+    assert_eq!(bad, 0, "replay with WARP_STRESS_SEED={}", plan.seed);
+}
+
 fn report(line: &str) {
     println!("{line}");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/stress-report.txt");
@@ -182,15 +194,7 @@ async fn mysql_survives_random_sigkills_under_a_random_workload() {
     writer.await.unwrap();
     shop.wait_equal("items").await;
     let (src, dest, _) = shop.both("items").await;
-    let bad = mismatches(&src, &dest);
-    report(&format!(
-        "stress mysql: seed {}, {} SIGKILLs, {} source changes, {} rows at the end, {bad} mismatches",
-        plan.seed,
-        plan.kills,
-        changes.load(Ordering::SeqCst),
-        src.len()
-    ));
-    assert_eq!(bad, 0);
+    conclude("mysql", &plan, changes.load(Ordering::SeqCst), &src, &dest);
     shop.assert_no_double_apply("items").await;
     assert!(run.terminate().success(), "{}", shop.replica_log("stress"));
 }
@@ -249,15 +253,13 @@ async fn mongodb_survives_random_sigkills_under_a_random_workload() {
     writer.await.unwrap();
     store.wait_equal("items").await;
     let (src, dest, _) = store.both("items").await;
-    let bad = mismatches(&src, &dest);
-    report(&format!(
-        "stress mongodb: seed {}, {} SIGKILLs, {} source changes, {} documents at the end, {bad} mismatches",
-        plan.seed,
-        plan.kills,
+    conclude(
+        "mongodb",
+        &plan,
         changes.load(Ordering::SeqCst),
-        src.len()
-    ));
-    assert_eq!(bad, 0);
+        &src,
+        &dest,
+    );
     store.assert_no_double_apply("items").await;
     assert!(run.terminate().success(), "{}", store.replica_log("stress"));
 }
