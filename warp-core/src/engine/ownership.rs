@@ -197,11 +197,19 @@ impl Ownership {
     }
 
     /// Drains `table`'s worker (its batch in hand commits, or is fenced off) and forgets
-    /// it here.
+    /// it here. A worker that does not drain within a lease interval (a long chunk read,
+    /// say) is abandoned, its uncommitted work rolled back: the round must go on, or this
+    /// replica's other leases would lapse meanwhile.
     async fn stop(&mut self, table: &str) {
         if let Some(running) = self.running.remove(table) {
             running.stop.cancel();
-            let _ = running.task.await;
+            let mut task = running.task;
+            let patience = self.ctx.settings.leases.interval;
+            if tokio::time::timeout(patience, &mut task).await.is_err() {
+                warn!(table, "the table did not drain in time; its batch in hand is dropped (the next owner resumes from the checkpoint)");
+                task.abort();
+                let _ = task.await;
+            }
         }
         self.forget(table);
     }
