@@ -3,10 +3,13 @@
 //! (and those writes are never reported), `--repair` rewrites exactly the tampered rows,
 //! and a clean run exits 0.
 
+#[path = "support/mongo_store.rs"]
+mod mongo_store;
 #[path = "support/mysql_shop.rs"]
 mod mysql_shop;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,19 +17,33 @@ use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
 
-fn verify(shop: &Shop, extra: &[&str]) -> Output {
+fn verify(config: &Path, schema: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
         .args([
             "verify",
             "--config",
-            shop.config.to_str().unwrap(),
+            config.to_str().unwrap(),
             "--schema",
-            &shop.db,
+            schema,
         ])
         .args(["--recheck-delay", "1"])
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// The keys of every mismatch in a `verify --json` report, as text.
+fn reported_keys(report: &[u8]) -> BTreeSet<String> {
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(report).unwrap();
+    reports
+        .iter()
+        .flat_map(|r| r["mismatches"].as_array().cloned().unwrap_or_default())
+        .flat_map(|m| m["keys"].as_array().cloned().unwrap_or_default())
+        .map(|k| match &k["v"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
 }
 
 /// `xmin` per order id: a row rewritten by anyone gets a new one.
@@ -95,19 +112,18 @@ async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
     // The invented row's version 1 is the test's own write, not a replayed change.
     shop.wrote("orders", 999_999);
 
-    let out = verify(&shop, &["--json", "--table", "orders"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = verify(&shop.config, &shop.db, &["--json", "--table", "orders"]);
+    let text = text(&out.stdout);
     assert!(!out.status.success(), "differences exit non-zero\n{text}");
     let reports: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     let orders = &reports[0];
-    let mut found = BTreeSet::new();
-    for m in orders["mismatches"].as_array().unwrap() {
-        for k in m["keys"].as_array().unwrap() {
-            found.insert(k["v"].as_i64().unwrap());
-        }
-    }
+    let found = reported_keys(&out.stdout);
     assert_eq!(
-        found, tampered,
+        found,
+        tampered
+            .iter()
+            .map(ToString::to_string)
+            .collect::<BTreeSet<_>>(),
         "exactly the tampered rows, none of the live writes\n{text}"
     );
     let sum = |f: &str| -> u64 {
@@ -133,7 +149,8 @@ async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
     let before = xmins(&shop).await;
     let metrics = shop.dir.join("verify.prom");
     let out = verify(
-        &shop,
+        &shop.config,
+        &shop.db,
         &["--repair", "--metrics-file", metrics.to_str().unwrap()],
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -162,7 +179,7 @@ async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
         "{prom}"
     );
 
-    let out = verify(&shop, &[]);
+    let out = verify(&shop.config, &shop.db, &[]);
     assert!(
         out.status.success(),
         "clean now\n{}",
@@ -174,4 +191,53 @@ async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
     shop.wait_equal("orders").await;
     shop.assert_no_double_apply("orders").await;
     assert!(run.terminate().success());
+}
+
+#[tokio::test]
+async fn verify_compares_mongodb_documents_in_their_landed_shape() {
+    let store = mongo_store::store("verify", 100, "    docs: {}\n").await;
+    let docs: Vec<_> = (1..=300)
+        .map(|i| bson::doc! { "_id": i, "n": i, "tag": format!("t{i}"), "sub": { "x": i } })
+        .collect();
+    store.insert("docs", docs).await;
+    let mut run = store.run();
+    store.wait_equal("docs").await;
+    let out = verify(&store.config, &store.db, &[]);
+    assert!(
+        out.status.success(),
+        "equal at first\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    for sql in [
+        "UPDATE {db}.docs SET tag = 'tampered' WHERE _id = '7'",
+        "DELETE FROM {db}.docs WHERE _id = '250'",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.replace("{db}", &store.db)))
+            .execute(&store.pg)
+            .await
+            .unwrap();
+    }
+    let out = verify(&store.config, &store.db, &["--json"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        reported_keys(&out.stdout),
+        BTreeSet::from(["7".to_owned(), "250".to_owned()]),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = verify(&store.config, &store.db, &["--repair"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    store.wait_equal("docs").await;
+    assert!(run.terminate().success());
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
