@@ -132,15 +132,6 @@ pub(crate) struct Ctx {
     pub snapshot_slots: Arc<Semaphore>,
 }
 
-fn mark_unreplicable(ctx: &Ctx, key: &crate::sink::TableKey, e: &crate::Error) {
-    warn!(table = %key.table, error = %e, "table cannot replicate");
-    ctx.status.update(key, |s| {
-        s.state = TableState::Failed;
-        s.last_error = Some(e.to_string());
-        s.hint = e.hint();
-    });
-}
-
 /// Replicates one schema: discovers its tables and runs one worker per table until
 /// shutdown.
 pub struct Pipeline {
@@ -211,13 +202,21 @@ impl Pipeline {
             let settings = self.schema.table(&discovered.id.name);
             let target = Target::new(&self.schema, &discovered.id);
             // A table that cannot replicate fails on every replica alike: it takes no lease.
-            match TableWorker::check(&discovered, &settings) {
-                Ok(()) => candidates.push(Candidate {
+            match TableWorker::keyed(discovered, &settings) {
+                Ok(schema) => candidates.push(Candidate {
                     target,
                     settings,
-                    discovered,
+                    schema,
                 }),
-                Err(e) => mark_unreplicable(&self.ctx, &target.key(), &e),
+                Err(e) => {
+                    let key = target.key();
+                    warn!(table = %key.table, error = %e, "table cannot replicate");
+                    self.ctx.status.update(&key, |s| {
+                        s.state = TableState::Failed;
+                        s.last_error = Some(e.to_string());
+                        s.hint = e.hint();
+                    });
+                }
             }
         }
         Ownership::new(Arc::clone(&self.ctx), self.schema.name.clone(), candidates)

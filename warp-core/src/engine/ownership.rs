@@ -26,7 +26,8 @@ use crate::sink::{TableKey, Target};
 pub(super) struct Candidate {
     pub target: Target,
     pub settings: ResolvedTable,
-    pub discovered: TableSchema,
+    /// As discovered, with its key resolved.
+    pub schema: TableSchema,
 }
 
 struct Running {
@@ -180,20 +181,14 @@ impl Ownership {
             Arc::clone(&self.ctx),
             c.target.clone(),
             c.settings.clone(),
-            c.discovered.clone(),
+            c.schema.clone(),
         );
-        match worker {
-            Ok(worker) => {
-                self.ctx.status.set_state(&key, TableState::Pending);
-                let stop = shutdown.child_token();
-                let span = tracing::info_span!("table", table = %key.table);
-                let task = tokio::spawn(worker.run(stop.clone()).instrument(span));
-                self.running
-                    .insert(table.to_owned(), Running { stop, task });
-            }
-            // Checked before the table became a candidate; kept for safety.
-            Err(e) => super::mark_unreplicable(&self.ctx, &key, &e),
-        }
+        self.ctx.status.set_state(&key, TableState::Pending);
+        let stop = shutdown.child_token();
+        let span = tracing::info_span!("table", table = %key.table);
+        let task = tokio::spawn(worker.run(stop.clone()).instrument(span));
+        self.running
+            .insert(table.to_owned(), Running { stop, task });
     }
 
     /// Drains `table`'s worker (its batch in hand commits, or is fenced off) and forgets

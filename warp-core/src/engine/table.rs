@@ -30,12 +30,9 @@ pub(crate) struct TableWorker {
 }
 
 impl TableWorker {
-    /// Whether `discovered` can replicate with `settings` (it needs a key).
-    pub fn check(discovered: &TableSchema, settings: &ResolvedTable) -> Result<()> {
-        Self::keyed(discovered.clone(), settings).map(drop)
-    }
-
-    fn keyed(discovered: TableSchema, settings: &ResolvedTable) -> Result<TableSchema> {
+    /// `discovered` with its key as `settings` configure it; an error when the table has
+    /// none (it cannot replicate).
+    pub fn keyed(discovered: TableSchema, settings: &ResolvedTable) -> Result<TableSchema> {
         let mut schema = discovered;
         if let Some(pk) = &settings.primary_key {
             schema.primary_key.clone_from(pk);
@@ -51,13 +48,13 @@ impl TableWorker {
         Ok(schema)
     }
 
+    /// A worker for a table whose schema went through [`TableWorker::keyed`].
     pub fn new(
         ctx: Arc<Ctx>,
         target: Target,
         settings: ResolvedTable,
-        discovered: TableSchema,
-    ) -> Result<Self> {
-        let schema = Self::keyed(discovered, &settings)?;
+        schema: TableSchema,
+    ) -> Self {
         let key = target.key();
         let full_resync = ctx.settings.full_resync;
         let projection = Projection::new(schema, settings.exclude_columns.clone());
@@ -66,7 +63,7 @@ impl TableWorker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.table.clone(), Arc::clone(&control));
-        Ok(Self {
+        Self {
             ctx,
             control,
             target,
@@ -74,7 +71,7 @@ impl TableWorker {
             settings,
             projection,
             full_resync,
-        })
+        }
     }
 
     fn commits(&self) -> u64 {
