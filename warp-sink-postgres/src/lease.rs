@@ -66,26 +66,21 @@ async fn acquire(
         .execute(&mut *tx)
         .await
         .context("bound the lease wait")?;
-    // Waits for the holder's commits in flight (they hold `FOR KEY SHARE`).
-    let lock = format!(
-        "SELECT owner = $3 OR owner = '' OR expires_at IS NULL OR expires_at <= now()
-         FROM {m}.leases WHERE schema_name = $1 AND table_name = $2 FOR UPDATE"
-    );
-    let free: Option<bool> = match sqlx::query_scalar(AssertSqlSafe(lock))
+    // Waits for the holder's commits in flight (they hold `FOR KEY SHARE`); whether the
+    // lease is free is decided by the upsert below, on the row as locked.
+    let lock =
+        format!("SELECT 1 FROM {m}.leases WHERE schema_name = $1 AND table_name = $2 FOR UPDATE");
+    match sqlx::query(AssertSqlSafe(lock))
         .bind(&key.schema)
         .bind(&key.table)
-        .bind(owner)
         .fetch_optional(&mut *tx)
         .await
         .context("lock lease")
     {
-        Ok(free) => free,
+        Ok(_) => {}
         // lock_not_available: the holder is inside a commit; try again next round.
         Err(e) if e.code() == Some("55P03") => return Ok(None),
         Err(e) => return Err(e),
-    };
-    if free == Some(false) {
-        return Ok(None);
     }
     let take = format!(
         "INSERT INTO {m}.leases AS l (schema_name, table_name, owner, fencing_token, expires_at)
@@ -93,7 +88,7 @@ async fn acquire(
          ON CONFLICT (schema_name, table_name) DO UPDATE
          SET fencing_token = l.fencing_token + 1, owner = EXCLUDED.owner,
              acquired_at = now(), renewed_at = now(), expires_at = EXCLUDED.expires_at
-         -- A replica that inserted the row first (it did not exist when locked) keeps it.
+         -- Free, lapsed or ours; also keeps a row another replica inserted first.
          WHERE l.owner = EXCLUDED.owner OR l.owner = '' OR l.expires_at IS NULL OR l.expires_at <= now()
          RETURNING fencing_token"
     );
