@@ -153,7 +153,9 @@ async fn table(
             break;
         }
         tokio::time::sleep(opts.recheck_delay).await;
-        let (s2, d2) = reader.both(&suspects, opts.catch_up).await?;
+        // Source rows are kept for every key still in question: a repair needs them.
+        let watched: BTreeSet<OrdKey> = suspects.union(&confirmed).cloned().collect();
+        let (s2, d2) = reader.both(&watched, opts.catch_up).await?;
         let now: BTreeSet<OrdKey> = differences(&s2, &d2)
             .into_keys()
             .filter(|k| suspects.contains(k) || confirmed.contains(k))
@@ -192,6 +194,9 @@ pub fn metrics_text(reports: &[TableReport]) -> String {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         for r in reports {
             let labels = [("schema", r.schema.clone()), ("table", r.table.clone())];
             let rows: u64 = r
@@ -215,9 +220,6 @@ pub fn metrics_text(reports: &[TableReport]) -> String {
                 gauge!("cartridge_warp_verify_repaired_rows", &labels)
                     .set((done.written + done.deleted) as f64);
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
             gauge!("cartridge_warp_verify_last_run_timestamp_seconds", &labels).set(now);
         }
     });

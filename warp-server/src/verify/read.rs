@@ -144,7 +144,8 @@ pub fn fixes(source: &Side, dest: &Side, keys: &BTreeSet<OrdKey>) -> Vec<Fix> {
         .filter_map(|k| {
             let seen_version = dest.rows.get(k).and_then(|e| e.version);
             match source.rows.get(k) {
-                // A source row not kept (it should be): leave it to the next run.
+                // Rows are kept for every watched key, and confirmed keys are watched;
+                // a row missing here is left alone rather than deleted by mistake.
                 Some(e) => e.row.clone().map(|row| Fix {
                     key: k.0.clone(),
                     source: Some(row),
