@@ -186,10 +186,14 @@ impl MysqlSource {
     }
 
     /// The position a snapshot or stream starts from: a watermark or the binlog's.
+    /// Opens a consistent snapshot on `conn` and returns its position. `stream_start`:
+    /// the position may become where a stream starts (it then carries the GTID); chunk
+    /// positions are only compared with it.
     async fn start_position(
         &self,
         t: &MysqlTable,
         conn: &mut mysql_async::Conn,
+        stream_start: bool,
     ) -> warp_core::Result<Position> {
         if self.polling {
             let column = self.change_column(&t.schema)?;
@@ -197,7 +201,9 @@ impl MysqlSource {
             snapshot::open_snapshot(conn).await?;
             w.encode()
         } else {
-            snapshot::begin_snapshot(conn).await?.encode()
+            snapshot::begin_snapshot(conn, stream_start)
+                .await?
+                .encode()
         }
     }
 
@@ -286,7 +292,7 @@ impl Source for MysqlSource {
     ) -> warp_core::Result<SnapshotPlan> {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.pool).await?;
-        let start = self.start_position(&t, &mut conn).await?;
+        let start = self.start_position(&t, &mut conn, true).await?;
         let chunks =
             snapshot::plan_chunks(&mut conn, &self.database, &t, chunk_rows.max(1)).await?;
         conn.query_drop("COMMIT").await.context("end snapshot")?;
@@ -300,7 +306,7 @@ impl Source for MysqlSource {
     ) -> warp_core::Result<ChunkRead> {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.pool).await?;
-        let position = self.start_position(&t, &mut conn).await?;
+        let position = self.start_position(&t, &mut conn, false).await?;
         let zero = self.zero_dates(&table.id.name);
         let rows = snapshot::chunk_rows(
             conn,
