@@ -5,6 +5,7 @@ mod batch;
 mod ownership;
 mod plan;
 mod projection;
+mod read_ahead;
 mod snapshot;
 mod status;
 mod stream;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::projection::Projection;
+use super::read_ahead::ReadAhead;
 use super::status::TableState;
 use super::table::TableWorker;
 use crate::error::{Error, Result};
@@ -22,6 +23,9 @@ use crate::source::{ChunkPage, KeyRange};
 /// The table's shape while chunks copy in parallel: a chunk that meets data needing a
 /// wider shape evolves it for all of them, one at a time.
 type Shape = tokio::sync::Mutex<Projection>;
+
+/// Pages a chunk reads ahead of the one being written.
+const READ_AHEAD_PAGES: usize = 1;
 
 /// (range, `Some(position)` when done, rows copied).
 pub(crate) type ChunkState = (KeyRange, Option<Position>, u64);
@@ -115,7 +119,8 @@ impl TableWorker {
                 .read_chunk(projection.source_schema(), range)
                 .await?;
             let mut tx = ctx.sink.begin(&self.target, token).await?;
-            let mut pages = read.rows;
+            // The next page is read while this one is written.
+            let mut pages = ReadAhead::spawn(read.rows, READ_AHEAD_PAGES);
             let mut rows = 0u64;
             let mut reshape = None;
             while let Some(page) = pages.next().await {

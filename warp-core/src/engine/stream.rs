@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::batch::{split_key_change, Batch};
+use super::read_ahead::ReadAhead;
 use super::status::TableState;
 use super::table::TableWorker;
 use crate::error::{Error, Result};
@@ -24,15 +24,6 @@ use crate::position::Position;
 use crate::sink::{CheckpointUpdate, FencingToken, SinkTransaction};
 use crate::source::KeyRange;
 use crate::value::cmp_keys;
-
-/// Aborts the reader task when the writer returns, whatever the path.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Writer-side state of one streaming session.
 struct Writer {
@@ -68,7 +59,7 @@ impl TableWorker {
         handover: Vec<(KeyRange, Position)>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
-        let mut upstream = self
+        let upstream = self
             .ctx
             .source
             .stream(self.projection.source_schema(), &position)
@@ -79,16 +70,10 @@ impl TableWorker {
         });
         info!(%position, "streaming");
 
-        let (tx, mut rx) = mpsc::channel(self.ctx.settings.queue_capacity.max(1));
-        let _reader = AbortOnDrop(tokio::spawn(async move {
-            while let Some(item) = upstream.next().await {
-                crate::failpoint::hit("after_read");
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
-                    break;
-                }
-            }
-        }));
+        let upstream = upstream
+            .inspect(|_| crate::failpoint::hit("after_read"))
+            .boxed();
+        let mut rx = ReadAhead::spawn(upstream, self.ctx.settings.queue_capacity);
 
         let key_columns = self.key_columns()?;
         let mut w = Writer {
@@ -139,7 +124,7 @@ impl TableWorker {
                     next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
                     continue;
                 }
-                item = rx.recv() => item,
+                item = rx.next() => item,
             };
             metrics::gauge!(QUEUE_DEPTH, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
                 .set(rx.len() as f64);
