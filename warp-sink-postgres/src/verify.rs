@@ -22,12 +22,23 @@ pub fn canonical(row: &Row, types: &[ColumnType]) -> std::result::Result<String,
         let value = row.values.get(i).unwrap_or(&warp_core::Value::Null);
         if value.is_null() {
             out.push_str("\u{0}N");
+        } else if *ty == ColumnType::Json {
+            out.push_str(&canonical_json(&pg_text(value, ty)?)?);
         } else {
             out.push_str(&pg_text(value, ty)?);
         }
         out.push('\u{1}');
     }
     Ok(out)
+}
+
+/// JSON as `jsonb` compares it: object keys in one order and insignificant whitespace
+/// gone (the source keeps the text it was given; `jsonb` reorders keys).
+fn canonical_json(text: &str) -> std::result::Result<String, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    v.sort_all_objects();
+    Ok(v.to_string())
 }
 
 /// One key to put right: the source's row (`None`: gone at the source) and the version
@@ -177,4 +188,31 @@ async fn remove(
         ),
     };
     Ok(run(conn, sql).await? == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warp_core::Value;
+
+    #[test]
+    fn json_compares_as_jsonb_does_whatever_its_key_order_and_spacing() {
+        let source = Row::new(vec![Value::JsonText(
+            r#"{"b": 1, "a": [1, {"d": 2, "c": 3}]}"#.into(),
+        )]);
+        // How the destination reads the same document back from `jsonb`.
+        let landed = Row::new(vec![Value::Json(
+            serde_json::from_str(r#"{"a": [1, {"c": 3, "d": 2}], "b": 1}"#).unwrap(),
+        )]);
+        let types = [ColumnType::Json];
+        assert_eq!(
+            canonical(&source, &types).unwrap(),
+            canonical(&landed, &types).unwrap()
+        );
+        let other = Row::new(vec![Value::JsonText(r#"{"a": [1], "b": 1}"#.into())]);
+        assert_ne!(
+            canonical(&source, &types).unwrap(),
+            canonical(&other, &types).unwrap()
+        );
+    }
 }

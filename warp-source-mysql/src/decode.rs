@@ -195,8 +195,13 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
             other => return Err(format!("unexpected {other:?} for a year")),
         }),
         Kind::Json => V(match v {
+            // Checked without building a tree, and passed on as text (see `Value::JsonText`).
             My::Bytes(b) => {
-                Value::Json(serde_json::from_slice(&b).map_err(|e| format!("invalid JSON: {e}"))?)
+                let text =
+                    String::from_utf8(b).map_err(|_| "JSON is not valid UTF-8".to_owned())?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                    .map_err(|e| format!("invalid JSON: {e}"))?;
+                Value::JsonText(text)
             }
             other => return Err(format!("unexpected {other:?} for JSON")),
         }),
