@@ -201,9 +201,7 @@ impl MysqlSource {
             snapshot::open_snapshot(conn).await?;
             w.encode()
         } else {
-            snapshot::begin_snapshot(conn, stream_start)
-                .await?
-                .encode()
+            snapshot::begin_snapshot(conn, stream_start).await?.encode()
         }
     }
 

@@ -11,6 +11,7 @@ use crate::decode::{decode, to_param, Decoded};
 use crate::discover::MysqlTable;
 use crate::error::{Context, MysqlError, Result};
 use crate::position::BinlogPosition;
+use crate::types::Kind;
 
 /// `` `name` `` with backticks doubled.
 pub fn quote(name: &str) -> String {
@@ -194,6 +195,20 @@ pub async fn plan_chunks(
         .map(|&i| table.columns[i].kind.clone())
         .collect();
     let what = select.key[1..select.key.len() - 1].to_owned();
+    if let [col] = key_cols.as_slice() {
+        if matches!(table.columns[*col].kind, Kind::Int { .. }) {
+            let (min_max, estimate) =
+                integer_extent(conn, database, table, &select, &key_kinds).await?;
+            if let Some(bounds) =
+                min_max.and_then(|(min, max)| integer_bounds(min, max, estimate, chunk_rows as u64))
+            {
+                return Ok(KeyRange::split_at(
+                    bounds.into_iter().map(int_key).collect(),
+                ));
+            }
+        }
+    }
+    // Walk the key: each bound is `chunk_rows` keys after the previous one.
     let mut bounds: Vec<Key> = Vec::new();
     loop {
         let range = KeyRange {
@@ -208,6 +223,69 @@ pub async fn plan_chunks(
         bounds.push(key);
     }
     Ok(KeyRange::split_at(bounds))
+}
+
+/// The smallest and largest key of a single-column integer key, and the server's
+/// estimate of the table's rows.
+async fn integer_extent(
+    conn: &mut Conn,
+    database: &str,
+    table: &MysqlTable,
+    select: &Select,
+    key_kinds: &[Kind],
+) -> Result<(Option<(i128, i128)>, u64)> {
+    let what = &select.key[1..select.key.len() - 1];
+    let row: Option<mysql_async::Row> = conn
+        .query_first(format!(
+            "SELECT MIN({what}), MAX({what}) FROM {}",
+            select.table
+        ))
+        .await
+        .context("key extent")?;
+    let int = |v: &Value| match v {
+        Value::Int(i) => Some(i128::from(*i)),
+        Value::UInt(u) => Some(i128::from(*u)),
+        _ => None,
+    };
+    let extent = match row {
+        Some(row) => {
+            let kinds = [key_kinds[0].clone(), key_kinds[0].clone()];
+            let v = decode_values(row, &kinds).map_err(unsupported)?;
+            int(&v[0]).zip(int(&v[1]))
+        }
+        None => None,
+    };
+    let estimate: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, &table.schema.id.name),
+        )
+        .await
+        .context("row estimate")?;
+    Ok((extent, estimate.flatten().unwrap_or(0)))
+}
+
+/// Chunk bounds for an integer key without walking it: ranges `chunk_rows` keys wide hold
+/// at most `chunk_rows` rows each, whatever the gaps. Used when the server's row estimate
+/// says at least half the key span is filled (so at most about twice the walked number of
+/// chunks); `None` (walk instead) for sparse keys, where most ranges would be empty.
+/// Walking costs the source a full pass over its clustered index before the first chunk
+/// can start (0.5 s per million rows measured on MariaDB).
+pub fn integer_bounds(min: i128, max: i128, estimate: u64, chunk_rows: u64) -> Option<Vec<i128>> {
+    let span = (max - min).checked_add(1).filter(|s| *s > 0)?;
+    let width = i128::from(chunk_rows.max(1));
+    if estimate == 0 || span > 2 * i128::from(estimate) {
+        return None;
+    }
+    let chunks = (span + width - 1) / width;
+    Some((1..chunks).map(|k| min + k * width).collect())
+}
+
+fn int_key(v: i128) -> Key {
+    vec![match i64::try_from(v) {
+        Ok(i) => Value::Int(i),
+        Err(_) => Value::UInt(u64::try_from(v).unwrap_or(u64::MAX)),
+    }]
 }
 
 /// Every key of the table (delete detection for the `timestamp` strategy).
@@ -230,10 +308,7 @@ pub async fn all_keys(conn: &mut Conn, database: &str, table: &MysqlTable) -> Re
         .collect()
 }
 
-fn decode_values(
-    row: mysql_async::Row,
-    kinds: &[crate::types::Kind],
-) -> std::result::Result<Vec<Value>, String> {
+fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<Vec<Value>, String> {
     row.unwrap()
         .into_iter()
         .zip(kinds)
@@ -310,4 +385,26 @@ pub fn chunk_rows(
 /// A connection from the pool for one snapshot read.
 pub async fn conn(pool: &Pool) -> Result<Conn> {
     pool.get_conn().await.context("connect")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integer_bounds;
+
+    #[test]
+    fn integer_keys_split_arithmetically_when_dense_enough() {
+        // 1..=1,000,001 in 50,000-wide ranges: 21 chunks, as walking would give.
+        let b = integer_bounds(1, 1_000_001, 900_000, 50_000).unwrap();
+        assert_eq!(b.len(), 20);
+        assert_eq!((b[0], b[19]), (50_001, 1_000_001));
+        // One range when the span fits; extreme keys do not overflow.
+        assert_eq!(integer_bounds(5, 9, 5, 100), Some(vec![]));
+        let top = i128::from(u64::MAX);
+        assert_eq!(integer_bounds(top - 9, top, 10, 5), Some(vec![top - 4]));
+        // Sparse (or unknown) keys are walked instead.
+        assert_eq!(integer_bounds(1, 1_000_000, 400_000, 50_000), None);
+        assert_eq!(integer_bounds(1, 10, 0, 5), None);
+        let (lo, hi) = (i128::from(i64::MIN), i128::from(i64::MAX));
+        assert_eq!(integer_bounds(lo, hi, 1_000, 50_000), None);
+    }
 }
