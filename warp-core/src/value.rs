@@ -88,7 +88,7 @@ pub struct Interval {
 }
 
 /// One cell. Variants are chosen so that every source value of SPEC §5.1 has an exact home.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", content = "v", rename_all = "snake_case")]
 pub enum Value {
     Null,
@@ -120,6 +120,42 @@ pub enum Value {
     /// A source value that could not be decoded, with the reason. Never written: the
     /// destination sends its row to the dead-letter table instead of guessing.
     Unreadable(String),
+}
+
+/// Variant by variant, except that JSON compares as documents: a source's text and the
+/// tree a destination reads back are equal when they hold the same JSON.
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+        match (self, other) {
+            (Self::Null, Self::Null) => true,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Int(a), Self::Int(b)) => a == b,
+            (Self::UInt(a), Self::UInt(b)) => a == b,
+            (Self::Float32(a), Self::Float32(b)) => a == b,
+            (Self::Float64(a), Self::Float64(b)) => a == b,
+            (Self::Decimal(a), Self::Decimal(b)) => a == b,
+            (Self::Text(a), Self::Text(b)) => a == b,
+            (Self::Bytes(a), Self::Bytes(b)) => a == b,
+            (Self::Bits(a), Self::Bits(b)) => a == b,
+            (Self::Date(a), Self::Date(b)) => a == b,
+            (Self::Time(a), Self::Time(b)) => a == b,
+            (Self::Timestamp(a), Self::Timestamp(b)) => a == b,
+            (Self::TimestampTz(a), Self::TimestampTz(b)) => a == b,
+            (Self::Interval(a), Self::Interval(b)) => a == b,
+            (Self::Json(a), Self::Json(b)) => a == b,
+            (Self::JsonText(a), Self::JsonText(b)) => {
+                a == b || parse(a).is_some_and(|a| Some(a) == parse(b))
+            }
+            (Self::Json(a), Self::JsonText(t)) | (Self::JsonText(t), Self::Json(a)) => {
+                parse(t).is_some_and(|t| t == *a)
+            }
+            (Self::Uuid(a), Self::Uuid(b)) => a == b,
+            (Self::Array(a), Self::Array(b)) => a == b,
+            (Self::Unreadable(a), Self::Unreadable(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Value {
@@ -294,6 +330,20 @@ pub type Key = Vec<Value>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_text_equals_the_same_document_in_any_spelling() {
+        let text = |t: &str| Value::JsonText(t.into());
+        let tree = Value::Json(serde_json::json!({"a": [1, null], "b": "x"}));
+        assert_eq!(text(r#"{"b": "x", "a": [1, null]}"#), tree);
+        assert_eq!(tree, text(r#"{"a":[1,null],"b":"x"}"#));
+        assert_eq!(text(r#"{"a": 1}"#), text(r#"{ "a" : 1 }"#));
+        assert_ne!(text(r#"{"a": [1]}"#), tree);
+        assert_ne!(text("{bad"), text("{bad "), "invalid text compares as text");
+        assert_ne!(text("1"), Value::Int(1), "JSON is not its scalar");
+        assert_eq!(Value::Float64(0.5), Value::Float64(0.5));
+        assert_ne!(Value::Int(1), Value::UInt(1));
+    }
 
     #[test]
     fn decimal_parse_is_canonical_and_strict() {

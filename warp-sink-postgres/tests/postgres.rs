@@ -1077,3 +1077,56 @@ async fn unreadable_source_values_are_dead_lettered_with_the_reason() {
         dead[0].1
     );
 }
+
+#[tokio::test]
+async fn json_text_lands_as_jsonb_and_text_postgres_refuses_is_dead_lettered() {
+    let env = setup("json_text").await;
+    let schema = TableSchema {
+        id: TableId::new("src", "docs"),
+        columns: vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("doc", ColumnType::Json),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    // A backslash escape and a tab escape inside a string: COPY escaping meets JSON's.
+    let text = r#"{"b": 1, "a": ["x\ty", "c:\\dir", {"n": null}]}"#;
+    let doc = |id: i64, t: &str| Row::new(vec![Value::Int(id), Value::JsonText(t.into())]);
+    let expected = Value::Json(serde_json::from_str(text).unwrap());
+    for (table, via_copy) in [("docs", true), ("docs_changes", false)] {
+        let mut schema = schema.clone();
+        schema.id.name = table.into();
+        let target = env.target(table, DeletionStrategy::Soft);
+        env.sink.ensure_table(&target, &schema).await.unwrap();
+        let token = env.claim(&target).await;
+        let mut tx = env.sink.begin(&target, token).await.unwrap();
+        let rows = vec![doc(1, text), doc(2, "{bad"), doc(3, "[]")];
+        if via_copy {
+            tx.write_snapshot_rows(rows).await.unwrap();
+        } else {
+            let changes = rows
+                .into_iter()
+                .map(|r| upsert(Operation::Insert, r))
+                .collect();
+            tx.apply(changes).await.unwrap();
+        }
+        tx.commit(streaming(1)).await.unwrap();
+        let back: Vec<Row> = landed(&env, &target, &schema)
+            .await
+            .into_iter()
+            .map(|r| r.row)
+            .collect();
+        assert_eq!(
+            back,
+            vec![
+                Row::new(vec![Value::Int(1), expected.clone()]),
+                Row::new(vec![Value::Int(3), Value::Json(serde_json::json!([]))]),
+            ],
+            "{table}"
+        );
+    }
+    // The invalid document, once per path, with PostgreSQL's reason.
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().all(|d| d.1.contains("json")), "{dead:?}");
+}
