@@ -127,10 +127,10 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
     }
 }
 
-/// COPY `data` (text format) with `statement`.
-pub async fn copy(conn: &mut PgConnection, statement: &str, data: &str) -> Result<u64> {
+/// COPY `data` (in the format `statement` names) with `statement`.
+pub async fn copy(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Result<u64> {
     let mut copy = conn.copy_in_raw(statement).await.context("start COPY")?;
-    if let Err(e) = copy.send(data.as_bytes()).await {
+    if let Err(e) = copy.send(data).await {
         let _ = copy.abort("send failed").await;
         return Err(crate::error::SinkError::from_sqlx("COPY", e));
     }
@@ -144,7 +144,7 @@ pub async fn copy(conn: &mut PgConnection, statement: &str, data: &str) -> Resul
 pub async fn unit(
     conn: &mut PgConnection,
     copy_statement: &str,
-    data: &str,
+    data: &[u8],
     statements: &[String],
 ) -> Result<Result<(), crate::error::SinkError>> {
     run(conn, "SAVEPOINT cw_unit").await?;

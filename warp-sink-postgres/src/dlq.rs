@@ -342,7 +342,7 @@ impl PgTransaction {
             key_match.join(" AND "),
             t = landed.table
         );
-        crate::apply::copy(self.conn_mut(), &copy, &line).await?;
+        crate::apply::copy(self.conn_mut(), &copy, line.as_bytes()).await?;
         let superseded: bool = sqlx::query_scalar(AssertSqlSafe(newer))
             .fetch_one(self.conn_mut())
             .await
@@ -361,7 +361,7 @@ impl PgTransaction {
         let mut statements = merge_statements(&landed, &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));
         Ok(
-            match unit(self.conn_mut(), &copy, &line, &statements).await? {
+            match unit(self.conn_mut(), &copy, line.as_bytes(), &statements).await? {
                 Ok(()) => Outcome::Replayed,
                 Err(e) => Outcome::Failed(e.to_string()),
             },

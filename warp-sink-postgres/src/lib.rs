@@ -3,6 +3,7 @@
 //! token (§7), and the metadata schema (§8).
 
 mod apply;
+mod binary;
 mod checkpoint;
 mod connection;
 mod ddl;

@@ -12,6 +12,7 @@ use warp_core::{
 };
 
 use crate::apply::{create_stage, merge_statements, unit, Merge, STAGE_EXTRA};
+use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
 use crate::ddl;
 use crate::encode::{copy_line, pg_text};
@@ -42,8 +43,12 @@ pub struct PgTransaction {
     pub(crate) stage_seq: u32,
     /// Snapshot rows go straight into the landing table until a key already exists.
     pub(crate) snapshot_direct: bool,
-    /// Encoded snapshot rows not yet sent, and the rows themselves (for the fallback).
-    snap_data: String,
+    /// Snapshot rows not yet sent: binary tuples (after the format header) and how many,
+    /// text lines for rows without an exact binary form, and all the rows themselves (for
+    /// the fallback).
+    snap_binary: Vec<u8>,
+    snap_binary_rows: usize,
+    snap_text: String,
     snap_rows: Vec<Row>,
     dead: Vec<DeadLetter>,
 }
@@ -68,7 +73,9 @@ impl PgTransaction {
             stage: None,
             stage_seq: 0,
             snapshot_direct: true,
-            snap_data: String::new(),
+            snap_binary: Vec::new(),
+            snap_binary_rows: 0,
+            snap_text: String::new(),
             snap_rows: Vec::new(),
             dead: Vec::new(),
         }
@@ -155,14 +162,14 @@ impl PgTransaction {
         let mut statements = merge_statements(self.landed(), &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));
         let all: String = lines.iter().map(|(l, _)| l.as_str()).collect();
-        if unit(self.conn(), &copy_sql, &all, &statements)
+        if unit(self.conn(), &copy_sql, all.as_bytes(), &statements)
             .await?
             .is_ok()
         {
             return Ok(());
         }
         for (line, item) in lines {
-            if let Err(e) = unit(self.conn(), &copy_sql, &line, &statements).await? {
+            if let Err(e) = unit(self.conn(), &copy_sql, line.as_bytes(), &statements).await? {
                 self.dead_letter(payload(&item), e.to_string());
             }
         }
@@ -183,12 +190,20 @@ impl PgTransaction {
             .collect();
         let types: Vec<(&str, &ColumnType)> = types.iter().map(|(n, t)| (n.as_str(), t)).collect();
         for row in rows {
-            match copy_line(&mut self.snap_data, &row, &types, &[Some("r")]) {
+            if self.snap_binary.is_empty() {
+                self.snap_binary.extend_from_slice(binary::HEADER);
+            }
+            if binary_row(&mut self.snap_binary, &row, &types, &[Some("r")]) {
+                self.snap_binary_rows += 1;
+                self.snap_rows.push(row);
+                continue;
+            }
+            match copy_line(&mut self.snap_text, &row, &types, &[Some("r")]) {
                 Ok(()) => self.snap_rows.push(row),
                 Err(e) => self.dead_letter(snapshot_payload(&row), e),
             }
         }
-        if self.snap_data.len() >= SNAPSHOT_FLUSH_BYTES {
+        if self.snap_binary.len() + self.snap_text.len() >= SNAPSHOT_FLUSH_BYTES {
             self.flush_snapshot().await?;
         }
         Ok(())
@@ -198,16 +213,37 @@ impl PgTransaction {
         if self.snap_rows.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.snap_data);
-        let rows = std::mem::take(&mut self.snap_rows);
+        let mut binary = std::mem::take(&mut self.snap_binary);
+        let binary_rows = std::mem::take(&mut self.snap_binary_rows);
+        let mut text = std::mem::take(&mut self.snap_text);
+        let mut rows = std::mem::take(&mut self.snap_rows);
         let sql = format!(
             "COPY {} ({}, {}) FROM STDIN",
             self.landed().table,
             self.landed().column_list(),
             quote(OP)
         );
-        match unit(self.conn(), &sql, &data, &[]).await? {
-            Ok(()) => return Ok(()),
+        let mut sent = Ok(());
+        if binary_rows > 0 {
+            binary.extend_from_slice(binary::TRAILER);
+            let sql = format!("{sql} (FORMAT binary)");
+            sent = unit(self.conn(), &sql, &binary, &[]).await?;
+        }
+        if sent.is_ok() && !text.is_empty() {
+            sent = unit(self.conn(), &sql, text.as_bytes(), &[]).await?;
+        }
+        // On failure every row of this flush is merged (rows a first COPY landed are
+        // merged again, which changes nothing).
+        match sent {
+            Ok(()) => {
+                // The buffers keep their capacity for the next flush: growing and freeing
+                // megabytes each time cost allocator time (malloc_consolidate) in profiles.
+                binary.clear();
+                text.clear();
+                rows.clear();
+                (self.snap_binary, self.snap_text, self.snap_rows) = (binary, text, rows);
+                return Ok(());
+            }
             // A key exists already (re-snapshot): merge from now on.
             Err(e) if e.code() == Some("23505") => self.snapshot_direct = false,
             Err(_) => {}

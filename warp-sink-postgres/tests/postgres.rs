@@ -274,7 +274,24 @@ fn all_types_rows() -> Vec<Row> {
 async fn every_mapped_type_round_trips_exactly() {
     let env = setup("types").await;
     let schema = all_types_schema();
-    for (table, via_copy) in [("all_types", true), ("all_types_changes", false)] {
+    // Rows holding an array go as COPY text; without arrays, every other type goes as
+    // COPY binary (see `binary::tests::every_scalar_type_has_a_binary_form`).
+    let scalar_rows = || -> Vec<Row> {
+        let mut rows = all_types_rows();
+        for r in &mut rows {
+            for v in &mut r.values {
+                if matches!(v, Value::Array(_)) {
+                    *v = Value::Null;
+                }
+            }
+        }
+        rows
+    };
+    for (table, via_copy, rows) in [
+        ("all_types", true, all_types_rows()),
+        ("all_types_changes", false, all_types_rows()),
+        ("all_types_binary", true, scalar_rows()),
+    ] {
         let mut schema = schema.clone();
         schema.id.name = table.into();
         let target = env.target(table, DeletionStrategy::Soft);
@@ -282,11 +299,11 @@ async fn every_mapped_type_round_trips_exactly() {
         let token = env.claim(&target).await;
         let mut tx = env.sink.begin(&target, token).await.unwrap();
         if via_copy {
-            tx.write_snapshot_rows(all_types_rows()).await.unwrap();
+            tx.write_snapshot_rows(rows.clone()).await.unwrap();
         } else {
-            let changes = all_types_rows()
-                .into_iter()
-                .map(|r| upsert(Operation::Insert, r))
+            let changes = rows
+                .iter()
+                .map(|r| upsert(Operation::Insert, r.clone()))
                 .collect();
             tx.apply(changes).await.unwrap();
         }
@@ -296,7 +313,7 @@ async fn every_mapped_type_round_trips_exactly() {
             .into_iter()
             .map(|r| r.row)
             .collect();
-        assert_eq!(back, all_types_rows(), "{table}");
+        assert_eq!(back, rows, "{table}");
         assert!(env.dead_letters().await.is_empty());
     }
     // The declared PostgreSQL types follow SPEC §5.1.
