@@ -8,6 +8,7 @@
 //! the binary, next to raw driver reads of the same server.
 //! Peers from `WARP_TEST_*_URL` (scripts/bench.sh sets them).
 
+mod cpu;
 mod data;
 mod mongo;
 mod mysql;
@@ -15,6 +16,11 @@ mod replicator;
 mod sink;
 
 use std::time::Duration;
+
+/// The allocator `cartridge-warp` ships with, so the sink measured in this process
+/// behaves as it does in the binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One measured line of the report.
 pub struct Measurement {
@@ -106,7 +112,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 add_run(&mut per_line, sink::run(&url, rows).await?);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(&lines, runs, &[], "vs raw COPY");
+            print_table(
+                &lines,
+                runs,
+                &[],
+                "vs raw COPY (text)",
+                Some((1, "vs raw COPY (binary)")),
+            );
         }
         Some("mysql") => {
             let my_url = std::env::var("WARP_TEST_MARIADB_URL")
@@ -126,6 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             mysql::seed(&pool, i64::try_from(rows)?).await?;
             let mut per_line: Vec<Vec<Measurement>> = Vec::new();
             let (mut rss, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut snapshot_cpu, mut catch_up_cpu) = (Vec::new(), Vec::new());
             for run in 1..=runs {
                 eprintln!("run {run}/{runs}");
                 let r = mysql::run(&settings).await?;
@@ -133,9 +146,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rss.push(r.warp_rss_mib);
                 p50.push(r.lag_p50);
                 p99.push(r.lag_p99);
+                snapshot_cpu.push(r.snapshot_cpu);
+                catch_up_cpu.push(r.catch_up_cpu);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(&lines, runs, &[], "vs raw COPY");
+            print_table(
+                &lines,
+                runs,
+                &[],
+                "vs raw COPY (text)",
+                Some((1, "vs raw COPY (binary)")),
+            );
             println!(
                 "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
                 median_f64(rss)
@@ -147,6 +168,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 median_f64(p50),
                 median_f64(p99)
             );
+            println!("{}", cpu::CpuUse::median(snapshot_cpu).line("snapshot"));
+            println!("{}", cpu::CpuUse::median(catch_up_cpu).line("catch-up"));
         }
         Some("mongo") => {
             let mongo_url = std::env::var("WARP_TEST_MONGO_URL")
@@ -168,7 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rss.push(peak);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(&lines, runs, &[0, 0, 2, 2], "vs raw driver read");
+            print_table(&lines, runs, &[0, 0, 2, 2], "vs raw driver read", None);
             println!(
                 "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
                 median_f64(rss)
@@ -182,14 +205,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One row per line; `limit_of[i]` is the line that line `i` is compared with
-/// (the first line when absent).
-fn print_table(lines: &[Measurement], runs: u64, limit_of: &[usize], versus: &str) {
-    println!("| measure (median of {runs}) | rows | seconds | rows/s | MB/s | {versus} |");
-    println!("|---|---:|---:|---:|---:|---:|");
+/// (the first line when absent). With `also`, a second ratio column against that line.
+fn print_table(
+    lines: &[Measurement],
+    runs: u64,
+    limit_of: &[usize],
+    versus: &str,
+    also: Option<(usize, &str)>,
+) {
+    let extra = also.map_or(String::new(), |(_, name)| format!(" {name} |"));
+    println!("| measure (median of {runs}) | rows | seconds | rows/s | MB/s | {versus} |{extra}");
+    println!(
+        "|---|---:|---:|---:|---:|---:|{}",
+        if also.is_some() { "---:|" } else { "" }
+    );
     for (i, m) in lines.iter().enumerate() {
         let limit = lines[limit_of.get(i).copied().unwrap_or(0)].rows_per_sec();
+        let second = also.map_or(String::new(), |(j, _)| {
+            format!(" {:.2}× |", m.rows_per_sec() / lines[j].rows_per_sec())
+        });
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.2}× |",
+            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.2}× |{second}",
             m.name,
             m.rows,
             m.took.as_secs_f64(),

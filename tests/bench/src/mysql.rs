@@ -15,6 +15,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use warp_core::Value;
 
+use crate::cpu::{self, CpuUse};
 use crate::replicator::{until, Replicator};
 use crate::{data, sink, Measurement};
 
@@ -30,6 +31,9 @@ pub struct Run {
     pub warp_rss_mib: f64,
     pub lag_p50: f64,
     pub lag_p99: f64,
+    /// CPU spent during the snapshot and during the catch-up.
+    pub snapshot_cpu: CpuUse,
+    pub catch_up_cpu: CpuUse,
 }
 
 pub struct Settings<'a> {
@@ -163,6 +167,8 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     let source_read = started.elapsed();
     // Limit 2: a raw COPY of the same rows (its bytes measure MB/s for every line).
     let raw = sink::raw_copy(&pg, "bench_my_raw", s.rows).await?;
+    let mut raw_binary = sink::raw_copy_binary(&pg, "bench_my_raw", s.rows).await?;
+    raw_binary.bytes = raw.bytes; // MB/s of the same rows in text form, as every line
     let bytes = raw.bytes;
     if read != s.rows {
         return Err(format!("read {read} source rows, expected {}", s.rows).into());
@@ -175,6 +181,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
 
     // Snapshot.
     let started = Instant::now();
+    let cpu_before = cpu::sample();
     let mut warp = Replicator::start(s.binary, &config, &log)?;
     until(
         &pg,
@@ -185,6 +192,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     )
     .await?;
     let snapshot = started.elapsed();
+    let snapshot_cpu = cpu::between(&cpu_before, &cpu::sample(), warp.pid());
     let mut peak = warp.stop()?;
 
     // Stream at full speed: a backlog of mixed changes, then the catch-up.
@@ -220,6 +228,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     )
     .await?;
     let started = Instant::now();
+    let cpu_before = cpu::sample();
     let mut warp = Replicator::start(s.binary, &config, &log)?;
     until(
         &pg,
@@ -230,6 +239,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     )
     .await?;
     let catch_up = started.elapsed();
+    let catch_up_cpu = cpu::between(&cpu_before, &cpu::sample(), warp.pid());
 
     // Lag at a fixed offered load.
     let per_tick = s.load_per_sec / 100;
@@ -287,6 +297,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     Ok(Run {
         lines: vec![
             raw,
+            raw_binary,
             line(
                 "raw full read of the MariaDB table (mysql_async)",
                 read,
@@ -306,5 +317,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
         warp_rss_mib: peak as f64 / 1024.0,
         lag_p50: p50,
         lag_p99: p99,
+        snapshot_cpu,
+        catch_up_cpu,
     })
 }

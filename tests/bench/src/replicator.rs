@@ -30,6 +30,10 @@ impl Replicator {
         Ok(Self { child, peak_kib: 0 })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Samples VmHWM (the kernel's own peak) while the process lives.
     pub fn sample(&mut self) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));

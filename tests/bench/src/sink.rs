@@ -29,6 +29,8 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
     let schema = data::schema("orders");
     let n = i64::try_from(rows)?;
     let raw = raw_copy(&pool, "bench_raw", rows).await?;
+    let mut raw_binary = raw_copy_binary(&pool, "bench_raw", rows).await?;
+    raw_binary.bytes = raw.bytes; // MB/s of the same rows in text form, as every line
     let bytes = raw.bytes;
 
     let sink = PostgresSink::with_pool(pool.clone(), "bench_meta");
@@ -82,7 +84,7 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
         return Err(format!("sink landed {landed} rows, expected {n}").into());
     }
     let streamed = timed_changes(&sink, &target, token, n, rows, bytes).await?;
-    Ok(vec![raw, sequential, parallel, streamed])
+    Ok(vec![raw, raw_binary, sequential, parallel, streamed])
 }
 
 /// The limit: rows 1..=`rows` already encoded as COPY text in a file, sent with
@@ -154,6 +156,69 @@ pub async fn raw_copy(
     };
     std::fs::remove_dir_all(&dir)?;
     Ok(raw)
+}
+
+/// The other limit: the same rows in COPY binary form (written by PostgreSQL itself from
+/// the table [`raw_copy`] filled, one file per 50,000 rows, before timing), sent with
+/// `COPY … FROM STDIN (FORMAT binary)` into a fresh table of the same shape, one
+/// transaction per file. cartridge-warp sends snapshot rows in this format.
+pub async fn raw_copy_binary(
+    pool: &sqlx::PgPool,
+    schema_name: &str,
+    rows: u64,
+) -> Result<Measurement, Box<dyn std::error::Error>> {
+    use futures::StreamExt;
+    let n = i64::try_from(rows)?;
+    let dir = std::env::temp_dir().join(format!("warp-bench-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut files = Vec::new();
+    let mut conn = pool.acquire().await?;
+    let mut start = 1;
+    while start <= n {
+        let end = (start + CHUNK - 1).min(n);
+        let path = dir.join(format!("{start}.bin"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let mut data = conn
+            .copy_out_raw(&format!(
+                "COPY (SELECT * FROM {schema_name}.orders WHERE id BETWEEN {start} AND {end} ORDER BY id) \
+                 TO STDOUT (FORMAT binary)"
+            ))
+            .await?;
+        while let Some(bytes) = data.next().await {
+            out.write_all(&bytes?)?;
+        }
+        out.flush()?;
+        files.push(path);
+        start = end + 1;
+    }
+    drop(conn);
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {schema_name}.orders_bin; \
+         CREATE TABLE {schema_name}.orders_bin (LIKE {schema_name}.orders INCLUDING ALL)"
+    )))
+    .execute(pool)
+    .await?;
+    let started = Instant::now();
+    for path in &files {
+        let bytes = std::fs::read(path)?;
+        let mut tx = pool.begin().await?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY {schema_name}.orders_bin FROM STDIN (FORMAT binary)"
+            ))
+            .await?;
+        copy.send(bytes).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+    }
+    let took = started.elapsed();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(Measurement {
+        name: "raw COPY (binary, pre-encoded file)".into(),
+        rows,
+        bytes: 0,
+        took,
+    })
 }
 
 /// Applies every row again as an update (COPY into staging, then the set-based upsert),
