@@ -90,9 +90,20 @@ fn field(out: &mut Vec<u8>, value: &Value, ty: &ColumnType) -> bool {
             Some(i) => fixed(out, i.to_be_bytes()),
             None => return false,
         },
-        (T::UInt64 | T::Numeric { .. }, Value::Decimal(d)) => return numeric(out, d.as_str()),
-        (T::UInt64 | T::Numeric { .. }, Value::Int(i)) => return numeric(out, &i.to_string()),
-        (T::UInt64 | T::Numeric { .. }, Value::UInt(u)) => return numeric(out, &u.to_string()),
+        (T::UInt64 | T::Numeric { .. }, Value::Decimal(d)) => {
+            let (neg, body) = d
+                .as_str()
+                .strip_prefix('-')
+                .map_or((false, d.as_str()), |b| (true, b));
+            let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+            return numeric(out, neg, int, frac);
+        }
+        (T::UInt64 | T::Numeric { .. }, Value::Int(i)) => {
+            return numeric(out, *i < 0, &i.unsigned_abs().to_string(), "")
+        }
+        (T::UInt64 | T::Numeric { .. }, Value::UInt(u)) => {
+            return numeric(out, false, &u.to_string(), "")
+        }
         (T::Float32, Value::Float32(f)) => fixed(out, f.to_be_bytes()),
         (T::Float64, Value::Float64(f)) => fixed(out, f.to_be_bytes()),
         (T::Float64, Value::Float32(f)) => fixed(out, f64::from(*f).to_be_bytes()),
@@ -163,20 +174,11 @@ fn timestamp_micros(t: NaiveDateTime) -> Option<i64> {
         .checked_add(time_micros(t.time()))
 }
 
-/// `numeric` from plain decimal text (`-12.340`): base-10000 digit groups aligned at the
-/// decimal point, the display scale kept (so `2.50` stays `2.50`). False for anything
-/// else (an exponent, say), which then goes as text.
-fn numeric(out: &mut Vec<u8>, text: &str) -> bool {
-    let (neg, body) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
-        return false;
-    }
+/// `numeric` from a sign and the digits before and after the point (already canonical:
+/// a `Decimal`'s text or an integer's): base-10000 digit groups aligned at the decimal
+/// point, the display scale kept (so `2.50` stays `2.50`).
+fn numeric(out: &mut Vec<u8>, neg: bool, int: &str, frac: &str) -> bool {
+    debug_assert!(int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()));
     let int = int.trim_start_matches('0');
     let Some(dscale) = u16::try_from(frac.len()).ok().filter(|s| *s <= 0x3fff) else {
         return false;
@@ -236,7 +238,12 @@ mod tests {
     /// (ndigits, weight, sign, dscale, digits) of an encoded numeric.
     fn parts(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
         let mut out = Vec::new();
-        assert!(numeric(&mut out, text), "{text}");
+        let value = Value::Decimal(warp_core::Decimal::parse(text).unwrap());
+        let ty = ColumnType::Numeric {
+            precision: None,
+            scale: None,
+        };
+        assert!(field(&mut out, &value, &ty), "{text}");
         let be = |i: usize| [out[i], out[i + 1]];
         let n = i16::from_be_bytes(be(4));
         let digits = (0..n as usize)
@@ -261,9 +268,17 @@ mod tests {
         assert_eq!(parts("2.50"), (2, 0, 0, 2, vec![2, 5000]));
         assert_eq!(parts("-0.000"), (0, 0, 0, 3, vec![]));
         assert_eq!(parts("0.00000123"), (1, -2, 0, 8, vec![123]));
-        let mut out = Vec::new();
-        assert!(!numeric(&mut out, "1e5") && !numeric(&mut out, "") && !numeric(&mut out, "."));
-        assert!(out.is_empty());
+        assert_eq!(
+            parts("-9223372036854775808").4,
+            vec![922, 3372, 368, 5477, 5808]
+        );
+        // Integers take the same path as their decimal text.
+        let ty = ColumnType::UInt64;
+        let (mut from_int, mut from_text) = (Vec::new(), Vec::new());
+        assert!(field(&mut from_int, &Value::Int(i64::MIN), &ty));
+        let text = Value::Decimal(warp_core::Decimal::parse("-9223372036854775808").unwrap());
+        assert!(field(&mut from_text, &text, &ty));
+        assert_eq!(from_int, from_text);
     }
 
     #[test]

@@ -270,6 +270,38 @@ fn all_types_rows() -> Vec<Row> {
     vec![full, extremes, Row::new(nulls)]
 }
 
+/// Writes `rows` into a fresh landing table `table` of `schema`, as snapshot rows (COPY)
+/// or as inserts (staging and merge), commits, and reads the landed rows back.
+async fn write_and_read_back(
+    env: &Env,
+    table: &str,
+    schema: &TableSchema,
+    rows: &[Row],
+    via_copy: bool,
+) -> Vec<Row> {
+    let mut schema = schema.clone();
+    schema.id.name = table.into();
+    let target = env.target(table, DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let mut tx = env.sink.begin(&target, token).await.unwrap();
+    if via_copy {
+        tx.write_snapshot_rows(rows.to_vec()).await.unwrap();
+    } else {
+        let changes = rows
+            .iter()
+            .map(|r| upsert(Operation::Insert, r.clone()))
+            .collect();
+        tx.apply(changes).await.unwrap();
+    }
+    tx.commit(streaming(1)).await.unwrap();
+    landed(env, &target, &schema)
+        .await
+        .into_iter()
+        .map(|r| r.row)
+        .collect()
+}
+
 #[tokio::test]
 async fn every_mapped_type_round_trips_exactly() {
     let env = setup("types").await;
@@ -292,27 +324,7 @@ async fn every_mapped_type_round_trips_exactly() {
         ("all_types_changes", false, all_types_rows()),
         ("all_types_binary", true, scalar_rows()),
     ] {
-        let mut schema = schema.clone();
-        schema.id.name = table.into();
-        let target = env.target(table, DeletionStrategy::Soft);
-        env.sink.ensure_table(&target, &schema).await.unwrap();
-        let token = env.claim(&target).await;
-        let mut tx = env.sink.begin(&target, token).await.unwrap();
-        if via_copy {
-            tx.write_snapshot_rows(rows.clone()).await.unwrap();
-        } else {
-            let changes = rows
-                .iter()
-                .map(|r| upsert(Operation::Insert, r.clone()))
-                .collect();
-            tx.apply(changes).await.unwrap();
-        }
-        tx.commit(streaming(1)).await.unwrap();
-        let back: Vec<Row> = landed(&env, &target, &schema)
-            .await
-            .into_iter()
-            .map(|r| r.row)
-            .collect();
+        let back = write_and_read_back(&env, table, &schema, &rows, via_copy).await;
         assert_eq!(back, rows, "{table}");
         assert!(env.dead_letters().await.is_empty());
     }
@@ -1110,29 +1122,9 @@ async fn json_text_lands_as_jsonb_and_text_postgres_refuses_is_dead_lettered() {
     let text = r#"{"b": 1, "a": ["x\ty", "c:\\dir", {"n": null}]}"#;
     let doc = |id: i64, t: &str| Row::new(vec![Value::Int(id), Value::JsonText(t.into())]);
     let expected = Value::Json(serde_json::from_str(text).unwrap());
+    let rows = [doc(1, text), doc(2, "{bad"), doc(3, "[]")];
     for (table, via_copy) in [("docs", true), ("docs_changes", false)] {
-        let mut schema = schema.clone();
-        schema.id.name = table.into();
-        let target = env.target(table, DeletionStrategy::Soft);
-        env.sink.ensure_table(&target, &schema).await.unwrap();
-        let token = env.claim(&target).await;
-        let mut tx = env.sink.begin(&target, token).await.unwrap();
-        let rows = vec![doc(1, text), doc(2, "{bad"), doc(3, "[]")];
-        if via_copy {
-            tx.write_snapshot_rows(rows).await.unwrap();
-        } else {
-            let changes = rows
-                .into_iter()
-                .map(|r| upsert(Operation::Insert, r))
-                .collect();
-            tx.apply(changes).await.unwrap();
-        }
-        tx.commit(streaming(1)).await.unwrap();
-        let back: Vec<Row> = landed(&env, &target, &schema)
-            .await
-            .into_iter()
-            .map(|r| r.row)
-            .collect();
+        let back = write_and_read_back(&env, table, &schema, &rows, via_copy).await;
         assert_eq!(
             back,
             vec![

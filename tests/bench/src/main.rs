@@ -112,13 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 add_run(&mut per_line, sink::run(&url, rows).await?);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(
-                &lines,
-                runs,
-                &[],
-                "vs raw COPY (text)",
-                Some((1, "vs raw COPY (binary)")),
-            );
+            print_copy_table(&lines, runs);
         }
         Some("mysql") => {
             let my_url = std::env::var("WARP_TEST_MARIADB_URL")
@@ -150,13 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 catch_up_cpu.push(r.catch_up_cpu);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_table(
-                &lines,
-                runs,
-                &[],
-                "vs raw COPY (text)",
-                Some((1, "vs raw COPY (binary)")),
-            );
+            print_copy_table(&lines, runs);
             println!(
                 "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
                 median_f64(rss)
@@ -202,6 +190,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Lines 0 and 1 are the raw text and binary COPY limits; every line against both.
+fn print_copy_table(lines: &[Measurement], runs: u64) {
+    let binary = Some((1, "vs raw COPY (binary)"));
+    print_table(lines, runs, &[], "vs raw COPY (text)", binary);
 }
 
 /// One row per line; `limit_of[i]` is the line that line `i` is compared with
