@@ -132,8 +132,24 @@ impl Shop {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Every process log of this shop (`run.log`, replicas' and cycles' logs), each under
+    /// its file name, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                format!("==> {} <==\n{text}", p.display())
+            })
+            .collect()
     }
 
     pub async fn exec(&self, sql: &str) {
