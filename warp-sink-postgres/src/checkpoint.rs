@@ -7,6 +7,9 @@ use warp_core::{
     Checkpoint, CheckpointUpdate, ChunkProgress, FencingToken, KeyRange, Phase, Position, TableKey,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 
@@ -15,7 +18,13 @@ use crate::ident::quote;
 pub struct Checkpoints {
     /// The quoted metadata schema.
     pub(crate) m: String,
+    /// How long a transaction holding a lease row lock may sit idle before PostgreSQL
+    /// ends it (milliseconds): half the lease validity last asked for.
+    lock_idle_ms: Arc<AtomicU64>,
 }
+
+/// Until a lease is acquired (the default lease validity, 20 s, halved).
+const DEFAULT_LOCK_IDLE_MS: u64 = 10_000;
 
 type CheckpointRow = (
     String,
@@ -35,7 +44,23 @@ impl Checkpoints {
     pub fn new(metadata_schema: &str) -> Self {
         Self {
             m: quote(metadata_schema),
+            lock_idle_ms: Arc::new(AtomicU64::new(DEFAULT_LOCK_IDLE_MS)),
         }
+    }
+
+    /// Bounds lease row locks by the lease validity: a lock holder frozen (SIGSTOP, a
+    /// paused VM, a partition) for longer loses its transaction, so the next owner's
+    /// acquisition can proceed instead of waiting until the connection dies.
+    pub(crate) fn bound_locks_by(&self, validity: std::time::Duration) {
+        let ms = u64::try_from((validity / 2).as_millis()).unwrap_or(u64::MAX);
+        self.lock_idle_ms.store(ms.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// `SET LOCAL` for a transaction about to lock a lease row: it may sit idle holding
+    /// the lock for at most half the lease validity.
+    pub(crate) fn idle_bound(&self) -> String {
+        let ms = self.lock_idle_ms.load(AtomicOrdering::Relaxed);
+        format!("SET LOCAL idle_in_transaction_session_timeout = {ms}")
     }
 
     pub async fn load(&self, pool: &PgPool, key: &TableKey) -> Result<Option<Checkpoint>> {
@@ -97,7 +122,8 @@ impl Checkpoints {
     /// `hold`, the lease row stays locked until the transaction ends, so no acquisition
     /// can overtake it (`FOR KEY SHARE` blocks their `FOR UPDATE`, not the holder's own
     /// renewals: see `lease.rs`). Commits hold it only from this check to `COMMIT`, so a
-    /// replica frozen mid-batch never blocks a takeover.
+    /// replica frozen mid-batch never blocks a takeover; one frozen inside that window
+    /// loses its transaction after half the lease validity ([`Self::idle_bound`]).
     pub async fn check_fence(
         &self,
         conn: &mut PgConnection,
@@ -105,6 +131,12 @@ impl Checkpoints {
         token: FencingToken,
         hold: bool,
     ) -> Result<Option<u64>> {
+        if hold {
+            sqlx::raw_sql(AssertSqlSafe(self.idle_bound()))
+                .execute(&mut *conn)
+                .await
+                .context("bound the commit's lease lock")?;
+        }
         let sql = format!(
             "SELECT fencing_token FROM {}.leases WHERE schema_name = $1 AND table_name = $2{}",
             self.m,
