@@ -61,21 +61,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_at_most_depth_items_unread() {
-        let mut ahead = ReadAhead::spawn(
-            futures::stream::iter((0..100).map(Ok::<u32, Error>)).boxed(),
-            2,
-        );
-        // Let the task fill the queue as far as it may.
-        let queued = || async { ahead.len() == 2 };
-        crate::testing::wait_for_async(
-            "two items queued",
-            std::time::Duration::from_secs(5),
-            queued,
-        )
-        .await;
-        tokio::task::yield_now().await;
-        assert_eq!(ahead.len(), 2);
+    async fn reads_no_further_ahead_than_its_depth() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&pulled);
+        let upstream = futures::stream::iter(0..100u32)
+            .map(move |i| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<u32, Error>(i)
+            })
+            .boxed();
+        let mut ahead = ReadAhead::spawn(upstream, 2);
+        let read = |n: usize| {
+            let pulled = Arc::clone(&pulled);
+            move || {
+                let pulled = Arc::clone(&pulled);
+                async move { pulled.load(Ordering::SeqCst) == n }
+            }
+        };
+        // Two items queued and a third read, waiting for room; then the reader stops.
+        crate::testing::wait_for_async("three items read", Duration::from_secs(5), read(3)).await;
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pulled.load(Ordering::SeqCst), 3, "read past its depth");
+        // Taking one makes room for exactly one more.
         assert_eq!(ahead.next().await.unwrap().unwrap(), 0);
+        crate::testing::wait_for_async("a fourth item read", Duration::from_secs(5), read(4)).await;
     }
 }
