@@ -154,8 +154,9 @@ pub struct Signal {
 /// A destination.
 #[async_trait]
 pub trait Sink: Send + Sync {
-    /// Connects and checks privileges, writing nothing (`validate --check-connections`).
-    async fn check(&self) -> Result<()>;
+    /// Connects and checks privileges, writing nothing (`validate --check-connections`);
+    /// says how the connection is protected.
+    async fn check(&self) -> Result<crate::ConnectionSecurity>;
 
     /// Creates or migrates the metadata schema (idempotent).
     async fn prepare(&self) -> Result<()>;

@@ -99,8 +99,9 @@ impl ChunkPage {
 /// logic is testable without the trait machinery.
 #[async_trait]
 pub trait Source: Send + Sync {
-    /// Connects (or checks the connection), for readiness and `validate --check-connections`.
-    async fn check(&self) -> Result<()>;
+    /// Connects and checks the prerequisites, for readiness and `validate
+    /// --check-connections`; says how the connection is protected.
+    async fn check(&self) -> Result<crate::ConnectionSecurity>;
 
     /// Every table or collection of the source database with its current shape.
     async fn discover(&self) -> Result<Vec<TableSchema>>;

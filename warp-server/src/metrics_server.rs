@@ -58,11 +58,11 @@ pub async fn probe(
         let dest = tokio::time::timeout(PROBE_TIMEOUT, sink.check()).await;
         health
             .destination_ok
-            .store(matches!(dest, Ok(Ok(()))), Ordering::SeqCst);
+            .store(matches!(dest, Ok(Ok(_))), Ordering::SeqCst);
         for (schema, source) in health.schemas.iter().zip(&sources) {
             let ok = matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, source.check()).await,
-                Ok(Ok(()))
+                Ok(Ok(_))
             );
             schema.source_ok.store(ok, Ordering::SeqCst);
             metrics::gauge!(SOURCE_CONNECTED, "schema" => schema.name.clone()).set(if ok {

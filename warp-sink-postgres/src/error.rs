@@ -1,6 +1,6 @@
 //! The sink's errors and the one place that decides which are retryable.
 
-use warp_core::mask_secrets;
+use warp_core::{mask_secrets, TlsFailure};
 
 /// Errors of the PostgreSQL sink.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,15 @@ pub enum SinkError {
     /// Connecting or talking to the server failed (network, pool timeout, TLS).
     #[error("{context}: {message}")]
     Connection { context: String, message: String },
+    /// The TLS connection was refused by one of its checks; never retried, never
+    /// downgraded to plain text.
+    #[error("{context}: TLS: {failure}")]
+    Tls {
+        context: String,
+        failure: TlsFailure,
+        #[source]
+        source: sqlx::Error,
+    },
     /// The configuration cannot work (bad URL, clashing names, missing key).
     #[error("{0}")]
     Invalid(String),
@@ -30,6 +39,13 @@ pub enum SinkError {
 impl SinkError {
     pub fn from_sqlx(context: impl Into<String>, e: sqlx::Error) -> Self {
         let context = context.into();
+        if let Some(failure) = tls_failure(&e) {
+            return Self::Tls {
+                context,
+                failure,
+                source: e,
+            };
+        }
         match &e {
             sqlx::Error::Database(db) => Self::Database {
                 context,
@@ -59,7 +75,7 @@ impl SinkError {
                 matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
                     || matches!(code.as_str(), "40001" | "40P01" | "55P03")
             }
-            Self::Invalid(_) | Self::Fenced { .. } => false,
+            Self::Invalid(_) | Self::Fenced { .. } | Self::Tls { .. } => false,
         }
     }
 
@@ -70,6 +86,17 @@ impl SinkError {
     }
 
     fn hint(&self) -> Option<String> {
+        if let Self::Tls { failure, .. } = self {
+            return tls_hint(failure);
+        }
+        if let Self::Database { code, message, .. } = self {
+            // pg_hba.conf has `hostssl` lines only: the server wants TLS.
+            if code == "28000" && message.contains("no encryption") {
+                return Some(
+                    "the server accepts only TLS connections: set sslmode=verify-full (with sslrootcert) or sslmode=require in destination.connection_string".into(),
+                );
+            }
+        }
         match self.code()? {
             "28P01" | "28000" => Some("check the destination credentials (destination.connection_string)".into()),
             "42501" => Some(
@@ -102,6 +129,34 @@ impl From<SinkError> for warp_core::Error {
             warp_core::Error::sink_permanent(e, hint)
         }
     }
+}
+
+/// sqlx reports a server that answers `N` to the TLS request with a message only.
+fn tls_failure(e: &sqlx::Error) -> Option<TlsFailure> {
+    if let Some(found) = TlsFailure::find(e) {
+        return Some(found);
+    }
+    match e {
+        sqlx::Error::Tls(inner) if inner.to_string().contains("does not support TLS") => {
+            Some(TlsFailure::NotOffered)
+        }
+        sqlx::Error::Tls(inner) => Some(TlsFailure::Handshake(inner.to_string())),
+        _ => None,
+    }
+}
+
+/// Which key of `destination.connection_string` to change, per failed check.
+fn tls_hint(failure: &TlsFailure) -> Option<String> {
+    let hint = match failure {
+        TlsFailure::UnknownCa => "set sslrootcert=<file of the CA that signed the server's certificate> in destination.connection_string (sslrootcert=system for a publicly trusted server)",
+        TlsFailure::HostnameMismatch => "connect with a host name the server's certificate names, or use sslmode=verify-ca to check the CA only",
+        TlsFailure::Expired => "the server's certificate must be renewed",
+        TlsFailure::NotYetValid => "check the clocks of this machine and of the server",
+        TlsFailure::NotOffered => "enable ssl on the PostgreSQL server, or set sslmode=prefer / disable if plain text is acceptable on this network",
+        TlsFailure::ClientCertificateRejected => "set sslcert=<client certificate> and sslkey=<its key> in destination.connection_string",
+        TlsFailure::BadCertificate(_) | TlsFailure::Handshake(_) => return None,
+    };
+    Some(hint.to_owned())
 }
 
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;

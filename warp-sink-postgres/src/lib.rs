@@ -6,6 +6,7 @@ mod apply;
 mod binary;
 mod checkpoint;
 mod connection;
+mod conninfo;
 mod ddl;
 pub mod dlq;
 mod encode;
@@ -22,11 +23,11 @@ mod types;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
@@ -53,6 +54,8 @@ pub(crate) struct TableEntry {
 
 pub(crate) struct Inner {
     pool: PgPool,
+    /// What the connection string asks of TLS (for `check`); `None` for a given pool.
+    tls: Option<conninfo::TlsPlan>,
     metadata: String,
     checkpoints: Checkpoints,
     tables: Mutex<HashMap<TableKey, TableEntry>>,
@@ -98,15 +101,12 @@ impl PostgresSink {
         let url = cfg.connection_string.as_ref().ok_or_else(|| {
             SinkError::Invalid("destination.connection_string is required".into())
         })?;
-        let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| {
-                SinkError::Invalid(format!(
-                    "destination.connection_string: {}",
-                    warp_core::mask_secrets(&e.to_string())
-                ))
-            })?
-            .application_name("cartridge-warp")
-            .options([
+        let info = conninfo::parse(url.expose(), &conninfo::Defaults::from_process())?;
+        let mut options = info.options;
+        if !info.has_application_name {
+            options = options.application_name("cartridge-warp");
+        }
+        let options = options.options([
                 ("client_min_messages", "warning".to_owned()),
                 (
                     "statement_timeout",
@@ -120,11 +120,21 @@ impl PostgresSink {
         let size = u32::try_from(cfg.pool_size.get())
             .unwrap_or(u32::MAX)
             .saturating_add(cfg.max_overflow);
+        // libpq's connect_timeout in the string bounds connecting, as in psql; else
+        // destination.connection_timeout does (0 there means no limit).
+        let acquire = match info.connect_timeout {
+            Some(limit) => limit,
+            None => Some(cfg.connection_timeout.as_duration()),
+        };
         let pool = PgPoolOptions::new()
             .max_connections(size.max(1))
-            .acquire_timeout(cfg.connection_timeout.as_duration())
+            .acquire_timeout(acquire.unwrap_or(Duration::MAX))
             .connect_lazy_with(options);
-        Ok(Self::with_pool(pool, &cfg.metadata_schema))
+        let mut sink = Self::with_pool(pool, &cfg.metadata_schema);
+        if let Some(inner) = Arc::get_mut(&mut sink.inner) {
+            inner.tls = Some(info.tls);
+        }
+        Ok(sink)
     }
 
     /// A sink over an existing pool (tests, embedding).
@@ -132,6 +142,7 @@ impl PostgresSink {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                tls: None,
                 metadata: metadata_schema.to_owned(),
                 checkpoints: Checkpoints::new(metadata_schema),
                 tables: Mutex::new(HashMap::new()),
@@ -202,6 +213,25 @@ impl PostgresSink {
             .collect())
     }
 
+    /// How this connection is protected, as the server sees it (`pg_stat_ssl`).
+    async fn security(&self) -> Result<warp_core::ConnectionSecurity> {
+        let version: Option<String> = sqlx::query_scalar(
+            "SELECT CASE WHEN ssl THEN version END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(&self.inner.pool)
+        .await
+        .context("read connection security")?
+        .flatten();
+        let verification = match (&version, &self.inner.tls) {
+            (Some(_), Some(plan)) => plan.verification(),
+            _ => warp_core::Verification::None,
+        };
+        Ok(warp_core::ConnectionSecurity {
+            tls_version: version,
+            verification,
+        })
+    }
+
     async fn check_privileges(&self) -> Result<()> {
         let can_create: bool = sqlx::query_scalar(
             "SELECT has_database_privilege(current_user, current_database(), 'CREATE')",
@@ -248,8 +278,9 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
-    async fn check(&self) -> warp_core::Result<()> {
-        Ok(self.check_privileges().await?)
+    async fn check(&self) -> warp_core::Result<warp_core::ConnectionSecurity> {
+        self.check_privileges().await?;
+        Ok(self.security().await?)
     }
 
     async fn prepare(&self) -> warp_core::Result<()> {

@@ -8,7 +8,7 @@ use warp_core::config::{env_keys, PLAIN_ENV_VARS};
 pub fn run() -> Result<(), String> {
     let width = env_keys()
         .iter()
-        .map(|k| k.variable().len())
+        .map(|k| k.file_variable().unwrap_or_else(|| k.variable()).len())
         .max()
         .unwrap_or(0);
     let mut out = String::from(
@@ -24,6 +24,13 @@ pub fn run() -> Result<(), String> {
             key.path,
             key.description
         );
+        if let Some(file_var) = key.file_variable() {
+            let _ = writeln!(
+                out,
+                "  {file_var:width$}  {} — read from this file instead (Kubernetes Secret volume)",
+                key.path
+            );
+        }
     }
     out.push_str("\nVariables of the Kubernetes Deployment (a CARTRIDGE_WARP_ variable for the same key wins):\n\n");
     for (var, meaning) in PLAIN_ENV_VARS {

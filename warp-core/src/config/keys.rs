@@ -1,6 +1,6 @@
 //! The environment overrides (for `env-help`) and the starter document (for `init`).
 
-use super::load::ENV_PREFIX;
+use super::load::{ENV_PREFIX, FILE_SUFFIX, SECRET_KEYS};
 #[cfg(test)]
 use super::load::PLAIN_VAR_KEYS;
 
@@ -14,11 +14,20 @@ pub struct EnvKey {
 impl EnvKey {
     /// `source.connection_string` → `CARTRIDGE_WARP_SOURCE__CONNECTION_STRING`.
     pub fn variable(&self) -> String {
-        format!(
-            "{ENV_PREFIX}_{}",
-            self.path.replace('.', "__").to_uppercase()
-        )
+        variable_of(self.path)
     }
+
+    /// The `…_FILE` variable that reads this key from a file, for secret keys.
+    pub fn file_variable(&self) -> Option<String> {
+        SECRET_KEYS
+            .contains(&self.path)
+            .then(|| format!("{}{FILE_SUFFIX}", self.variable()))
+    }
+}
+
+/// The variable that sets the key at `path`.
+pub(crate) fn variable_of(path: &str) -> String {
+    format!("{ENV_PREFIX}_{}", path.replace('.', "__").to_uppercase())
 }
 
 const fn k(path: &'static str, description: &'static str) -> EnvKey {
@@ -88,7 +97,17 @@ const KEYS: &[EnvKey] = &[
     k("source.timezone", "UTC or a fixed offset such as +02:00"),
     k("source.replica_set", "MongoDB replica set name"),
     k("source.auth_source", "MongoDB authentication database"),
-    k("source.ssl_enabled", "true | false"),
+    k(
+        "source.ssl_enabled",
+        "true: TLS required and the server verified; false: plain text",
+    ),
+    k(
+        "source.ssl_mode",
+        "MySQL: disabled | preferred | required | verify_ca | verify_identity",
+    ),
+    k("source.ssl_ca", "MySQL: CA certificate file (PEM)"),
+    k("source.ssl_cert", "MySQL: client certificate file (PEM)"),
+    k("source.ssl_key", "MySQL: client key file (PEM)"),
     k(
         "source.read_preference",
         "primary | primaryPreferred | secondary | secondaryPreferred | nearest",

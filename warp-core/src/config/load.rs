@@ -17,6 +17,13 @@ pub type Environment = BTreeMap<String, String>;
 
 pub const ENV_PREFIX: &str = "CARTRIDGE_WARP";
 
+/// Keys holding secrets: each also reads from a file named by its variable plus
+/// `_FILE` (a Kubernetes Secret volume), so the secret need not sit in the environment.
+pub const SECRET_KEYS: &[&str] = &["source.connection_string", "destination.connection_string"];
+
+/// Suffix of the variables that name a file holding a secret key's value.
+pub const FILE_SUFFIX: &str = "_FILE";
+
 /// The seed Deployment's plain variables and the key each one sets. A
 /// `CARTRIDGE_WARP_*` variable for the same key wins over these.
 pub(crate) const PLAIN_VAR_KEYS: &[(&str, &str)] = &[
@@ -89,11 +96,15 @@ pub fn load_str(
     overrides: &ConfigOverrides,
 ) -> Result<LoadedConfig, ConfigErrors> {
     let fail = |issue: ConfigIssue| ConfigErrors::single(origin, issue);
-    let prefixed: BTreeMap<String, String> = env
+    let mut prefixed: BTreeMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].starts_with('_'))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    secrets_from_files(&mut prefixed).map_err(|issues| ConfigErrors {
+        origin: origin.to_owned(),
+        issues,
+    })?;
     let plain: config::Map<String, String> = PLAIN_VAR_KEYS
         .iter()
         .filter_map(|(var, key)| {
@@ -148,6 +159,51 @@ pub fn load_str(
         warnings: report.warnings,
         identity: RuntimeIdentity::from_env(env),
     })
+}
+
+/// Replaces each secret key's `…_FILE` variable by the variable itself, holding the
+/// file's content (one trailing line break dropped, as `kubectl create secret
+/// --from-file` keeps it). Setting both forms is refused: which one wins would be a guess.
+fn secrets_from_files(vars: &mut BTreeMap<String, String>) -> Result<(), Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    for key in SECRET_KEYS {
+        let var = super::keys::variable_of(key);
+        let file_var = format!("{var}{FILE_SUFFIX}");
+        let Some(path) = vars.remove(&file_var).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if vars.get(&var).is_some_and(|v| !v.is_empty()) {
+            issues.push(ConfigIssue::new(
+                *key,
+                format!("set by both {var} and {file_var}; keep one"),
+            ));
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let value = text
+                    .strip_suffix('\n')
+                    .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+                if value.trim().is_empty() {
+                    issues.push(ConfigIssue::new(
+                        *key,
+                        format!("the file {path} named by {file_var} is empty"),
+                    ));
+                } else {
+                    vars.insert(var, value.to_owned());
+                }
+            }
+            Err(e) => issues.push(ConfigIssue::new(
+                *key,
+                format!("cannot read {path} (named by {file_var}): {e}"),
+            )),
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(issues)
+    }
 }
 
 fn build_issue(e: &ConfigError) -> ConfigIssue {
@@ -228,9 +284,13 @@ fn env_origin(path: &str, env: &Environment) -> String {
     if path.is_empty() {
         return String::new();
     }
-    let var = format!("{ENV_PREFIX}_{}", path.replace('.', "__").to_uppercase());
+    let var = super::keys::variable_of(path);
     if env.contains_key(&var) {
         return format!(" (set by environment variable {var})");
+    }
+    let file_var = format!("{var}{FILE_SUFFIX}");
+    if env.contains_key(&file_var) {
+        return format!(" (read from the file named by {file_var})");
     }
     PLAIN_VAR_KEYS
         .iter()

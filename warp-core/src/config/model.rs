@@ -192,6 +192,43 @@ string_enum! {
 }
 
 string_enum! {
+    /// MySQL's `--ssl-mode` values (either case).
+    pub enum MysqlSslMode {
+        /// Plain text only.
+        Disabled = "disabled" | "DISABLED",
+        /// TLS when the server offers it, unverified; plain text otherwise (MySQL's default).
+        Preferred = "preferred" | "PREFERRED",
+        /// TLS or no connection; the certificate is not checked.
+        Required = "required" | "REQUIRED",
+        /// TLS, the certificate must chain to `ssl_ca` (or a public root).
+        VerifyCa = "verify_ca" | "VERIFY_CA",
+        /// As `verify_ca`, and the certificate must name the host connected to.
+        VerifyIdentity = "verify_identity" | "VERIFY_IDENTITY",
+    }
+}
+
+impl MysqlSslMode {
+    /// Whether a connection in this mode must be encrypted.
+    pub fn requires_tls(self) -> bool {
+        !matches!(self, Self::Disabled | Self::Preferred)
+    }
+}
+
+impl SourceConfig {
+    /// The MySQL TLS mode in force: `ssl_mode`, else what `ssl_enabled` means (`true`:
+    /// encrypted and the server verified, CA and host name; `false`: plain text), else
+    /// `preferred`, the `mysql` client's own default. Conflicts are refused by validation.
+    pub fn mysql_ssl_mode(&self) -> MysqlSslMode {
+        match (self.ssl_mode, self.ssl_enabled) {
+            (Some(mode), _) => mode,
+            (None, Some(true)) => MysqlSslMode::VerifyIdentity,
+            (None, Some(false)) => MysqlSslMode::Disabled,
+            (None, None) => MysqlSslMode::Preferred,
+        }
+    }
+}
+
+string_enum! {
     pub enum ReadPreference {
         Primary = "primary",
         PrimaryPreferred = "primaryPreferred",
@@ -232,6 +269,18 @@ pub struct SourceConfig {
     /// MySQL binlog reader id; replicas derive distinct ids from it and the pod name.
     #[serde(default)]
     pub server_id: Option<u32>,
+    /// MySQL TLS, in the terms of the `mysql` client's `--ssl-mode`.
+    #[serde(default)]
+    pub ssl_mode: Option<MysqlSslMode>,
+    /// MySQL: PEM file of the CA(s) that sign the server's certificate.
+    #[serde(default)]
+    pub ssl_ca: Option<String>,
+    /// MySQL: PEM client certificate (with `ssl_key`), for servers that require one.
+    #[serde(default)]
+    pub ssl_cert: Option<String>,
+    /// MySQL: PEM private key of `ssl_cert`.
+    #[serde(default)]
+    pub ssl_key: Option<String>,
     #[serde(default)]
     pub project_id: Option<String>,
     #[serde(default)]

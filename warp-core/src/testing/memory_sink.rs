@@ -165,8 +165,8 @@ fn check_token(st: &State, table: &TableKey, token: FencingToken) -> Result<()> 
 
 #[async_trait]
 impl Sink for MemorySink {
-    async fn check(&self) -> Result<()> {
-        Ok(())
+    async fn check(&self) -> Result<crate::ConnectionSecurity> {
+        Ok(crate::ConnectionSecurity::plain())
     }
 
     async fn prepare(&self) -> Result<()> {

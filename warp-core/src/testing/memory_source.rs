@@ -301,8 +301,8 @@ fn seq_of(p: &Position) -> Result<u64> {
 
 #[async_trait]
 impl Source for MemorySource {
-    async fn check(&self) -> Result<()> {
-        Ok(())
+    async fn check(&self) -> Result<crate::ConnectionSecurity> {
+        Ok(crate::ConnectionSecurity::plain())
     }
 
     async fn discover(&self) -> Result<Vec<TableSchema>> {
