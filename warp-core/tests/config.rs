@@ -513,3 +513,143 @@ fn tables_accept_list_and_mapping_forms() {
         "{text}"
     );
 }
+
+/// A file holding `content`, as a Kubernetes Secret volume mounts one.
+fn secret_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warp-config-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn secrets_are_read_from_files_named_by_file_variables() {
+    let source = secret_file(
+        "source",
+        "mysql://repl:hunter2-secret@db.internal:3306/shop\n",
+    );
+    let destination = secret_file(
+        "destination",
+        "postgresql://warp:hunter2-secret@pg/dw?sslmode=require",
+    );
+    let yaml = "source: { type: mysql }\ndestination: { type: postgresql }\nschemas: [ { name: shop } ]\n";
+    let loaded = load(
+        yaml,
+        &env(&[
+            (
+                "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING_FILE",
+                source.to_str().unwrap(),
+            ),
+            (
+                "CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING_FILE",
+                destination.to_str().unwrap(),
+            ),
+        ]),
+    )
+    .expect("loads");
+    // The trailing line break of the file is not part of the secret.
+    assert_eq!(
+        loaded.config.source.connection_string.unwrap().expose(),
+        "mysql://repl:hunter2-secret@db.internal:3306/shop"
+    );
+    assert_eq!(
+        loaded.config.destination.connection_string.unwrap().expose(),
+        "postgresql://warp:hunter2-secret@pg/dw?sslmode=require"
+    );
+}
+
+#[test]
+fn file_variables_that_cannot_be_used_name_the_variable_and_never_the_secret() {
+    let yaml = "source: { type: mysql }\ndestination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\nschemas: [ { name: shop } ]\n";
+    let text = error_of(
+        yaml,
+        &env(&[(
+            "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING_FILE",
+            "/nonexistent/secret",
+        )]),
+    );
+    assert!(text.contains("source.connection_string"), "{text}");
+    assert!(text.contains("/nonexistent/secret"), "{text}");
+    assert!(
+        text.contains("CARTRIDGE_WARP_SOURCE__CONNECTION_STRING_FILE"),
+        "{text}"
+    );
+
+    let file = secret_file("both", "mysql://repl:hunter2-secret@db/shop");
+    let text = error_of(
+        yaml,
+        &env(&[
+            (
+                "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING_FILE",
+                file.to_str().unwrap(),
+            ),
+            (
+                "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING",
+                "mysql://repl:hunter2-secret@db/shop",
+            ),
+        ]),
+    );
+    assert!(text.contains("keep one"), "{text}");
+
+    let empty = secret_file("empty", "\n");
+    let text = error_of(
+        yaml,
+        &env(&[(
+            "CARTRIDGE_WARP_SOURCE__CONNECTION_STRING_FILE",
+            empty.to_str().unwrap(),
+        )]),
+    );
+    assert!(text.contains("is empty"), "{text}");
+}
+
+#[test]
+fn mysql_tls_keys_are_checked_against_each_other_and_the_source_type() {
+    let mysql = |source_keys: &str| {
+        format!(
+            "source: {{ type: mysql, connection_string: 'mysql://repl:hunter2-secret@db/shop', {source_keys} }}\n\
+             destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
+             schemas: [ {{ name: shop }} ]\n"
+        )
+    };
+    let ok = load(
+        &mysql("ssl_enabled: true, ssl_ca: /etc/ca.pem"),
+        &Environment::new(),
+    )
+    .expect("loads");
+    assert_eq!(
+        ok.config.source.mysql_ssl_mode(),
+        warp_core::config::MysqlSslMode::VerifyIdentity
+    );
+    let upper = load(&mysql("ssl_mode: VERIFY_CA"), &Environment::new()).expect("loads");
+    assert_eq!(
+        upper.config.source.mysql_ssl_mode(),
+        warp_core::config::MysqlSslMode::VerifyCa
+    );
+    let default = load(&mysql("server_id: 7"), &Environment::new()).expect("loads");
+    assert_eq!(
+        default.config.source.mysql_ssl_mode(),
+        warp_core::config::MysqlSslMode::Preferred
+    );
+
+    let text = error_of(
+        &mysql("ssl_enabled: true, ssl_mode: required"),
+        &Environment::new(),
+    );
+    assert!(text.contains("source.ssl_mode") && text.contains("contradicts"), "{text}");
+    let text = error_of(&mysql("ssl_cert: /c.pem"), &Environment::new());
+    assert!(text.contains("source.ssl_key"), "{text}");
+    let text = error_of(
+        &mysql("ssl_mode: disabled, ssl_ca: /ca.pem"),
+        &Environment::new(),
+    );
+    assert!(text.contains("source.ssl_ca") && text.contains("no effect"), "{text}");
+    let text = error_of(&mysql("ssl_mode: verify_everything"), &Environment::new());
+    assert!(text.contains("verify_identity"), "{text}");
+
+    let mongo = "source: { type: mongodb, connection_string: 'mongodb://h/db', ssl_ca: /ca.pem }\n\
+                 destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
+                 schemas: [ { name: shop } ]\n";
+    let text = error_of(mongo, &Environment::new());
+    assert!(text.contains("source.ssl_ca") && text.contains("tlsCAFile"), "{text}");
+}

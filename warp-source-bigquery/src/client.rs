@@ -25,6 +25,21 @@ impl Authenticator for NoCredentials {
 }
 
 /// `http://host:port` or the full `…/bigquery/v2` base URL.
+/// The API is HTTPS with the platform's web PKI; only an emulator `endpoint` may be
+/// plain HTTP.
+pub fn security(endpoint: Option<&str>) -> warp_core::ConnectionSecurity {
+    let url = endpoint.unwrap_or("https://bigquery.googleapis.com");
+    match url.strip_prefix("https://") {
+        Some(rest) => warp_core::ConnectionSecurity {
+            tls_version: Some("HTTPS".into()),
+            verification: warp_core::Verification::Full {
+                server_name: rest.split(['/', ':']).next().unwrap_or(rest).to_owned(),
+            },
+        },
+        None => warp_core::ConnectionSecurity::plain(),
+    }
+}
+
 fn v2_base_url(endpoint: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
     if trimmed.ends_with("/bigquery/v2") {

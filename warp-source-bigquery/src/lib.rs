@@ -147,7 +147,7 @@ impl BigQuerySource {
 
 #[async_trait]
 impl Source for BigQuerySource {
-    async fn check(&self) -> warp_core::Result<()> {
+    async fn check(&self) -> warp_core::Result<warp_core::ConnectionSecurity> {
         let runner = self.runner().await?;
         runner
             .client
@@ -155,7 +155,7 @@ impl Source for BigQuerySource {
             .get(&self.project, self.dataset())
             .await
             .context("read the dataset")?;
-        Ok(())
+        Ok(client::security(self.config.endpoint.as_deref()))
     }
 
     async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {

@@ -6,9 +6,15 @@ use std::time::Duration;
 use mongodb::options::{ClientOptions, ReadPreference, SelectionCriteria, Tls, TlsOptions};
 use mongodb::Client;
 use warp_core::config::{ReadPreference as ConfiguredReadPreference, SourceConfig};
-use warp_core::{mask_secrets, Error};
+use warp_core::{mask_secrets, ConnectionSecurity, Error, Verification};
 
-pub async fn connect(source: &SourceConfig) -> warp_core::Result<Client> {
+/// A connected client and how its connections are protected.
+pub struct Connected {
+    pub client: Client,
+    pub security: ConnectionSecurity,
+}
+
+pub async fn connect(source: &SourceConfig) -> warp_core::Result<Connected> {
     let url = source
         .connection_string
         .as_ref()
@@ -20,9 +26,32 @@ pub async fn connect(source: &SourceConfig) -> warp_core::Result<Client> {
         )
     })?;
     apply(source, &mut options);
-    Client::with_options(options).map_err(|e| {
+    let security = security(&options);
+    let client = Client::with_options(options).map_err(|e| {
         Error::source_permanent(format!("source: {}", mask_secrets(&e.to_string())), None)
-    })
+    })?;
+    Ok(Connected { client, security })
+}
+
+/// What the options ask of TLS. The driver does not report the negotiated version;
+/// it never connects in plain text when TLS is on.
+fn security(options: &ClientOptions) -> ConnectionSecurity {
+    let Some(Tls::Enabled(tls)) = &options.tls else {
+        return ConnectionSecurity::plain();
+    };
+    // rustls always checks the host name (the driver refuses tlsAllowInvalidHostnames).
+    let verification = if tls.allow_invalid_certificates == Some(true) {
+        Verification::None
+    } else {
+        let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        Verification::Full {
+            server_name: hosts.join(","),
+        }
+    };
+    ConnectionSecurity {
+        tls_version: Some("TLS 1.2+".into()),
+        verification,
+    }
 }
 
 fn apply(source: &SourceConfig, options: &mut ClientOptions) {
@@ -38,10 +67,12 @@ fn apply(source: &SourceConfig, options: &mut ClientOptions) {
             credential.source = Some(auth.clone());
         }
     }
-    match source.ssl_enabled {
-        Some(true) => options.tls = Some(Tls::Enabled(TlsOptions::default())),
-        Some(false) => options.tls = Some(Tls::Disabled),
-        None => {}
+    // `ssl_enabled` switches TLS on or off; the URI's TLS options (tlsCAFile,
+    // tlsCertificateKeyFile, tlsAllowInvalidHostnames, …) stay as written.
+    match (source.ssl_enabled, &options.tls) {
+        (Some(true), Some(Tls::Enabled(_))) | (None, _) => {}
+        (Some(true), _) => options.tls = Some(Tls::Enabled(TlsOptions::default())),
+        (Some(false), _) => options.tls = Some(Tls::Disabled),
     }
     if let Some(p) = source.read_preference {
         let pref = match p {
@@ -95,6 +126,42 @@ mod tests {
         ));
         assert_eq!(options.max_pool_size, Some(7));
         assert_eq!(options.max_idle_time, Some(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn ssl_enabled_keeps_the_tls_options_of_the_uri() {
+        let uri = "mongodb://h/?tls=true&tlsCAFile=/etc/ca/ca.pem&tlsCertificateKeyFile=/etc/ca/me.pem";
+        let source = source_config(&format!(
+            "type: mongodb\nconnection_string: '{uri}'\nssl_enabled: true\n"
+        ));
+        let mut options = ClientOptions::parse(uri).await.unwrap();
+        apply(&source, &mut options);
+        let Some(Tls::Enabled(tls)) = &options.tls else {
+            panic!("TLS is off: {:?}", options.tls);
+        };
+        assert_eq!(
+            tls.ca_file_path.as_deref(),
+            Some(std::path::Path::new("/etc/ca/ca.pem"))
+        );
+        assert_eq!(
+            tls.cert_key_file_path.as_deref(),
+            Some(std::path::Path::new("/etc/ca/me.pem"))
+        );
+        assert_eq!(
+            security(&options).verification,
+            Verification::Full {
+                server_name: "h:27017".into()
+            }
+        );
+
+        // The seed's `ssl=true` is TLS too; `ssl_enabled: false` turns any of it off.
+        let seed = "mongodb://a:b@h:27017/db?ssl=true&authSource=admin&replicaSet=rs0";
+        let mut options = ClientOptions::parse(seed).await.unwrap();
+        apply(&source, &mut options);
+        assert!(matches!(options.tls, Some(Tls::Enabled(_))));
+        let off = source_config("type: mongodb\nconnection_string: 'mongodb://h/'\nssl_enabled: false\n");
+        apply(&off, &mut options);
+        assert!(matches!(options.tls, Some(Tls::Disabled)));
     }
 
     /// Builds a `SourceConfig` through the real config loader.

@@ -1,7 +1,7 @@
 //! The MongoDB source's errors and their retry class.
 
 use mongodb::error::ErrorKind;
-use warp_core::mask_secrets;
+use warp_core::{mask_secrets, TlsFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoError {
@@ -19,6 +19,13 @@ pub enum MongoError {
         context: String,
         message: String,
         transient: bool,
+    },
+    /// The TLS connection was refused by one of its checks; never retried.
+    #[error("{context}: TLS: {failure} ({message})")]
+    Tls {
+        context: String,
+        failure: TlsFailure,
+        message: String,
     },
     /// Something about the source cannot work as configured.
     #[error("{message}")]
@@ -65,6 +72,13 @@ impl MongoError {
                 code_name: c.code_name.clone(),
                 message: c.message.clone(),
             },
+            ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } if tls_failure(e).is_some() => {
+                Self::Tls {
+                    context,
+                    failure: tls_failure(e).unwrap_or(TlsFailure::NotOffered),
+                    message: mask_secrets(&e.to_string()).into_owned(),
+                }
+            }
             kind => Self::Driver {
                 context,
                 message: mask_secrets(&e.to_string()).into_owned(),
@@ -85,7 +99,7 @@ impl MongoError {
         match self {
             Self::Server { code, .. } => TRANSIENT_CODES.contains(code),
             Self::Driver { transient, .. } => *transient,
-            Self::Unsupported { .. } => false,
+            Self::Unsupported { .. } | Self::Tls { .. } => false,
         }
     }
 
@@ -105,6 +119,7 @@ impl MongoError {
                 "change streams need a replica set or sharded cluster; run mongod as a one-node replica set, or set change_detection_strategy: timestamp".into(),
             ),
             Self::Unsupported { hint, .. } => hint.clone(),
+            Self::Tls { failure, .. } => tls_hint(failure),
             _ => None,
         }
     }
@@ -119,6 +134,25 @@ impl From<MongoError> for warp_core::Error {
             warp_core::Error::source_permanent(e, hint)
         }
     }
+}
+
+/// Server selection reports each server's connection error as text only.
+fn tls_failure(e: &mongodb::error::Error) -> Option<TlsFailure> {
+    TlsFailure::find(e).or_else(|| TlsFailure::from_message(&e.to_string()))
+}
+
+/// Which option of the connection string to change, per failed check.
+fn tls_hint(failure: &TlsFailure) -> Option<String> {
+    let hint = match failure {
+        TlsFailure::UnknownCa => "add tlsCAFile=<file of the CA that signed the server's certificate> to source.connection_string",
+        TlsFailure::HostnameMismatch => "connect with the host names the certificates name (as the replica set configuration lists them)",
+        TlsFailure::Expired => "the server's certificate must be renewed",
+        TlsFailure::NotYetValid => "check the clocks of this machine and of the server",
+        TlsFailure::NotOffered => "the server does not speak TLS: enable net.tls on it, or set source.ssl_enabled: false (and drop tls=true/ssl=true) if plain text is acceptable",
+        TlsFailure::ClientCertificateRejected => "add tlsCertificateKeyFile=<PEM with the client certificate and key> to source.connection_string",
+        TlsFailure::BadCertificate(_) | TlsFailure::Handshake(_) => return None,
+    };
+    Some(hint.to_owned())
 }
 
 pub type Result<T, E = MongoError> = std::result::Result<T, E>;

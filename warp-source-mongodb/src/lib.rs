@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bson::{doc, Document};
 use futures::stream::{BoxStream, TryStreamExt};
 use mongodb::options::ConnectionString;
-use mongodb::{Client, Collection, Database};
+use mongodb::{Collection, Database};
 use tokio::sync::OnceCell;
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
@@ -49,7 +49,7 @@ pub fn build(
 pub struct MongoSource {
     config: SourceConfig,
     /// Connected on first use (resolving `mongodb+srv://` needs the runtime).
-    client: OnceCell<Client>,
+    client: OnceCell<client::Connected>,
     polling: bool,
     resolved: ResolvedSchema,
 }
@@ -62,9 +62,13 @@ impl MongoSource {
             .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
         // Malformed strings fail here, at start-up, not at first use.
         ConnectionString::parse(url.expose()).map_err(|e| {
+            let text = e.to_string();
+            let hint = text.contains("tlsallowinvalidhostnames").then(|| {
+                "cartridge-warp's TLS always checks host names: connect with a name the certificate holds, or use tlsInsecure=true (no verification at all)".to_owned()
+            });
             Error::source_permanent(
-                format!("source.connection_string: {}", mask_secrets(&e.to_string())),
-                None,
+                format!("source.connection_string: {}", mask_secrets(&text)),
+                hint,
             )
         })?;
         Ok(Self {
@@ -76,11 +80,11 @@ impl MongoSource {
     }
 
     async fn db(&self) -> warp_core::Result<Database> {
-        let client = self
+        let connected = self
             .client
             .get_or_try_init(|| client::connect(&self.config))
             .await?;
-        Ok(client.database(&self.resolved.source_database))
+        Ok(connected.client.database(&self.resolved.source_database))
     }
 
     async fn collection(&self, name: &str) -> warp_core::Result<Collection<Document>> {
@@ -152,8 +156,13 @@ impl MongoSource {
 
 #[async_trait]
 impl Source for MongoSource {
-    async fn check(&self) -> warp_core::Result<()> {
-        self.check_prerequisites().await
+    async fn check(&self) -> warp_core::Result<warp_core::ConnectionSecurity> {
+        self.check_prerequisites().await?;
+        let connected = self
+            .client
+            .get_or_try_init(|| client::connect(&self.config))
+            .await?;
+        Ok(connected.security.clone())
     }
 
     async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {

@@ -1,6 +1,6 @@
 //! The MySQL source's errors and their retry class.
 
-use warp_core::mask_secrets;
+use warp_core::{mask_secrets, TlsFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MysqlError {
@@ -14,6 +14,15 @@ pub enum MysqlError {
     /// Network, protocol or pool trouble.
     #[error("{context}: {message}")]
     Connection { context: String, message: String },
+    /// The TLS connection was refused by one of its checks; never retried, never
+    /// downgraded to plain text.
+    #[error("{context}: TLS: {failure}")]
+    Tls {
+        context: String,
+        failure: TlsFailure,
+        #[source]
+        source: mysql_async::Error,
+    },
     /// Something about the source cannot work as configured.
     #[error("{message}")]
     Unsupported {
@@ -38,6 +47,19 @@ const TRANSIENT_CODES: &[u16] = &[
 impl MysqlError {
     pub fn from_driver(context: impl Into<String>, e: mysql_async::Error) -> Self {
         let context = context.into();
+        let tls = match &e {
+            mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+                Some(TlsFailure::NotOffered)
+            }
+            other => TlsFailure::find(other),
+        };
+        if let Some(failure) = tls {
+            return Self::Tls {
+                context,
+                failure,
+                source: e,
+            };
+        }
         match e {
             mysql_async::Error::Server(s) => Self::Server {
                 context,
@@ -55,7 +77,7 @@ impl MysqlError {
         match self {
             Self::Connection { .. } => true,
             Self::Server { code, .. } => TRANSIENT_CODES.contains(code),
-            Self::Unsupported { .. } => false,
+            Self::Unsupported { .. } | Self::Tls { .. } => false,
         }
     }
 
@@ -72,6 +94,11 @@ impl MysqlError {
                 "the source user needs SELECT on the schema and REPLICATION SLAVE, REPLICATION CLIENT (and RELOAD on MySQL) globally".into(),
             ),
             Self::Unsupported { hint, .. } => hint.clone(),
+            Self::Tls { failure, .. } => tls_hint(failure),
+            // MySQL 3159 / MariaDB 4151: require_secure_transport refuses plain text.
+            Self::Server { code: 3159 | 4151, .. } => Some(
+                "the server accepts only TLS connections: set source.ssl_enabled: true and source.ssl_ca: <CA file>".into(),
+            ),
             _ => None,
         }
     }
@@ -86,6 +113,20 @@ impl From<MysqlError> for warp_core::Error {
             warp_core::Error::source_permanent(e, hint)
         }
     }
+}
+
+/// Which `source.ssl_*` key to change, per failed check.
+fn tls_hint(failure: &TlsFailure) -> Option<String> {
+    let hint = match failure {
+        TlsFailure::UnknownCa => "set source.ssl_ca to the file of the CA that signed the server's certificate",
+        TlsFailure::HostnameMismatch => "connect with a host name the server's certificate names, or set source.ssl_mode: verify_ca to check the CA only",
+        TlsFailure::Expired => "the server's certificate must be renewed",
+        TlsFailure::NotYetValid => "check the clocks of this machine and of the server",
+        TlsFailure::NotOffered => "enable TLS on the server (ssl_cert and ssl_key in its configuration), or set source.ssl_mode: preferred / disabled if plain text is acceptable on this network",
+        TlsFailure::ClientCertificateRejected => "set source.ssl_cert and source.ssl_key to a client certificate the server accepts",
+        TlsFailure::BadCertificate(_) | TlsFailure::Handshake(_) => return None,
+    };
+    Some(hint.to_owned())
 }
 
 pub type Result<T, E = MysqlError> = std::result::Result<T, E>;

@@ -2,6 +2,7 @@
 //! consistent snapshot whose exact binlog position it reports) and binlog streaming.
 
 mod binlog;
+mod connect;
 mod ddl;
 mod decode;
 mod discover;
@@ -19,7 +20,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
     ChunkPage, ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
@@ -74,10 +74,10 @@ pub fn build(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Resul
 }
 
 pub struct MysqlSource {
-    pool: Pool,
-    /// For binlog readers: each holds its connection for as long as it streams, so they
-    /// connect outside the pool (which stays free for snapshots, polls and checks).
-    opts: Opts,
+    /// The pool, and options for binlog readers: each holds its connection for as long
+    /// as it streams, so they connect outside the pool (which stays free for snapshots,
+    /// polls and checks).
+    connect: connect::Connector,
     /// `timestamp` polling instead of the binlog.
     polling: bool,
     resolved: ResolvedSchema,
@@ -92,36 +92,12 @@ pub struct MysqlSource {
 
 impl MysqlSource {
     pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
-        if source.ssl_enabled == Some(true) {
-            return Err(Error::source_permanent(
-                "source.ssl_enabled: TLS connections to MySQL are not available in this version",
-                Some("connect over a private network or a TLS-terminating proxy, and set ssl_enabled: false".to_owned()),
-            ));
-        }
         let url = source
             .connection_string
             .as_ref()
             .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
-        let opts = Opts::from_url(url.expose()).map_err(|e| {
-            Error::source_permanent(
-                format!(
-                    "source.connection_string: {}",
-                    warp_core::mask_secrets(&e.to_string())
-                ),
-                None,
-            )
-        })?;
-        let max = source
-            .connection_pool_size
-            .map_or(10, |p| p.as_usize())
-            .max(2);
-        let constraints = PoolConstraints::new(0, max).unwrap_or_default();
-        let opts = OptsBuilder::from_opts(opts)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
-        let opts = Opts::from(opts);
         Ok(Self {
-            pool: Pool::new(opts.clone()),
-            opts,
+            connect: connect::Connector::new(source, url.expose())?,
             polling: source.strategy() == ChangeDetection::Timestamp,
             resolved: schema.clone(),
             database: schema.source_database.clone(),
@@ -197,7 +173,7 @@ impl MysqlSource {
     ) -> warp_core::Result<Position> {
         if self.polling {
             let column = self.change_column(&t.schema)?;
-            let w = poll::current(&self.pool, &self.database, t, &column).await?;
+            let w = poll::current(&self.connect.pool().await?, &self.database, t, &column).await?;
             snapshot::open_snapshot(conn).await?;
             w.encode()
         } else {
@@ -207,7 +183,7 @@ impl MysqlSource {
 
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
-        let mut conn = self.pool.get_conn().await.context("connect")?;
+        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
         if self.polling {
             conn.query_drop("SELECT 1")
                 .await
@@ -269,12 +245,13 @@ impl MysqlSource {
 
 #[async_trait]
 impl Source for MysqlSource {
-    async fn check(&self) -> warp_core::Result<()> {
-        Ok(self.check_prerequisites().await?)
+    async fn check(&self) -> warp_core::Result<warp_core::ConnectionSecurity> {
+        self.check_prerequisites().await?;
+        Ok(self.connect.security().await?)
     }
 
     async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
-        let mut conn = self.pool.get_conn().await.context("connect")?;
+        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
         let tables = discover::tables(&mut conn, &self.database, None).await?;
         let schemas = tables.iter().map(|t| t.schema.clone()).collect();
         let mut cache = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
@@ -289,7 +266,7 @@ impl Source for MysqlSource {
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
         let t = self.cached(table)?;
-        let mut conn = snapshot::conn(&self.pool).await?;
+        let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let start = self.start_position(&t, &mut conn, true).await?;
         let chunks =
             snapshot::plan_chunks(&mut conn, &self.database, &t, chunk_rows.max(1)).await?;
@@ -303,7 +280,7 @@ impl Source for MysqlSource {
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
         let t = self.cached(table)?;
-        let mut conn = snapshot::conn(&self.pool).await?;
+        let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let position = self.start_position(&t, &mut conn, false).await?;
         let zero = self.zero_dates(&table.id.name);
         let rows = snapshot::chunk_rows(
@@ -322,11 +299,11 @@ impl Source for MysqlSource {
     async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
         if self.polling {
             let t = self.cached(table)?;
-            return poll::current(&self.pool, &self.database, &t, &self.change_column(table)?)
+            return poll::current(&self.connect.pool().await?, &self.database, &t, &self.change_column(table)?)
                 .await?
                 .encode();
         }
-        let mut conn = self.pool.get_conn().await.context("connect")?;
+        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
         Ok(snapshot::current(&mut conn).await?.encode()?)
     }
 
@@ -339,7 +316,7 @@ impl Source for MysqlSource {
         if self.polling {
             let interval = self.resolved.table(&table.id.name).polling_interval;
             return Ok(poll::stream(
-                self.pool.clone(),
+                self.connect.pool().await?,
                 self.database.clone(),
                 t,
                 &self.change_column(table)?,
@@ -355,8 +332,8 @@ impl Source for MysqlSource {
             .entry(table.id.name.clone())
             .or_insert_with(|| self.next_server_id.fetch_add(1, AtomicOrdering::Relaxed));
         Ok(binlog::stream(
-            self.pool.clone(),
-            self.opts.clone(),
+            self.connect.pool().await?,
+            self.connect.opts().await?,
             server_id,
             self.database.clone(),
             t,
@@ -378,14 +355,14 @@ impl Source for MysqlSource {
         table: &TableSchema,
     ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
         let t = self.cached(table)?;
-        let mut conn = self.pool.get_conn().await.context("connect")?;
+        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
         Ok(Some(
             snapshot::all_keys(&mut conn, &self.database, &t).await?,
         ))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let mut conn = self.pool.get_conn().await.context("connect")?;
+        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
         let rows: Option<Option<u64>> = conn
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

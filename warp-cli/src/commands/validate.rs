@@ -69,7 +69,7 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
         .sink;
     let mut failures = Vec::new();
     match tokio::time::timeout(timeout, sink.check()).await {
-        Ok(Ok(())) => println!("destination: reachable"),
+        Ok(Ok(security)) => println!("destination: reachable, {security}"),
         Ok(Err(e)) => failures.push(format!("destination: {}", with_hint(&e, e.hint()))),
         Err(_) => failures.push(format!("destination: no answer within {timeout:?}")),
     }
@@ -86,7 +86,10 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
             }
         };
         match tokio::time::timeout(timeout, source.check()).await {
-            Ok(Ok(())) => println!("source ({}): reachable, prerequisites met", schema.name),
+            Ok(Ok(security)) => println!(
+                "source ({}): reachable, prerequisites met, {security}",
+                schema.name
+            ),
             Ok(Err(e)) => failures.push(format!(
                 "source ({}): {}",
                 schema.name,
