@@ -4,7 +4,10 @@
 #   - MariaDB with the binlog on (a private instance; the machine's own has it off)
 #   - MongoDB wire-protocol emulator (nx-27017, PyPI)
 #   - BigQuery REST emulator (bqemulator, PyPI)
-# Usage: scripts/peers.sh start|stop|status|env|clean [postgres|mariadb|mongo|bigquery|all]
+#   - TLS peers (`tls`): a test CA, a private PostgreSQL that accepts only TLS
+#     (hostssl), a MariaDB with require_secure_transport, and the MongoDB emulator
+#     behind TLS with SCRAM users; their certificates name only `localhost`
+# Usage: scripts/peers.sh start|stop|status|env|clean [postgres|mariadb|mongo|bigquery|tls|all]
 # `env` prints the WARP_TEST_* variables the test suites read.
 set -euo pipefail
 
@@ -57,6 +60,19 @@ start_postgres() {
 
 mariadb_ping() { mariadb-admin --protocol=tcp -h127.0.0.1 -P"$1" -uroot ping; }
 
+# Binlog settings every MariaDB peer runs with (a CDC source's prerequisites).
+MARIADB_BINLOG=(--server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL
+  --binlog-row-metadata=FULL --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci)
+
+mariadb_init() {
+  local dir=$1
+  [ -d "$dir/mysql" ] && return
+  mkdir -p "$dir"
+  mariadb-install-db --no-defaults --datadir="$dir" --user="$(id -un)" \
+    --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+    >"$STATE/mariadb-install.log" 2>&1 || die "mariadb-install-db failed: see $STATE/mariadb-install.log"
+}
+
 start_mariadb() {
   command -v mariadbd >/dev/null || apt_install mariadb-server mariadb-client
   local dir=$STATE/mariadb port
@@ -66,20 +82,134 @@ start_mariadb() {
     return
   fi
   port=$(pick_port "${port:-3307}")
-  if [ ! -d "$dir/mysql" ]; then
-    mkdir -p "$dir"
-    mariadb-install-db --no-defaults --datadir="$dir" --user="$(id -un)" \
-      --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
-      >"$STATE/mariadb-install.log" 2>&1 || die "mariadb-install-db failed: see $STATE/mariadb-install.log"
-  fi
+  mariadb_init "$dir"
   nohup mariadbd --no-defaults --datadir="$dir" --user="$(id -un)" --port="$port" \
     --bind-address=127.0.0.1 --socket="$dir.sock" --pid-file="$dir.pid" --log-error="$dir.err" \
-    --skip-name-resolve --server-id=1 --log-bin=mysql-bin --binlog-format=ROW \
-    --binlog-row-image=FULL --binlog-row-metadata=FULL \
-    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci >/dev/null 2>&1 &
+    --skip-name-resolve "${MARIADB_BINLOG[@]}" >/dev/null 2>&1 &
   wait_until "mariadb on $port" 240 mariadb_ping "$port"
   set_port MARIADB_PORT "$port"
   log "mariadb (binlog) up on $port"
+}
+
+# ---- TLS peers -------------------------------------------------------------------
+TLS=$STATE/tls
+# Local test credentials of the TLS peers (not secrets: they guard loopback test servers).
+TLS_PASSWORD=warp-peer-password
+# For scripts/peers/ready.py, which asks the TLS emulator over TLS with a SCRAM user.
+export WARP_PEER_TLS_DIR=$TLS WARP_PEER_TLS_PASSWORD=$TLS_PASSWORD
+
+tls_material() {
+  [ -f "$TLS/server.crt" ] && return
+  command -v openssl >/dev/null || apt_install openssl
+  mkdir -p "$TLS"
+  local subj=/O=cartridge-warp-tests
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "$subj/CN=$ca" \
+      -keyout "$TLS/$ca.key" -out "$TLS/$ca.crt" 2>/dev/null
+  done
+  # The certificate names `localhost` only: 127.0.0.1 is a host name it does not hold.
+  openssl req -newkey rsa:2048 -nodes -subj "$subj/CN=localhost" \
+    -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$TLS/server.ext"
+  openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$TLS/server.ext" -out "$TLS/server.crt" 2>/dev/null
+  cat "$TLS/server.crt" "$TLS/ca.crt" >"$TLS/server-chain.crt"
+  chmod 644 "$TLS"/*.crt
+  log "test CA and localhost certificate in $TLS"
+}
+
+pg_bin() { echo "/usr/lib/postgresql/$(ls /etc/postgresql | head -1)/bin/$1"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+
+start_pg_tls() {
+  tls_material
+  local dir=$STATE/pg-tls port
+  port=$(get_port PG_TLS_PORT)
+  if [ -n "$port" ] && pg_isready -h localhost -p "$port" -q; then
+    log "postgres (TLS only) already up on $port"
+    return
+  fi
+  port=$(pick_port "${port:-5442}")
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    mkdir -p "$dir" && chown postgres:postgres "$dir" && chmod 700 "$dir"
+    as_postgres "$(pg_bin initdb)" -D "$dir" --auth-local=trust --auth-host=scram-sha-256 \
+      >"$STATE/pg-tls-init.log" 2>&1 || die "initdb failed: see $STATE/pg-tls-init.log"
+    install -o postgres -g postgres -m 600 "$TLS/server.key" "$dir/server.key"
+    install -o postgres -g postgres -m 644 "$TLS/server-chain.crt" "$dir/server.crt"
+    cat >"$dir/pg_hba.conf" <<HBA
+local     all all               trust
+hostssl   all all 127.0.0.1/32  scram-sha-256
+hostssl   all all ::1/128       scram-sha-256
+hostnossl all all 0.0.0.0/0     reject
+hostnossl all all ::/0          reject
+HBA
+  fi
+  as_postgres "$(pg_bin pg_ctl)" -D "$dir" -l "$dir/server.log" -w -t 120 \
+    -o "-c port=$port -c listen_addresses=localhost -c unix_socket_directories=$dir -c ssl=on -c max_connections=200" \
+    start >/dev/null || die "private PostgreSQL did not start: see $dir/server.log"
+  as_postgres psql -h "$dir" -p "$port" -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warp_user') THEN
+    CREATE ROLE warp_user LOGIN CREATEDB PASSWORD '$TLS_PASSWORD';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE warehouse OWNER warp_user'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'warehouse') \\gexec
+SQL
+  set_port PG_TLS_PORT "$port"
+  log "postgres (TLS only, hostssl) up on $port"
+}
+
+stop_pg_tls() {
+  local dir=$STATE/pg-tls
+  [ -f "$dir/postmaster.pid" ] && as_postgres "$(pg_bin pg_ctl)" -D "$dir" -m fast -w stop >/dev/null 2>&1 \
+    && log "postgres (TLS) stopped"
+  true
+}
+
+start_mariadb_tls() {
+  tls_material
+  command -v mariadbd >/dev/null || apt_install mariadb-server mariadb-client
+  local dir=$STATE/mariadb-tls port
+  port=$(get_port MARIADB_TLS_PORT)
+  if [ -n "$port" ] && alive "$dir.pid" && mariadb_ping "$port" >/dev/null 2>&1; then
+    log "mariadb (TLS required) already up on $port"
+    return
+  fi
+  port=$(pick_port "${port:-3317}")
+  mariadb_init "$dir"
+  nohup mariadbd --no-defaults --datadir="$dir" --user="$(id -un)" --port="$port" \
+    --bind-address=127.0.0.1 --socket="$dir.sock" --pid-file="$dir.pid" --log-error="$dir.err" \
+    --skip-name-resolve "${MARIADB_BINLOG[@]}" --ssl-ca="$TLS/ca.crt" \
+    --ssl-cert="$TLS/server.crt" --ssl-key="$TLS/server.key" --require-secure-transport=ON \
+    >/dev/null 2>&1 &
+  # Plain TCP is refused, so readiness is asked over the socket.
+  wait_until "mariadb (TLS) on $port" 240 mariadb-admin --socket="$dir.sock" -uroot ping
+  mariadb --socket="$dir.sock" -uroot -e \
+    "CREATE USER IF NOT EXISTS 'warp'@'%' IDENTIFIED BY '$TLS_PASSWORD';
+     GRANT ALL PRIVILEGES ON *.* TO 'warp'@'%';"
+  set_port MARIADB_TLS_PORT "$port"
+  log "mariadb (TLS required, binlog) up on $port"
+}
+
+run_mongo_tls() {
+  WARP_MONGO_TLS_CERT=$TLS/server-chain.crt WARP_MONGO_TLS_KEY=$TLS/server.key \
+    WARP_MONGO_USERS=admin:$TLS_PASSWORD WARP_MONGO_ADVERTISE_HOST=localhost \
+    exec_bg "$VENV/bin/python" "$ROOT/scripts/peers/mongo_launcher.py" --db memory -p "$1" \
+    --log-file "$STATE/mongo-tls.log" --pid-file "$STATE/mongo-tls.daemon.pid"
+}
+
+start_tls() {
+  tls_material
+  start_pg_tls
+  start_mariadb_tls
+  start_python_peer mongo-tls MONGO_TLS_PORT 27227 run_mongo_tls
+}
+
+stop_tls() {
+  stop_pg_tls
+  stop_pidfile mariadb-tls "$STATE/mariadb-tls.pid"
+  stop_pidfile mongo-tls "$STATE/mongo-tls.pid"
 }
 
 ensure_venv() {
@@ -142,6 +272,13 @@ print_env() {
   p=$(get_port MARIADB_PORT); [ -n "$p" ] && echo "WARP_TEST_MARIADB_URL=mysql://root@127.0.0.1:$p"
   p=$(get_port MONGO_PORT); [ -n "$p" ] && echo "WARP_TEST_MONGO_URL=mongodb://127.0.0.1:$p/?directConnection=true"
   p=$(get_port BIGQUERY_PORT); [ -n "$p" ] && echo "WARP_TEST_BIGQUERY_URL=http://127.0.0.1:$p/bigquery/v2"
+  if [ -f "$TLS/ca.crt" ]; then
+    echo "WARP_TEST_TLS_DIR=$TLS"
+    echo "WARP_TEST_TLS_PASSWORD=$TLS_PASSWORD"
+    p=$(get_port PG_TLS_PORT); [ -n "$p" ] && echo "WARP_TEST_PG_TLS_PORT=$p"
+    p=$(get_port MARIADB_TLS_PORT); [ -n "$p" ] && echo "WARP_TEST_MARIADB_TLS_PORT=$p"
+    p=$(get_port MONGO_TLS_PORT); [ -n "$p" ] && echo "WARP_TEST_MONGO_TLS_PORT=$p"
+  fi
   true
 }
 
@@ -150,8 +287,9 @@ status() {
   local p
   p=$(get_port MARIADB_PORT)
   { [ -n "$p" ] && mariadb_ping "$p" >/dev/null 2>&1 && echo "mariadb: up on $p"; } || echo "mariadb: down"
-  for name in mongo bigquery; do
+  for name in mongo bigquery mongo-tls; do
     local var=${name^^}_PORT
+    var=${var//-/_}
     p=$(get_port "$var")
     { [ -n "$p" ] && [ -x "$VENV/bin/python" ] && "$VENV/bin/python" "$ROOT/scripts/peers/ready.py" "$name" "$p" 2>/dev/null \
       && echo "$name: up on $p"; } || echo "$name: down"
@@ -166,19 +304,23 @@ case "$cmd:$what" in
   start:mariadb) start_mariadb ;;
   start:mongo) start_python_peer mongo MONGO_PORT 27217 run_mongo ;;
   start:bigquery) start_python_peer bigquery BIGQUERY_PORT 9050 run_bigquery ;;
+  start:tls) start_postgres; ensure_venv; start_tls ;;
   start:all)
     start_postgres
     start_mariadb
     start_python_peer mongo MONGO_PORT 27217 run_mongo
     start_python_peer bigquery BIGQUERY_PORT 9050 run_bigquery
+    start_tls
     ;;
   stop:mariadb) stop_pidfile mariadb "$STATE/mariadb.pid" ;;
   stop:mongo) stop_pidfile mongo "$STATE/mongo.pid" ;;
   stop:bigquery) stop_pidfile bigquery "$STATE/bigquery.pid" ;;
+  stop:tls) stop_tls ;;
   stop:all)
     stop_pidfile mariadb "$STATE/mariadb.pid"
     stop_pidfile mongo "$STATE/mongo.pid"
     stop_pidfile bigquery "$STATE/bigquery.pid"
+    stop_tls
     ;;
   status:*) status ;;
   env:*) print_env ;;
@@ -187,5 +329,5 @@ case "$cmd:$what" in
     rm -rf "$STATE"
     log "removed $STATE"
     ;;
-  *) die "usage: $0 start|stop|status|env|clean [postgres|mariadb|mongo|bigquery|all]" ;;
+  *) die "usage: $0 start|stop|status|env|clean [postgres|mariadb|mongo|bigquery|tls|all]" ;;
 esac

@@ -3,6 +3,7 @@
 //! it never skips silently.
 
 pub mod replica;
+pub mod tls;
 
 /// The URL of a peer from its `WARP_TEST_*` variable (`scripts/peers.sh env` prints them).
 pub fn peer_url(var: &str) -> String {

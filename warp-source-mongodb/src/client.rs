@@ -1,6 +1,7 @@
 //! Driver options from the config (SPEC §4): the connection string first, then the
 //! explicit `source.*` keys on top of it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mongodb::options::{ClientOptions, ReadPreference, SelectionCriteria, Tls, TlsOptions};
@@ -26,11 +27,26 @@ pub async fn connect(source: &SourceConfig) -> warp_core::Result<Connected> {
         )
     })?;
     apply(source, &mut options);
+    trust_platform_ca_file(&mut options, std::env::var_os(SSL_CERT_FILE).map(PathBuf::from));
     let security = security(&options);
     let client = Client::with_options(options).map_err(|e| {
         Error::source_permanent(format!("source: {}", mask_secrets(&e.to_string())), None)
     })?;
     Ok(Connected { client, security })
+}
+
+/// The OpenSSL convention for naming a CA bundle; `psql` and `mysql` honour it too.
+const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// Without `tlsCAFile`, the driver trusts only the public web roots compiled into it; a
+/// CA bundle named by `SSL_CERT_FILE` (a private CA mounted into the pod) is used instead,
+/// as every other connection of the process does.
+fn trust_platform_ca_file(options: &mut ClientOptions, file: Option<PathBuf>) {
+    if let (Some(Tls::Enabled(tls)), Some(file)) = (options.tls.as_mut(), file) {
+        if tls.ca_file_path.is_none() && !file.as_os_str().is_empty() {
+            tls.ca_file_path = Some(file);
+        }
+    }
 }
 
 /// What the options ask of TLS. The driver does not report the negotiated version;
@@ -159,6 +175,25 @@ mod tests {
         let mut options = ClientOptions::parse(seed).await.unwrap();
         apply(&source, &mut options);
         assert!(matches!(options.tls, Some(Tls::Enabled(_))));
+        // A CA bundle named by SSL_CERT_FILE serves where the URI names none, and never
+        // replaces the URI's own.
+        trust_platform_ca_file(&mut options, Some("/etc/ssl/private-ca.pem".into()));
+        let Some(Tls::Enabled(tls)) = &options.tls else {
+            panic!("TLS is off");
+        };
+        assert_eq!(
+            tls.ca_file_path.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/private-ca.pem"))
+        );
+        let mut with_ca = ClientOptions::parse(uri).await.unwrap();
+        trust_platform_ca_file(&mut with_ca, Some("/etc/ssl/private-ca.pem".into()));
+        let Some(Tls::Enabled(tls)) = &with_ca.tls else {
+            panic!("TLS is off");
+        };
+        assert_eq!(
+            tls.ca_file_path.as_deref(),
+            Some(std::path::Path::new("/etc/ca/ca.pem"))
+        );
         let off = source_config("type: mongodb\nconnection_string: 'mongodb://h/'\nssl_enabled: false\n");
         apply(&off, &mut options);
         assert!(matches!(options.tls, Some(Tls::Disabled)));

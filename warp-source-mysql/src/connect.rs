@@ -177,10 +177,19 @@ fn ssl_opts(source: &SourceConfig, mode: MysqlSslMode) -> Result<Option<SslOpts>
             MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity
         ))
         .with_danger_skip_domain_validation(mode != MysqlSslMode::VerifyIdentity);
-    if let Some(ca) = &source.ssl_ca {
-        // As the `mysql` client: the CA file given is the whole trust store.
+    // As the `mysql` client: the CA file given is the whole trust store. Without one, a
+    // bundle named by SSL_CERT_FILE (the OpenSSL convention), else the public web roots.
+    let ca = match &source.ssl_ca {
+        Some(ca) => Some(readable(ca, "ssl_ca")?),
+        None => std::env::var("SSL_CERT_FILE")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .map(|f| readable(&f, "ssl_ca (from SSL_CERT_FILE)"))
+            .transpose()?,
+    };
+    if let Some(ca) = ca {
         ssl = ssl
-            .with_root_certs(vec![readable(ca, "ssl_ca")?.into()])
+            .with_root_certs(vec![ca.into()])
             .with_disable_built_in_roots(true);
     }
     if let (Some(cert), Some(key)) = (&source.ssl_cert, &source.ssl_key) {

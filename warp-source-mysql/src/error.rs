@@ -89,7 +89,9 @@ impl MysqlError {
 
     fn hint(&self) -> Option<String> {
         match self {
-            Self::Server { code: 1045, .. } => Some("check the source credentials (source.connection_string)".into()),
+            Self::Server { code: 1045, .. } => Some(
+                "check the source credentials (source.connection_string); MariaDB with require_secure_transport=ON refuses plain-text connections this way too: then set source.ssl_enabled: true and source.ssl_ca".into(),
+            ),
             Self::Server { code: 1227 | 1142 | 1044, .. } => Some(
                 "the source user needs SELECT on the schema and REPLICATION SLAVE, REPLICATION CLIENT (and RELOAD on MySQL) globally".into(),
             ),
