@@ -9,20 +9,27 @@
 use std::path::PathBuf;
 
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use tokio::sync::OnceCell;
 use warp_core::config::{MysqlSslMode, SourceConfig};
 use warp_core::{ConnectionSecurity, Verification};
 
+use crate::ca_probe;
 use crate::error::{Context, MysqlError, Result};
 
 /// Options for each way of connecting, and the one chosen on first use.
 pub(crate) struct Connector {
     mode: MysqlSslMode,
     host: String,
-    /// With TLS as the mode asks (plain text for `disabled`).
-    first_choice: Opts,
-    /// `preferred` only: plain text, when the server offers no TLS.
-    fallback: Option<Opts>,
+    port: u16,
+    /// Pool size and the URL's options, before TLS.
+    base: OptsBuilder,
+    /// TLS as the mode asks (`None` for `disabled`).
+    ssl: Option<SslOpts>,
+    /// The trusted CAs, for the `verify_ca` probe.
+    ca: Option<PathBuf>,
     chosen: OnceCell<Chosen>,
 }
 
@@ -47,23 +54,51 @@ impl Connector {
             .map_or(10, |p| p.as_usize())
             .max(2);
         let constraints = PoolConstraints::new(0, max).unwrap_or_default();
-        let host = opts.ip_or_hostname().to_owned();
+        let (host, port) = (opts.ip_or_hostname().to_owned(), opts.tcp_port());
         let base = OptsBuilder::from_opts(opts)
             .pool_opts(PoolOpts::default().with_constraints(constraints));
-        let tls = ssl_opts(source, mode)?;
-        let first_choice = match &tls {
-            // A local socket would bypass TLS: stay on TCP as the mode asks.
-            Some(ssl) => base.clone().ssl_opts(ssl.clone()).prefer_socket(false),
-            None => base.clone().ssl_opts(None),
-        };
-        let fallback = (mode == MysqlSslMode::Preferred).then(|| Opts::from(base.ssl_opts(None)));
+        let ca = trusted_ca(source)?;
+        let ssl = ssl_opts(source, mode, ca.as_ref())?;
         Ok(Self {
             mode,
             host,
-            first_choice: Opts::from(first_choice),
-            fallback,
+            port,
+            base,
+            ssl,
+            ca,
             chosen: OnceCell::new(),
         })
+    }
+
+    /// The options TLS asks for; `verify_ca` first learns which name to verify.
+    async fn first_choice(&self) -> Result<Opts> {
+        let Some(ssl) = self.ssl.clone() else {
+            return Ok(Opts::from(self.base.clone().ssl_opts(None)));
+        };
+        let ssl = if self.mode == MysqlSslMode::VerifyCa {
+            let name = ca_probe::certificate_name(&self.host, self.port, self.roots()?).await?;
+            ssl.with_danger_tls_hostname_override(Some(name))
+        } else {
+            ssl
+        };
+        // A local socket would bypass TLS: stay on TCP as the mode asks.
+        Ok(Opts::from(
+            self.base.clone().ssl_opts(ssl).prefer_socket(false),
+        ))
+    }
+
+    /// The roots the pool's connections trust, for the probe to trust the same.
+    fn roots(&self) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        let Some(ca) = &self.ca else {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            return Ok(roots);
+        };
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| file_error("ssl_ca", &ca.display().to_string(), &e.to_string()))?;
+        roots.add_parsable_certificates(certs);
+        Ok(roots)
     }
 
     async fn chosen(&self) -> Result<&Chosen> {
@@ -80,17 +115,18 @@ impl Connector {
     }
 
     async fn choose(&self) -> Result<(Opts, bool)> {
-        let encrypted = self.first_choice.ssl_opts().is_some();
-        match mysql_async::Conn::new(self.first_choice.clone()).await {
+        let first_choice = self.first_choice().await?;
+        let encrypted = first_choice.ssl_opts().is_some();
+        match mysql_async::Conn::new(first_choice.clone()).await {
             Ok(conn) => {
                 let _ = conn.disconnect().await;
-                Ok((self.first_choice.clone(), encrypted))
+                Ok((first_choice, encrypted))
             }
             Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
-                if self.fallback.is_some() =>
+                if self.mode == MysqlSslMode::Preferred =>
             {
                 tracing::warn!("the MySQL source offers no TLS: connecting in plain text (source.ssl_mode: preferred)");
-                Ok((self.fallback.clone().unwrap_or_else(|| self.first_choice.clone()), false))
+                Ok((Opts::from(self.base.clone().ssl_opts(None)), false))
             }
             Err(e) => Err(MysqlError::from_driver("connect", e)),
         }
@@ -167,29 +203,36 @@ fn effective_mode(source: &SourceConfig, url: &Opts) -> Result<MysqlSslMode> {
     Ok(mode)
 }
 
-fn ssl_opts(source: &SourceConfig, mode: MysqlSslMode) -> Result<Option<SslOpts>> {
-    if mode == MysqlSslMode::Disabled {
-        return Ok(None);
-    }
-    let mut ssl = SslOpts::default()
-        .with_danger_accept_invalid_certs(!matches!(
-            mode,
-            MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity
-        ))
-        .with_danger_skip_domain_validation(mode != MysqlSslMode::VerifyIdentity);
-    // As the `mysql` client: the CA file given is the whole trust store. Without one, a
-    // bundle named by SSL_CERT_FILE (the OpenSSL convention), else the public web roots.
-    let ca = match &source.ssl_ca {
-        Some(ca) => Some(readable(ca, "ssl_ca")?),
+/// As the `mysql` client: the CA file given is the whole trust store. Without one, a
+/// bundle named by SSL_CERT_FILE (the OpenSSL convention), else the public web roots.
+fn trusted_ca(source: &SourceConfig) -> Result<Option<PathBuf>> {
+    match &source.ssl_ca {
+        Some(ca) => Ok(Some(readable(ca, "ssl_ca")?)),
         None => std::env::var("SSL_CERT_FILE")
             .ok()
             .filter(|f| !f.is_empty())
             .map(|f| readable(&f, "ssl_ca (from SSL_CERT_FILE)"))
-            .transpose()?,
-    };
+            .transpose(),
+    }
+}
+
+fn ssl_opts(
+    source: &SourceConfig,
+    mode: MysqlSslMode,
+    ca: Option<&PathBuf>,
+) -> Result<Option<SslOpts>> {
+    if mode == MysqlSslMode::Disabled {
+        return Ok(None);
+    }
+    // verify_ca checks the name the probe found (see ca_probe), so no mode skips the
+    // name check inside mysql_async.
+    let mut ssl = SslOpts::default().with_danger_accept_invalid_certs(!matches!(
+        mode,
+        MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity
+    ));
     if let Some(ca) = ca {
         ssl = ssl
-            .with_root_certs(vec![ca.into()])
+            .with_root_certs(vec![ca.clone().into()])
             .with_disable_built_in_roots(true);
     }
     if let (Some(cert), Some(key)) = (&source.ssl_cert, &source.ssl_key) {

@@ -20,8 +20,9 @@ pub enum MysqlError {
     Tls {
         context: String,
         failure: TlsFailure,
+        /// The driver's error; `None` when our own `verify_ca` probe refused.
         #[source]
-        source: mysql_async::Error,
+        source: Option<mysql_async::Error>,
     },
     /// Something about the source cannot work as configured.
     #[error("{message}")]
@@ -57,7 +58,7 @@ impl MysqlError {
             return Self::Tls {
                 context,
                 failure,
-                source: e,
+                source: Some(e),
             };
         }
         match e {

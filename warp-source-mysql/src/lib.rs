@@ -2,6 +2,7 @@
 //! consistent snapshot whose exact binlog position it reports) and binlog streaming.
 
 mod binlog;
+mod ca_probe;
 mod connect;
 mod ddl;
 mod decode;
