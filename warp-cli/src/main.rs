@@ -213,9 +213,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            // One line, credentials masked, whatever produced it.
-            let line = message.replace('\n', " ");
-            eprintln!("error: {}", warp_core::mask_secrets(&line));
+            // `error:` before each line (one per failed check), credentials masked,
+            // whatever produced it.
+            for line in message.lines() {
+                eprintln!("error: {}", warp_core::mask_secrets(line));
+            }
             ExitCode::FAILURE
         }
     }

@@ -73,7 +73,7 @@ pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
     Signal, Sink, SinkTransaction, TableKey, Target,
 };
-pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
+pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
 pub use watermark::{poll_every, Poll, Watermark};

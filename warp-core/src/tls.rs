@@ -190,7 +190,9 @@ impl fmt::Display for ConnectionSecurity {
         write!(f, "encrypted ({version}), ")?;
         match &self.verification {
             Verification::None => f.write_str("server certificate not verified"),
-            Verification::Ca => f.write_str("certificate verified against the CA, host name not checked"),
+            Verification::Ca => {
+                f.write_str("certificate verified against the CA, host name not checked")
+            }
             Verification::Full { server_name } => {
                 write!(f, "verified server name {server_name}")
             }
@@ -215,7 +217,10 @@ mod tests {
     fn reads_rustls_messages_as_drivers_print_them() {
         let cases = [
             (CertificateError::UnknownIssuer, TlsFailure::UnknownCa),
-            (CertificateError::NotValidForName, TlsFailure::HostnameMismatch),
+            (
+                CertificateError::NotValidForName,
+                TlsFailure::HostnameMismatch,
+            ),
             (CertificateError::Expired, TlsFailure::Expired),
         ];
         for (cert, want) in cases {

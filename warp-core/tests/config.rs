@@ -533,7 +533,8 @@ fn secrets_are_read_from_files_named_by_file_variables() {
         "destination",
         "postgresql://warp:hunter2-secret@pg/dw?sslmode=require",
     );
-    let yaml = "source: { type: mysql }\ndestination: { type: postgresql }\nschemas: [ { name: shop } ]\n";
+    let yaml =
+        "source: { type: mysql }\ndestination: { type: postgresql }\nschemas: [ { name: shop } ]\n";
     let loaded = load(
         yaml,
         &env(&[
@@ -554,7 +555,12 @@ fn secrets_are_read_from_files_named_by_file_variables() {
         "mysql://repl:hunter2-secret@db.internal:3306/shop"
     );
     assert_eq!(
-        loaded.config.destination.connection_string.unwrap().expose(),
+        loaded
+            .config
+            .destination
+            .connection_string
+            .unwrap()
+            .expose(),
         "postgresql://warp:hunter2-secret@pg/dw?sslmode=require"
     );
 }
@@ -636,14 +642,20 @@ fn mysql_tls_keys_are_checked_against_each_other_and_the_source_type() {
         &mysql("ssl_enabled: true, ssl_mode: required"),
         &Environment::new(),
     );
-    assert!(text.contains("source.ssl_mode") && text.contains("contradicts"), "{text}");
+    assert!(
+        text.contains("source.ssl_mode") && text.contains("contradicts"),
+        "{text}"
+    );
     let text = error_of(&mysql("ssl_cert: /c.pem"), &Environment::new());
     assert!(text.contains("source.ssl_key"), "{text}");
     let text = error_of(
         &mysql("ssl_mode: disabled, ssl_ca: /ca.pem"),
         &Environment::new(),
     );
-    assert!(text.contains("source.ssl_ca") && text.contains("no effect"), "{text}");
+    assert!(
+        text.contains("source.ssl_ca") && text.contains("no effect"),
+        "{text}"
+    );
     let text = error_of(&mysql("ssl_mode: verify_everything"), &Environment::new());
     assert!(text.contains("verify_identity"), "{text}");
 
@@ -651,5 +663,8 @@ fn mysql_tls_keys_are_checked_against_each_other_and_the_source_type() {
                  destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
                  schemas: [ { name: shop } ]\n";
     let text = error_of(mongo, &Environment::new());
-    assert!(text.contains("source.ssl_ca") && text.contains("tlsCAFile"), "{text}");
+    assert!(
+        text.contains("source.ssl_ca") && text.contains("tlsCAFile"),
+        "{text}"
+    );
 }

@@ -117,7 +117,9 @@ pub(crate) struct Defaults {
 impl Defaults {
     pub fn from_process() -> Self {
         Self {
-            env: std::env::vars().filter(|(k, _)| k.starts_with("PG")).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("PG"))
+                .collect(),
             dot_postgresql: std::env::var_os("HOME").map(|h| Path::new(&h).join(".postgresql")),
         }
     }
@@ -216,10 +218,7 @@ const PASSED_TO_SQLX: &[&str] = &[
 ];
 
 fn invalid(message: impl Into<String>) -> SinkError {
-    SinkError::Invalid(format!(
-        "destination.connection_string: {}",
-        message.into()
-    ))
+    SinkError::Invalid(format!("destination.connection_string: {}", message.into()))
 }
 
 /// `postgresql://user:password@host:port/dbname?key=value&…`.
@@ -295,8 +294,8 @@ fn from_keywords(text: &str) -> Result<BTreeMap<String, String>, SinkError> {
         if chars.peek().is_none() {
             break;
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace()))
-            .collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             return Err(invalid(format!(
@@ -490,7 +489,9 @@ mod tests {
     #[test]
     fn require_with_a_root_certificate_verifies_the_ca() {
         let ca = a_file("root.crt");
-        let c = parsed(&format!("postgresql://u@h/d?sslmode=require&sslrootcert={ca}"));
+        let c = parsed(&format!(
+            "postgresql://u@h/d?sslmode=require&sslrootcert={ca}"
+        ));
         assert_eq!(c.tls.mode, SslMode::VerifyCa);
         // The default file in ~/.postgresql counts too.
         let dir = Path::new(&ca).parent().unwrap().to_path_buf();
@@ -518,8 +519,10 @@ mod tests {
     fn system_roots_imply_verify_full() {
         let c = parsed("postgresql://u@db.example.com/d?sslrootcert=system");
         assert_eq!(c.tls.mode, SslMode::VerifyFull);
-        assert!(refused("postgresql://u@h/d?sslrootcert=system&sslmode=require")
-            .contains("verify-full"));
+        assert!(
+            refused("postgresql://u@h/d?sslrootcert=system&sslmode=require")
+                .contains("verify-full")
+        );
     }
 
     #[test]
@@ -546,8 +549,10 @@ mod tests {
 
     #[test]
     fn parameters_we_cannot_honour_are_refused_by_name() {
-        assert!(refused("postgresql://u@h/d?target_session_attrs=read-write")
-            .contains("target_session_attrs=read-write"));
+        assert!(
+            refused("postgresql://u@h/d?target_session_attrs=read-write")
+                .contains("target_session_attrs=read-write")
+        );
         assert!(refused("postgresql://u@h/d?krbsrvname=x").contains("`krbsrvname`"));
         assert!(refused("host=a,b user=u").contains("several hosts"));
         assert!(refused("postgresql://u@h/d?sslmode=allow").contains("allow"));

@@ -107,16 +107,16 @@ impl PostgresSink {
             options = options.application_name("cartridge-warp");
         }
         let options = options.options([
-                ("client_min_messages", "warning".to_owned()),
-                (
-                    "statement_timeout",
-                    format!("{}", cfg.command_timeout.as_duration().as_millis()),
-                ),
-                (
-                    "idle_in_transaction_session_timeout",
-                    format!("{}", cfg.transaction_timeout.as_duration().as_millis()),
-                ),
-            ]);
+            ("client_min_messages", "warning".to_owned()),
+            (
+                "statement_timeout",
+                format!("{}", cfg.command_timeout.as_duration().as_millis()),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}", cfg.transaction_timeout.as_duration().as_millis()),
+            ),
+        ]);
         let size = u32::try_from(cfg.pool_size.get())
             .unwrap_or(u32::MAX)
             .saturating_add(cfg.max_overflow);

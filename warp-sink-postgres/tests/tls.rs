@@ -15,10 +15,15 @@ fn destination(url: &str) -> DestinationConfig {
          destination: {{ type: postgresql, connection_string: '{url}', connection_timeout: 120 }}\n\
          schemas: [ {{ name: s }} ]\n"
     );
-    load_str(&yaml, "test", &Environment::new(), &ConfigOverrides::default())
-        .expect("config")
-        .config
-        .destination
+    load_str(
+        &yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .expect("config")
+    .config
+    .destination
 }
 
 async fn check(url: &str) -> warp_core::Result<ConnectionSecurity> {
@@ -28,10 +33,15 @@ async fn check(url: &str) -> warp_core::Result<ConnectionSecurity> {
 
 /// The error of a check that must fail, with its hint; it never carries the password.
 async fn refused(url: &str, password: &str) -> (String, String) {
-    let e = check(url).await.expect_err("the connection must be refused");
+    let e = check(url)
+        .await
+        .expect_err("the connection must be refused");
     assert!(!e.is_transient(), "a TLS refusal is permanent: {e}");
     let (text, hint) = (e.to_string(), e.hint().unwrap_or_default());
-    assert!(!text.contains(password) && !hint.contains(password), "{text} / {hint}");
+    assert!(
+        !text.contains(password) && !hint.contains(password),
+        "{text} / {hint}"
+    );
     (text, hint)
 }
 
@@ -44,7 +54,10 @@ async fn verify_full_with_the_right_ca_is_encrypted_and_names_the_server() {
     );
     let security = check(&url).await.expect("verify-full against the test CA");
     assert!(
-        security.tls_version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")),
+        security
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
         "{security:?}"
     );
     assert_eq!(
@@ -89,7 +102,11 @@ async fn verify_full_against_a_host_name_not_in_the_certificate_fails() {
 #[tokio::test]
 async fn plain_text_to_a_server_that_wants_tls_says_so() {
     let peers = TlsPeers::from_env();
-    let (text, hint) = refused(&peers.pg_url("localhost", "sslmode=disable"), &peers.password).await;
+    let (text, hint) = refused(
+        &peers.pg_url("localhost", "sslmode=disable"),
+        &peers.password,
+    )
+    .await;
     assert!(text.contains("no encryption"), "{text}");
     assert!(hint.contains("only TLS"), "{hint}");
 }
@@ -106,10 +123,7 @@ async fn require_reaches_the_machines_self_signed_server_and_verify_full_does_no
     assert_eq!(security.verification, Verification::None);
     // Its certificate is self-signed: no CA of ours vouches for it.
     let (text, _) = refused(
-        &format!(
-            "{base}{sep}sslmode=verify-full&sslrootcert={}",
-            peers.ca()
-        ),
+        &format!("{base}{sep}sslmode=verify-full&sslrootcert={}", peers.ca()),
         &peers.password,
     )
     .await;

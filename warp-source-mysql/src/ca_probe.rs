@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warp_core::TlsFailure;
@@ -28,7 +30,11 @@ const CHARSET: u8 = 45;
 
 /// The name to verify the server's certificate against: `host` when the certificate
 /// names it, else a name it holds (once its chain to `roots` is verified).
-pub(crate) async fn certificate_name(host: &str, port: u16, roots: RootCertStore) -> Result<String> {
+pub(crate) async fn certificate_name(
+    host: &str,
+    port: u16,
+    roots: RootCertStore,
+) -> Result<String> {
     let fail = |message: String| MysqlError::Connection {
         context: "verify_ca probe".into(),
         message,
@@ -36,7 +42,9 @@ pub(crate) async fn certificate_name(host: &str, port: u16, roots: RootCertStore
     let mut tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let greeting = read_packet(&mut tcp).await.map_err(|e| fail(e.to_string()))?;
+    let greeting = read_packet(&mut tcp)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     if !offers_tls(&greeting)? {
         return Err(MysqlError::Tls {
             context: "verify_ca probe".into(),
@@ -44,7 +52,9 @@ pub(crate) async fn certificate_name(host: &str, port: u16, roots: RootCertStore
             source: None,
         });
     }
-    tcp.write_all(&ssl_request()).await.map_err(|e| fail(e.to_string()))?;
+    tcp.write_all(&ssl_request())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
 
     let verifier = Arc::new(ChainOnly::new(roots)?);
     let config = ClientConfig::builder()
@@ -58,7 +68,8 @@ pub(crate) async fn certificate_name(host: &str, port: u16, roots: RootCertStore
             let _ = tls.shutdown().await;
         }
         Err(e) => {
-            let failure = TlsFailure::find(&e).unwrap_or_else(|| TlsFailure::Handshake(e.to_string()));
+            let failure =
+                TlsFailure::find(&e).unwrap_or_else(|| TlsFailure::Handshake(e.to_string()));
             return Err(MysqlError::Tls {
                 context: "verify_ca probe".into(),
                 failure,
@@ -66,7 +77,11 @@ pub(crate) async fn certificate_name(host: &str, port: u16, roots: RootCertStore
             });
         }
     }
-    let seen = verifier.seen.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let seen = verifier
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     match seen {
         Some(Seen::HostValid) => Ok(host.to_owned()),
         Some(Seen::OtherNames(der)) => name_in(&der),
@@ -83,8 +98,11 @@ fn offers_tls(greeting: &[u8]) -> Result<bool> {
         Some(10) => {}
         // An error packet instead of a greeting (too many connections, host blocked…).
         Some(0xff) => {
-            let code = greeting.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
-            let message = String::from_utf8_lossy(greeting.get(9..).unwrap_or_default()).into_owned();
+            let code = greeting
+                .get(1..3)
+                .map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
+            let message =
+                String::from_utf8_lossy(greeting.get(9..).unwrap_or_default()).into_owned();
             return Err(MysqlError::Server {
                 context: "verify_ca probe".into(),
                 code,
@@ -95,7 +113,11 @@ fn offers_tls(greeting: &[u8]) -> Result<bool> {
     }
     // Protocol 10: version (NUL-terminated), thread id (4), scramble (8), filler (1),
     // then the lower capability flags (2).
-    let version_end = greeting[1..].iter().position(|b| *b == 0).ok_or_else(unexpected)? + 1;
+    let version_end = greeting[1..]
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(unexpected)?
+        + 1;
     let flags = version_end + 1 + 4 + 8 + 1;
     let lower = greeting.get(flags..flags + 2).ok_or_else(unexpected)?;
     Ok(u16::from_le_bytes([lower[0], lower[1]]) & CLIENT_SSL != 0)
@@ -128,10 +150,15 @@ fn name_in(der: &[u8]) -> Result<String> {
         failure: TlsFailure::BadCertificate(format!("{e:?}")),
         source: None,
     })?;
-    let name = parsed.valid_dns_names().next().ok_or_else(|| MysqlError::Unsupported {
-        message: "source.ssl_mode verify_ca: the server's certificate names no DNS host".into(),
-        hint: Some("connect with the address the certificate holds and use verify_identity".into()),
-    })?;
+    let name = parsed
+        .valid_dns_names()
+        .next()
+        .ok_or_else(|| MysqlError::Unsupported {
+            message: "source.ssl_mode verify_ca: the server's certificate names no DNS host".into(),
+            hint: Some(
+                "connect with the address the certificate holds and use verify_identity".into(),
+            ),
+        })?;
     Ok(match name.strip_prefix("*.") {
         Some(domain) => format!("verify-ca.{domain}"),
         None => name.to_owned(),
@@ -184,10 +211,13 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let seen = match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let seen = match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Ok(_) => Seen::HostValid,
             // webpki checks the chain before the name: this error means the chain is good.
             Err(rustls::Error::InvalidCertificate(
@@ -230,7 +260,10 @@ mod tests {
     fn the_ssl_request_is_a_32_byte_packet_after_the_greeting() {
         let p = ssl_request();
         assert_eq!(&p[..4], &[32, 0, 0, 1]);
-        assert_eq!(u32::from_le_bytes([p[4], p[5], p[6], p[7]]) & 0x0800, 0x0800);
+        assert_eq!(
+            u32::from_le_bytes([p[4], p[5], p[6], p[7]]) & 0x0800,
+            0x0800
+        );
         assert!(p[13..].iter().all(|b| *b == 0));
     }
 

@@ -122,9 +122,9 @@ impl Connector {
                 let _ = conn.disconnect().await;
                 Ok((first_choice, encrypted))
             }
-            Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
-                if self.mode == MysqlSslMode::Preferred =>
-            {
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.mode == MysqlSslMode::Preferred => {
                 tracing::warn!("the MySQL source offers no TLS: connecting in plain text (source.ssl_mode: preferred)");
                 Ok((Opts::from(self.base.clone().ssl_opts(None)), false))
             }
@@ -155,7 +155,8 @@ impl Connector {
         let version = version.map(|(_, v)| v).filter(|v| !v.is_empty());
         if version.is_some() != chosen.encrypted {
             return Err(MysqlError::Unsupported {
-                message: "the connection's encryption is not what the TLS settings asked for".into(),
+                message: "the connection's encryption is not what the TLS settings asked for"
+                    .into(),
                 hint: None,
             });
         }
@@ -197,7 +198,10 @@ fn effective_mode(source: &SourceConfig, url: &Opts) -> Result<MysqlSslMode> {
                 "source.connection_string asks for TLS (require_ssl) but source.ssl_mode is {}",
                 mode.as_str()
             ),
-            hint: Some("keep one of the two: the TLS parameters of the URL or the source.ssl_* keys".into()),
+            hint: Some(
+                "keep one of the two: the TLS parameters of the URL or the source.ssl_* keys"
+                    .into(),
+            ),
         });
     }
     Ok(mode)

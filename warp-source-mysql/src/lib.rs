@@ -184,7 +184,13 @@ impl MysqlSource {
 
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
-        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
+        let mut conn = self
+            .connect
+            .pool()
+            .await?
+            .get_conn()
+            .await
+            .context("connect")?;
         if self.polling {
             conn.query_drop("SELECT 1")
                 .await
@@ -252,7 +258,13 @@ impl Source for MysqlSource {
     }
 
     async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
-        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
+        let mut conn = self
+            .connect
+            .pool()
+            .await?
+            .get_conn()
+            .await
+            .context("connect")?;
         let tables = discover::tables(&mut conn, &self.database, None).await?;
         let schemas = tables.iter().map(|t| t.schema.clone()).collect();
         let mut cache = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
@@ -300,11 +312,22 @@ impl Source for MysqlSource {
     async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
         if self.polling {
             let t = self.cached(table)?;
-            return poll::current(&self.connect.pool().await?, &self.database, &t, &self.change_column(table)?)
-                .await?
-                .encode();
+            return poll::current(
+                &self.connect.pool().await?,
+                &self.database,
+                &t,
+                &self.change_column(table)?,
+            )
+            .await?
+            .encode();
         }
-        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
+        let mut conn = self
+            .connect
+            .pool()
+            .await?
+            .get_conn()
+            .await
+            .context("connect")?;
         Ok(snapshot::current(&mut conn).await?.encode()?)
     }
 
@@ -356,14 +379,26 @@ impl Source for MysqlSource {
         table: &TableSchema,
     ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
         let t = self.cached(table)?;
-        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
+        let mut conn = self
+            .connect
+            .pool()
+            .await?
+            .get_conn()
+            .await
+            .context("connect")?;
         Ok(Some(
             snapshot::all_keys(&mut conn, &self.database, &t).await?,
         ))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let mut conn = self.connect.pool().await?.get_conn().await.context("connect")?;
+        let mut conn = self
+            .connect
+            .pool()
+            .await?
+            .get_conn()
+            .await
+            .context("connect")?;
         let rows: Option<Option<u64>> = conn
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

@@ -17,14 +17,24 @@ use warp_source_mysql::MysqlSource;
 async fn database(peers: &TlsPeers, name: &str) -> (mysql_async::Conn, String) {
     let db = format!("cw_tls_{name}");
     let opts = OptsBuilder::from_opts(Opts::from_url(&peers.mariadb_url("localhost", "")).unwrap())
-        .ssl_opts(SslOpts::default().with_root_certs(vec![std::path::PathBuf::from(peers.ca()).into()]))
+        .ssl_opts(
+            SslOpts::default().with_root_certs(vec![std::path::PathBuf::from(peers.ca()).into()]),
+        )
         .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.expect("admin connection");
-    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}")).await.unwrap();
-    conn.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
-    conn.query_drop(format!("CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"))
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .expect("admin connection");
+    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}"))
         .await
         .unwrap();
+    conn.query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    conn.query_drop(format!(
+        "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
     conn.query_drop(format!("INSERT INTO {db}.t VALUES (1, 'one'), (2, 'two')"))
         .await
         .unwrap();
@@ -38,24 +48,38 @@ fn source(url: &str, db: &str, tls_keys: &str) -> MysqlSource {
          schemas: [ {{ name: {db}, source_database: {db} }} ]\n",
         3_500_000 + std::process::id() % 40_000 * 20
     );
-    let loaded = load_str(&yaml, "test", &Environment::new(), &ConfigOverrides::default())
-        .expect("config");
+    let loaded = load_str(
+        &yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .expect("config");
     let schema = loaded.config.schemas_to_run(None).remove(0);
     MysqlSource::new(&loaded.config.source, &schema).expect("source")
 }
 
 /// The error of a check that must fail, with its hint; it never carries the password.
 async fn refused(source: &MysqlSource, password: &str) -> (String, String) {
-    let e = source.check().await.expect_err("the connection must be refused");
+    let e = source
+        .check()
+        .await
+        .expect_err("the connection must be refused");
     assert!(!e.is_transient(), "a TLS refusal is permanent: {e}");
     let (text, hint) = (e.to_string(), e.hint().unwrap_or_default());
-    assert!(!text.contains(password) && !hint.contains(password), "{text} / {hint}");
+    assert!(
+        !text.contains(password) && !hint.contains(password),
+        "{text} / {hint}"
+    );
     (text, hint)
 }
 
 fn assert_verified(security: &ConnectionSecurity, verification: Verification) {
     assert!(
-        security.tls_version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")),
+        security
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
         "{security:?}"
     );
     assert_eq!(security.verification, verification);
@@ -81,9 +105,21 @@ async fn ssl_enabled_with_the_ca_snapshots_and_streams_the_binlog_over_tls() {
     let plan = source.plan_snapshot(&t, 100).await.unwrap();
     let mut copied = Vec::new();
     for chunk in &plan.chunks {
-        let pages: Vec<_> = source.read_chunk(&t, chunk).await.unwrap().rows.collect().await;
+        let pages: Vec<_> = source
+            .read_chunk(&t, chunk)
+            .await
+            .unwrap()
+            .rows
+            .collect()
+            .await;
         for page in pages {
-            copied.extend(page.unwrap().into_rows().unwrap().into_iter().map(|r| r.values));
+            copied.extend(
+                page.unwrap()
+                    .into_rows()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.values),
+            );
         }
     }
     copied.sort_by_key(|r| format!("{r:?}"));
@@ -96,7 +132,10 @@ async fn ssl_enabled_with_the_ca_snapshots_and_streams_the_binlog_over_tls() {
     );
 
     // The binlog reader connects on its own, over TLS too (the server refuses plain text).
-    let mut stream = source.stream(&t, &plan.start).await.expect("binlog over TLS");
+    let mut stream = source
+        .stream(&t, &plan.start)
+        .await
+        .expect("binlog over TLS");
     admin
         .query_drop(format!("INSERT INTO {db}.t VALUES (3, 'three')"))
         .await
@@ -151,7 +190,11 @@ async fn a_certificate_from_another_ca_is_refused() {
     assert!(text.contains("not signed by a trusted CA"), "{text}");
     assert!(hint.contains("source.ssl_ca"), "{hint}");
     // `required` encrypts without checking the certificate at all.
-    let s = source(&peers.mariadb_url("localhost", &db), &db, ", ssl_mode: required");
+    let s = source(
+        &peers.mariadb_url("localhost", &db),
+        &db,
+        ", ssl_mode: required",
+    );
     assert_verified(&s.check().await.expect("required"), Verification::None);
 }
 
@@ -159,7 +202,11 @@ async fn a_certificate_from_another_ca_is_refused() {
 async fn plain_text_to_a_server_that_requires_tls_is_refused_with_the_reason() {
     let peers = TlsPeers::from_env();
     let (_admin, db) = database(&peers, "plain").await;
-    let s = source(&peers.mariadb_url("localhost", &db), &db, ", ssl_enabled: false");
+    let s = source(
+        &peers.mariadb_url("localhost", &db),
+        &db,
+        ", ssl_enabled: false",
+    );
     let (text, hint) = refused(&s, &peers.password).await;
     assert!(text.contains("1045"), "{text}");
     assert!(hint.contains("require_secure_transport"), "{hint}");
@@ -169,8 +216,14 @@ async fn plain_text_to_a_server_that_requires_tls_is_refused_with_the_reason() {
 async fn a_server_without_tls_fails_required_modes_and_serves_preferred_in_plain_text() {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
-    conn.query_drop("CREATE DATABASE IF NOT EXISTS cw_tls_none").await.unwrap();
-    let required = source(&format!("{url}/cw_tls_none"), "cw_tls_none", ", ssl_mode: required");
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS cw_tls_none")
+        .await
+        .unwrap();
+    let required = source(
+        &format!("{url}/cw_tls_none"),
+        "cw_tls_none",
+        ", ssl_mode: required",
+    );
     let (text, hint) = refused(&required, "-").await;
     assert!(text.contains("does not offer TLS"), "{text}");
     assert!(hint.contains("ssl_mode"), "{hint}");

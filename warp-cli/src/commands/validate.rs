@@ -70,7 +70,8 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
     let mut failures = Vec::new();
     match tokio::time::timeout(timeout, sink.check()).await {
         Ok(Ok(security)) => println!("destination: reachable, {security}"),
-        Ok(Err(e)) => failures.push(format!("destination: {}", with_hint(&e, e.hint()))),
+        // The error already says `destination: …`.
+        Ok(Err(e)) => failures.push(with_hint(&e, e.hint())),
         Err(_) => failures.push(format!("destination: no answer within {timeout:?}")),
     }
     for schema in cfg.schemas_to_run(loaded.schema_selection.as_deref()) {
@@ -90,11 +91,11 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
                 "source ({}): reachable, prerequisites met, {security}",
                 schema.name
             ),
-            Ok(Err(e)) => failures.push(format!(
-                "source ({}): {}",
-                schema.name,
-                with_hint(&e, e.hint())
-            )),
+            Ok(Err(e)) => {
+                let text = with_hint(&e, e.hint());
+                let text = text.strip_prefix("source: ").unwrap_or(&text);
+                failures.push(format!("source ({}): {text}", schema.name));
+            }
             Err(_) => failures.push(format!(
                 "source ({}): no answer within {timeout:?}",
                 schema.name
@@ -104,6 +105,7 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(failures.join("; "))
+        // One line per connection that failed (main prints each after `error:`).
+        Err(failures.join("\n"))
     }
 }

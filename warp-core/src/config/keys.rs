@@ -1,8 +1,8 @@
 //! The environment overrides (for `env-help`) and the starter document (for `init`).
 
-use super::load::{ENV_PREFIX, FILE_SUFFIX, SECRET_KEYS};
 #[cfg(test)]
 use super::load::PLAIN_VAR_KEYS;
+use super::load::{ENV_PREFIX, FILE_SUFFIX, SECRET_KEYS};
 
 /// One key that a `CARTRIDGE_WARP_*` variable can set.
 #[derive(Debug, Clone, Copy)]

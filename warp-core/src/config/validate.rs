@@ -180,7 +180,11 @@ fn source_tls(s: &SourceConfig, r: &mut Report) {
         }
     }
     if s.ssl_cert.is_some() != s.ssl_key.is_some() {
-        let missing = if s.ssl_cert.is_some() { "ssl_key" } else { "ssl_cert" };
+        let missing = if s.ssl_cert.is_some() {
+            "ssl_key"
+        } else {
+            "ssl_cert"
+        };
         r.error(
             format!("source.{missing}"),
             "ssl_cert and ssl_key go together (the client certificate and its key)",
