@@ -119,11 +119,14 @@ tls_material() {
 }
 
 pg_bin() { echo "/usr/lib/postgresql/$(ls /etc/postgresql | head -1)/bin/$1"; }
+# The cluster runs as the `postgres` user, who may not enter this checkout (CI clones
+# under /root): its data lives under /var/tmp, one directory per checkout.
+PG_TLS_DIR=/var/tmp/cartridge-warp-peers-$(echo "$STATE" | md5sum | cut -c1-8)/pg-tls
 as_postgres() { runuser -u postgres -- "$@"; }
 
 start_pg_tls() {
   tls_material
-  local dir=$STATE/pg-tls port
+  local dir=$PG_TLS_DIR port
   port=$(get_port PG_TLS_PORT)
   if [ -n "$port" ] && pg_isready -h localhost -p "$port" -q; then
     log "postgres (TLS only) already up on $port"
@@ -131,7 +134,7 @@ start_pg_tls() {
   fi
   port=$(pick_port "${port:-5442}")
   if [ ! -f "$dir/PG_VERSION" ]; then
-    mkdir -p "$dir" && chown postgres:postgres "$dir" && chmod 700 "$dir"
+    mkdir -p "$dir" && chmod 755 "$(dirname "$dir")" && chown postgres:postgres "$dir" && chmod 700 "$dir"
     as_postgres "$(pg_bin initdb)" -D "$dir" --auth-local=trust --auth-host=scram-sha-256 \
       >"$STATE/pg-tls-init.log" 2>&1 || die "initdb failed: see $STATE/pg-tls-init.log"
     install -o postgres -g postgres -m 600 "$TLS/server.key" "$dir/server.key"
@@ -161,7 +164,7 @@ SQL
 }
 
 stop_pg_tls() {
-  local dir=$STATE/pg-tls
+  local dir=$PG_TLS_DIR
   [ -f "$dir/postmaster.pid" ] && as_postgres "$(pg_bin pg_ctl)" -D "$dir" -m fast -w stop >/dev/null 2>&1 \
     && log "postgres (TLS) stopped"
   true
@@ -326,7 +329,7 @@ case "$cmd:$what" in
   env:*) print_env ;;
   clean:*)
     "$0" stop all
-    rm -rf "$STATE"
+    rm -rf "$STATE" "$(dirname "$PG_TLS_DIR")"
     log "removed $STATE"
     ;;
   *) die "usage: $0 start|stop|status|env|clean [postgres|mariadb|mongo|bigquery|tls|all]" ;;

@@ -24,9 +24,36 @@ echo "== deploy manifests (offline validators)" && scripts/deploy-check.sh
 echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doc tests" && cargo test --workspace --doc --locked
 
-# Last, because it replaces target/debug/cartridge-warp with the slim binary.
-echo "== slim build (mongodb,postgres) refuses a MySQL source"
+# Last, because they replace target/debug/cartridge-warp with the slim binaries.
+# Each slim build must still speak TLS to its databases (rustls is in every driver).
+tls_check() {
+  local out
+  out=$(target/debug/cartridge-warp validate --check-connections --config "$1" 2>&1) \
+    || { echo "$out" >&2; echo "FAILED: slim build ($2) cannot connect over TLS" >&2; exit 1; }
+  echo "$out" | grep -E '^(source|destination)'
+  [ "$(grep -c ', encrypted (' <<<"$out")" = 2 ] \
+    || { echo "FAILED: slim build ($2) did not encrypt both connections" >&2; exit 1; }
+}
+echo "== slim build (mysql,postgres) over TLS: MariaDB verify_identity, PostgreSQL verify-full"
+cargo build -q -p warp-cli --no-default-features --features mysql,postgres --locked
+slim_config=$(mktemp --suffix=.yaml)
+trap 'rm -f "$slim_config"' EXIT
+cat >"$slim_config" <<YAML
+source: { type: mysql, database: mysql, ssl_enabled: true, ssl_ca: "$WARP_TEST_TLS_DIR/ca.crt" }
+destination: { type: postgresql }
+schemas: [ { name: slim } ]
+YAML
+CARTRIDGE_WARP_SOURCE__CONNECTION_STRING="mysql://warp:$WARP_TEST_TLS_PASSWORD@localhost:$WARP_TEST_MARIADB_TLS_PORT/mysql" \
+  CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING="postgresql://warp_user:$WARP_TEST_TLS_PASSWORD@localhost:$WARP_TEST_PG_TLS_PORT/warehouse?sslmode=verify-full&sslrootcert=$WARP_TEST_TLS_DIR/ca.crt" \
+  tls_check "$slim_config" mysql,postgres
+
+echo "== slim build (mongodb,postgres) over TLS: the seed's connection strings"
 cargo build -q -p warp-cli --no-default-features --features mongodb,postgres --locked
+CARTRIDGE_WARP_SOURCE__CONNECTION_STRING="mongodb://admin:$WARP_TEST_TLS_PASSWORD@localhost:$WARP_TEST_MONGO_TLS_PORT/ecommerce_db?ssl=true&authSource=admin&replicaSet=rs0" \
+  CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING="postgresql://warp_user:$WARP_TEST_TLS_PASSWORD@localhost:$WARP_TEST_PG_TLS_PORT/warehouse?sslmode=require&connect_timeout=30" \
+  SSL_CERT_FILE="$WARP_TEST_TLS_DIR/ca.crt" tls_check examples/seed-ecommerce.yaml mongodb,postgres
+
+echo "== slim build (mongodb,postgres) refuses a MySQL source"
 if out=$(CARTRIDGE_WARP_SOURCE__CONNECTION_STRING=mysql://u@127.0.0.1/x \
   CARTRIDGE_WARP_DESTINATION__CONNECTION_STRING=postgresql://postgres@127.0.0.1/postgres \
   target/debug/cartridge-warp run --config examples/users-mysql.yaml 2>&1); then

@@ -27,7 +27,10 @@ pub async fn connect(source: &SourceConfig) -> warp_core::Result<Connected> {
         )
     })?;
     apply(source, &mut options);
-    trust_platform_ca_file(&mut options, std::env::var_os(SSL_CERT_FILE).map(PathBuf::from));
+    trust_platform_ca_file(
+        &mut options,
+        std::env::var_os(SSL_CERT_FILE).map(PathBuf::from),
+    );
     let security = security(&options);
     let client = Client::with_options(options).map_err(|e| {
         Error::source_permanent(format!("source: {}", mask_secrets(&e.to_string())), None)
@@ -146,7 +149,8 @@ mod tests {
 
     #[tokio::test]
     async fn ssl_enabled_keeps_the_tls_options_of_the_uri() {
-        let uri = "mongodb://h/?tls=true&tlsCAFile=/etc/ca/ca.pem&tlsCertificateKeyFile=/etc/ca/me.pem";
+        let uri =
+            "mongodb://h/?tls=true&tlsCAFile=/etc/ca/ca.pem&tlsCertificateKeyFile=/etc/ca/me.pem";
         let source = source_config(&format!(
             "type: mongodb\nconnection_string: '{uri}'\nssl_enabled: true\n"
         ));
@@ -194,7 +198,8 @@ mod tests {
             tls.ca_file_path.as_deref(),
             Some(std::path::Path::new("/etc/ca/ca.pem"))
         );
-        let off = source_config("type: mongodb\nconnection_string: 'mongodb://h/'\nssl_enabled: false\n");
+        let off =
+            source_config("type: mongodb\nconnection_string: 'mongodb://h/'\nssl_enabled: false\n");
         apply(&off, &mut options);
         assert!(matches!(options.tls, Some(Tls::Disabled)));
     }

@@ -59,7 +59,7 @@ pub(crate) async fn certificate_name(
     let verifier = Arc::new(ChainOnly::new(roots)?);
     let config = ClientConfig::builder()
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
+        .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>)
         .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned()).map_err(|e| fail(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
