@@ -47,7 +47,9 @@ pub struct MysqlColumn {
 
 /// Maps a `COLUMN_TYPE` (`int(10) unsigned`, `decimal(12,2)`, `enum('a','b')`, …).
 pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
-    let t = column_type.trim().to_ascii_lowercase();
+    let raw = column_type.trim();
+    // Only the type's words are case-insensitive: ENUM and SET labels keep their case.
+    let t = raw.to_ascii_lowercase();
     let unsigned = t.contains(" unsigned");
     let base = t.split(['(', ' ']).next().unwrap_or("");
     let args = t
@@ -113,13 +115,13 @@ pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
         "json" => (Kind::Json, ColumnType::Json),
         "enum" => (
             Kind::Enum {
-                labels: labels(args.unwrap_or("")),
+                labels: labels(label_list(raw)),
             },
             ColumnType::Text { max_len: None },
         ),
         "set" => (
             Kind::Set {
-                labels: labels(args.unwrap_or("")),
+                labels: labels(label_list(raw)),
             },
             ColumnType::Array {
                 element: Box::new(ColumnType::Text { max_len: None }),
@@ -129,6 +131,14 @@ pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
         | "multipolygon" | "geometrycollection" => (Kind::Geometry, ColumnType::Bytes),
         other => return Err(format!("unsupported MySQL type `{other}` ({column_type})")),
     })
+}
+
+/// Everything between the type's first `(` and its last `)`: a label may hold either.
+fn label_list(raw: &str) -> &str {
+    match (raw.find('('), raw.rfind(')')) {
+        (Some(open), Some(close)) if close > open => &raw[open + 1..close],
+        _ => "",
+    }
 }
 
 /// `'a','b,c','it''s'` → [a, b,c, it's].
@@ -195,6 +205,20 @@ mod tests {
         assert_eq!(ty("point"), T::Bytes);
         assert!(matches!(ty("set('x','y')"), T::Array { .. }));
         assert!(map("vector(3)").is_err());
+    }
+
+    #[test]
+    fn enum_and_set_labels_keep_their_case_and_parentheses() {
+        let (kind, _) = map("enum('NC-17','PG-13','It''s (b)','a,b)')").unwrap();
+        let Kind::Enum { labels } = kind else {
+            panic!("{kind:?}")
+        };
+        assert_eq!(labels, ["NC-17", "PG-13", "It's (b)", "a,b)"]);
+        let (kind, _) = map("SET('Red','GREEN','(x)')").unwrap();
+        let Kind::Set { labels } = kind else {
+            panic!("{kind:?}")
+        };
+        assert_eq!(labels, ["Red", "GREEN", "(x)"]);
     }
 
     #[test]

@@ -488,3 +488,57 @@ async fn table(source: &MysqlSource, name: &str) -> warp_core::TableSchema {
         .find(|t| t.id.name == name)
         .unwrap()
 }
+
+#[tokio::test]
+async fn enum_and_set_labels_arrive_from_the_binlog_as_written() {
+    let (source, mut conn, _db) = setup(
+        "labels",
+        &["CREATE TABLE films (id INT PRIMARY KEY,
+            rating ENUM('G','PG-13','NC-17','It''s (b)','a,b)'),
+            colours SET('Red','GREEN','(x)'))"],
+    )
+    .await;
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    conn.query_drop(
+        "INSERT INTO films VALUES (1, 'NC-17', 'Red,GREEN'), (2, 'It''s (b)', '(x)'), (3, 'a,b)', '')",
+    )
+    .await
+    .unwrap();
+    let txns = transactions(&mut stream, 1).await;
+    let streamed: Vec<Vec<Value>> = rows_of(&txns[0].changes)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let text = |s: &str| Value::Text(s.into());
+    let set = |s: &[&str]| Value::Array(s.iter().map(|l| text(l)).collect());
+    let expected = vec![
+        vec![Value::Int(1), text("NC-17"), set(&["Red", "GREEN"])],
+        vec![Value::Int(2), text("It's (b)"), set(&["(x)"])],
+        vec![Value::Int(3), text("a,b)"), set(&[])],
+    ];
+    assert_eq!(streamed, expected, "binlog");
+    // The snapshot reads the same labels from the server.
+    let plan = source.plan_snapshot(&t, 100).await.unwrap();
+    let mut copied = Vec::new();
+    for chunk in &plan.chunks {
+        let pages: Vec<_> = source
+            .read_chunk(&t, chunk)
+            .await
+            .unwrap()
+            .rows
+            .collect()
+            .await;
+        for page in pages {
+            copied.extend(
+                page.unwrap()
+                    .into_rows()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.values),
+            );
+        }
+    }
+    assert_eq!(copied, expected, "snapshot");
+}
