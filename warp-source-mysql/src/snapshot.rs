@@ -87,24 +87,33 @@ pub async fn begin_snapshot(conn: &mut Conn, gtid: bool) -> Result<BinlogPositio
     result
 }
 
+/// The statement that reports the end of the binlog: MySQL 8.2 renamed `SHOW MASTER
+/// STATUS` to `SHOW BINARY LOG STATUS` and 8.4 removed the old name; MariaDB (whose
+/// versions start at 10, as the driver reads them from the greeting) keeps it.
+pub fn binlog_status_statement((major, minor, _): (u16, u16, u16)) -> &'static str {
+    if major < 10 && (major, minor) >= (8, 2) {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
+    }
+}
+
 /// The current end of the binlog.
 pub async fn current(conn: &mut Conn) -> Result<BinlogPosition> {
-    let row: Option<mysql_async::Row> = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .context("SHOW MASTER STATUS")?;
+    let statement = binlog_status_statement(conn.server_version());
+    let row: Option<mysql_async::Row> = conn.query_first(statement).await.context(statement)?;
     let row = row.ok_or_else(|| {
         MysqlError::Unsupported {
-            message: "the source has no binary log (SHOW MASTER STATUS is empty)".into(),
+            message: format!("the source has no binary log ({statement} is empty)"),
             hint: Some("enable it: log_bin=ON, binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL".into()),
         }
     })?;
     let file: String = row
         .get(0)
-        .ok_or_else(|| unsupported("SHOW MASTER STATUS has no file".into()))?;
+        .ok_or_else(|| unsupported(format!("{statement} has no file")))?;
     let pos: u64 = row
         .get(1)
-        .ok_or_else(|| unsupported("SHOW MASTER STATUS has no position".into()))?;
+        .ok_or_else(|| unsupported(format!("{statement} has no position")))?;
     Ok(BinlogPosition::new(file, pos))
 }
 
@@ -389,7 +398,22 @@ pub async fn conn(pool: &Pool) -> Result<Conn> {
 
 #[cfg(test)]
 mod tests {
-    use super::integer_bounds;
+    use super::{binlog_status_statement, integer_bounds};
+
+    #[test]
+    fn the_binlog_status_statement_follows_server_and_version() {
+        for (version, statement) in [
+            ((5, 7, 44), "SHOW MASTER STATUS"),
+            ((8, 0, 36), "SHOW MASTER STATUS"), // also Aurora MySQL 3
+            ((8, 2, 0), "SHOW BINARY LOG STATUS"),
+            ((8, 4, 3), "SHOW BINARY LOG STATUS"), // SHOW MASTER STATUS is gone
+            ((9, 1, 0), "SHOW BINARY LOG STATUS"),
+            ((10, 11, 19), "SHOW MASTER STATUS"), // MariaDB
+            ((11, 4, 2), "SHOW MASTER STATUS"),
+        ] {
+            assert_eq!(binlog_status_statement(version), statement, "{version:?}");
+        }
+    }
 
     #[test]
     fn integer_keys_split_arithmetically_when_dense_enough() {
