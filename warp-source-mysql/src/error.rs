@@ -32,6 +32,21 @@ pub enum MysqlError {
     },
 }
 
+/// The causes of error 1236 ("fatal error reading the binlog"), told apart by the
+/// message MySQL and MariaDB send with it, because each needs a different action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpRefusal {
+    /// The file or GTIDs we resume from were purged: the table must be re-snapshotted.
+    Purged,
+    /// Another reader registered our server id (ours before a restart, or a second
+    /// deployment with the same `server_id`): retried, with a hint if it persists.
+    DuplicateServerId,
+    /// The position is not an event start in that file (a failover to a server whose
+    /// files differ, a truncated or corrupted binlog).
+    BadPosition,
+    Other,
+}
+
 /// Server error codes that a retry can fix.
 const TRANSIENT_CODES: &[u16] = &[
     1040, // too many connections
@@ -75,6 +90,9 @@ impl MysqlError {
     }
 
     pub fn is_transient(&self) -> bool {
+        if self.dump_refusal() == Some(DumpRefusal::DuplicateServerId) {
+            return true;
+        }
         match self {
             Self::Connection { .. } => true,
             Self::Server { code, .. } => TRANSIENT_CODES.contains(code),
@@ -82,10 +100,44 @@ impl MysqlError {
         }
     }
 
-    /// The server no longer has the binlog file we must resume from.
+    /// Why the server refused a binlog dump (error 1236 covers several causes).
+    pub fn dump_refusal(&self) -> Option<DumpRefusal> {
+        let Self::Server {
+            code: 1236,
+            message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let m = message.to_ascii_lowercase();
+        let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+        Some(if any(&["same server_uuid/server_id", "same server_id"]) {
+            DumpRefusal::DuplicateServerId
+        } else if any(&[
+            "position > file size",
+            "impossible position",
+            "bogus data",
+            "truncated in the middle of event",
+            "exceeded max_allowed_packet",
+        ]) {
+            DumpRefusal::BadPosition
+        } else if any(&[
+            "could not find first log file",
+            "purged",
+            "could not find gtid state",
+            "not in the master's binlog",
+            "not in the source's binlog",
+        ]) {
+            DumpRefusal::Purged
+        } else {
+            DumpRefusal::Other
+        })
+    }
+
+    /// The server no longer has the binlog we must resume from (purged, or never had it).
     pub fn is_position_lost(&self) -> bool {
-        matches!(self, Self::Server { code: 1236, message, .. } if message.contains("binary log") || message.contains("binlog"))
-            || matches!(self, Self::Server { code: 1236, .. })
+        self.dump_refusal() == Some(DumpRefusal::Purged)
     }
 
     fn hint(&self) -> Option<String> {
@@ -98,6 +150,12 @@ impl MysqlError {
             ),
             Self::Unsupported { hint, .. } => hint.clone(),
             Self::Tls { failure, .. } => tls_hint(failure),
+            Self::Server { code: 1236, .. } => match self.dump_refusal()? {
+                DumpRefusal::Purged => Some("the binlog was purged behind this table's checkpoint: cartridge-warp resync --config <file> --schema <schema> --table <table>, and keep binlogs longer (binlog_expire_logs_seconds)".into()),
+                DumpRefusal::DuplicateServerId => Some("another binlog reader registered the same server id: give each deployment its own source.server_id (replicas derive theirs from it and POD_NAME)".into()),
+                DumpRefusal::BadPosition => Some("the checkpoint's position is not an event start on this server (a failover to a server with other binlog files, or a damaged binlog): enable GTIDs, or resync the table".into()),
+                DumpRefusal::Other => None,
+            },
             // MySQL 3159 / MariaDB 4151: require_secure_transport refuses plain text.
             Self::Server { code: 3159 | 4151, .. } => Some(
                 "the server accepts only TLS connections: set source.ssl_enabled: true and source.ssl_ca: <CA file>".into(),
@@ -110,7 +168,12 @@ impl MysqlError {
 impl From<MysqlError> for warp_core::Error {
     fn from(e: MysqlError) -> Self {
         if e.is_transient() {
-            warp_core::Error::source_transient(e)
+            let hint = e.hint();
+            warp_core::Error::Source {
+                message: e.to_string(),
+                retry: warp_core::Retry::Transient,
+                hint,
+            }
         } else {
             let hint = e.hint();
             warp_core::Error::source_permanent(e, hint)
@@ -141,5 +204,53 @@ pub trait Context<T> {
 impl<T> Context<T> for std::result::Result<T, mysql_async::Error> {
     fn context(self, what: &str) -> Result<T> {
         self.map_err(|e| MysqlError::from_driver(what, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(message: &str) -> MysqlError {
+        MysqlError::Server {
+            context: "binlog".into(),
+            code: 1236,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn error_1236_is_told_apart_by_the_servers_own_messages() {
+        let cases = [
+            // MySQL and MariaDB, file purged.
+            ("Could not find first log file name in binary log index file", DumpRefusal::Purged),
+            // MySQL 8.0.23+, GTIDs purged.
+            ("Cannot replicate because the source purged required binary logs. Replicate the missing transactions from elsewhere, or provision a new replica from backup.", DumpRefusal::Purged),
+            // MariaDB, GTID state too old.
+            ("Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.", DumpRefusal::Purged),
+            // MySQL 8.0.26+ and older wording.
+            ("A replica with the same server_uuid/server_id as this replica has connected to the source; the first event 'binlog.000001' at 4", DumpRefusal::DuplicateServerId),
+            ("A slave with the same server_uuid/server_id as this slave has connected to the master", DumpRefusal::DuplicateServerId),
+            ("Client requested source to start replication from position > file size", DumpRefusal::BadPosition),
+            ("Client requested master to start replication from impossible position; the first event 'mysql-bin.000001' at 999999", DumpRefusal::BadPosition),
+            ("binlog truncated in the middle of event; consider out of disk space on source", DumpRefusal::BadPosition),
+        ];
+        for (message, want) in cases {
+            let e = refusal(message);
+            assert_eq!(e.dump_refusal(), Some(want), "{message}");
+            assert_eq!(e.is_position_lost(), want == DumpRefusal::Purged);
+            assert_eq!(e.is_transient(), want == DumpRefusal::DuplicateServerId);
+            let core: warp_core::Error = e.into();
+            assert!(core.hint().is_some(), "{message}");
+        }
+        let hints: std::collections::HashSet<String> = [
+            "Could not find first log file name in binary log index file",
+            "A slave with the same server_uuid/server_id as this slave has connected to the master",
+            "Client requested master to start replication from impossible position",
+        ]
+        .into_iter()
+        .map(|m| refusal(m).hint().unwrap())
+        .collect();
+        assert_eq!(hints.len(), 3, "each cause has its own hint");
     }
 }

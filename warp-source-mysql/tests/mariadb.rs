@@ -316,6 +316,36 @@ async fn a_purged_binlog_position_is_an_actionable_error() {
 }
 
 #[tokio::test]
+async fn a_position_beyond_the_end_of_its_file_is_not_taken_for_a_purged_binlog() {
+    let (source, _conn, _db) = setup("badpos", &["CREATE TABLE p (id INT PRIMARY KEY)"]).await;
+    let t = source.discover().await.unwrap().into_iter().next().unwrap();
+    let now =
+        warp_source_mysql::BinlogPosition::decode(&source.current_position(&t).await.unwrap())
+            .unwrap();
+    let beyond = Position::encode(&warp_source_mysql::BinlogPosition::new(
+        now.file.clone(),
+        now.pos + 10_000_000,
+    ))
+    .unwrap();
+    let mut stream = source.stream(&t, &beyond).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        !matches!(err, warp_core::Error::PositionLost { .. }) && !err.is_transient(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1236"), "{err}");
+    assert!(
+        err.hint().unwrap().contains("not an event start"),
+        "{:?}",
+        err.hint()
+    );
+}
+
+#[tokio::test]
 async fn timestamp_polling_delivers_ties_once_and_sees_updates() {
     let (source, mut conn, _db) = setup_with(
         "polling",
