@@ -330,7 +330,8 @@ async fn a_source_without_the_binlog_fails_the_table_with_what_to_change() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let error = t["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("no binary log"), "{t}");
+    assert!(error.contains("binlog is not usable"), "{t}");
+    assert!(error.contains("log_bin=ON (is OFF)"), "{t}");
     let hint = t["hint"].as_str().unwrap_or_default();
     assert!(
         hint.contains("log_bin=ON") && hint.contains("binlog_format=ROW"),

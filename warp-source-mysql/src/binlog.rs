@@ -16,6 +16,7 @@ use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
 use crate::position::BinlogPosition;
+use crate::unhandled::{self, Refused, Undecoded};
 
 /// Changes sent per fragment inside a large source transaction.
 const FRAGMENT_CHANGES: usize = 2_000;
@@ -193,8 +194,13 @@ impl Reader {
             let ts = DateTime::from_timestamp(i64::from(header.timestamp()), 0);
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
-                // MariaDB GTID, annotate and checkpoint events are not decoded; not needed.
-                Ok(None) => continue,
+                // Types the decoder does not know (MariaDB's own): skipped only when they
+                // can carry no row.
+                Ok(None) => match unhandled::classify(header.event_type_raw()) {
+                    Undecoded::Ignorable => continue,
+                    Undecoded::Compressed => return Err(self.refuse(Refused::Compressed)),
+                    Undecoded::Unknown(code) => return Err(self.refuse(Refused::Unknown(code))),
+                },
                 Err(e) => {
                     return Err(warp_core::Error::source_transient(format!(
                         "undecodable binlog event: {e}"
@@ -224,6 +230,10 @@ impl Reader {
                     }
                 }
                 EventData::XidEvent(_) => return self.commit(log_pos, ts),
+                // Its inner events would otherwise pass unread.
+                EventData::TransactionPayloadEvent(_) => {
+                    return Err(self.refuse(Refused::TransactionPayload))
+                }
                 EventData::RowsEvent(rows) => {
                     let Some(tme) = self.stream.get_tme(rows.table_id()) else {
                         continue;
@@ -232,6 +242,9 @@ impl Reader {
                         || tme.table_name() != self.table.schema.id.name.as_str()
                     {
                         continue;
+                    }
+                    if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+                        return Err(self.refuse(Refused::PartialUpdate));
                     }
                     let tme = tme.clone();
                     self.rows(&rows, &tme)?;
@@ -326,6 +339,10 @@ impl Reader {
             (self.zero_dates)(zeros);
         }
         Ok(Row::new(out))
+    }
+
+    fn refuse(&self, what: Refused) -> warp_core::Error {
+        unhandled::refusal(&self.table.schema.id.to_string(), what)
     }
 
     fn error(&self, message: String) -> warp_core::Error {

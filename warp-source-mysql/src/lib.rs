@@ -12,6 +12,7 @@ mod poll;
 mod position;
 mod snapshot;
 mod types;
+mod unhandled;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -33,13 +34,54 @@ pub use position::BinlogPosition;
 use discover::MysqlTable;
 use error::Context;
 
-/// `@@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata`.
-type BinlogSettings = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// Server variables a binlog reader depends on.
+const BINLOG_VARIABLES: &[&str] = &[
+    "log_bin",
+    "binlog_format",
+    "binlog_row_image",
+    "binlog_row_metadata",
+    "binlog_row_value_options",
+    "binlog_transaction_compression",
+    "log_bin_compress",
+];
+
+/// What must change for the binlog to carry every row whole and readable. Variables a
+/// server does not have (MariaDB's compression on MySQL, MySQL's on MariaDB) pass.
+fn binlog_settings_wrong(settings: &HashMap<String, String>) -> Vec<String> {
+    let value = |name: &str| settings.get(name).map(String::as_str);
+    let is = |name: &str, want: &[&str]| {
+        value(name).is_some_and(|v| want.iter().any(|w| v.eq_ignore_ascii_case(w)))
+    };
+    let mut wrong = Vec::new();
+    for (name, want) in [
+        ("log_bin", &["ON", "1"][..]),
+        ("binlog_format", &["ROW"]),
+        ("binlog_row_image", &["FULL"]),
+        ("binlog_row_metadata", &["FULL"]),
+    ] {
+        if !is(name, want) {
+            wrong.push(format!(
+                "{name}={} (is {})",
+                want[0],
+                value(name).unwrap_or("not set")
+            ));
+        }
+    }
+    for (name, off) in [
+        ("binlog_row_value_options", &[""][..]),
+        ("binlog_transaction_compression", &["OFF", "0"]),
+        ("log_bin_compress", &["OFF", "0"]),
+    ] {
+        if value(name).is_some() && !is(name, off) {
+            wrong.push(format!(
+                "{name}={} (is {})",
+                if off[0].is_empty() { "''" } else { off[0] },
+                value(name).unwrap_or_default()
+            ));
+        }
+    }
+    wrong
+}
 
 /// Default first binlog reader id; each stream takes the next one (ids must differ
 /// between concurrent readers of one server).
@@ -79,6 +121,9 @@ pub struct MysqlSource {
     /// as it streams, so they connect outside the pool (which stays free for snapshots,
     /// polls and checks).
     connect: connect::Connector,
+    /// Set once the server's binlog settings were found usable: every table checks them
+    /// before it snapshots or streams, not only `validate`.
+    prerequisites_met: tokio::sync::OnceCell<()>,
     /// `timestamp` polling instead of the binlog.
     polling: bool,
     resolved: ResolvedSchema,
@@ -99,6 +144,7 @@ impl MysqlSource {
             .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
         Ok(Self {
             connect: connect::Connector::new(source, url.expose())?,
+            prerequisites_met: tokio::sync::OnceCell::new(),
             polling: source.strategy() == ChangeDetection::Timestamp,
             resolved: schema.clone(),
             database: schema.source_database.clone(),
@@ -182,6 +228,14 @@ impl MysqlSource {
         }
     }
 
+    /// The prerequisites, checked once per process while they hold.
+    async fn ensure_prerequisites(&self) -> error::Result<()> {
+        self.prerequisites_met
+            .get_or_try_init(|| self.check_prerequisites())
+            .await
+            .map(|_| ())
+    }
+
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
         let mut conn = self
@@ -197,46 +251,33 @@ impl MysqlSource {
                 .context("check connection")?;
             return Ok(());
         }
-        let row: Option<BinlogSettings> = conn
-            .query_first(
-                "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata",
-            )
+        // Only the variables this server has come back (MySQL and MariaDB differ).
+        let settings: Vec<(String, String)> = conn
+            .query(format!(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN ({})",
+                BINLOG_VARIABLES
+                    .iter()
+                    .map(|v| format!("'{v}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
             .await
             .context("read binlog settings")?;
-        let (log_bin, format, image, metadata) = row.unwrap_or_default();
-        let mut wrong = Vec::new();
-        let want = |v: &Option<String>, want: &[&str]| {
-            v.as_deref()
-                .is_some_and(|v| want.iter().any(|w| v.eq_ignore_ascii_case(w)))
-        };
-        if !want(&log_bin, &["1", "ON"]) {
-            wrong.push("log_bin=ON".to_owned());
-        }
-        if !want(&format, &["ROW"]) {
-            wrong.push(format!(
-                "binlog_format=ROW (is {})",
-                format.unwrap_or_default()
-            ));
-        }
-        if !want(&image, &["FULL"]) {
-            wrong.push(format!(
-                "binlog_row_image=FULL (is {})",
-                image.unwrap_or_default()
-            ));
-        }
-        if !want(&metadata, &["FULL"]) {
-            wrong.push(format!(
-                "binlog_row_metadata=FULL (is {})",
-                metadata.unwrap_or_default()
-            ));
-        }
+        let wrong = binlog_settings_wrong(&settings.into_iter().collect());
         if !wrong.is_empty() {
             return Err(MysqlError::Unsupported {
                 message: format!(
                     "the source's binlog is not usable for CDC: set {}",
                     wrong.join(", ")
                 ),
-                hint: Some("set them in the server configuration and restart it".into()),
+                hint: Some(format!(
+                    "set {} in the server configuration and restart it",
+                    wrong
+                        .iter()
+                        .map(|w| w.split(" (").next().unwrap_or(w))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             });
         }
         snapshot::current(&mut conn).await.map_err(|e| match e {
@@ -279,6 +320,7 @@ impl Source for MysqlSource {
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
         let t = self.cached(table)?;
+        self.ensure_prerequisites().await?;
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let start = self.start_position(&t, &mut conn, true).await?;
         let chunks =
@@ -349,6 +391,7 @@ impl Source for MysqlSource {
             )?);
         }
         let from = BinlogPosition::decode(from)?;
+        self.ensure_prerequisites().await?;
         let server_id = *self
             .server_ids
             .lock()
@@ -413,6 +456,58 @@ impl Source for MysqlSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binlog_settings_name_what_to_change() {
+        let of = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let good = [
+            ("log_bin", "ON"),
+            ("binlog_format", "ROW"),
+            ("binlog_row_image", "FULL"),
+            ("binlog_row_metadata", "FULL"),
+        ];
+        assert!(
+            binlog_settings_wrong(&of(&good)).is_empty(),
+            "MariaDB 10.11"
+        );
+        let mysql8 = [
+            &good[..],
+            &[
+                ("binlog_row_value_options", ""),
+                ("binlog_transaction_compression", "OFF"),
+            ],
+        ]
+        .concat();
+        assert!(binlog_settings_wrong(&of(&mysql8)).is_empty(), "MySQL 8");
+        let bad = [
+            &good[..],
+            &[
+                ("binlog_row_value_options", "PARTIAL_JSON"),
+                ("binlog_transaction_compression", "ON"),
+                ("log_bin_compress", "ON"),
+            ],
+        ]
+        .concat();
+        assert_eq!(
+            binlog_settings_wrong(&of(&bad)),
+            [
+                "binlog_row_value_options='' (is PARTIAL_JSON)",
+                "binlog_transaction_compression=OFF (is ON)",
+                "log_bin_compress=OFF (is ON)"
+            ]
+        );
+        assert_eq!(
+            binlog_settings_wrong(&of(&[("log_bin", "OFF")])).len(),
+            4,
+            "{:?}",
+            binlog_settings_wrong(&of(&[("log_bin", "OFF")]))
+        );
+    }
 
     #[test]
     fn replicas_and_schemas_get_distinct_stable_reader_ids() {

@@ -181,17 +181,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, tls_version: Option
             Some(0x01) | None => return Ok(()),
             Some(0x03) if String::from_utf8_lossy(&command).contains("Ssl_version") => {
                 let value = tls_version.unwrap_or("");
-                let mut seq = 1;
-                for packet in [
+                for (seq, packet) in (1..).zip([
                     vec![2],
                     column("Variable_name"),
                     column("Value"),
                     vec![0xfe, 0, 0, 2, 0],
                     [lenenc("Ssl_version"), lenenc(value)].concat(),
                     vec![0xfe, 0, 0, 2, 0],
-                ] {
+                ]) {
                     write(s, seq, &packet).await?;
-                    seq += 1;
                 }
             }
             _ => write(s, 1, &[0, 0, 0, 2, 0, 0, 0]).await?,
