@@ -137,6 +137,16 @@ impl Connector {
         Ok(self.chosen().await?.pool.clone())
     }
 
+    /// A connection from the pool.
+    pub async fn conn(&self) -> Result<mysql_async::Conn> {
+        self.chosen()
+            .await?
+            .pool
+            .get_conn()
+            .await
+            .context("connect")
+    }
+
     /// Options for a connection outside the pool (a binlog reader holds its own).
     pub async fn opts(&self) -> Result<Opts> {
         Ok(self.chosen().await?.opts.clone())

@@ -238,13 +238,7 @@ impl MysqlSource {
 
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
-        let mut conn = self
-            .connect
-            .pool()
-            .await?
-            .get_conn()
-            .await
-            .context("connect")?;
+        let mut conn = self.connect.conn().await?;
         if self.polling {
             conn.query_drop("SELECT 1")
                 .await
@@ -299,13 +293,7 @@ impl Source for MysqlSource {
     }
 
     async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
-        let mut conn = self
-            .connect
-            .pool()
-            .await?
-            .get_conn()
-            .await
-            .context("connect")?;
+        let mut conn = self.connect.conn().await?;
         let tables = discover::tables(&mut conn, &self.database, None).await?;
         let schemas = tables.iter().map(|t| t.schema.clone()).collect();
         let mut cache = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
@@ -363,13 +351,7 @@ impl Source for MysqlSource {
             .await?
             .encode();
         }
-        let mut conn = self
-            .connect
-            .pool()
-            .await?
-            .get_conn()
-            .await
-            .context("connect")?;
+        let mut conn = self.connect.conn().await?;
         Ok(snapshot::current(&mut conn).await?.encode()?)
     }
 
@@ -422,26 +404,14 @@ impl Source for MysqlSource {
         table: &TableSchema,
     ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
         let t = self.cached(table)?;
-        let mut conn = self
-            .connect
-            .pool()
-            .await?
-            .get_conn()
-            .await
-            .context("connect")?;
+        let mut conn = self.connect.conn().await?;
         Ok(Some(
             snapshot::all_keys(&mut conn, &self.database, &t).await?,
         ))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let mut conn = self
-            .connect
-            .pool()
-            .await?
-            .get_conn()
-            .await
-            .context("connect")?;
+        let mut conn = self.connect.conn().await?;
         let rows: Option<Option<u64>> = conn
             .exec_first(
                 "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",

@@ -12,6 +12,8 @@ use warp_core::{
 };
 use warp_source_mysql::MysqlSource;
 
+mod common;
+
 /// A fresh database `cw_<name>` and a source reading it.
 async fn setup(name: &str, ddl: &[&str]) -> (MysqlSource, mysql_async::Conn, String) {
     setup_with(name, ddl, "").await
@@ -197,16 +199,7 @@ async fn every_mysql_type_decodes_the_same_from_snapshot_and_binlog() {
             .compare_positions(&read.position, &start)
             .unwrap()
             .is_ge());
-        let pages: Vec<_> = read.rows.collect().await;
-        for page in pages {
-            copied.extend(
-                page.unwrap()
-                    .into_rows()
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.values),
-            );
-        }
+        copied.extend(common::rows_of_chunk(read).await);
     }
     assert_eq!(copied, expected(), "snapshot decoding");
 }
@@ -550,25 +543,9 @@ async fn enum_and_set_labels_arrive_from_the_binlog_as_written() {
     ];
     assert_eq!(streamed, expected, "binlog");
     // The snapshot reads the same labels from the server.
-    let plan = source.plan_snapshot(&t, 100).await.unwrap();
-    let mut copied = Vec::new();
-    for chunk in &plan.chunks {
-        let pages: Vec<_> = source
-            .read_chunk(&t, chunk)
-            .await
-            .unwrap()
-            .rows
-            .collect()
-            .await;
-        for page in pages {
-            copied.extend(
-                page.unwrap()
-                    .into_rows()
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.values),
-            );
-        }
-    }
-    assert_eq!(copied, expected, "snapshot");
+    assert_eq!(
+        common::copy_all(&source, &t, 100).await,
+        expected,
+        "snapshot"
+    );
 }

@@ -12,6 +12,8 @@ use warp_core::{ConnectionSecurity, Source, Value, Verification};
 use warp_e2e::tls::TlsPeers;
 use warp_source_mysql::MysqlSource;
 
+mod common;
+
 /// A fresh database `cw_tls_<name>` on the TLS-only MariaDB, made over a verified
 /// TLS connection.
 async fn database(peers: &TlsPeers, name: &str) -> (mysql_async::Conn, String) {
@@ -103,25 +105,7 @@ async fn ssl_enabled_with_the_ca_snapshots_and_streams_the_binlog_over_tls() {
     );
     let t = source.discover().await.unwrap().remove(0);
     let plan = source.plan_snapshot(&t, 100).await.unwrap();
-    let mut copied = Vec::new();
-    for chunk in &plan.chunks {
-        let pages: Vec<_> = source
-            .read_chunk(&t, chunk)
-            .await
-            .unwrap()
-            .rows
-            .collect()
-            .await;
-        for page in pages {
-            copied.extend(
-                page.unwrap()
-                    .into_rows()
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| r.values),
-            );
-        }
-    }
+    let mut copied = common::copy_all(&source, &t, 100).await;
     copied.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(
         copied,
