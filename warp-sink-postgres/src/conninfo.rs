@@ -195,12 +195,16 @@ pub(crate) fn parse(text: &str, defaults: &Defaults) -> Result<ConnInfo, SinkErr
         options = options.ssl_client_cert(cert).ssl_client_key(key);
     }
     let host = options.get_host().to_owned();
+    // libpq ignores sslmode on a Unix socket (the server offers no TLS there).
+    let mode = if options.get_socket().is_some() {
+        options = options.ssl_mode(PgSslMode::Disable);
+        SslMode::Disable
+    } else {
+        tls.mode
+    };
     Ok(ConnInfo {
         options,
-        tls: TlsPlan {
-            mode: tls.mode,
-            host,
-        },
+        tls: TlsPlan { mode, host },
         connect_timeout,
         has_application_name,
     })
@@ -557,6 +561,14 @@ mod tests {
         assert!(refused("host=a,b user=u").contains("several hosts"));
         assert!(refused("postgresql://u@h/d?sslmode=allow").contains("allow"));
         parsed("postgresql://u@h/d?gssencmode=disable&channel_binding=prefer&sslsni=1");
+    }
+
+    #[test]
+    fn sslmode_does_not_apply_to_unix_sockets() {
+        let c = parsed("host=/var/run/postgresql dbname=dw sslmode=require");
+        assert_eq!(c.tls.mode, SslMode::Disable);
+        let c = parsed("postgresql:///dw?host=/var/run/postgresql&sslmode=require");
+        assert_eq!(c.tls.mode, SslMode::Disable);
     }
 
     #[test]
