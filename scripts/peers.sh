@@ -81,6 +81,8 @@ start_mariadb() {
     log "mariadb (binlog) already up on $port"
     return
   fi
+  # A server of this data directory whose port was lost would hold its lock.
+  alive "$dir.pid" && stop_pidfile mariadb "$dir.pid"
   port=$(pick_port "${port:-3307}")
   mariadb_init "$dir"
   nohup mariadbd --no-defaults --datadir="$dir" --user="$(id -un)" --port="$port" \
@@ -137,8 +139,6 @@ start_pg_tls() {
     mkdir -p "$dir" && chmod 755 "$(dirname "$dir")" && chown postgres:postgres "$dir" && chmod 700 "$dir"
     as_postgres "$(pg_bin initdb)" -D "$dir" --auth-local=trust --auth-host=scram-sha-256 \
       >"$STATE/pg-tls-init.log" 2>&1 || die "initdb failed: see $STATE/pg-tls-init.log"
-    install -o postgres -g postgres -m 600 "$TLS/server.key" "$dir/server.key"
-    install -o postgres -g postgres -m 644 "$TLS/server-chain.crt" "$dir/server.crt"
     cat >"$dir/pg_hba.conf" <<HBA
 local     all all               trust
 hostssl   all all 127.0.0.1/32  scram-sha-256
@@ -147,6 +147,14 @@ hostnossl all all 0.0.0.0/0     reject
 hostnossl all all ::/0          reject
 HBA
   fi
+  # On every start: the data directory outlives a checkout's .peers (it is keyed by the
+  # checkout's path), and a new .peers has a new CA. A server left running on it by an
+  # earlier run of this checkout is stopped first.
+  if as_postgres "$(pg_bin pg_ctl)" -D "$dir" status >/dev/null 2>&1; then
+    as_postgres "$(pg_bin pg_ctl)" -D "$dir" -m fast -w stop >/dev/null
+  fi
+  install -o postgres -g postgres -m 600 "$TLS/server.key" "$dir/server.key"
+  install -o postgres -g postgres -m 644 "$TLS/server-chain.crt" "$dir/server.crt"
   as_postgres "$(pg_bin pg_ctl)" -D "$dir" -l "$dir/server.log" -w -t 120 \
     -o "-c port=$port -c listen_addresses=localhost -c unix_socket_directories=$dir -c ssl=on -c max_connections=200" \
     start >/dev/null || die "private PostgreSQL did not start: see $dir/server.log"
@@ -179,6 +187,7 @@ start_mariadb_tls() {
     log "mariadb (TLS required) already up on $port"
     return
   fi
+  alive "$dir.pid" && stop_pidfile mariadb-tls "$dir.pid"
   port=$(pick_port "${port:-3317}")
   mariadb_init "$dir"
   nohup mariadbd --no-defaults --datadir="$dir" --user="$(id -un)" --port="$port" \
