@@ -4,6 +4,7 @@
 //! Their certificate names `localhost` only, so `127.0.0.1` is a host name it does not
 //! hold.
 
+use std::fmt::Debug;
 use std::path::PathBuf;
 
 use crate::peer_url;
@@ -78,4 +79,17 @@ impl TlsPeers {
     pub fn seed_pg_url(&self) -> String {
         self.pg_url("localhost", "sslmode=require&connect_timeout=30")
     }
+}
+
+/// The error and hint of a connection check that must be refused permanently (a TLS
+/// refusal is never retried); neither may carry `password`.
+pub fn refusal<T: Debug>(result: warp_core::Result<T>, password: &str) -> (String, String) {
+    let e = result.expect_err("the connection must be refused");
+    assert!(!e.is_transient(), "a TLS refusal is permanent: {e}");
+    let (text, hint) = (e.to_string(), e.hint().unwrap_or_default());
+    assert!(
+        !text.contains(password) && !hint.contains(password),
+        "{text} / {hint}"
+    );
+    (text, hint)
 }

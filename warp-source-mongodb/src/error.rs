@@ -65,6 +65,18 @@ const POSITION_LOST_CODES: &[i32] = &[
 impl MongoError {
     pub fn from_driver(context: impl Into<String>, e: &mongodb::error::Error) -> Self {
         let context = context.into();
+        // Only connection-level errors can carry a TLS refusal.
+        let tls = match e.kind.as_ref() {
+            ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } => tls_failure(e),
+            _ => None,
+        };
+        if let Some(failure) = tls {
+            return Self::Tls {
+                context,
+                failure,
+                message: mask_secrets(&e.to_string()).into_owned(),
+            };
+        }
         match e.kind.as_ref() {
             ErrorKind::Command(c) => Self::Server {
                 context,
@@ -72,13 +84,6 @@ impl MongoError {
                 code_name: c.code_name.clone(),
                 message: c.message.clone(),
             },
-            ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } if tls_failure(e).is_some() => {
-                Self::Tls {
-                    context,
-                    failure: tls_failure(e).unwrap_or(TlsFailure::NotOffered),
-                    message: mask_secrets(&e.to_string()).into_owned(),
-                }
-            }
             kind => Self::Driver {
                 context,
                 message: mask_secrets(&e.to_string()).into_owned(),

@@ -14,10 +14,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::Source;
 use warp_e2e::tls::TlsPeers;
-use warp_source_mysql::MysqlSource;
+
+mod common;
 
 const PASSWORD: &str = "s3cret-sha2";
 /// Part 1 (8 bytes) and part 2 (12 bytes) of the greeting's scramble.
@@ -272,23 +272,15 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> Io 
 
 /// The source as configured, checking its connection (polling, so no binlog queries).
 async fn check(url: &str, tls_keys: &str) -> warp_core::Result<warp_core::ConnectionSecurity> {
-    let yaml = format!(
-        "source: {{ type: mysql, connection_string: '{url}', change_detection_strategy: timestamp, \
-         change_detection_column: updated_at{tls_keys} }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas: [ {{ name: shop }} ]\n"
-    );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
-    MysqlSource::new(&loaded.config.source, &schema)?
-        .check()
-        .await
+    common::source_config(
+        &format!(
+            "connection_string: '{url}', change_detection_strategy: timestamp, \
+             change_detection_column: updated_at{tls_keys}"
+        ),
+        "shop",
+    )?
+    .check()
+    .await
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone, Utc};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::{
     Change, ColumnType, Decimal, Interval, Operation, Position, SchemaChange, Source,
     StreamFragment, Value,
@@ -37,22 +36,14 @@ async fn setup_with(
     for stmt in ddl {
         conn.query_drop(*stmt).await.unwrap();
     }
-    let yaml = format!(
-        "performance: {{ polling_interval: 0.1 }}\n\
-         source: {{ type: mysql, connection_string: '{url}/{db}', server_id: {}{source_extra} }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas: [ {{ name: {db}, source_database: {db} }} ]\n",
-        3_000_000 + std::process::id() % 40_000 * 20
-    );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
+    let source = common::source_config(
+        &format!(
+            "connection_string: '{url}/{db}', server_id: {}{source_extra}",
+            common::server_id(3_000_000)
+        ),
+        &db,
     )
     .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
-    let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
     (source, conn, db)
 }
 
@@ -286,6 +277,20 @@ async fn updates_deletes_and_ddl_arrive_as_transactions() {
     assert_eq!(resumed[0].commit, txns[4].commit);
 }
 
+/// The error a stream from `from` ends with, at once.
+async fn stream_error(
+    source: &MysqlSource,
+    t: &warp_core::TableSchema,
+    from: &Position,
+) -> warp_core::Error {
+    let mut stream = source.stream(t, from).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an answer in time")
+        .expect("an item")
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_purged_binlog_position_is_an_actionable_error() {
     let (source, _conn, _db) = setup("purged", &["CREATE TABLE p (id INT PRIMARY KEY)"]).await;
@@ -295,12 +300,7 @@ async fn a_purged_binlog_position_is_an_actionable_error() {
         4,
     ))
     .unwrap();
-    let mut stream = source.stream(&t, &gone).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = stream_error(&source, &t, &gone).await;
     assert!(
         matches!(err, warp_core::Error::PositionLost { .. }),
         "{err}"
@@ -320,12 +320,7 @@ async fn a_position_beyond_the_end_of_its_file_is_not_taken_for_a_purged_binlog(
         now.pos + 10_000_000,
     ))
     .unwrap();
-    let mut stream = source.stream(&t, &beyond).await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = stream_error(&source, &t, &beyond).await;
     assert!(
         !matches!(err, warp_core::Error::PositionLost { .. }) && !err.is_transient(),
         "{err}"

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, SslOpts};
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::{ConnectionSecurity, Source, Value, Verification};
 use warp_e2e::tls::TlsPeers;
 use warp_source_mysql::MysqlSource;
@@ -44,36 +43,18 @@ async fn database(peers: &TlsPeers, name: &str) -> (mysql_async::Conn, String) {
 }
 
 fn source(url: &str, db: &str, tls_keys: &str) -> MysqlSource {
-    let yaml = format!(
-        "source: {{ type: mysql, connection_string: '{url}', server_id: {}{tls_keys} }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas: [ {{ name: {db}, source_database: {db} }} ]\n",
-        3_500_000 + std::process::id() % 40_000 * 20
-    );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
+    common::source_config(
+        &format!(
+            "connection_string: '{url}', server_id: {}{tls_keys}",
+            common::server_id(3_500_000)
+        ),
+        db,
     )
-    .expect("config");
-    let schema = loaded.config.schemas_to_run(None).remove(0);
-    MysqlSource::new(&loaded.config.source, &schema).expect("source")
+    .expect("source")
 }
 
-/// The error of a check that must fail, with its hint; it never carries the password.
 async fn refused(source: &MysqlSource, password: &str) -> (String, String) {
-    let e = source
-        .check()
-        .await
-        .expect_err("the connection must be refused");
-    assert!(!e.is_transient(), "a TLS refusal is permanent: {e}");
-    let (text, hint) = (e.to_string(), e.hint().unwrap_or_default());
-    assert!(
-        !text.contains(password) && !hint.contains(password),
-        "{text} / {hint}"
-    );
-    (text, hint)
+    warp_e2e::tls::refusal(source.check().await, password)
 }
 
 fn assert_verified(security: &ConnectionSecurity, verification: Verification) {

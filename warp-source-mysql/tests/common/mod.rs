@@ -1,7 +1,35 @@
 //! Shared by the MySQL source suites.
+#![allow(dead_code)] // each suite uses its own part
 
 use futures::StreamExt;
+use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::{ChunkRead, Source, TableSchema, Value};
+use warp_source_mysql::MysqlSource;
+
+/// The source of schema `db` as the config loader builds it from `source_fields` (the
+/// inside of the `source:` mapping, after `type: mysql`).
+pub fn source_config(source_fields: &str, db: &str) -> warp_core::Result<MysqlSource> {
+    let yaml = format!(
+        "performance: {{ polling_interval: 0.1 }}\n\
+         source: {{ type: mysql, {source_fields} }}\n\
+         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
+         schemas: [ {{ name: {db}, source_database: {db} }} ]\n"
+    );
+    let loaded = load_str(
+        &yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .expect("config");
+    let schema = loaded.config.schemas_to_run(None).remove(0);
+    MysqlSource::new(&loaded.config.source, &schema)
+}
+
+/// A binlog reader id no other test process uses (`base` keeps suites apart).
+pub fn server_id(base: u32) -> u32 {
+    base + std::process::id() % 40_000 * 20
+}
 
 /// Every row value of one chunk read, in the order the source gave them.
 pub async fn rows_of_chunk(read: ChunkRead) -> Vec<Vec<Value>> {
