@@ -93,3 +93,18 @@ pub fn refusal<T: Debug>(result: warp_core::Result<T>, password: &str) -> (Strin
     );
     (text, hint)
 }
+
+/// The connection is TLS 1.x (as the server reports it) and checked `verification`'s way.
+pub fn assert_verified(
+    security: &warp_core::ConnectionSecurity,
+    verification: warp_core::Verification,
+) {
+    assert!(
+        security
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{security:?}"
+    );
+    assert_eq!(security.verification, verification);
+}

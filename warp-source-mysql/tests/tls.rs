@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, SslOpts};
-use warp_core::{ConnectionSecurity, Source, Value, Verification};
-use warp_e2e::tls::TlsPeers;
+use warp_core::{Source, Value, Verification};
+use warp_e2e::tls::{assert_verified, TlsPeers};
 use warp_source_mysql::MysqlSource;
 
 mod common;
@@ -55,17 +55,6 @@ fn source(url: &str, db: &str, tls_keys: &str) -> MysqlSource {
 
 async fn refused(source: &MysqlSource, password: &str) -> (String, String) {
     warp_e2e::tls::refusal(source.check().await, password)
-}
-
-fn assert_verified(security: &ConnectionSecurity, verification: Verification) {
-    assert!(
-        security
-            .tls_version
-            .as_deref()
-            .is_some_and(|v| v.starts_with("TLSv1.")),
-        "{security:?}"
-    );
-    assert_eq!(security.verification, verification);
 }
 
 #[tokio::test]
