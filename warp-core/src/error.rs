@@ -16,7 +16,7 @@ pub enum Retry {
 
 /// Errors of the engine and of connectors (connectors wrap their driver errors into
 /// [`Error::Source`] / [`Error::Sink`] with the right [`Retry`] class).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Config(#[from] ConfigErrors),

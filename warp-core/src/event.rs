@@ -112,3 +112,27 @@ impl StreamFragment {
         }
     }
 }
+
+/// One change of a shared feed, for the table at `table` in the list the feed was opened
+/// with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableChange {
+    pub table: usize,
+    pub change: Change,
+}
+
+/// What a source's shared change feed yields ([`crate::Source::open_feed`]).
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// A source transaction (or, for a large one, a part of it: only the last part carries
+    /// `commit`) with the changes of every table of the feed, in log order. A fragment
+    /// with no changes and a commit is a heartbeat for every table.
+    Fragment {
+        changes: Vec<TableChange>,
+        commit: Option<Commit>,
+    },
+    /// One table of the feed can no longer be followed (dropped or renamed at the source,
+    /// an unreadable event): it stops with `error`; the feed goes on for the others and
+    /// yields nothing more for it.
+    TableFailed { table: usize, error: crate::Error },
+}

@@ -60,11 +60,11 @@ pub mod value;
 pub mod watermark;
 
 pub use engine::{
-    Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard, TablePlan,
-    TableState, TableStatus,
+    single_table, Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard,
+    TablePlan, TableState, TableStatus,
 };
 pub use error::{Error, Result, Retry};
-pub use event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
+pub use event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment, TableChange};
 pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
@@ -73,7 +73,7 @@ pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
     Signal, Sink, SinkTransaction, TableKey, Target,
 };
-pub use source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
+pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
 pub use watermark::{poll_every, Poll, Watermark};

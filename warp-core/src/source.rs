@@ -7,7 +7,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::event::StreamFragment;
+use crate::event::{FeedItem, StreamFragment};
 use crate::position::Position;
 use crate::schema::{SchemaChange, TableId, TableSchema};
 use crate::value::{cmp_keys, Key, Row, Value};
@@ -93,6 +93,17 @@ impl ChunkPage {
     }
 }
 
+/// How a source delivers the changes of the tables it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeStrategy {
+    /// One log for the whole database (binlog, change stream), read once per replica by
+    /// [`Source::open_feed`] and routed to the tables by the engine.
+    Feed,
+    /// A poller per table ([`Source::stream`]): sources without a log, or polling chosen
+    /// by configuration.
+    Poller,
+}
+
 /// A connector that reads one source database.
 ///
 /// Implementations keep trait methods thin and delegate to inherent methods, so the
@@ -124,6 +135,28 @@ pub trait Source: Send + Sync {
         table: &TableSchema,
         from: &Position,
     ) -> Result<BoxStream<'static, Result<StreamFragment>>>;
+
+    /// How this source delivers changes; with [`ChangeStrategy::Feed`] the engine reads
+    /// [`Source::open_feed`] once for all the tables a replica runs, otherwise it calls
+    /// [`Source::stream`] per table.
+    fn change_strategy(&self) -> ChangeStrategy {
+        ChangeStrategy::Poller
+    }
+
+    /// Committed transactions of `tables` strictly after `from`, in commit order, forever
+    /// (heartbeats while idle), each change tagged with its table's index in `tables`.
+    /// `from` is the earliest of the tables' positions: the engine drops what a table
+    /// already has. Errors end the feed; the engine reopens it.
+    async fn open_feed(
+        &self,
+        _tables: &[TableSchema],
+        _from: &Position,
+    ) -> Result<BoxStream<'static, Result<FeedItem>>> {
+        Err(crate::Error::source_permanent(
+            "this source has no shared change feed",
+            None,
+        ))
+    }
 
     /// Orders two positions written by this source.
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering>;

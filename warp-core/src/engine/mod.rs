@@ -2,6 +2,7 @@
 //! position taken before the copy, in batches committed atomically with checkpoints.
 
 mod batch;
+mod feed;
 mod ownership;
 mod plan;
 mod projection;
@@ -21,6 +22,7 @@ use tracing::{info, warn, Instrument};
 use ownership::{Candidate, Ownership};
 
 pub use batch::{Batch, OrdKey};
+pub use feed::single_table;
 pub use plan::TablePlan;
 pub use retry::Backoff;
 pub use status::{StatusBoard, TableState, TableStatus};
@@ -55,6 +57,9 @@ pub struct EngineSettings {
     pub correlation_ids: bool,
     /// Lease validity and renewal between replicas (`performance.lease_ttl`).
     pub leases: LeaseTiming,
+    /// How long a table's full queue may hold the shared change feed before the table is
+    /// detached (it rejoins from its own position when its writes resume).
+    pub feed_stall: Duration,
 }
 
 impl EngineSettings {
@@ -75,6 +80,7 @@ impl EngineSettings {
             full_resync: false,
             correlation_ids: cfg.logging.correlation_id_enabled,
             leases: LeaseTiming::from_ttl(p.lease_ttl.as_duration()),
+            feed_stall: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +137,8 @@ pub(crate) struct Ctx {
     pub settings: EngineSettings,
     pub status: StatusBoard,
     pub snapshot_slots: Arc<Semaphore>,
+    /// The shared change feed (sources with [`crate::source::ChangeStrategy::Feed`]).
+    pub feed: feed::FeedHub,
 }
 
 /// Replicates one schema: discovers its tables and runs one worker per table until
@@ -148,8 +156,14 @@ impl Pipeline {
         checkpoints: Arc<dyn CheckpointStore>,
         settings: EngineSettings,
     ) -> Self {
+        let timing = feed::FeedTiming {
+            stall: settings.feed_stall,
+            depth: settings.queue_capacity,
+            ..feed::FeedTiming::default()
+        };
         let ctx = Ctx {
             controls: std::sync::Mutex::default(),
+            feed: feed::FeedHub::new(Arc::clone(&source), timing),
             source,
             sink,
             checkpoints,

@@ -22,7 +22,7 @@ use crate::metrics::{
 };
 use crate::position::Position;
 use crate::sink::{CheckpointUpdate, FencingToken, SinkTransaction};
-use crate::source::KeyRange;
+use crate::source::{ChangeStrategy, KeyRange};
 use crate::value::cmp_keys;
 
 /// Writer-side state of one streaming session.
@@ -59,11 +59,18 @@ impl TableWorker {
         handover: Vec<(KeyRange, Position)>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
-        let upstream = self
-            .ctx
-            .source
-            .stream(self.projection.source_schema(), &position)
-            .await?;
+        let upstream = match self.ctx.source.change_strategy() {
+            ChangeStrategy::Feed => self
+                .ctx
+                .feed
+                .subscribe(self.projection.source_schema().clone(), position.clone()),
+            ChangeStrategy::Poller => {
+                self.ctx
+                    .source
+                    .stream(self.projection.source_schema(), &position)
+                    .await?
+            }
+        };
         self.ctx.status.update(&self.key, |s| {
             s.state = TableState::Streaming;
             s.position = Some(position.to_string());

@@ -52,6 +52,8 @@ pub(super) struct State {
 pub struct MemorySink {
     state: Arc<Mutex<State>>,
     faults: Faults,
+    /// Tables whose writes wait, like a landing table locked by another session.
+    locked: Arc<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
 }
 
 impl MemorySink {
@@ -65,6 +67,25 @@ impl MemorySink {
 
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Makes every write to `table` wait until [`MemorySink::unlock`], as a lock held on
+    /// its landing table would.
+    pub fn lock_table(&self, table: &str) {
+        self.locked.send_modify(|l| {
+            l.insert(table.to_owned());
+        });
+    }
+
+    pub fn unlock_table(&self, table: &str) {
+        self.locked.send_modify(|l| {
+            l.remove(table);
+        });
+    }
+
+    async fn wait_unlocked(&self, table: &str) {
+        let mut rx = self.locked.subscribe();
+        let _ = rx.wait_for(|l| !l.contains(table)).await;
     }
 
     fn key(schema: &str, table: &str) -> TableKey {
@@ -271,6 +292,7 @@ impl SinkTransaction for MemoryTransaction {
     }
 
     async fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
+        self.sink.wait_unlocked(&self.target.table).await;
         self.sink
             .faults
             .check(FailPoint::Apply, &self.target.table, true)?;
@@ -279,6 +301,7 @@ impl SinkTransaction for MemoryTransaction {
     }
 
     async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<()> {
+        self.sink.wait_unlocked(&self.target.table).await;
         self.sink
             .faults
             .check(FailPoint::Commit, &self.target.table, true)?;

@@ -15,10 +15,10 @@ use tokio::sync::Notify;
 use super::faults::{FailPoint, Faults};
 use crate::engine::OrdKey;
 use crate::error::{Error, Result};
-use crate::event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
+use crate::event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment, TableChange};
 use crate::position::Position;
 use crate::schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
-use crate::source::{ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
+use crate::source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 use crate::value::{Key, Row, Value};
 
 type ChunkHook = Arc<dyn Fn(&MemorySource) + Send + Sync>;
@@ -56,6 +56,10 @@ pub struct MemorySource {
     faults: Faults,
     chunk_hook: Arc<Mutex<Option<ChunkHook>>>,
     heartbeat: Duration,
+    /// Serve changes through one shared feed (like a binlog) instead of per table.
+    feed: bool,
+    /// Feeds opened so far (one per open of the shared feed).
+    feeds_opened: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MemorySource {
@@ -67,7 +71,20 @@ impl MemorySource {
             faults: Faults::default(),
             chunk_hook: Arc::default(),
             heartbeat: Duration::from_millis(20),
+            feed: false,
+            feeds_opened: Arc::default(),
         }
+    }
+
+    /// The same source, delivering changes through one shared feed for all tables.
+    pub fn with_feed(mut self) -> Self {
+        self.feed = true;
+        self
+    }
+
+    /// How many times the shared feed was opened.
+    pub fn feeds_opened(&self) -> usize {
+        self.feeds_opened.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A source with one table `(id bigint key, name text, qty bigint)` of `rows` rows.
@@ -268,6 +285,21 @@ impl MemorySource {
             .ok_or_else(|| Error::source_permanent(format!("no table {table}"), None))
     }
 
+    /// The first log entry after `after` touching one of `tables`, and the log's head.
+    fn next_entry_of(
+        &self,
+        tables: &[String],
+        after: u64,
+    ) -> (Option<(u64, usize, Vec<Change>)>, u64) {
+        let st = self.lock();
+        let start = st.log.partition_point(|e| e.seq <= after);
+        let found = st.log[start..].iter().find_map(|e| {
+            let i = tables.iter().position(|t| *t == e.table)?;
+            Some((e.seq, i, e.changes.clone()))
+        });
+        (found, st.seq)
+    }
+
     fn next_entry(&self, table: &str, after: u64) -> (Option<(u64, Vec<Change>)>, u64) {
         let st = self.lock();
         let start = st.log.partition_point(|e| e.seq <= after);
@@ -452,7 +484,106 @@ impl Source for MemorySource {
         Ok(s.boxed())
     }
 
+    fn change_strategy(&self) -> ChangeStrategy {
+        if self.feed {
+            ChangeStrategy::Feed
+        } else {
+            ChangeStrategy::Poller
+        }
+    }
+
+    async fn open_feed(
+        &self,
+        tables: &[TableSchema],
+        from: &Position,
+    ) -> Result<BoxStream<'static, Result<FeedItem>>> {
+        let names: Vec<String> = tables.iter().map(|t| t.id.name.clone()).collect();
+        for name in &names {
+            self.faults.check(FailPoint::OpenStream, name, false)?;
+        }
+        self.feeds_opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let after = seq_of(from)?;
+        let feed = MemoryFeed {
+            source: self.clone(),
+            names,
+            after,
+            queued: std::collections::VecDeque::new(),
+        };
+        let s = stream::unfold(feed, |mut feed| async move {
+            let item = feed.next().await;
+            Some((item, feed))
+        });
+        Ok(s.boxed())
+    }
+
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering> {
         Ok(seq_of(a)?.cmp(&seq_of(b)?))
+    }
+}
+
+/// Changes per fragment of the shared feed (larger transactions come in parts).
+const FEED_FRAGMENT: usize = 100;
+
+struct MemoryFeed {
+    source: MemorySource,
+    names: Vec<String>,
+    after: u64,
+    queued: std::collections::VecDeque<FeedItem>,
+}
+
+impl MemoryFeed {
+    async fn next(&mut self) -> Result<FeedItem> {
+        loop {
+            if let Some(item) = self.queued.pop_front() {
+                return Ok(item);
+            }
+            for name in &self.names {
+                self.source
+                    .faults
+                    .check(FailPoint::StreamNext, name, false)?;
+            }
+            let notify = Arc::clone(&self.source.notify);
+            let notified = notify.notified();
+            let (entry, head) = self.source.next_entry_of(&self.names, self.after);
+            if let Some((seq, table, changes)) = entry {
+                drop(notified);
+                let mut parts: Vec<Vec<TableChange>> = Vec::new();
+                for change in changes {
+                    if parts.last().is_none_or(|p| p.len() >= FEED_FRAGMENT) {
+                        parts.push(Vec::new());
+                    }
+                    if let Some(p) = parts.last_mut() {
+                        p.push(TableChange { table, change });
+                    }
+                }
+                let last = parts.len().saturating_sub(1);
+                for (i, changes) in parts.into_iter().enumerate() {
+                    let commit = (i == last).then(|| Commit {
+                        position: seq_position(seq),
+                        source_ts: Some(Utc::now()),
+                    });
+                    self.queued
+                        .push_back(FeedItem::Fragment { changes, commit });
+                }
+                self.after = seq;
+                continue;
+            }
+            let timed_out = tokio::time::timeout(self.source.heartbeat, notified)
+                .await
+                .is_err();
+            // Like a binlog server: a heartbeat at the head whenever idle.
+            if timed_out && head >= self.after {
+                self.after = head;
+                let commit = Some(Commit {
+                    position: seq_position(head),
+                    source_ts: Some(Utc::now()),
+                });
+                return Ok(FeedItem::Fragment {
+                    changes: Vec::new(),
+                    commit,
+                });
+            }
+        }
     }
 }

@@ -41,6 +41,7 @@ pub fn settings() -> EngineSettings {
             validity: Duration::from_millis(300),
             interval: Duration::from_millis(100),
         },
+        feed_stall: Duration::from_millis(300),
     }
 }
 
