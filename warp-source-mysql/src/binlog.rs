@@ -1,8 +1,10 @@
-//! Binlog streaming for one table: row events decoded by column name (table-map
-//! metadata, `binlog_row_metadata=FULL`), grouped into source transactions, DDL turned
-//! into schema changes, heartbeats while idle.
+//! The binlog feed: one dump connection for every table a replica serves. Row events are
+//! decoded by column name (table-map metadata, `binlog_row_metadata=FULL`) and tagged with
+//! their table, grouped into source transactions; DDL becomes schema changes of the tables
+//! it names; heartbeats while idle.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +12,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
-use warp_core::{Change, ChangeEvent, Commit, Operation, Row, StreamFragment, Value};
+use warp_core::{Change, ChangeEvent, Commit, FeedItem, Operation, Row, TableChange, Value};
 
 use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
@@ -61,29 +63,47 @@ impl GtidState {
     }
 }
 
+/// Counts zero dates read as NULL, per table name.
+pub type ZeroDates = Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// The tables a feed serves; a table whose stream cannot go on is taken out.
+type Served = Vec<Option<MysqlTable>>;
+
 struct Reader {
     stream: BinlogStream,
     gtid: GtidState,
     pool: Pool,
     database: String,
-    table: MysqlTable,
+    tables: Served,
+    by_name: HashMap<String, usize>,
+    /// Shapes learnt from DDL, shared with the source (a later feed starts from them).
+    learnt: Arc<Mutex<HashMap<String, MysqlTable>>>,
     file: String,
-    pending: Vec<Change>,
+    pending: Vec<TableChange>,
+    /// Items ready before the next read (a table failed by a DDL, then its commit).
+    ready: VecDeque<FeedItem>,
     txn_ts: Option<DateTime<Utc>>,
-    zero_dates: Arc<dyn Fn(u64) + Send + Sync>,
+    zero_dates: ZeroDates,
 }
 
-/// Opens a binlog dump from `from` and yields this table's committed transactions.
-pub async fn stream(
-    pool: Pool,
-    opts: mysql_async::Opts,
-    server_id: u32,
-    database: String,
-    table: MysqlTable,
+/// What a binlog feed needs besides its tables and start.
+pub struct FeedSetup {
+    pub pool: Pool,
+    pub opts: mysql_async::Opts,
+    pub server_id: u32,
+    pub database: String,
+    pub learnt: Arc<Mutex<HashMap<String, MysqlTable>>>,
+    pub zero_dates: ZeroDates,
+}
+
+/// Opens one binlog dump from `from` and yields the committed transactions of `tables`
+/// (changes tagged with the table's index), heartbeats while idle.
+pub async fn feed(
+    setup: FeedSetup,
+    tables: Vec<MysqlTable>,
     from: BinlogPosition,
-    zero_dates: Arc<dyn Fn(u64) + Send + Sync>,
-) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
-    let mut conn = mysql_async::Conn::new(opts)
+) -> Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+    let mut conn = mysql_async::Conn::new(setup.opts)
         .await
         .context("connect for binlog")?;
     let period = HEARTBEAT.as_nanos().to_string();
@@ -107,11 +127,11 @@ pub async fn stream(
         conn.exec_drop("SET @slave_connect_state = ?", (from.gtid.clone(),))
             .await
             .context("set GTID state")?;
-        BinlogStreamRequest::new(server_id)
+        BinlogStreamRequest::new(setup.server_id)
             .with_filename(b"".as_slice())
             .with_pos(4u64)
     } else {
-        BinlogStreamRequest::new(server_id)
+        BinlogStreamRequest::new(setup.server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.pos)
     };
@@ -119,21 +139,29 @@ pub async fn stream(
         .get_binlog_stream(request)
         .await
         .context("start binlog dump")?;
+    let by_name = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.schema.id.name.clone(), i))
+        .collect();
     let reader = Reader {
         stream,
         gtid,
-        pool,
-        database,
-        table,
+        pool: setup.pool,
+        database: setup.database,
+        tables: tables.into_iter().map(Some).collect(),
+        by_name,
+        learnt: setup.learnt,
         file: from.file.clone(),
         pending: Vec::new(),
+        ready: VecDeque::new(),
         txn_ts: None,
-        zero_dates,
+        zero_dates: setup.zero_dates,
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;
         match reader.next().await {
-            Ok(fragment) => Some((Ok(fragment), Some(reader))),
+            Ok(item) => Some((Ok(item), Some(reader))),
             Err(e) => Some((Err(e), None)),
         }
     })
@@ -147,32 +175,42 @@ impl Reader {
         p
     }
 
-    fn commit(
-        &mut self,
-        log_pos: u32,
-        ts: Option<DateTime<Utc>>,
-    ) -> warp_core::Result<StreamFragment> {
+    fn commit(&mut self, log_pos: u32, ts: Option<DateTime<Utc>>) -> warp_core::Result<FeedItem> {
         let commit = Commit {
             position: self.position(log_pos).encode()?,
             source_ts: ts.or(self.txn_ts),
         };
         self.txn_ts = None;
-        Ok(StreamFragment::transaction(
-            std::mem::take(&mut self.pending),
-            commit,
-        ))
+        Ok(FeedItem::Fragment {
+            changes: std::mem::take(&mut self.pending),
+            commit: Some(commit),
+        })
+    }
+
+    /// Takes `index` out of the feed with `error`, reported before the next read.
+    fn fail(&mut self, index: usize, error: warp_core::Error) {
+        if let Some(slot) = self.tables.get_mut(index) {
+            *slot = None;
+        }
+        self.ready.push_back(FeedItem::TableFailed {
+            table: index,
+            error,
+        });
     }
 
     /// Reads events until there is something to hand to the engine.
-    async fn next(&mut self) -> warp_core::Result<StreamFragment> {
+    async fn next(&mut self) -> warp_core::Result<FeedItem> {
         loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Ok(item);
+            }
             let event = match self.stream.next().await {
                 Some(Ok(e)) => e,
                 Some(Err(e)) => {
                     let err = MysqlError::from_driver("binlog", e);
                     if err.is_position_lost() {
                         return Err(warp_core::Error::PositionLost {
-                            table: self.table.schema.id.to_string(),
+                            table: format!("{} binlog", self.database),
                             position: self.file.clone(),
                             detail: err.to_string(),
                         });
@@ -224,8 +262,7 @@ impl Reader {
                     if trimmed == "COMMIT" {
                         return self.commit(log_pos, ts);
                     }
-                    if let Some(changes) = self.ddl(&q.schema(), &sql).await? {
-                        self.pending.extend(changes);
+                    if self.ddl(&q.schema(), &sql).await? {
                         return self.commit(log_pos, ts);
                     }
                 }
@@ -238,18 +275,24 @@ impl Reader {
                     let Some(tme) = self.stream.get_tme(rows.table_id()) else {
                         continue;
                     };
-                    if tme.database_name() != self.database.as_str()
-                        || tme.table_name() != self.table.schema.id.name.as_str()
-                    {
+                    if tme.database_name() != self.database.as_str() {
+                        continue;
+                    }
+                    let Some(&index) = self.by_name.get(tme.table_name().as_ref()) else {
+                        continue;
+                    };
+                    if self.tables[index].is_none() {
                         continue;
                     }
                     if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-                        return Err(self.refuse(Refused::PartialUpdate));
+                        let table = self.table_name(index);
+                        self.fail(index, unhandled::refusal(&table, Refused::PartialUpdate));
+                        continue;
                     }
                     let tme = tme.clone();
-                    self.rows(&rows, &tme)?;
+                    self.rows(index, &rows, &tme)?;
                     if self.pending.len() >= FRAGMENT_CHANGES {
-                        return Ok(StreamFragment {
+                        return Ok(FeedItem::Fragment {
                             changes: std::mem::take(&mut self.pending),
                             commit: None,
                         });
@@ -260,8 +303,22 @@ impl Reader {
         }
     }
 
-    /// Decodes one rows event into change events.
-    fn rows(&mut self, rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> warp_core::Result<()> {
+    fn table_name(&self, index: usize) -> String {
+        self.tables[index]
+            .as_ref()
+            .map_or_else(String::new, |t| t.schema.id.to_string())
+    }
+
+    /// Decodes one rows event of the table at `index` into change events.
+    fn rows(
+        &mut self,
+        index: usize,
+        rows: &RowsEventData<'_>,
+        tme: &TableMapEvent<'_>,
+    ) -> warp_core::Result<()> {
+        let Some(table) = self.tables[index].as_ref() else {
+            return Ok(());
+        };
         let names = column_names(tme);
         let op = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
@@ -274,130 +331,172 @@ impl Reader {
                 Operation::Delete
             }
         };
-        let key_cols = self.table.schema.key_indexes().map_err(|m| self.error(m))?;
+        let key_cols = table.schema.key_indexes().map_err(|m| error(table, m))?;
+        let mut zeros = 0;
         for pair in rows.rows(tme) {
             let (before, after) = pair.map_err(|e| {
                 warp_core::Error::source_transient(format!("undecodable rows event: {e}"))
             })?;
-            let before = before.map(|r| self.row(r, &names)).transpose()?;
-            let after = after.map(|r| self.row(r, &names)).transpose()?;
+            let before = before
+                .map(|r| row(table, r, &names, &mut zeros))
+                .transpose()?;
+            let after = after
+                .map(|r| row(table, r, &names, &mut zeros))
+                .transpose()?;
             let key = match (&before, &after) {
                 (Some(b), _) => b.key(&key_cols),
                 (None, Some(a)) => a.key(&key_cols),
                 (None, None) => continue,
             };
-            self.pending.push(Change::Row(ChangeEvent {
-                op,
-                key,
-                before,
-                after,
-                source_ts: self.txn_ts,
-            }));
+            self.pending.push(TableChange {
+                table: index,
+                change: Change::Row(ChangeEvent {
+                    op,
+                    key,
+                    before,
+                    after,
+                    source_ts: self.txn_ts,
+                }),
+            });
+        }
+        if zeros > 0 {
+            (self.zero_dates)(&table.schema.id.name, zeros);
         }
         Ok(())
     }
 
-    /// A row image, mapped by column name onto the table's current shape; a column the
-    /// image lacks (added later) reads its declared default, as at the source.
-    fn row(
-        &self,
-        row: mysql_async::binlog::row::BinlogRow,
-        names: &[String],
-    ) -> warp_core::Result<Row> {
-        let values = row.unwrap();
-        let mut out: Vec<Value> = self
-            .table
-            .schema
-            .columns
-            .iter()
-            .map(|c| c.default.clone().unwrap_or(Value::Null))
-            .collect();
-        let mut zeros = 0;
-        for (i, v) in values.into_iter().enumerate() {
-            let target = match names.get(i) {
-                Some(n) => self.table.schema.column_index(n),
-                None if names.is_empty() => Some(i),
-                None => None,
-            };
-            let Some(t) = target.filter(|&t| t < out.len()) else {
-                continue;
-            };
-            let plain: mysql_async::Value = v
-                .try_into()
-                .map_err(|e| self.error(format!("column {}: {e}", self.table.columns[t].name)))?;
-            out[t] = match decode_from(plain, &self.table.columns[t].kind, Origin::Binlog) {
-                Ok(Decoded::Value(v)) => v,
-                Ok(Decoded::ZeroDate) => {
-                    zeros += 1;
-                    Value::Null
-                }
-                // Dead-lettered by the destination, with the reason.
-                Err(e) => Value::Unreadable(format!("column {}: {e}", self.table.columns[t].name)),
-            };
-        }
-        if zeros > 0 {
-            (self.zero_dates)(zeros);
-        }
-        Ok(Row::new(out))
-    }
-
     fn refuse(&self, what: Refused) -> warp_core::Error {
-        unhandled::refusal(&self.table.schema.id.to_string(), what)
+        unhandled::refusal(&format!("{} binlog", self.database), what)
     }
 
-    fn error(&self, message: String) -> warp_core::Error {
-        warp_core::Error::Table {
-            table: self.table.schema.id.to_string(),
-            message,
-            hint: None,
-        }
-    }
-
-    /// A DDL statement touching our table: the changes it makes, from the catalog.
-    async fn ddl(&mut self, default_db: &str, sql: &str) -> warp_core::Result<Option<Vec<Change>>> {
+    /// A DDL statement: the changes it makes to the served tables it names, from the
+    /// catalog; true when it touched one (the statement is then a commit of its own).
+    async fn ddl(&mut self, default_db: &str, sql: &str) -> warp_core::Result<bool> {
         let lower = sql.to_ascii_lowercase();
-        let name = self.table.schema.id.name.to_ascii_lowercase();
         let db = self.database.to_ascii_lowercase();
-        let ours = lower.contains(&format!("`{name}`"))
-            || lower
-                .split(|c: char| !c.is_alphanumeric() && c != '_')
-                .any(|w| w == name);
         let right_db = default_db.eq_ignore_ascii_case(&self.database)
             || lower.contains(&format!("{db}."))
             || lower.contains(&format!("`{db}`."));
-        if !ours || !right_db {
-            return Ok(None);
-        }
         let verb = lower.split_whitespace().next().unwrap_or("");
-        match verb {
-            "truncate" => Ok(Some(vec![Change::Truncate])),
-            "drop" if lower.contains("table") => Err(warp_core::Error::source_permanent(
-                format!("{} was dropped at the source", self.table.schema.id),
-                Some("remove it from the whitelist, or re-create it and resync".to_owned()),
-            )),
-            "alter" | "rename" | "create" => {
-                let mut conn = self.pool.get_conn().await.context("connect")?;
-                let fresh =
-                    discover::tables(&mut conn, &self.database, Some(&self.table.schema.id.name))
-                        .await?;
-                let Some(fresh) = fresh.into_iter().next() else {
-                    return Err(warp_core::Error::source_permanent(
-                        format!(
-                            "{} no longer exists at the source (renamed or dropped)",
-                            self.table.schema.id
-                        ),
-                        Some(
-                            "re-create it or add the new name to the configuration, then resync"
-                                .to_owned(),
-                        ),
-                    ));
-                };
-                let (merged, changes) = crate::ddl::diff(&self.table, fresh, sql);
-                self.table = merged;
-                Ok(Some(changes.into_iter().map(Change::Schema).collect()))
-            }
-            _ => Ok(None),
+        if !right_db || !matches!(verb, "truncate" | "drop" | "alter" | "rename" | "create") {
+            return Ok(false);
         }
+        let named: Vec<usize> = self
+            .tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.as_ref()?)))
+            .filter(|(_, t)| mentions(&lower, &t.schema.id.name))
+            .map(|(i, _)| i)
+            .collect();
+        for &index in &named {
+            let Some(table) = self.tables[index].clone() else {
+                continue;
+            };
+            let id = table.schema.id.to_string();
+            match verb {
+                "truncate" => self.pending.push(TableChange {
+                    table: index,
+                    change: Change::Truncate,
+                }),
+                "drop" if lower.contains("table") => self.fail(
+                    index,
+                    warp_core::Error::source_permanent(
+                        format!("{id} was dropped at the source"),
+                        Some("remove it from the whitelist, or re-create it and resync".to_owned()),
+                    ),
+                ),
+                "alter" | "rename" | "create" => {
+                    let mut conn = self.pool.get_conn().await.context("connect")?;
+                    let fresh =
+                        discover::tables(&mut conn, &self.database, Some(&table.schema.id.name))
+                            .await?;
+                    let Some(fresh) = fresh.into_iter().next() else {
+                        self.fail(
+                            index,
+                            warp_core::Error::source_permanent(
+                                format!("{id} no longer exists at the source (renamed or dropped)"),
+                                Some(
+                                    "re-create it or add the new name to the configuration, then resync"
+                                        .to_owned(),
+                                ),
+                            ),
+                        );
+                        continue;
+                    };
+                    self.learnt
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(fresh.schema.id.name.clone(), fresh.clone());
+                    let (merged, changes) = crate::ddl::diff(&table, fresh, sql);
+                    self.tables[index] = Some(merged);
+                    self.pending
+                        .extend(changes.into_iter().map(|c| TableChange {
+                            table: index,
+                            change: Change::Schema(c),
+                        }));
+                }
+                _ => {}
+            }
+        }
+        Ok(!named.is_empty())
+    }
+}
+
+/// Whether a lowercased statement names `table` (quoted, or as a whole word).
+fn mentions(lower: &str, table: &str) -> bool {
+    let name = table.to_ascii_lowercase();
+    lower.contains(&format!("`{name}`"))
+        || lower
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .any(|w| w == name)
+}
+
+/// A row image, mapped by column name onto the table's current shape; a column the image
+/// lacks (added later) reads its declared default, as at the source.
+fn row(
+    table: &MysqlTable,
+    row: mysql_async::binlog::row::BinlogRow,
+    names: &[String],
+    zeros: &mut u64,
+) -> warp_core::Result<Row> {
+    let values = row.unwrap();
+    let mut out: Vec<Value> = table
+        .schema
+        .columns
+        .iter()
+        .map(|c| c.default.clone().unwrap_or(Value::Null))
+        .collect();
+    for (i, v) in values.into_iter().enumerate() {
+        let target = match names.get(i) {
+            Some(n) => table.schema.column_index(n),
+            None if names.is_empty() => Some(i),
+            None => None,
+        };
+        let Some(t) = target.filter(|&t| t < out.len()) else {
+            continue;
+        };
+        let plain: mysql_async::Value = v
+            .try_into()
+            .map_err(|e| error(table, format!("column {}: {e}", table.columns[t].name)))?;
+        out[t] = match decode_from(plain, &table.columns[t].kind, Origin::Binlog) {
+            Ok(Decoded::Value(v)) => v,
+            Ok(Decoded::ZeroDate) => {
+                *zeros += 1;
+                Value::Null
+            }
+            // Dead-lettered by the destination, with the reason.
+            Err(e) => Value::Unreadable(format!("column {}: {e}", table.columns[t].name)),
+        };
+    }
+    Ok(Row::new(out))
+}
+
+fn error(table: &MysqlTable, message: String) -> warp_core::Error {
+    warp_core::Error::Table {
+        table: table.schema.id.to_string(),
+        message,
+        hint: None,
     }
 }
 

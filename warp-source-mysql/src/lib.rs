@@ -24,8 +24,8 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
-    ChunkPage, ChunkRead, Error, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
-    TableSchema,
+    ChangeStrategy, ChunkPage, ChunkRead, Error, FeedItem, KeyRange, Position, SnapshotPlan,
+    Source, StreamFragment, TableSchema,
 };
 
 pub use error::MysqlError;
@@ -131,9 +131,12 @@ pub struct MysqlSource {
     schema_name: String,
     /// Next unused binlog reader id, and the id each table's reader keeps across
     /// reconnects (so the server sees one stable replica per table).
-    next_server_id: AtomicU32,
-    server_ids: Mutex<HashMap<String, u32>>,
-    tables: Mutex<HashMap<String, MysqlTable>>,
+    /// The shared feed's binlog reader id; direct per-table streams ([`Source::stream`],
+    /// used by tools and tests) take the next ids of the replica's block.
+    server_id: u32,
+    next_stream_id: AtomicU32,
+    /// Discovered shapes, updated by the feed as DDL passes.
+    tables: Arc<Mutex<HashMap<String, MysqlTable>>>,
 }
 
 impl MysqlSource {
@@ -149,9 +152,9 @@ impl MysqlSource {
             resolved: schema.clone(),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
-            next_server_id: AtomicU32::new(source.server_id.unwrap_or(DEFAULT_SERVER_ID)),
-            server_ids: Mutex::new(HashMap::new()),
-            tables: Mutex::new(HashMap::new()),
+            server_id: source.server_id.unwrap_or(DEFAULT_SERVER_ID),
+            next_stream_id: AtomicU32::new(1),
+            tables: Arc::default(),
         })
     }
 
@@ -182,11 +185,35 @@ impl MysqlSource {
         Ok(aligned)
     }
 
-    fn zero_dates(&self, table: &str) -> Arc<dyn Fn(u64) + Send + Sync> {
-        let (schema, table) = (self.schema_name.clone(), table.to_owned());
-        Arc::new(move |n| {
-            metrics::counter!(warp_core::metrics::ZERO_DATES_TOTAL, "schema" => schema.clone(), "table" => table.clone()).increment(n);
+    fn zero_dates(&self) -> binlog::ZeroDates {
+        let schema = self.schema_name.clone();
+        Arc::new(move |table, n| {
+            metrics::counter!(warp_core::metrics::ZERO_DATES_TOTAL, "schema" => schema.clone(), "table" => table.to_owned()).increment(n);
         })
+    }
+
+    /// A binlog feed of `tables` from `from`, reading as `server_id`.
+    async fn binlog_feed(
+        &self,
+        tables: &[TableSchema],
+        from: &Position,
+        server_id: u32,
+    ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+        let tables = tables
+            .iter()
+            .map(|t| self.cached(t))
+            .collect::<warp_core::Result<Vec<_>>>()?;
+        let from = BinlogPosition::decode(from)?;
+        self.ensure_prerequisites().await?;
+        let setup = binlog::FeedSetup {
+            pool: self.connect.pool().await?,
+            opts: self.connect.opts().await?,
+            server_id,
+            database: self.database.clone(),
+            learnt: Arc::clone(&self.tables),
+            zero_dates: self.zero_dates(),
+        };
+        Ok(binlog::feed(setup, tables, from).await?)
     }
 
     /// The polled column of `table` (timestamp strategy).
@@ -325,7 +352,9 @@ impl Source for MysqlSource {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let position = self.start_position(&t, &mut conn, false).await?;
-        let zero = self.zero_dates(&table.id.name);
+        let zero = self.zero_dates();
+        let name = table.id.name.clone();
+        let zero: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| zero(&name, n));
         let rows = snapshot::chunk_rows(
             conn,
             self.database.clone(),
@@ -372,24 +401,36 @@ impl Source for MysqlSource {
                 interval,
             )?);
         }
-        let from = BinlogPosition::decode(from)?;
-        self.ensure_prerequisites().await?;
-        let server_id = *self
-            .server_ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(table.id.name.clone())
-            .or_insert_with(|| self.next_server_id.fetch_add(1, AtomicOrdering::Relaxed));
-        Ok(binlog::stream(
-            self.connect.pool().await?,
-            self.connect.opts().await?,
-            server_id,
-            self.database.clone(),
-            t,
-            from,
-            self.zero_dates(&table.id.name),
-        )
-        .await?)
+        // A reader of its own, beside the replica's shared feed.
+        let id = self
+            .server_id
+            .wrapping_add(self.next_stream_id.fetch_add(1, AtomicOrdering::Relaxed));
+        let feed = self
+            .binlog_feed(std::slice::from_ref(table), from, id)
+            .await?;
+        Ok(warp_core::single_table(feed))
+    }
+
+    fn change_strategy(&self) -> ChangeStrategy {
+        if self.polling {
+            ChangeStrategy::Poller
+        } else {
+            ChangeStrategy::Feed
+        }
+    }
+
+    async fn open_feed(
+        &self,
+        tables: &[TableSchema],
+        from: &Position,
+    ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+        if self.polling {
+            return Err(Error::source_permanent(
+                "timestamp polling has no shared change feed",
+                None,
+            ));
+        }
+        self.binlog_feed(tables, from, self.server_id).await
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
