@@ -197,3 +197,22 @@ async fn a_large_transaction_stalled_mid_way_is_applied_once() {
     assert_no_double_apply(&source, &sink, "orders");
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_table_created_while_running_is_copied_then_streamed_without_a_restart() {
+    let source = source_with_tables(5);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema(&all_tables()), settings());
+    wait_equal(&source, &sink).await;
+    source.create_table("refunds");
+    for id in 1..=50 {
+        source.insert("refunds", row(id, 0));
+    }
+    sink.wait_until_equal(&source, "shop", "refunds").await;
+    source.update("refunds", row(7, 1));
+    source.update("orders", row(1, 1));
+    sink.wait_until_equal(&source, "shop", "refunds").await;
+    wait_equal(&source, &sink).await;
+    assert_no_double_apply(&source, &sink, "refunds");
+    run.stop().await;
+}

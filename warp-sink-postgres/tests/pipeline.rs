@@ -47,6 +47,8 @@ fn settings() -> EngineSettings {
         full_resync: false,
         correlation_ids: true,
         leases: warp_core::LeaseTiming::from_ttl(Duration::from_secs(30)),
+        feed_stall: Duration::from_secs(5),
+        discovery_interval: None,
     }
 }
 

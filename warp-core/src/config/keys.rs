@@ -77,6 +77,10 @@ const KEYS: &[EnvKey] = &[
         "performance.lease_ttl",
         "seconds before a dead replica's tables are taken over",
     ),
+    k(
+        "performance.table_discovery_interval",
+        "seconds between listings of the source for new tables (0: only at start)",
+    ),
     k("source.type", "mongodb | mysql | bigquery"),
     k(
         "source.connection_string",

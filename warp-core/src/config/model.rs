@@ -130,6 +130,10 @@ pub struct PerformanceConfig {
     /// replica's tables are taken over within this time.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: Seconds,
+    /// How often the source is listed for tables created since (or dropped); `0` turns
+    /// it off (tables are then discovered only at start).
+    #[serde(default = "default_table_discovery_interval")]
+    pub table_discovery_interval: Seconds,
 }
 
 impl Default for PerformanceConfig {
@@ -147,6 +151,7 @@ impl Default for PerformanceConfig {
             retry_max_delay: default_retry_max_delay(),
             failed_table_cooldown: default_failed_table_cooldown(),
             lease_ttl: default_lease_ttl(),
+            table_discovery_interval: default_table_discovery_interval(),
         }
     }
 }
@@ -642,6 +647,9 @@ fn default_failed_table_cooldown() -> Seconds {
 }
 fn default_lease_ttl() -> Seconds {
     Seconds::from_secs(30)
+}
+fn default_table_discovery_interval() -> Seconds {
+    Seconds::from_secs(60)
 }
 fn default_metadata_schema() -> String {
     DEFAULT_METADATA_SCHEMA.to_owned()

@@ -33,6 +33,7 @@ use crate::config::{ResolvedSchema, WarpConfig};
 use crate::error::Result;
 use crate::lease::LeaseTiming;
 use crate::mask::mask_secrets;
+use crate::schema::TableSchema;
 use crate::sink::{CheckpointStore, Sink, Target};
 use crate::source::Source;
 use table::TableWorker;
@@ -60,6 +61,9 @@ pub struct EngineSettings {
     /// How long a table's full queue may hold the shared change feed before the table is
     /// detached (it rejoins from its own position when its writes resume).
     pub feed_stall: Duration,
+    /// How often the source is listed for new tables (`performance.table_discovery_interval`;
+    /// `None`: only at start).
+    pub discovery_interval: Option<Duration>,
 }
 
 impl EngineSettings {
@@ -81,6 +85,8 @@ impl EngineSettings {
             correlation_ids: cfg.logging.correlation_id_enabled,
             leases: LeaseTiming::from_ttl(p.lease_ttl.as_duration()),
             feed_stall: Duration::from_secs(5),
+            discovery_interval: Some(p.table_discovery_interval.as_duration())
+                .filter(|d| !d.is_zero()),
         }
     }
 }
@@ -139,6 +145,33 @@ pub(crate) struct Ctx {
     pub snapshot_slots: Arc<Semaphore>,
     /// The shared change feed (sources with [`crate::source::ChangeStrategy::Feed`]).
     pub feed: feed::FeedHub,
+}
+
+/// The discovered tables that can replicate, with their settings; the others are marked
+/// failed with the reason (they take no lease: they fail on every replica alike).
+fn candidates(ctx: &Ctx, schema: &ResolvedSchema, tables: Vec<TableSchema>) -> Vec<Candidate> {
+    let mut candidates = Vec::new();
+    for discovered in tables {
+        let settings = schema.table(&discovered.id.name);
+        let target = Target::new(schema, &discovered.id);
+        match TableWorker::keyed(discovered, &settings) {
+            Ok(schema) => candidates.push(Candidate {
+                target,
+                settings,
+                schema,
+            }),
+            Err(e) => {
+                let key = target.key();
+                warn!(table = %key.table, error = %e, "table cannot replicate");
+                ctx.status.update(&key, |s| {
+                    s.state = TableState::Failed;
+                    s.last_error = Some(e.to_string());
+                    s.hint = e.hint();
+                });
+            }
+        }
+    }
+    candidates
 }
 
 /// Replicates one schema: discovers its tables and runs one worker per table until
@@ -212,29 +245,8 @@ impl Pipeline {
             return Ok(());
         };
         self.ctx.status.mark_started();
-        let mut candidates = Vec::new();
-        for discovered in tables {
-            let settings = self.schema.table(&discovered.id.name);
-            let target = Target::new(&self.schema, &discovered.id);
-            // A table that cannot replicate fails on every replica alike: it takes no lease.
-            match TableWorker::keyed(discovered, &settings) {
-                Ok(schema) => candidates.push(Candidate {
-                    target,
-                    settings,
-                    schema,
-                }),
-                Err(e) => {
-                    let key = target.key();
-                    warn!(table = %key.table, error = %e, "table cannot replicate");
-                    self.ctx.status.update(&key, |s| {
-                        s.state = TableState::Failed;
-                        s.last_error = Some(e.to_string());
-                        s.hint = e.hint();
-                    });
-                }
-            }
-        }
-        Ownership::new(Arc::clone(&self.ctx), self.schema.name.clone(), candidates)
+        let candidates = candidates(&self.ctx, &self.schema, tables);
+        Ownership::new(Arc::clone(&self.ctx), self.schema.clone(), candidates)
             .run(&shutdown)
             .await;
         info!("schema stopped");
@@ -243,10 +255,7 @@ impl Pipeline {
 
     /// Prepares the destination and discovers tables, retrying transient failures with
     /// backoff until they succeed or shutdown. `None` means shutdown came first.
-    async fn startup(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Vec<crate::schema::TableSchema>>> {
+    async fn startup(&self, shutdown: &CancellationToken) -> Result<Option<Vec<TableSchema>>> {
         let mut attempt = 0u32;
         loop {
             let result = async {

@@ -14,7 +14,7 @@ use tracing::{info, warn, Instrument};
 use super::status::TableState;
 use super::table::TableWorker;
 use super::Ctx;
-use crate::config::ResolvedTable;
+use crate::config::{ResolvedSchema, ResolvedTable};
 use crate::error::Result;
 use crate::lease::fair_share;
 use crate::mask::mask_secrets;
@@ -38,19 +38,22 @@ struct Running {
 pub(super) struct Ownership {
     ctx: Arc<Ctx>,
     schema: String,
+    /// The schema's settings: which tables it selects and how each replicates.
+    resolved: ResolvedSchema,
     candidates: BTreeMap<String, Candidate>,
     running: BTreeMap<String, Running>,
 }
 
 impl Ownership {
-    pub fn new(ctx: Arc<Ctx>, schema: String, candidates: Vec<Candidate>) -> Self {
+    pub fn new(ctx: Arc<Ctx>, resolved: ResolvedSchema, candidates: Vec<Candidate>) -> Self {
         let candidates = candidates
             .into_iter()
             .map(|c| (c.target.source.name.clone(), c))
             .collect();
         Self {
             ctx,
-            schema,
+            schema: resolved.name.clone(),
+            resolved,
             candidates,
             running: BTreeMap::new(),
         }
@@ -66,8 +69,20 @@ impl Ownership {
     /// Balances until `shutdown`, then drains this replica's tables and hands them back.
     pub async fn run(mut self, shutdown: &CancellationToken) {
         let interval = self.ctx.settings.leases.interval;
+        let mut last_discovery = tokio::time::Instant::now();
         loop {
             self.reap();
+            let due = self
+                .ctx
+                .settings
+                .discovery_interval
+                .is_some_and(|every| last_discovery.elapsed() >= every);
+            if due {
+                last_discovery = tokio::time::Instant::now();
+                if let Err(e) = self.rediscover().await {
+                    warn!(error = %mask_secrets(&e.to_string()), "tables not listed again; retrying");
+                }
+            }
             if let Err(e) = self.balance(shutdown).await {
                 // Running tables keep going: a lease that lapses meanwhile is fenced off.
                 warn!(error = %mask_secrets(&e.to_string()), "table leases not renewed; retrying");
@@ -82,6 +97,45 @@ impl Ownership {
             let _ = running.task.await;
         }
         self.hand_back().await;
+    }
+
+    /// Tables created at the source since the last round become candidates (snapshot,
+    /// then stream, on whichever replica takes them); tables gone from the source are no
+    /// longer taken (a running one stops on its own, with the reason, when its change
+    /// stream reports the drop).
+    async fn rediscover(&mut self) -> Result<()> {
+        let tables = self.ctx.source.discover().await?;
+        let selected: Vec<TableSchema> = tables
+            .into_iter()
+            .filter(|t| self.resolved.filter.includes(&t.id.name))
+            .collect();
+        let names: BTreeSet<String> = selected.iter().map(|t| t.id.name.clone()).collect();
+        let gone: Vec<String> = self
+            .candidates
+            .keys()
+            .filter(|t| !names.contains(*t) && !self.running.contains_key(*t))
+            .cloned()
+            .collect();
+        for table in gone {
+            info!(table, "table no longer exists at the source");
+            self.candidates.remove(&table);
+        }
+        let new: Vec<TableSchema> = selected
+            .into_iter()
+            .filter(|t| !self.candidates.contains_key(&t.id.name))
+            .filter(|t| {
+                // A table that cannot replicate was reported at its first discovery.
+                self.ctx
+                    .status
+                    .get(&self.key(&t.id.name))
+                    .is_none_or(|s| s.state != TableState::Failed)
+            })
+            .collect();
+        for c in super::candidates(&self.ctx, &self.resolved, new) {
+            info!(table = %c.target.source.name, "new table discovered at the source");
+            self.candidates.insert(c.target.source.name.clone(), c);
+        }
+        Ok(())
     }
 
     /// One round: membership, renewal, then give back or take towards the fair share.
