@@ -71,6 +71,24 @@ async fn wait_split(shop: &Shop, live: &[&Replica], shares: &[usize]) {
     }
 }
 
+/// Waits until the replicas hold `n` binlog dump connections between them: one each,
+/// whatever number of tables each runs.
+async fn wait_dumps(shop: &Shop, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let dumps = shop.binlog_dumps().await;
+        if dumps == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{dumps} binlog dumps, not {n}\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn start(shop: &Shop, pod: &'static str) -> Replica {
     let port = warp_e2e::free_port();
     Replica {
@@ -98,6 +116,7 @@ async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
             shop.wrote(t, id);
         }
     }
+    shop.own_user().await;
     // Writes go on through every step below.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -134,10 +153,12 @@ async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
     let mut b = start(&shop, "warp-b");
     let c = start(&shop, "warp-c");
     wait_split(&shop, &[&a, &b, &c], &[2, 2, 2]).await;
+    wait_dumps(&shop, 3).await;
 
     // SIGKILL: b's tables move to a and c once its leases lapse.
     b.process.kill();
     wait_split(&shop, &[&a, &c], &[3, 3]).await;
+    wait_dumps(&shop, 2).await;
 
     // Freeze c mid-flight: a takes everything; when c wakes it must not commit.
     c.process.signal("STOP");

@@ -218,6 +218,47 @@ impl Shop {
         });
     }
 
+    /// Replicates as a MariaDB user of this shop's own (named after its database), so the
+    /// server's process list tells this shop's connections from other suites'.
+    pub async fn own_user(&self) {
+        let user = &self.db;
+        for host in ["localhost", "%"] {
+            self.exec(&format!("CREATE OR REPLACE USER '{user}'@'{host}'"))
+                .await;
+            self.exec(&format!("GRANT ALL PRIVILEGES ON *.* TO '{user}'@'{host}'"))
+                .await;
+        }
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let own = text.replacen("'mysql://root@", &format!("'mysql://{user}@"), 1);
+        assert_ne!(own, text, "the config names the root user");
+        std::fs::write(&self.config, own).unwrap();
+    }
+
+    /// Binlog dump connections of this shop's own user (`SHOW PROCESSLIST`).
+    pub async fn binlog_dumps(&self) -> usize {
+        let mut conn = self.mysql.get_conn().await.unwrap();
+        let n: Option<u64> = conn
+            .exec_first(
+                "SELECT count(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump' AND USER = ?",
+                (&self.db,),
+            )
+            .await
+            .unwrap();
+        n.unwrap_or(0) as usize
+    }
+
+    /// Sets `key: value` in the config's `performance` mapping.
+    pub fn tune(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let tuned = text.replacen(
+            "performance: { ",
+            &format!("performance: {{ {key}: {value}, "),
+            1,
+        );
+        assert_ne!(tuned, text, "the config has a performance mapping");
+        std::fs::write(&self.config, tuned).unwrap();
+    }
+
     pub async fn scalar_pg(&self, sql: String) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.pg)
