@@ -51,6 +51,35 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// `cartridge-warp status --json --config config`: every table's report, as the CLI
+/// prints it (so a change of its JSON shape fails here).
+pub fn status(bin: &str, config: &std::path::Path) -> Vec<warp_core::TableReport> {
+    let out = std::process::Command::new(bin)
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run cartridge-warp status");
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is a list of table reports")
+}
+
+/// Sets `key: value` in the `performance` mapping of the config file at `config` (written
+/// as `performance: { … }` by the suites).
+pub fn tune(config: &std::path::Path, key: &str, value: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let tuned = text.replacen(
+        "performance: { ",
+        &format!("performance: {{ {key}: {value}, "),
+        1,
+    );
+    assert_ne!(tuned, text, "the config has a performance mapping");
+    std::fs::write(config, tuned).expect("write config");
+}
+
 /// A child process (usually `cartridge-warp run`) that is SIGKILLed and reaped when
 /// dropped, so a failing test never leaves one running.
 pub struct Process(pub std::process::Child);

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
+use warp_core::{TableReport, TableState};
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 
@@ -62,15 +63,8 @@ impl Case {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn status(&self) -> Vec<serde_json::Value> {
-        let out = warp(&[
-            "status",
-            "--json",
-            "--config",
-            self.config.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+    fn status(&self) -> Vec<TableReport> {
+        warp_e2e::status(env!("CARGO_BIN_EXE_cartridge-warp"), &self.config)
     }
 
     /// Polls `/path` until it answers `code`; returns the body.
@@ -318,7 +312,7 @@ async fn a_source_without_the_binlog_fails_the_table_with_what_to_change() {
         let rows = c.status();
         if let Some(t) = rows
             .into_iter()
-            .find(|r| r["table"] == "t" && r["state"] == "failed")
+            .find(|r| r.table == "t" && r.state == Some(TableState::Failed))
         {
             break t;
         }
@@ -329,13 +323,13 @@ async fn a_source_without_the_binlog_fails_the_table_with_what_to_change() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let error = t["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("binlog is not usable"), "{t}");
-    assert!(error.contains("log_bin=ON (is OFF)"), "{t}");
-    let hint = t["hint"].as_str().unwrap_or_default();
+    let error = t.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("binlog is not usable"), "{t:?}");
+    assert!(error.contains("log_bin=ON (is OFF)"), "{t:?}");
+    let hint = t.hint.as_deref().unwrap_or_default();
     assert!(
         hint.contains("log_bin=ON") && hint.contains("binlog_format=ROW"),
-        "{t}"
+        "{t:?}"
     );
     let copied: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bad_binlog'",
@@ -427,7 +421,7 @@ async fn a_keyless_table_is_refused_and_an_oversize_row_lands_whole() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let log_table = loop {
-        if let Some(t) = c.status().into_iter().find(|r| r["table"] == "log") {
+        if let Some(t) = c.status().into_iter().find(|r| r.table == "log") {
             break t;
         }
         assert!(
@@ -437,13 +431,14 @@ async fn a_keyless_table_is_refused_and_an_oversize_row_lands_whole() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(log_table["state"], "failed", "{log_table}");
+    assert_eq!(log_table.state, Some(TableState::Failed), "{log_table:?}");
     assert!(
-        log_table["hint"]
-            .as_str()
+        log_table
+            .hint
+            .as_deref()
             .unwrap_or_default()
             .contains("primary_key"),
-        "{log_table}"
+        "{log_table:?}"
     );
     assert!(run.terminate().success(), "{}", c.log());
 }

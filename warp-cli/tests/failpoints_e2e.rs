@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
+use warp_core::failpoint::Point;
 use warp_e2e::Process;
 
 fn start(shop: &Shop, cycle: usize, failpoint: Option<&str>) -> (Process, PathBuf) {
@@ -28,7 +29,8 @@ fn start(shop: &Shop, cycle: usize, failpoint: Option<&str>) -> (Process, PathBu
 }
 
 /// Waits for the armed process to abort at `point`.
-async fn crashes_at(run: &mut Process, log: &Path, point: &str) {
+async fn crashes_at(run: &mut Process, log: &Path, point: Point) {
+    let point = point.name();
     let text = || std::fs::read_to_string(log).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -67,13 +69,13 @@ async fn phase(shop: &Shop, table: &str) -> String {
     .unwrap_or_default()
 }
 
-const BATCH_STEPS: [&str; 6] = [
-    "after_read",
-    "before_write",
-    "after_write",
-    "inside_copy",
-    "before_commit",
-    "after_commit",
+const BATCH_STEPS: [Point; 6] = [
+    Point::AfterRead,
+    Point::BeforeWrite,
+    Point::AfterWrite,
+    Point::InsideCopy,
+    Point::BeforeCommit,
+    Point::AfterCommit,
 ];
 
 #[tokio::test]
@@ -102,7 +104,7 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
         })
     };
     let mut cycle = 0;
-    let mut crash = |spec: String, point: &'static str| {
+    let mut crash = |spec: String, point: Point| {
         cycle += 1;
         let shop = Arc::clone(&shop);
         let cycle = cycle;
@@ -114,13 +116,13 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
 
     // During the snapshot: the first start creates the landing tables (a crash inside
     // that DDL), then each step of a chunk's transaction, a few chunks in.
-    crash("inside_ddl=1".into(), "inside_ddl").await;
+    crash("inside_ddl=1".into(), Point::InsideDdl).await;
     for point in BATCH_STEPS {
-        crash(format!("{point}=3"), point).await;
+        crash(format!("{}=3", point.name()), point).await;
         assert_eq!(
             phase(&shop, "orders").await,
             "snapshot",
-            "{point}: crashed mid-snapshot"
+            "{point:?}: crashed mid-snapshot"
         );
     }
 
@@ -139,11 +141,11 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
     }
     assert!(run.terminate().success());
     for point in BATCH_STEPS {
-        crash(format!("{point}=3"), point).await;
+        crash(format!("{}=3", point.name()), point).await;
         assert_eq!(
             phase(&shop, "orders").await,
             "streaming",
-            "{point}: crashed mid-stream"
+            "{point:?}: crashed mid-stream"
         );
     }
     // A schema change in the stream: a crash between its DDL and its registry entry.
@@ -163,7 +165,7 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
     }
     shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NULL DEFAULT 'web'")
         .await;
-    crashes_at(&mut run, &log, "inside_ddl").await;
+    crashes_at(&mut run, &log, Point::InsideDdl).await;
 
     let (mut run, _) = start(&shop, 200, None);
     stop.store(true, Ordering::SeqCst);

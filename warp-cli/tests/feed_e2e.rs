@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
+use warp_core::TableState;
 
 const IDLE: usize = 49;
 
@@ -44,7 +45,10 @@ async fn wait_streaming(shop: &Shop, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let status = shop.status();
-        let streaming = status.iter().filter(|t| t["state"] == "streaming").count();
+        let streaming = status
+            .iter()
+            .filter(|t| t.state == Some(TableState::Streaming))
+            .count();
         if streaming == n {
             return;
         }
@@ -176,11 +180,11 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status = shop.status();
-        let customers = status.iter().find(|t| t["table"] == "customers");
+        let customers = status.iter().find(|t| t.table == "customers");
         let reason = customers
-            .and_then(|t| t["last_error"].as_str())
+            .and_then(|t| t.last_error.as_deref())
             .unwrap_or_default();
-        if customers.is_some_and(|t| t["state"] == "failed")
+        if customers.is_some_and(|t| t.state == Some(TableState::Failed))
             && reason.contains("dropped at the source")
         {
             break;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_shop::shop;
+use warp_core::{CheckpointPhase, DeadLetter, TableState};
 
 #[tokio::test]
 async fn replicates_a_mariadb_schema_end_to_end() {
@@ -51,12 +52,14 @@ async fn replicates_a_mariadb_schema_end_to_end() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let rows = shop.status();
-        let orders = rows.iter().find(|r| r["table"] == "orders");
-        if orders.is_some_and(|o| o["state"] == "streaming" && o["phase"] == "streaming") {
+        let orders = rows.iter().find(|r| r.table == "orders");
+        if orders.is_some_and(|o| {
+            o.state == Some(TableState::Streaming) && o.phase == Some(CheckpointPhase::Streaming)
+        }) {
             let o = orders.unwrap();
-            assert_eq!(o["rows_copied"], 500);
-            assert!(o["owner"].as_str().unwrap().starts_with("cartridge-warp-"));
-            assert!(o["position"]["file"]
+            assert_eq!(o.rows_copied, Some(500));
+            assert!(o.owner.as_deref().unwrap().starts_with("cartridge-warp-"));
+            assert!(o.position.as_ref().unwrap()["file"]
                 .as_str()
                 .unwrap()
                 .starts_with("mysql-bin."));
@@ -79,7 +82,7 @@ async fn replicates_a_mariadb_schema_end_to_end() {
     let states: Vec<String> = shop
         .status()
         .iter()
-        .map(|r| r["state"].as_str().unwrap_or("").to_owned())
+        .map(|r| r.state.map_or("", TableState::as_str).to_owned())
         .collect();
     assert_eq!(
         states,
@@ -474,7 +477,7 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
     let listed = loop {
         let (ok, out, err) = cli(&["dlq", "list", "--json"]);
         assert!(ok, "{err}");
-        let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let entries: Vec<DeadLetter> = serde_json::from_str(&out).unwrap();
         if !entries.is_empty() {
             break entries;
         }
@@ -486,12 +489,8 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["table"], "orders");
-    assert!(
-        listed[0]["error"].as_str().unwrap().contains("NUL"),
-        "{}",
-        listed[0]
-    );
+    assert_eq!(listed[0].table, "orders");
+    assert!(listed[0].error.contains("NUL"), "{:?}", listed[0]);
     // Its neighbour committed.
     assert_eq!(
         shop.scalar_pg(format!(

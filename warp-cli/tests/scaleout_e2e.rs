@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
+use warp_core::{TableState, TableStatus};
 use warp_e2e::Process;
 
 const TABLES: [&str; 6] = ["t1", "t2", "t3", "t4", "t5", "t6"];
@@ -29,11 +30,12 @@ fn runs(r: &Replica) -> Option<Vec<String>> {
     if code != 200 {
         return None;
     }
-    let tables: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let tables: Vec<TableStatus> =
+        serde_json::from_str(&body).expect("/status lists table statuses");
     let mut names: Vec<String> = tables
-        .iter()
-        .filter(|t| t["state"] != "stopped")
-        .filter_map(|t| t["table"].as_str().map(str::to_owned))
+        .into_iter()
+        .filter(|t| t.state != TableState::Stopped)
+        .map(|t| t.table)
         .collect();
     names.sort();
     Some(names)

@@ -50,6 +50,7 @@ pub mod lease;
 mod mask;
 pub mod metrics;
 pub mod position;
+pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod source;
@@ -68,6 +69,9 @@ pub use event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment
 pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
+pub use report::{
+    CheckpointPhase, DeadLetter, DeadLetterStatus, ReplayReport, SignalKind, TableReport,
+};
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
@@ -76,4 +80,4 @@ pub use sink::{
 pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
-pub use watermark::{poll_every, Poll, Watermark};
+pub use watermark::{poll_every, Pace, Poll, Watermark};

@@ -147,8 +147,7 @@ pub struct Destination {
 pub struct Signal {
     pub id: i64,
     pub table: Option<String>,
-    /// `resync`.
-    pub kind: String,
+    pub kind: crate::SignalKind,
 }
 
 /// A destination.

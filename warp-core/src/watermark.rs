@@ -88,6 +88,14 @@ pub trait Poll: Send + 'static {
     async fn poll(&mut self) -> Result<StreamFragment>;
 }
 
+/// How a polling source reads: every `interval`, at most `rows` rows per query (plus the
+/// rows tied at the watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub interval: Duration,
+    pub rows: usize,
+}
+
 /// The stream of a polling source: a poll now, then one every `interval`, forever (an
 /// error is yielded and polling goes on; the engine decides whether to reopen).
 pub fn poll_every<P: Poll>(

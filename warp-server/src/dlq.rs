@@ -1,6 +1,7 @@
 //! `cartridge-warp dlq list|replay|discard` against the destination's dead-letter table.
 
 use warp_core::config::WarpConfig;
+use warp_core::{DeadLetter, DeadLetterStatus, ReplayReport};
 
 use crate::error::ServerError;
 
@@ -11,13 +12,13 @@ pub struct DlqFilter {
     pub schema: Option<String>,
     pub table: Option<String>,
     /// `None` for every status.
-    pub status: Option<String>,
+    pub status: Option<DeadLetterStatus>,
 }
 
 #[cfg(feature = "postgres")]
 mod imp {
     use warp_core::config::WarpConfig;
-    use warp_core::{TableId, Target};
+    use warp_core::{DeadLetter, ReplayReport, TableId, Target};
     use warp_sink_postgres::dlq::Filter;
     use warp_sink_postgres::PostgresSink;
 
@@ -33,22 +34,15 @@ mod imp {
             ids: f.ids.clone(),
             schema: f.schema.clone(),
             table: f.table.clone(),
-            status: f.status.clone(),
+            status: f.status,
         }
     }
 
-    pub async fn list(
-        config: &WarpConfig,
-        f: &DlqFilter,
-    ) -> Result<Vec<serde_json::Value>, ServerError> {
-        let entries = sink(config)?
+    pub async fn list(config: &WarpConfig, f: &DlqFilter) -> Result<Vec<DeadLetter>, ServerError> {
+        Ok(sink(config)?
             .dead_letters(&filter(f))
             .await
-            .map_err(warp_core::Error::from)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| serde_json::to_value(e).unwrap_or_default())
-            .collect())
+            .map_err(warp_core::Error::from)?)
     }
 
     pub async fn discard(config: &WarpConfig, f: &DlqFilter) -> Result<u64, ServerError> {
@@ -58,10 +52,7 @@ mod imp {
             .map_err(warp_core::Error::from)?)
     }
 
-    pub async fn replay(
-        config: &WarpConfig,
-        f: &DlqFilter,
-    ) -> Result<serde_json::Value, ServerError> {
+    pub async fn replay(config: &WarpConfig, f: &DlqFilter) -> Result<ReplayReport, ServerError> {
         // The schemas this configuration runs decide where their tables land.
         let all = config.schemas_to_run(None);
         let target = |schema: &str, table: &str| {
@@ -69,11 +60,10 @@ mod imp {
                 .find(|s| s.name == schema)
                 .map(|s| Target::new(s, &TableId::new(&s.source_database, table)))
         };
-        let report = sink(config)?
+        Ok(sink(config)?
             .replay_dead_letters(&filter(f), target)
             .await
-            .map_err(warp_core::Error::from)?;
-        Ok(serde_json::to_value(report).unwrap_or_default())
+            .map_err(warp_core::Error::from)?)
     }
 }
 
@@ -93,6 +83,6 @@ macro_rules! gated {
     };
 }
 
-gated!(list(filter: &DlqFilter) -> Vec<serde_json::Value>);
+gated!(list(filter: &DlqFilter) -> Vec<DeadLetter>);
 gated!(discard(filter: &DlqFilter) -> u64);
-gated!(replay(filter: &DlqFilter) -> serde_json::Value);
+gated!(replay(filter: &DlqFilter) -> ReplayReport);

@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use warp_core::config::LoadedConfig;
-use warp_core::{EngineSettings, Pipeline, TablePlan};
+use warp_core::{EngineSettings, Pipeline, SignalKind, TablePlan};
 
 use crate::connectors::{build_sink, build_source, replica_source};
 use crate::error::ServerError;
@@ -295,14 +295,16 @@ async fn follow_signals(
                 }
             };
             for signal in signals {
-                match (signal.kind.as_str(), signal.table.as_deref()) {
-                    ("resync", Some(table)) if control.resync(table) => {
+                match (&signal.kind, signal.table.as_deref()) {
+                    (SignalKind::Resync, Some(table)) if control.resync(table) => {
                         info!(schema = %schema, table, "resync requested")
                     }
-                    ("resync", table) => {
+                    (SignalKind::Resync, table) => {
                         warn!(schema = %schema, table = table.unwrap_or(""), "resync signal for a table this replica no longer runs")
                     }
-                    (other, _) => warn!(signal = other, "unknown signal ignored"),
+                    (SignalKind::Unknown(other), _) => {
+                        warn!(signal = %other, "unknown signal ignored (left by another version?)")
+                    }
                 }
             }
         }

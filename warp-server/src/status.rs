@@ -2,24 +2,23 @@
 //! so it works while `run` is active elsewhere.
 
 use warp_core::config::WarpConfig;
+#[cfg(feature = "postgres")]
+use warp_core::SignalKind;
+use warp_core::TableReport;
 
 use crate::error::ServerError;
 
-/// One JSON object per table (schema, table, state, phase, rows_copied, position,
-/// last_source_ts, lag_seconds, owner, last_error, hint, dead_letters, …).
-pub async fn read(config: &WarpConfig) -> Result<Vec<serde_json::Value>, ServerError> {
+/// Every table the destination's metadata schema knows.
+pub async fn read(config: &WarpConfig) -> Result<Vec<TableReport>, ServerError> {
     #[cfg(feature = "postgres")]
     {
         let sink = warp_sink_postgres::PostgresSink::connect_lazy(&config.destination)
             .map_err(warp_core::Error::from)?;
-        let rows =
+        Ok(
             warp_sink_postgres::status::read(sink.pool(), &config.destination.metadata_schema)
                 .await
-                .map_err(warp_core::Error::from)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .collect())
+                .map_err(warp_core::Error::from)?,
+        )
     }
     #[cfg(not(feature = "postgres"))]
     {
@@ -46,7 +45,7 @@ pub async fn request_resync(
             sink.metadata_schema(),
             schema,
             Some(table),
-            "resync",
+            &SignalKind::Resync,
         )
         .await
         .map_err(warp_core::Error::from)?)

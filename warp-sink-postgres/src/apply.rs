@@ -134,7 +134,7 @@ pub async fn copy(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Resu
         let _ = copy.abort("send failed").await;
         return Err(crate::error::SinkError::from_sqlx("COPY", e));
     }
-    warp_core::failpoint::hit("inside_copy");
+    warp_core::failpoint::hit(warp_core::failpoint::Point::InsideCopy);
     copy.finish().await.context("COPY")
 }
 

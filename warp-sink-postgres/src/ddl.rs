@@ -290,7 +290,7 @@ pub async fn execute(
             continue;
         }
         // A change applied, its registry entry not yet written.
-        warp_core::failpoint::hit("inside_ddl");
+        warp_core::failpoint::hit(warp_core::failpoint::Point::InsideDdl);
         let sql = format!(
             "INSERT INTO {m}.schema_registry (schema_name, table_name, version, change, table_schema)
              SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4 FROM {m}.schema_registry

@@ -3,9 +3,12 @@
 //! later source time than the stored change, the entry is marked superseded instead.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::Deserialize;
 use sqlx::{AssertSqlSafe, PgConnection};
-use warp_core::{ChangeEvent, Column, Operation, Row, TableId, TableSchema, Target, Value};
+use warp_core::{
+    ChangeEvent, Column, DeadLetter, DeadLetterStatus, Operation, ReplayReport, Row, TableId,
+    TableSchema, Target, Value,
+};
 
 use crate::apply::{merge_statements, unit, Merge, STAGE_EXTRA};
 use crate::error::{Context, Result, SinkError};
@@ -20,8 +23,8 @@ pub struct Filter {
     pub ids: Vec<i64>,
     pub schema: Option<String>,
     pub table: Option<String>,
-    /// `pending` (default), `replayed`, `discarded`, or `None` for all.
-    pub status: Option<String>,
+    /// `None` for every status.
+    pub status: Option<DeadLetterStatus>,
 }
 
 impl Filter {
@@ -41,7 +44,7 @@ impl Filter {
         for (col, v) in [
             ("schema_name", &self.schema),
             ("table_name", &self.table),
-            ("status", &self.status),
+            ("status", &self.status.map(|s| s.as_str().to_owned())),
         ] {
             if let Some(v) = v {
                 params.push(v.clone());
@@ -57,20 +60,6 @@ impl Filter {
     }
 }
 
-/// One dead letter.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    pub id: i64,
-    pub schema: String,
-    pub table: String,
-    pub error: String,
-    pub status: String,
-    pub attempts: i32,
-    pub source_position: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
-    pub payload: serde_json::Value,
-}
-
 type EntryRow = (
     i64,
     String,
@@ -83,18 +72,16 @@ type EntryRow = (
     serde_json::Value,
 );
 
-/// What a replay did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReplayReport {
-    pub replayed: Vec<i64>,
-    /// A newer change already reached the destination; marked `discarded`.
-    pub superseded: Vec<i64>,
-    /// Still failing: (id, error); the entry stays `pending` with the new error.
-    pub failed: Vec<(i64, String)>,
+/// What a stored payload says about itself besides the change.
+#[derive(Deserialize)]
+struct PayloadFlags {
+    /// NUL characters were replaced to store it: replaying it would write altered data.
+    #[serde(default)]
+    nul_replaced: bool,
 }
 
 impl PostgresSink {
-    pub async fn dead_letters(&self, filter: &Filter) -> Result<Vec<Entry>> {
+    pub async fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>> {
         let (from, params) = filter.sql(&quote(self.metadata_schema()));
         let sql = format!(
             "SELECT id, schema_name, table_name, error, status, attempts, source_position, created_at, payload {from} ORDER BY id"
@@ -107,8 +94,7 @@ impl PostgresSink {
             .fetch_all(self.pool())
             .await
             .context("list dead letters")?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(
                 |(
                     id,
@@ -120,25 +106,30 @@ impl PostgresSink {
                     source_position,
                     created_at,
                     payload,
-                )| Entry {
-                    id,
-                    schema,
-                    table,
-                    error,
-                    status,
-                    attempts,
-                    source_position,
-                    created_at,
-                    payload,
+                )| {
+                    let status = status
+                        .parse()
+                        .map_err(|e| SinkError::Invalid(format!("dead letter {id}: status {e}")))?;
+                    Ok(DeadLetter {
+                        id,
+                        schema,
+                        table,
+                        error,
+                        status,
+                        attempts,
+                        source_position,
+                        created_at,
+                        payload,
+                    })
                 },
             )
-            .collect())
+            .collect()
     }
 
     /// Marks matching pending entries `discarded`; returns how many.
     pub async fn discard_dead_letters(&self, filter: &Filter) -> Result<u64> {
         let mut filter = filter.clone();
-        filter.status = Some("pending".into());
+        filter.status = Some(DeadLetterStatus::Pending);
         let (from, params) = filter.sql(&quote(self.metadata_schema()));
         let sql = format!(
             "UPDATE {m}.dead_letter_queue SET status = 'discarded', updated_at = now() WHERE id IN (SELECT id {from})",
@@ -162,7 +153,7 @@ impl PostgresSink {
         target: impl Fn(&str, &str) -> Option<Target>,
     ) -> Result<ReplayReport> {
         let mut filter = filter.clone();
-        filter.status = Some("pending".into());
+        filter.status = Some(DeadLetterStatus::Pending);
         let mut report = ReplayReport::default();
         for entry in self.dead_letters(&filter).await? {
             let Some(target) = target(&entry.schema, &entry.table) else {
@@ -185,11 +176,13 @@ impl PostgresSink {
         Ok(report)
     }
 
-    async fn replay_one(&self, target: &Target, entry: &Entry) -> Result<Outcome> {
-        if entry.payload.get("nul_replaced") == Some(&serde_json::Value::Bool(true)) {
+    async fn replay_one(&self, target: &Target, entry: &DeadLetter) -> Result<Outcome> {
+        let flags = PayloadFlags::deserialize(&entry.payload)
+            .map_err(|e| SinkError::Invalid(format!("unreadable dead-letter payload: {e}")))?;
+        if flags.nul_replaced {
             let why = "the row holds NUL characters, which PostgreSQL cannot store; fix it at the source or discard it";
             return self
-                .mark(entry.id, "pending", Some(why))
+                .mark(entry.id, DeadLetterStatus::Pending, Some(why))
                 .await
                 .map(|()| Outcome::Failed(why.to_owned()));
         }
@@ -209,19 +202,19 @@ impl PostgresSink {
         tx = ptx.into_inner();
         let m = quote(self.metadata_schema());
         let (status, error) = match &outcome {
-            Outcome::Replayed => ("replayed", None),
+            Outcome::Replayed => (DeadLetterStatus::Replayed, None),
             Outcome::Superseded => (
-                "discarded",
+                DeadLetterStatus::Discarded,
                 Some("superseded: the destination already has a newer change".to_owned()),
             ),
-            Outcome::Failed(e) => ("pending", Some(e.clone())),
+            Outcome::Failed(e) => (DeadLetterStatus::Pending, Some(e.clone())),
         };
         let sql = format!(
             "UPDATE {m}.dead_letter_queue SET status = $2, attempts = attempts + 1, error = COALESCE($3, error), updated_at = now() WHERE id = $1"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(entry.id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .execute(&mut *tx)
             .await
@@ -230,14 +223,14 @@ impl PostgresSink {
         Ok(outcome)
     }
 
-    async fn mark(&self, id: i64, status: &str, error: Option<&str>) -> Result<()> {
+    async fn mark(&self, id: i64, status: DeadLetterStatus, error: Option<&str>) -> Result<()> {
         let sql = format!(
             "UPDATE {}.dead_letter_queue SET status = $2, attempts = attempts + 1, error = COALESCE($3, error), updated_at = now() WHERE id = $1",
             quote(self.metadata_schema())
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .execute(self.pool())
             .await

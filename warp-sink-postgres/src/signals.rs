@@ -1,7 +1,7 @@
 //! Control signals (`cartridge-warp resync`) in the metadata schema.
 
 use sqlx::{AssertSqlSafe, PgPool};
-use warp_core::Signal;
+use warp_core::{Signal, SignalKind};
 
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
@@ -12,7 +12,7 @@ pub async fn send(
     metadata: &str,
     schema: &str,
     table: Option<&str>,
-    kind: &str,
+    kind: &SignalKind,
 ) -> Result<i64> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("{}.signals", quote(metadata)))
@@ -31,7 +31,7 @@ pub async fn send(
     sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(schema)
         .bind(table)
-        .bind(kind)
+        .bind(kind.as_str())
         .fetch_one(pool)
         .await
         .context("send signal")
@@ -59,6 +59,10 @@ pub async fn take(
         .context("take signals")?;
     Ok(rows
         .into_iter()
-        .map(|(id, table, kind)| Signal { id, table, kind })
+        .map(|(id, table, kind)| Signal {
+            id,
+            table,
+            kind: SignalKind::parse(&kind),
+        })
         .collect())
 }

@@ -2,9 +2,8 @@
 //! `cartridge-warp status` from anywhere.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgPool};
-use warp_core::TableStatus;
+use warp_core::{CheckpointPhase, TableReport, TableState, TableStatus};
 
 use crate::error::{Context, Result};
 use crate::ident::quote;
@@ -48,24 +47,6 @@ pub async fn record(
     Ok(())
 }
 
-/// One table as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusRow {
-    pub schema: String,
-    pub table: String,
-    pub state: Option<String>,
-    pub phase: Option<String>,
-    pub rows_copied: Option<i64>,
-    pub position: Option<serde_json::Value>,
-    pub last_source_ts: Option<DateTime<Utc>>,
-    pub lag_seconds: Option<f64>,
-    pub owner: Option<String>,
-    pub status_updated_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub hint: Option<String>,
-    pub dead_letters: i64,
-}
-
 type Raw = (
     String,
     String,
@@ -83,7 +64,7 @@ type Raw = (
 
 /// Every table the metadata schema knows, with its checkpoint, state, owner and dead
 /// letters. Returns nothing when the metadata schema does not exist yet.
-pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<StatusRow>> {
+pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<TableReport>> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(format!("{}.checkpoints", quote(metadata)))
         .fetch_one(pool)
@@ -131,11 +112,15 @@ pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<StatusRow>> {
                 last_error,
                 hint,
                 dead,
-            )| StatusRow {
+            )| TableReport {
                 schema,
                 table,
-                state,
-                phase,
+                state: state.as_deref().and_then(TableState::parse),
+                phase: phase.as_deref().and_then(|p| match p {
+                    "snapshot" => Some(CheckpointPhase::Snapshot),
+                    "streaming" => Some(CheckpointPhase::Streaming),
+                    _ => None,
+                }),
                 rows_copied,
                 position,
                 lag_seconds: ts.map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),

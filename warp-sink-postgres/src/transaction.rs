@@ -361,9 +361,9 @@ impl PgTransaction {
         }
         checkpoints.write(self.conn(), &key, token, &update).await?;
         let dead = self.dead.len() as u64;
-        warp_core::failpoint::hit("before_commit");
+        warp_core::failpoint::hit(warp_core::failpoint::Point::BeforeCommit);
         self.tx.commit().await?;
-        warp_core::failpoint::hit("after_commit");
+        warp_core::failpoint::hit(warp_core::failpoint::Point::AfterCommit);
         if dead > 0 {
             tracing::warn!(rows = dead, "rows sent to the dead-letter table");
             metrics::counter!(warp_core::metrics::DEAD_LETTER_TOTAL, "schema" => key.schema.clone(), "table" => key.table.clone())

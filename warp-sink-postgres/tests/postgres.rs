@@ -1009,7 +1009,7 @@ async fn dead_letters_replay_after_the_fix_but_never_over_newer_data() {
     let pending = env
         .sink
         .dead_letters(&Filter {
-            status: Some("pending".into()),
+            status: Some(warp_core::DeadLetterStatus::Pending),
             ..Filter::default()
         })
         .await
@@ -1055,7 +1055,7 @@ async fn dead_letters_replay_after_the_fix_but_never_over_newer_data() {
         rows,
         [row(1, "ok"), row(2, "far too long here"), row(3, "newer")]
     );
-    let statuses: Vec<String> = env
+    let statuses: Vec<warp_core::DeadLetterStatus> = env
         .sink
         .dead_letters(&Filter::default())
         .await
@@ -1063,7 +1063,13 @@ async fn dead_letters_replay_after_the_fix_but_never_over_newer_data() {
         .into_iter()
         .map(|e| e.status)
         .collect();
-    assert_eq!(statuses, ["replayed", "discarded"]);
+    assert_eq!(
+        statuses,
+        [
+            warp_core::DeadLetterStatus::Replayed,
+            warp_core::DeadLetterStatus::Discarded
+        ]
+    );
     assert_eq!(
         env.sink
             .discard_dead_letters(&Filter::default())

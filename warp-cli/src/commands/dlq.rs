@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::DeadLetter;
 use warp_server::dlq::DlqFilter;
 
 use super::env_help::write_stdout;
@@ -27,7 +28,10 @@ pub fn run(cmd: DlqCommand, env: &Environment) -> Result<(), String> {
         ids: args.ids.clone(),
         schema: args.schema.clone(),
         table: args.table.clone(),
-        status: (args.status != "all").then(|| args.status.clone()),
+        status: match args.status.as_str() {
+            "all" => None,
+            s => Some(s.parse().map_err(|e| format!("--status {e} (or all)"))?),
+        },
     };
     let rt = runtime()?;
     let cfg = &loaded.config;
@@ -56,24 +60,26 @@ pub fn run(cmd: DlqCommand, env: &Environment) -> Result<(), String> {
                 .block_on(warp_server::dlq::replay(cfg, &filter))
                 .map_err(fail)?;
             if args.json {
-                return write_stdout(&format!("{report}\n"));
+                return write_stdout(&format!(
+                    "{}\n",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                ));
             }
-            let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
             let mut out = format!(
                 "replayed {}, superseded by newer data {}, still failing {}\n",
-                count("replayed"),
-                count("superseded"),
-                count("failed")
+                report.replayed.len(),
+                report.superseded.len(),
+                report.failed.len()
             );
-            for f in report["failed"].as_array().into_iter().flatten() {
-                let _ = writeln!(out, "  #{}: {}", f[0], f[1].as_str().unwrap_or(""));
+            for (id, error) in &report.failed {
+                let _ = writeln!(out, "  #{id}: {error}");
             }
             write_stdout(&out)
         }
     }
 }
 
-fn print_list(entries: &[serde_json::Value], args: &DlqArgs) -> Result<(), String> {
+fn print_list(entries: &[DeadLetter], args: &DlqArgs) -> Result<(), String> {
     if entries.is_empty() {
         return write_stdout(&format!("no {} dead letters\n", args.status));
     }
@@ -85,20 +91,12 @@ fn print_list(entries: &[serde_json::Value], args: &DlqArgs) -> Result<(), Strin
         let _ = writeln!(
             out,
             "{:>6}  {:<28} {:<10} {:>8}  {:<20}  {}",
-            e["id"],
-            format!(
-                "{}.{}",
-                e["schema"].as_str().unwrap_or(""),
-                e["table"].as_str().unwrap_or("")
-            ),
-            e["status"].as_str().unwrap_or(""),
-            e["attempts"],
-            e["created_at"]
-                .as_str()
-                .unwrap_or("")
-                .get(..19)
-                .unwrap_or(""),
-            e["error"].as_str().unwrap_or("")
+            e.id,
+            format!("{}.{}", e.schema, e.table),
+            e.status.as_str(),
+            e.attempts,
+            e.created_at.format("%Y-%m-%dT%H:%M:%S"),
+            e.error
         );
     }
     write_stdout(&out)

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::CheckpointPhase;
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
@@ -21,34 +22,30 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
     if rows.is_empty() {
         return write_stdout("no tables yet: nothing has run against this destination\n");
     }
-    let s = |r: &serde_json::Value, k: &str| match &r[k] {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(v) => v.clone(),
-        other => other.to_string(),
-    };
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let mut out = format!(
         "{:<28} {:<13} {:<10} {:>10} {:>8} {:<28} {:>4}  {}\n",
         "TABLE", "STATE", "PHASE", "ROWS", "LAG(s)", "OWNER", "DLQ", "POSITION"
     );
     for r in &rows {
-        let lag = r["lag_seconds"]
-            .as_f64()
-            .map_or_else(|| "-".into(), |l| format!("{l:.1}"));
         let _ = writeln!(
             out,
             "{:<28} {:<13} {:<10} {:>10} {:>8} {:<28} {:>4}  {}",
-            format!("{}.{}", s(r, "schema"), s(r, "table")),
-            s(r, "state"),
-            s(r, "phase"),
-            s(r, "rows_copied"),
-            lag,
-            s(r, "owner"),
-            s(r, "dead_letters"),
-            s(r, "position")
+            format!("{}.{}", r.schema, r.table),
+            dash(r.state.map(|s| s.as_str().to_owned())),
+            dash(r.phase.map(|p| match p {
+                CheckpointPhase::Snapshot => "snapshot".to_owned(),
+                CheckpointPhase::Streaming => "streaming".to_owned(),
+            })),
+            dash(r.rows_copied.map(|n| n.to_string())),
+            dash(r.lag_seconds.map(|l| format!("{l:.1}"))),
+            dash(r.owner.clone()),
+            r.dead_letters,
+            dash(r.position.as_ref().map(ToString::to_string))
         );
-        if let serde_json::Value::String(e) = &r["last_error"] {
+        if let Some(e) = &r.last_error {
             let _ = writeln!(out, "    last error: {e}");
-            if let serde_json::Value::String(h) = &r["hint"] {
+            if let Some(h) = &r.hint {
                 let _ = writeln!(out, "    hint: {h}");
             }
         }

@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use sqlx::PgPool;
-use warp_core::{Row, Source, TableSchema, Value};
+use warp_core::{Row, Source, TableReport, TableSchema, Value};
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_mysql::MysqlSource;
@@ -114,22 +113,8 @@ impl Shop {
         std::fs::read_to_string(self.dir.join(&format!("{pod}.log"))).unwrap_or_default()
     }
 
-    pub fn status(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-            .args([
-                "status",
-                "--json",
-                "--config",
-                self.config.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    pub fn status(&self) -> Vec<TableReport> {
+        warp_e2e::status(env!("CARGO_BIN_EXE_cartridge-warp"), &self.config)
     }
 
     /// Every process log of this shop (`run.log`, replicas' and cycles' logs), each under
@@ -249,14 +234,7 @@ impl Shop {
 
     /// Sets `key: value` in the config's `performance` mapping.
     pub fn tune(&self, key: &str, value: &str) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let tuned = text.replacen(
-            "performance: { ",
-            &format!("performance: {{ {key}: {value}, "),
-            1,
-        );
-        assert_ne!(tuned, text, "the config has a performance mapping");
-        std::fs::write(&self.config, tuned).unwrap();
+        warp_e2e::tune(&self.config, key, value);
     }
 
     pub async fn scalar_pg(&self, sql: String) -> i64 {

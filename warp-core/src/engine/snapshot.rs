@@ -126,9 +126,9 @@ impl TableWorker {
             while let Some(page) = pages.next().await {
                 match page? {
                     ChunkPage::Rows(page) => {
-                        crate::failpoint::hit("after_read");
+                        crate::failpoint::hit(crate::failpoint::Point::AfterRead);
                         rows += page.len() as u64;
-                        crate::failpoint::hit("before_write");
+                        crate::failpoint::hit(crate::failpoint::Point::BeforeWrite);
                         tx.write_snapshot_rows(projection.rows(page)).await?;
                     }
                     ChunkPage::Reshape(changes) => {
@@ -138,7 +138,7 @@ impl TableWorker {
                 }
             }
             let Some(changes) = reshape else {
-                crate::failpoint::hit("after_write");
+                crate::failpoint::hit(crate::failpoint::Point::AfterWrite);
                 tx.commit(CheckpointUpdate::ChunkDone {
                     index,
                     position: read.position.clone(),

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::TABLE_STATE;
 use crate::sink::TableKey;
 
 /// Where a table is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableState {
     Pending,
@@ -45,6 +45,11 @@ impl TableState {
         }
     }
 
+    /// The state `as_str` names.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// Whether readiness counts this table as healthy.
     pub fn is_healthy(self) -> bool {
         matches!(self, Self::Snapshotting | Self::Streaming)
@@ -52,7 +57,7 @@ impl TableState {
 }
 
 /// What `status` shows for one table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableStatus {
     pub schema: String,
     pub table: String,

@@ -82,7 +82,7 @@ impl TableWorker {
         let upstream = upstream
             .inspect(|f| {
                 if f.as_ref().is_ok_and(|f| !f.changes.is_empty()) {
-                    crate::failpoint::hit("after_read");
+                    crate::failpoint::hit(crate::failpoint::Point::AfterRead);
                 }
             })
             .boxed();
@@ -358,10 +358,10 @@ impl TableWorker {
             None => self.ctx.sink.begin(&self.target, w.token).await?,
         };
         if !changes.is_empty() {
-            crate::failpoint::hit("before_write");
+            crate::failpoint::hit(crate::failpoint::Point::BeforeWrite);
             tx.apply(changes).await?;
         }
-        crate::failpoint::hit("after_write");
+        crate::failpoint::hit(crate::failpoint::Point::AfterWrite);
         let mut remaining = Vec::with_capacity(w.handover.len());
         for (range, p) in w.handover.drain(..) {
             if self.ctx.source.compare_positions(&p, &commit.position)? == Ordering::Greater {
