@@ -11,6 +11,9 @@
   SCRAM-SHA-256 conversations as a real server does (wrong password: error 18
   AuthenticationFailed), so the seed's `ssl=true&authSource=admin&replicaSet=rs0`
   connection string works against it with only host, port and password changed.
+- Database-level change streams (`db.watch()`) deliver every collection's events in
+  order, as on a real server, and `currentOp` with `idleCursors: true` lists the open
+  change streams (mongo_db_streams.py).
 
 See docs/testing.md.
 """
@@ -30,6 +33,11 @@ import nx_27017.handler as handler
 import nx_27017.server as server
 
 changestream._cursor_id_counter = itertools.count(1 << 32)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mongo_db_streams  # noqa: E402
+
+mongo_db_streams.install()
 
 SET_NAME = "rs0"
 PORT = sys.argv[sys.argv.index("-p") + 1] if "-p" in sys.argv else "27017"
@@ -110,6 +118,8 @@ def handle_command(self, msg):
         return sasl_start(msg["request_id"], body)
     if USERS and "saslContinue" in body:
         return sasl_continue(msg["request_id"], body)
+    if "currentOp" in body:
+        return mongo_db_streams.current_op(self._change_stream_manager, msg["request_id"], body)
     request_id, response = _handle_command(self, msg)
     if isinstance(response, dict) and "maxWireVersion" in response:
         response.update(setName=SET_NAME, setVersion=1, hosts=[ME], primary=ME, me=ME,

@@ -67,7 +67,7 @@ pub struct ChunkRead {
     /// in the rows. Sources with an exact snapshot position return it; others return a
     /// position taken just before the read (changes after it replay idempotently).
     pub position: Position,
-    /// Pages of rows, bounded in size by the source (`stream_batch_size`).
+    /// Pages of at most `stream_batch_size` rows (or the source's own page size).
     pub rows: BoxStream<'static, Result<ChunkPage>>,
 }
 

@@ -300,6 +300,22 @@ fn semantic_errors_name_paths() {
     assert!(
         error_of(&yaml, &Environment::new()).contains("source.change_detection_column: required")
     );
+
+    // A zone we would not apply to anything is refused, not silently ignored.
+    let yaml = MINIMAL.replace("type: mysql", "type: mysql\n  timezone: Europe/Berlin");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("source.timezone: `Europe/Berlin`: only UTC is supported"),
+        "{text}"
+    );
+    let yaml = MINIMAL.replace("type: mysql", "type: mysql\n  timezone: UTC");
+    assert!(load(&yaml, &Environment::new()).is_ok());
+    let yaml = format!("{MINIMAL}logging:\n  masked_columns: [email]\n");
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("logging.masked_columns: not supported, and not needed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -667,4 +683,112 @@ fn mysql_tls_keys_are_checked_against_each_other_and_the_source_type() {
         text.contains("source.ssl_ca") && text.contains("tlsCAFile"),
         "{text}"
     );
+}
+
+/// The keys a config struct accepts, as serde lists them when refusing an unknown one.
+fn accepted<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let Err(e) = serde_json::from_str::<T>(r#"{"no_such_key_at_all": 1}"#) else {
+        panic!("an unknown key is refused");
+    };
+    let message = e.to_string();
+    let (_, list) = message
+        .split_once("expected one of ")
+        .or_else(|| message.split_once("expected "))
+        .unwrap_or_else(|| panic!("{message}"));
+    list.split(", ")
+        .filter_map(|k| k.split('`').nth(1))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// docs/configuration.md between `### <heading>` and the next heading.
+fn documented(heading: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let start = text
+        .find(&format!("### {heading}\n"))
+        .unwrap_or_else(|| panic!("docs/configuration.md has a `### {heading}` section"));
+    let rest = &text[start + heading.len() + 5..];
+    rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
+}
+
+/// Every key the loader accepts is documented in its section of docs/configuration.md,
+/// and every scalar key outside `schemas[]` can be set by a variable (`env-help`), so a
+/// key added to the code without a word for users — or documented but never read —
+/// fails here. (Which keys are read is checked key by key in the suites; this ties the
+/// lists together.)
+#[test]
+fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
+    use warp_core::config::*;
+    let sections: [(&str, Vec<String>); 8] = [
+        ("Top level", accepted::<WarpConfig>()),
+        ("`performance`", accepted::<PerformanceConfig>()),
+        ("`source`", accepted::<SourceConfig>()),
+        ("`destination`", accepted::<DestinationConfig>()),
+        ("`schemas[]`", accepted::<SchemaConfig>()),
+        ("Per-table keys", accepted::<TableSettings>()),
+        ("`monitoring`", accepted::<MonitoringConfig>()),
+        ("`logging`", accepted::<LoggingConfig>()),
+    ];
+    let sections_of_top = [
+        "performance",
+        "source",
+        "destination",
+        "schemas",
+        "monitoring",
+        "logging",
+    ];
+    let per_table = accepted::<TableSettings>();
+    let variables: Vec<&str> = env_keys().iter().map(|k| k.path).collect();
+    for (heading, keys) in &sections {
+        assert!(keys.len() > 2, "{heading}: {keys:?}");
+        let doc = documented(heading);
+        for key in keys {
+            if *heading == "Top level" && sections_of_top.contains(&key.as_str()) {
+                continue;
+            }
+            // Per-table keys at schema level are documented once, with the tables.
+            if *heading == "`schemas[]`" && per_table.contains(key) {
+                continue;
+            }
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "{heading}: `{key}` is accepted but not documented in docs/configuration.md"
+            );
+        }
+        let prefix = match *heading {
+            "Top level" => "",
+            "`performance`" => "performance.",
+            "`source`" => "source.",
+            "`destination`" => "destination.",
+            "`monitoring`" => "monitoring.",
+            "`logging`" => "logging.",
+            _ => continue,
+        };
+        for key in keys {
+            let path = format!("{prefix}{key}");
+            let scalar_free = ["schemas", "ssl_ca", "ssl_cert", "ssl_key", "masked_columns"];
+            if sections_of_top.contains(&key.as_str()) && prefix.is_empty()
+                || scalar_free.contains(&key.as_str()) && !variables.contains(&path.as_str())
+            {
+                continue;
+            }
+            assert!(
+                variables.contains(&path.as_str()),
+                "`{path}` is accepted but no CARTRIDGE_WARP_ variable sets it (keys.rs)"
+            );
+        }
+    }
+    // And the other way: every variable names a key the loader accepts.
+    for path in variables {
+        let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
+        let heading = match section {
+            "" => "Top level".to_owned(),
+            s => format!("`{s}`"),
+        };
+        let keys = &sections.iter().find(|(h, _)| *h == heading).unwrap().1;
+        assert!(
+            keys.iter().any(|k| k == key),
+            "{path}: a variable for a key the loader refuses"
+        );
+    }
 }

@@ -177,6 +177,33 @@ async fn a_feed_error_is_retried_by_every_table_and_loses_nothing() {
     run.stop().await;
 }
 
+/// A feed that goes silent — a connection whose peer vanished without closing it — is
+/// presumed dead after `read_timeout` and reopened; nothing is lost.
+#[tokio::test]
+async fn a_silent_feed_is_reopened_after_the_read_timeout() {
+    let source = source_with_tables(5);
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema(&all_tables()), settings());
+    wait_equal(&source, &sink).await;
+    // Every table streaming through the feed now open.
+    for t in TABLES {
+        source.update(t, row(1, 1));
+    }
+    wait_equal(&source, &sink).await;
+    let opened = source.feeds_opened();
+    source.hang_open_feeds();
+    for t in TABLES {
+        source.update(t, row(2, 1));
+    }
+    // Only a reopened feed can deliver these.
+    wait_equal(&source, &sink).await;
+    assert!(source.feeds_opened() > opened);
+    for t in TABLES {
+        assert_no_double_apply(&source, &sink, t);
+    }
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn a_large_transaction_stalled_mid_way_is_applied_once() {
     let source = source_with_tables(3);

@@ -48,6 +48,7 @@ fn settings() -> EngineSettings {
         correlation_ids: true,
         leases: warp_core::LeaseTiming::from_ttl(Duration::from_secs(30)),
         feed_stall: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(60),
         discovery_interval: None,
     }
 }

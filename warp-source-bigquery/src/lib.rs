@@ -73,6 +73,8 @@ impl BigQuerySource {
                     client: client::connect(&self.config).await?,
                     project: self.project.clone(),
                     schema: self.resolved.name.clone(),
+                    wait_ms: i32::try_from(self.resolved.read_timeout.as_millis())
+                        .unwrap_or(i32::MAX),
                 })
             })
             .await?)
@@ -224,7 +226,8 @@ impl Source for BigQuerySource {
     ) -> warp_core::Result<ChunkRead> {
         let position = self.watermark(table).await?;
         let t = self.cached(table)?;
-        let rows = snapshot::read(self.runner().await?, &t, chunk)?;
+        let page = self.resolved.fetch_rows.unwrap_or(snapshot::PAGE_ROWS);
+        let rows = snapshot::read(self.runner().await?, &t, chunk, page)?;
         Ok(ChunkRead { position, rows })
     }
 
@@ -238,13 +241,12 @@ impl Source for BigQuerySource {
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
-        let interval = self.resolved.table(&table.id.name).polling_interval;
         Ok(poll::stream(
             self.runner().await?.clone(),
             t,
             &self.change_column(table)?,
             Watermark::decode(from)?,
-            interval,
+            self.resolved.pace(&table.id.name, poll::PAGE),
         )?)
     }
 

@@ -3,18 +3,17 @@
 //! watermark commits with the data. Polling cannot see deletes: delete detection
 //! (`delete_detection_interval`) compares key sets instead.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use futures::stream::BoxStream;
-use warp_core::{Change, ChangeEvent, Commit, Operation, StreamFragment, Value, Watermark};
+use warp_core::{Change, ChangeEvent, Commit, Operation, Pace, StreamFragment, Value, Watermark};
 
 use crate::error::{BigQueryError, Result};
 use crate::query::{quote, Query, Runner};
 use crate::table::BqTable;
 
 /// Rows read per poll.
-const PAGE: usize = 10_000;
+/// Rows per poll when `stream_batch_size` is unset.
+pub const PAGE: usize = 10_000;
 
 fn column_index(t: &BqTable, column: &str) -> Result<usize> {
     t.schema
@@ -68,6 +67,7 @@ struct Poller {
     table: BqTable,
     column: usize,
     at: Watermark,
+    rows: usize,
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
@@ -76,15 +76,16 @@ pub fn stream(
     table: BqTable,
     column: &str,
     from: Watermark,
-    interval: Duration,
+    pace: Pace,
 ) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
     let poller = Poller {
         column: column_index(&table, column)?,
         runner,
         table,
         at: from,
+        rows: pace.rows,
     };
-    Ok(warp_core::poll_every(poller, interval))
+    Ok(warp_core::poll_every(poller, pace.interval))
 }
 
 #[async_trait::async_trait]
@@ -92,7 +93,7 @@ impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
         let t = &self.table;
         let cd = quote(&t.schema.columns[self.column].name);
-        let limit = PAGE + self.at.keys_at.len();
+        let limit = self.rows + self.at.keys_at.len();
         let (filter, value) = match &self.at.value {
             Some(w) => (format!("WHERE {cd} >= @w"), Some(w)),
             None => (format!("WHERE {cd} IS NOT NULL"), None),

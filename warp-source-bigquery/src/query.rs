@@ -27,6 +27,8 @@ pub struct Runner {
     pub project: String,
     /// For the bytes-processed metric.
     pub schema: String,
+    /// How long one request waits for a running job's results (`read_timeout`).
+    pub wait_ms: i32,
 }
 
 /// A query and its parameters, labelled with the table it is for.
@@ -50,12 +52,12 @@ impl Query {
         Ok(self)
     }
 
-    fn request(&self, page_rows: Option<i32>) -> QueryRequest {
+    fn request(&self, page_rows: Option<i32>, wait_ms: i32) -> QueryRequest {
         let mut r = QueryRequest::new(self.sql.clone());
         r.parameter_mode = Some("NAMED".into());
         r.query_parameters = Some(self.params.clone());
         r.max_results = page_rows;
-        r.timeout_ms = Some(60_000);
+        r.timeout_ms = Some(wait_ms);
         r.format_options = Some(DataFormatOptions {
             use_int64_timestamp: Some(true),
         });
@@ -117,7 +119,7 @@ impl Runner {
         let runner = self.clone();
         stream::unfold(Cursor::Start, move |cursor| {
             let runner = runner.clone();
-            let request = q.request(Some(page_rows));
+            let request = q.request(Some(page_rows), runner.wait_ms);
             let table = q.table.clone();
             async move {
                 let (rows, next) = match cursor {
@@ -179,7 +181,7 @@ impl Runner {
                 max_results: Some(page_rows),
                 page_token: token.clone(),
                 start_index: None,
-                timeout_ms: Some(60_000),
+                timeout_ms: Some(self.wait_ms),
             };
             let r = self
                 .client
@@ -204,7 +206,7 @@ impl Runner {
 
     /// Bytes the query would process, without running it.
     pub async fn dry_run(&self, q: Query) -> Result<u64> {
-        let mut request = q.request(None);
+        let mut request = q.request(None, self.wait_ms);
         request.dry_run = Some(true);
         let r = self
             .client

@@ -8,7 +8,8 @@ use crate::query::{Query, Runner};
 use crate::table::BqTable;
 
 /// Rows per result page.
-const PAGE_ROWS: i32 = 10_000;
+/// Rows per page when `stream_batch_size` is unset.
+pub const PAGE_ROWS: usize = 10_000;
 
 /// Chunk bounds every `chunk_rows` keys (tables with a one-column key; others are one
 /// chunk). One query reads only the key column.
@@ -35,6 +36,7 @@ pub fn read(
     runner: &Runner,
     t: &BqTable,
     range: &KeyRange,
+    page_rows: usize,
 ) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
     let k = t.key_list();
     let mut filter = Vec::new();
@@ -66,7 +68,7 @@ pub fn read(
     }
     let table = t.clone();
     Ok(runner
-        .pages(q, PAGE_ROWS)
+        .pages(q, i32::try_from(page_rows).unwrap_or(i32::MAX))
         .map_ok(move |page| ChunkPage::Rows(page.iter().map(|cells| table.row(cells)).collect()))
         .map_err(warp_core::Error::from)
         .boxed())

@@ -2,18 +2,20 @@
 //! documents and decoded tolerantly: real MongoDB events and the shapes of
 //! MongoDB-compatible servers (dates for `clusterTime`, string `documentKey`s) both work.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use bson::{Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
-use mongodb::Collection;
+use mongodb::{Collection, Database};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use warp_core::{
-    Change, ChangeEvent, Commit, Key, Operation, Position, StreamFragment, TableSchema,
+    Change, ChangeEvent, Commit, FeedItem, Key, Operation, Position, StreamFragment, TableChange,
+    TableSchema,
 };
 
 use crate::error::{Context, MongoError};
@@ -39,6 +41,8 @@ pub struct Event {
     pub txn: Option<(Bson, i64)>,
     /// `to.coll` of a rename.
     pub renamed_to: Option<String>,
+    /// `ns.coll`: the collection the event is about (none for database-wide events).
+    pub collection: Option<String>,
 }
 
 impl Event {
@@ -78,6 +82,11 @@ impl Event {
                 .get_document("to")
                 .ok()
                 .and_then(|t| t.get_str("coll").ok())
+                .map(str::to_owned),
+            collection: doc
+                .get_document("ns")
+                .ok()
+                .and_then(|ns| ns.get_str("coll").ok())
                 .map(str::to_owned),
         })
     }
@@ -163,6 +172,19 @@ impl Decoder {
 }
 
 type Fragments = BoxStream<'static, warp_core::Result<StreamFragment>>;
+type Items = BoxStream<'static, warp_core::Result<FeedItem>>;
+
+/// What a change stream watches.
+pub enum Watched {
+    /// One collection; its decoder is the feed's only table.
+    Collection(Collection<Document>),
+    /// Every collection of a database named in `collections` (in the feed's table order),
+    /// through one database-level stream.
+    Database {
+        db: Database,
+        collections: Vec<String>,
+    },
+}
 
 /// Streams `coll`'s changes strictly after `from`, forever.
 pub fn stream(
@@ -172,11 +194,38 @@ pub fn stream(
     from: StreamPosition,
     heartbeat: Duration,
 ) -> Fragments {
-    let (tx, rx) = mpsc::channel(64);
-    let mut follower = Follower {
-        coll,
+    warp_core::single_table(feed(
+        Watched::Collection(coll),
         table,
-        decoder,
+        vec![decoder],
+        from,
+        heartbeat,
+    ))
+}
+
+/// The changes of the watched collections strictly after `from`, forever, each tagged with
+/// its collection's index (the order of `decoders`).
+pub fn feed(
+    watched: Watched,
+    label: String,
+    decoders: Vec<Decoder>,
+    from: StreamPosition,
+    heartbeat: Duration,
+) -> Items {
+    let (tx, rx) = mpsc::channel(64);
+    let by_name = match &watched {
+        Watched::Collection(_) => HashMap::new(),
+        Watched::Database { collections, .. } => collections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect(),
+    };
+    let mut follower = Follower {
+        watched,
+        label,
+        decoders,
+        by_name,
         at: from,
         heartbeat,
         tx,
@@ -193,12 +242,14 @@ pub fn stream(
 }
 
 struct Follower {
-    coll: Collection<Document>,
-    table: String,
-    decoder: Decoder,
+    watched: Watched,
+    /// What the stream serves, for errors (the table, or the database's tables).
+    label: String,
+    decoders: Vec<Decoder>,
+    by_name: HashMap<String, usize>,
     at: StreamPosition,
     heartbeat: Duration,
-    tx: mpsc::Sender<warp_core::Result<StreamFragment>>,
+    tx: mpsc::Sender<warp_core::Result<FeedItem>>,
 }
 
 /// The receiver is gone: the engine stopped reading.
@@ -207,17 +258,38 @@ struct Closed;
 impl Follower {
     async fn open(&self) -> warp_core::Result<ChangeStream<RawDocumentBuf>> {
         let token = self.at.resume_token()?;
-        let watch = self
-            .coll
-            .watch()
-            .full_document(FullDocumentType::UpdateLookup)
-            .max_await_time(MAX_AWAIT);
-        let watch = if self.at.after_invalidate {
-            watch.start_after(token)
-        } else {
-            watch.resume_after(token)
+        let opened = match &self.watched {
+            Watched::Collection(coll) => {
+                let watch = coll
+                    .watch()
+                    .full_document(FullDocumentType::UpdateLookup)
+                    .max_await_time(MAX_AWAIT);
+                if self.at.after_invalidate {
+                    watch.start_after(token).await
+                } else {
+                    watch.resume_after(token).await
+                }
+            }
+            Watched::Database { db, collections } => {
+                // Only the served collections' events cross the wire; database-wide ones
+                // (dropDatabase, invalidate) carry no collection and always pass.
+                let only = doc! { "$match": { "$or": [
+                    { "ns.coll": { "$in": collections.clone() } },
+                    { "operationType": { "$in": ["dropDatabase", "invalidate"] } },
+                ] } };
+                let watch = db
+                    .watch()
+                    .pipeline([only])
+                    .full_document(FullDocumentType::UpdateLookup)
+                    .max_await_time(MAX_AWAIT);
+                if self.at.after_invalidate {
+                    watch.start_after(token).await
+                } else {
+                    watch.resume_after(token).await
+                }
+            }
         };
-        match watch.await.context("open change stream") {
+        match opened.context("open change stream") {
             Ok(s) => Ok(s.with_type::<RawDocumentBuf>()),
             Err(e) => Err(self.lost_or(e)),
         }
@@ -226,7 +298,7 @@ impl Follower {
     fn lost_or(&self, e: MongoError) -> warp_core::Error {
         if e.is_position_lost() {
             return warp_core::Error::PositionLost {
-                table: self.table.clone(),
+                table: self.label.clone(),
                 position: self.at.token.to_string(),
                 detail: e.to_string(),
             };
@@ -234,8 +306,11 @@ impl Follower {
         e.into()
     }
 
-    async fn send(&self, f: StreamFragment) -> Result<(), Closed> {
-        self.tx.send(Ok(f)).await.map_err(|_| Closed)
+    async fn send(&self, changes: Vec<TableChange>, commit: Option<Commit>) -> Result<(), Closed> {
+        self.tx
+            .send(Ok(FeedItem::Fragment { changes, commit }))
+            .await
+            .map_err(|_| Closed)
     }
 
     fn commit(&self, source_ts: Option<DateTime<Utc>>) -> warp_core::Result<Commit> {
@@ -243,6 +318,18 @@ impl Follower {
             position: self.at.encode()?,
             source_ts,
         })
+    }
+
+    /// The tables an event is about: its collection's, or every one for database-wide
+    /// events.
+    fn tables_of(&self, event: &Event) -> Vec<usize> {
+        match (&self.watched, &event.collection) {
+            (Watched::Collection(_), _) => vec![0],
+            (Watched::Database { .. }, Some(c)) => {
+                self.by_name.get(c).copied().into_iter().collect()
+            }
+            (Watched::Database { .. }, None) => (0..self.decoders.len()).collect(),
+        }
     }
 
     async fn run(&mut self) -> warp_core::Result<()> {
@@ -260,7 +347,7 @@ impl Follower {
                         return Ok(());
                     }
                     if let Some((_, commit)) = open_txn.take() {
-                        if self.send(StreamFragment::heartbeat(commit)).await.is_err() {
+                        if self.send(Vec::new(), Some(commit)).await.is_err() {
                             return Ok(());
                         }
                     } else if last_beat.elapsed() >= self.heartbeat {
@@ -269,11 +356,13 @@ impl Follower {
                             let moved = StreamPosition::new(&t)?;
                             if moved.token != self.at.token {
                                 self.at = moved;
-                                let beat = StreamFragment::heartbeat(self.commit(None)?);
-                                if self.send(beat).await.is_err() {
-                                    return Ok(());
-                                }
                             }
+                        }
+                        // Sent even when the token stands still: an answered getMore
+                        // proves the stream alive (the engine reopens a silent feed).
+                        let beat = self.commit(None)?;
+                        if self.send(Vec::new(), Some(beat)).await.is_err() {
+                            return Ok(());
                         }
                     }
                     tokio::time::sleep(IDLE_POLL).await;
@@ -292,35 +381,37 @@ impl Follower {
             // A transaction ends where an event of another (or none) begins.
             if let Some((txn, commit)) = open_txn.take() {
                 if event.txn.as_ref() != Some(&txn)
-                    && self.send(StreamFragment::heartbeat(commit)).await.is_err()
+                    && self.send(Vec::new(), Some(commit)).await.is_err()
                 {
                     return Ok(());
                 }
             }
-            let Some(changes) = self.decoder.changes(&event) else {
-                info!("change stream invalidated (collection dropped or renamed); following the new collection");
+            if event.op == "invalidate" {
+                info!(watching = %self.label, "change stream invalidated (dropped or renamed); following what comes next");
                 self.at.after_invalidate = true;
                 let commit = self.commit(event.source_ts)?;
-                if self.send(StreamFragment::heartbeat(commit)).await.is_err() {
+                if self.send(Vec::new(), Some(commit)).await.is_err() {
                     return Ok(());
                 }
                 cs = self.open().await?;
                 continue;
-            };
+            }
+            let mut changes = Vec::new();
+            for table in self.tables_of(&event) {
+                let decoded = self.decoders[table].changes(&event).unwrap_or_default();
+                changes.extend(
+                    decoded
+                        .into_iter()
+                        .map(|change| TableChange { table, change }),
+                );
+            }
             let commit = self.commit(event.source_ts)?;
             let sent = match event.txn {
                 Some(txn) => {
                     open_txn = Some((txn, commit));
-                    self.send(StreamFragment {
-                        changes,
-                        commit: None,
-                    })
-                    .await
+                    self.send(changes, None).await
                 }
-                None => {
-                    self.send(StreamFragment::transaction(changes, commit))
-                        .await
-                }
+                None => self.send(changes, Some(commit)).await,
             };
             if sent.is_err() {
                 return Ok(());

@@ -1,7 +1,7 @@
 //! `Source` for MongoDB: collections land as tables whose shape is inferred from the
 //! documents (sampled at discovery, grown by every later document), snapshots by `_id`
-//! ranges, then one change stream per collection — or `timestamp` polling where change
-//! streams are unavailable.
+//! ranges, then one database-level change stream per replica for all its collections — or
+//! `timestamp` polling where change streams are unavailable.
 
 mod changes;
 mod client;
@@ -23,8 +23,8 @@ use mongodb::{Collection, Database};
 use tokio::sync::OnceCell;
 use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
 use warp_core::{
-    mask_secrets, ChunkRead, Error, Key, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
-    TableId, TableSchema, Value, Watermark,
+    mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, Key, KeyRange, Position,
+    SnapshotPlan, Source, StreamFragment, TableId, TableSchema, Value, Watermark,
 };
 
 pub use error::MongoError;
@@ -200,7 +200,9 @@ impl Source for MongoSource {
     ) -> warp_core::Result<ChunkRead> {
         let position = self.now(table).await?;
         let coll = self.collection(&table.id.name).await?;
-        let rows = snapshot::read(&coll, self.rules(&table.id.name), table.clone(), chunk).await?;
+        let page = self.resolved.fetch_rows.unwrap_or(snapshot::PAGE_DOCS);
+        let rules = self.rules(&table.id.name);
+        let rows = snapshot::read(&coll, rules, table.clone(), chunk, page).await?;
         Ok(ChunkRead { position, rows })
     }
 
@@ -216,19 +218,54 @@ impl Source for MongoSource {
         let coll = self.collection(&table.id.name).await?;
         let decoder = changes::Decoder::new(self.rules(&table.id.name), table.clone());
         if self.polling {
-            let interval = self.resolved.table(&table.id.name).polling_interval;
             return Ok(poll::stream(
                 coll,
                 self.change_column(table)?,
                 decoder,
                 Watermark::decode(from)?,
-                interval,
+                self.resolved.pace(&table.id.name, poll::PAGE),
             ));
         }
         Ok(changes::stream(
             coll,
             table.id.to_string(),
             decoder,
+            StreamPosition::decode(from)?,
+            HEARTBEAT,
+        ))
+    }
+
+    fn change_strategy(&self) -> ChangeStrategy {
+        if self.polling {
+            ChangeStrategy::Poller
+        } else {
+            ChangeStrategy::Feed
+        }
+    }
+
+    async fn open_feed(
+        &self,
+        tables: &[TableSchema],
+        from: &Position,
+    ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+        if self.polling {
+            return Err(Error::source_permanent(
+                "timestamp polling has no shared change feed",
+                None,
+            ));
+        }
+        let decoders = tables
+            .iter()
+            .map(|t| changes::Decoder::new(self.rules(&t.id.name), t.clone()))
+            .collect();
+        let watched = changes::Watched::Database {
+            db: self.db().await?,
+            collections: tables.iter().map(|t| t.id.name.clone()).collect(),
+        };
+        Ok(changes::feed(
+            watched,
+            format!("{} change stream", self.resolved.source_database),
+            decoders,
             StreamPosition::decode(from)?,
             HEARTBEAT,
         ))

@@ -3,13 +3,11 @@
 //! `change_detection_column >= watermark` in (column, `_id`) order. Deletes are not
 //! visible to polling (docs/mongodb.md).
 
-use std::time::Duration;
-
 use bson::{doc, Bson, Document};
 use chrono::Utc;
 use futures::stream::{BoxStream, TryStreamExt};
 use mongodb::Collection;
-use warp_core::{Commit, Operation, StreamFragment, Value, Watermark};
+use warp_core::{Commit, Operation, Pace, StreamFragment, Value, Watermark};
 
 use crate::changes::Decoder;
 use crate::convert;
@@ -18,7 +16,8 @@ use crate::shape::ID;
 use crate::snapshot::key_of;
 
 /// Documents read per poll.
-const PAGE: usize = 5_000;
+/// Documents per poll when `stream_batch_size` is unset.
+pub const PAGE: usize = 5_000;
 
 /// The current highest value of `column` (where a snapshot's stream starts), with the
 /// keys of the documents at exactly that value: the snapshot copies them, so the first
@@ -73,6 +72,7 @@ struct Poller {
     column: String,
     decoder: Decoder,
     at: Watermark,
+    rows: usize,
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
@@ -81,15 +81,16 @@ pub fn stream(
     column: String,
     decoder: Decoder,
     from: Watermark,
-    interval: Duration,
+    pace: Pace,
 ) -> BoxStream<'static, warp_core::Result<StreamFragment>> {
     let poller = Poller {
         coll,
         column,
         decoder,
         at: from,
+        rows: pace.rows,
     };
-    warp_core::poll_every(poller, interval)
+    warp_core::poll_every(poller, pace.interval)
 }
 
 #[async_trait::async_trait]
@@ -99,7 +100,7 @@ impl warp_core::Poll for Poller {
             Some(w) => doc! { &self.column: { "$gte": bound(w)? } },
             None => doc! { &self.column: { "$exists": true, "$ne": null } },
         };
-        let limit = (PAGE + self.at.keys_at.len()) as i64;
+        let limit = (self.rows + self.at.keys_at.len()) as i64;
         let docs: Vec<Document> = self
             .coll
             .find(filter)

@@ -14,8 +14,8 @@ use crate::convert;
 use crate::error::{Context, MongoError, Result};
 use crate::shape::{Layout, Rules, ID};
 
-/// Documents per page handed to the engine.
-const PAGE_DOCS: usize = 2_000;
+/// Documents per page handed to the engine when `stream_batch_size` is unset.
+pub const PAGE_DOCS: usize = 2_000;
 
 /// Chunk bounds: every `chunk_docs`-th `_id` in `_id` order.
 ///
@@ -208,11 +208,12 @@ pub async fn read(
     rules: Rules,
     schema: TableSchema,
     range: &KeyRange,
+    page_docs: usize,
 ) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
     let cursor = coll
         .find(filter(range)?)
         .sort(doc! { ID: 1 })
-        .batch_size(PAGE_DOCS as u32)
+        .batch_size(u32::try_from(page_docs).unwrap_or(u32::MAX))
         .await
         .context("read chunk")?;
     let reader = Reader {
@@ -222,6 +223,7 @@ pub async fn read(
         schema,
         grown: Vec::new(),
         done: false,
+        page_docs,
     };
     Ok(stream::unfold(reader, |mut r| async move {
         match r.page().await {
@@ -243,6 +245,7 @@ struct Reader {
     layout: Layout,
     grown: Vec<SchemaChange>,
     done: bool,
+    page_docs: usize,
 }
 
 impl Reader {
@@ -258,7 +261,7 @@ impl Reader {
                 continue;
             }
             rows.push(self.layout.row(&doc));
-            if rows.len() >= PAGE_DOCS {
+            if rows.len() >= self.page_docs {
                 return Ok(Some(ChunkPage::Rows(rows)));
             }
         }

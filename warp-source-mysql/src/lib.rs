@@ -360,7 +360,7 @@ impl Source for MysqlSource {
             self.database.clone(),
             t,
             chunk.clone(),
-            PAGE_ROWS,
+            self.resolved.fetch_rows.unwrap_or(PAGE_ROWS),
             zero,
         )
         .map_ok(ChunkPage::Rows)
@@ -391,14 +391,13 @@ impl Source for MysqlSource {
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
         if self.polling {
-            let interval = self.resolved.table(&table.id.name).polling_interval;
             return Ok(poll::stream(
                 self.connect.pool().await?,
                 self.database.clone(),
                 t,
                 &self.change_column(table)?,
                 warp_core::Watermark::decode(from)?,
-                interval,
+                self.resolved.pace(&table.id.name, poll::PAGE),
             )?);
         }
         // A reader of its own, beside the replica's shared feed.

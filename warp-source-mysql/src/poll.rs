@@ -2,13 +2,13 @@
 //! `change_detection_column >= watermark`, de-duplicating rows tied at the watermark by
 //! key. Deletes are not visible to polling (documented in docs/mysql.md).
 
-use std::time::Duration;
-
 use chrono::Utc;
 use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
-use warp_core::{Change, ChangeEvent, Commit, Operation, Row, StreamFragment, Value, Watermark};
+use warp_core::{
+    Change, ChangeEvent, Commit, Operation, Pace, Row, StreamFragment, Value, Watermark,
+};
 
 use crate::decode::{decode, to_param, Decoded};
 use crate::discover::MysqlTable;
@@ -16,7 +16,8 @@ use crate::error::{Context, Result};
 use crate::snapshot::quote;
 
 /// Rows read per poll.
-const PAGE: usize = 5_000;
+/// Rows per poll when `stream_batch_size` is unset.
+pub const PAGE: usize = 5_000;
 
 /// The current highest value of `column` (a snapshot's start watermark).
 pub async fn current(
@@ -101,6 +102,7 @@ struct Poller {
     column: usize,
     key: Vec<usize>,
     at: Watermark,
+    rows: usize,
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
@@ -110,7 +112,7 @@ pub fn stream(
     table: MysqlTable,
     column: &str,
     from: Watermark,
-    interval: Duration,
+    pace: Pace,
 ) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
     let poller = Poller {
         column: index(&table, column)?,
@@ -125,8 +127,9 @@ pub fn stream(
         database,
         table,
         at: from,
+        rows: pace.rows,
     };
-    Ok(warp_core::poll_every(poller, interval))
+    Ok(warp_core::poll_every(poller, pace.interval))
 }
 
 #[async_trait::async_trait]
@@ -160,7 +163,7 @@ impl warp_core::Poll for Poller {
             None => (String::new(), Vec::new()),
         };
         // Enough rows to get past every row tied at the watermark.
-        let limit = PAGE + self.at.keys_at.len();
+        let limit = self.rows + self.at.keys_at.len();
         let sql = format!("SELECT {cols} FROM {table} {filter} ORDER BY {cd}, {key} LIMIT {limit}");
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("poll")?;
         let mut changes = Vec::new();

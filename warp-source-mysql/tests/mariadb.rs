@@ -393,6 +393,58 @@ async fn timestamp_polling_delivers_ties_once_and_sees_updates() {
     assert_eq!(keys, [vec![Value::Int(1)], vec![Value::Int(3)]]);
 }
 
+/// `performance.stream_batch_size` bounds the rows of each fetch: snapshot pages and
+/// polling queries.
+#[tokio::test]
+async fn stream_batch_size_bounds_every_fetch() {
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let (_, mut conn, db) = setup(
+        "fetch",
+        &["CREATE TABLE f (id INT PRIMARY KEY, updated_at DATETIME(6) NOT NULL)"],
+    )
+    .await;
+    conn.query_drop(
+        "INSERT INTO f SELECT seq, '2024-01-01' + INTERVAL seq SECOND FROM seq_1_to_25",
+    )
+    .await
+    .unwrap();
+    let source = |extra: &str| {
+        common::tuned_source(
+            &format!(
+                "connection_string: '{url}/{db}', server_id: {}{extra}",
+                common::server_id(3_100_000)
+            ),
+            &db,
+            ", stream_batch_size: 7",
+        )
+        .unwrap()
+    };
+    let copying = source("");
+    let t = table(&copying, "f").await;
+    let plan = copying.plan_snapshot(&t, 1_000).await.unwrap();
+    assert_eq!(plan.chunks.len(), 1);
+    let read = copying.read_chunk(&t, &plan.chunks[0]).await.unwrap();
+    let pages: Vec<usize> = read
+        .rows
+        .map(|p| p.unwrap().into_rows().unwrap().len())
+        .collect()
+        .await;
+    assert_eq!(pages, [7, 7, 7, 4]);
+
+    let polling =
+        source(", change_detection_strategy: timestamp, change_detection_column: updated_at");
+    let t = table(&polling, "f").await;
+    let mut stream = polling
+        .stream(&t, &warp_core::Watermark::at(None).encode().unwrap())
+        .await
+        .unwrap();
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < 25 {
+        sizes.push(rows_of(&next_fragment(&mut stream).await.changes).len());
+    }
+    assert_eq!(sizes, [7, 7, 7, 4]);
+}
+
 async fn next_fragment(
     s: &mut futures::stream::BoxStream<'static, warp_core::Result<StreamFragment>>,
 ) -> StreamFragment {

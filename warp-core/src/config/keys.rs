@@ -98,7 +98,10 @@ const KEYS: &[EnvKey] = &[
         "source.change_detection_column",
         "column polled by the timestamp strategy",
     ),
-    k("source.timezone", "UTC or a fixed offset such as +02:00"),
+    k(
+        "source.timezone",
+        "UTC (the only zone: date-times land as the source holds them)",
+    ),
     k("source.replica_set", "MongoDB replica set name"),
     k("source.auth_source", "MongoDB authentication database"),
     k(
@@ -174,7 +177,7 @@ const KEYS: &[EnvKey] = &[
     ),
     k(
         "logging.sensitive_data_masking",
-        "mask credentials and masked_columns",
+        "mask credentials in every log line",
     ),
     k("logging.log_file", "also write logs to this rotating file"),
     k("logging.max_file_size", "rotate at this size (e.g. 100MB)"),

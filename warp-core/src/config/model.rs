@@ -43,7 +43,6 @@ macro_rules! string_enum {
     };
 }
 
-pub const DEFAULT_STREAM_BATCH_SIZE: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_SIZE: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_WRITE_BATCH_MAX_WAIT_SECS: f64 = 1.0;
@@ -99,8 +98,10 @@ string_enum! {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerformanceConfig {
-    #[serde(default = "default_stream_batch_size")]
-    pub stream_batch_size: PositiveInt,
+    /// Rows per source fetch (snapshot pages, polling queries); unset, each source's own
+    /// size (docs/configuration.md).
+    #[serde(default)]
+    pub stream_batch_size: Option<PositiveInt>,
     #[serde(default)]
     pub write_batch_size: Option<PositiveInt>,
     /// Upper bound on the bytes one destination batch holds in memory.
@@ -139,7 +140,7 @@ pub struct PerformanceConfig {
 impl Default for PerformanceConfig {
     fn default() -> Self {
         Self {
-            stream_batch_size: default_stream_batch_size(),
+            stream_batch_size: None,
             write_batch_size: None,
             write_batch_max_bytes: default_write_batch_max_bytes(),
             write_batch_max_wait: default_write_batch_max_wait(),
@@ -256,7 +257,7 @@ pub struct SourceConfig {
     pub change_detection_strategy: Option<ChangeDetection>,
     #[serde(default)]
     pub change_detection_column: Option<String>,
-    /// Zone of zone-less source timestamps: `UTC` or a fixed offset such as `+02:00`.
+    /// Only `UTC` is accepted (validate says why): date-times land as the source holds them.
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default)]
@@ -579,9 +580,9 @@ pub struct LoggingConfig {
     pub correlation_id_enabled: bool,
     #[serde(default = "yes")]
     pub sensitive_data_masking: bool,
-    /// Columns whose values are masked wherever a row is logged (debug level only).
+    /// Read only to be refused with the reason (validate): row values are never logged.
     #[serde(default)]
-    pub masked_columns: Vec<String>,
+    pub masked_columns: Option<Vec<String>>,
     #[serde(default)]
     pub log_file: Option<String>,
     #[serde(default = "default_max_file_size")]
@@ -597,7 +598,7 @@ impl Default for LoggingConfig {
             format: LogFormat::default(),
             correlation_id_enabled: false,
             sensitive_data_masking: true,
-            masked_columns: Vec::new(),
+            masked_columns: None,
             log_file: None,
             max_file_size: default_max_file_size(),
             max_files: default_max_files(),
@@ -614,9 +615,6 @@ const fn positive(v: u64) -> PositiveInt {
 
 fn yes() -> bool {
     true
-}
-fn default_stream_batch_size() -> PositiveInt {
-    positive(DEFAULT_STREAM_BATCH_SIZE)
 }
 fn default_write_batch_max_bytes() -> ByteSize {
     ByteSize(DEFAULT_WRITE_BATCH_MAX_BYTES)

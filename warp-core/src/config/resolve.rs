@@ -65,6 +65,10 @@ pub struct ResolvedSchema {
     pub filter: TableFilter,
     /// How many tables of this schema may snapshot at once.
     pub max_parallel_streams: usize,
+    /// Rows per source fetch (`performance.stream_batch_size`); `None`: the source's own.
+    pub fetch_rows: Option<usize>,
+    /// The longest one source read may wait (`performance.read_timeout`).
+    pub read_timeout: Duration,
     defaults: TableSettings,
     tables: Tables,
     global: GlobalDefaults,
@@ -99,6 +103,15 @@ pub struct ResolvedTable {
 }
 
 impl ResolvedSchema {
+    /// How `table` is polled: its `polling_interval`, and `stream_batch_size` rows per
+    /// query or the source's own `default_rows`.
+    pub fn pace(&self, table: &str, default_rows: usize) -> crate::Pace {
+        crate::Pace {
+            interval: self.table(table).polling_interval,
+            rows: self.fetch_rows.unwrap_or(default_rows),
+        }
+    }
+
     /// Effective settings for `table`, whether or not it has a `tables` entry.
     pub fn table(&self, table: &str) -> ResolvedTable {
         let t = self.tables.get(table).cloned().unwrap_or_default();
@@ -198,6 +211,11 @@ impl WarpConfig {
             max_parallel_streams: s
                 .max_parallel_streams
                 .map_or(DEFAULT_MAX_PARALLEL_STREAMS as usize, PositiveInt::as_usize),
+            fetch_rows: self
+                .performance
+                .stream_batch_size
+                .map(PositiveInt::as_usize),
+            read_timeout: self.performance.read_timeout.as_duration(),
             defaults: s.settings(),
             tables: s.tables.clone(),
             global: GlobalDefaults {

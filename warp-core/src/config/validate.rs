@@ -42,6 +42,12 @@ pub(crate) fn validate(cfg: &WarpConfig, schema_selection: Option<&str>) -> Repo
     destination(cfg, &mut r);
     schemas(cfg, schema_selection, &mut r);
     monitoring(cfg, &mut r);
+    if cfg.logging.masked_columns.is_some() {
+        r.error(
+            "logging.masked_columns",
+            "not supported, and not needed: row values never reach logs, `status` or metrics, so there is nothing to mask; dead letters keep whole rows (for replay) in the metadata schema, readable only with the destination's grants (docs/security.md). Remove the key",
+        );
+    }
     r
 }
 
@@ -88,10 +94,10 @@ fn source(cfg: &WarpConfig, r: &mut Report) {
         }
     }
     if let Some(tz) = &s.timezone {
-        if parse_timezone(tz).is_none() {
+        if !is_utc(tz) {
             r.error(
                 "source.timezone",
-                format!("unsupported timezone `{tz}`: use UTC or a fixed offset such as +02:00"),
+                format!("`{tz}`: only UTC is supported. Zone-less source date-times (MySQL and BigQuery DATETIME) land unchanged as `timestamp without time zone`, and zoned ones (TIMESTAMP, MongoDB dates) as instants, so no other zone would be applied to anything; remove the key or set UTC"),
             );
         }
     }
@@ -213,20 +219,12 @@ fn all_tables_name_column(schema: &SchemaConfig) -> bool {
     })
 }
 
-/// `UTC`/`Z` or `±HH:MM`, as an offset in seconds east of UTC.
-pub fn parse_timezone(tz: &str) -> Option<i32> {
+/// `UTC`, `Etc/UTC`, `Z`, `+00:00`: the only zone values are read in.
+fn is_utc(tz: &str) -> bool {
     let t = tz.trim();
-    if t.eq_ignore_ascii_case("utc") || t == "Z" || t.eq_ignore_ascii_case("etc/utc") {
-        return Some(0);
-    }
-    let sign = match t.as_bytes().first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let (h, m) = t[1..].split_once(':')?;
-    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
+    ["utc", "etc/utc", "z", "+00:00", "-00:00"]
+        .iter()
+        .any(|u| t.eq_ignore_ascii_case(u))
 }
 
 fn destination(cfg: &WarpConfig, r: &mut Report) {

@@ -40,6 +40,9 @@ pub(crate) struct FeedTiming {
     pub heartbeat: Duration,
     /// Fragments queued per subscriber.
     pub depth: usize,
+    /// A feed silent this long — no change, no heartbeat — is presumed dead (a half-open
+    /// connection) and reopened (`performance.read_timeout`).
+    pub silence: Duration,
 }
 
 impl Default for FeedTiming {
@@ -49,6 +52,7 @@ impl Default for FeedTiming {
             settle: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             depth: 16,
+            silence: Duration::from_secs(60),
         }
     }
 }
@@ -209,6 +213,8 @@ struct OpenFeed {
     at: Position,
     in_txn: bool,
     yielded: bool,
+    /// When the feed last yielded anything.
+    heard: Instant,
 }
 
 /// The feed task: opens the source feed for the members and routes what it yields.
@@ -258,7 +264,7 @@ impl Router {
                     self.reopen_at = None;
                     self.reopen().await;
                 }
-                item = next_item(&mut self.feed) => self.route(item).await,
+                item = next_item(&mut self.feed, self.timing.silence) => self.route(item).await,
             }
         }
     }
@@ -319,6 +325,7 @@ impl Router {
                     at: start,
                     in_txn: false,
                     yielded: false,
+                    heard: Instant::now(),
                 });
             }
             Err(e) => self.fail_all(e).await,
@@ -524,10 +531,25 @@ impl Router {
     }
 }
 
-async fn next_item(feed: &mut Option<OpenFeed>) -> Option<Result<FeedItem>> {
-    match feed {
-        Some(f) => f.items.next().await,
-        None => std::future::pending().await,
+/// The feed's next item; a transient error when it stays silent for `silence` (sources
+/// send heartbeats every second while idle, so silence means a dead connection).
+async fn next_item(feed: &mut Option<OpenFeed>, silence: Duration) -> Option<Result<FeedItem>> {
+    let Some(f) = feed else {
+        return std::future::pending().await;
+    };
+    // The deadline is absolute: this future is remade on every turn of the router.
+    match tokio::time::timeout_at(f.heard + silence, f.items.next()).await {
+        Ok(item) => {
+            f.heard = Instant::now();
+            item
+        }
+        Err(_) => {
+            f.heard = Instant::now();
+            Some(Err(Error::source_transient(format!(
+                "the change feed sent nothing, not even a heartbeat, for {}s (read_timeout): its connection is presumed dead and is reopened",
+                silence.as_secs_f64()
+            ))))
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub struct EngineSettings {
     /// How long a table's full queue may hold the shared change feed before the table is
     /// detached (it rejoins from its own position when its writes resume).
     pub feed_stall: Duration,
+    /// How long a change feed may stay silent before it is reopened
+    /// (`performance.read_timeout`).
+    pub read_timeout: Duration,
     /// How often the source is listed for new tables (`performance.table_discovery_interval`;
     /// `None`: only at start).
     pub discovery_interval: Option<Duration>,
@@ -85,6 +88,7 @@ impl EngineSettings {
             correlation_ids: cfg.logging.correlation_id_enabled,
             leases: LeaseTiming::from_ttl(p.lease_ttl.as_duration()),
             feed_stall: Duration::from_secs(5),
+            read_timeout: p.read_timeout.as_duration(),
             discovery_interval: Some(p.table_discovery_interval.as_duration())
                 .filter(|d| !d.is_zero()),
         }
@@ -192,6 +196,7 @@ impl Pipeline {
         let timing = feed::FeedTiming {
             stall: settings.feed_stall,
             depth: settings.queue_capacity,
+            silence: settings.read_timeout,
             ..feed::FeedTiming::default()
         };
         let ctx = Ctx {

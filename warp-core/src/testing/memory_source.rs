@@ -60,6 +60,8 @@ pub struct MemorySource {
     feed: bool,
     /// Feeds opened so far (one per open of the shared feed).
     feeds_opened: Arc<std::sync::atomic::AtomicUsize>,
+    /// Feeds opened before this count never answer again (a half-open connection).
+    feeds_hung: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MemorySource {
@@ -73,6 +75,7 @@ impl MemorySource {
             heartbeat: Duration::from_millis(20),
             feed: false,
             feeds_opened: Arc::default(),
+            feeds_hung: Arc::default(),
         }
     }
 
@@ -80,6 +83,14 @@ impl MemorySource {
     pub fn with_feed(mut self) -> Self {
         self.feed = true;
         self
+    }
+
+    /// Every feed open now goes silent for good, as over a connection whose peer vanished
+    /// without a FIN: no change, no heartbeat, no error. Feeds opened later work.
+    pub fn hang_open_feeds(&self) {
+        let opened = self.feeds_opened();
+        self.feeds_hung
+            .store(opened, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many times the shared feed was opened.
@@ -501,10 +512,12 @@ impl Source for MemorySource {
         for name in &names {
             self.faults.check(FailPoint::OpenStream, name, false)?;
         }
-        self.feeds_opened
+        let number = self
+            .feeds_opened
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let after = seq_of(from)?;
         let feed = MemoryFeed {
+            number,
             source: self.clone(),
             names,
             after,
@@ -526,6 +539,8 @@ impl Source for MemorySource {
 const FEED_FRAGMENT: usize = 100;
 
 struct MemoryFeed {
+    /// Which open of the feed this is (0 for the first).
+    number: usize,
     source: MemorySource,
     names: Vec<String>,
     after: u64,
@@ -534,6 +549,14 @@ struct MemoryFeed {
 
 impl MemoryFeed {
     async fn next(&mut self) -> Result<FeedItem> {
+        if self.number
+            < self
+                .source
+                .feeds_hung
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return std::future::pending().await;
+        }
         loop {
             if let Some(item) = self.queued.pop_front() {
                 return Ok(item);

@@ -42,6 +42,7 @@ pub fn settings() -> EngineSettings {
             interval: Duration::from_millis(100),
         },
         feed_stall: Duration::from_millis(300),
+        read_timeout: Duration::from_millis(500),
         discovery_interval: Some(Duration::from_millis(100)),
     }
 }

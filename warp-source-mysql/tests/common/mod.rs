@@ -9,8 +9,17 @@ use warp_source_mysql::MysqlSource;
 /// The source of schema `db` as the config loader builds it from `source_fields` (the
 /// inside of the `source:` mapping, after `type: mysql`).
 pub fn source_config(source_fields: &str, db: &str) -> warp_core::Result<MysqlSource> {
+    tuned_source(source_fields, db, "")
+}
+
+/// [`source_config`] with more `performance` fields (`, key: value` each).
+pub fn tuned_source(
+    source_fields: &str,
+    db: &str,
+    performance: &str,
+) -> warp_core::Result<MysqlSource> {
     let yaml = format!(
-        "performance: {{ polling_interval: 0.1 }}\n\
+        "performance: {{ polling_interval: 0.1{performance} }}\n\
          source: {{ type: mysql, {source_fields} }}\n\
          destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
          schemas: [ {{ name: {db}, source_database: {db} }} ]\n"

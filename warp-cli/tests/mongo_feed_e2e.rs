@@ -1,0 +1,166 @@
+//! The shared MongoDB feed through the real binary: one database-level change stream per
+//! replica however many collections it runs (counted with `currentOp`, as on a real
+//! server), collections created while running are replicated without a restart, and the
+//! stream follows the new table set without losing or repeating a change.
+
+#[path = "support/mongo_store.rs"]
+mod mongo_store;
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use mongo_store::{store, Store};
+use warp_core::TableState;
+
+const IDLE: usize = 10;
+
+/// The change streams open on the store's database: (database-level, collection-level).
+async fn streams(store: &Store) -> (usize, usize) {
+    let reply = store
+        .mongo
+        .client()
+        .database("admin")
+        .run_command(doc! { "currentOp": 1, "idleCursors": true })
+        .await
+        .unwrap();
+    let (mut database, mut collection) = (0, 0);
+    for op in reply.get_array("inprog").unwrap() {
+        let Bson::Document(op) = op else { continue };
+        let Ok(command) = op
+            .get_document("cursor")
+            .and_then(|c| c.get_document("originatingCommand"))
+        else {
+            continue;
+        };
+        let is_stream = command.get_array("pipeline").is_ok_and(|p| {
+            p.iter().any(|s| {
+                s.as_document()
+                    .is_some_and(|s| s.contains_key("$changeStream"))
+            })
+        });
+        if !is_stream || command.get_str("$db") != Ok(store.db.as_str()) {
+            continue;
+        }
+        match command.get("aggregate") {
+            Some(Bson::Int32(1) | Bson::Int64(1)) => database += 1,
+            Some(Bson::Double(d)) if *d == 1.0 => database += 1,
+            _ => collection += 1,
+        }
+    }
+    (database, collection)
+}
+
+async fn wait_streaming(store: &Store, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = warp_e2e::status(env!("CARGO_BIN_EXE_cartridge-warp"), &store.config);
+        let streaming = status
+            .iter()
+            .filter(|t| t.state == Some(TableState::Streaming))
+            .count();
+        if streaming == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{streaming} of {n} collections streaming: {status:?}\n{}",
+            store.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn order(i: i64) -> Document {
+    doc! { "_id": i, "status": "new", "amount": i as f64 * 0.5 }
+}
+
+#[tokio::test]
+async fn collections_stream_through_one_database_change_stream_and_new_ones_join_it() {
+    let store = store("feed", 100, "    orders: {}\n").await;
+    warp_e2e::tune(&store.config, "table_discovery_interval", "1");
+    for i in 0..IDLE {
+        store
+            .insert(&format!("idle_{i:02}"), vec![doc! { "_id": 1, "v": "x" }])
+            .await;
+    }
+    store.insert("orders", (1..=200).map(order).collect()).await;
+    let mut run = store.run();
+    wait_streaming(&store, IDLE + 1).await;
+    for i in 201..=230 {
+        store.insert("orders", vec![order(i)]).await;
+    }
+    store.wait_equal("orders").await;
+    assert_eq!(
+        streams(&store).await,
+        (1, 0),
+        "one database-level stream for {} collections\n{}",
+        IDLE + 1,
+        store.log()
+    );
+
+    // A collection created while running: copied, then streamed through the same feed.
+    store
+        .insert(
+            "refunds",
+            (1..=50).map(|i| doc! { "_id": i, "amount": i }).collect(),
+        )
+        .await;
+    store.wait_equal("refunds").await;
+    wait_streaming(&store, IDLE + 2).await;
+    for i in 1..=10 {
+        store
+            .update("refunds", Bson::Int64(i), doc! { "$set": { "paid": true } })
+            .await;
+        store
+            .update(
+                "orders",
+                Bson::Int64(i),
+                doc! { "$set": { "status": "paid" } },
+            )
+            .await;
+    }
+    store.wait_equal("refunds").await;
+    store.wait_equal("orders").await;
+    store.assert_no_double_apply("refunds").await;
+    store.assert_no_double_apply("orders").await;
+    assert_eq!(streams(&store).await, (1, 0), "still one\n{}", store.log());
+    assert!(run.terminate().success(), "{}", store.log());
+}
+
+/// The launcher's patch (scripts/peers/mongo_db_streams.py) is active: a database-level
+/// stream carries the events of every matching collection in order — one created after
+/// the stream opened too — and `$match` takes `$or` as a real server's does.
+#[tokio::test]
+async fn the_peer_serves_database_change_streams_as_a_real_server() {
+    use futures::StreamExt;
+    let store = store("peerdb", 100, "    a: {}\n").await;
+    store.insert("a", vec![doc! { "_id": 0 }]).await;
+    let only = doc! { "$match": { "$or": [
+        { "ns.coll": { "$in": ["a", "late"] } },
+        { "operationType": "dropDatabase" },
+    ] } };
+    // Raw documents: the peer's clusterTime is a date, not a Timestamp (docs/testing.md).
+    let mut stream = store
+        .mongo
+        .watch()
+        .pipeline([only])
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    assert_eq!(streams(&store).await, (1, 0));
+    store.insert("a", vec![doc! { "_id": 1 }]).await;
+    store.insert("skipped", vec![doc! { "_id": 1 }]).await;
+    store.insert("late", vec![doc! { "_id": 2 }]).await;
+    store.insert("a", vec![doc! { "_id": 3 }]).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an event within 30 s")
+            .unwrap()
+            .unwrap();
+        let ns = event.get_document("ns").unwrap();
+        seen.push(ns.get_str("coll").unwrap().to_owned());
+    }
+    assert_eq!(seen, ["a", "late", "a"]);
+}
