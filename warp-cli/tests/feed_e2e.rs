@@ -40,27 +40,6 @@ fn keep_writing(
     })
 }
 
-/// Waits until `status` shows every one of `n` tables streaming.
-async fn wait_streaming(shop: &Shop, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = shop.status();
-        let streaming = status
-            .iter()
-            .filter(|t| t.state == Some(TableState::Streaming))
-            .count();
-        if streaming == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{streaming} of {n} tables streaming: {status:?}\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn fifty_one_tables_stream_through_one_binlog_connection() {
     let shop = Arc::new(shop("feed51", 2_000, 1_000).await);
@@ -78,7 +57,7 @@ async fn fifty_one_tables_stream_through_one_binlog_connection() {
     let writer = keep_writing(&shop, &["orders"], 2_000, &stop);
     shop.own_user().await;
     let mut run = shop.run();
-    wait_streaming(&shop, IDLE + 2).await;
+    shop.wait_streaming(IDLE + 2).await;
     // Changes keep landing while we look.
     shop.wait_equal("customers").await;
     assert_eq!(
@@ -100,7 +79,7 @@ async fn fifty_one_tables_stream_through_one_binlog_connection() {
 async fn a_locked_landing_table_holds_back_only_its_own_table() {
     let shop = Arc::new(shop("feedlock", 500, 1_000).await);
     let mut run = shop.run();
-    wait_streaming(&shop, 2).await;
+    shop.wait_streaming(2).await;
 
     // Another session holds orders' landing table: its writer blocks on the lock.
     let mut lock = shop.pg.begin().await.unwrap();
@@ -155,7 +134,7 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
     let shop = Arc::new(shop("feednew", 100, 1_000).await);
     shop.tune("table_discovery_interval", "1");
     let mut run = shop.run();
-    wait_streaming(&shop, 2).await;
+    shop.wait_streaming(2).await;
 
     shop.exec(
         "CREATE TABLE refunds (id BIGINT PRIMARY KEY, amount DECIMAL(12,2), status VARCHAR(10))",
@@ -167,7 +146,7 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
         shop.wrote("refunds", id);
     }
     shop.wait_equal("refunds").await;
-    wait_streaming(&shop, 3).await;
+    shop.wait_streaming(3).await;
     shop.exec("UPDATE refunds SET status = 'paid' WHERE id <= 10")
         .await;
     for id in 1..=10 {

@@ -146,8 +146,20 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
     wait_status(health, "/health", 200, &log).await;
     wait_status(health, "/startup", 200, &log).await;
     wait_status(health, "/ready", 200, &log).await;
-    let status = wait_status(health, "/status", 200, &log).await;
-    assert!(status.contains("\"table\":\"items\""), "{status}");
+    // /ready holds no table back before the first one is registered (a replica may own
+    // none): wait for the table itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = wait_status(health, "/status", 200, &log).await;
+        if status.contains("\"table\":\"items\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "items never in /status: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A change flows, and shows in the metrics.
     my.query_drop("INSERT INTO e2e_probes.items VALUES (3, 'c')")

@@ -10,6 +10,7 @@
 
 mod cpu;
 mod data;
+mod fanout;
 mod mongo;
 mod mysql;
 mod replicator;
@@ -185,11 +186,70 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 median_f64(rss)
             );
         }
+        Some("fanout") => {
+            let my_url = std::env::var("WARP_TEST_MARIADB_URL")
+                .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = warp_binary()?;
+            let settings = fanout::Settings {
+                pg_url: &url,
+                my_url: &my_url,
+                binary: &binary,
+                changes: arg(&args, "--changes", 100_000),
+            };
+            let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url)?);
+            eprintln!("creating the hot table and {} idle ones", 50);
+            fanout::seed(&pool).await?;
+            let (mut alone, mut beside) = (Vec::new(), Vec::new());
+            for run in 1..=runs {
+                eprintln!("run {run}/{runs}");
+                alone.push(fanout::catch_up(&settings, false).await?);
+                beside.push(fanout::catch_up(&settings, true).await?);
+            }
+            print_fanout(&alone, &beside, settings.changes, runs);
+        }
         Some(other) => {
-            return Err(format!("unknown benchmark `{other}` (known: sink, mysql, mongo)").into())
+            return Err(
+                format!("unknown benchmark `{other}` (known: sink, mysql, mongo, fanout)").into(),
+            )
         }
     }
     Ok(())
+}
+
+/// The fan-out table: each case's medians, and the 51-table case against the 1-table one.
+fn print_fanout(alone: &[fanout::CatchUp], beside: &[fanout::CatchUp], changes: u64, runs: u64) {
+    let med = |runs: &[fanout::CatchUp], f: fn(&fanout::CatchUp) -> f64| {
+        median_f64(runs.iter().map(f).collect())
+    };
+    println!(
+        "catch-up of {changes} changes to one hot table, default settings (medians of {runs})"
+    );
+    println!(
+        "| tables replicated | seconds | cartridge-warp CPU-s | MariaDB CPU-s | PostgreSQL CPU-s |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut figures = Vec::new();
+    for (name, runs) in [("1 (hot only)", alone), ("51 (hot + 50 idle)", beside)] {
+        let f = (
+            med(runs, |c| c.seconds),
+            med(runs, |c| c.cpu.warp),
+            med(runs, |c| c.cpu.mariadb),
+            med(runs, |c| c.cpu.postgres),
+        );
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            f.0, f.1, f.2, f.3
+        );
+        figures.push(f);
+    }
+    let (one, many) = (figures[0], figures[1]);
+    println!(
+        "51 tables vs 1: wall {:.2}×, cartridge-warp + MariaDB CPU {:.2}× (goal ≤ 1.20×), cartridge-warp {:.2}×, MariaDB {:.2}×",
+        many.0 / one.0,
+        (many.1 + many.2) / (one.1 + one.2).max(f64::MIN_POSITIVE),
+        many.1 / one.1.max(f64::MIN_POSITIVE),
+        many.2 / one.2.max(f64::MIN_POSITIVE)
+    );
 }
 
 /// Lines 0 and 1 are the raw text and binary COPY limits; every line against both.

@@ -86,7 +86,14 @@ impl TableWorker {
                 }
             })
             .boxed();
-        let mut rx = ReadAhead::spawn(upstream, self.ctx.settings.queue_capacity);
+        // A feed subscription is already a queue of `queue_capacity` filled by the feed's
+        // own task: a second one in front of it would only double what a stalled table
+        // holds in memory.
+        let depth = match self.ctx.source.change_strategy() {
+            ChangeStrategy::Feed => 1,
+            ChangeStrategy::Poller => self.ctx.settings.queue_capacity,
+        };
+        let mut rx = ReadAhead::spawn(upstream, depth);
 
         let key_columns = self.key_columns()?;
         let mut w = Writer {
