@@ -67,6 +67,33 @@ pub fn status(bin: &str, config: &std::path::Path) -> Vec<warp_core::TableReport
     serde_json::from_slice(&out.stdout).expect("status --json is a list of table reports")
 }
 
+/// Waits until `status` for `config` shows `n` tables streaming; `log` says what the
+/// replicator wrote when it never does.
+pub async fn wait_streaming(
+    bin: &str,
+    config: &std::path::Path,
+    n: usize,
+    log: impl Fn() -> String,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let status = status(bin, config);
+        let streaming = status
+            .iter()
+            .filter(|t| t.state == Some(warp_core::TableState::Streaming))
+            .count();
+        if streaming == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{streaming} of {n} tables streaming: {status:?}\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Sets `key: value` in the `performance` mapping of the config file at `config` (written
 /// as `performance: { … }` by the suites).
 pub fn tune(config: &std::path::Path, key: &str, value: &str) {

@@ -82,14 +82,7 @@ async fn a_locked_landing_table_holds_back_only_its_own_table() {
     shop.wait_streaming(2).await;
 
     // Another session holds orders' landing table: its writer blocks on the lock.
-    let mut lock = shop.pg.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "LOCK TABLE {}.orders IN ACCESS EXCLUSIVE MODE",
-        shop.db
-    )))
-    .execute(&mut *lock)
-    .await
-    .unwrap();
+    let lock = shop.lock_landing("orders").await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&shop, &["orders", "customers"], 50, &stop);
     // Customers' changes keep committing meanwhile, through the same feed: far more of

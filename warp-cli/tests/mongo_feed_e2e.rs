@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use mongo_store::{store, Store};
-use warp_core::TableState;
 
 const IDLE: usize = 10;
 
@@ -51,23 +50,8 @@ async fn streams(store: &Store) -> (usize, usize) {
 }
 
 async fn wait_streaming(store: &Store, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = warp_e2e::status(env!("CARGO_BIN_EXE_cartridge-warp"), &store.config);
-        let streaming = status
-            .iter()
-            .filter(|t| t.state == Some(TableState::Streaming))
-            .count();
-        if streaming == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{streaming} of {n} collections streaming: {status:?}\n{}",
-            store.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+    warp_e2e::wait_streaming(bin, &store.config, n, || store.log()).await;
 }
 
 fn order(i: i64) -> Document {

@@ -234,14 +234,7 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
     // Orders' writer is held by a lock on its landing table while the transaction
     // arrives: its queue fills, and a bounded queue makes the feed detach it rather than
     // buffer the transaction (an unbounded one would hold all 200k rows).
-    let mut lock = shop.pg.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "LOCK TABLE {}.orders IN ACCESS EXCLUSIVE MODE",
-        shop.db
-    )))
-    .execute(&mut *lock)
-    .await
-    .unwrap();
+    let lock = shop.lock_landing("orders").await;
     shop.exec(
         "INSERT INTO orders SELECT seq, seq % 50 + 1, seq / 100, 'bulk', REPEAT('x', 100), NULL, NULL FROM seq_1000000_to_1199999",
     )

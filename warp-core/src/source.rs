@@ -104,6 +104,21 @@ pub enum ChangeStrategy {
     Poller,
 }
 
+impl ChangeStrategy {
+    /// How changes detected by `detection` are delivered.
+    pub fn of(detection: crate::config::ChangeDetection) -> Self {
+        match detection {
+            crate::config::ChangeDetection::Timestamp => Self::Poller,
+            crate::config::ChangeDetection::Binlog
+            | crate::config::ChangeDetection::ChangeStream => Self::Feed,
+        }
+    }
+
+    pub fn polls(self) -> bool {
+        self == Self::Poller
+    }
+}
+
 /// A connector that reads one source database.
 ///
 /// Implementations keep trait methods thin and delegate to inherent methods, so the

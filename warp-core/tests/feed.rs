@@ -31,6 +31,14 @@ async fn wait_equal(source: &MemorySource, sink: &MemorySink) {
     }
 }
 
+/// Every table equal at the destination, no change applied twice.
+async fn applied_once(source: &MemorySource, sink: &MemorySink) {
+    wait_equal(source, sink).await;
+    for t in TABLES {
+        assert_no_double_apply(source, sink, t);
+    }
+}
+
 #[tokio::test]
 async fn every_table_streams_through_one_feed_without_loss_or_duplicates() {
     let source = source_with_tables(30);
@@ -50,10 +58,7 @@ async fn every_table_streams_through_one_feed_without_loss_or_duplicates() {
         }
         source.delete("orders", vec![Value::Int(10 + generation)]);
     }
-    wait_equal(&source, &sink).await;
-    for t in TABLES {
-        assert_no_double_apply(&source, &sink, t);
-    }
+    applied_once(&source, &sink).await;
     assert_eq!(
         source.feeds_opened(),
         opened,
@@ -97,10 +102,7 @@ async fn a_stalled_table_does_not_hold_back_the_others() {
     );
 
     sink.unlock_table("orders");
-    wait_equal(&source, &sink).await;
-    for t in TABLES {
-        assert_no_double_apply(&source, &sink, t);
-    }
+    applied_once(&source, &sink).await;
     run.stop().await;
 }
 
@@ -122,10 +124,7 @@ async fn a_table_joining_behind_the_feed_gets_everything_and_the_others_nothing_
             source.update(t, row(1 + generation % 20, generation));
         }
     }
-    wait_equal(&source, &sink).await;
-    for t in TABLES {
-        assert_no_double_apply(&source, &sink, t);
-    }
+    applied_once(&source, &sink).await;
     run.stop().await;
 }
 
@@ -148,10 +147,7 @@ async fn a_restart_resumes_every_table_from_its_own_checkpoint() {
         }
     }
     let run = start(&source, &sink, schema(&all_tables()), settings());
-    wait_equal(&source, &sink).await;
-    for t in TABLES {
-        assert_no_double_apply(&source, &sink, t);
-    }
+    applied_once(&source, &sink).await;
     run.stop().await;
 }
 

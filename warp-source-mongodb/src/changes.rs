@@ -258,36 +258,26 @@ struct Closed;
 impl Follower {
     async fn open(&self) -> warp_core::Result<ChangeStream<RawDocumentBuf>> {
         let token = self.at.resume_token()?;
-        let opened = match &self.watched {
-            Watched::Collection(coll) => {
-                let watch = coll
-                    .watch()
-                    .full_document(FullDocumentType::UpdateLookup)
-                    .max_await_time(MAX_AWAIT);
-                if self.at.after_invalidate {
-                    watch.start_after(token).await
-                } else {
-                    watch.resume_after(token).await
-                }
-            }
-            Watched::Database { db, collections } => {
-                // Only the served collections' events cross the wire; database-wide ones
-                // (dropDatabase, invalidate) carry no collection and always pass.
-                let only = doc! { "$match": { "$or": [
+        let (watch, pipeline) = match &self.watched {
+            Watched::Collection(coll) => (coll.watch(), Vec::new()),
+            // Only the served collections' events cross the wire; database-wide ones
+            // (dropDatabase, invalidate) carry no collection and always pass.
+            Watched::Database { db, collections } => (
+                db.watch(),
+                vec![doc! { "$match": { "$or": [
                     { "ns.coll": { "$in": collections.clone() } },
                     { "operationType": { "$in": ["dropDatabase", "invalidate"] } },
-                ] } };
-                let watch = db
-                    .watch()
-                    .pipeline([only])
-                    .full_document(FullDocumentType::UpdateLookup)
-                    .max_await_time(MAX_AWAIT);
-                if self.at.after_invalidate {
-                    watch.start_after(token).await
-                } else {
-                    watch.resume_after(token).await
-                }
-            }
+                ] } }],
+            ),
+        };
+        let watch = watch
+            .pipeline(pipeline)
+            .full_document(FullDocumentType::UpdateLookup)
+            .max_await_time(MAX_AWAIT);
+        let opened = if self.at.after_invalidate {
+            watch.start_after(token).await
+        } else {
+            watch.resume_after(token).await
         };
         match opened.context("open change stream") {
             Ok(s) => Ok(s.with_type::<RawDocumentBuf>()),

@@ -21,7 +21,7 @@ use futures::stream::{BoxStream, TryStreamExt};
 use mongodb::options::ConnectionString;
 use mongodb::{Collection, Database};
 use tokio::sync::OnceCell;
-use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
+use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
     mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, Key, KeyRange, Position,
     SnapshotPlan, Source, StreamFragment, TableId, TableSchema, Value, Watermark,
@@ -50,7 +50,7 @@ pub struct MongoSource {
     config: SourceConfig,
     /// Connected on first use (resolving `mongodb+srv://` needs the runtime).
     client: OnceCell<client::Connected>,
-    polling: bool,
+    strategy: ChangeStrategy,
     resolved: ResolvedSchema,
 }
 
@@ -74,7 +74,7 @@ impl MongoSource {
         Ok(Self {
             config: source.clone(),
             client: OnceCell::new(),
-            polling: source.strategy() == ChangeDetection::Timestamp,
+            strategy: ChangeStrategy::of(source.strategy()),
             resolved: schema.clone(),
         })
     }
@@ -118,7 +118,7 @@ impl MongoSource {
     /// Where a stream starts if it starts now.
     async fn now(&self, table: &TableSchema) -> warp_core::Result<Position> {
         let coll = self.collection(&table.id.name).await?;
-        if self.polling {
+        if self.strategy.polls() {
             return poll::current(&coll, &self.change_column(table)?)
                 .await?
                 .encode();
@@ -131,7 +131,7 @@ impl MongoSource {
         db.run_command(doc! { "ping": 1 })
             .await
             .context("connect")?;
-        if !self.polling {
+        if !self.strategy.polls() {
             // Standalone servers refuse to open a change stream (error 40573).
             db.watch().await.context("open a change stream")?;
         }
@@ -217,7 +217,7 @@ impl Source for MongoSource {
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let coll = self.collection(&table.id.name).await?;
         let decoder = changes::Decoder::new(self.rules(&table.id.name), table.clone());
-        if self.polling {
+        if self.strategy.polls() {
             return Ok(poll::stream(
                 coll,
                 self.change_column(table)?,
@@ -236,11 +236,7 @@ impl Source for MongoSource {
     }
 
     fn change_strategy(&self) -> ChangeStrategy {
-        if self.polling {
-            ChangeStrategy::Poller
-        } else {
-            ChangeStrategy::Feed
-        }
+        self.strategy
     }
 
     async fn open_feed(
@@ -248,12 +244,6 @@ impl Source for MongoSource {
         tables: &[TableSchema],
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
-        if self.polling {
-            return Err(Error::source_permanent(
-                "timestamp polling has no shared change feed",
-                None,
-            ));
-        }
         let decoders = tables
             .iter()
             .map(|t| changes::Decoder::new(self.rules(&t.id.name), t.clone()))
@@ -272,7 +262,7 @@ impl Source for MongoSource {
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
-        if self.polling {
+        if self.strategy.polls() {
             return Ok(Watermark::decode(a)?.order(&Watermark::decode(b)?));
         }
         StreamPosition::decode(a)?.order(&StreamPosition::decode(b)?)

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
-use warp_core::config::{ChangeDetection, ResolvedSchema, SourceConfig};
+use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
     ChangeStrategy, ChunkPage, ChunkRead, Error, FeedItem, KeyRange, Position, SnapshotPlan,
     Source, StreamFragment, TableSchema,
@@ -124,8 +124,8 @@ pub struct MysqlSource {
     /// Set once the server's binlog settings were found usable: every table checks them
     /// before it snapshots or streams, not only `validate`.
     prerequisites_met: tokio::sync::OnceCell<()>,
-    /// `timestamp` polling instead of the binlog.
-    polling: bool,
+    /// The binlog feed, or `timestamp` polling.
+    strategy: ChangeStrategy,
     resolved: ResolvedSchema,
     database: String,
     schema_name: String,
@@ -148,7 +148,7 @@ impl MysqlSource {
         Ok(Self {
             connect: connect::Connector::new(source, url.expose())?,
             prerequisites_met: tokio::sync::OnceCell::new(),
-            polling: source.strategy() == ChangeDetection::Timestamp,
+            strategy: ChangeStrategy::of(source.strategy()),
             resolved: schema.clone(),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
@@ -245,7 +245,7 @@ impl MysqlSource {
         conn: &mut mysql_async::Conn,
         stream_start: bool,
     ) -> warp_core::Result<Position> {
-        if self.polling {
+        if self.strategy.polls() {
             let column = self.change_column(&t.schema)?;
             let w = poll::current(&self.connect.pool().await?, &self.database, t, &column).await?;
             snapshot::open_snapshot(conn).await?;
@@ -266,7 +266,7 @@ impl MysqlSource {
     /// Connects and checks the binlog prerequisites.
     async fn check_prerequisites(&self) -> error::Result<()> {
         let mut conn = self.connect.conn().await?;
-        if self.polling {
+        if self.strategy.polls() {
             conn.query_drop("SELECT 1")
                 .await
                 .context("check connection")?;
@@ -369,7 +369,7 @@ impl Source for MysqlSource {
     }
 
     async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
-        if self.polling {
+        if self.strategy.polls() {
             let t = self.cached(table)?;
             return poll::current(
                 &self.connect.pool().await?,
@@ -390,7 +390,7 @@ impl Source for MysqlSource {
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
-        if self.polling {
+        if self.strategy.polls() {
             return Ok(poll::stream(
                 self.connect.pool().await?,
                 self.database.clone(),
@@ -411,11 +411,7 @@ impl Source for MysqlSource {
     }
 
     fn change_strategy(&self) -> ChangeStrategy {
-        if self.polling {
-            ChangeStrategy::Poller
-        } else {
-            ChangeStrategy::Feed
-        }
+        self.strategy
     }
 
     async fn open_feed(
@@ -423,17 +419,11 @@ impl Source for MysqlSource {
         tables: &[TableSchema],
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
-        if self.polling {
-            return Err(Error::source_permanent(
-                "timestamp polling has no shared change feed",
-                None,
-            ));
-        }
         self.binlog_feed(tables, from, self.server_id).await
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
-        if self.polling {
+        if self.strategy.polls() {
             return Ok(warp_core::Watermark::decode(a)?.order(&warp_core::Watermark::decode(b)?));
         }
         Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))

@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use sqlx::PgPool;
-use warp_core::{Row, Source, TableReport, TableSchema, TableState, Value};
+use warp_core::{Row, Source, TableReport, TableSchema, Value};
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_mysql::MysqlSource;
@@ -118,25 +117,24 @@ impl Shop {
         warp_e2e::status(env!("CARGO_BIN_EXE_cartridge-warp"), &self.config)
     }
 
+    /// Another session's `ACCESS EXCLUSIVE` lock on `table`'s landing table, held until
+    /// the returned transaction ends: the table's writer blocks on it.
+    pub async fn lock_landing(&self, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut lock = self.pg.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {}.{table} IN ACCESS EXCLUSIVE MODE",
+            self.db
+        )))
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+        lock
+    }
+
     /// Waits until `status` shows `n` tables streaming.
     pub async fn wait_streaming(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = self.status();
-            let streaming = status
-                .iter()
-                .filter(|t| t.state == Some(TableState::Streaming))
-                .count();
-            if streaming == n {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{streaming} of {n} tables streaming: {status:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+        warp_e2e::wait_streaming(bin, &self.config, n, || self.log()).await;
     }
 
     /// Every process log of this shop (`run.log`, replicas' and cycles' logs), each under
