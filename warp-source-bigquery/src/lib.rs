@@ -93,27 +93,9 @@ impl BigQuerySource {
         Ok(found.aligned(view))
     }
 
-    fn change_column(&self, table: &TableSchema) -> warp_core::Result<String> {
-        self.resolved
-            .table(&table.id.name)
-            .change_detection_column
-            .ok_or_else(|| {
-                Error::source_permanent(
-                    format!(
-                        "{}: BigQuery is polled and needs a change_detection_column",
-                        table.id
-                    ),
-                    Some(format!(
-                        "set schemas[].tables.{}.change_detection_column (e.g. updated_at)",
-                        table.id.name
-                    )),
-                )
-            })
-    }
-
     async fn watermark(&self, table: &TableSchema) -> warp_core::Result<Position> {
         let t = self.cached(table)?;
-        let column = self.change_column(table)?;
+        let column = self.resolved.change_column(&table.id.name)?;
         poll::current(self.runner().await?, &t, &column)
             .await?
             .encode()
@@ -244,7 +226,7 @@ impl Source for BigQuerySource {
         Ok(poll::stream(
             self.runner().await?.clone(),
             t,
-            &self.change_column(table)?,
+            &self.resolved.change_column(&table.id.name)?,
             Watermark::decode(from)?,
             self.resolved.pace(&table.id.name, poll::PAGE),
         )?)
@@ -292,7 +274,7 @@ impl Source for BigQuerySource {
                 "full load processes ~{bytes} bytes (BigQuery dry run)"
             ));
         }
-        let column = self.change_column(table)?;
+        let column = self.resolved.change_column(&table.id.name)?;
         let bytes = scan(format!(
             "SELECT {} FROM {} WHERE {} IS NOT NULL",
             t.select_list(),

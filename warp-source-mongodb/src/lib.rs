@@ -99,27 +99,11 @@ impl MongoSource {
         }
     }
 
-    /// The polled field of `table` (timestamp strategy).
-    fn change_column(&self, table: &TableSchema) -> warp_core::Result<String> {
-        self.resolved
-            .table(&table.id.name)
-            .change_detection_column
-            .ok_or_else(|| {
-                Error::source_permanent(
-                    format!("{}: the timestamp strategy needs a change_detection_column", table.id),
-                    Some(format!(
-                        "set schemas[].tables.{}.change_detection_column to a field every write updates",
-                        table.id.name
-                    )),
-                )
-            })
-    }
-
     /// Where a stream starts if it starts now.
     async fn now(&self, table: &TableSchema) -> warp_core::Result<Position> {
         let coll = self.collection(&table.id.name).await?;
         if self.strategy.polls() {
-            return poll::current(&coll, &self.change_column(table)?)
+            return poll::current(&coll, &self.resolved.change_column(&table.id.name)?)
                 .await?
                 .encode();
         }
@@ -220,7 +204,7 @@ impl Source for MongoSource {
         if self.strategy.polls() {
             return Ok(poll::stream(
                 coll,
-                self.change_column(table)?,
+                self.resolved.change_column(&table.id.name)?,
                 decoder,
                 Watermark::decode(from)?,
                 self.resolved.pace(&table.id.name, poll::PAGE),

@@ -216,25 +216,6 @@ impl MysqlSource {
         Ok(binlog::feed(setup, tables, from).await?)
     }
 
-    /// The polled column of `table` (timestamp strategy).
-    fn change_column(&self, table: &TableSchema) -> warp_core::Result<String> {
-        self.resolved
-            .table(&table.id.name)
-            .change_detection_column
-            .ok_or_else(|| {
-                Error::source_permanent(
-                    format!(
-                        "{}: the timestamp strategy needs a change_detection_column",
-                        table.id
-                    ),
-                    Some(format!(
-                        "set schemas[].tables.{}.change_detection_column",
-                        table.id.name
-                    )),
-                )
-            })
-    }
-
     /// The position a snapshot or stream starts from: a watermark or the binlog's.
     /// Opens a consistent snapshot on `conn` and returns its position. `stream_start`:
     /// the position may become where a stream starts (it then carries the GTID); chunk
@@ -246,7 +227,7 @@ impl MysqlSource {
         stream_start: bool,
     ) -> warp_core::Result<Position> {
         if self.strategy.polls() {
-            let column = self.change_column(&t.schema)?;
+            let column = self.resolved.change_column(&t.schema.id.name)?;
             let w = poll::current(&self.connect.pool().await?, &self.database, t, &column).await?;
             snapshot::open_snapshot(conn).await?;
             w.encode()
@@ -375,7 +356,7 @@ impl Source for MysqlSource {
                 &self.connect.pool().await?,
                 &self.database,
                 &t,
-                &self.change_column(table)?,
+                &self.resolved.change_column(&table.id.name)?,
             )
             .await?
             .encode();
@@ -395,7 +376,7 @@ impl Source for MysqlSource {
                 self.connect.pool().await?,
                 self.database.clone(),
                 t,
-                &self.change_column(table)?,
+                &self.resolved.change_column(&table.id.name)?,
                 warp_core::Watermark::decode(from)?,
                 self.resolved.pace(&table.id.name, poll::PAGE),
             )?);

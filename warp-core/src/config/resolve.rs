@@ -112,6 +112,22 @@ impl ResolvedSchema {
         }
     }
 
+    /// The column `table` is polled by (`timestamp` strategy); an error naming the key to
+    /// set when it has none.
+    pub fn change_column(&self, table: &str) -> crate::Result<String> {
+        self.table(table).change_detection_column.ok_or_else(|| {
+            crate::Error::source_permanent(
+                format!(
+                    "{}.{table}: polling needs a change_detection_column",
+                    self.source_database
+                ),
+                Some(format!(
+                    "set schemas[].tables.{table}.change_detection_column to a column every write updates (e.g. updated_at)"
+                )),
+            )
+        })
+    }
+
     /// Effective settings for `table`, whether or not it has a `tables` entry.
     pub fn table(&self, table: &str) -> ResolvedTable {
         let t = self.tables.get(table).cloned().unwrap_or_default();
