@@ -246,8 +246,8 @@ impl Reader {
                 }
             };
             match data {
-                EventData::RotateEvent(r) => {
-                    self.file = clean_file_name(&r.name());
+                EventData::RotateEvent(_) => {
+                    self.file = crate::rotate::target(&event);
                 }
                 EventData::HeartbeatEvent if self.pending.is_empty() && log_pos > 0 => {
                     return self.commit(log_pos, Some(Utc::now()));
@@ -531,39 +531,4 @@ fn column_names(tme: &TableMapEvent<'_>) -> Vec<String> {
         }
     }
     Vec::new()
-}
-
-/// The first rotate event carries 4 checksum bytes after the file name: keep the base
-/// name and its 6-digit sequence number.
-fn clean_file_name(raw: &str) -> String {
-    match raw.rsplit_once('.') {
-        Some((base, rest)) => {
-            let seq: String = rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .take(6)
-                .collect();
-            format!("{base}.{seq}")
-        }
-        None => raw.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_file_name;
-
-    #[test]
-    fn strips_checksum_bytes() {
-        assert_eq!(clean_file_name("mysql-bin.000001"), "mysql-bin.000001");
-        assert_eq!(
-            clean_file_name("mysql-bin.000001\u{7}\u{1}\u{2}"),
-            "mysql-bin.000001"
-        );
-        assert_eq!(
-            clean_file_name("mysql-bin.0000129\u{1}\u{2}"),
-            "mysql-bin.000012",
-            "digits in the checksum"
-        );
-    }
 }

@@ -10,6 +10,7 @@ mod discover;
 mod error;
 mod poll;
 mod position;
+mod rotate;
 mod snapshot;
 mod types;
 mod unhandled;

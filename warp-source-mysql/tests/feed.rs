@@ -170,3 +170,97 @@ async fn ddl_reaches_only_the_table_it_names_and_a_dropped_table_leaves_the_feed
         other => panic!("expected b's row, got {other:?}"),
     }
 }
+
+/// The dump's first (artificial) rotate event names the file and, with
+/// `binlog_checksum = CRC32` (the servers' default), ends in 4 checksum bytes that the
+/// decoder cannot know of yet. A checksum byte that was a '.' once made the name
+/// `mysql-bin.000001.`: a position that sorts before every real one, so every change the
+/// dump delivered was dropped as already applied (issue 21's "a binlog stream that
+/// delivered events but committed nothing", and scaleout_e2e's table that stopped
+/// receiving). Started where the rotate event's checksum holds a '.', the reader names
+/// the file exactly.
+#[tokio::test]
+async fn a_rotate_checksum_holding_a_dot_leaves_the_file_name_exact() {
+    let (source, mut conn) = setup("cw_feed_rotate", &["r"]).await;
+    let checksum: String = conn
+        .query_first("SELECT @@global.binlog_checksum")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checksum, "CRC32", "the peer runs with the servers' default");
+    for i in 0..400 {
+        conn.query_drop(format!("INSERT INTO r VALUES ({i}, 'x')"))
+            .await
+            .unwrap();
+    }
+    let (file, _): (String, u64) = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| (row.get(0).unwrap(), row.get(1).unwrap()))
+        .unwrap();
+    // Transaction starts (GTID events) of this test's inserts: valid places to start.
+    let events: Vec<(u64, String, String)> = conn
+        .query_map(
+            format!("SHOW BINLOG EVENTS IN '{file}'"),
+            |row: mysql_async::Row| {
+                (
+                    row.get::<u64, _>(1).unwrap(),
+                    row.get::<String, _>(2).unwrap(),
+                    row.get::<String, _>(5).unwrap_or_default(),
+                )
+            },
+        )
+        .await
+        .unwrap();
+    let created = events
+        .iter()
+        .rposition(|e| e.2.contains("CREATE TABLE r "))
+        .expect("the table's creation in the binlog");
+    let starts: Vec<u64> = events[created..]
+        .iter()
+        .filter(|e| e.1 == "Gtid")
+        .map(|e| e.0)
+        .collect();
+    assert!(starts.len() >= 300, "{} transaction starts", starts.len());
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let mut start = None;
+    for (n, pos) in starts.iter().enumerate() {
+        let raw = mysql_async::Conn::from_url(&url).await.unwrap();
+        let request =
+            mysql_async::BinlogStreamRequest::new(common::server_id(3_600_000) + 1 + n as u32 % 10)
+                .with_filename(file.as_bytes())
+                .with_pos(*pos);
+        let mut dump = raw.get_binlog_stream(request).await.unwrap();
+        let rotate = dump.next().await.unwrap().unwrap();
+        let data = rotate.data();
+        let _ = dump.close().await;
+        if data[data.len() - 4..].contains(&b'.') {
+            start = Some(*pos);
+            break;
+        }
+    }
+    let start = start.expect("a start whose rotate checksum holds a '.' (about 1 in 64 do)");
+
+    let served = tables(&source, &["r"]).await;
+    let from = warp_core::Position::from_json(serde_json::json!({ "file": file, "pos": start }));
+    let mut feed = source.open_feed(&served, &from).await.unwrap();
+    let commit = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let FeedItem::Fragment {
+                commit: Some(c), ..
+            } = feed.next().await.unwrap().unwrap()
+            {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("a commit within 20 s");
+    assert_eq!(
+        commit.position.as_json()["file"],
+        serde_json::Value::String(file.clone()),
+        "{}",
+        commit.position
+    );
+}
