@@ -15,13 +15,7 @@ mod common;
 async fn setup(db: &str, tables: &[&str]) -> (MysqlSource, mysql_async::Conn) {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
-    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("USE {db}")).await.unwrap();
+    common::fresh_database(&mut conn, db).await;
     for t in tables {
         conn.query_drop(format!(
             "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20))"

@@ -26,13 +26,7 @@ async fn setup_with(
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let db = format!("cw_{name}");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
-    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("USE {db}")).await.unwrap();
+    common::fresh_database(&mut conn, &db).await;
     for stmt in ddl {
         conn.query_drop(*stmt).await.unwrap();
     }

@@ -25,12 +25,7 @@ async fn database(peers: &TlsPeers, name: &str) -> (mysql_async::Conn, String) {
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .expect("admin connection");
-    conn.query_drop(format!("DROP DATABASE IF EXISTS {db}"))
-        .await
-        .unwrap();
-    conn.query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
+    common::fresh_database(&mut conn, &db).await;
     conn.query_drop(format!(
         "CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"
     ))

@@ -35,6 +35,18 @@ pub fn tuned_source(
     MysqlSource::new(&loaded.config.source, &schema)
 }
 
+/// `db` dropped and created again, as the current database of `conn`.
+pub async fn fresh_database(conn: &mut mysql_async::Conn, db: &str) {
+    use mysql_async::prelude::Queryable;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+        format!("USE {db}"),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+}
+
 /// A binlog reader id no other test process uses (`base` keeps suites apart).
 pub fn server_id(base: u32) -> u32 {
     base + std::process::id() % 40_000 * 20
