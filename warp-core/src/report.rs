@@ -17,7 +17,24 @@ pub enum CheckpointPhase {
     Streaming,
 }
 
-/// One table as `cartridge-warp status` and `/status` show it.
+impl CheckpointPhase {
+    /// The name the metadata schema stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshot",
+            Self::Streaming => "streaming",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Snapshot, Self::Streaming]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+/// One table as `cartridge-warp status` shows it, read from the metadata schema (a
+/// replica's own `/status` shows its live [`crate::TableStatus`] instead).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableReport {
     pub schema: String,

@@ -31,6 +31,15 @@ async fn wait_equal(source: &MemorySource, sink: &MemorySink) {
     }
 }
 
+/// Every table copied, then a change to each streamed: all of them run on the feed.
+async fn streaming_through_the_feed(source: &MemorySource, sink: &MemorySink) {
+    wait_equal(source, sink).await;
+    for t in TABLES {
+        source.update(t, row(1, 1));
+    }
+    wait_equal(source, sink).await;
+}
+
 /// Every table equal at the destination, no change applied twice.
 async fn applied_once(source: &MemorySource, sink: &MemorySink) {
     wait_equal(source, sink).await;
@@ -44,11 +53,7 @@ async fn every_table_streams_through_one_feed_without_loss_or_duplicates() {
     let source = source_with_tables(30);
     let sink = MemorySink::new();
     let run = start(&source, &sink, schema(&all_tables()), settings());
-    wait_equal(&source, &sink).await;
-    for t in TABLES {
-        source.update(t, row(1, 1));
-    }
-    wait_equal(&source, &sink).await;
+    streaming_through_the_feed(&source, &sink).await;
     let opened = source.feeds_opened();
     assert!(opened >= 1, "the tables stream through the feed");
     for generation in 2..=6 {
@@ -180,12 +185,7 @@ async fn a_silent_feed_is_reopened_after_the_read_timeout() {
     let source = source_with_tables(5);
     let sink = MemorySink::new();
     let run = start(&source, &sink, schema(&all_tables()), settings());
-    wait_equal(&source, &sink).await;
-    // Every table streaming through the feed now open.
-    for t in TABLES {
-        source.update(t, row(1, 1));
-    }
-    wait_equal(&source, &sink).await;
+    streaming_through_the_feed(&source, &sink).await;
     let opened = source.feeds_opened();
     source.hang_open_feeds();
     for t in TABLES {

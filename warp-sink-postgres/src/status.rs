@@ -116,11 +116,7 @@ pub async fn read(pool: &PgPool, metadata: &str) -> Result<Vec<TableReport>> {
                 schema,
                 table,
                 state: state.as_deref().and_then(TableState::parse),
-                phase: phase.as_deref().and_then(|p| match p {
-                    "snapshot" => Some(CheckpointPhase::Snapshot),
-                    "streaming" => Some(CheckpointPhase::Streaming),
-                    _ => None,
-                }),
+                phase: phase.as_deref().and_then(CheckpointPhase::parse),
                 rows_copied,
                 position,
                 lag_seconds: ts.map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),

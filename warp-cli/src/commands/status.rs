@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 
 use warp_core::config::{load_file, ConfigOverrides, Environment};
-use warp_core::CheckpointPhase;
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
@@ -33,10 +32,7 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
             "{:<28} {:<13} {:<10} {:>10} {:>8} {:<28} {:>4}  {}",
             format!("{}.{}", r.schema, r.table),
             dash(r.state.map(|s| s.as_str().to_owned())),
-            dash(r.phase.map(|p| match p {
-                CheckpointPhase::Snapshot => "snapshot".to_owned(),
-                CheckpointPhase::Streaming => "streaming".to_owned(),
-            })),
+            dash(r.phase.map(|p| p.as_str().to_owned())),
             dash(r.rows_copied.map(|n| n.to_string())),
             dash(r.lag_seconds.map(|l| format!("{l:.1}"))),
             dash(r.owner.clone()),

@@ -219,7 +219,7 @@ fn all_tables_name_column(schema: &SchemaConfig) -> bool {
     })
 }
 
-/// `UTC`, `Etc/UTC`, `Z`, `+00:00`: the only zone values are read in.
+/// Whether `tz` is one of the spellings of UTC (`UTC`, `Etc/UTC`, `Z`, `+00:00`).
 fn is_utc(tz: &str) -> bool {
     let t = tz.trim();
     ["utc", "etc/utc", "z", "+00:00", "-00:00"]
