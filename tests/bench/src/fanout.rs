@@ -8,9 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
-
 use crate::cpu::{self, CpuUse};
+use crate::mysql::exec;
 use crate::replicator::{until, Replicator};
 
 const DB: &str = "bench_fan";
@@ -32,12 +31,6 @@ pub struct CatchUp {
 }
 
 type Failure = Box<dyn std::error::Error>;
-
-async fn exec(conn: &mut mysql_async::Conn, sql: &str) -> Result<(), Failure> {
-    conn.query_drop(sql)
-        .await
-        .map_err(|e| format!("{}: {e}", &sql[..sql.len().min(120)]).into())
-}
 
 /// The hot table and the idle ones, once.
 pub async fn seed(my: &mysql_async::Pool) -> Result<(), Failure> {

@@ -61,7 +61,11 @@ fn literal(v: &Value) -> String {
     }
 }
 
-async fn exec(conn: &mut mysql_async::Conn, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs `sql`, its start quoted in the error.
+pub async fn exec(
+    conn: &mut mysql_async::Conn,
+    sql: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     conn.query_drop(sql)
         .await
         .map_err(|e| format!("{}: {e}", &sql[..sql.len().min(120)]).into())
