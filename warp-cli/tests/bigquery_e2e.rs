@@ -175,7 +175,7 @@ impl Warehouse {
         let (loaded, schema) = replica::load(&self.config);
         let source = BigQuerySource::new(&loaded.config.source, &schema).unwrap();
         let mut t = source
-            .discover()
+            .discover(&schema)
             .await
             .unwrap()
             .into_iter()
@@ -184,7 +184,11 @@ impl Warehouse {
         t.primary_key = vec!["id".into()];
         let mut src = Vec::new();
         let mut pages = source
-            .read_chunk(&t, &warp_core::KeyRange::ALL)
+            .read_chunk(
+                &t,
+                &schema.table("events").read_settings(),
+                &warp_core::KeyRange::ALL,
+            )
             .await
             .unwrap()
             .rows;

@@ -50,6 +50,7 @@ pub mod lease;
 mod mask;
 pub mod metrics;
 pub mod position;
+pub mod read_settings;
 pub mod report;
 pub mod schema;
 pub mod sink;
@@ -69,6 +70,7 @@ pub use event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment
 pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
+pub use read_settings::{FeedTable, ReadSettings, TableReads};
 pub use report::{
     CheckpointPhase, DeadLetter, DeadLetterStatus, ReplayReport, SignalKind, TableReport,
 };

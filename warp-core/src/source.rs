@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::event::{FeedItem, StreamFragment};
 use crate::position::Position;
+use crate::read_settings::{FeedTable, ReadSettings, TableReads};
 use crate::schema::{SchemaChange, TableId, TableSchema};
 use crate::value::{cmp_keys, Key, Row, Value};
 
@@ -121,6 +122,7 @@ impl ChangeStrategy {
 
 /// A connector that reads one source database.
 ///
+/// Each call that reads a table gets that table's [`ReadSettings`] from the engine.
 /// Implementations keep trait methods thin and delegate to inherent methods, so the
 /// logic is testable without the trait machinery.
 #[async_trait]
@@ -129,18 +131,29 @@ pub trait Source: Send + Sync {
     /// --check-connections`; says how the connection is protected.
     async fn check(&self) -> Result<crate::ConnectionSecurity>;
 
-    /// Every table or collection of the source database with its current shape.
-    async fn discover(&self) -> Result<Vec<TableSchema>>;
+    /// Every table or collection of the source database with its current shape (shaped
+    /// by each table's `reads` where the source infers shapes from data).
+    async fn discover(&self, reads: &dyn TableReads) -> Result<Vec<TableSchema>>;
 
     /// Records the start position and splits the table into chunks of about `chunk_rows`.
-    async fn plan_snapshot(&self, table: &TableSchema, chunk_rows: usize) -> Result<SnapshotPlan>;
+    async fn plan_snapshot(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+        chunk_rows: usize,
+    ) -> Result<SnapshotPlan>;
 
     /// Reads one chunk of a plan made by [`Source::plan_snapshot`].
-    async fn read_chunk(&self, table: &TableSchema, chunk: &KeyRange) -> Result<ChunkRead>;
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+        chunk: &KeyRange,
+    ) -> Result<ChunkRead>;
 
     /// The current end of the change log, for tables that skip the snapshot
     /// (`full_load_enabled: false`).
-    async fn current_position(&self, table: &TableSchema) -> Result<Position>;
+    async fn current_position(&self, table: &TableSchema, read: &ReadSettings) -> Result<Position>;
 
     /// Committed changes of `table` strictly after `from`, in commit order, forever (a
     /// source with nothing new sends heartbeats). Errors end the stream; the engine
@@ -148,6 +161,7 @@ pub trait Source: Send + Sync {
     async fn stream(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         from: &Position,
     ) -> Result<BoxStream<'static, Result<StreamFragment>>>;
 
@@ -164,7 +178,7 @@ pub trait Source: Send + Sync {
     /// already has. Errors end the feed; the engine reopens it.
     async fn open_feed(
         &self,
-        _tables: &[TableSchema],
+        _tables: &[FeedTable],
         _from: &Position,
     ) -> Result<BoxStream<'static, Result<FeedItem>>> {
         Err(crate::Error::source_permanent(
@@ -188,7 +202,12 @@ pub trait Source: Send + Sync {
     }
 
     /// Source-specific lines for `run --dry-run` (e.g. the bytes a full load would scan).
-    async fn plan_notes(&self, _table: &TableSchema, _snapshot: bool) -> Result<Vec<String>> {
+    async fn plan_notes(
+        &self,
+        _table: &TableSchema,
+        _read: &ReadSettings,
+        _snapshot: bool,
+    ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 

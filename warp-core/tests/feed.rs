@@ -239,3 +239,28 @@ async fn a_table_created_while_running_is_copied_then_streamed_without_a_restart
     assert_no_double_apply(&source, &sink, "refunds");
     run.stop().await;
 }
+
+/// The engine passes each table its own settings, in snapshot reads and in the feed (and
+/// per-table streams): a source never looks them up itself.
+#[tokio::test]
+async fn each_table_is_read_with_its_own_settings() {
+    for feed in [true, false] {
+        let source = source_with_tables(15);
+        let source = if feed { source } else { source.without_feed() };
+        let sink = MemorySink::new();
+        let tables =
+            "    orders: { polling_interval: 2, change_detection_column: updated_at }\n    \
+                      customers: {}\n    items: {}\n    payments: {}\n";
+        let run = start(&source, &sink, schema(tables), settings());
+        streaming_through_the_feed(&source, &sink).await;
+        let orders = source
+            .read_settings_seen("orders")
+            .expect("orders was read");
+        assert_eq!(orders.polling_interval, std::time::Duration::from_secs(2));
+        assert_eq!(orders.change_column.as_deref(), Some("updated_at"));
+        let items = source.read_settings_seen("items").expect("items was read");
+        assert_eq!(items.polling_interval, std::time::Duration::from_secs(5));
+        assert_eq!(items.change_column, None, "feed: {feed}");
+        run.stop().await;
+    }
+}

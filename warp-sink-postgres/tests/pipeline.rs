@@ -166,7 +166,7 @@ async fn engine_with_postgres_sink_survives_a_crash_mid_snapshot() {
 async fn source_schema(source: &MemorySource) -> warp_core::TableSchema {
     use warp_core::Source;
     source
-        .discover()
+        .discover(&schema())
         .await
         .unwrap()
         .into_iter()

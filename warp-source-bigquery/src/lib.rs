@@ -21,8 +21,8 @@ use tokio::sync::OnceCell;
 use tracing::info;
 use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
-    ChunkRead, Error, Key, KeyRange, Position, SnapshotPlan, Source, StreamFragment, TableId,
-    TableSchema, Watermark,
+    ChunkRead, Error, Key, KeyRange, Position, ReadSettings, SnapshotPlan, Source, StreamFragment,
+    TableId, TableReads, TableSchema, Watermark,
 };
 
 pub use error::BigQueryError;
@@ -42,7 +42,10 @@ pub fn build(
 pub struct BigQuerySource {
     config: SourceConfig,
     project: String,
-    resolved: ResolvedSchema,
+    /// The schema's name (job labels), its dataset and how long one read may wait.
+    schema: String,
+    dataset: String,
+    read_timeout: std::time::Duration,
     /// Connected on first use (credentials are fetched asynchronously).
     runner: OnceCell<Runner>,
     tables: Mutex<HashMap<String, BqTable>>,
@@ -59,7 +62,9 @@ impl BigQuerySource {
         Ok(Self {
             config: source.clone(),
             project,
-            resolved: schema.clone(),
+            schema: schema.name.clone(),
+            dataset: schema.source_database.clone(),
+            read_timeout: schema.read_timeout,
             runner: OnceCell::new(),
             tables: Mutex::new(HashMap::new()),
         })
@@ -72,16 +77,15 @@ impl BigQuerySource {
                 Ok::<_, BigQueryError>(Runner {
                     client: client::connect(&self.config).await?,
                     project: self.project.clone(),
-                    schema: self.resolved.name.clone(),
-                    wait_ms: i32::try_from(self.resolved.read_timeout.as_millis())
-                        .unwrap_or(i32::MAX),
+                    schema: self.schema.clone(),
+                    wait_ms: i32::try_from(self.read_timeout.as_millis()).unwrap_or(i32::MAX),
                 })
             })
             .await?)
     }
 
     fn dataset(&self) -> &str {
-        &self.resolved.source_database
+        &self.dataset
     }
 
     /// The table as discovered, seen through the engine's view.
@@ -93,10 +97,14 @@ impl BigQuerySource {
         Ok(found.aligned(view))
     }
 
-    async fn watermark(&self, table: &TableSchema) -> warp_core::Result<Position> {
+    async fn watermark(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> warp_core::Result<Position> {
         let t = self.cached(table)?;
-        let column = self.resolved.change_column(&table.id.name)?;
-        poll::current(self.runner().await?, &t, &column)
+        let column = read.change_column(&table.id)?;
+        poll::current(self.runner().await?, &t, column)
             .await?
             .encode()
     }
@@ -142,7 +150,7 @@ impl Source for BigQuerySource {
         Ok(client::security(self.config.endpoint.as_deref()))
     }
 
-    async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
+    async fn discover(&self, _reads: &dyn TableReads) -> warp_core::Result<Vec<TableSchema>> {
         let runner = self.runner().await?;
         let mut names = Vec::new();
         let mut page: Option<String> = None;
@@ -192,10 +200,11 @@ impl Source for BigQuerySource {
     async fn plan_snapshot(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
         // The watermark first: rows changed during the copy are polled again after it.
-        let start = self.watermark(table).await?;
+        let start = self.watermark(table, read).await?;
         let t = self.cached(table)?;
         let chunks = snapshot::plan(self.runner().await?, &t, chunk_rows.max(1)).await?;
         Ok(SnapshotPlan { start, chunks })
@@ -204,31 +213,37 @@ impl Source for BigQuerySource {
     async fn read_chunk(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
-        let position = self.watermark(table).await?;
+        let position = self.watermark(table, read).await?;
         let t = self.cached(table)?;
-        let page = self.resolved.fetch_rows.unwrap_or(snapshot::PAGE_ROWS);
+        let page = read.rows(snapshot::PAGE_ROWS);
         let rows = snapshot::read(self.runner().await?, &t, chunk, page)?;
         Ok(ChunkRead { position, rows })
     }
 
-    async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
-        self.watermark(table).await
+    async fn current_position(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> warp_core::Result<Position> {
+        self.watermark(table, read).await
     }
 
     async fn stream(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
         Ok(poll::stream(
             self.runner().await?.clone(),
             t,
-            &self.resolved.change_column(&table.id.name)?,
+            read.change_column(&table.id)?,
             Watermark::decode(from)?,
-            self.resolved.pace(&table.id.name, poll::PAGE),
+            read.pace(poll::PAGE),
         )?)
     }
 
@@ -262,6 +277,7 @@ impl Source for BigQuerySource {
     async fn plan_notes(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         snapshot: bool,
     ) -> warp_core::Result<Vec<String>> {
         let t = self.cached(table)?;
@@ -274,23 +290,18 @@ impl Source for BigQuerySource {
                 "full load processes ~{bytes} bytes (BigQuery dry run)"
             ));
         }
-        let column = self.resolved.change_column(&table.id.name)?;
+        let column = read.change_column(&table.id)?;
         let bytes = scan(format!(
             "SELECT {} FROM {} WHERE {} IS NOT NULL",
             t.select_list(),
             t.path,
-            quote(&column)
+            quote(column)
         ))
         .await?;
         notes.push(format!(
             "each poll processes up to ~{bytes} bytes (less where the table is partitioned or clustered on {column})"
         ));
-        if self
-            .resolved
-            .table(&table.id.name)
-            .delete_detection_interval
-            .is_some()
-        {
+        if read.delete_detection {
             let bytes = scan(format!("SELECT {} FROM {}", t.key_list(), t.path)).await?;
             notes.push(format!(
                 "each delete-detection pass processes ~{bytes} bytes"

@@ -23,8 +23,9 @@ use mongodb::{Collection, Database};
 use tokio::sync::OnceCell;
 use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
-    mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, Key, KeyRange, Position,
-    SnapshotPlan, Source, StreamFragment, TableId, TableSchema, Value, Watermark,
+    mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, FeedTable, Key, KeyRange, Position,
+    ReadSettings, SnapshotPlan, Source, StreamFragment, TableId, TableReads, TableSchema, Value,
+    Watermark,
 };
 
 pub use error::MongoError;
@@ -51,7 +52,8 @@ pub struct MongoSource {
     /// Connected on first use (resolving `mongodb+srv://` needs the runtime).
     client: OnceCell<client::Connected>,
     strategy: ChangeStrategy,
-    resolved: ResolvedSchema,
+    /// The database this schema reads.
+    database: String,
 }
 
 impl MongoSource {
@@ -75,7 +77,7 @@ impl MongoSource {
             config: source.clone(),
             client: OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
-            resolved: schema.clone(),
+            database: schema.source_database.clone(),
         })
     }
 
@@ -84,26 +86,18 @@ impl MongoSource {
             .client
             .get_or_try_init(|| client::connect(&self.config))
             .await?;
-        Ok(connected.client.database(&self.resolved.source_database))
+        Ok(connected.client.database(&self.database))
     }
 
     async fn collection(&self, name: &str) -> warp_core::Result<Collection<Document>> {
         Ok(self.db().await?.collection(name))
     }
 
-    fn rules(&self, table: &str) -> Rules {
-        let t = self.resolved.table(table);
-        Rules {
-            flatten_depth: t.flatten_depth,
-            document_column: t.document_column,
-        }
-    }
-
     /// Where a stream starts if it starts now.
-    async fn now(&self, table: &TableSchema) -> warp_core::Result<Position> {
+    async fn now(&self, table: &TableSchema, read: &ReadSettings) -> warp_core::Result<Position> {
         let coll = self.collection(&table.id.name).await?;
         if self.strategy.polls() {
-            return poll::current(&coll, &self.resolved.change_column(&table.id.name)?)
+            return poll::current(&coll, read.change_column(&table.id)?)
                 .await?
                 .encode();
         }
@@ -122,7 +116,7 @@ impl MongoSource {
         Ok(())
     }
 
-    async fn sample(&self, name: &str) -> warp_core::Result<TableSchema> {
+    async fn sample(&self, name: &str, rules: Rules) -> warp_core::Result<TableSchema> {
         let docs: Vec<Document> = self
             .collection(name)
             .await?
@@ -133,8 +127,8 @@ impl MongoSource {
             .try_collect()
             .await
             .context("sample documents")?;
-        let id = TableId::new(self.resolved.source_database.clone(), name);
-        Ok(self.rules(name).infer(id, &docs))
+        let id = TableId::new(self.database.clone(), name);
+        Ok(rules.infer(id, &docs))
     }
 }
 
@@ -149,7 +143,7 @@ impl Source for MongoSource {
         Ok(connected.security.clone())
     }
 
-    async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
+    async fn discover(&self, reads: &dyn TableReads) -> warp_core::Result<Vec<TableSchema>> {
         let mut names = self
             .db()
             .await?
@@ -160,7 +154,8 @@ impl Source for MongoSource {
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            out.push(self.sample(&name).await?);
+            let rules = Rules::of(&reads.read_settings(&name));
+            out.push(self.sample(&name, rules).await?);
         }
         Ok(out)
     }
@@ -168,10 +163,11 @@ impl Source for MongoSource {
     async fn plan_snapshot(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
         // The start comes first: every change from here on replays after the copy.
-        let start = self.now(table).await?;
+        let start = self.now(table, read).await?;
         let coll = self.collection(&table.id.name).await?;
         let chunks = snapshot::plan(&coll, chunk_rows.max(1)).await?;
         Ok(SnapshotPlan { start, chunks })
@@ -180,34 +176,39 @@ impl Source for MongoSource {
     async fn read_chunk(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
-        let position = self.now(table).await?;
+        let position = self.now(table, read).await?;
         let coll = self.collection(&table.id.name).await?;
-        let page = self.resolved.fetch_rows.unwrap_or(snapshot::PAGE_DOCS);
-        let rules = self.rules(&table.id.name);
-        let rows = snapshot::read(&coll, rules, table.clone(), chunk, page).await?;
+        let page = read.rows(snapshot::PAGE_DOCS);
+        let rows = snapshot::read(&coll, Rules::of(read), table.clone(), chunk, page).await?;
         Ok(ChunkRead { position, rows })
     }
 
-    async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
-        self.now(table).await
+    async fn current_position(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> warp_core::Result<Position> {
+        self.now(table, read).await
     }
 
     async fn stream(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let coll = self.collection(&table.id.name).await?;
-        let decoder = changes::Decoder::new(self.rules(&table.id.name), table.clone());
+        let decoder = changes::Decoder::new(Rules::of(read), table.clone());
         if self.strategy.polls() {
             return Ok(poll::stream(
                 coll,
-                self.resolved.change_column(&table.id.name)?,
+                read.change_column(&table.id)?.to_owned(),
                 decoder,
                 Watermark::decode(from)?,
-                self.resolved.pace(&table.id.name, poll::PAGE),
+                read.pace(poll::PAGE),
             ));
         }
         Ok(changes::stream(
@@ -225,20 +226,20 @@ impl Source for MongoSource {
 
     async fn open_feed(
         &self,
-        tables: &[TableSchema],
+        tables: &[FeedTable],
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
         let decoders = tables
             .iter()
-            .map(|t| changes::Decoder::new(self.rules(&t.id.name), t.clone()))
+            .map(|t| changes::Decoder::new(Rules::of(&t.read), t.schema.clone()))
             .collect();
         let watched = changes::Watched::Database {
             db: self.db().await?,
-            collections: tables.iter().map(|t| t.id.name.clone()).collect(),
+            collections: tables.iter().map(|t| t.schema.id.name.clone()).collect(),
         };
         Ok(changes::feed(
             watched,
-            format!("{} change stream", self.resolved.source_database),
+            format!("{} change stream", self.database),
             decoders,
             StreamPosition::decode(from)?,
             HEARTBEAT,

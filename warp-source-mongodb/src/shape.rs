@@ -24,6 +24,14 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// A collection's rules from its read settings.
+    pub fn of(read: &warp_core::ReadSettings) -> Self {
+        Self {
+            flatten_depth: read.flatten_depth,
+            document_column: read.document_column,
+        }
+    }
+
     /// The document's fields as (column name, value), `_id` excluded.
     pub fn fields<'d>(&self, doc: &'d Document) -> Vec<(String, &'d Bson)> {
         let mut out = Vec::with_capacity(doc.len());

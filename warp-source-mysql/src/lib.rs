@@ -25,8 +25,8 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mysql_async::prelude::Queryable;
 use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
-    ChangeStrategy, ChunkPage, ChunkRead, Error, FeedItem, KeyRange, Position, SnapshotPlan,
-    Source, StreamFragment, TableSchema,
+    ChangeStrategy, ChunkPage, ChunkRead, Error, FeedItem, FeedTable, KeyRange, Position,
+    ReadSettings, SnapshotPlan, Source, StreamFragment, TableReads, TableSchema,
 };
 
 pub use error::MysqlError;
@@ -127,11 +127,8 @@ pub struct MysqlSource {
     prerequisites_met: tokio::sync::OnceCell<()>,
     /// The binlog feed, or `timestamp` polling.
     strategy: ChangeStrategy,
-    resolved: ResolvedSchema,
     database: String,
     schema_name: String,
-    /// Next unused binlog reader id, and the id each table's reader keeps across
-    /// reconnects (so the server sees one stable replica per table).
     /// The shared feed's binlog reader id; direct per-table streams ([`Source::stream`],
     /// used by tools and tests) take the next ids of the replica's block.
     server_id: u32,
@@ -150,7 +147,6 @@ impl MysqlSource {
             connect: connect::Connector::new(source, url.expose())?,
             prerequisites_met: tokio::sync::OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
-            resolved: schema.clone(),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
             server_id: source.server_id.unwrap_or(DEFAULT_SERVER_ID),
@@ -224,12 +220,13 @@ impl MysqlSource {
     async fn start_position(
         &self,
         t: &MysqlTable,
+        read: &ReadSettings,
         conn: &mut mysql_async::Conn,
         stream_start: bool,
     ) -> warp_core::Result<Position> {
         if self.strategy.polls() {
-            let column = self.resolved.change_column(&t.schema.id.name)?;
-            let w = poll::current(&self.connect.pool().await?, &self.database, t, &column).await?;
+            let column = read.change_column(&t.schema.id)?;
+            let w = poll::current(&self.connect.pool().await?, &self.database, t, column).await?;
             snapshot::open_snapshot(conn).await?;
             w.encode()
         } else {
@@ -301,7 +298,7 @@ impl Source for MysqlSource {
         Ok(self.connect.security().await?)
     }
 
-    async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
+    async fn discover(&self, _reads: &dyn TableReads) -> warp_core::Result<Vec<TableSchema>> {
         let mut conn = self.connect.conn().await?;
         let tables = discover::tables(&mut conn, &self.database, None).await?;
         let schemas = tables.iter().map(|t| t.schema.clone()).collect();
@@ -314,12 +311,13 @@ impl Source for MysqlSource {
     async fn plan_snapshot(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
         let t = self.cached(table)?;
         self.ensure_prerequisites().await?;
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
-        let start = self.start_position(&t, &mut conn, true).await?;
+        let start = self.start_position(&t, read, &mut conn, true).await?;
         let chunks =
             snapshot::plan_chunks(&mut conn, &self.database, &t, chunk_rows.max(1)).await?;
         conn.query_drop("COMMIT").await.context("end snapshot")?;
@@ -329,11 +327,12 @@ impl Source for MysqlSource {
     async fn read_chunk(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
-        let position = self.start_position(&t, &mut conn, false).await?;
+        let position = self.start_position(&t, read, &mut conn, false).await?;
         let zero = self.zero_dates();
         let name = table.id.name.clone();
         let zero: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| zero(&name, n));
@@ -342,7 +341,7 @@ impl Source for MysqlSource {
             self.database.clone(),
             t,
             chunk.clone(),
-            self.resolved.fetch_rows.unwrap_or(PAGE_ROWS),
+            read.rows(PAGE_ROWS),
             zero,
         )
         .map_ok(ChunkPage::Rows)
@@ -350,14 +349,18 @@ impl Source for MysqlSource {
         Ok(ChunkRead { position, rows })
     }
 
-    async fn current_position(&self, table: &TableSchema) -> warp_core::Result<Position> {
+    async fn current_position(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> warp_core::Result<Position> {
         if self.strategy.polls() {
             let t = self.cached(table)?;
             return poll::current(
                 &self.connect.pool().await?,
                 &self.database,
                 &t,
-                &self.resolved.change_column(&table.id.name)?,
+                read.change_column(&table.id)?,
             )
             .await?
             .encode();
@@ -369,6 +372,7 @@ impl Source for MysqlSource {
     async fn stream(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
@@ -377,9 +381,9 @@ impl Source for MysqlSource {
                 self.connect.pool().await?,
                 self.database.clone(),
                 t,
-                &self.resolved.change_column(&table.id.name)?,
+                read.change_column(&table.id)?,
                 warp_core::Watermark::decode(from)?,
-                self.resolved.pace(&table.id.name, poll::PAGE),
+                read.pace(poll::PAGE),
             )?);
         }
         // A reader of its own, beside the replica's shared feed.
@@ -398,10 +402,11 @@ impl Source for MysqlSource {
 
     async fn open_feed(
         &self,
-        tables: &[TableSchema],
+        tables: &[FeedTable],
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
-        self.binlog_feed(tables, from, self.server_id).await
+        let tables: Vec<TableSchema> = tables.iter().map(|t| t.schema.clone()).collect();
+        self.binlog_feed(&tables, from, self.server_id).await
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {

@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
+use common::Configured;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use warp_core::{Change, FeedItem, Source, TableSchema, Value};
-use warp_source_mysql::MysqlSource;
+use warp_core::{Change, FeedItem, TableSchema, Value};
 
 mod common;
 
-async fn setup(db: &str, tables: &[&str]) -> (MysqlSource, mysql_async::Conn) {
+async fn setup(db: &str, tables: &[&str]) -> (Configured, mysql_async::Conn) {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
     common::fresh_database(&mut conn, db).await;
@@ -78,7 +78,7 @@ fn id_of(change: &Change) -> Option<i64> {
     }
 }
 
-async fn tables(source: &MysqlSource, names: &[&str]) -> Vec<TableSchema> {
+async fn tables(source: &Configured, names: &[&str]) -> Vec<TableSchema> {
     let all = source.discover().await.unwrap();
     names
         .iter()

@@ -3,18 +3,18 @@
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
+use common::Configured;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use warp_core::{
     Change, ColumnType, Decimal, Interval, Operation, Position, SchemaChange, Source,
     StreamFragment, Value,
 };
-use warp_source_mysql::MysqlSource;
 
 mod common;
 
 /// A fresh database `cw_<name>` and a source reading it.
-async fn setup(name: &str, ddl: &[&str]) -> (MysqlSource, mysql_async::Conn, String) {
+async fn setup(name: &str, ddl: &[&str]) -> (Configured, mysql_async::Conn, String) {
     setup_with(name, ddl, "").await
 }
 
@@ -22,7 +22,7 @@ async fn setup_with(
     name: &str,
     ddl: &[&str],
     source_extra: &str,
-) -> (MysqlSource, mysql_async::Conn, String) {
+) -> (Configured, mysql_async::Conn, String) {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let db = format!("cw_{name}");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
@@ -273,7 +273,7 @@ async fn updates_deletes_and_ddl_arrive_as_transactions() {
 
 /// The error a stream from `from` ends with, at once.
 async fn stream_error(
-    source: &MysqlSource,
+    source: &Configured,
     t: &warp_core::TableSchema,
     from: &Position,
 ) -> warp_core::Error {
@@ -543,7 +543,7 @@ async fn binlog_readers_do_not_starve_the_connection_pool() {
 }
 
 /// Discovers and returns one table's shape.
-async fn table(source: &MysqlSource, name: &str) -> warp_core::TableSchema {
+async fn table(source: &Configured, name: &str) -> warp_core::TableSchema {
     source
         .discover()
         .await

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use common::Configured;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, SslOpts};
 use warp_core::{Source, Value, Verification};
 use warp_e2e::tls::{assert_verified, TlsPeers};
-use warp_source_mysql::MysqlSource;
 
 mod common;
 
@@ -37,7 +37,7 @@ async fn database(peers: &TlsPeers, name: &str) -> (mysql_async::Conn, String) {
     (conn, db)
 }
 
-fn source(url: &str, db: &str, tls_keys: &str) -> MysqlSource {
+fn source(url: &str, db: &str, tls_keys: &str) -> common::Configured {
     common::source_config(
         &format!(
             "connection_string: '{url}', server_id: {}{tls_keys}",
@@ -48,7 +48,7 @@ fn source(url: &str, db: &str, tls_keys: &str) -> MysqlSource {
     .expect("source")
 }
 
-async fn refused(source: &MysqlSource, password: &str) -> (String, String) {
+async fn refused(source: &Configured, password: &str) -> (String, String) {
     warp_e2e::tls::refusal(source.check().await, password)
 }
 

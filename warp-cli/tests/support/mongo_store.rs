@@ -125,18 +125,22 @@ impl Store {
         let (loaded, schema) = replica::load(&self.config);
         let source = MongoSource::new(&loaded.config.source, &schema).unwrap();
         let mut t = source
-            .discover()
+            .discover(&schema)
             .await
             .unwrap()
             .into_iter()
             .find(|t| t.id.name == coll)
             .unwrap();
         let mut src = Vec::new();
-        let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
+        let read = schema.table(coll).read_settings();
+        let plan = source
+            .plan_snapshot(&t, &read, usize::MAX / 2)
+            .await
+            .unwrap();
         'read: loop {
             src.clear();
             for chunk in &plan.chunks {
-                let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
+                let mut pages = source.read_chunk(&t, &read, chunk).await.unwrap().rows;
                 while let Some(page) = pages.next().await {
                     match page.unwrap() {
                         ChunkPage::Rows(rows) => src.extend(rows),

@@ -180,16 +180,20 @@ impl Shop {
         let (loaded, schema) = replica::load(&self.config);
         let source = MysqlSource::new(&loaded.config.source, &schema).unwrap();
         let t = source
-            .discover()
+            .discover(&schema)
             .await
             .unwrap()
             .into_iter()
             .find(|t| t.id.name == table)
             .unwrap();
-        let plan = source.plan_snapshot(&t, usize::MAX / 2).await.unwrap();
+        let read = schema.table(table).read_settings();
+        let plan = source
+            .plan_snapshot(&t, &read, usize::MAX / 2)
+            .await
+            .unwrap();
         let mut src = Vec::new();
         for chunk in &plan.chunks {
-            let mut pages = source.read_chunk(&t, chunk).await.unwrap().rows;
+            let mut pages = source.read_chunk(&t, &read, chunk).await.unwrap().rows;
             while let Some(page) = pages.next().await {
                 src.extend(page.unwrap().into_rows().unwrap());
             }

@@ -66,7 +66,7 @@ pub struct ResolvedSchema {
     /// How many tables of this schema may snapshot at once.
     pub max_parallel_streams: usize,
     /// Rows per source fetch (`performance.stream_batch_size`); `None`: the source's own.
-    pub fetch_rows: Option<usize>,
+    fetch_rows: Option<usize>,
     /// The longest one source read may wait (`performance.read_timeout`).
     pub read_timeout: Duration,
     defaults: TableSettings,
@@ -87,6 +87,8 @@ struct GlobalDefaults {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedTable {
     pub name: String,
+    /// Rows per source fetch (`performance.stream_batch_size`); `None`: the source's own.
+    pub fetch_rows: Option<usize>,
     pub batch_size: usize,
     pub polling_interval: Duration,
     pub full_load_enabled: bool,
@@ -103,31 +105,6 @@ pub struct ResolvedTable {
 }
 
 impl ResolvedSchema {
-    /// How `table` is polled: its `polling_interval`, and `stream_batch_size` rows per
-    /// query or the source's own `default_rows`.
-    pub fn pace(&self, table: &str, default_rows: usize) -> crate::Pace {
-        crate::Pace {
-            interval: self.table(table).polling_interval,
-            rows: self.fetch_rows.unwrap_or(default_rows),
-        }
-    }
-
-    /// The column `table` is polled by (`timestamp` strategy); an error naming the key to
-    /// set when it has none.
-    pub fn change_column(&self, table: &str) -> crate::Result<String> {
-        self.table(table).change_detection_column.ok_or_else(|| {
-            crate::Error::source_permanent(
-                format!(
-                    "{}.{table}: polling needs a change_detection_column",
-                    self.source_database
-                ),
-                Some(format!(
-                    "set schemas[].tables.{table}.change_detection_column to a column every write updates (e.g. updated_at)"
-                )),
-            )
-        })
-    }
-
     /// Effective settings for `table`, whether or not it has a `tables` entry.
     pub fn table(&self, table: &str) -> ResolvedTable {
         let t = self.tables.get(table).cloned().unwrap_or_default();
@@ -140,6 +117,7 @@ impl ResolvedSchema {
         }
         ResolvedTable {
             name: table.to_owned(),
+            fetch_rows: self.fetch_rows,
             batch_size: pick!(batch_size).map_or(g.write_batch_size, PositiveInt::get) as usize,
             polling_interval: pick!(polling_interval)
                 .map_or(g.polling_interval, Seconds::as_duration),
@@ -169,6 +147,26 @@ impl ResolvedSchema {
     /// Names with a `tables` entry (they configure; the filter decides what replicates).
     pub fn configured_tables(&self) -> impl Iterator<Item = &str> {
         self.tables.0.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+impl ResolvedTable {
+    /// The settings that concern reading the table at the source.
+    pub fn read_settings(&self) -> crate::ReadSettings {
+        crate::ReadSettings {
+            fetch_rows: self.fetch_rows,
+            change_column: self.change_detection_column.clone(),
+            polling_interval: self.polling_interval,
+            flatten_depth: self.flatten_depth,
+            document_column: self.document_column,
+            delete_detection: self.delete_detection_interval.is_some(),
+        }
+    }
+}
+
+impl crate::TableReads for ResolvedSchema {
+    fn read_settings(&self, table: &str) -> crate::ReadSettings {
+        self.table(table).read_settings()
     }
 }
 

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::event::{Change, Commit, FeedItem, StreamFragment, TableChange};
 use crate::position::Position;
-use crate::schema::TableSchema;
+use crate::read_settings::FeedTable;
 use crate::source::Source;
 
 /// How long the feed waits, and how often it tells idle tables where it is.
@@ -61,7 +61,7 @@ type Delivery = mpsc::Sender<Result<StreamFragment>>;
 
 /// A table asking for its changes after `from`.
 struct Join {
-    table: TableSchema,
+    table: FeedTable,
     from: Position,
     tx: Delivery,
 }
@@ -98,7 +98,7 @@ impl FeedHub {
     /// `table`'s committed transactions strictly after `from`, as a per-table stream.
     pub fn subscribe(
         &self,
-        table: TableSchema,
+        table: FeedTable,
         from: Position,
     ) -> BoxStream<'static, Result<StreamFragment>> {
         let sub = Subscription {
@@ -127,7 +127,7 @@ struct Subscription {
     source: Arc<dyn Source>,
     depth: usize,
     /// The table's shape as of the last change received (a rejoin reads with it).
-    table: TableSchema,
+    table: FeedTable,
     /// The last commit received: a rejoin starts after it.
     delivered: Position,
     in_txn: bool,
@@ -157,7 +157,7 @@ impl Subscription {
                     for change in &fragment.changes {
                         if let Change::Schema(sc) = change {
                             // The worker's projection reports a change it cannot apply.
-                            let _ = self.table.apply(sc);
+                            let _ = self.table.schema.apply(sc);
                         }
                     }
                     match &fragment.commit {
@@ -180,11 +180,11 @@ impl Subscription {
                 None if self.in_txn => {
                     return Err(Error::source_transient(format!(
                         "{}: detached from the shared change feed inside a large transaction (its writes stalled); resuming from the checkpoint",
-                        self.table.id
+                        self.table.schema.id
                     )))
                 }
                 None => {
-                    debug!(table = %self.table.id, "rejoining the shared change feed");
+                    debug!(table = %self.table.schema.id, "rejoining the shared change feed");
                     self.rx = None;
                 }
             }
@@ -194,7 +194,7 @@ impl Subscription {
 
 /// One table the feed serves.
 struct Member {
-    table: TableSchema,
+    table: FeedTable,
     tx: Delivery,
     /// Every change of the table up to here was delivered (or is in its checkpoint).
     served: Position,
@@ -314,7 +314,7 @@ impl Router {
         }
         self.next_catch_up = self.earliest_behind();
         let ids: Vec<u64> = self.members.keys().copied().collect();
-        let tables: Vec<TableSchema> = self.members.values().map(|m| m.table.clone()).collect();
+        let tables: Vec<FeedTable> = self.members.values().map(|m| m.table.clone()).collect();
         info!(tables = tables.len(), from = %start, "opening the shared change feed");
         match self.source.open_feed(&tables, &start).await {
             Ok(items) => {
@@ -364,7 +364,7 @@ impl Router {
             Some(Ok(FeedItem::TableFailed { table, error })) => {
                 if let Some(id) = self.member_id(table) {
                     if let Some(m) = self.members.remove(&id) {
-                        warn!(table = %m.table.id, error = %error, "table stopped by the shared change feed");
+                        warn!(table = %m.table.schema.id, error = %error, "table stopped by the shared change feed");
                         let _ = m.tx.send_timeout(Err(error), self.timing.stall).await;
                     }
                 }
@@ -406,7 +406,7 @@ impl Router {
             }
             for change in &changes {
                 if let Change::Schema(sc) = change {
-                    let _ = m.table.apply(sc);
+                    let _ = m.table.schema.apply(sc);
                 }
             }
             m.in_txn = commit.is_none();
@@ -418,7 +418,7 @@ impl Router {
             match m.tx.send_timeout(Ok(fragment), self.timing.stall).await {
                 Ok(()) => {}
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    info!(table = %m.table.id, stall_s = self.timing.stall.as_secs_f64(), "table's writes stalled: detached from the shared change feed; it rejoins from its own position");
+                    info!(table = %m.table.schema.id, stall_s = self.timing.stall.as_secs_f64(), "table's writes stalled: detached from the shared change feed; it rejoins from its own position");
                     self.members.remove(&id);
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => {
@@ -503,7 +503,7 @@ impl Router {
                 for id in lost {
                     if let Some(m) = self.members.remove(&id) {
                         let e = Error::PositionLost {
-                            table: m.table.id.to_string(),
+                            table: m.table.schema.id.to_string(),
                             position: position.clone(),
                             detail: detail.clone(),
                         };

@@ -265,7 +265,7 @@ impl Pipeline {
         loop {
             let result = async {
                 self.ctx.sink.prepare().await?;
-                self.ctx.source.discover().await
+                self.ctx.source.discover(&self.schema).await
             }
             .await;
             let err = match result {

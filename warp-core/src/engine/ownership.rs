@@ -104,7 +104,7 @@ impl Ownership {
     /// longer taken (a running one stops on its own, with the reason, when its change
     /// stream reports the drop).
     async fn rediscover(&mut self) -> Result<()> {
-        let tables = self.ctx.source.discover().await?;
+        let tables = self.ctx.source.discover(&self.resolved).await?;
         let selected: Vec<TableSchema> = tables
             .into_iter()
             .filter(|t| self.resolved.filter.includes(&t.id.name))

@@ -26,7 +26,7 @@ impl Pipeline {
     /// (not even the metadata schema).
     pub async fn plan(&self) -> Result<Vec<TablePlan>> {
         self.ctx.source.check().await?;
-        let tables = self.ctx.source.discover().await?;
+        let tables = self.ctx.source.discover(&self.schema).await?;
         let mut plans = Vec::new();
         for mut table in tables
             .into_iter()
@@ -55,7 +55,11 @@ impl Pipeline {
                 None => self
                     .ctx
                     .source
-                    .plan_notes(&table, settings.full_load_enabled)
+                    .plan_notes(
+                        &table,
+                        &settings.read_settings(),
+                        settings.full_load_enabled,
+                    )
                     .await
                     .unwrap_or_else(|e| vec![format!("no estimate: {e}")]),
                 Some(_) => Vec::new(),

@@ -116,7 +116,7 @@ impl TableWorker {
             let projection = shape.lock().await.clone();
             let read = ctx
                 .source
-                .read_chunk(projection.source_schema(), range)
+                .read_chunk(projection.source_schema(), &self.read, range)
                 .await?;
             let mut tx = ctx.sink.begin(&self.target, token).await?;
             // The next page is read while this one is written.

@@ -60,14 +60,17 @@ impl TableWorker {
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let upstream = match self.ctx.source.change_strategy() {
-            ChangeStrategy::Feed => self
-                .ctx
-                .feed
-                .subscribe(self.projection.source_schema().clone(), position.clone()),
+            ChangeStrategy::Feed => self.ctx.feed.subscribe(
+                crate::FeedTable {
+                    schema: self.projection.source_schema().clone(),
+                    read: self.read.clone(),
+                },
+                position.clone(),
+            ),
             ChangeStrategy::Poller => {
                 self.ctx
                     .source
-                    .stream(self.projection.source_schema(), &position)
+                    .stream(self.projection.source_schema(), &self.read, &position)
                     .await?
             }
         };

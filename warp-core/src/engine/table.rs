@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::mask::mask_secrets;
 use crate::metrics::ERRORS_TOTAL;
 use crate::position::Position;
+use crate::read_settings::ReadSettings;
 use crate::schema::TableSchema;
 use crate::sink::{CheckpointUpdate, FencingToken, Phase, TableKey, Target};
 use crate::source::KeyRange;
@@ -24,6 +25,8 @@ pub(crate) struct TableWorker {
     pub(super) target: Target,
     pub(super) key: TableKey,
     pub(super) settings: ResolvedTable,
+    /// The settings the source reads the table with (from `settings`).
+    pub(super) read: ReadSettings,
     pub(super) projection: Projection,
     /// `--full-resync`: forget the checkpoint once, on the first attempt.
     full_resync: bool,
@@ -68,6 +71,7 @@ impl TableWorker {
             control,
             target,
             key,
+            read: settings.read_settings(),
             settings,
             projection,
             full_resync,
@@ -216,6 +220,7 @@ impl TableWorker {
                     .source
                     .plan_snapshot(
                         self.projection.source_schema(),
+                        &self.read,
                         self.settings.snapshot_chunk_size,
                     )
                     .await?;
@@ -233,7 +238,7 @@ impl TableWorker {
                 // full_load_enabled: false — start from the current end of the log.
                 let position = ctx
                     .source
-                    .current_position(self.projection.source_schema())
+                    .current_position(self.projection.source_schema(), &self.read)
                     .await?;
                 self.commit_position(token, &position, Vec::new()).await?;
                 info!(%position, "no snapshot (full_load_enabled: false); streaming from now");

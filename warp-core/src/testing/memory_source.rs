@@ -17,6 +17,7 @@ use crate::engine::OrdKey;
 use crate::error::{Error, Result};
 use crate::event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment, TableChange};
 use crate::position::Position;
+use crate::read_settings::{FeedTable, ReadSettings, TableReads};
 use crate::schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 use crate::source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 use crate::value::{Key, Row, Value};
@@ -41,6 +42,8 @@ struct State {
     log: Vec<LogEntry>,
     seq: u64,
     chunk_reads: Vec<(String, KeyRange)>,
+    /// The read settings each call was given, by table (the last one wins).
+    reads: BTreeMap<String, ReadSettings>,
     changes_per_key: BTreeMap<(String, OrdKey), u64>,
     /// Like a document source: a chunk read with a narrower shape than the data's asks
     /// the engine to reshape instead of returning rows.
@@ -82,6 +85,12 @@ impl MemorySource {
     /// The same source, delivering changes through one shared feed for all tables.
     pub fn with_feed(mut self) -> Self {
         self.feed = true;
+        self
+    }
+
+    /// The same source, streaming each table on its own (a polling source).
+    pub fn without_feed(mut self) -> Self {
+        self.feed = false;
         self
     }
 
@@ -288,6 +297,17 @@ impl MemorySource {
         self.lock().chunk_reads.clone()
     }
 
+    /// The read settings the engine last passed for `table` (snapshot, stream or feed).
+    pub fn read_settings_seen(&self, table: &str) -> Option<ReadSettings> {
+        self.lock().reads.get(table).cloned()
+    }
+
+    fn saw(&self, table: &TableSchema, read: &ReadSettings) {
+        self.lock()
+            .reads
+            .insert(table.id.name.clone(), read.clone());
+    }
+
     fn table_schema(&self, table: &str) -> Result<TableSchema> {
         self.lock()
             .tables
@@ -348,7 +368,7 @@ impl Source for MemorySource {
         Ok(crate::ConnectionSecurity::plain())
     }
 
-    async fn discover(&self) -> Result<Vec<TableSchema>> {
+    async fn discover(&self, _reads: &dyn TableReads) -> Result<Vec<TableSchema>> {
         self.faults.check(FailPoint::Discover, "*", false)?;
         Ok(self
             .lock()
@@ -358,7 +378,13 @@ impl Source for MemorySource {
             .collect())
     }
 
-    async fn plan_snapshot(&self, table: &TableSchema, chunk_rows: usize) -> Result<SnapshotPlan> {
+    async fn plan_snapshot(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+        chunk_rows: usize,
+    ) -> Result<SnapshotPlan> {
+        self.saw(table, read);
         self.faults
             .check(FailPoint::PlanSnapshot, &table.id.name, false)?;
         let st = self.lock();
@@ -380,7 +406,13 @@ impl Source for MemorySource {
         })
     }
 
-    async fn read_chunk(&self, table: &TableSchema, chunk: &KeyRange) -> Result<ChunkRead> {
+    async fn read_chunk(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+        chunk: &KeyRange,
+    ) -> Result<ChunkRead> {
+        self.saw(table, read);
         let name = table.id.name.clone();
         self.faults.check(FailPoint::ReadChunk, &name, false)?;
         let (position, rows) = {
@@ -446,15 +478,18 @@ impl Source for MemorySource {
             .map(|t| t.rows.len() as u64))
     }
 
-    async fn current_position(&self, _table: &TableSchema) -> Result<Position> {
+    async fn current_position(&self, table: &TableSchema, read: &ReadSettings) -> Result<Position> {
+        self.saw(table, read);
         Ok(self.head())
     }
 
     async fn stream(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         from: &Position,
     ) -> Result<BoxStream<'static, Result<StreamFragment>>> {
+        self.saw(table, read);
         let name = table.id.name.clone();
         self.faults.check(FailPoint::OpenStream, &name, false)?;
         self.table_schema(&name)?;
@@ -505,10 +540,13 @@ impl Source for MemorySource {
 
     async fn open_feed(
         &self,
-        tables: &[TableSchema],
+        tables: &[FeedTable],
         from: &Position,
     ) -> Result<BoxStream<'static, Result<FeedItem>>> {
-        let names: Vec<String> = tables.iter().map(|t| t.id.name.clone()).collect();
+        for t in tables {
+            self.saw(&t.schema, &t.read);
+        }
+        let names: Vec<String> = tables.iter().map(|t| t.schema.id.name.clone()).collect();
         for name in &names {
             self.faults.check(FailPoint::OpenStream, name, false)?;
         }

@@ -111,7 +111,7 @@ pub async fn verify(
     let sink = warp_sink_postgres::PostgresSink::connect_lazy(&cfg.destination)
         .map_err(warp_core::Error::from)?;
     let tables: Vec<_> = source
-        .discover()
+        .discover(&resolved)
         .await?
         .into_iter()
         .filter(|t| resolved.filter.includes(&t.id.name))
@@ -128,7 +128,8 @@ pub async fn verify(
     for t in tables {
         let target = Target::new(&resolved, &t.id);
         let mut report = TableReport::new(schema, &t.id.name);
-        if let Err(e) = table(source.as_ref(), &sink, &target, opts, &mut report).await {
+        let read = resolved.table(&t.id.name).read_settings();
+        if let Err(e) = table(source.as_ref(), &sink, &target, read, opts, &mut report).await {
             report.error = Some(warp_core::mask_secrets(&e.to_string()).into_owned());
         }
         reports.push(report);
@@ -140,11 +141,12 @@ async fn table(
     source: &dyn Source,
     sink: &warp_sink_postgres::PostgresSink,
     target: &Target,
+    read: warp_core::ReadSettings,
     opts: &VerifyOptions,
     report: &mut TableReport,
 ) -> Result<(), warp_core::Error> {
     let landed = sink.landed_schema(target).await?;
-    let reader = read::Reader::new(source, sink, target, &landed)?;
+    let reader = read::Reader::new(source, sink, target, &landed, read)?;
     let (mut src, mut dst) = reader.both(&BTreeSet::new(), opts.catch_up).await?;
     let mut suspects: BTreeSet<OrdKey> = differences(&src, &dst).into_keys().collect();
     let mut confirmed = BTreeSet::new();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use warp_core::{
-    Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, Row, Source,
-    TableSchema, Target,
+    Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, ReadSettings, Row,
+    Source, TableSchema, Target,
 };
 use warp_sink_postgres::verify::{canonical, Fix};
 use warp_sink_postgres::PostgresSink;
@@ -23,6 +23,8 @@ pub struct Reader<'a> {
     target: &'a Target,
     /// The destination's shape: the source is read in it, so columns line up.
     landed: &'a TableSchema,
+    /// The table's own read settings (its polled column, page size).
+    read: ReadSettings,
     types: Vec<ColumnType>,
     key: Vec<usize>,
 }
@@ -33,6 +35,7 @@ impl<'a> Reader<'a> {
         sink: &'a PostgresSink,
         target: &'a Target,
         landed: &'a TableSchema,
+        read: ReadSettings,
     ) -> Result<Self, Error> {
         let key = landed.key_indexes().map_err(|message| Error::Table {
             table: target.key().to_string(),
@@ -44,6 +47,7 @@ impl<'a> Reader<'a> {
             sink,
             target,
             landed,
+            read,
             types: landed
                 .columns
                 .iter()
@@ -71,7 +75,10 @@ impl<'a> Reader<'a> {
         catch_up: Duration,
     ) -> Result<(Side, Side), Error> {
         let source = self.source_side(keep).await?;
-        let position = self.source.current_position(self.landed).await?;
+        let position = self
+            .source
+            .current_position(self.landed, &self.read)
+            .await?;
         self.wait_until_landed(&position, catch_up).await?;
         Ok((source, self.destination_side().await?))
     }
@@ -98,9 +105,16 @@ impl<'a> Reader<'a> {
 
     async fn source_side(&self, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
         let mut side = Side::default();
-        let plan = self.source.plan_snapshot(self.landed, READ_CHUNK).await?;
+        let plan = self
+            .source
+            .plan_snapshot(self.landed, &self.read, READ_CHUNK)
+            .await?;
         for chunk in &plan.chunks {
-            let mut pages = self.source.read_chunk(self.landed, chunk).await?.rows;
+            let mut pages = self
+                .source
+                .read_chunk(self.landed, &self.read, chunk)
+                .await?
+                .rows;
             while let Some(page) = pages.next().await {
                 let rows = page?.into_rows().ok_or_else(|| Error::Table {
                     table: self.target.key().to_string(),

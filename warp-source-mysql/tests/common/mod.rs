@@ -1,14 +1,85 @@
 //! Shared by the MySQL source suites.
 #![allow(dead_code)] // each suite uses its own part
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
-use warp_core::{ChunkRead, Source, TableSchema, Value};
+use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
+use warp_core::{
+    ChunkRead, FeedItem, FeedTable, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
+    TableSchema, Value,
+};
 use warp_source_mysql::MysqlSource;
+
+/// The source with its schema's settings: its methods call the source as the engine
+/// does, each table with its own read settings.
+pub struct Configured {
+    pub source: MysqlSource,
+    pub schema: ResolvedSchema,
+}
+
+impl std::ops::Deref for Configured {
+    type Target = MysqlSource;
+    fn deref(&self) -> &MysqlSource {
+        &self.source
+    }
+}
+
+type Fragments = BoxStream<'static, warp_core::Result<StreamFragment>>;
+
+impl Configured {
+    fn read(&self, t: &TableSchema) -> warp_core::ReadSettings {
+        self.schema.table(&t.id.name).read_settings()
+    }
+
+    pub async fn discover(&self) -> warp_core::Result<Vec<TableSchema>> {
+        self.source.discover(&self.schema).await
+    }
+
+    pub async fn plan_snapshot(
+        &self,
+        t: &TableSchema,
+        chunk_rows: usize,
+    ) -> warp_core::Result<SnapshotPlan> {
+        self.source
+            .plan_snapshot(t, &self.read(t), chunk_rows)
+            .await
+    }
+
+    pub async fn read_chunk(
+        &self,
+        t: &TableSchema,
+        chunk: &KeyRange,
+    ) -> warp_core::Result<ChunkRead> {
+        self.source.read_chunk(t, &self.read(t), chunk).await
+    }
+
+    pub async fn current_position(&self, t: &TableSchema) -> warp_core::Result<Position> {
+        self.source.current_position(t, &self.read(t)).await
+    }
+
+    pub async fn stream(&self, t: &TableSchema, from: &Position) -> warp_core::Result<Fragments> {
+        self.source.stream(t, &self.read(t), from).await
+    }
+
+    pub async fn open_feed(
+        &self,
+        tables: &[TableSchema],
+        from: &Position,
+    ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+        let tables: Vec<FeedTable> = tables
+            .iter()
+            .map(|t| FeedTable {
+                schema: t.clone(),
+                read: self.read(t),
+            })
+            .collect();
+        self.source.open_feed(&tables, from).await
+    }
+}
 
 /// The source of schema `db` as the config loader builds it from `source_fields` (the
 /// inside of the `source:` mapping, after `type: mysql`).
-pub fn source_config(source_fields: &str, db: &str) -> warp_core::Result<MysqlSource> {
+pub fn source_config(source_fields: &str, db: &str) -> warp_core::Result<Configured> {
     tuned_source(source_fields, db, "")
 }
 
@@ -17,7 +88,7 @@ pub fn tuned_source(
     source_fields: &str,
     db: &str,
     performance: &str,
-) -> warp_core::Result<MysqlSource> {
+) -> warp_core::Result<Configured> {
     let yaml = format!(
         "performance: {{ polling_interval: 0.1{performance} }}\n\
          source: {{ type: mysql, {source_fields} }}\n\
@@ -32,7 +103,10 @@ pub fn tuned_source(
     )
     .expect("config");
     let schema = loaded.config.schemas_to_run(None).remove(0);
-    MysqlSource::new(&loaded.config.source, &schema)
+    Ok(Configured {
+        source: MysqlSource::new(&loaded.config.source, &schema)?,
+        schema,
+    })
 }
 
 /// `db` dropped and created again, as the current database of `conn`.
@@ -68,7 +142,7 @@ pub async fn rows_of_chunk(read: ChunkRead) -> Vec<Vec<Value>> {
 }
 
 /// The whole snapshot of `t` in chunks of `chunk_rows`, as the engine would copy it.
-pub async fn copy_all(source: &dyn Source, t: &TableSchema, chunk_rows: usize) -> Vec<Vec<Value>> {
+pub async fn copy_all(source: &Configured, t: &TableSchema, chunk_rows: usize) -> Vec<Vec<Value>> {
     let plan = source.plan_snapshot(t, chunk_rows).await.unwrap();
     let mut rows = Vec::new();
     for chunk in &plan.chunks {

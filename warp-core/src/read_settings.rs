@@ -1,0 +1,106 @@
+//! The settings of one table that concern reading it at the source. The engine resolves
+//! them from the configuration and passes them into each [`crate::Source`] call, so a
+//! source never looks a table up in a configuration of its own.
+
+use std::time::Duration;
+
+use crate::schema::TableId;
+use crate::watermark::Pace;
+
+/// How a source reads one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSettings {
+    /// Rows per source fetch (`performance.stream_batch_size`); `None`: the source's own.
+    pub fetch_rows: Option<usize>,
+    /// The column the `timestamp` strategy polls (`change_detection_column`).
+    pub change_column: Option<String>,
+    /// Time between polls (`polling_interval`).
+    pub polling_interval: Duration,
+    /// Documents: nesting levels flattened into columns (`flatten_depth`).
+    pub flatten_depth: u32,
+    /// Documents: the whole document also lands in one column (`document_column`).
+    pub document_column: bool,
+    /// Whether deletes are found by comparing key sets (`delete_detection_interval`).
+    pub delete_detection: bool,
+}
+
+impl ReadSettings {
+    /// Settings with every default, for tools and tests that read a table directly.
+    pub fn defaults() -> Self {
+        Self {
+            fetch_rows: None,
+            change_column: None,
+            polling_interval: Duration::from_secs(crate::config::DEFAULT_POLLING_INTERVAL_SECS),
+            flatten_depth: 0,
+            document_column: false,
+            delete_detection: false,
+        }
+    }
+
+    /// Rows per fetch: `stream_batch_size`, else the source's own `default_rows`.
+    pub fn rows(&self, default_rows: usize) -> usize {
+        self.fetch_rows.unwrap_or(default_rows)
+    }
+
+    /// How the table is polled, with the source's own page size as the fallback.
+    pub fn pace(&self, default_rows: usize) -> Pace {
+        Pace {
+            interval: self.polling_interval,
+            rows: self.rows(default_rows),
+        }
+    }
+
+    /// The polled column; an error naming the key to set when there is none.
+    pub fn change_column(&self, table: &TableId) -> crate::Result<&str> {
+        self.change_column.as_deref().ok_or_else(|| {
+            crate::Error::source_permanent(
+                format!("{table}: polling needs a change_detection_column"),
+                Some(format!(
+                    "set schemas[].tables.{}.change_detection_column to a column every write updates (e.g. updated_at)",
+                    table.name
+                )),
+            )
+        })
+    }
+}
+
+/// Each table's read settings, by name: what discovery needs for tables it has not
+/// seen yet (documents are shaped by their table's flatten settings).
+pub trait TableReads: Send + Sync {
+    fn read_settings(&self, table: &str) -> ReadSettings;
+}
+
+/// One table a shared feed serves: its shape and how it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedTable {
+    pub schema: crate::schema::TableSchema,
+    pub read: ReadSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_change_column_names_the_key() {
+        let read = ReadSettings::defaults();
+        let err = read
+            .change_column(&TableId::new("shop", "orders"))
+            .unwrap_err();
+        assert!(err.to_string().contains("shop.orders"), "{err}");
+        let hint = err.hint().unwrap_or_default();
+        assert!(
+            hint.contains("tables.orders.change_detection_column"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn stream_batch_size_wins_over_the_source_page() {
+        let mut read = ReadSettings::defaults();
+        assert_eq!(read.pace(500).rows, 500);
+        read.fetch_rows = Some(7);
+        assert_eq!(read.pace(500).rows, 7);
+        assert_eq!(read.rows(500), 7);
+    }
+}
