@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use warp_core::config::LoadedConfig;
 use warp_core::{EngineSettings, Pipeline, SignalKind, TablePlan};
 
-use crate::connectors::{build_sink, build_source, replica_source};
+use crate::connectors::{build_reader_source, build_sink};
 use crate::error::ServerError;
 use crate::health::{Health, Reply};
 use crate::http;
@@ -85,10 +85,7 @@ fn pipelines(
     cfg.schemas_to_run(loaded.schema_selection.as_deref())
         .into_iter()
         .map(|schema| {
-            let source = build_source(
-                &replica_source(&cfg.source, &replica, &schema.name),
-                &schema,
-            )?;
+            let source = build_reader_source(&cfg.source, &replica, &schema)?;
             Ok(Pipeline::new(
                 schema,
                 source,

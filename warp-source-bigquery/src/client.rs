@@ -9,9 +9,9 @@ use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::Client;
-use warp_core::config::SourceConfig;
 
 use crate::error::{BigQueryError, Context, Result};
+use crate::options::BigQueryOptions;
 
 /// Emulators accept any bearer token.
 #[derive(Clone)]
@@ -49,7 +49,7 @@ fn v2_base_url(endpoint: &str) -> String {
     }
 }
 
-pub async fn connect(source: &SourceConfig) -> Result<Client> {
+pub async fn connect(source: &BigQueryOptions) -> Result<Client> {
     let mut builder = ClientBuilder::new();
     if let Some(endpoint) = &source.endpoint {
         builder.with_v2_base_url(v2_base_url(endpoint));
@@ -96,7 +96,8 @@ mod tests {
             &warp_core::config::ConfigOverrides::default(),
         )
         .unwrap();
-        let Err(e) = connect(&loaded.config.source).await else {
+        let options = loaded.config.source.connector_or_error().unwrap();
+        let Err(e) = connect(&options).await else {
             panic!("connected without a key file")
         };
         let e: warp_core::Error = e.into();

@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+mod options;
 mod poll;
 mod query;
 mod snapshot;
@@ -26,6 +27,7 @@ use warp_core::{
 };
 
 pub use error::BigQueryError;
+pub use options::BigQueryOptions;
 
 use error::Context;
 use query::{quote, Query, Runner};
@@ -33,14 +35,16 @@ use table::BqTable;
 
 /// Creates the source for one schema.
 pub fn build(
-    source: &SourceConfig,
+    options: BigQueryOptions,
     schema: &ResolvedSchema,
 ) -> warp_core::Result<std::sync::Arc<dyn Source>> {
-    Ok(std::sync::Arc::new(BigQuerySource::new(source, schema)?))
+    Ok(std::sync::Arc::new(BigQuerySource::with_options(
+        options, schema,
+    )))
 }
 
 pub struct BigQuerySource {
-    config: SourceConfig,
+    config: BigQueryOptions,
     project: String,
     /// The schema's name (job labels), its dataset and how long one read may wait.
     schema: String,
@@ -52,22 +56,21 @@ pub struct BigQuerySource {
 }
 
 impl BigQuerySource {
+    /// The source with the options of the `source` section.
     pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
-        let project = source.project_id.clone().ok_or_else(|| {
-            Error::source_permanent(
-                "source.project_id is required for BigQuery",
-                Some("set source.project_id to the project that holds the dataset".to_owned()),
-            )
-        })?;
-        Ok(Self {
-            config: source.clone(),
-            project,
+        Ok(Self::with_options(source.connector_or_error()?, schema))
+    }
+
+    pub fn with_options(options: BigQueryOptions, schema: &ResolvedSchema) -> Self {
+        Self {
+            project: options.project_id.clone(),
+            config: options,
             schema: schema.name.clone(),
             dataset: schema.source_database.clone(),
             read_timeout: schema.read_timeout,
             runner: OnceCell::new(),
             tables: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     async fn runner(&self) -> warp_core::Result<&Runner> {

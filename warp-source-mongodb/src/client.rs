@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use mongodb::options::{ClientOptions, ReadPreference, SelectionCriteria, Tls, TlsOptions};
 use mongodb::Client;
-use warp_core::config::{ReadPreference as ConfiguredReadPreference, SourceConfig};
+use warp_core::config::SourceConfig;
+
+use crate::options::{MongoOptions, ReadPreference as ConfiguredReadPreference};
 use warp_core::{mask_secrets, ConnectionSecurity, Error, Verification};
 
 /// A connected client and how its connections are protected.
@@ -15,7 +17,7 @@ pub struct Connected {
     pub security: ConnectionSecurity,
 }
 
-pub async fn connect(source: &SourceConfig) -> warp_core::Result<Connected> {
+pub async fn connect(source: &SourceConfig, keys: &MongoOptions) -> warp_core::Result<Connected> {
     let url = source
         .connection_string
         .as_ref()
@@ -26,7 +28,7 @@ pub async fn connect(source: &SourceConfig) -> warp_core::Result<Connected> {
             None,
         )
     })?;
-    apply(source, &mut options);
+    apply(keys, &mut options);
     trust_platform_ca_file(
         &mut options,
         std::env::var_os(SSL_CERT_FILE).map(PathBuf::from),
@@ -73,7 +75,7 @@ fn security(options: &ClientOptions) -> ConnectionSecurity {
     }
 }
 
-fn apply(source: &SourceConfig, options: &mut ClientOptions) {
+fn apply(source: &MongoOptions, options: &mut ClientOptions) {
     options
         .app_name
         .get_or_insert_with(|| "cartridge-warp".to_owned());
@@ -129,7 +131,7 @@ mod tests {
                     replica_set: rs0\nauth_source: admin\nssl_enabled: true\n\
                     read_preference: secondaryPreferred\nconnection_pool_size: 7\n\
                     connection_pool_max_idle_time: 30\n";
-        let source: SourceConfig = source_config(yaml);
+        let source = source_config(yaml);
         let mut options = ClientOptions::parse("mongodb://u:secret@h1,h2/?replicaSet=a")
             .await
             .unwrap();
@@ -204,8 +206,8 @@ mod tests {
         assert!(matches!(options.tls, Some(Tls::Disabled)));
     }
 
-    /// Builds a `SourceConfig` through the real config loader.
-    fn source_config(source_yaml: &str) -> SourceConfig {
+    /// The connector's options, through the real config loader.
+    fn source_config(source_yaml: &str) -> MongoOptions {
         use warp_core::config::{load_str, ConfigOverrides, Environment};
         let indented: String = source_yaml.lines().map(|l| format!("  {l}\n")).collect();
         let yaml = format!(
@@ -221,5 +223,7 @@ mod tests {
         .unwrap()
         .config
         .source
+        .connector_or_error()
+        .unwrap()
     }
 }

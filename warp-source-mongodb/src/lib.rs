@@ -7,6 +7,7 @@ mod changes;
 mod client;
 mod convert;
 mod error;
+mod options;
 mod poll;
 mod position;
 mod shape;
@@ -29,6 +30,7 @@ use warp_core::{
 };
 
 pub use error::MongoError;
+pub use options::{MongoOptions, ReadPreference};
 pub use position::StreamPosition;
 
 use error::Context;
@@ -42,13 +44,17 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Creates the source for one schema.
 pub fn build(
     source: &SourceConfig,
+    options: MongoOptions,
     schema: &ResolvedSchema,
 ) -> warp_core::Result<std::sync::Arc<dyn Source>> {
-    Ok(std::sync::Arc::new(MongoSource::new(source, schema)?))
+    Ok(std::sync::Arc::new(MongoSource::with_options(
+        source, options, schema,
+    )?))
 }
 
 pub struct MongoSource {
     config: SourceConfig,
+    options: MongoOptions,
     /// Connected on first use (resolving `mongodb+srv://` needs the runtime).
     client: OnceCell<client::Connected>,
     strategy: ChangeStrategy,
@@ -57,7 +63,16 @@ pub struct MongoSource {
 }
 
 impl MongoSource {
+    /// The source with the options of the `source` section.
     pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
+        Self::with_options(source, source.connector_or_error()?, schema)
+    }
+
+    pub fn with_options(
+        source: &SourceConfig,
+        options: MongoOptions,
+        schema: &ResolvedSchema,
+    ) -> warp_core::Result<Self> {
         let url = source
             .connection_string
             .as_ref()
@@ -75,6 +90,7 @@ impl MongoSource {
         })?;
         Ok(Self {
             config: source.clone(),
+            options,
             client: OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
@@ -84,7 +100,7 @@ impl MongoSource {
     async fn db(&self) -> warp_core::Result<Database> {
         let connected = self
             .client
-            .get_or_try_init(|| client::connect(&self.config))
+            .get_or_try_init(|| client::connect(&self.config, &self.options))
             .await?;
         Ok(connected.client.database(&self.database))
     }
@@ -138,7 +154,7 @@ impl Source for MongoSource {
         self.check_prerequisites().await?;
         let connected = self
             .client
-            .get_or_try_init(|| client::connect(&self.config))
+            .get_or_try_init(|| client::connect(&self.config, &self.options))
             .await?;
         Ok(connected.security.clone())
     }

@@ -7,17 +7,21 @@
 //! either gets TLS or fails: it never falls back.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::options::{MysqlOptions, MysqlSslMode};
 use mysql_async::{ClientIdentity, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use tokio::sync::OnceCell;
-use warp_core::config::{MysqlSslMode, SourceConfig};
 use warp_core::{ConnectionSecurity, Verification};
 
 use crate::ca_probe;
 use crate::error::{Context, MysqlError, Result};
+
+/// How long an idle pooled connection is kept (`connection_pool_max_idle_time`).
+const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(300);
 
 /// Options for each way of connecting, and the one chosen on first use.
 pub(crate) struct Connector {
@@ -40,7 +44,7 @@ struct Chosen {
 }
 
 impl Connector {
-    pub fn new(source: &SourceConfig, url: &str) -> Result<Self> {
+    pub fn new(source: &MysqlOptions, url: &str) -> Result<Self> {
         let opts = Opts::from_url(url).map_err(|e| MysqlError::Unsupported {
             message: format!(
                 "source.connection_string: {}",
@@ -54,9 +58,17 @@ impl Connector {
             .map_or(10, |p| p.as_usize())
             .max(2);
         let constraints = PoolConstraints::new(0, max).unwrap_or_default();
+        // With no idle lifetime, mysql_async keeps no idle connection above the minimum
+        // (0): every returned connection would be closed and the next use reconnect.
+        let idle = source
+            .connection_pool_max_idle_time
+            .map_or(DEFAULT_MAX_IDLE, |s| s.as_duration());
+        let pool = PoolOpts::default()
+            .with_constraints(constraints)
+            .with_inactive_connection_ttl(idle)
+            .with_ttl_check_interval(idle.min(DEFAULT_MAX_IDLE / 10));
         let (host, port) = (opts.ip_or_hostname().to_owned(), opts.tcp_port());
-        let base = OptsBuilder::from_opts(opts)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        let base = OptsBuilder::from_opts(opts).pool_opts(pool);
         let ca = trusted_ca(source)?;
         let ssl = ssl_opts(source, mode, ca.as_ref())?;
         Ok(Self {
@@ -186,9 +198,9 @@ impl Connector {
 
 /// The mode from the keys; a URL that asks for TLS itself (`require_ssl=true`) is kept
 /// when no key says otherwise, and refused when a key contradicts it.
-fn effective_mode(source: &SourceConfig, url: &Opts) -> Result<MysqlSslMode> {
+fn effective_mode(source: &MysqlOptions, url: &Opts) -> Result<MysqlSslMode> {
     let keys_set = source.ssl_mode.is_some() || source.ssl_enabled.is_some();
-    let mode = source.mysql_ssl_mode();
+    let mode = source.ssl_mode();
     let Some(url_tls) = url.ssl_opts() else {
         return Ok(mode);
     };
@@ -219,7 +231,7 @@ fn effective_mode(source: &SourceConfig, url: &Opts) -> Result<MysqlSslMode> {
 
 /// As the `mysql` client: the CA file given is the whole trust store. Without one, a
 /// bundle named by SSL_CERT_FILE (the OpenSSL convention), else the public web roots.
-fn trusted_ca(source: &SourceConfig) -> Result<Option<PathBuf>> {
+fn trusted_ca(source: &MysqlOptions) -> Result<Option<PathBuf>> {
     match &source.ssl_ca {
         Some(ca) => Ok(Some(readable(ca, "ssl_ca")?)),
         None => std::env::var("SSL_CERT_FILE")
@@ -231,7 +243,7 @@ fn trusted_ca(source: &SourceConfig) -> Result<Option<PathBuf>> {
 }
 
 fn ssl_opts(
-    source: &SourceConfig,
+    source: &MysqlOptions,
     mode: MysqlSslMode,
     ca: Option<&PathBuf>,
 ) -> Result<Option<SslOpts>> {
@@ -273,5 +285,32 @@ fn file_error(key: &str, path: &str, why: &str) -> MysqlError {
         hint: Some(format!(
             "mount the file (a Kubernetes Secret volume) at that path or correct source.{key}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_opts(options: &MysqlOptions) -> PoolOpts {
+        let c = Connector::new(options, "mysql://u@db.example/shop").unwrap();
+        Opts::from(c.base).pool_opts().clone()
+    }
+
+    #[test]
+    fn idle_connections_are_kept_for_reuse() {
+        // An idle lifetime of zero would make mysql_async close every returned
+        // connection (its idle bound is then the pool's minimum, 0).
+        let default = pool_opts(&MysqlOptions::default());
+        assert_eq!(default.inactive_connection_ttl(), DEFAULT_MAX_IDLE);
+        assert_eq!(default.constraints().max(), 10);
+        let tuned = pool_opts(&MysqlOptions {
+            connection_pool_size: Some(serde_json::from_str("4").unwrap()),
+            connection_pool_max_idle_time: Some(serde_json::from_str("20").unwrap()),
+            ..MysqlOptions::default()
+        });
+        assert_eq!(tuned.inactive_connection_ttl(), Duration::from_secs(20));
+        assert_eq!(tuned.ttl_check_interval(), Duration::from_secs(20));
+        assert_eq!(tuned.constraints().max(), 4);
     }
 }

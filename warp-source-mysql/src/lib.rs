@@ -8,6 +8,7 @@ mod ddl;
 mod decode;
 mod discover;
 mod error;
+mod options;
 mod poll;
 mod position;
 mod rotate;
@@ -30,6 +31,7 @@ use warp_core::{
 };
 
 pub use error::MysqlError;
+pub use options::{MysqlOptions, MysqlSslMode};
 pub use position::BinlogPosition;
 
 use discover::MysqlTable;
@@ -90,7 +92,6 @@ const DEFAULT_SERVER_ID: u32 = 4_200_000;
 /// Rows per page read from a snapshot chunk.
 const PAGE_ROWS: usize = 5_000;
 
-/// Creates the source for one schema.
 /// The first binlog reader id for `schema` on replica `replica`: `server_id` (default
 /// 4,200,000) plus a block of [`IDS_PER_REPLICA`] ids picked by a stable hash of both
 /// names. The server drops a reader when another registers the same id, so replicas of
@@ -109,12 +110,20 @@ pub fn replica_server_id(configured: Option<u32>, replica: &str, schema: &str) -
         .max(1)
 }
 
-/// Reader ids one replica's schema uses (one per table it streams).
+/// Reader ids reserved per replica and schema: the shared feed's, then one per direct
+/// per-table stream (`verify` and tools).
 pub const IDS_PER_REPLICA: u32 = 256;
 const REPLICA_BLOCKS: u32 = 65_536;
 
-pub fn build(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Arc<dyn Source>> {
-    Ok(Arc::new(MysqlSource::new(source, schema)?))
+/// Creates the source for one schema.
+pub fn build(
+    source: &SourceConfig,
+    options: MysqlOptions,
+    schema: &ResolvedSchema,
+) -> warp_core::Result<Arc<dyn Source>> {
+    Ok(Arc::new(MysqlSource::with_options(
+        source, options, schema,
+    )?))
 }
 
 pub struct MysqlSource {
@@ -138,18 +147,27 @@ pub struct MysqlSource {
 }
 
 impl MysqlSource {
+    /// The source with the options of the `source` section.
     pub fn new(source: &SourceConfig, schema: &ResolvedSchema) -> warp_core::Result<Self> {
+        Self::with_options(source, source.connector_or_error()?, schema)
+    }
+
+    pub fn with_options(
+        source: &SourceConfig,
+        options: MysqlOptions,
+        schema: &ResolvedSchema,
+    ) -> warp_core::Result<Self> {
         let url = source
             .connection_string
             .as_ref()
             .ok_or_else(|| Error::source_permanent("source.connection_string is required", None))?;
         Ok(Self {
-            connect: connect::Connector::new(source, url.expose())?,
+            connect: connect::Connector::new(&options, url.expose())?,
             prerequisites_met: tokio::sync::OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
             schema_name: schema.name.clone(),
-            server_id: source.server_id.unwrap_or(DEFAULT_SERVER_ID),
+            server_id: options.server_id.unwrap_or(DEFAULT_SERVER_ID),
             next_stream_id: AtomicU32::new(1),
             tables: Arc::default(),
         })

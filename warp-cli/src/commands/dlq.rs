@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::config::{ConfigOverrides, Environment};
 use warp_core::DeadLetter;
 use warp_server::dlq::DlqFilter;
 
@@ -16,8 +16,9 @@ pub fn run(cmd: DlqCommand, env: &Environment) -> Result<(), String> {
         DlqCommand::Replay(a) => (a, "replay"),
         DlqCommand::Discard(a) => (a, "discard"),
     };
-    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
+            .map_err(|e| e.to_string())?;
     let narrowed = !args.ids.is_empty() || args.table.is_some();
     if action != "list" && !narrowed && !args.all {
         return Err(format!(

@@ -6,8 +6,10 @@ use std::io::Write as _;
 use warp_core::config::{env_keys, PLAIN_ENV_VARS};
 
 pub fn run() -> Result<(), String> {
+    let sources = warp_server::connectors::source_keys();
     let width = env_keys()
         .iter()
+        .chain(sources.iter().flat_map(|(_, keys)| keys.iter()))
         .map(|k| k.file_variable().unwrap_or_else(|| k.variable()).len())
         .max()
         .unwrap_or(0);
@@ -33,6 +35,23 @@ pub fn run() -> Result<(), String> {
         }
     }
     out.push_str("\nVariables of the Kubernetes Deployment (a CARTRIDGE_WARP_ variable for the same key wins):\n\n");
+    for (source_type, keys) in warp_server::connectors::source_keys() {
+        let _ = writeln!(
+            out,
+            "\nKeys of a {} source (source.type: {}):\n",
+            source_type.as_str(),
+            source_type.as_str()
+        );
+        for key in keys {
+            let _ = writeln!(
+                out,
+                "  {:width$}  {} — {}",
+                key.variable(),
+                key.path,
+                key.description
+            );
+        }
+    }
     for (var, meaning) in PLAIN_ENV_VARS {
         let _ = writeln!(out, "  {var:width$}  {meaning}");
     }

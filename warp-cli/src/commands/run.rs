@@ -1,7 +1,7 @@
 //! `cartridge-warp run`.
 
 use tokio_util::sync::CancellationToken;
-use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::config::{ConfigOverrides, Environment};
 use warp_server::{RunOptions, ServerError};
 
 use super::{runtime, with_hint};
@@ -17,7 +17,8 @@ pub fn run(args: RunArgs, env: &Environment) -> Result<(), String> {
         mode: args.mode.map(Into::into),
         schema: args.schema,
     };
-    let loaded = load_file(&args.config.config, env, &overrides).map_err(|e| e.to_string())?;
+    let loaded = warp_server::connectors::load_config(&args.config.config, env, &overrides)
+        .map_err(|e| e.to_string())?;
     let opts = RunOptions {
         dry_run: args.dry_run,
         full_resync: args.full_resync,

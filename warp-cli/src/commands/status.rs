@@ -2,15 +2,16 @@
 
 use std::fmt::Write as _;
 
-use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::config::{ConfigOverrides, Environment};
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
 use crate::{ResyncArgs, StatusArgs};
 
 pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
-    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
+            .map_err(|e| e.to_string())?;
     let rows = runtime()?
         .block_on(warp_server::status::read(&loaded.config))
         .map_err(|e| with_hint(&e, e.hint()))?;
@@ -51,8 +52,9 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
 
 /// `cartridge-warp resync`.
 pub fn resync(args: &ResyncArgs, env: &Environment) -> Result<(), String> {
-    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
+            .map_err(|e| e.to_string())?;
     if !loaded.config.schemas.is_empty()
         && !loaded.config.schemas.iter().any(|s| s.name == args.schema)
     {

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use warp_core::config::{load_file, ConfigOverrides, Environment, LoadedConfig};
+use warp_core::config::{ConfigOverrides, Environment, LoadedConfig};
 
 use super::{runtime, with_hint};
 use crate::ValidateArgs;
 
 pub fn run(args: &ValidateArgs, env: &Environment) -> Result<(), String> {
-    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
+            .map_err(|e| e.to_string())?;
     print_summary(&loaded);
     for warning in &loaded.warnings {
         println!("warning: {warning}");

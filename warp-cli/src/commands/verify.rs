@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use warp_core::config::{load_file, ConfigOverrides, Environment};
+use warp_core::config::{ConfigOverrides, Environment};
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
@@ -17,8 +17,9 @@ pub fn run(_args: &VerifyArgs, _env: &Environment) -> Result<(), String> {
 pub fn run(args: &VerifyArgs, env: &Environment) -> Result<(), String> {
     use warp_server::verify::{metrics_text, verify, VerifyOptions};
 
-    let loaded = load_file(&args.config.config, env, &ConfigOverrides::default())
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
+            .map_err(|e| e.to_string())?;
     if !(args.recheck_delay.is_finite() && args.recheck_delay >= 0.0) {
         return Err("--recheck-delay: expected seconds (a number ≥ 0)".into());
     }

@@ -13,6 +13,10 @@ pub struct EnvKey {
 
 impl EnvKey {
     /// `source.connection_string` → `CARTRIDGE_WARP_SOURCE__CONNECTION_STRING`.
+    pub const fn new(path: &'static str, description: &'static str) -> Self {
+        Self { path, description }
+    }
+
     pub fn variable(&self) -> String {
         variable_of(self.path)
     }
@@ -34,7 +38,8 @@ const fn k(path: &'static str, description: &'static str) -> EnvKey {
     EnvKey { path, description }
 }
 
-/// Every scalar key outside `schemas[]` (list entries are set in the file).
+/// Every scalar key outside `schemas[]` (list entries are set in the file), except the
+/// connectors' own `source` keys: each connector lists those ([`super::ConnectorConfig::KEYS`]).
 const KEYS: &[EnvKey] = &[
     k("mode", "single | multi"),
     k("single_schema_name", "schema run in single mode"),
@@ -102,35 +107,6 @@ const KEYS: &[EnvKey] = &[
         "source.timezone",
         "UTC (the only zone: date-times land as the source holds them)",
     ),
-    k("source.replica_set", "MongoDB replica set name"),
-    k("source.auth_source", "MongoDB authentication database"),
-    k(
-        "source.ssl_enabled",
-        "true: TLS required and the server verified; false: plain text",
-    ),
-    k(
-        "source.ssl_mode",
-        "MySQL: disabled | preferred | required | verify_ca | verify_identity",
-    ),
-    k("source.ssl_ca", "MySQL: CA certificate file (PEM)"),
-    k("source.ssl_cert", "MySQL: client certificate file (PEM)"),
-    k("source.ssl_key", "MySQL: client key file (PEM)"),
-    k(
-        "source.read_preference",
-        "primary | primaryPreferred | secondary | secondaryPreferred | nearest",
-    ),
-    k("source.connection_pool_size", "source connections"),
-    k("source.connection_pool_max_idle_time", "seconds"),
-    k(
-        "source.server_id",
-        "MySQL binlog reader id (replicas derive distinct ids)",
-    ),
-    k("source.project_id", "BigQuery project"),
-    k(
-        "source.credentials_path",
-        "BigQuery service-account key file",
-    ),
-    k("source.endpoint", "BigQuery API base URL (emulators)"),
     k("destination.type", "postgresql"),
     k(
         "destination.connection_string",

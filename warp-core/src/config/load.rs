@@ -8,7 +8,7 @@ use std::path::Path;
 use config::{ConfigError, File, FileFormat};
 
 use super::errors::{closest, ConfigErrors, ConfigIssue};
-use super::model::{Mode, WarpConfig};
+use super::model::{Mode, SourceConfig, WarpConfig};
 use super::validate::validate;
 
 /// Environment variables as name → value (the CLI passes `std::env::vars()`; tests pass
@@ -78,22 +78,53 @@ pub fn load_file(
     env: &Environment,
     overrides: &ConfigOverrides,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(
-            &origin,
-            ConfigIssue::new("", format!("cannot read the file: {e}")),
-        )
-    })?;
-    load_str(&text, &origin, env, overrides)
+    load_file_with(path, env, overrides, |_, _| Vec::new())
 }
 
-/// Loads and validates a configuration given as YAML text.
+fn read(path: &Path, origin: &str) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(
+            origin,
+            ConfigIssue::new("", format!("cannot read the file: {e}")),
+        )
+    })
+}
+
+/// Loads and validates a configuration given as YAML text. The connector's own `source`
+/// keys are not checked here (see [`load_str_with`]).
 pub fn load_str(
     yaml: &str,
     origin: &str,
     env: &Environment,
     overrides: &ConfigOverrides,
+) -> Result<LoadedConfig, ConfigErrors> {
+    load_str_with(yaml, origin, env, overrides, |_, _| Vec::new())
+}
+
+/// How the connector a `source.type` names checks its own keys (the process that
+/// composes the connectors supplies it).
+pub type SourceKeysCheck = fn(&SourceConfig, &Environment) -> Vec<ConfigIssue>;
+
+/// [`load_file`], with the connector's keys checked by `source_keys` and reported with
+/// every other issue.
+pub fn load_file_with(
+    path: &Path,
+    env: &Environment,
+    overrides: &ConfigOverrides,
+    source_keys: SourceKeysCheck,
+) -> Result<LoadedConfig, ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = read(path, &origin)?;
+    load_str_with(&text, &origin, env, overrides, source_keys)
+}
+
+/// [`load_str`], with the connector's keys checked by `source_keys`.
+pub fn load_str_with(
+    yaml: &str,
+    origin: &str,
+    env: &Environment,
+    overrides: &ConfigOverrides,
+    source_keys: SourceKeysCheck,
 ) -> Result<LoadedConfig, ConfigErrors> {
     let fail = |issue: ConfigIssue| ConfigErrors::single(origin, issue);
     let mut prefixed: BTreeMap<String, String> = env
@@ -131,8 +162,8 @@ pub fn load_str(
         .build()
         .map_err(|e| fail(build_issue(&e)))?;
 
-    let mut config: WarpConfig =
-        serde_path_to_error::deserialize(layered).map_err(|e| fail(deserialize_issue(&e, env)))?;
+    let mut config: WarpConfig = serde_path_to_error::deserialize(layered)
+        .map_err(|e| fail(deserialize_issue(&e, env, "", &[])))?;
 
     if let Some(mode) = overrides.mode {
         config.mode = mode;
@@ -146,10 +177,12 @@ pub fn load_str(
     }
 
     let report = validate(&config, schema_selection.as_deref());
-    if !report.errors.is_empty() {
+    let mut issues = source_keys(&config.source, env);
+    issues.extend(report.errors);
+    if !issues.is_empty() {
         return Err(ConfigErrors {
             origin: origin.to_owned(),
-            issues: report.errors,
+            issues,
         });
     }
     Ok(LoadedConfig {
@@ -217,21 +250,25 @@ fn build_issue(e: &ConfigError) -> ConfigIssue {
 
 /// Turns a path-tracked deserialization error into a key-path issue with a readable
 /// message (and a "did you mean" for unknown keys and values).
-fn deserialize_issue(
+pub(crate) fn deserialize_issue(
     e: &serde_path_to_error::Error<ConfigError>,
     env: &Environment,
+    section: &str,
+    also_known: &[&str],
 ) -> ConfigIssue {
     let mut path = e.path().to_string();
     if path == "." || path == "?" {
         path.clear();
     }
+    let path = join(section, &path);
     let message = inner_message(e.inner());
 
     if let Some(field) = between(&message, "missing field `", "`") {
         return ConfigIssue::new(join(&path, field), "required key is missing");
     }
     if let Some(field) = between(&message, "unknown field `", "`") {
-        let expected = backticked(message.split_once("expected").map_or("", |(_, r)| r));
+        let mut expected = backticked(message.split_once("expected").map_or("", |(_, r)| r));
+        expected.extend_from_slice(also_known);
         let full = if path.ends_with(field) {
             path.clone()
         } else {
@@ -302,6 +339,8 @@ fn env_origin(path: &str, env: &Environment) -> String {
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_owned()
+    } else if field.is_empty() {
+        path.to_owned()
     } else {
         format!("{path}.{field}")
     }

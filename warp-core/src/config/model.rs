@@ -4,10 +4,13 @@
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::options::ConnectorOptions;
 use super::types::{ByteSize, LogLevel, PositiveInt, Seconds, Secret};
 
 /// An enum written as one of a fixed set of strings; unknown values get an error
-/// listing the choices (the `config` crate's own enum errors do not).
+/// listing the choices (the `config` crate's own enum errors do not). Connectors use it
+/// for their own option values.
+#[macro_export]
 macro_rules! string_enum {
     (
         $(#[$meta:meta])*
@@ -31,12 +34,12 @@ macro_rules! string_enum {
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as ::serde::Deserialize>::deserialize(d)?;
                 match text.as_str() {
                     $($text $(| $alias)* => Ok(Self::$variant),)*
-                    _ => Err(de::Error::unknown_variant(&text, Self::NAMES)),
+                    _ => Err(::serde::de::Error::unknown_variant(&text, Self::NAMES)),
                 }
             }
         }
@@ -197,55 +200,10 @@ string_enum! {
     }
 }
 
-string_enum! {
-    /// MySQL's `--ssl-mode` values (either case).
-    pub enum MysqlSslMode {
-        /// Plain text only.
-        Disabled = "disabled" | "DISABLED",
-        /// TLS when the server offers it, unverified; plain text otherwise (MySQL's default).
-        Preferred = "preferred" | "PREFERRED",
-        /// TLS or no connection; the certificate is not checked.
-        Required = "required" | "REQUIRED",
-        /// TLS, the certificate must chain to `ssl_ca` (or a public root).
-        VerifyCa = "verify_ca" | "VERIFY_CA",
-        /// As `verify_ca`, and the certificate must name the host connected to.
-        VerifyIdentity = "verify_identity" | "VERIFY_IDENTITY",
-    }
-}
-
-impl MysqlSslMode {
-    /// Whether a connection in this mode must be encrypted.
-    pub fn requires_tls(self) -> bool {
-        !matches!(self, Self::Disabled | Self::Preferred)
-    }
-}
-
-impl SourceConfig {
-    /// The MySQL TLS mode in force: `ssl_mode`, else what `ssl_enabled` means (`true`:
-    /// encrypted and the server verified, CA and host name; `false`: plain text), else
-    /// `preferred`, the `mysql` client's own default. Conflicts are refused by validation.
-    pub fn mysql_ssl_mode(&self) -> MysqlSslMode {
-        match (self.ssl_mode, self.ssl_enabled) {
-            (Some(mode), _) => mode,
-            (None, Some(true)) => MysqlSslMode::VerifyIdentity,
-            (None, Some(false)) => MysqlSslMode::Disabled,
-            (None, None) => MysqlSslMode::Preferred,
-        }
-    }
-}
-
-string_enum! {
-    pub enum ReadPreference {
-        Primary = "primary",
-        PrimaryPreferred = "primaryPreferred",
-        Secondary = "secondary",
-        SecondaryPreferred = "secondaryPreferred",
-        Nearest = "nearest",
-    }
-}
-
+/// The `source` section: `type` picks the connector; the keys every source shares are
+/// fields here, every other key is the connector's own ([`ConnectorOptions`]), read and
+/// checked by that connector (an unknown key there is refused there).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     #[serde(rename = "type")]
     pub source_type: SourceType,
@@ -260,41 +218,20 @@ pub struct SourceConfig {
     /// Only `UTC` is accepted (validate says why): date-times land as the source holds them.
     #[serde(default)]
     pub timezone: Option<String>,
-    #[serde(default)]
-    pub replica_set: Option<String>,
-    #[serde(default)]
-    pub auth_source: Option<String>,
-    #[serde(default)]
-    pub ssl_enabled: Option<bool>,
-    #[serde(default)]
-    pub read_preference: Option<ReadPreference>,
-    #[serde(default)]
-    pub connection_pool_size: Option<PositiveInt>,
-    #[serde(default)]
-    pub connection_pool_max_idle_time: Option<Seconds>,
-    /// MySQL binlog reader id; replicas derive distinct ids from it and the pod name.
-    #[serde(default)]
-    pub server_id: Option<u32>,
-    /// MySQL TLS, in the terms of the `mysql` client's `--ssl-mode`.
-    #[serde(default)]
-    pub ssl_mode: Option<MysqlSslMode>,
-    /// MySQL: PEM file of the CA(s) that sign the server's certificate.
-    #[serde(default)]
-    pub ssl_ca: Option<String>,
-    /// MySQL: PEM client certificate (with `ssl_key`), for servers that require one.
-    #[serde(default)]
-    pub ssl_cert: Option<String>,
-    /// MySQL: PEM private key of `ssl_cert`.
-    #[serde(default)]
-    pub ssl_key: Option<String>,
-    #[serde(default)]
-    pub project_id: Option<String>,
-    #[serde(default)]
-    pub credentials_path: Option<String>,
-    /// API base URL override (BigQuery emulators).
-    #[serde(default)]
-    pub endpoint: Option<String>,
+    /// The connector's keys.
+    #[serde(flatten)]
+    pub options: ConnectorOptions,
 }
+
+/// The keys of [`SourceConfig`] itself (every other `source` key is a connector's).
+pub const SHARED_SOURCE_KEYS: &[&str] = &[
+    "type",
+    "connection_string",
+    "database",
+    "change_detection_strategy",
+    "change_detection_column",
+    "timezone",
+];
 
 impl SourceConfig {
     pub fn strategy(&self) -> ChangeDetection {

@@ -3,10 +3,7 @@
 use std::collections::HashSet;
 
 use super::errors::{closest, ConfigIssue};
-use super::model::{
-    ChangeDetection, Mode, MysqlSslMode, SchemaConfig, SourceConfig, SourceType, TableSettings,
-    WarpConfig,
-};
+use super::model::{ChangeDetection, Mode, SchemaConfig, TableSettings, WarpConfig};
 use super::resolve::TableFilter;
 
 #[derive(Debug, Default)]
@@ -54,19 +51,6 @@ pub(crate) fn validate(cfg: &WarpConfig, schema_selection: Option<&str>) -> Repo
 fn source(cfg: &WarpConfig, r: &mut Report) {
     let s = &cfg.source;
     let ty = s.source_type;
-    match ty {
-        SourceType::Mongodb | SourceType::Mysql if s.connection_string.is_none() => r.error(
-            "source.connection_string",
-            format!(
-                "required for a {} source (set it in the file or in CARTRIDGE_WARP_SOURCE__CONNECTION_STRING)",
-                ty.as_str()
-            ),
-        ),
-        SourceType::Bigquery if s.project_id.is_none() => {
-            r.error("source.project_id", "required for a bigquery source")
-        }
-        _ => {}
-    }
     let strategy = s.strategy();
     if !ty.supports(strategy) {
         r.error(
@@ -98,109 +82,6 @@ fn source(cfg: &WarpConfig, r: &mut Report) {
             r.error(
                 "source.timezone",
                 format!("`{tz}`: only UTC is supported. Zone-less source date-times (MySQL and BigQuery DATETIME) land unchanged as `timestamp without time zone`, and zoned ones (TIMESTAMP, MongoDB dates) as instants, so no other zone would be applied to anything; remove the key or set UTC"),
-            );
-        }
-    }
-    let only = |present: bool, key: &str, owner: SourceType, r: &mut Report| {
-        if present && ty != owner {
-            r.warn(
-                &format!("source.{key}"),
-                format!("only applies to {} sources; ignored", owner.as_str()),
-            );
-        }
-    };
-    only(s.server_id.is_some(), "server_id", SourceType::Mysql, r);
-    only(
-        s.replica_set.is_some(),
-        "replica_set",
-        SourceType::Mongodb,
-        r,
-    );
-    only(
-        s.auth_source.is_some(),
-        "auth_source",
-        SourceType::Mongodb,
-        r,
-    );
-    only(
-        s.read_preference.is_some(),
-        "read_preference",
-        SourceType::Mongodb,
-        r,
-    );
-    only(
-        s.credentials_path.is_some(),
-        "credentials_path",
-        SourceType::Bigquery,
-        r,
-    );
-    only(s.endpoint.is_some(), "endpoint", SourceType::Bigquery, r);
-    source_tls(s, r);
-}
-
-/// TLS keys that would silently not apply are refused: a user who wrote them believes
-/// the connection is protected.
-fn source_tls(s: &SourceConfig, r: &mut Report) {
-    let mysql_keys = [
-        ("ssl_mode", s.ssl_mode.is_some()),
-        ("ssl_ca", s.ssl_ca.is_some()),
-        ("ssl_cert", s.ssl_cert.is_some()),
-        ("ssl_key", s.ssl_key.is_some()),
-    ];
-    if s.source_type != SourceType::Mysql {
-        let elsewhere = match s.source_type {
-            SourceType::Mongodb => {
-                "MongoDB takes tls=true, tlsCAFile=… and tlsCertificateKeyFile=… in source.connection_string"
-            }
-            _ => "BigQuery is always reached over HTTPS",
-        };
-        for (key, _) in mysql_keys.iter().filter(|(_, set)| *set) {
-            r.error(
-                format!("source.{key}"),
-                format!("only applies to mysql sources ({elsewhere})"),
-            );
-        }
-        if s.source_type == SourceType::Bigquery && s.ssl_enabled == Some(false) {
-            r.error(
-                "source.ssl_enabled",
-                "BigQuery is always reached over HTTPS; remove the key",
-            );
-        }
-        return;
-    }
-    if let (Some(mode), Some(enabled)) = (s.ssl_mode, s.ssl_enabled) {
-        let agrees = if enabled {
-            matches!(mode, MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity)
-        } else {
-            mode == MysqlSslMode::Disabled
-        };
-        if !agrees {
-            r.error(
-                "source.ssl_mode",
-                format!(
-                    "`{}` contradicts ssl_enabled: {enabled} (true means verify_identity or verify_ca, \
-                     false means disabled); keep one of the two",
-                    mode.as_str()
-                ),
-            );
-        }
-    }
-    if s.ssl_cert.is_some() != s.ssl_key.is_some() {
-        let missing = if s.ssl_cert.is_some() {
-            "ssl_key"
-        } else {
-            "ssl_cert"
-        };
-        r.error(
-            format!("source.{missing}"),
-            "ssl_cert and ssl_key go together (the client certificate and its key)",
-        );
-    }
-    if s.mysql_ssl_mode() == MysqlSslMode::Disabled {
-        for (key, _) in mysql_keys[1..].iter().filter(|(_, set)| *set) {
-            r.error(
-                format!("source.{key}"),
-                "has no effect while TLS is disabled (ssl_enabled: false or ssl_mode: disabled)",
             );
         }
     }

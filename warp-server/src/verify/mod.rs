@@ -21,7 +21,7 @@ use serde::Serialize;
 use warp_core::config::LoadedConfig;
 use warp_core::{OrdKey, Source, Target};
 
-use crate::connectors::{build_source, replica_source};
+use crate::connectors::build_reader_source;
 use crate::error::ServerError;
 use compare::{differences, narrow};
 pub use compare::{Difference, Mismatch};
@@ -106,8 +106,7 @@ pub async fn verify(
             ServerError::Usage(format!("schema {schema} is not in the configuration"))
         })?;
     // A reader of its own: never the replicas' binlog ids.
-    let source_cfg = replica_source(&cfg.source, "verify", schema);
-    let source = build_source(&source_cfg, &resolved)?;
+    let source = build_reader_source(&cfg.source, "verify", &resolved)?;
     let sink = warp_sink_postgres::PostgresSink::connect_lazy(&cfg.destination)
         .map_err(warp_core::Error::from)?;
     let tables: Vec<_> = source

@@ -1,0 +1,50 @@
+//! The BigQuery source's own keys of the `source` section.
+
+use serde::Deserialize;
+use warp_core::config::{ConfigIssue, ConnectorConfig, EnvKey, SourceConfig};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQueryOptions {
+    /// The project that holds the dataset (and runs the query jobs).
+    pub project_id: String,
+    /// A service-account key file; without it, application-default credentials.
+    #[serde(default)]
+    pub credentials_path: Option<String>,
+    /// API base URL override (emulators); no credentials are sent to it.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Accepted as `true` only: BigQuery is always reached over HTTPS.
+    #[serde(default)]
+    pub ssl_enabled: Option<bool>,
+}
+
+impl ConnectorConfig for BigQueryOptions {
+    const KEYS: &'static [EnvKey] = &[
+        EnvKey::new("source.project_id", "BigQuery project"),
+        EnvKey::new(
+            "source.credentials_path",
+            "BigQuery service-account key file",
+        ),
+        EnvKey::new("source.endpoint", "BigQuery API base URL (emulators)"),
+        EnvKey::new(
+            "source.ssl_enabled",
+            "true only: BigQuery is always reached over HTTPS",
+        ),
+    ];
+
+    fn unknown_key_hint(key: &str) -> Option<&'static str> {
+        key.starts_with("ssl_")
+            .then_some("BigQuery is always reached over HTTPS")
+    }
+
+    fn check(&self, _source: &SourceConfig) -> Vec<ConfigIssue> {
+        if self.ssl_enabled == Some(false) {
+            return vec![ConfigIssue::new(
+                "source.ssl_enabled",
+                "BigQuery is always reached over HTTPS; remove the key",
+            )];
+        }
+        Vec::new()
+    }
+}

@@ -1,0 +1,72 @@
+//! The MongoDB source's own keys of the `source` section (the seed ConfigMap's).
+
+use serde::Deserialize;
+use warp_core::config::{ConfigIssue, ConnectorConfig, EnvKey, PositiveInt, Seconds, SourceConfig};
+
+warp_core::string_enum! {
+    pub enum ReadPreference {
+        Primary = "primary",
+        PrimaryPreferred = "primaryPreferred",
+        Secondary = "secondary",
+        SecondaryPreferred = "secondaryPreferred",
+        Nearest = "nearest",
+    }
+}
+
+/// Set on top of the connection string's own options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoOptions {
+    /// Replica set name; `""`: a direct connection to one server.
+    #[serde(default)]
+    pub replica_set: Option<String>,
+    /// The database the credentials are defined in.
+    #[serde(default)]
+    pub auth_source: Option<String>,
+    /// Switches the connection string's TLS on or off, keeping its TLS options.
+    #[serde(default)]
+    pub ssl_enabled: Option<bool>,
+    #[serde(default)]
+    pub read_preference: Option<ReadPreference>,
+    #[serde(default)]
+    pub connection_pool_size: Option<PositiveInt>,
+    /// Pooled connections idle this long are closed.
+    #[serde(default)]
+    pub connection_pool_max_idle_time: Option<Seconds>,
+}
+
+impl ConnectorConfig for MongoOptions {
+    const KEYS: &'static [EnvKey] = &[
+        EnvKey::new("source.replica_set", "MongoDB replica set name"),
+        EnvKey::new("source.auth_source", "MongoDB authentication database"),
+        EnvKey::new(
+            "source.ssl_enabled",
+            "true: TLS required and the server verified; false: plain text",
+        ),
+        EnvKey::new(
+            "source.read_preference",
+            "primary | primaryPreferred | secondary | secondaryPreferred | nearest",
+        ),
+        EnvKey::new("source.connection_pool_size", "pooled source connections"),
+        EnvKey::new(
+            "source.connection_pool_max_idle_time",
+            "seconds an idle pooled connection is kept",
+        ),
+    ];
+
+    fn unknown_key_hint(key: &str) -> Option<&'static str> {
+        matches!(key, "ssl_mode" | "ssl_ca" | "ssl_cert" | "ssl_key").then_some(
+            "MongoDB takes tls=true, tlsCAFile=… and tlsCertificateKeyFile=… in source.connection_string",
+        )
+    }
+
+    fn check(&self, source: &SourceConfig) -> Vec<ConfigIssue> {
+        if source.connection_string.is_some() {
+            return Vec::new();
+        }
+        vec![ConfigIssue::new(
+            "source.connection_string",
+            "required for a mongodb source (set it in the file or in CARTRIDGE_WARP_SOURCE__CONNECTION_STRING)",
+        )]
+    }
+}
