@@ -590,3 +590,51 @@ async fn enum_and_set_labels_arrive_from_the_binlog_as_written() {
         "snapshot"
     );
 }
+
+/// Chunks, polls and checks reuse pooled connections instead of connecting each time
+/// (counted per user by MariaDB's user statistics, so other tests do not disturb it).
+#[tokio::test]
+async fn pooled_connections_are_reused() {
+    let (_, mut conn, db) = setup(
+        "pool_reuse",
+        &[
+            "CREATE TABLE p (id INT PRIMARY KEY)",
+            "INSERT INTO p SELECT seq FROM seq_1_to_12",
+        ],
+    )
+    .await;
+    let user = format!("cw_pool_{}", std::process::id());
+    for sql in [
+        "SET GLOBAL userstat = 1".to_owned(),
+        format!("DROP USER IF EXISTS '{user}'@'%'"),
+        format!("CREATE USER '{user}'@'%'"),
+        format!("GRANT ALL ON *.* TO '{user}'@'%'"),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL").replace("root@", &format!("{user}@"));
+    let source = common::source_config(
+        &format!(
+            "connection_string: '{url}/{db}', change_detection_strategy: timestamp, \
+             change_detection_column: id"
+        ),
+        &db,
+    )
+    .unwrap();
+    let t = table(&source, "p").await;
+    // Twelve chunks of one row, read one after another.
+    assert_eq!(common::copy_all(&source, &t, 1).await.len(), 12);
+    let opened: u64 = conn
+        .query_first(format!(
+            "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = '{user}'"
+        ))
+        .await
+        .unwrap()
+        .expect("user statistics are on");
+    // Seen: 6 (the pool grows to the reads' peak concurrency); 56 when every returned
+    // connection was closed. Fewer than one per chunk proves reuse without a tight bound.
+    assert!(
+        opened < 12,
+        "{opened} connections opened for 12 chunk reads"
+    );
+}
