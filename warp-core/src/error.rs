@@ -1,6 +1,7 @@
 //! The one error type of `warp-core`, and the retry classification every connector maps into.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::config::ConfigErrors;
 
@@ -26,6 +27,9 @@ pub enum Error {
         message: String,
         retry: Retry,
         hint: Option<String>,
+        /// The connector's own error, when it came from one (its chain continues there).
+        #[source]
+        cause: Option<Cause>,
     },
 
     #[error("destination: {message}")]
@@ -33,6 +37,8 @@ pub enum Error {
         message: String,
         retry: Retry,
         hint: Option<String>,
+        #[source]
+        cause: Option<Cause>,
     },
 
     /// The source no longer has the position we must resume from (binlog purged,
@@ -72,12 +78,18 @@ pub enum Error {
     Cancelled,
 }
 
+/// A connector's error kept inside [`Error`] (shared, so `Error` stays `Clone`).
+/// Connectors turn driver errors into their own with masked text at their boundary
+/// (driver messages can carry a connection string), so the chain holds no secret.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 impl Error {
     pub fn source_transient(message: impl fmt::Display) -> Self {
         Self::Source {
             message: message.to_string(),
             retry: Retry::Transient,
             hint: None,
+            cause: None,
         }
     }
 
@@ -86,6 +98,7 @@ impl Error {
             message: message.to_string(),
             retry: Retry::Permanent,
             hint: hint.into(),
+            cause: None,
         }
     }
 
@@ -94,6 +107,7 @@ impl Error {
             message: message.to_string(),
             retry: Retry::Transient,
             hint: None,
+            cause: None,
         }
     }
 
@@ -102,6 +116,43 @@ impl Error {
             message: message.to_string(),
             retry: Retry::Permanent,
             hint: hint.into(),
+            cause: None,
+        }
+    }
+
+    /// A source connector's error as the engine sees it: its text, its class and hint,
+    /// and the error itself as the cause (its driver error further down the chain).
+    pub fn from_source<E>(e: E, retry: Retry, hint: Option<String>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Source {
+            message: e.to_string(),
+            retry,
+            hint,
+            cause: Some(Arc::new(e)),
+        }
+    }
+
+    /// The connector error this one wraps, for downcasting (`source()` yields it too,
+    /// behind its `Arc`).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Source { cause, .. } | Self::Sink { cause, .. } => cause.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// As [`Error::from_source`], for the destination.
+    pub fn from_sink<E>(e: E, retry: Retry, hint: Option<String>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self::Sink {
+            message: e.to_string(),
+            retry,
+            hint,
+            cause: Some(Arc::new(e)),
         }
     }
 

@@ -122,12 +122,12 @@ impl From<SinkError> for warp_core::Error {
                 current,
             };
         }
-        if e.is_transient() {
-            warp_core::Error::sink_transient(e)
+        let (retry, hint) = if e.is_transient() {
+            (warp_core::Retry::Transient, None)
         } else {
-            let hint = e.hint();
-            warp_core::Error::sink_permanent(e, hint)
-        }
+            (warp_core::Retry::Permanent, e.hint())
+        };
+        warp_core::Error::from_sink(e, retry, hint)
     }
 }
 

@@ -94,12 +94,13 @@ impl BigQueryError {
 
 impl From<BigQueryError> for warp_core::Error {
     fn from(e: BigQueryError) -> Self {
-        if e.is_transient() {
-            warp_core::Error::source_transient(e)
+        // Transient errors carry no hint: retrying is the action.
+        let (retry, hint) = if e.is_transient() {
+            (warp_core::Retry::Transient, None)
         } else {
-            let hint = e.hint();
-            warp_core::Error::source_permanent(e, hint)
-        }
+            (warp_core::Retry::Permanent, e.hint())
+        };
+        warp_core::Error::from_source(e, retry, hint)
     }
 }
 

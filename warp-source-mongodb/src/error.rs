@@ -132,12 +132,13 @@ impl MongoError {
 
 impl From<MongoError> for warp_core::Error {
     fn from(e: MongoError) -> Self {
-        if e.is_transient() {
-            warp_core::Error::source_transient(e)
+        // Transient errors carry no hint: retrying is the action.
+        let (retry, hint) = if e.is_transient() {
+            (warp_core::Retry::Transient, None)
         } else {
-            let hint = e.hint();
-            warp_core::Error::source_permanent(e, hint)
-        }
+            (warp_core::Retry::Permanent, e.hint())
+        };
+        warp_core::Error::from_source(e, retry, hint)
     }
 }
 
@@ -193,5 +194,12 @@ mod tests {
         assert!(!server(286).is_transient());
         let e: warp_core::Error = server(40573).into();
         assert!(e.hint().unwrap().contains("replica set"));
+        // The connector's error stays reachable as the cause, and in the chain.
+        assert!(matches!(
+            e.cause().and_then(|c| c.downcast_ref::<MongoError>()),
+            Some(MongoError::Server { code: 40573, .. })
+        ));
+        let chained = std::error::Error::source(&e).expect("a source");
+        assert!(chained.to_string().contains("MongoDB error 40573"));
     }
 }

@@ -167,17 +167,13 @@ impl MysqlError {
 
 impl From<MysqlError> for warp_core::Error {
     fn from(e: MysqlError) -> Self {
-        if e.is_transient() {
-            let hint = e.hint();
-            warp_core::Error::Source {
-                message: e.to_string(),
-                retry: warp_core::Retry::Transient,
-                hint,
-            }
+        let retry = if e.is_transient() {
+            warp_core::Retry::Transient
         } else {
-            let hint = e.hint();
-            warp_core::Error::source_permanent(e, hint)
-        }
+            warp_core::Retry::Permanent
+        };
+        let hint = e.hint();
+        warp_core::Error::from_source(e, retry, hint)
     }
 }
 
