@@ -746,3 +746,15 @@ fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
         );
     }
 }
+
+#[test]
+fn a_table_pattern_that_is_no_glob_names_its_entry() {
+    let yaml = "source: { type: mysql, connection_string: 'mysql://u@db/shop' }\n\
+                destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
+                schemas: [ { name: shop, table_whitelist: [orders, 'log_[2024'] } ]\n";
+    let text = error_of(yaml, &Environment::new());
+    assert!(
+        text.contains("schemas[0].table_whitelist[1]: `log_[2024` is not a valid pattern"),
+        "{text}"
+    );
+}

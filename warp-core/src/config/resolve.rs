@@ -31,27 +31,10 @@ impl TableFilter {
     }
 }
 
-/// Glob match with `*` (any run) and `?` (one character).
+/// Glob match (`*` any run, `?` one character, `[…]` a class), by the `glob` crate; a
+/// pattern that is not a valid glob (refused at validation) matches only itself.
 pub fn matches_glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    glob::Pattern::new(pattern).map_or(pattern == name, |p| p.matches(name))
 }
 
 /// One schema as it will run.
@@ -257,6 +240,7 @@ mod tests {
         assert!(!matches_glob("t?b", "tb"));
         assert!(matches_glob("a*b*c", "axxbyyc"));
         assert!(!matches_glob("a*b*c", "axxbyy"));
+        assert!(matches_glob("log_202[45]", "log_2025"));
     }
 
     #[test]

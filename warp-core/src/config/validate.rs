@@ -190,6 +190,19 @@ fn schema_tables(cfg: &WarpConfig, schema: &SchemaConfig, at: &str, r: &mut Repo
             "both table_whitelist and table_blacklist are set; the whitelist wins",
         );
     }
+    for (key, list) in [
+        ("table_whitelist", &schema.table_whitelist),
+        ("table_blacklist", &schema.table_blacklist),
+    ] {
+        for (i, pattern) in list.iter().flatten().enumerate() {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                r.error(
+                    format!("{at}.{key}[{i}]"),
+                    format!("`{pattern}` is not a valid pattern: {e}"),
+                );
+            }
+        }
+    }
     let filter = TableFilter::new(
         schema.table_whitelist.clone(),
         schema.table_blacklist.clone(),
