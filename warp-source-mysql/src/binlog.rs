@@ -14,6 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
 use warp_core::{Change, ChangeEvent, Commit, FeedItem, Operation, Row, TableChange, Value};
 
+use crate::ddl_scope::{self, Effect};
 use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
@@ -337,6 +338,16 @@ impl Reader {
             let (before, after) = pair.map_err(|e| {
                 warp_core::Error::source_transient(format!("undecodable rows event: {e}"))
             })?;
+            // A session may log MINIMAL or NOBLOB images whatever the server's setting:
+            // a partial image would put values into the wrong columns or land defaults
+            // over real values, so the table stops instead.
+            let full = |r: &Option<mysql_async::binlog::row::BinlogRow>| {
+                r.as_ref()
+                    .is_none_or(|r| r.len() as u64 == tme.columns_count())
+            };
+            if !full(&before) || !full(&after) {
+                return Err(partial_image(table));
+            }
             let before = before
                 .map(|r| row(table, r, &names, &mut zeros))
                 .transpose()?;
@@ -372,6 +383,34 @@ impl Reader {
     /// A DDL statement: the changes it makes to the served tables it names, from the
     /// catalog; true when it touched one (the statement is then a commit of its own).
     async fn ddl(&mut self, default_db: &str, sql: &str) -> warp_core::Result<bool> {
+        let served = |name: &str| {
+            self.tables.iter().position(|t| {
+                t.as_ref()
+                    .is_some_and(|t| t.schema.id.name.eq_ignore_ascii_case(name))
+            })
+        };
+        let effects: Vec<(usize, Effect)> =
+            match ddl_scope::effects(sql, default_db, &self.database) {
+                Some(effects) => effects
+                    .iter()
+                    .filter_map(|(name, effect)| Some((served(name)?, *effect)))
+                    .collect(),
+                None => self.mentioned(default_db, sql),
+            };
+        let mut named: Vec<usize> = Vec::new();
+        for &(index, effect) in &effects {
+            if named.contains(&index) && effect == Effect::Reshaped {
+                continue; // looked up once per statement
+            }
+            named.push(index);
+            self.apply_ddl(index, effect, sql).await?;
+        }
+        Ok(!named.is_empty())
+    }
+
+    /// A statement the parser does not read: every served table it mentions is looked up
+    /// in the catalog again (a guess never drops or truncates a table).
+    fn mentioned(&self, default_db: &str, sql: &str) -> Vec<(usize, Effect)> {
         let lower = sql.to_ascii_lowercase();
         let db = self.database.to_ascii_lowercase();
         let right_db = default_db.eq_ignore_ascii_case(&self.database)
@@ -379,67 +418,73 @@ impl Reader {
             || lower.contains(&format!("`{db}`."));
         let verb = lower.split_whitespace().next().unwrap_or("");
         if !right_db || !matches!(verb, "truncate" | "drop" | "alter" | "rename" | "create") {
-            return Ok(false);
+            return Vec::new();
         }
-        let named: Vec<usize> = self
-            .tables
+        tracing::debug!(statement = %sql, "DDL not parsed; looking up the tables it names");
+        self.tables
             .iter()
             .enumerate()
             .filter_map(|(i, t)| Some((i, t.as_ref()?)))
             .filter(|(_, t)| mentions(&lower, &t.schema.id.name))
-            .map(|(i, _)| i)
-            .collect();
-        for &index in &named {
-            let Some(table) = self.tables[index].clone() else {
-                continue;
-            };
-            let id = table.schema.id.to_string();
-            match verb {
-                "truncate" => self.pending.push(TableChange {
-                    table: index,
-                    change: Change::Truncate,
-                }),
-                "drop" if lower.contains("table") => self.fail(
-                    index,
-                    warp_core::Error::source_permanent(
-                        format!("{id} was dropped at the source"),
-                        Some("remove it from the whitelist, or re-create it and resync".to_owned()),
-                    ),
+            .map(|(i, _)| (i, Effect::Reshaped))
+            .collect()
+    }
+
+    /// Applies one statement's effect on the served table at `index`.
+    async fn apply_ddl(
+        &mut self,
+        index: usize,
+        effect: Effect,
+        sql: &str,
+    ) -> warp_core::Result<()> {
+        let Some(table) = self.tables[index].clone() else {
+            return Ok(());
+        };
+        let id = table.schema.id.to_string();
+        match effect {
+            Effect::Truncated => self.pending.push(TableChange {
+                table: index,
+                change: Change::Truncate,
+            }),
+            Effect::Dropped => self.fail(
+                index,
+                warp_core::Error::source_permanent(
+                    format!("{id} was dropped at the source"),
+                    Some("remove it from the whitelist, or re-create it and resync".to_owned()),
                 ),
-                "alter" | "rename" | "create" => {
-                    let mut conn = self.pool.get_conn().await.context("connect")?;
-                    let fresh =
-                        discover::tables(&mut conn, &self.database, Some(&table.schema.id.name))
-                            .await?;
-                    let Some(fresh) = fresh.into_iter().next() else {
-                        self.fail(
-                            index,
-                            warp_core::Error::source_permanent(
-                                format!("{id} no longer exists at the source (renamed or dropped)"),
-                                Some(
-                                    "re-create it or add the new name to the configuration, then resync"
-                                        .to_owned(),
-                                ),
+            ),
+            Effect::Reshaped => {
+                let mut conn = self.pool.get_conn().await.context("connect")?;
+                let fresh =
+                    discover::tables(&mut conn, &self.database, Some(&table.schema.id.name))
+                        .await?;
+                let Some(fresh) = fresh.into_iter().next() else {
+                    self.fail(
+                        index,
+                        warp_core::Error::source_permanent(
+                            format!("{id} no longer exists at the source (renamed or dropped)"),
+                            Some(
+                                "re-create it or add the new name to the configuration, then resync"
+                                    .to_owned(),
                             ),
-                        );
-                        continue;
-                    };
-                    self.learnt
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(fresh.schema.id.name.clone(), fresh.clone());
-                    let (merged, changes) = crate::ddl::diff(&table, fresh, sql);
-                    self.tables[index] = Some(merged);
-                    self.pending
-                        .extend(changes.into_iter().map(|c| TableChange {
-                            table: index,
-                            change: Change::Schema(c),
-                        }));
-                }
-                _ => {}
+                        ),
+                    );
+                    return Ok(());
+                };
+                self.learnt
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(fresh.schema.id.name.clone(), fresh.clone());
+                let (merged, changes) = crate::ddl::diff(&table, fresh, sql);
+                self.tables[index] = Some(merged);
+                self.pending
+                    .extend(changes.into_iter().map(|c| TableChange {
+                        table: index,
+                        change: Change::Schema(c),
+                    }));
             }
         }
-        Ok(!named.is_empty())
+        Ok(())
     }
 }
 
@@ -490,6 +535,15 @@ fn row(
         };
     }
     Ok(Row::new(out))
+}
+
+/// A row image without every column: logged under `binlog_row_image` MINIMAL or NOBLOB.
+fn partial_image(table: &MysqlTable) -> warp_core::Error {
+    warp_core::Error::Table {
+        table: table.schema.id.to_string(),
+        message: "a binlog row image lacks columns (binlog_row_image MINIMAL or NOBLOB, set for the server or for the writing session): its rows cannot be applied whole".into(),
+        hint: Some("set binlog_row_image=FULL globally and in every writer's session (SET SESSION binlog_row_image overrides it), then resync the table".into()),
+    }
 }
 
 fn error(table: &MysqlTable, message: String) -> warp_core::Error {

@@ -146,7 +146,7 @@ impl MysqlError {
                 "check the source credentials (source.connection_string); MariaDB with require_secure_transport=ON refuses plain-text connections this way too: then set source.ssl_enabled: true and source.ssl_ca".into(),
             ),
             Self::Server { code: 1227 | 1142 | 1044, .. } => Some(
-                "the source user needs SELECT on the schema and REPLICATION SLAVE, REPLICATION CLIENT (and RELOAD on MySQL) globally".into(),
+                "the source user needs SELECT on the schema and REPLICATION SLAVE, REPLICATION CLIENT globally (and LOCK TABLES on the schema on MySQL)".into(),
             ),
             Self::Unsupported { hint, .. } => hint.clone(),
             Self::Tls { failure, .. } => tls_hint(failure),

@@ -5,6 +5,7 @@ mod binlog;
 mod ca_probe;
 mod connect;
 mod ddl;
+mod ddl_scope;
 mod decode;
 mod discover;
 mod error;
@@ -114,6 +115,13 @@ pub fn replica_server_id(configured: Option<u32>, replica: &str, schema: &str) -
 /// per-table stream (`verify` and tools).
 pub const IDS_PER_REPLICA: u32 = 256;
 const REPLICA_BLOCKS: u32 = 65_536;
+
+/// Test hook: snapshot positions are pinned by the MySQL path (a brief table read lock)
+/// even on MariaDB, whose own snapshot position would otherwise be used.
+#[doc(hidden)]
+pub fn force_table_lock_snapshots(on: bool) {
+    snapshot::force_table_lock(on);
+}
 
 /// Creates the source for one schema.
 pub fn build(
@@ -248,7 +256,14 @@ impl MysqlSource {
             snapshot::open_snapshot(conn).await?;
             w.encode()
         } else {
-            snapshot::begin_snapshot(conn, stream_start).await?.encode()
+            let of = snapshot::SnapshotOf {
+                pool: &self.connect.pool().await?,
+                database: &self.database,
+                table: &t.schema.id.name,
+            };
+            snapshot::begin_snapshot(conn, of, stream_start)
+                .await?
+                .encode()
         }
     }
 

@@ -1,6 +1,16 @@
 //! Consistent snapshots: each chunk is read inside `START TRANSACTION WITH CONSISTENT
-//! SNAPSHOT`, whose exact binlog position (MariaDB `binlog_snapshot_*`; MySQL: taken
-//! under a brief global read lock) is the chunk's position.
+//! SNAPSHOT` (repeatable read, whatever the server's default), whose exact binlog
+//! position is the chunk's position. MariaDB reports that position itself
+//! (`binlog_snapshot_*`), so nothing is locked. MySQL does not: the chunk's own table is
+//! read-locked on a second connection for the instant the snapshot opens and the
+//! position is read, which holds back that table's writers only (never a global lock:
+//! RDS and Aurora refuse `FLUSH TABLES WITH READ LOCK`, and it stalls every writer).
+//!
+//! Why not lock-free log watermarks (a position before and after the snapshot, with log
+//! events between them winning): MySQL writes a transaction to the binlog before InnoDB
+//! commits it, so one at or before the low watermark may still be invisible to the
+//! snapshot, and its changes would be in neither the rows nor the replay. The table lock
+//! waits for such a transaction to finish.
 
 use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::prelude::Queryable;
@@ -23,16 +33,66 @@ pub async fn open_snapshot(conn: &mut Conn) -> Result<()> {
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .context("set time zone")?;
+    start_transaction(conn).await
+}
+
+/// A repeatable-read snapshot transaction: under another isolation level (a server
+/// whose default is READ COMMITTED) `WITH CONSISTENT SNAPSHOT` is ignored and each page
+/// of a chunk would see other data.
+async fn start_transaction(conn: &mut Conn) -> Result<()> {
+    conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .context("isolation level")?;
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
         .context("start snapshot")
+}
+
+/// Longest wait for the table lock that pins a MySQL snapshot's position (a writer in a
+/// long transaction holds it off); the chunk is then retried.
+const TABLE_LOCK_WAIT_SECS: u32 = 10;
+
+/// The table a snapshot reads, and where a second connection for its lock comes from.
+pub struct SnapshotOf<'a> {
+    pub pool: &'a Pool,
+    pub database: &'a str,
+    pub table: &'a str,
+}
+
+/// Test hook: MariaDB takes the MySQL path (the table lock), so the suites run it
+/// against the one server they have. Set by `WARP_MYSQL_SNAPSHOT_LOCK=table` (the
+/// binary) or [`crate::force_table_lock_snapshots`] (tests in process).
+static FORCED_TABLE_LOCK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNREAD);
+const UNREAD: u8 = 2;
+
+pub fn force_table_lock(on: bool) {
+    FORCED_TABLE_LOCK.store(u8::from(on), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn forced_table_lock() -> bool {
+    use std::sync::atomic::Ordering;
+    match FORCED_TABLE_LOCK.load(Ordering::Relaxed) {
+        UNREAD => {
+            let on = std::env::var("WARP_MYSQL_SNAPSHOT_LOCK").is_ok_and(|v| v == "table");
+            force_table_lock(on);
+            on
+        }
+        on => on == 1,
+    }
 }
 
 /// Opens a UTC session and a consistent snapshot on it; returns the snapshot's exact
 /// binlog position. With `gtid`, MariaDB's GTID for it too: `BINLOG_GTID_POS` scans the
 /// binlog file up to the offset (63 ms of server CPU per call at 630 MB), so it is asked
 /// only for positions a stream may start from, not for every chunk.
-pub async fn begin_snapshot(conn: &mut Conn, gtid: bool) -> Result<BinlogPosition> {
+pub async fn begin_snapshot(
+    conn: &mut Conn,
+    of: SnapshotOf<'_>,
+    gtid: bool,
+) -> Result<BinlogPosition> {
+    if forced_table_lock() {
+        return table_locked(conn, &of).await;
+    }
     open_snapshot(conn).await?;
     let status: Vec<(String, String)> = conn
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
@@ -66,24 +126,49 @@ pub async fn begin_snapshot(conn: &mut Conn, gtid: bool) -> Result<BinlogPositio
             return Ok(p);
         }
     }
-    // MySQL: no binlog_snapshot_* variables; pin the position with a short global lock.
+    // MySQL: no binlog_snapshot_* variables.
     conn.query_drop("ROLLBACK").await.context("rollback")?;
-    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+    table_locked(conn, &of).await
+}
+
+/// Opens the snapshot on `conn` while a second connection holds `LOCK TABLES … READ` on
+/// the table: every transaction that wrote the table has committed (the lock waits for
+/// them) and none can write it until the position is read, so the snapshot holds
+/// exactly the table's changes up to that position. (GTIDs are MariaDB's only.)
+async fn table_locked(conn: &mut Conn, of: &SnapshotOf<'_>) -> Result<BinlogPosition> {
+    conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
-        .map_err(|e| {
-            let inner = MysqlError::from_driver("lock for a consistent snapshot", e);
-            unsupported(format!(
-                "{inner}; MySQL snapshots need the RELOAD privilege"
-            ))
+        .context("set time zone")?;
+    let mut lock = of.pool.get_conn().await.context("connect")?;
+    lock.query_drop(format!(
+        "SET SESSION lock_wait_timeout = {TABLE_LOCK_WAIT_SECS}"
+    ))
+    .await
+    .context("lock wait timeout")?;
+    let table = format!("{}.{}", quote(of.database), quote(of.table));
+    lock.query_drop(format!("LOCK TABLES {table} READ"))
+        .await
+        .map_err(|e| match MysqlError::from_driver(format!("LOCK TABLES {table} READ"), e) {
+            MysqlError::Server { code: 1044 | 1142 | 1227, .. } => MysqlError::Unsupported {
+                message: format!("the source user may not lock {table}, which pins a MySQL snapshot chunk's binlog position"),
+                hint: Some("GRANT LOCK TABLES (with SELECT) on the schema to the source user".into()),
+            },
+            other => other,
         })?;
     let result = async {
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            .await
-            .context("start snapshot")?;
+        start_transaction(conn).await?;
         current(conn).await
     }
     .await;
-    conn.query_drop("UNLOCK TABLES").await.context("unlock")?;
+    let unlocked = lock.query_drop("UNLOCK TABLES").await;
+    if unlocked.is_ok() {
+        let _ = lock
+            .query_drop("SET SESSION lock_wait_timeout = DEFAULT")
+            .await;
+    } else {
+        // Closing the session releases its lock; never pool a connection holding one.
+        let _ = lock.disconnect().await;
+    }
     result
 }
 

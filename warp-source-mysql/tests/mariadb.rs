@@ -638,3 +638,87 @@ async fn pooled_connections_are_reused() {
         "{opened} connections opened for 12 chunk reads"
     );
 }
+
+/// A writer's session logging MINIMAL images (an UPDATE logs the key before and only the
+/// changed column after) stops the table: nothing lands in the wrong column or as a
+/// default over a real value.
+#[tokio::test]
+async fn a_partial_row_image_stops_the_table_instead_of_shifting_values() {
+    let (source, mut conn, _db) = setup(
+        "minimal_image",
+        &[
+            "CREATE TABLE m (id INT PRIMARY KEY, a VARCHAR(10), b VARCHAR(10))",
+            "INSERT INTO m VALUES (1, 'a', 'b')",
+        ],
+    )
+    .await;
+    let t = table(&source, "m").await;
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    conn.query_drop("SET SESSION binlog_row_image = MINIMAL")
+        .await
+        .unwrap();
+    conn.query_drop("UPDATE m SET b = 'x' WHERE id = 1")
+        .await
+        .unwrap();
+    let err = loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("an answer in time")
+            .expect("an item");
+        match item {
+            Ok(f) if f.changes.is_empty() => continue,
+            Ok(f) => panic!("a partial image was applied: {:?}", f.changes),
+            Err(e) => break e,
+        }
+    };
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("binlog_row_image"), "{err}");
+    assert!(err.hint().unwrap_or_default().contains("FULL"), "{err}");
+}
+
+/// DDL names resolve against the statement's own default database: truncating and
+/// dropping another schema's `orders` from a session in ours leaves our `orders` alone
+/// (read by name matching, ours was truncated at the destination, then failed).
+#[tokio::test]
+async fn ddl_on_another_schemas_table_of_the_same_name_leaves_ours_alone() {
+    let (source, mut conn, _db) = setup(
+        "ddl_scope",
+        &["CREATE TABLE orders (id INT PRIMARY KEY, v INT)"],
+    )
+    .await;
+    for sql in [
+        "DROP DATABASE IF EXISTS cw_ddl_scope_other",
+        "CREATE DATABASE cw_ddl_scope_other",
+        "CREATE TABLE cw_ddl_scope_other.orders (id INT PRIMARY KEY)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let t = table(&source, "orders").await;
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    // The session's default database is ours (`USE cw_ddl_scope`).
+    for sql in [
+        "TRUNCATE TABLE cw_ddl_scope_other.orders",
+        "DROP TABLE cw_ddl_scope_other.orders",
+        "ALTER TABLE orders ADD COLUMN w INT",
+        "INSERT INTO orders VALUES (1, 2, 3)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let mut changes = Vec::new();
+    while !changes.iter().any(|c| matches!(c, Change::Row(_))) {
+        changes.extend(next_fragment(&mut stream).await.changes);
+    }
+    assert!(
+        !changes.iter().any(|c| matches!(c, Change::Truncate)),
+        "{changes:?}"
+    );
+    assert_eq!(
+        rows_of(&changes),
+        [(
+            Operation::Insert,
+            vec![Value::Int(1), Value::Int(2), Value::Int(3)]
+        )]
+    );
+}
