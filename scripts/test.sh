@@ -24,6 +24,20 @@ echo "== deploy manifests (offline validators)" && scripts/deploy-check.sh
 echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doc tests" && cargo test --workspace --doc --locked
 
+# MySQL pins snapshot chunk positions with a brief table lock (MariaDB reports its own):
+# force that path on MariaDB through the SIGKILL and crash-point suites, and check it ran.
+echo "== MySQL's table-lock snapshot path on MariaDB (stress, failpoints)"
+mariadb_port=${WARP_TEST_MARIADB_URL##*:}
+lock_count() {
+  mariadb --protocol=tcp -h127.0.0.1 -P"$mariadb_port" -uroot -N \
+    -e "SHOW GLOBAL STATUS LIKE 'Com_lock_tables'" | awk '{print $2}'
+}
+locks_before=$(lock_count)
+WARP_MYSQL_SNAPSHOT_LOCK=table cargo nextest run -p warp-cli --locked \
+  --test stress_e2e --test failpoints_e2e -E 'test(mysql) | test(every_durable_step)'
+[ "$(lock_count)" -gt "$locks_before" ] \
+  || { echo "FAILED: the table-lock snapshot path was not taken" >&2; exit 1; }
+
 # Last, because they replace target/debug/cartridge-warp with the slim binaries.
 # Each slim build must still speak TLS to its databases (rustls is in every driver).
 tls_check() {
