@@ -6,6 +6,22 @@ pub mod replica;
 pub mod tls;
 
 /// The URL of a peer from its `WARP_TEST_*` variable (`scripts/peers.sh env` prints them).
+/// `attempt` until it succeeds or fails for good: transient errors are retried, as
+/// the engine does, for up to a minute (a deadline for a hung server, not a slow one).
+pub async fn retried<T, F, Fut>(attempt: F) -> warp_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = warp_core::Result<T>>,
+{
+    let backoff = warp_core::Backoff {
+        base: std::time::Duration::from_millis(50),
+        max: std::time::Duration::from_secs(1),
+    };
+    backoff
+        .retry_transient(std::time::Duration::from_secs(60), attempt)
+        .await
+}
+
 pub fn peer_url(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: start the peers with `scripts/peers.sh start` and export `scripts/peers.sh env`, or run scripts/test.sh")

@@ -20,6 +20,7 @@ use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
 use crate::position::BinlogPosition;
 use crate::unhandled::{self, Refused, Undecoded};
+use crate::xa::{self, XaLedger, XaStatement};
 
 /// Changes sent per fragment inside a large source transaction.
 const FRAGMENT_CHANGES: usize = 2_000;
@@ -85,6 +86,12 @@ struct Reader {
     ready: VecDeque<FeedItem>,
     txn_ts: Option<DateTime<Utc>>,
     zero_dates: ZeroDates,
+    /// Where the transaction being read began (the end of the one before it).
+    boundary: BinlogPosition,
+    /// The consumer's start, when the dump began earlier (at a prepared XA transaction):
+    /// transactions up to here are read again for their XA state, not handed out.
+    replay_until: Option<BinlogPosition>,
+    xa: XaLedger,
 }
 
 /// What a binlog feed needs besides its tables and start.
@@ -121,6 +128,9 @@ pub async fn feed(
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
         .context("set capability")?;
+    // From the start of an XA transaction still prepared at `from`, if any, so its
+    // changes are read again (what lies between is at or before the checkpoints).
+    let (dump_file, dump_pos) = from.dump_start();
     let request = if by_gtid {
         // The file/offset does not belong to this server's history (failover): resume
         // after the recorded GTIDs instead.
@@ -133,8 +143,8 @@ pub async fn feed(
             .with_pos(4u64)
     } else {
         BinlogStreamRequest::new(setup.server_id)
-            .with_filename(from.file.as_bytes())
-            .with_pos(from.pos)
+            .with_filename(dump_file.as_bytes())
+            .with_pos(dump_pos)
     };
     let stream = conn
         .get_binlog_stream(request)
@@ -153,7 +163,13 @@ pub async fn feed(
         tables: tables.into_iter().map(Some).collect(),
         by_name,
         learnt: setup.learnt,
-        file: from.file.clone(),
+        file: from.dump_start().0,
+        boundary: {
+            let (file, pos) = from.dump_start();
+            BinlogPosition::new(file, pos)
+        },
+        xa: XaLedger::default(),
+        replay_until: (!by_gtid && from.resume_at.is_some()).then(|| from.clone()),
         pending: Vec::new(),
         ready: VecDeque::new(),
         txn_ts: None,
@@ -173,19 +189,83 @@ impl Reader {
     fn position(&self, log_pos: u32) -> BinlogPosition {
         let mut p = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
         p.gtid = self.gtid.render();
+        p.resume_at = self.xa.resume_from().map(|r| (r.file, r.pos));
         p
     }
 
-    fn commit(&mut self, log_pos: u32, ts: Option<DateTime<Utc>>) -> warp_core::Result<FeedItem> {
+    /// The transaction read so far, committed at `log_pos`; `None` while replaying what
+    /// the consumer already has (a dump started early to read a prepared XA again).
+    fn commit(
+        &mut self,
+        log_pos: u32,
+        ts: Option<DateTime<Utc>>,
+    ) -> warp_core::Result<Option<FeedItem>> {
+        self.boundary = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
+        if let Some(until) = &self.replay_until {
+            if self.boundary <= *until {
+                self.pending.clear();
+                self.txn_ts = None;
+                return Ok(None);
+            }
+            self.replay_until = None;
+        }
         let commit = Commit {
             position: self.position(log_pos).encode()?,
             source_ts: ts.or(self.txn_ts),
         };
         self.txn_ts = None;
-        Ok(FeedItem::Fragment {
+        Ok(Some(FeedItem::Fragment {
             changes: std::mem::take(&mut self.pending),
             commit: Some(commit),
-        })
+        }))
+    }
+
+    /// An XA statement: `Some` when it completes something to hand to the engine.
+    fn xa_statement(
+        &mut self,
+        xa: XaStatement,
+        log_pos: u32,
+        ts: Option<DateTime<Utc>>,
+    ) -> warp_core::Result<Option<FeedItem>> {
+        match xa {
+            XaStatement::Start(xid) => {
+                self.xa.start(xid);
+                self.txn_ts = ts;
+                Ok(None)
+            }
+            XaStatement::End => Ok(None),
+            XaStatement::CommitOnePhase => {
+                self.xa.commit_one_phase();
+                self.commit(log_pos, ts)
+            }
+            XaStatement::Commit(xid) => match self.xa.commit(&xid) {
+                Some(changes) => {
+                    self.pending = changes;
+                    self.commit(log_pos, ts)
+                }
+                None => {
+                    // Prepared before this reader's first position: its changes are not
+                    // in the rows copied (uncommitted then) and not read here.
+                    let error = || {
+                        warp_core::Error::source_permanent(
+                            format!("XA transaction {xid} was prepared before this table's start position and committed after it; its changes cannot be read"),
+                            Some("resync the table (cartridge-warp resync) once no XA transaction is prepared at the source (XA RECOVER)".to_owned()),
+                        )
+                    };
+                    for index in 0..self.tables.len() {
+                        if self.tables[index].is_some() {
+                            self.fail(index, error());
+                        }
+                    }
+                    self.commit(log_pos, ts)
+                }
+            },
+            XaStatement::Rollback(xid) => {
+                self.xa.rollback(&xid);
+                self.pending.clear();
+                self.commit(log_pos, ts)
+            }
+        }
     }
 
     /// Takes `index` out of the feed with `error`, reported before the next read.
@@ -228,6 +308,10 @@ impl Reader {
             let log_pos = header.log_pos();
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 self.gtid.observe(event.data(), header.server_id());
+                if let Some(xid) = xa::mariadb_xa_start(event.data()) {
+                    self.xa.start(xid);
+                    self.txn_ts = DateTime::from_timestamp(i64::from(header.timestamp()), 0);
+                }
                 continue;
             }
             let ts = DateTime::from_timestamp(i64::from(header.timestamp()), 0);
@@ -251,23 +335,51 @@ impl Reader {
                     self.file = crate::rotate::target(&event);
                 }
                 EventData::HeartbeatEvent if self.pending.is_empty() && log_pos > 0 => {
-                    return self.commit(log_pos, Some(Utc::now()));
+                    match self.commit(log_pos, Some(Utc::now()))? {
+                        Some(item) => return Ok(item),
+                        None => continue,
+                    }
+                }
+                EventData::XaPrepareLogEvent(_) => {
+                    let changes = std::mem::take(&mut self.pending);
+                    if !self.xa.prepare(changes, self.boundary.clone()) {
+                        return Err(warp_core::Error::source_permanent(
+                            format!(
+                                "{}: an XA PREPARE without its XA START in the binlog",
+                                self.file
+                            ),
+                            None,
+                        ));
+                    }
+                    self.boundary = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
+                    self.txn_ts = None;
                 }
                 EventData::QueryEvent(q) => {
                     let sql = q.query().into_owned();
+                    if let Some(xa) = XaStatement::parse(&sql) {
+                        if let Some(item) = self.xa_statement(xa, log_pos, ts)? {
+                            return Ok(item);
+                        }
+                        continue;
+                    }
                     let trimmed = sql.trim().to_ascii_uppercase();
                     if trimmed == "BEGIN" {
                         self.txn_ts = ts;
                         continue;
                     }
-                    if trimmed == "COMMIT" {
-                        return self.commit(log_pos, ts);
-                    }
-                    if self.ddl(&q.schema(), &sql).await? {
-                        return self.commit(log_pos, ts);
+                    let ends = trimmed == "COMMIT" || self.ddl(&q.schema(), &sql).await?;
+                    if ends {
+                        match self.commit(log_pos, ts)? {
+                            Some(item) => return Ok(item),
+                            None => continue,
+                        }
                     }
                 }
-                EventData::XidEvent(_) => return self.commit(log_pos, ts),
+                EventData::XidEvent(_) => {
+                    if let Some(item) = self.commit(log_pos, ts)? {
+                        return Ok(item);
+                    }
+                }
                 // Its inner events would otherwise pass unread.
                 EventData::TransactionPayloadEvent(_) => {
                     return Err(self.refuse(Refused::TransactionPayload))
@@ -292,7 +404,11 @@ impl Reader {
                     }
                     let tme = tme.clone();
                     self.rows(index, &rows, &tme)?;
-                    if self.pending.len() >= FRAGMENT_CHANGES {
+                    // An XA transaction is held whole until its outcome is known.
+                    if self.pending.len() >= FRAGMENT_CHANGES
+                        && !self.xa.reading()
+                        && self.replay_until.is_none()
+                    {
                         return Ok(FeedItem::Fragment {
                             changes: std::mem::take(&mut self.pending),
                             commit: None,

@@ -24,6 +24,9 @@ pub enum MysqlError {
         #[source]
         source: Option<mysql_async::Error>,
     },
+    /// The source is in a state that passes (an XA transaction prepared): retried.
+    #[error("{context}: {message}")]
+    Busy { context: String, message: String },
     /// Something about the source cannot work as configured.
     #[error("{message}")]
     Unsupported {
@@ -94,7 +97,7 @@ impl MysqlError {
             return true;
         }
         match self {
-            Self::Connection { .. } => true,
+            Self::Connection { .. } | Self::Busy { .. } => true,
             Self::Server { code, .. } => TRANSIENT_CODES.contains(code),
             Self::Unsupported { .. } | Self::Tls { .. } => false,
         }

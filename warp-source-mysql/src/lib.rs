@@ -16,6 +16,7 @@ mod rotate;
 mod snapshot;
 mod types;
 mod unhandled;
+mod xa;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -261,9 +262,13 @@ impl MysqlSource {
                 database: &self.database,
                 table: &t.schema.id.name,
             };
-            snapshot::begin_snapshot(conn, of, stream_start)
-                .await?
-                .encode()
+            let position = snapshot::begin_snapshot(conn, of, stream_start).await?;
+            if stream_start {
+                // Checked once the position is taken: a transaction prepared before it
+                // and still undecided would commit into neither the copy nor the stream.
+                snapshot::no_prepared_xa(&mut self.connect.conn().await?).await?;
+            }
+            position.encode()
         }
     }
 
@@ -399,7 +404,9 @@ impl Source for MysqlSource {
             .encode();
         }
         let mut conn = self.connect.conn().await?;
-        Ok(snapshot::current(&mut conn).await?.encode()?)
+        let position = snapshot::current(&mut conn).await?;
+        snapshot::no_prepared_xa(&mut conn).await?;
+        Ok(position.encode()?)
     }
 
     async fn stream(

@@ -13,6 +13,11 @@ pub struct BinlogPosition {
     /// MariaDB GTID position (`domain-server-seq`), when the server reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// Where a reader resuming from here starts its dump, when earlier than the position
+    /// itself: the start (file, offset) of an XA transaction prepared before it and not
+    /// yet committed or rolled back. Not part of the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_at: Option<(String, u64)>,
 }
 
 impl BinlogPosition {
@@ -21,7 +26,15 @@ impl BinlogPosition {
             file: file.into(),
             pos,
             gtid: None,
+            resume_at: None,
         }
+    }
+
+    /// Where a dump that must deliver everything after this position starts.
+    pub fn dump_start(&self) -> (String, u64) {
+        self.resume_at
+            .clone()
+            .unwrap_or_else(|| (self.file.clone(), self.pos))
     }
 
     pub fn encode(&self) -> Result<Position> {

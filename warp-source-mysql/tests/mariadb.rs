@@ -722,3 +722,87 @@ async fn ddl_on_another_schemas_table_of_the_same_name_leaves_ours_alone() {
         )]
     );
 }
+
+/// XA transactions apply when committed, at the commit's position, never when only
+/// prepared, and never when rolled back; a stream resumed between the prepare and the
+/// commit still delivers them.
+#[tokio::test]
+async fn xa_transactions_apply_only_when_committed_and_survive_a_resume() {
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    // A prepared transaction outlives its session: one left by an earlier failed run
+    // would hold the table's locks.
+    let mut admin = mysql_async::Conn::from_url(&url).await.unwrap();
+    let left: Vec<(i64, i64, i64, String)> = admin.query("XA RECOVER").await.unwrap();
+    for (_, _, _, xid) in left.iter().filter(|x| x.3.starts_with("cw_xa_")) {
+        admin
+            .query_drop(format!("XA ROLLBACK '{xid}'"))
+            .await
+            .unwrap();
+    }
+    let (source, mut conn, db) = setup("xa", &["CREATE TABLE x (id INT PRIMARY KEY)"]).await;
+    // A session with a prepared XA transaction runs nothing but its outcome.
+    let mut other = mysql_async::Conn::from_url(format!("{url}/{db}"))
+        .await
+        .unwrap();
+    let t = table(&source, "x").await;
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    let (gone, kept) = ("cw_xa_gone", "cw_xa_kept");
+    for (session, sql) in [
+        (0, format!("XA START '{gone}'")),
+        (0, "INSERT INTO x VALUES (1)".into()),
+        (0, format!("XA END '{gone}'")),
+        (0, format!("XA PREPARE '{gone}'")),
+        (1, "INSERT INTO x VALUES (2)".into()),
+        (0, format!("XA ROLLBACK '{gone}'")),
+        (0, format!("XA START '{kept}'")),
+        (0, "INSERT INTO x VALUES (3)".into()),
+        (0, format!("XA END '{kept}'")),
+        (0, format!("XA PREPARE '{kept}'")),
+        (1, "INSERT INTO x VALUES (4)".into()),
+    ] {
+        let c = if session == 0 { &mut conn } else { &mut other };
+        c.query_drop(sql).await.unwrap();
+    }
+    // Until `kept` commits: 2 and 4 only.
+    let mut seen = Vec::new();
+    let mut after_four = None;
+    while after_four.is_none() {
+        let fragment = next_fragment(&mut stream).await;
+        for (op, values) in rows_of(&fragment.changes) {
+            assert_eq!(op, Operation::Insert);
+            seen.push(values[0].clone());
+            if values[0] == Value::Int(4) {
+                after_four = fragment.commit.clone().map(|c| c.position);
+            }
+        }
+    }
+    assert_eq!(seen, [Value::Int(2), Value::Int(4)]);
+    // No stream starts while it is prepared: its commit would land in neither the copy
+    // nor the stream (retried by the engine until it is decided).
+    let read = source.schema.table("x").read_settings();
+    let waits = source
+        .source
+        .plan_snapshot(&t, &read, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        waits.is_transient() && waits.to_string().contains("XA transaction(s) prepared"),
+        "{waits}"
+    );
+    // A reader resumed from there (a restart) reads `kept` again and applies it at its
+    // commit; the first stream does the same.
+    let mut resumed = source.stream(&t, &after_four.unwrap()).await.unwrap();
+    conn.query_drop(format!("XA COMMIT '{kept}'"))
+        .await
+        .unwrap();
+    for s in [&mut stream, &mut resumed] {
+        let rows = loop {
+            let rows = rows_of(&next_fragment(s).await.changes);
+            if !rows.is_empty() {
+                break rows;
+            }
+        };
+        assert_eq!(rows, [(Operation::Insert, vec![Value::Int(3)])]);
+    }
+}

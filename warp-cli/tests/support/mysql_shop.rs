@@ -187,8 +187,9 @@ impl Shop {
             .find(|t| t.id.name == table)
             .unwrap();
         let read = schema.table(table).read_settings();
-        let plan = source
-            .plan_snapshot(&t, &read, usize::MAX / 2)
+        // Retried while transient, as the engine does (a start position waits while
+        // an XA transaction is prepared).
+        let plan = warp_e2e::retried(|| source.plan_snapshot(&t, &read, usize::MAX / 2))
             .await
             .unwrap();
         let mut src = Vec::new();

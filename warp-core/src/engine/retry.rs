@@ -1,7 +1,8 @@
 //! Exponential backoff with jitter, capped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -23,20 +24,36 @@ impl Backoff {
     }
 }
 
-/// A uniform value in [0, 1) from a splitmix64 sequence seeded by the clock; jitter needs
-/// spread, not cryptographic quality.
+impl Backoff {
+    /// `attempt`, again after each transient error (waiting [`Backoff::delay`]) until
+    /// `patience` has passed; a permanent error or success ends it. For tools that read a
+    /// source outside the engine (the engine has its own retry and failure states).
+    pub async fn retry_transient<T, F, Fut>(&self, patience: Duration, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Err(e) if e.is_transient() => {
+                    let delay = self.delay(tries);
+                    if tokio::time::Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A uniform value in [0, 1): jitter needs spread, not cryptographic quality.
 fn unit_random() -> f64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = STATE
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(seed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 #[cfg(test)]

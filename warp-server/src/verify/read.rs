@@ -6,13 +6,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use warp_core::{
-    Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, ReadSettings, Row,
-    Source, TableSchema, Target,
+    Backoff, Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, ReadSettings,
+    Row, Source, TableSchema, Target,
 };
 use warp_sink_postgres::verify::{canonical, Fix};
 use warp_sink_postgres::PostgresSink;
 
 use super::compare::{hash_text, Entry, Side};
+
+/// Source reads are retried while their error is transient (the source busy, e.g. a
+/// start position waiting for a prepared XA transaction), as the engine would.
+const TRANSIENT_PATIENCE: Duration = Duration::from_secs(60);
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
 /// Rows per source read (the source pages them further).
 const READ_CHUNK: usize = 10_000;
@@ -75,9 +83,10 @@ impl<'a> Reader<'a> {
         catch_up: Duration,
     ) -> Result<(Side, Side), Error> {
         let source = self.source_side(keep).await?;
-        let position = self
-            .source
-            .current_position(self.landed, &self.read)
+        let position = BACKOFF
+            .retry_transient(TRANSIENT_PATIENCE, || {
+                self.source.current_position(self.landed, &self.read)
+            })
             .await?;
         self.wait_until_landed(&position, catch_up).await?;
         Ok((source, self.destination_side().await?))
@@ -105,9 +114,11 @@ impl<'a> Reader<'a> {
 
     async fn source_side(&self, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
         let mut side = Side::default();
-        let plan = self
-            .source
-            .plan_snapshot(self.landed, &self.read, READ_CHUNK)
+        let plan = BACKOFF
+            .retry_transient(TRANSIENT_PATIENCE, || {
+                self.source
+                    .plan_snapshot(self.landed, &self.read, READ_CHUNK)
+            })
             .await?;
         for chunk in &plan.chunks {
             let mut pages = self

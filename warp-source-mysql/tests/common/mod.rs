@@ -35,14 +35,15 @@ impl Configured {
         self.source.discover(&self.schema).await
     }
 
+    /// Retried while transient, as the engine does (a start position waits while another
+    /// test holds an XA transaction prepared).
     pub async fn plan_snapshot(
         &self,
         t: &TableSchema,
         chunk_rows: usize,
     ) -> warp_core::Result<SnapshotPlan> {
-        self.source
-            .plan_snapshot(t, &self.read(t), chunk_rows)
-            .await
+        let read = self.read(t);
+        warp_e2e::retried(|| self.source.plan_snapshot(t, &read, chunk_rows)).await
     }
 
     pub async fn read_chunk(
@@ -53,8 +54,10 @@ impl Configured {
         self.source.read_chunk(t, &self.read(t), chunk).await
     }
 
+    /// Retried while transient, as [`Configured::plan_snapshot`].
     pub async fn current_position(&self, t: &TableSchema) -> warp_core::Result<Position> {
-        self.source.current_position(t, &self.read(t)).await
+        let read = self.read(t);
+        warp_e2e::retried(|| self.source.current_position(t, &read)).await
     }
 
     pub async fn stream(&self, t: &TableSchema, from: &Position) -> warp_core::Result<Fragments> {
