@@ -513,15 +513,10 @@ impl Reader {
                     .collect(),
                 None => self.mentioned(default_db, sql),
             };
-        let mut named: Vec<usize> = Vec::new();
         for &(index, effect) in &effects {
-            if named.contains(&index) && effect == Effect::Reshaped {
-                continue; // looked up once per statement
-            }
-            named.push(index);
             self.apply_ddl(index, effect, sql).await?;
         }
-        Ok(!named.is_empty())
+        Ok(!effects.is_empty())
     }
 
     /// A statement the parser does not read: every served table it mentions is looked up
@@ -569,7 +564,7 @@ impl Reader {
                     Some("remove it from the whitelist, or re-create it and resync".to_owned()),
                 ),
             ),
-            Effect::Reshaped => {
+            Effect::Reshaped | Effect::Replaced => {
                 let mut conn = self.pool.get_conn().await.context("connect")?;
                 let fresh =
                     discover::tables(&mut conn, &self.database, Some(&table.schema.id.name))
@@ -591,7 +586,12 @@ impl Reader {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(fresh.schema.id.name.clone(), fresh.clone());
-                let (merged, changes) = crate::ddl::diff(&table, fresh, sql);
+                let scope = if effect == Effect::Replaced {
+                    crate::ddl::Scope::Whole
+                } else {
+                    crate::ddl::Scope::Named
+                };
+                let (merged, changes) = crate::ddl::diff(&table, fresh, sql, scope);
                 self.tables[index] = Some(merged);
                 self.pending
                     .extend(changes.into_iter().map(|c| TableChange {

@@ -48,11 +48,26 @@ fn mentions(sql: &str, column: &str) -> bool {
         .any(|w| w == column)
 }
 
-/// The merged shape (old positions kept) and the changes `sql` makes to `old`. Only
-/// columns the statement names change: the catalog may already reflect later statements
-/// when the reader is behind, and those are applied when their own events arrive.
-pub fn diff(old: &MysqlTable, fresh: MysqlTable, sql: &str) -> (MysqlTable, Vec<SchemaChange>) {
+/// Which columns a statement may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only the columns it names: the catalog may already reflect later statements when
+    /// the reader is behind, and those are applied when their own events arrive.
+    Named,
+    /// Every column: another table took this one's name (an online schema change's
+    /// swap), so its whole shape is new and the statement names none of its columns.
+    Whole,
+}
+
+/// The merged shape (old positions kept) and the changes `sql` makes to `old`.
+pub fn diff(
+    old: &MysqlTable,
+    fresh: MysqlTable,
+    sql: &str,
+    scope: Scope,
+) -> (MysqlTable, Vec<SchemaChange>) {
     let renamed = renames(sql);
+    let mentions = |sql: &str, column: &str| scope == Scope::Whole || mentions(sql, column);
     let mut merged = old.clone();
     let mut changes = Vec::new();
     let find = |name: &str| {
@@ -177,7 +192,7 @@ mod tests {
             ("title", "varchar(10)"),
             ("extra", "int(11)"),
         ]);
-        let (merged, changes) = diff(&old, fresh, "ALTER TABLE t MODIFY id BIGINT, RENAME COLUMN `name` TO `title`, DROP legacy, ADD extra INT");
+        let (merged, changes) = diff(&old, fresh, "ALTER TABLE t MODIFY id BIGINT, RENAME COLUMN `name` TO `title`, DROP legacy, ADD extra INT", Scope::Named);
         assert_eq!(
             changes,
             vec![
@@ -221,6 +236,7 @@ mod tests {
             &old,
             fresh.clone(),
             "ALTER TABLE t ADD COLUMN status VARCHAR(8)",
+            Scope::Named,
         );
         assert_eq!(
             changes,
@@ -229,7 +245,12 @@ mod tests {
                 ColumnType::Text { max_len: Some(8) }
             ))]
         );
-        let (_, changes) = diff(&merged, fresh, "ALTER TABLE t RENAME COLUMN name TO title");
+        let (_, changes) = diff(
+            &merged,
+            fresh,
+            "ALTER TABLE t RENAME COLUMN name TO title",
+            Scope::Named,
+        );
         assert_eq!(
             changes,
             vec![SchemaChange::RenameColumn {

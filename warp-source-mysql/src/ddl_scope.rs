@@ -10,13 +10,16 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 /// What a statement does to one table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Effect {
+    /// Its shape may have changed, or it may be gone or new (renames, creation): the
+    /// catalog says which, for the columns the statement names.
+    Reshaped,
+    /// Another table took its name (`RENAME TABLE x TO t`, an online schema change's
+    /// swap): its whole shape is the other table's.
+    Replaced,
     Truncated,
     Dropped,
-    /// Its shape may have changed, or it may be gone or new (renames, swaps, creation):
-    /// the catalog says which.
-    Reshaped,
 }
 
 /// The tables of `database` that `sql` touches (names as written), with the effect on
@@ -60,14 +63,14 @@ pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(Strin
                         table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
                     } = op
                     {
-                        add(to, Effect::Reshaped);
+                        add(to, Effect::Replaced);
                     }
                 }
             }
             Statement::RenameTable(renames) => {
                 for r in renames {
                     add(&r.old_name, Effect::Reshaped);
-                    add(&r.new_name, Effect::Reshaped);
+                    add(&r.new_name, Effect::Replaced);
                 }
             }
             Statement::CreateTable(create) if !create.temporary => {
@@ -77,7 +80,16 @@ pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(Strin
             _ => {}
         }
     }
-    Some(out)
+    // One effect per table, the strongest (the later variant): a table both renamed away
+    // and replaced in one statement (a swap) is replaced.
+    let mut merged: Vec<(String, Effect)> = Vec::new();
+    for (table, effect) in out {
+        match merged.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, e)) => *e = (*e).max(effect),
+            None => merged.push((table, effect)),
+        }
+    }
+    Some(merged)
 }
 
 /// The table's name when `name` resolves into `database` (database names compare
@@ -150,17 +162,16 @@ mod tests {
         assert_eq!(
             of("RENAME TABLE `shop`.`orders` TO `shop`.`_orders_del`, `shop`.`_orders_gho` TO `shop`.`orders`", "shop"),
             vec![
-                ("orders".to_owned(), Effect::Reshaped),
-                ("_orders_del".to_owned(), Effect::Reshaped),
+                ("orders".to_owned(), Effect::Replaced),
+                ("_orders_del".to_owned(), Effect::Replaced),
                 ("_orders_gho".to_owned(), Effect::Reshaped),
-                ("orders".to_owned(), Effect::Reshaped),
             ]
         );
         assert_eq!(
             of("ALTER TABLE orders RENAME TO orders_old", "shop"),
             vec![
                 ("orders".to_owned(), Effect::Reshaped),
-                ("orders_old".to_owned(), Effect::Reshaped)
+                ("orders_old".to_owned(), Effect::Replaced)
             ]
         );
         assert_eq!(of("GRANT SELECT ON shop.* TO u", "shop"), vec![]);

@@ -806,3 +806,87 @@ async fn xa_transactions_apply_only_when_committed_and_survive_a_resume() {
         assert_eq!(rows, [(Operation::Insert, vec![Value::Int(3)])]);
     }
 }
+
+/// Online schema changes end by swapping a rebuilt table in under the old name, in a
+/// statement that names no column: gh-ost's and pt-online-schema-change's statement
+/// sequences, replayed, deliver the new column and every value written after the swap.
+#[tokio::test]
+async fn online_schema_change_swaps_bring_the_new_shape() {
+    let (source, mut conn, _db) = setup(
+        "osc",
+        &[
+            "CREATE TABLE ghost (id INT PRIMARY KEY, v INT)",
+            "CREATE TABLE ptosc (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO ghost VALUES (1, 1)",
+            "INSERT INTO ptosc VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let tool_runs: [(&str, &[&str]); 2] = [
+        (
+            "ghost",
+            &[
+                // gh-ost: ghost and changelog tables, row copy, then the atomic cut-over.
+                "CREATE TABLE _ghost_gho LIKE ghost",
+                "ALTER TABLE _ghost_gho ADD COLUMN note VARCHAR(20) DEFAULT 'new'",
+                "CREATE TABLE _ghost_ghc (id BIGINT AUTO_INCREMENT PRIMARY KEY, hint VARCHAR(64))",
+                "INSERT IGNORE INTO _ghost_gho (id, v) SELECT id, v FROM ghost",
+                "INSERT INTO ghost VALUES (2, 2)",
+                "REPLACE INTO _ghost_gho (id, v) VALUES (2, 2)",
+                "RENAME TABLE ghost TO _ghost_del, _ghost_gho TO ghost",
+                "DROP TABLE IF EXISTS _ghost_del",
+                "DROP TABLE IF EXISTS _ghost_ghc",
+                "INSERT INTO ghost VALUES (3, 3, 'after')",
+            ],
+        ),
+        (
+            "ptosc",
+            &[
+                // pt-online-schema-change: new table, triggers, chunked copy, swap.
+                "CREATE TABLE _ptosc_new LIKE ptosc",
+                "ALTER TABLE _ptosc_new ADD COLUMN note VARCHAR(20) DEFAULT 'new'",
+                "CREATE TRIGGER pt_osc_ins AFTER INSERT ON ptosc FOR EACH ROW \
+                 REPLACE INTO _ptosc_new (id, v) VALUES (NEW.id, NEW.v)",
+                "INSERT LOW_PRIORITY IGNORE INTO _ptosc_new (id, v) SELECT id, v FROM ptosc LOCK IN SHARE MODE",
+                "INSERT INTO ptosc VALUES (2, 2)",
+                "RENAME TABLE ptosc TO _ptosc_old, _ptosc_new TO ptosc",
+                "DROP TABLE IF EXISTS _ptosc_old",
+                "INSERT INTO ptosc VALUES (3, 3, 'after')",
+            ],
+        ),
+    ];
+    for (name, statements) in tool_runs {
+        let t = table(&source, name).await;
+        let start = source.current_position(&t).await.unwrap();
+        let mut stream = source.stream(&t, &start).await.unwrap();
+        for sql in statements {
+            conn.query_drop(*sql).await.unwrap();
+        }
+        let mut changes = Vec::new();
+        while !rows_of(&changes)
+            .iter()
+            .any(|(_, values)| values[0] == Value::Int(3))
+        {
+            changes.extend(next_fragment(&mut stream).await.changes);
+        }
+        let added: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Schema(warp_core::SchemaChange::AddColumn(col)) => Some(col.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(added, ["note"], "{name}: {changes:?}");
+        assert_eq!(
+            rows_of(&changes),
+            [
+                (Operation::Insert, vec![Value::Int(2), Value::Int(2)]),
+                (
+                    Operation::Insert,
+                    vec![Value::Int(3), Value::Int(3), Value::Text("after".into())]
+                )
+            ],
+            "{name}"
+        );
+    }
+}
