@@ -25,7 +25,8 @@ echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fai
 echo "== doc tests" && cargo test --workspace --doc --locked
 
 # MySQL pins snapshot chunk positions with a brief table lock (MariaDB reports its own):
-# force that path on MariaDB through the SIGKILL and crash-point suites, and check it ran.
+# force that path on MariaDB through the SIGKILL, crash-point and 51-table suites, and
+# check it ran.
 echo "== MySQL's table-lock snapshot path on MariaDB (stress, failpoints)"
 mariadb_port=${WARP_TEST_MARIADB_URL##*:}
 lock_count() {
@@ -34,7 +35,8 @@ lock_count() {
 }
 locks_before=$(lock_count)
 WARP_MYSQL_SNAPSHOT_LOCK=table cargo nextest run -p warp-cli --locked \
-  --test stress_e2e --test failpoints_e2e -E 'test(mysql) | test(every_durable_step)'
+  --test stress_e2e --test failpoints_e2e --test feed_e2e \
+  -E 'test(mysql) | test(every_durable_step) | test(fifty_one_tables)'
 [ "$(lock_count)" -gt "$locks_before" ] \
   || { echo "FAILED: the table-lock snapshot path was not taken" >&2; exit 1; }
 

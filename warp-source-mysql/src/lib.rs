@@ -258,15 +258,16 @@ impl MysqlSource {
             w.encode()
         } else {
             let of = snapshot::SnapshotOf {
-                pool: &self.connect.pool().await?,
+                opts: &self.connect.opts().await?,
                 database: &self.database,
                 table: &t.schema.id.name,
             };
             let position = snapshot::begin_snapshot(conn, of, stream_start).await?;
             if stream_start {
-                // Checked once the position is taken: a transaction prepared before it
-                // and still undecided would commit into neither the copy nor the stream.
-                snapshot::no_prepared_xa(&mut self.connect.conn().await?).await?;
+                // Checked once the position is taken, on the snapshot's own connection: a
+                // transaction prepared before it and still undecided would commit into
+                // neither the copy nor the stream.
+                snapshot::no_prepared_xa(conn).await?;
             }
             position.encode()
         }

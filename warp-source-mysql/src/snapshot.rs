@@ -52,9 +52,11 @@ async fn start_transaction(conn: &mut Conn) -> Result<()> {
 /// long transaction holds it off); the chunk is then retried.
 const TABLE_LOCK_WAIT_SECS: u32 = 10;
 
-/// The table a snapshot reads, and where a second connection for its lock comes from.
+/// The table a snapshot reads, and how to open the second connection its lock needs
+/// (outside the pool: a snapshot holding one pooled connection and waiting for another
+/// could exhaust the pool when many tables start at once).
 pub struct SnapshotOf<'a> {
-    pub pool: &'a Pool,
+    pub opts: &'a mysql_async::Opts,
     pub database: &'a str,
     pub table: &'a str,
 }
@@ -139,7 +141,7 @@ async fn table_locked(conn: &mut Conn, of: &SnapshotOf<'_>) -> Result<BinlogPosi
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .context("set time zone")?;
-    let mut lock = of.pool.get_conn().await.context("connect")?;
+    let mut lock = Conn::new(of.opts.clone()).await.context("connect")?;
     lock.query_drop(format!(
         "SET SESSION lock_wait_timeout = {TABLE_LOCK_WAIT_SECS}"
     ))
@@ -160,15 +162,9 @@ async fn table_locked(conn: &mut Conn, of: &SnapshotOf<'_>) -> Result<BinlogPosi
         current(conn).await
     }
     .await;
-    let unlocked = lock.query_drop("UNLOCK TABLES").await;
-    if unlocked.is_ok() {
-        let _ = lock
-            .query_drop("SET SESSION lock_wait_timeout = DEFAULT")
-            .await;
-    } else {
-        // Closing the session releases its lock; never pool a connection holding one.
-        let _ = lock.disconnect().await;
-    }
+    // Closing the session releases the lock whatever UNLOCK TABLES answered.
+    let _ = lock.query_drop("UNLOCK TABLES").await;
+    let _ = lock.disconnect().await;
     result
 }
 
