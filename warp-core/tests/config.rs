@@ -636,32 +636,6 @@ fn connector_keys_are_left_to_the_connector() {
     }
 }
 
-/// The keys a config struct accepts, as serde lists them when refusing an unknown one.
-fn accepted<T: serde::de::DeserializeOwned>() -> Vec<String> {
-    let Err(e) = serde_json::from_str::<T>(r#"{"no_such_key_at_all": 1}"#) else {
-        panic!("an unknown key is refused");
-    };
-    let message = e.to_string();
-    let (_, list) = message
-        .split_once("expected one of ")
-        .or_else(|| message.split_once("expected "))
-        .unwrap_or_else(|| panic!("{message}"));
-    list.split(", ")
-        .filter_map(|k| k.split('`').nth(1))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// docs/configuration.md between `### <heading>` and the next heading.
-fn documented(heading: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
-    let start = text
-        .find(&format!("### {heading}\n"))
-        .unwrap_or_else(|| panic!("docs/configuration.md has a `### {heading}` section"));
-    let rest = &text[start + heading.len() + 5..];
-    rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
-}
-
 /// Every key the loader accepts is documented in its section of docs/configuration.md,
 /// and every scalar key outside `schemas[]` can be set by a variable (`env-help`), so a
 /// key added to the code without a word for users — or documented but never read —
@@ -671,17 +645,38 @@ fn documented(heading: &str) -> String {
 fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
     use warp_core::config::*;
     let sections: [(&str, Vec<String>); 8] = [
-        ("Top level", accepted::<WarpConfig>()),
-        ("`performance`", accepted::<PerformanceConfig>()),
+        (
+            "Top level",
+            warp_core::testing::accepted_keys::<WarpConfig>(),
+        ),
+        (
+            "`performance`",
+            warp_core::testing::accepted_keys::<PerformanceConfig>(),
+        ),
         (
             "`source`",
             SHARED_SOURCE_KEYS.iter().map(|k| (*k).to_owned()).collect(),
         ),
-        ("`destination`", accepted::<DestinationConfig>()),
-        ("`schemas[]`", accepted::<SchemaConfig>()),
-        ("Per-table keys", accepted::<TableSettings>()),
-        ("`monitoring`", accepted::<MonitoringConfig>()),
-        ("`logging`", accepted::<LoggingConfig>()),
+        (
+            "`destination`",
+            warp_core::testing::accepted_keys::<DestinationConfig>(),
+        ),
+        (
+            "`schemas[]`",
+            warp_core::testing::accepted_keys::<SchemaConfig>(),
+        ),
+        (
+            "Per-table keys",
+            warp_core::testing::accepted_keys::<TableSettings>(),
+        ),
+        (
+            "`monitoring`",
+            warp_core::testing::accepted_keys::<MonitoringConfig>(),
+        ),
+        (
+            "`logging`",
+            warp_core::testing::accepted_keys::<LoggingConfig>(),
+        ),
     ];
     let sections_of_top = [
         "performance",
@@ -691,11 +686,11 @@ fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
         "monitoring",
         "logging",
     ];
-    let per_table = accepted::<TableSettings>();
+    let per_table = warp_core::testing::accepted_keys::<TableSettings>();
     let variables: Vec<&str> = env_keys().iter().map(|k| k.path).collect();
     for (heading, keys) in &sections {
         assert!(keys.len() > 2, "{heading}: {keys:?}");
-        let doc = documented(heading);
+        let doc = warp_core::testing::documented_section(&repo(), heading);
         for key in keys {
             if *heading == "Top level" && sections_of_top.contains(&key.as_str()) {
                 continue;

@@ -193,45 +193,20 @@ fn mysql_tls_keys_are_checked_against_each_other() {
     assert!(text.contains("verify_identity"), "{text}");
 }
 
-/// The keys a connector's options accept, as serde lists them when refusing one.
-fn accepted<T: serde::de::DeserializeOwned>() -> Vec<String> {
-    let Err(e) = serde_json::from_str::<T>(r#"{"no_such_key_at_all": 1}"#) else {
-        panic!("an unknown key is refused");
-    };
-    let message = e.to_string();
-    let (_, list) = message
-        .split_once("expected one of ")
-        .or_else(|| message.split_once("expected "))
-        .unwrap_or_else(|| panic!("{message}"));
-    list.split(", ")
-        .filter_map(|k| k.split('`').nth(1))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// docs/configuration.md between `### <heading>` and the next heading.
-fn documented(heading: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
-    let start = text
-        .find(&format!("### {heading}\n"))
-        .unwrap_or_else(|| panic!("docs/configuration.md has a `### {heading}` section"));
-    let rest = &text[start + heading.len() + 5..];
-    rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
-}
-
 /// Each connector's keys: every one documented in its section of docs/configuration.md
 /// and listed for `env-help` with its variable, and nothing listed that it refuses.
 #[test]
 fn every_connector_key_is_documented_and_listed() {
     let accepted_by = |ty: SourceType| match ty {
-        SourceType::Mysql => accepted::<MysqlOptions>(),
-        SourceType::Mongodb => accepted::<MongoOptions>(),
-        SourceType::Bigquery => accepted::<BigQueryOptions>(),
+        SourceType::Mysql => warp_core::testing::accepted_keys::<MysqlOptions>(),
+        SourceType::Mongodb => warp_core::testing::accepted_keys::<MongoOptions>(),
+        SourceType::Bigquery => warp_core::testing::accepted_keys::<BigQueryOptions>(),
     };
     let built_in = source_keys();
     assert_eq!(built_in.len(), 3, "every connector is built in by default");
     for (ty, keys) in built_in {
-        let doc = documented(&format!("`source`: {}", ty.as_str()));
+        let doc =
+            warp_core::testing::documented_section(&repo(), &format!("`source`: {}", ty.as_str()));
         let mut listed: Vec<String> = keys
             .iter()
             .map(|k| k.path.strip_prefix("source.").unwrap().to_owned())

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use warp_core::config::{env_keys, PLAIN_ENV_VARS};
+use warp_core::config::{env_keys, EnvKey, PLAIN_ENV_VARS};
 
 pub fn run() -> Result<(), String> {
     let sources = warp_server::connectors::source_keys();
@@ -18,7 +18,7 @@ pub fn run() -> Result<(), String> {
          CARTRIDGE_WARP_<PATH> with `__` between levels sets any key below.\n\
          List entries (schemas[]) are set in the file.\n\n",
     );
-    for key in env_keys() {
+    let line = |out: &mut String, key: &EnvKey| {
         let _ = writeln!(
             out,
             "  {:width$}  {} — {}",
@@ -26,6 +26,9 @@ pub fn run() -> Result<(), String> {
             key.path,
             key.description
         );
+    };
+    for key in env_keys() {
+        line(&mut out, key);
         if let Some(file_var) = key.file_variable() {
             let _ = writeln!(
                 out,
@@ -34,24 +37,14 @@ pub fn run() -> Result<(), String> {
             );
         }
     }
-    out.push_str("\nVariables of the Kubernetes Deployment (a CARTRIDGE_WARP_ variable for the same key wins):\n\n");
-    for (source_type, keys) in warp_server::connectors::source_keys() {
-        let _ = writeln!(
-            out,
-            "\nKeys of a {} source (source.type: {}):\n",
-            source_type.as_str(),
-            source_type.as_str()
-        );
-        for key in keys {
-            let _ = writeln!(
-                out,
-                "  {:width$}  {} — {}",
-                key.variable(),
-                key.path,
-                key.description
-            );
+    for (source_type, keys) in &sources {
+        let ty = source_type.as_str();
+        let _ = writeln!(out, "\nKeys of a {ty} source (source.type: {ty}):\n");
+        for key in *keys {
+            line(&mut out, key);
         }
     }
+    out.push_str("\nVariables of the Kubernetes Deployment (a CARTRIDGE_WARP_ variable for the same key wins):\n\n");
     for (var, meaning) in PLAIN_ENV_VARS {
         let _ = writeln!(out, "  {var:width$}  {meaning}");
     }

@@ -1,11 +1,13 @@
 //! In-memory `Source`, `Sink` and `CheckpointStore` with failure injection, for engine
 //! tests and embedders' own tests. Not for production: nothing here is durable.
 
+mod config_keys;
 mod faults;
 mod memory_leases;
 mod memory_sink;
 mod memory_source;
 
+pub use config_keys::{accepted_keys, documented_section};
 pub use faults::{FailPoint, Faults};
 pub use memory_sink::{MemorySink, StoredRow};
 pub use memory_source::MemorySource;
