@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
+use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
 use warp_core::{Change, ChangeEvent, Commit, FeedItem, Operation, Row, TableChange, Value};
@@ -637,9 +638,27 @@ fn row(
         let Some(t) = target.filter(|&t| t < out.len()) else {
             continue;
         };
-        let plain: mysql_async::Value = v
-            .try_into()
-            .map_err(|e| error(table, format!("column {}: {e}", table.columns[t].name)))?;
+        // A value that cannot be decoded dead-letters its row (with the reason); it never
+        // stops the table.
+        let unreadable = |e: &dyn std::fmt::Display| {
+            Value::Unreadable(format!("column {}: {e}", table.columns[t].name))
+        };
+        let plain: mysql_async::Value = match v {
+            BinlogValue::Jsonb(json) => match crate::binary_json::to_text(json) {
+                Ok(text) => mysql_async::Value::Bytes(text.into_bytes()),
+                Err(e) => {
+                    out[t] = unreadable(&format!("binary JSON: {e}"));
+                    continue;
+                }
+            },
+            other => match other.try_into() {
+                Ok(plain) => plain,
+                Err(e) => {
+                    out[t] = unreadable(&e);
+                    continue;
+                }
+            },
+        };
         out[t] = match decode_from(plain, &table.columns[t].kind, Origin::Binlog) {
             Ok(Decoded::Value(v)) => v,
             Ok(Decoded::ZeroDate) => {

@@ -1,6 +1,7 @@
 //! `Source` for MySQL/MariaDB: consistent chunked snapshots (each chunk read inside a
 //! consistent snapshot whose exact binlog position it reports) and binlog streaming.
 
+mod binary_json;
 mod binlog;
 mod ca_probe;
 mod connect;
