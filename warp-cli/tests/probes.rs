@@ -161,6 +161,21 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Listed is not yet copied: a row written before the snapshot reads it arrives in
+    // the copy, not as a streamed event (seen under load: no events metric ever). The
+    // change below must come after the copy.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = wait_status(health, "/status", 200, &log).await;
+        if status.contains("\"state\":\"streaming\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "items never streaming: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A change flows, and shows in the metrics.
     my.query_drop("INSERT INTO e2e_probes.items VALUES (3, 'c')")
         .await
