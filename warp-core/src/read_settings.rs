@@ -25,8 +25,9 @@ pub struct ReadSettings {
 }
 
 impl ReadSettings {
-    /// Settings with every default, for tools and tests that read a table directly.
-    pub fn defaults() -> Self {
+    /// Settings with every default.
+    #[cfg(test)]
+    fn defaults() -> Self {
         Self {
             fetch_rows: None,
             change_column: None,

@@ -61,12 +61,6 @@ impl ConnectorConfig for MongoOptions {
     }
 
     fn check(&self, source: &SourceConfig) -> Vec<ConfigIssue> {
-        if source.connection_string.is_some() {
-            return Vec::new();
-        }
-        vec![ConfigIssue::new(
-            "source.connection_string",
-            "required for a mongodb source (set it in the file or in CARTRIDGE_WARP_SOURCE__CONNECTION_STRING)",
-        )]
+        source.missing_connection_string().into_iter().collect()
     }
 }

@@ -94,13 +94,7 @@ impl ConnectorConfig for MysqlOptions {
     ];
 
     fn check(&self, source: &SourceConfig) -> Vec<ConfigIssue> {
-        let mut issues = Vec::new();
-        if source.connection_string.is_none() {
-            issues.push(ConfigIssue::new(
-                "source.connection_string",
-                "required for a mysql source (set it in the file or in CARTRIDGE_WARP_SOURCE__CONNECTION_STRING)",
-            ));
-        }
+        let mut issues: Vec<ConfigIssue> = source.missing_connection_string().into_iter().collect();
         self.check_tls(&mut issues);
         issues
     }

@@ -64,23 +64,17 @@ pub struct SnapshotOf<'a> {
 /// Test hook: MariaDB takes the MySQL path (the table lock), so the suites run it
 /// against the one server they have. Set by `WARP_MYSQL_SNAPSHOT_LOCK=table` (the
 /// binary) or [`crate::force_table_lock_snapshots`] (tests in process).
-static FORCED_TABLE_LOCK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNREAD);
-const UNREAD: u8 = 2;
+static FORCED_TABLE_LOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub fn force_table_lock(on: bool) {
-    FORCED_TABLE_LOCK.store(u8::from(on), std::sync::atomic::Ordering::Relaxed);
+    FORCED_TABLE_LOCK.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn forced_table_lock() -> bool {
-    use std::sync::atomic::Ordering;
-    match FORCED_TABLE_LOCK.load(Ordering::Relaxed) {
-        UNREAD => {
-            let on = std::env::var("WARP_MYSQL_SNAPSHOT_LOCK").is_ok_and(|v| v == "table");
-            force_table_lock(on);
-            on
-        }
-        on => on == 1,
-    }
+    static BY_VARIABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FORCED_TABLE_LOCK.load(std::sync::atomic::Ordering::Relaxed)
+        || *BY_VARIABLE
+            .get_or_init(|| std::env::var("WARP_MYSQL_SNAPSHOT_LOCK").is_ok_and(|v| v == "table"))
 }
 
 /// Opens a UTC session and a consistent snapshot on it; returns the snapshot's exact

@@ -83,6 +83,19 @@ impl SourceConfig {
         }
     }
 
+    /// The issue when a connector that needs `connection_string` has none.
+    pub fn missing_connection_string(&self) -> Option<ConfigIssue> {
+        self.connection_string.is_none().then(|| {
+            ConfigIssue::new(
+                "source.connection_string",
+                format!(
+                    "required for a {} source (set it in the file or in CARTRIDGE_WARP_SOURCE__CONNECTION_STRING)",
+                    self.source_type.as_str()
+                ),
+            )
+        })
+    }
+
     /// [`SourceConfig::connector`] for code that builds a source directly from a loaded
     /// configuration (validation has reported these issues already).
     pub fn connector_or_error<T: ConnectorConfig>(&self) -> crate::Result<T> {
