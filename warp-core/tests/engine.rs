@@ -564,6 +564,44 @@ async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() 
 }
 
 #[tokio::test]
+async fn a_chunk_read_in_the_old_shape_lands_before_another_chunk_widens_the_table() {
+    // Chunk 1 reads its rows in the discovered shape and is held before writing them;
+    // meanwhile chunk 2 meets the wider data. The table may only widen once chunk 1's
+    // rows are in (they were read in the old shape), never under them.
+    let source = MemorySource::with_sample_table("shop", "orders", 40);
+    source.infer_shape();
+    let sink = MemorySink::new();
+    let added = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, held) = (Arc::clone(&added), sink.clone());
+    source.on_chunk_read(move |s| {
+        if !flag.swap(true, Ordering::SeqCst) {
+            held.lock_table("orders");
+            s.add_column(
+                "orders",
+                Column::new("note", ColumnType::Text { max_len: None }),
+            );
+        }
+    });
+    let run = start(
+        &source,
+        &sink,
+        schema("    orders: { parallel_streams: 2 }\n"),
+        settings(),
+    );
+    wait_for("the second chunk read", WAIT, || source.chunk_reads().len() >= 2).await;
+    sink.unlock_table("orders");
+    wait_for("the table copied", WAIT, || {
+        let state = run.status.get(&key("orders")).map(|s| s.state);
+        assert_ne!(state, Some(TableState::Failed), "{:?}", run.status.get(&key("orders")));
+        state == Some(TableState::Streaming)
+    })
+    .await;
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(sink.schema_of("shop", "orders").unwrap().columns.len(), 4);
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn delete_detection_finds_rows_the_stream_cannot_see() {
     let yaml = "source: { type: mysql, connection_string: 'mysql://u@h/shop', change_detection_strategy: timestamp, change_detection_column: v }\n\
          destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\

@@ -21,8 +21,11 @@ use crate::sink::{CheckpointUpdate, FencingToken};
 use crate::source::{ChunkPage, KeyRange};
 
 /// The table's shape while chunks copy in parallel: a chunk that meets data needing a
-/// wider shape evolves it for all of them, one at a time.
-type Shape = tokio::sync::Mutex<Projection>;
+/// wider shape evolves it for all of them, one at a time. Each chunk attempt holds a read
+/// guard from its read to its commit, so the table never widens under rows read in the
+/// old shape (they would no longer fit it); the lock is write-preferring, so no attempt
+/// starts in the old shape once a reshape waits.
+type Shape = tokio::sync::RwLock<Projection>;
 
 /// Pages a chunk reads ahead of the one being written.
 const READ_AHEAD_PAGES: usize = 1;
@@ -113,7 +116,7 @@ impl TableWorker {
         let ctx = &self.ctx;
         let mut idle_reshapes = 0;
         let (position, rows) = loop {
-            let projection = shape.lock().await.clone();
+            let projection = shape.read().await;
             let read = ctx
                 .source
                 .read_chunk(projection.source_schema(), &self.read, range)
@@ -151,6 +154,7 @@ impl TableWorker {
             // (before the DDL, which waits for every open writer of the table).
             drop(pages);
             drop(tx);
+            drop(projection);
             if self.reshape(shape, changes).await? {
                 idle_reshapes = 0;
             } else {
@@ -182,7 +186,7 @@ impl TableWorker {
     /// Evolves the table (engine shape and destination) by changes a chunk read asked
     /// for. Returns whether anything changed (another chunk may have done it already).
     async fn reshape(&self, shape: &Shape, changes: Vec<SchemaChange>) -> Result<bool> {
-        let mut projection = shape.lock().await;
+        let mut projection = shape.write().await;
         let before = projection.source_schema().clone();
         let mut kinds = Vec::new();
         for change in changes {
