@@ -5,9 +5,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
 use sqlx::PgPool;
 use warp_core::config::{load_file, ConfigOverrides, Environment, LoadedConfig, ResolvedSchema};
-use warp_core::{Row, TableSchema, Target, Value};
+use warp_core::{Position, ReadSettings, Row, Source, TableSchema, Target, Value};
 use warp_sink_postgres::read::LandedRow;
 
 /// How long a suite waits for the destination to catch up before it fails.
@@ -123,4 +124,33 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Completes the rows a polled source's chunks copied at `from`: a copy leaves the rows at
+/// or above its position's value to the polls, so the polls from there (until one finds
+/// nothing new) supply them; a row in both counts as polled. Sorted by key.
+pub async fn with_polled_rows(
+    source: &dyn Source,
+    t: &TableSchema,
+    read: &ReadSettings,
+    from: &Position,
+    copied: Vec<Row>,
+) -> Vec<Row> {
+    let key = t.key_indexes().unwrap();
+    let mut rows = copied;
+    let mut polls = source.stream(t, read, from).await.unwrap();
+    while let Some(fragment) = polls.next().await {
+        let fragment = fragment.unwrap();
+        if fragment.changes.is_empty() {
+            break;
+        }
+        for change in fragment.changes {
+            if let warp_core::Change::Row(e) = change {
+                rows.retain(|r| warp_core::cmp_keys(&r.key(&key), &e.key).is_ne());
+                rows.extend(e.after);
+            }
+        }
+    }
+    rows.sort_by(|a, b| warp_core::cmp_keys(&a.key(&key), &b.key(&key)));
+    rows
 }

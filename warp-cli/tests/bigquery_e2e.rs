@@ -183,18 +183,16 @@ impl Warehouse {
             .unwrap();
         t.primary_key = vec!["id".into()];
         let mut src = Vec::new();
-        let mut pages = source
-            .read_chunk(
-                &t,
-                &schema.table("events").read_settings(),
-                &warp_core::KeyRange::ALL,
-            )
+        let read = schema.table("events").read_settings();
+        let copy = source
+            .read_chunk(&t, &read, &warp_core::KeyRange::ALL)
             .await
-            .unwrap()
-            .rows;
+            .unwrap();
+        let mut pages = copy.rows;
         while let Some(page) = pages.next().await {
             src.extend(page.unwrap().into_rows().unwrap());
         }
+        let src = replica::with_polled_rows(&source, &t, &read, &copy.position, src).await;
         let dest = replica::live(replica::landed(&self.pg, &self.config, &t).await);
         (exact(src), exact(dest), t)
     }

@@ -325,6 +325,73 @@ async fn timestamp_polling_replicates_inserts_updates_and_detected_deletes() {
     store.assert_no_double_apply("items").await;
 }
 
+#[tokio::test]
+async fn timestamp_polling_writes_during_the_snapshot_land_once() {
+    // A polled snapshot copies chunk after chunk while a writer inserts and replaces
+    // documents; the first polls read everything since the snapshot's start, much of it
+    // already copied by the chunks read later. Every change lands exactly once.
+    let store = store("pollsnap", 100, "    items: { polling_interval: 0.2 }\n").await;
+    let cfg = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        cfg.replace(
+            "type: mongodb,",
+            "type: mongodb, change_detection_strategy: timestamp, change_detection_column: updated,",
+        ),
+    )
+    .unwrap();
+    let base = 1_700_000_000_000_i64;
+    let at = |ms: i64| bson::DateTime::from_millis(base + ms);
+    store
+        .insert(
+            "items",
+            (1..=3_000)
+                .map(|i| doc! { "_id": i, "v": i, "updated": at(i) })
+                .collect(),
+        )
+        .await;
+    let mut run = store.run();
+    store
+        .wait_checkpoint("items", "phase = 'snapshot'", "a chunk copied")
+        .await;
+    // Until the copy is done (and a little after): new documents, which fall in the
+    // last chunk, and replaced ones spread over the chunks, each at a newer time.
+    let streaming = format!(
+        "SELECT count(*) FROM {}_meta.checkpoints WHERE table_name = 'items' AND phase = 'streaming'",
+        store.db
+    );
+    let mut clock = 10_000;
+    let mut id = 3_000;
+    let mut rounds_after = 0;
+    while rounds_after < 5 {
+        clock += 1;
+        id += 1;
+        store
+            .insert(
+                "items",
+                vec![doc! { "_id": id, "v": id, "updated": at(clock) }],
+            )
+            .await;
+        let replaced = (clock * 7) % 3_000 + 1;
+        let r = store
+            .coll("items")
+            .replace_one(
+                doc! { "_id": replaced },
+                doc! { "v": -replaced, "updated": at(clock) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.modified_count, 1);
+        store.wrote("items", &Bson::Int64(replaced));
+        if store.count_when_ready(streaming.clone()).await > 0 {
+            rounds_after += 1;
+        }
+    }
+    store.wait_equal("items").await;
+    assert!(run.terminate().success());
+    store.assert_no_double_apply("items").await;
+}
+
 /// The seed's ecommerce ConfigMap as it ships, with the seed Deployment's way of
 /// supplying connections (environment), pointed at the local peers.
 #[tokio::test]

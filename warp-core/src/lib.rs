@@ -82,4 +82,4 @@ pub use sink::{
 pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
-pub use watermark::{poll_every, Pace, Poll, Watermark};
+pub use watermark::{poll_every, Pace, Poll, PollBatch, Watermark};

@@ -588,11 +588,19 @@ async fn a_chunk_read_in_the_old_shape_lands_before_another_chunk_widens_the_tab
         schema("    orders: { parallel_streams: 2 }\n"),
         settings(),
     );
-    wait_for("the second chunk read", WAIT, || source.chunk_reads().len() >= 2).await;
+    wait_for("the second chunk read", WAIT, || {
+        source.chunk_reads().len() >= 2
+    })
+    .await;
     sink.unlock_table("orders");
     wait_for("the table copied", WAIT, || {
         let state = run.status.get(&key("orders")).map(|s| s.state);
-        assert_ne!(state, Some(TableState::Failed), "{:?}", run.status.get(&key("orders")));
+        assert_ne!(
+            state,
+            Some(TableState::Failed),
+            "{:?}",
+            run.status.get(&key("orders"))
+        );
         state == Some(TableState::Streaming)
     })
     .await;
@@ -622,5 +630,60 @@ async fn delete_detection_finds_rows_the_stream_cannot_see() {
     source.delete_unlogged("orders", vec![Value::Int(7)]);
     sink.wait_until_equal(&source, "shop", "orders").await;
     assert_eq!(sink.live_rows("shop", "orders").len(), 8);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_row_read_before_delete_detection_is_not_brought_back() {
+    // A polling source: the stream reads rows as they are, and cannot see deletes.
+    let yaml = "source: { type: mysql, connection_string: 'mysql://u@h/shop', change_detection_strategy: timestamp, change_detection_column: v }\n\
+         destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
+         schemas:\n- name: shop\n  tables:\n    orders: { delete_detection_interval: 0.05, deletion_strategy: soft }\n";
+    let loaded = load_str(
+        yaml,
+        "test",
+        &Environment::new(),
+        &ConfigOverrides::default(),
+    )
+    .unwrap();
+    let schema = loaded.config.schemas_to_run(None).remove(0);
+    let source = MemorySource::with_sample_table("shop", "orders", 10);
+    source.poll_current_state();
+    let sink = MemorySink::new();
+    // Batches are committed by delete detection only (it commits what is in hand first).
+    let mut tuned = settings();
+    tuned.batch_max_wait = Duration::from_secs(600);
+    let run = start(&source, &sink, schema, tuned);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+
+    // Detection is held in its first step, committing a change to row 2...
+    sink.lock_table("orders");
+    source.update("orders", row(2, 1));
+    wait_for("detection waiting on the table", WAIT, || {
+        sink.waiting() > 0
+    })
+    .await;
+    // ...while the stream reads row 3 as it is now, and row 3 is then deleted.
+    let read = source.entries_read();
+    source.update("orders", row(3, 1));
+    wait_for("row 3 read by the stream", WAIT, || {
+        source.entries_read() > read
+    })
+    .await;
+    source.delete_unlogged("orders", vec![Value::Int(3)]);
+    sink.unlock_table("orders");
+
+    // Detection deletes row 3; the copy of it read before must not bring it back.
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let (_, row3) = sink
+        .stored("shop", "orders")
+        .into_iter()
+        .find(|(k, _)| *k == vec![Value::Int(3)])
+        .expect("row 3 is kept, soft-deleted");
+    assert!(row3.deleted, "row 3 is deleted");
+    assert_eq!(
+        row3.version, 2,
+        "row 3 was copied, then deleted: a higher version means it came back in between"
+    );
     run.stop().await;
 }

@@ -219,10 +219,14 @@ impl Source for BigQuerySource {
         read: &ReadSettings,
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
-        let position = self.watermark(table, read).await?;
         let t = self.cached(table)?;
+        let column = read.change_column(&table.id)?;
+        let at = poll::current(self.runner().await?, &t, column).await?;
         let page = read.rows(snapshot::PAGE_ROWS);
-        let rows = snapshot::read(self.runner().await?, &t, chunk, page)?;
+        // The rows at the position's value are left to the polls.
+        let only = Some(poll::older_than(column, &at));
+        let rows = snapshot::read(self.runner().await?, &t, chunk, only, page)?;
+        let position = at.encode()?;
         Ok(ChunkRead { position, rows })
     }
 

@@ -3,9 +3,10 @@
 //! watermark commits with the data. Polling cannot see deletes: delete detection
 //! (`delete_detection_interval`) compares key sets instead.
 
-use chrono::Utc;
 use futures::stream::BoxStream;
-use warp_core::{Change, ChangeEvent, Commit, Operation, Pace, StreamFragment, Value, Watermark};
+use warp_core::{
+    Change, ChangeEvent, Operation, Pace, PollBatch, StreamFragment, Value, Watermark,
+};
 
 use crate::error::{BigQueryError, Result};
 use crate::query::{quote, Query, Runner};
@@ -29,15 +30,15 @@ fn column_index(t: &BqTable, column: &str) -> Result<usize> {
         })
 }
 
-/// The current watermark: the column's maximum, with the keys of the rows at exactly
-/// that value (a snapshot copies them; the first poll must not repeat them).
+/// Where a snapshot (or a chunk read) stands: before the column's current maximum. The
+/// copy takes only rows below it ([`older_than`]); rows at it or above are the first
+/// poll's, so no position has tied keys to agree on.
 pub async fn current(runner: &Runner, t: &BqTable, column: &str) -> Result<Watermark> {
     let i = column_index(t, column)?;
     let cd = quote(column);
-    let name = &t.schema.id.name;
     let max = runner
         .all(Query::new(
-            name,
+            &t.schema.id.name,
             format!("SELECT MAX({cd}) FROM {}", t.path),
         ))
         .await?;
@@ -45,21 +46,17 @@ pub async fn current(runner: &Runner, t: &BqTable, column: &str) -> Result<Water
         (Some(cell), Some(f)) => crate::types::value(cell, f),
         _ => Value::Null,
     };
-    if value.is_null() {
-        return Ok(Watermark::at(None));
+    Ok(Watermark::at((!value.is_null()).then_some(value)))
+}
+
+/// The rows a chunk read at `at` copies, as a condition on the `@top` parameter: those
+/// below its value, and those without a value (polls never see them).
+pub fn older_than(column: &str, at: &Watermark) -> (String, Option<Value>) {
+    let c = quote(column);
+    match &at.value {
+        Some(v) => (format!("({c} < @top OR {c} IS NULL)"), Some(v.clone())),
+        None => (format!("{c} IS NULL"), None),
     }
-    let tied = runner
-        .all(
-            Query::new(
-                name,
-                format!("SELECT {} FROM {} WHERE {cd} = @w", t.key_list(), t.path),
-            )
-            .param("w", &value)?,
-        )
-        .await?;
-    let mut w = Watermark::at(Some(value));
-    w.keys_at = tied.iter().map(|k| t.key(k)).collect();
-    Ok(w)
 }
 
 struct Poller {
@@ -90,7 +87,7 @@ pub fn stream(
 
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
-    async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
+    async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
         let t = &self.table;
         let cd = quote(&t.schema.columns[self.column].name);
         let limit = self.rows + self.at.keys_at.len();
@@ -112,15 +109,14 @@ impl warp_core::Poll for Poller {
         }
         let rows = self.runner.all(q).await?;
         let key_columns = t.key_columns();
-        let mut at = self.at.clone();
-        let mut changes = Vec::new();
+        let mut batch = PollBatch::new(self.at.clone());
         for cells in &rows {
             let row = t.row(cells);
             let key = row.key(&key_columns);
-            if !at.admit(&row.values[self.column], &key) {
+            if !batch.admit(&row.values[self.column], &key)? {
                 continue;
             }
-            changes.push(Change::Row(ChangeEvent {
+            batch.push(Change::Row(ChangeEvent {
                 // Polling cannot tell an insert from an update: both upsert.
                 op: Operation::Update,
                 key,
@@ -129,14 +125,8 @@ impl warp_core::Poll for Poller {
                 source_ts: None,
             }));
         }
+        let (at, fragments) = batch.finish()?;
         self.at = at;
-        // Every row changed up to this poll is in hand: caught up as of now.
-        Ok(StreamFragment::transaction(
-            changes,
-            Commit {
-                position: self.at.encode()?,
-                source_ts: Some(Utc::now()),
-            },
-        ))
+        Ok(fragments)
     }
 }

@@ -36,6 +36,7 @@ pub fn read(
     runner: &Runner,
     t: &BqTable,
     range: &KeyRange,
+    only: Option<(String, Option<Value>)>,
     page_rows: usize,
 ) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
     let k = t.key_list();
@@ -46,6 +47,10 @@ pub fn read(
     if range.end.is_some() {
         filter.push(format!("{k} < @hi"));
     }
+    let top = only.and_then(|(condition, top)| {
+        filter.push(condition);
+        top
+    });
     let filter = if filter.is_empty() {
         String::new()
     } else {
@@ -65,6 +70,9 @@ pub fn read(
     }
     if let Some(hi) = range.end.as_ref().and_then(|e| e.first()) {
         q = q.param("hi", hi)?;
+    }
+    if let Some(top) = &top {
+        q = q.param("top", top)?;
     }
     let table = t.clone();
     Ok(runner

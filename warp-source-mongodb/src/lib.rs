@@ -195,10 +195,16 @@ impl Source for MongoSource {
         read: &ReadSettings,
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
-        let position = self.now(table, read).await?;
         let coll = self.collection(&table.id.name).await?;
+        let (position, only) = if self.strategy.polls() {
+            let column = read.change_column(&table.id)?;
+            let at = poll::current(&coll, column).await?;
+            (at.encode()?, Some(poll::Older::than(column, &at)))
+        } else {
+            (changes::current_position(&coll).await?, None)
+        };
         let page = read.rows(snapshot::PAGE_DOCS);
-        let rows = snapshot::read(&coll, Rules::of(read), table.clone(), chunk, page).await?;
+        let rows = snapshot::read(&coll, Rules::of(read), table.clone(), chunk, only, page).await?;
         Ok(ChunkRead { position, rows })
     }
 

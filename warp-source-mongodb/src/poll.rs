@@ -4,10 +4,9 @@
 //! visible to polling (docs/mongodb.md).
 
 use bson::{doc, Bson, Document};
-use chrono::Utc;
 use futures::stream::{BoxStream, TryStreamExt};
 use mongodb::Collection;
-use warp_core::{Commit, Operation, Pace, StreamFragment, Value, Watermark};
+use warp_core::{Operation, Pace, PollBatch, StreamFragment, Value, Watermark};
 
 use crate::changes::Decoder;
 use crate::convert;
@@ -19,30 +18,56 @@ use crate::snapshot::key_of;
 /// Documents per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 5_000;
 
-/// The current highest value of `column` (where a snapshot's stream starts), with the
-/// keys of the documents at exactly that value: the snapshot copies them, so the first
-/// poll must not deliver them again.
+/// Where a snapshot (or a chunk read) stands: before the current highest value of
+/// `column`. The copy takes only documents below it ([`older_than`]); documents at it or
+/// above are the first poll's, so no position has tied keys to agree on.
 pub async fn current(coll: &Collection<Document>, column: &str) -> Result<Watermark> {
     let top = coll
         .find_one(doc! { column: { "$exists": true, "$ne": null } })
         .sort(doc! { column: -1 })
         .await
         .context("read watermark")?;
-    let Some(value) = top.as_ref().and_then(|d| d.get(column)).cloned() else {
-        return Ok(Watermark::at(None));
-    };
-    let mut w = Watermark::at(Some(convert::value(&value)));
-    let mut tied = coll
-        .find(doc! { column: value })
-        .projection(doc! { ID: 1 })
-        .await
-        .context("read watermark")?;
-    while let Some(d) = tied.try_next().await.context("read watermark")? {
-        if let Some(id) = d.get(ID) {
-            w.keys_at.push(key_of(id));
+    Ok(Watermark::at(
+        top.as_ref().and_then(|d| d.get(column)).map(convert::value),
+    ))
+}
+
+/// The documents a chunk read at a position copies: those the polls from it will not
+/// deliver, i.e. whose `column` is missing, null, of another type than the position's
+/// value, or below it. Decided here rather than in the query, so the copy and the polls
+/// agree exactly whatever the server's range-filter quirks.
+#[derive(Debug, Clone)]
+pub struct Older {
+    column: String,
+    top: Option<Value>,
+}
+
+impl Older {
+    pub fn than(column: &str, at: &Watermark) -> Self {
+        Self {
+            column: column.to_owned(),
+            top: at.value.clone(),
         }
     }
-    Ok(w)
+
+    pub fn keeps(&self, doc: &Document) -> bool {
+        let Some(v) = doc.get(&self.column).filter(|v| !matches!(v, Bson::Null)) else {
+            return true;
+        };
+        let Some(top) = &self.top else {
+            // The position saw no value: every value is newer than it.
+            return false;
+        };
+        let v = convert::value(v);
+        !same_bracket(&v, top) || v.cmp_key(top).is_lt()
+    }
+}
+
+/// Whether a range query on `b` can match `a`: MongoDB compares numbers across their
+/// types, other values only within their own type.
+fn same_bracket(a: &Value, b: &Value) -> bool {
+    let numeric = |v: &Value| matches!(v, Value::Int(_) | Value::Float64(_) | Value::Decimal(_));
+    (numeric(a) && numeric(b)) || std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 /// The watermark value as a query bound of the type it was read as.
@@ -95,7 +120,7 @@ pub fn stream(
 
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
-    async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
+    async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
         let filter = match &self.at.value {
             Some(w) => doc! { &self.column: { "$gte": bound(w)? } },
             None => doc! { &self.column: { "$exists": true, "$ne": null } },
@@ -111,26 +136,24 @@ impl warp_core::Poll for Poller {
             .try_collect()
             .await
             .context("poll")?;
-        let mut changes = Vec::new();
-        let mut at = self.at.clone();
+        let mut batch = PollBatch::new(self.at.clone());
         for d in docs {
             let (Some(id), Some(value)) = (d.get(ID), d.get(&self.column)) else {
                 continue;
             };
-            if !at.admit(&convert::value(value), &key_of(id)) {
+            if !batch.admit(&convert::value(value), &key_of(id))? {
                 continue;
             }
             // Polling cannot tell an insert from an update: both upsert.
-            changes.extend(
-                self.decoder
-                    .document(Operation::Update, key_of(id), &d, None),
-            );
+            for change in self
+                .decoder
+                .document(Operation::Update, key_of(id), &d, None)
+            {
+                batch.push(change);
+            }
         }
+        let (at, fragments) = batch.finish()?;
         self.at = at;
-        let commit = Commit {
-            position: self.at.encode()?,
-            source_ts: Some(Utc::now()),
-        };
-        Ok(StreamFragment::transaction(changes, commit))
+        Ok(fragments)
     }
 }

@@ -12,6 +12,7 @@ use warp_core::{ChunkPage, Key, KeyRange, SchemaChange, TableSchema, Value};
 
 use crate::convert;
 use crate::error::{Context, MongoError, Result};
+use crate::poll::Older;
 use crate::shape::{Layout, Rules, ID};
 
 /// Documents per page handed to the engine when `stream_batch_size` is unset.
@@ -201,13 +202,15 @@ pub fn contains(range: &KeyRange, key: &[Value]) -> bool {
     after_start && before_end
 }
 
-/// Pages of rows of one chunk, or a reshape request when the documents need columns or
-/// types `schema` lacks (then the rest of the chunk is scanned only to collect them all).
+/// Pages of rows of one chunk (only the documents `only` keeps, when given), or a
+/// reshape request when the documents need columns or types `schema` lacks (then the rest
+/// of the chunk is scanned only to collect them all).
 pub async fn read(
     coll: &Collection<Document>,
     rules: Rules,
     schema: TableSchema,
     range: &KeyRange,
+    only: Option<Older>,
     page_docs: usize,
 ) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
     let cursor = coll
@@ -219,6 +222,7 @@ pub async fn read(
     let reader = Reader {
         cursor,
         layout: Layout::new(rules, &schema),
+        only,
         rules,
         schema,
         grown: Vec::new(),
@@ -240,6 +244,7 @@ pub async fn read(
 
 struct Reader {
     cursor: Cursor<Document>,
+    only: Option<Older>,
     rules: Rules,
     schema: TableSchema,
     layout: Layout,
@@ -255,6 +260,9 @@ impl Reader {
         }
         let mut rows = Vec::new();
         while let Some(doc) = self.cursor.try_next().await.context("read chunk")? {
+            if self.only.as_ref().is_some_and(|o| !o.keeps(&doc)) {
+                continue;
+            }
             let changes = self.rules.evolve(&mut self.schema, &doc);
             if !changes.is_empty() || !self.grown.is_empty() {
                 self.grown.extend(changes);

@@ -373,6 +373,13 @@ impl Source for MysqlSource {
         let t = self.cached(table)?;
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let position = self.start_position(&t, read, &mut conn, false).await?;
+        // A polled table's copy leaves the rows at the position's value to the polls.
+        let only = if self.strategy.polls() {
+            let at = warp_core::Watermark::decode(&position)?;
+            Some(poll::older_than(read.change_column(&table.id)?, &at))
+        } else {
+            None
+        };
         let zero = self.zero_dates();
         let name = table.id.name.clone();
         let zero: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| zero(&name, n));
@@ -381,6 +388,7 @@ impl Source for MysqlSource {
             self.database.clone(),
             t,
             chunk.clone(),
+            only,
             read.rows(PAGE_ROWS),
             zero,
         )

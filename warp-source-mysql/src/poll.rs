@@ -2,12 +2,11 @@
 //! `change_detection_column >= watermark`, de-duplicating rows tied at the watermark by
 //! key. Deletes are not visible to polling (documented in docs/mysql.md).
 
-use chrono::Utc;
 use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use warp_core::{
-    Change, ChangeEvent, Commit, Operation, Pace, Row, StreamFragment, Value, Watermark,
+    Change, ChangeEvent, Operation, Pace, PollBatch, Row, StreamFragment, Value, Watermark,
 };
 
 use crate::decode::{decode, to_param, Decoded};
@@ -19,7 +18,9 @@ use crate::snapshot::quote;
 /// Rows per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 5_000;
 
-/// The current highest value of `column` (a snapshot's start watermark).
+/// Where a snapshot (or a chunk read) stands: before the current highest value of
+/// `column`. The copy takes only rows below it ([`older_than`]); rows at it or above are
+/// the first poll's, so no position has tied keys to agree on.
 pub async fn current(
     pool: &Pool,
     database: &str,
@@ -48,44 +49,17 @@ pub async fn current(
             })
         }
     };
-    let mut w = Watermark::at(value);
-    // Rows at exactly the watermark are in the snapshot: the first poll skips them.
-    if let Some(v) = &w.value {
-        let key =
-            table
-                .schema
-                .key_indexes()
-                .map_err(|m| crate::error::MysqlError::Unsupported {
-                    message: m,
-                    hint: None,
-                })?;
-        let cols = key
-            .iter()
-            .map(|&k| quote(&table.columns[k].name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {cols} FROM {}.{} WHERE {} = ?",
-            quote(database),
-            quote(&table.schema.id.name),
-            quote(column)
-        );
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(sql, vec![to_param(v)])
-            .await
-            .context("read watermark")?;
-        for row in rows {
-            let mut k = Vec::with_capacity(key.len());
-            for (v, &c) in row.unwrap().into_iter().zip(&key) {
-                match decode(v, &table.columns[c].kind) {
-                    Ok(Decoded::Value(v)) => k.push(v),
-                    _ => k.push(Value::Null),
-                }
-            }
-            w.keys_at.push(k);
-        }
+    Ok(Watermark::at(value))
+}
+
+/// The rows a chunk read at `at` copies, as a condition: those below its value, and
+/// those without a value (polls never see them).
+pub fn older_than(column: &str, at: &Watermark) -> (String, Vec<mysql_async::Value>) {
+    let c = quote(column);
+    match &at.value {
+        Some(v) => (format!("({c} < ? OR {c} IS NULL)"), vec![to_param(v)]),
+        None => (format!("{c} IS NULL"), Vec::new()),
     }
-    Ok(w)
 }
 
 fn index(table: &MysqlTable, column: &str) -> Result<usize> {
@@ -134,7 +108,7 @@ pub fn stream(
 
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
-    async fn poll(&mut self) -> warp_core::Result<StreamFragment> {
+    async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
         let mut conn = self.pool.get_conn().await.context("connect")?;
         conn.query_drop("SET SESSION time_zone = '+00:00'")
             .await
@@ -166,8 +140,7 @@ impl warp_core::Poll for Poller {
         let limit = self.rows + self.at.keys_at.len();
         let sql = format!("SELECT {cols} FROM {table} {filter} ORDER BY {cd}, {key} LIMIT {limit}");
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("poll")?;
-        let mut changes = Vec::new();
-        let mut at = self.at.clone();
+        let mut batch = PollBatch::new(self.at.clone());
         for row in rows {
             let mut values = Vec::with_capacity(self.table.columns.len());
             for (v, c) in row.unwrap().into_iter().zip(&self.table.columns) {
@@ -180,10 +153,10 @@ impl warp_core::Poll for Poller {
             }
             let row = Row::new(values);
             let k = row.key(&self.key);
-            if !at.admit(&row.values[self.column], &k) {
+            if !batch.admit(&row.values[self.column], &k)? {
                 continue;
             }
-            changes.push(Change::Row(ChangeEvent {
+            batch.push(Change::Row(ChangeEvent {
                 op: Operation::Update,
                 key: k,
                 before: None,
@@ -191,11 +164,8 @@ impl warp_core::Poll for Poller {
                 source_ts: None,
             }));
         }
+        let (at, fragments) = batch.finish()?;
         self.at = at;
-        let commit = Commit {
-            position: self.at.encode()?,
-            source_ts: Some(Utc::now()),
-        };
-        Ok(StreamFragment::transaction(changes, commit))
+        Ok(fragments)
     }
 }

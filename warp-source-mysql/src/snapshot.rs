@@ -224,13 +224,18 @@ fn unsupported(message: String) -> MysqlError {
     }
 }
 
-/// Keyset pagination over the primary key: `WHERE (k) >= (?) AND (k) < (?) AND (k) > (?)`.
+/// Keyset pagination over the primary key: `WHERE (k) >= (?) AND (k) < (?) AND (k) > (?)`,
+/// and a condition of the rows to copy when there is one.
 struct Select {
     columns: String,
     table: String,
     key: String,
     key_len: usize,
+    only: Option<Condition>,
 }
+
+/// An SQL condition and its parameters.
+pub type Condition = (String, Vec<mysql_async::Value>);
 
 impl Select {
     fn new(database: &str, table: &MysqlTable) -> Self {
@@ -245,6 +250,7 @@ impl Select {
             table: format!("{}.{}", quote(database), quote(&table.schema.id.name)),
             key: format!("({})", key.join(", ")),
             key_len: key.len(),
+            only: None,
         }
     }
 
@@ -274,6 +280,10 @@ impl Select {
         }
         if let Some(a) = after {
             bound(">", a, &mut conds);
+        }
+        if let Some((cond, values)) = &self.only {
+            conds.push(cond.clone());
+            params.extend(values.iter().cloned());
         }
         let filter = if conds.is_empty() {
             String::new()
@@ -428,18 +438,23 @@ fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<V
         .collect()
 }
 
-/// Pages of a chunk's rows, read on `conn` (inside its snapshot) until the range ends;
-/// the connection is released when the stream ends or is dropped.
+/// Pages of a chunk's rows (those matching `only`, when given), read on `conn` (inside
+/// its snapshot) until the range ends; the connection is released when the stream ends
+/// or is dropped.
 pub fn chunk_rows(
     conn: Conn,
     database: String,
     table: MysqlTable,
     range: KeyRange,
+    only: Option<Condition>,
     page: usize,
     zero_dates: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
 ) -> BoxStream<'static, warp_core::Result<Vec<Row>>> {
     let shared = std::sync::Arc::new((
-        Select::new(&database, &table),
+        Select {
+            only,
+            ..Select::new(&database, &table)
+        },
         table.kinds(),
         table.schema.key_indexes().unwrap_or_default(),
         range,

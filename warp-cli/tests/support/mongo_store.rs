@@ -137,10 +137,16 @@ impl Store {
             .plan_snapshot(&t, &read, usize::MAX / 2)
             .await
             .unwrap();
+        let polled = loaded.config.source.change_detection_strategy
+            == Some(warp_core::config::ChangeDetection::Timestamp);
+        let mut copied_at = None;
         'read: loop {
             src.clear();
             for chunk in &plan.chunks {
-                let mut pages = source.read_chunk(&t, &read, chunk).await.unwrap().rows;
+                let chunk_read = source.read_chunk(&t, &read, chunk).await.unwrap();
+                // (The plan is one chunk: its position is the whole copy's.)
+                copied_at = Some(chunk_read.position);
+                let mut pages = chunk_read.rows;
                 while let Some(page) = pages.next().await {
                     match page.unwrap() {
                         ChunkPage::Rows(rows) => src.extend(rows),
@@ -154,6 +160,9 @@ impl Store {
                 }
             }
             break;
+        }
+        if let (true, Some(at)) = (polled, copied_at) {
+            src = replica::with_polled_rows(&source, &t, &read, &at, src).await;
         }
         let dest = replica::live(replica::landed(&self.pg, &self.config, &t).await);
         (normalise(src, &t), normalise(dest, &t), t)

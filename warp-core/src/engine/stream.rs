@@ -59,44 +59,12 @@ impl TableWorker {
         handover: Vec<(KeyRange, Position)>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
-        let upstream = match self.ctx.source.change_strategy() {
-            ChangeStrategy::Feed => self.ctx.feed.subscribe(
-                crate::FeedTable {
-                    schema: self.projection.source_schema().clone(),
-                    read: self.read.clone(),
-                },
-                position.clone(),
-            ),
-            ChangeStrategy::Poller => {
-                self.ctx
-                    .source
-                    .stream(self.projection.source_schema(), &self.read, &position)
-                    .await?
-            }
-        };
+        let mut rx = self.open_upstream(&position).await?;
         self.ctx.status.update(&self.key, |s| {
             s.state = TableState::Streaming;
             s.position = Some(position.to_string());
         });
         info!(%position, "streaming");
-
-        // A read is a fragment carrying changes: position-only fragments (heartbeats, other
-        // tables' commits) would make the pass count depend on unrelated traffic.
-        let upstream = upstream
-            .inspect(|f| {
-                if f.as_ref().is_ok_and(|f| !f.changes.is_empty()) {
-                    crate::failpoint::hit(crate::failpoint::Point::AfterRead);
-                }
-            })
-            .boxed();
-        // A feed subscription is already a queue of `queue_capacity` filled by the feed's
-        // own task: a second one in front of it would only double what a stalled table
-        // holds in memory.
-        let depth = match self.ctx.source.change_strategy() {
-            ChangeStrategy::Feed => 1,
-            ChangeStrategy::Poller => self.ctx.settings.queue_capacity,
-        };
-        let mut rx = ReadAhead::spawn(upstream, depth);
 
         let key_columns = self.key_columns()?;
         let mut w = Writer {
@@ -143,7 +111,12 @@ impl TableWorker {
                     continue;
                 }
                 () = sleep_until(next_detection), if next_detection.is_some() && !in_txn => {
-                    self.detect_deletes(&mut w).await?;
+                    if self.detect_deletes(&mut w).await? {
+                        // What the queue holds was read before the source scan and may
+                        // carry a row deleted since: applied now, it would bring the row
+                        // back. Read again from the deletes' position instead.
+                        rx = self.open_upstream(&w.position).await?;
+                    }
                     next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
                     continue;
                 }
@@ -205,11 +178,48 @@ impl TableWorker {
         }
     }
 
+    /// The table's changes from `position`, read ahead into a bounded queue.
+    async fn open_upstream(&self, position: &Position) -> Result<ReadAhead<StreamFragment>> {
+        let upstream = match self.ctx.source.change_strategy() {
+            ChangeStrategy::Feed => self.ctx.feed.subscribe(
+                crate::FeedTable {
+                    schema: self.projection.source_schema().clone(),
+                    read: self.read.clone(),
+                },
+                position.clone(),
+            ),
+            ChangeStrategy::Poller => {
+                self.ctx
+                    .source
+                    .stream(self.projection.source_schema(), &self.read, position)
+                    .await?
+            }
+        };
+        // A read is a fragment carrying changes: position-only fragments (heartbeats, other
+        // tables' commits) would make the pass count depend on unrelated traffic.
+        let upstream = upstream
+            .inspect(|f| {
+                if f.as_ref().is_ok_and(|f| !f.changes.is_empty()) {
+                    crate::failpoint::hit(crate::failpoint::Point::AfterRead);
+                }
+            })
+            .boxed();
+        // A feed subscription is already a queue of `queue_capacity` filled by the feed's
+        // own task: a second one in front of it would only double what a stalled table
+        // holds in memory.
+        let depth = match self.ctx.source.change_strategy() {
+            ChangeStrategy::Feed => 1,
+            ChangeStrategy::Poller => self.ctx.settings.queue_capacity,
+        };
+        Ok(ReadAhead::spawn(upstream, depth))
+    }
+
     /// Delete detection for sources that cannot see deletes (polling): keys live at the
     /// destination but gone from the source become deletes. The destination is read
     /// first, after committing what is in hand, so it never holds a row the source scan
-    /// could not have seen; a row the queue re-delivers afterwards is caught next time.
-    async fn detect_deletes(&self, w: &mut Writer) -> Result<()> {
+    /// could not have seen. Returns whether rows were deleted (the caller then discards
+    /// what was read before the scan).
+    async fn detect_deletes(&self, w: &mut Writer) -> Result<bool> {
         if w.pending.is_some() {
             self.flush(w).await?;
         }
@@ -224,7 +234,7 @@ impl TableWorker {
             .live_keys(self.projection.source_schema())
             .await?
         else {
-            return Ok(());
+            return Ok(false);
         };
         present.sort_by(|a, b| cmp_keys(a, b));
         let now = Utc::now();
@@ -242,7 +252,7 @@ impl TableWorker {
             }
         }
         if gone == 0 {
-            return Ok(());
+            return Ok(false);
         }
         info!(
             deleted = gone,
@@ -252,7 +262,8 @@ impl TableWorker {
             position: w.position.clone(),
             source_ts: Some(now),
         });
-        self.flush(w).await
+        self.flush(w).await?;
+        Ok(true)
     }
 
     /// On a source error: commit what is complete, then report the error.

@@ -54,6 +54,8 @@ pub struct MemorySink {
     faults: Faults,
     /// Tables whose writes wait, like a landing table locked by another session.
     locked: Arc<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
+    /// Writes waiting on a locked table now.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MemorySink {
@@ -85,7 +87,18 @@ impl MemorySink {
 
     async fn wait_unlocked(&self, table: &str) {
         let mut rx = self.locked.subscribe();
+        if !rx.borrow().contains(table) {
+            return;
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        self.waiting.fetch_add(1, SeqCst);
         let _ = rx.wait_for(|l| !l.contains(table)).await;
+        self.waiting.fetch_sub(1, SeqCst);
+    }
+
+    /// Writes waiting on a locked table ([`MemorySink::lock_table`]) now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn key(schema: &str, table: &str) -> TableKey {

@@ -48,6 +48,11 @@ struct State {
     /// Like a document source: a chunk read with a narrower shape than the data's asks
     /// the engine to reshape instead of returning rows.
     infer_shape: bool,
+    /// Like a polling source: a stream delivers each changed row as it is when read
+    /// (nothing for a row gone by then).
+    polls_current_state: bool,
+    /// Log entries the per-table streams have handed out.
+    entries_read: u64,
 }
 
 /// Cheap to clone; clones share state.
@@ -254,6 +259,17 @@ impl MemorySource {
         self.lock().infer_shape = true;
     }
 
+    /// Behave like a polling source: a per-table stream reads each changed row as it is
+    /// at the moment the stream reads it, and cannot see a row that is gone.
+    pub fn poll_current_state(&self) {
+        self.lock().polls_current_state = true;
+    }
+
+    /// Log entries the per-table streams have read so far.
+    pub fn entries_read(&self) -> u64 {
+        self.lock().entries_read
+    }
+
     /// Adds a nullable column; existing rows read `default` for it.
     pub fn add_column(&self, table: &str, column: Column) {
         let mut st = self.lock();
@@ -332,13 +348,31 @@ impl MemorySource {
     }
 
     fn next_entry(&self, table: &str, after: u64) -> (Option<(u64, Vec<Change>)>, u64) {
-        let st = self.lock();
+        let mut st = self.lock();
         let start = st.log.partition_point(|e| e.seq <= after);
         let found = st.log[start..]
             .iter()
             .find(|e| e.table == table)
             .map(|e| (e.seq, e.changes.clone()));
-        (found, st.seq)
+        let Some((seq, mut changes)) = found else {
+            return (None, st.seq);
+        };
+        st.entries_read += 1;
+        if st.polls_current_state {
+            let rows = &st.tables[table].rows;
+            changes.retain_mut(|c| match c {
+                Change::Row(e) => match rows.get(&OrdKey(e.key.clone())) {
+                    Some(now) => {
+                        e.op = Operation::Update;
+                        e.after = Some(now.clone());
+                        true
+                    }
+                    None => false,
+                },
+                _ => true,
+            });
+        }
+        (Some((seq, changes)), st.seq)
     }
 }
 
