@@ -93,6 +93,16 @@ struct Reader {
     /// transactions up to here are read again for their XA state, not handed out.
     replay_until: Option<BinlogPosition>,
     xa: XaLedger,
+    /// The compressed transaction being read (MySQL `binlog_transaction_compression`).
+    payload: Option<Payload>,
+}
+
+/// A TRANSACTION_PAYLOAD_EVENT whose inner events are being read. They carry no position
+/// (`log_pos` 0): the transaction ends where the payload event does.
+#[derive(Debug, Clone, Copy)]
+struct Payload {
+    end: u32,
+    inner: u32,
 }
 
 /// What a binlog feed needs besides its tables and start.
@@ -175,6 +185,7 @@ pub async fn feed(
         ready: VecDeque::new(),
         txn_ts: None,
         zero_dates: setup.zero_dates,
+        payload: None,
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;
@@ -306,7 +317,7 @@ impl Reader {
                 }
             };
             let header = event.header();
-            let log_pos = header.log_pos();
+            let log_pos = self.payload_position(header.log_pos())?;
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 self.gtid.observe(event.data(), header.server_id());
                 if let Some(xid) = xa::mariadb_xa_start(event.data()) {
@@ -381,9 +392,12 @@ impl Reader {
                         return Ok(item);
                     }
                 }
-                // Its inner events would otherwise pass unread.
+                // The driver hands out the decompressed inner events next.
                 EventData::TransactionPayloadEvent(_) => {
-                    return Err(self.refuse(Refused::TransactionPayload))
+                    self.payload = Some(Payload {
+                        end: log_pos,
+                        inner: 0,
+                    });
                 }
                 EventData::RowsEvent(rows) => {
                     let Some(tme) = self.stream.get_tme(rows.table_id()) else {
@@ -419,6 +433,33 @@ impl Reader {
                 _ => {}
             }
         }
+    }
+
+    /// The position of an event: its own, or for an event inside a compressed
+    /// transaction the payload's end. Fails when a payload's inner events never came
+    /// (the driver hands out none when it cannot decompress them).
+    fn payload_position(&mut self, log_pos: u32) -> warp_core::Result<u32> {
+        let Some(payload) = self.payload.as_mut() else {
+            return Ok(log_pos);
+        };
+        if log_pos == 0 {
+            payload.inner += 1;
+            return Ok(payload.end);
+        }
+        let payload = self.payload.take().unwrap_or(Payload { end: 0, inner: 0 });
+        if payload.inner == 0 {
+            return Err(warp_core::Error::source_permanent(
+                format!(
+                    "{}: the compressed transaction ending at {} could not be decompressed",
+                    self.file, payload.end
+                ),
+                Some(
+                    "set binlog_transaction_compression=OFF on the server and resync the tables"
+                        .into(),
+                ),
+            ));
+        }
+        Ok(log_pos)
     }
 
     fn table_name(&self, index: usize) -> String {

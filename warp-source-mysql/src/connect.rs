@@ -84,8 +84,13 @@ impl Connector {
 
     /// The options TLS asks for; `verify_ca` first learns which name to verify.
     async fn first_choice(&self) -> Result<Opts> {
+        // Always the host and port the connection string names: the driver would
+        // otherwise switch to the server's Unix socket when the host is local, past a
+        // local proxy (Cloud SQL Auth Proxy, a port-forward) or TLS.
         let Some(ssl) = self.ssl.clone() else {
-            return Ok(Opts::from(self.base.clone().ssl_opts(None)));
+            return Ok(Opts::from(
+                self.base.clone().ssl_opts(None).prefer_socket(false),
+            ));
         };
         let ssl = if self.mode == MysqlSslMode::VerifyCa {
             let name = ca_probe::certificate_name(&self.host, self.port, self.roots()?).await?;
@@ -93,7 +98,6 @@ impl Connector {
         } else {
             ssl
         };
-        // A local socket would bypass TLS: stay on TCP as the mode asks.
         Ok(Opts::from(
             self.base.clone().ssl_opts(ssl).prefer_socket(false),
         ))

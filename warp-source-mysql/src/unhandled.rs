@@ -34,10 +34,6 @@ pub fn refusal(table: &str, what: Refused) -> warp_core::Error {
             "the binlog holds compressed events (MariaDB log_bin_compress=ON), which this reader cannot decode".to_owned(),
             "set log_bin_compress=OFF on the server, then resync the table from a position after the compressed events",
         ),
-        Refused::TransactionPayload => (
-            "the binlog holds compressed transactions (MySQL binlog_transaction_compression=ON), which this reader cannot decode".to_owned(),
-            "set binlog_transaction_compression=OFF on the server, then resync the table",
-        ),
         Refused::PartialUpdate => (
             "the binlog holds partial JSON updates (binlog_row_value_options=PARTIAL_JSON), which carry no full row image".to_owned(),
             "set binlog_row_value_options='' on the server, then resync the table",
@@ -57,7 +53,6 @@ pub fn refusal(table: &str, what: Refused) -> warp_core::Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     Compressed,
-    TransactionPayload,
     PartialUpdate,
     Unknown(u8),
 }

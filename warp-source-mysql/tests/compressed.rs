@@ -1,0 +1,376 @@
+//! MySQL 8's compressed transactions (`binlog_transaction_compression=ON`, 8.0.20+): a
+//! transaction's events travel zstd-compressed inside one TRANSACTION_PAYLOAD_EVENT (type
+//! 40) whose inner events carry no position (`log_pos` 0) and no checksum, starting with a
+//! `BEGIN` query. MariaDB cannot write them, so a proxy in front of the MariaDB peer
+//! rewrites each row transaction of the binlog dump into that shape (the payload body
+//! serialised by mysql_common, compressed with zstd, CRC32 over the outer event), the
+//! payload event ending where the real transaction ended. The feed must read the rows
+//! and commit at the payload's end, never at `file:0`; a payload that cannot be
+//! decompressed stops the feed with what to change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_common::binlog::consts::TransactionPayloadCompressionType;
+use mysql_common::binlog::events::{QueryEvent, TransactionPayloadEvent};
+use mysql_common::proto::MySerialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warp_core::{Change, FeedItem, Value};
+use warp_source_mysql::BinlogPosition;
+
+mod common;
+
+const HEADER: usize = 19;
+const QUERY_EVENT: u8 = 2;
+const XID_EVENT: u8 = 16;
+const HEARTBEAT: u8 = 27;
+const ROTATE: u8 = 4;
+const TRANSACTION_PAYLOAD: u8 = 40;
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_GTID: u8 = 162;
+const COM_BINLOG_DUMP: u8 = 0x12;
+
+/// One MySQL protocol packet: (sequence id, payload).
+async fn read_packet(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 4];
+    r.read_exact(&mut head).await?;
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok((head[3], payload))
+}
+
+async fn write_packet(
+    w: &mut (impl AsyncWrite + Unpin),
+    seq: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let len = payload.len().to_le_bytes();
+    w.write_all(&[len[0], len[1], len[2], seq]).await?;
+    w.write_all(payload).await
+}
+
+fn event_type(event: &[u8]) -> u8 {
+    event[4]
+}
+
+fn log_pos(event: &[u8]) -> u32 {
+    u32::from_le_bytes(event[13..17].try_into().unwrap())
+}
+
+/// A header of `len` bytes in all (checksum included) ending at `log_pos`.
+fn header(ty: u8, timestamp: u32, server_id: u32, len: usize, log_pos: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER);
+    h.extend(timestamp.to_le_bytes());
+    h.push(ty);
+    h.extend(server_id.to_le_bytes());
+    h.extend(u32::try_from(len).unwrap().to_le_bytes());
+    h.extend(log_pos.to_le_bytes());
+    h.extend(0u16.to_le_bytes());
+    h
+}
+
+/// An event as it sits inside a payload: no checksum, no position.
+fn inner(event: &[u8]) -> Vec<u8> {
+    let body = &event[..event.len() - 4];
+    let mut out = header(
+        event_type(event),
+        u32::from_le_bytes(event[..4].try_into().unwrap()),
+        u32::from_le_bytes(event[5..9].try_into().unwrap()),
+        body.len(),
+        0,
+    );
+    out.extend(&body[HEADER..]);
+    out
+}
+
+/// The transaction `events` (MariaDB's, each with its CRC32) as MySQL 8 writes it
+/// compressed: `BEGIN`, the table maps, rows and XID inside one payload event that ends
+/// where the XID ended. `corrupt` spoils the compressed bytes.
+fn compressed(events: &[Vec<u8>], corrupt: bool) -> Vec<u8> {
+    let last = events.last().unwrap();
+    let (timestamp, server_id) = (
+        u32::from_le_bytes(last[..4].try_into().unwrap()),
+        u32::from_le_bytes(last[5..9].try_into().unwrap()),
+    );
+    let mut begin_body = Vec::new();
+    QueryEvent::new(Vec::new(), Vec::new())
+        .with_query(b"BEGIN".to_vec())
+        .serialize(&mut begin_body);
+    let mut plain = header(
+        QUERY_EVENT,
+        timestamp,
+        server_id,
+        HEADER + begin_body.len(),
+        0,
+    );
+    plain.extend(begin_body);
+    for e in events
+        .iter()
+        .filter(|e| event_type(e) != MARIADB_ANNOTATE_ROWS)
+    {
+        plain.extend(inner(e));
+    }
+    let mut packed = zstd::encode_all(&plain[..], 3).unwrap();
+    if corrupt {
+        packed.iter_mut().skip(4).for_each(|b| *b ^= 0x5a);
+    }
+    let mut body = Vec::new();
+    TransactionPayloadEvent::new(
+        packed.len() as u64,
+        TransactionPayloadCompressionType::ZSTD,
+        plain.len() as u64,
+        packed,
+    )
+    .serialize(&mut body);
+    let len = HEADER + body.len() + 4;
+    let mut event = header(
+        TRANSACTION_PAYLOAD,
+        timestamp,
+        server_id,
+        len,
+        log_pos(last),
+    );
+    event.extend(body);
+    let crc = crc32fast::hash(&event);
+    event.extend(crc.to_le_bytes());
+    event
+}
+
+/// Rewrites the dump's row transactions as they pass.
+#[derive(Default)]
+struct Rewriter {
+    held: Option<Vec<Vec<u8>>>,
+    corrupt: bool,
+    /// Payload events sent so far.
+    sent: usize,
+}
+
+impl Rewriter {
+    fn event(&mut self, event: Vec<u8>) -> Vec<Vec<u8>> {
+        let ty = event_type(&event);
+        if ty == MARIADB_GTID {
+            let mut out = self.held.take().unwrap_or_default();
+            out.push(event);
+            self.held = Some(Vec::new());
+            return out;
+        }
+        let Some(held) = self.held.as_mut() else {
+            return vec![event];
+        };
+        match ty {
+            XID_EVENT => {
+                held.push(event);
+                let events = self.held.take().unwrap_or_default();
+                self.sent += 1;
+                vec![compressed(&events, self.corrupt)]
+            }
+            // DDL (a query right after the GTID), heartbeats, rotation: as they are.
+            QUERY_EVENT | HEARTBEAT | ROTATE => {
+                let mut out = self.held.take().unwrap_or_default();
+                out.push(event);
+                out
+            }
+            _ => {
+                held.push(event);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A TCP proxy to `upstream` rewriting binlog dumps; `corrupt` spoils the payloads.
+async fn proxy(upstream: String, corrupt: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = relay(client, server, corrupt).await;
+            });
+        }
+    });
+    port
+}
+
+async fn relay(client: TcpStream, server: TcpStream, corrupt: bool) -> std::io::Result<()> {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let dumping = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&dumping);
+    tokio::spawn(async move {
+        while let Ok((seq, payload)) = read_packet(&mut cr).await {
+            // A command starts at sequence 0; the dump request is the last one sent.
+            if seq == 0 && payload.first() == Some(&COM_BINLOG_DUMP) {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if write_packet(&mut sw, seq, &payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut rewriter = Rewriter {
+        corrupt,
+        ..Rewriter::default()
+    };
+    let mut next_seq: Option<u8> = None;
+    loop {
+        let (seq, payload) = read_packet(&mut sr).await?;
+        let is_event = dumping.load(Ordering::SeqCst) && payload.first() == Some(&0);
+        if !is_event {
+            // Packets after the rewritten ones continue their numbering.
+            let seq_out = next_seq.unwrap_or(seq);
+            write_packet(&mut cw, seq_out, &payload).await?;
+            next_seq = next_seq.map(|s| s.wrapping_add(1));
+            continue;
+        }
+        let mut seq_out = next_seq.unwrap_or(seq);
+        for event in rewriter.event(payload[1..].to_vec()) {
+            let mut packet = vec![0u8];
+            packet.extend(event);
+            write_packet(&mut cw, seq_out, &packet).await?;
+            seq_out = seq_out.wrapping_add(1);
+        }
+        next_seq = Some(seq_out);
+    }
+}
+
+async fn setup(db: &str, corrupt: bool) -> (common::Configured, mysql_async::Conn) {
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+    common::fresh_database(&mut conn, db).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    let upstream = url.trim_start_matches("mysql://root@").to_owned();
+    let port = proxy(upstream, corrupt).await;
+    let source = common::source_config(
+        &format!(
+            "connection_string: 'mysql://root@127.0.0.1:{port}/{db}', ssl_mode: disabled, server_id: {}",
+            common::server_id(3_600_000)
+        ),
+        db,
+    )
+    .unwrap();
+    (source, conn)
+}
+
+type Transaction = (Vec<(Option<i64>, warp_core::Operation)>, BinlogPosition);
+
+/// The first `n` transactions with row changes a feed yields: (id, operation) per change
+/// and the commit position.
+async fn transactions(
+    feed: &mut futures::stream::BoxStream<'static, warp_core::Result<FeedItem>>,
+    n: usize,
+) -> Vec<Transaction> {
+    let mut done = Vec::new();
+    let mut open = Vec::new();
+    let read = async {
+        while done.len() < n {
+            match feed.next().await.expect("feed ended").expect("feed error") {
+                FeedItem::Fragment { changes, commit } => {
+                    for c in changes {
+                        if let Change::Row(e) = c.change {
+                            let id = match e.key.first() {
+                                Some(Value::Int(i)) => Some(*i),
+                                _ => None,
+                            };
+                            open.push((id, e.op));
+                        }
+                    }
+                    if let Some(commit) = commit.filter(|_| !open.is_empty()) {
+                        let at = commit.position.decode().unwrap();
+                        done.push((std::mem::take(&mut open), at));
+                    }
+                }
+                FeedItem::TableFailed { error, .. } => panic!("table failed: {error}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the feed delivered in time");
+    done
+}
+
+#[tokio::test]
+async fn compressed_transactions_are_read_and_commit_at_the_payload_end() {
+    let (source, mut conn) = setup("cw_compressed", false).await;
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut feed = source
+        .open_feed(std::slice::from_ref(&t), &start)
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "BEGIN; UPDATE t SET v = 'uno' WHERE id = 1; DELETE FROM t WHERE id = 2; COMMIT",
+    )
+    .await
+    .unwrap();
+    let compressed = transactions(&mut feed, 2).await;
+    use warp_core::Operation::*;
+    assert_eq!(compressed[0].0, [(Some(1), Insert), (Some(2), Insert)]);
+    assert_eq!(compressed[1].0, [(Some(1), Update), (Some(2), Delete)]);
+    for (_, at) in &compressed {
+        assert!(at.pos > 4, "committed at {}:{}", at.file, at.pos);
+    }
+    // The same transactions read straight from the server (uncompressed) end at the
+    // same positions: the payload's end is the transaction's.
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let direct = common::source_config(
+        &format!(
+            "connection_string: '{url}/cw_compressed', server_id: {}",
+            common::server_id(3_700_000)
+        ),
+        "cw_compressed",
+    )
+    .unwrap();
+    direct.discover().await.unwrap();
+    let mut plain = direct.open_feed(&[t], &start).await.unwrap();
+    let uncompressed = transactions(&mut plain, 2).await;
+    assert_eq!(compressed, uncompressed);
+}
+
+#[tokio::test]
+async fn a_payload_that_cannot_be_decompressed_stops_the_feed_with_what_to_change() {
+    let (source, mut conn) = setup("cw_compressed_bad", true).await;
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut feed = source.open_feed(&[t], &start).await.unwrap();
+    conn.query_drop("INSERT INTO t VALUES (1, 'one')")
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO t VALUES (2, 'two')")
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match feed.next().await.expect("feed ended") {
+                Ok(FeedItem::Fragment { changes, .. }) => {
+                    assert!(
+                        changes.is_empty(),
+                        "rows delivered from a broken payload: {changes:?}"
+                    );
+                }
+                Ok(FeedItem::TableFailed { error, .. }) => break error,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("the feed stopped in time");
+    let text = error.to_string();
+    assert!(text.contains("could not be decompressed"), "{text}");
+    assert!(!error.is_transient(), "{error:?}");
+}
