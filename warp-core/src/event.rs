@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::position::Position;
 use crate::schema::SchemaChange;
-use crate::value::{Key, Row};
+use crate::value::{Key, Row, Value};
 
 /// What happened to a row; the letter is what lands in `_cartridge_op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,15 +66,44 @@ pub enum Change {
     Schema(SchemaChange),
     /// The source truncated the table.
     Truncate,
+    /// The source database changed this table's rows itself, for a foreign key, when a
+    /// parent row was deleted or its key changed; no row event of its own records it.
+    Cascade(Cascade),
 }
 
 impl Change {
     pub fn approx_size(&self) -> usize {
         match self {
             Self::Row(e) => e.approx_size(),
-            Self::Schema(_) | Self::Truncate => 256,
+            Self::Schema(_) | Self::Truncate | Self::Cascade(_) => 256,
         }
     }
+}
+
+/// A foreign-key action on the rows of this table that reference one parent row: the rows
+/// whose `columns` hold `matching` (the parent's old values of the columns they reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cascade {
+    /// The constraint's name, for logs and errors.
+    pub constraint: String,
+    /// The referencing columns, by name.
+    pub columns: Vec<String>,
+    pub matching: Vec<Value>,
+    pub action: CascadeAction,
+    /// For a table that references itself: the columns its rows are referenced by. A
+    /// deleted row's own children are then deleted too, level after level.
+    pub recursive_on: Option<Vec<String>>,
+    pub source_ts: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CascadeAction {
+    /// `ON DELETE CASCADE`: the rows are deleted (soft or hard, per the table).
+    Delete,
+    /// `ON DELETE SET NULL` / `ON UPDATE SET NULL`: the referencing columns become null.
+    SetNull,
+    /// `ON UPDATE CASCADE`: the referencing columns take the parent's new values.
+    Set(Vec<Value>),
 }
 
 /// The end of a source transaction: where the stream resumes after it.

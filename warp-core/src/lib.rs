@@ -66,7 +66,10 @@ pub use engine::{
     TablePlan, TableState, TableStatus,
 };
 pub use error::{Error, Result, Retry};
-pub use event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment, TableChange};
+pub use event::{
+    Cascade, CascadeAction, Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment,
+    TableChange,
+};
 pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;

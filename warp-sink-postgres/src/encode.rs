@@ -370,6 +370,19 @@ fn array_literal(items: &[Value], element: &ColumnType) -> Result<String, Mismat
     Ok(out)
 }
 
+/// `value` as an SQL literal of the column's type (`NULL`, or quoted text cast to it).
+pub fn literal_of(value: &Value, ty: &ColumnType) -> crate::error::Result<String> {
+    if value.is_null() {
+        return Ok("NULL".into());
+    }
+    let text = pg_text(value, ty).map_err(crate::error::SinkError::Invalid)?;
+    Ok(format!(
+        "{}::{}",
+        crate::ident::literal(&text),
+        crate::types::pg_type(ty)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

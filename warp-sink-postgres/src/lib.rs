@@ -4,6 +4,7 @@
 
 mod apply;
 mod binary;
+mod cascade;
 mod checkpoint;
 mod connection;
 mod conninfo;

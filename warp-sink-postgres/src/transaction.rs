@@ -313,6 +313,16 @@ impl PgTransaction {
         Ok(())
     }
 
+    async fn cascade(&mut self, c: &warp_core::Cascade) -> Result<()> {
+        let sql = crate::cascade::statement(self.landed(), c, self.target.deletion_strategy)?;
+        let done = sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(self.conn())
+            .await
+            .context("foreign-key action")?;
+        tracing::debug!(constraint = %c.constraint, rows = done.rows_affected(), "foreign-key action reproduced");
+        Ok(())
+    }
+
     async fn write_dead_letters(&mut self, position: Option<&serde_json::Value>) -> Result<()> {
         if self.dead.is_empty() {
             return Ok(());
@@ -461,6 +471,10 @@ impl SinkTransaction for PgTransaction {
                 Change::Truncate => {
                     self.change_rows(std::mem::take(&mut rows)).await?;
                     self.truncate().await?;
+                }
+                Change::Cascade(c) => {
+                    self.change_rows(std::mem::take(&mut rows)).await?;
+                    self.cascade(&c).await?;
                 }
             }
         }

@@ -7,11 +7,10 @@ use warp_core::config::DeletionStrategy;
 use warp_core::{ColumnType, Key, Row, TableSchema, Target};
 
 use crate::connection::TxConnection;
-use crate::encode::pg_text;
-use crate::error::{Context, Result, SinkError};
-use crate::ident::{literal, quote};
+use crate::encode::{literal_of, pg_text};
+use crate::error::{Context, Result};
+use crate::ident::quote;
 use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT};
-use crate::types::pg_type;
 use crate::PostgresSink;
 
 /// A row as PostgreSQL text input for the landed column types: equal texts mean equal
@@ -86,14 +85,6 @@ impl PostgresSink {
         tx.commit().await?;
         Ok(done)
     }
-}
-
-fn literal_of(value: &warp_core::Value, ty: &ColumnType) -> Result<String> {
-    if value.is_null() {
-        return Ok("NULL".into());
-    }
-    let text = pg_text(value, ty).map_err(SinkError::Invalid)?;
-    Ok(format!("{}::{}", literal(&text), pg_type(ty)))
 }
 
 fn key_match(landed: &Landed, key: &Key) -> Result<String> {

@@ -19,6 +19,7 @@ use crate::ddl_scope::{self, Effect};
 use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
+use crate::foreign_keys::Cascades;
 use crate::position::BinlogPosition;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
@@ -95,6 +96,11 @@ struct Reader {
     xa: XaLedger,
     /// The compressed transaction being read (MySQL `binlog_transaction_compression`).
     payload: Option<Payload>,
+    /// The foreign-key actions on the served tables.
+    cascades: Cascades,
+    /// `tables` past this index are parents read only for their children's cascades:
+    /// nothing of their own is handed out.
+    served_count: usize,
 }
 
 /// A TRANSACTION_PAYLOAD_EVENT whose inner events are being read. They carry no position
@@ -119,9 +125,13 @@ pub struct FeedSetup {
 /// (changes tagged with the table's index), heartbeats while idle.
 pub async fn feed(
     setup: FeedSetup,
-    tables: Vec<MysqlTable>,
+    mut tables: Vec<MysqlTable>,
+    parents: Vec<MysqlTable>,
     from: BinlogPosition,
 ) -> Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
+    // Parents the feed does not serve are read too, for their children's cascades only.
+    let served_count = tables.len();
+    tables.extend(parents);
     let mut conn = mysql_async::Conn::new(setup.opts)
         .await
         .context("connect for binlog")?;
@@ -166,12 +176,15 @@ pub async fn feed(
         .enumerate()
         .map(|(i, t)| (t.schema.id.name.clone(), i))
         .collect();
+    let served: Served = tables.into_iter().map(Some).collect();
     let reader = Reader {
         stream,
         gtid,
         pool: setup.pool,
         database: setup.database,
-        tables: tables.into_iter().map(Some).collect(),
+        cascades: Cascades::among(&served),
+        tables: served,
+        served_count,
         by_name,
         learnt: setup.learnt,
         file: from.dump_start().0,
@@ -284,6 +297,10 @@ impl Reader {
     fn fail(&mut self, index: usize, error: warp_core::Error) {
         if let Some(slot) = self.tables.get_mut(index) {
             *slot = None;
+        }
+        if index >= self.served_count {
+            tracing::warn!(%error, "a parent table read for its children's cascades can no longer be read: their cascades are not reproduced");
+            return;
         }
         self.ready.push_back(FeedItem::TableFailed {
             table: index,
@@ -517,16 +534,22 @@ impl Reader {
                 (None, Some(a)) => a.key(&key_cols),
                 (None, None) => continue,
             };
-            self.pending.push(TableChange {
-                table: index,
-                change: Change::Row(ChangeEvent {
-                    op,
-                    key,
-                    before,
-                    after,
-                    source_ts: self.txn_ts,
-                }),
-            });
+            let event = ChangeEvent {
+                op,
+                key,
+                before,
+                after,
+                source_ts: self.txn_ts,
+            };
+            // What the server did to child rows for it follows, in log order.
+            let cascaded = self.cascades.of(index, &event);
+            if index < self.served_count {
+                self.pending.push(TableChange {
+                    table: index,
+                    change: Change::Row(event),
+                });
+            }
+            self.pending.extend(cascaded);
         }
         if zeros > 0 {
             (self.zero_dates)(&table.schema.id.name, zeros);
@@ -595,6 +618,8 @@ impl Reader {
         };
         let id = table.schema.id.to_string();
         match effect {
+            // (InnoDB refuses to truncate a table other tables reference.)
+            Effect::Truncated if index >= self.served_count => {}
             Effect::Truncated => self.pending.push(TableChange {
                 table: index,
                 change: Change::Truncate,
@@ -633,15 +658,21 @@ impl Reader {
                 } else {
                     crate::ddl::Scope::Named
                 };
-                let (merged, changes) = crate::ddl::diff(&table, fresh, sql, scope);
+                let foreign_keys = fresh.foreign_keys.clone();
+                let (mut merged, changes) = crate::ddl::diff(&table, fresh, sql, scope);
+                merged.foreign_keys = foreign_keys;
                 self.tables[index] = Some(merged);
-                self.pending
-                    .extend(changes.into_iter().map(|c| TableChange {
-                        table: index,
-                        change: Change::Schema(c),
-                    }));
+                if index < self.served_count {
+                    self.pending
+                        .extend(changes.into_iter().map(|c| TableChange {
+                            table: index,
+                            change: Change::Schema(c),
+                        }));
+                }
             }
         }
+        // Foreign keys come and go with DDL, and a dropped table acts on nothing.
+        self.cascades = Cascades::among(&self.tables);
         Ok(())
     }
 }

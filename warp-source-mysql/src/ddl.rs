@@ -159,6 +159,7 @@ mod tests {
 
     fn table(cols: &[(&str, &str)]) -> MysqlTable {
         let mut t = MysqlTable {
+            foreign_keys: Vec::new(),
             schema: TableSchema {
                 id: TableId::new("d", "t"),
                 columns: vec![],

@@ -8,6 +8,7 @@ use warp_core::{Column, ColumnType, TableId, TableSchema, Value};
 
 use crate::decode::{decode, Decoded};
 use crate::error::{Context, Result};
+use crate::foreign_keys::ForeignKey;
 use crate::types::{map, Kind, MysqlColumn};
 
 /// A table as the source reads it.
@@ -16,6 +17,8 @@ pub struct MysqlTable {
     pub schema: TableSchema,
     /// Same order as `schema.columns`.
     pub columns: Vec<MysqlColumn>,
+    /// Its foreign keys on tables of the same database.
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl MysqlTable {
@@ -85,6 +88,7 @@ pub async fn tables(
                 primary_key: Vec::new(),
             },
             columns: Vec::new(),
+            foreign_keys: Vec::new(),
         });
         let mut column = Column::new(&name, ty.clone());
         column.nullable = nullable == "YES";
@@ -99,6 +103,11 @@ pub async fn tables(
     for (table, column) in keys {
         if let Some(t) = by_table.get_mut(&table) {
             t.schema.primary_key.push(column);
+        }
+    }
+    for (table, keys) in crate::foreign_keys::read(conn, database, only).await? {
+        if let Some(t) = by_table.get_mut(&table) {
+            t.foreign_keys = keys;
         }
     }
     Ok(by_table.into_values().collect())

@@ -10,6 +10,7 @@ mod ddl_scope;
 mod decode;
 mod discover;
 mod error;
+mod foreign_keys;
 mod options;
 mod poll;
 mod position;
@@ -226,6 +227,7 @@ impl MysqlSource {
             .iter()
             .map(|t| self.cached(t))
             .collect::<warp_core::Result<Vec<_>>>()?;
+        let parents = self.unserved_parents(&tables);
         let from = BinlogPosition::decode(from)?;
         self.ensure_prerequisites().await?;
         let setup = binlog::FeedSetup {
@@ -236,7 +238,29 @@ impl MysqlSource {
             learnt: Arc::clone(&self.tables),
             zero_dates: self.zero_dates(),
         };
-        Ok(binlog::feed(setup, tables, from).await?)
+        Ok(binlog::feed(setup, tables, parents, from).await?)
+    }
+
+    /// The tables that `tables` reference with ON DELETE/UPDATE actions and that are not
+    /// among them: a feed reads their row events for the children's cascades.
+    fn unserved_parents(&self, tables: &[MysqlTable]) -> Vec<MysqlTable> {
+        let known = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut parents: Vec<MysqlTable> = Vec::new();
+        for key in tables.iter().flat_map(|t| &t.foreign_keys) {
+            let Some(parent) = known.get(&key.parent) else {
+                continue;
+            };
+            let listed = |name: &str| {
+                tables
+                    .iter()
+                    .chain(&parents)
+                    .any(|t| t.schema.id.name == name)
+            };
+            if key.acts() && !listed(&key.parent) {
+                parents.push(parent.clone());
+            }
+        }
+        parents
     }
 
     /// The position a snapshot or stream starts from: a watermark or the binlog's.

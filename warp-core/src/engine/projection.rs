@@ -97,6 +97,18 @@ impl Projection {
                 Ok((!touches_excluded).then_some(Change::Schema(sc)))
             }
             Change::Truncate => Ok(Some(Change::Truncate)),
+            Change::Cascade(c) => {
+                // The destination finds the rows by these columns.
+                let needed = c.columns.iter().chain(c.recursive_on.iter().flatten());
+                if let Some(missing) = needed.into_iter().find(|n| self.excluded.contains(n)) {
+                    return Err(format!(
+                        "foreign key {}: a parent row changed and this table's rows that reference it \
+                         changed with it, but column {missing} is excluded, so they cannot be found",
+                        c.constraint
+                    ));
+                }
+                Ok(Some(Change::Cascade(c)))
+            }
         }
     }
 }

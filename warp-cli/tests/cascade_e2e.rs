@@ -1,0 +1,123 @@
+//! Foreign-key actions through the binary against the MariaDB peer: InnoDB performs
+//! `ON DELETE CASCADE`, `ON DELETE SET NULL`, `ON UPDATE CASCADE` and self-referencing
+//! cascades itself and logs only the parent's row event; the destination must end equal
+//! to the source row for row, with the child's own changes in order around them.
+
+#[path = "support/mysql_shop.rs"]
+mod mysql_shop;
+
+use mysql_shop::{shop, Shop};
+
+/// `orders` references `customers` (delete and update cascade), `notes` sets its
+/// reference null, `tree` references itself.
+async fn with_foreign_keys(name: &str) -> Shop {
+    let shop = shop(name, 200, 100).await;
+    for sql in [
+        "ALTER TABLE orders ADD CONSTRAINT fk_orders_customer FOREIGN KEY (customer_id) \
+         REFERENCES customers (id) ON DELETE CASCADE ON UPDATE CASCADE",
+        "CREATE TABLE notes (id INT PRIMARY KEY, customer_id INT NULL, body VARCHAR(20), \
+         CONSTRAINT fk_notes_customer FOREIGN KEY (customer_id) REFERENCES customers (id) \
+         ON DELETE SET NULL)",
+        "INSERT INTO notes VALUES (1, 3, 'a'), (2, 3, 'b'), (3, 10, 'c')",
+        "CREATE TABLE tree (id INT PRIMARY KEY, parent_id INT NULL, label VARCHAR(10), \
+         CONSTRAINT fk_tree_parent FOREIGN KEY (parent_id) REFERENCES tree (id) ON DELETE CASCADE)",
+        "INSERT INTO tree VALUES (1, NULL, 'root'), (2, 1, 'a'), (3, 1, 'b'), (4, 2, 'aa'), \
+         (5, 2, 'ab'), (6, 4, 'aaa'), (7, NULL, 'root2'), (8, 7, 'c')",
+    ] {
+        shop.exec(sql).await;
+    }
+    shop
+}
+
+async fn count(shop: &Shop, sql: &str) -> i64 {
+    shop.scalar_pg(sql.replace("{db}", &shop.db)).await
+}
+
+#[tokio::test]
+async fn cascades_reach_the_destination_in_order_with_the_childrens_own_changes() {
+    let shop = with_foreign_keys("cascade").await;
+    let mut run = shop.run();
+    for t in ["customers", "orders", "notes", "tree"] {
+        shop.wait_equal(t).await;
+    }
+    let orders_of_3 = count(
+        &shop,
+        "SELECT count(*) FROM {db}.orders WHERE customer_id = 3",
+    )
+    .await;
+    assert!(orders_of_3 > 0);
+
+    // ON DELETE CASCADE (orders) and ON DELETE SET NULL (notes).
+    shop.exec("DELETE FROM customers WHERE id = 3").await;
+    // ON UPDATE CASCADE: the orders follow their customer's new id.
+    shop.exec("UPDATE customers SET id = 1004 WHERE id = 4")
+        .await;
+    // A child's own insert, then its parent's delete, in one transaction: the insert is
+    // applied first and the cascade removes it.
+    shop.exec(
+        "BEGIN; INSERT INTO orders (id, customer_id, amount, status) VALUES (9001, 6, 1.00, 'new'); \
+         DELETE FROM customers WHERE id = 6; COMMIT",
+    )
+    .await;
+    // A subtree of a table that references itself.
+    shop.exec("DELETE FROM tree WHERE id = 2").await;
+    for t in ["customers", "orders", "notes", "tree"] {
+        shop.wait_equal(t).await;
+    }
+    // (Orders of customer 4 are ids 3, 53, 103 and 153.)
+    assert_eq!(
+        count(
+            &shop,
+            "SELECT count(*) FROM {db}.orders WHERE customer_id = 1004 AND NOT is_deleted"
+        )
+        .await,
+        4
+    );
+    let deleted_versions = count(
+        &shop,
+        "SELECT count(*) FROM {db}.orders WHERE customer_id = 3 AND is_deleted AND _cartridge_version = 2",
+    )
+    .await;
+    assert_eq!(
+        deleted_versions, orders_of_3,
+        "each cascaded order deleted once, its version bumped once"
+    );
+    assert!(run.terminate().success());
+}
+
+#[tokio::test]
+async fn a_parent_that_is_not_replicated_still_cascades_to_its_children() {
+    let shop = with_foreign_keys("cascade_unserved").await;
+    // Only the children: the parent's row events are read for their cascades alone.
+    let config = std::fs::read_to_string(&shop.config).unwrap();
+    let only_children = config.replacen(
+        &format!("- name: {}\n", shop.db),
+        &format!("- name: {}\n  table_blacklist: [customers]\n", shop.db),
+        1,
+    );
+    assert_ne!(only_children, config);
+    std::fs::write(&shop.config, only_children).unwrap();
+    let mut run = shop.run();
+    for t in ["orders", "notes"] {
+        shop.wait_equal(t).await;
+    }
+    shop.exec("DELETE FROM customers WHERE id = 3").await;
+    shop.exec("UPDATE customers SET id = 1004 WHERE id = 4")
+        .await;
+    for t in ["orders", "notes"] {
+        shop.wait_equal(t).await;
+    }
+    let landed = count(
+        &shop,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{db}' AND table_name = 'customers'",
+    )
+    .await;
+    assert_eq!(landed, 0, "the parent itself is not replicated");
+    let nulls = count(
+        &shop,
+        "SELECT count(*) FROM {db}.notes WHERE customer_id IS NULL",
+    )
+    .await;
+    assert_eq!(nulls, 2);
+    assert!(run.terminate().success());
+}
