@@ -23,11 +23,29 @@ async fn with_foreign_keys(name: &str) -> Shop {
          CONSTRAINT fk_tree_parent FOREIGN KEY (parent_id) REFERENCES tree (id) ON DELETE CASCADE)",
         "INSERT INTO tree VALUES (1, NULL, 'root'), (2, 1, 'a'), (3, 1, 'b'), (4, 2, 'aa'), \
          (5, 2, 'ab'), (6, 4, 'aaa'), (7, NULL, 'root2'), (8, 7, 'c')",
+        // A chain: customers → orders → order_items → item_notes.
+        "CREATE TABLE order_items (id INT PRIMARY KEY, order_id BIGINT NOT NULL, sku VARCHAR(10), \
+         CONSTRAINT fk_items_order FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE)",
+        // Orders 2, 52, 102 belong to customer 3, order 5 to customer 6, order 10 to 11.
+        "INSERT INTO order_items VALUES (1, 2, 'a'), (2, 52, 'b'), (3, 102, 'c'), (4, 5, 'd'), \
+         (5, 10, 'e'), (6, 10, 'f')",
+        "CREATE TABLE item_notes (id INT PRIMARY KEY, item_id INT NULL, body VARCHAR(10), \
+         CONSTRAINT fk_notes_item FOREIGN KEY (item_id) REFERENCES order_items (id) ON DELETE SET NULL)",
+        "INSERT INTO item_notes VALUES (1, 1, 'x'), (2, 5, 'y'), (3, NULL, 'z'), (4, 4, 'w')",
     ] {
         shop.exec(sql).await;
     }
     shop
 }
+
+const TABLES: [&str; 6] = [
+    "customers",
+    "orders",
+    "notes",
+    "tree",
+    "order_items",
+    "item_notes",
+];
 
 async fn count(shop: &Shop, sql: &str) -> i64 {
     shop.scalar_pg(sql.replace("{db}", &shop.db)).await
@@ -37,7 +55,7 @@ async fn count(shop: &Shop, sql: &str) -> i64 {
 async fn cascades_reach_the_destination_in_order_with_the_childrens_own_changes() {
     let shop = with_foreign_keys("cascade").await;
     let mut run = shop.run();
-    for t in ["customers", "orders", "notes", "tree"] {
+    for t in TABLES {
         shop.wait_equal(t).await;
     }
     let orders_of_3 = count(
@@ -61,9 +79,60 @@ async fn cascades_reach_the_destination_in_order_with_the_childrens_own_changes(
     .await;
     // A subtree of a table that references itself.
     shop.exec("DELETE FROM tree WHERE id = 2").await;
-    for t in ["customers", "orders", "notes", "tree"] {
+    for t in TABLES {
         shop.wait_equal(t).await;
     }
+    // The middle table behind: writes to orders' landing table wait on another
+    // session's lock (reads do not), while a transaction inserts an order and its item
+    // and deletes the customer. The item is found through the order, so order_items
+    // must wait until orders has applied that transaction.
+    let waits = || {
+        shop.log()
+            .lines()
+            .filter(|l| l.contains("table=order_items") && l.contains("waits for the middle table"))
+            .count()
+    };
+    let waited_before = waits();
+    let mut lock = shop.pg.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {}.orders IN EXCLUSIVE MODE",
+        shop.db
+    )))
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+    shop.exec(
+        "BEGIN; INSERT INTO orders (id, customer_id, amount, status) VALUES (9002, 7, 1.00, 'new'); \
+         INSERT INTO order_items VALUES (7, 9002, 'g'); DELETE FROM customers WHERE id = 7; COMMIT",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while waits() == waited_before {
+        assert!(std::time::Instant::now() < deadline, "{}", shop.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    lock.rollback().await.unwrap();
+    for t in TABLES {
+        shop.wait_equal(t).await;
+    }
+    // Through the chain: the items of customer 3's, 6's and 7's orders went with them,
+    // and the notes on those items lost their reference.
+    assert_eq!(
+        count(
+            &shop,
+            "SELECT count(*) FROM {db}.order_items WHERE NOT is_deleted"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &shop,
+            "SELECT count(*) FROM {db}.item_notes WHERE item_id IS NULL"
+        )
+        .await,
+        3
+    );
     // (Orders of customer 4 are ids 3, 53, 103 and 153.)
     assert_eq!(
         count(
@@ -98,13 +167,13 @@ async fn a_parent_that_is_not_replicated_still_cascades_to_its_children() {
     assert_ne!(only_children, config);
     std::fs::write(&shop.config, only_children).unwrap();
     let mut run = shop.run();
-    for t in ["orders", "notes"] {
+    for t in &TABLES[1..] {
         shop.wait_equal(t).await;
     }
     shop.exec("DELETE FROM customers WHERE id = 3").await;
     shop.exec("UPDATE customers SET id = 1004 WHERE id = 4")
         .await;
-    for t in ["orders", "notes"] {
+    for t in &TABLES[1..] {
         shop.wait_equal(t).await;
     }
     let landed = count(

@@ -93,7 +93,35 @@ pub struct Cascade {
     /// For a table that references itself: the columns its rows are referenced by. A
     /// deleted row's own children are then deleted too, level after level.
     pub recursive_on: Option<Vec<String>>,
+    /// The tables between the parent and this one when the action reaches it through
+    /// others (a chain), parent side first: `matching` then selects rows of the first,
+    /// and this table's rows are those referencing the rows selected in the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<Hop>,
     pub source_ts: Option<DateTime<Utc>>,
+}
+
+impl Cascade {
+    /// Whether it reaches this table through other tables.
+    pub fn is_chained(&self) -> bool {
+        !self.via.is_empty()
+    }
+}
+
+/// A table in the middle of a chain of foreign-key actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hop {
+    /// Its source name.
+    pub table: String,
+    /// Where it lands (destination schema, table), set by the engine.
+    #[serde(default)]
+    pub landed: Option<(String, String)>,
+    /// Its columns that reference the level before it, and their types.
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub types: Vec<crate::schema::ColumnType>,
+    /// Its columns the level after it references.
+    pub referenced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

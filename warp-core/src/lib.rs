@@ -67,7 +67,7 @@ pub use engine::{
 };
 pub use error::{Error, Result, Retry};
 pub use event::{
-    Cascade, CascadeAction, Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment,
+    Cascade, CascadeAction, Change, ChangeEvent, Commit, FeedItem, Hop, Operation, StreamFragment,
     TableChange,
 };
 pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};

@@ -8,7 +8,7 @@ use warp_core::{Cascade, CascadeAction};
 
 use crate::encode::literal_of;
 use crate::error::{Result, SinkError};
-use crate::ident::{literal, quote};
+use crate::ident::{fit, literal, qualified, quote};
 use crate::landed::{
     Landed, LandedColumn, DELETED_AT, IS_DELETED, OP, SOURCE_TS, UPDATED_AT, VERSION,
 };
@@ -64,6 +64,17 @@ pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Re
             );
             (with, target)
         }
+        _ if !c.via.is_empty() => {
+            let cols = columns
+                .iter()
+                .map(|col| format!("t.{}", col.ident))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                String::new(),
+                format!("({cols}) IN ({}) AND {alive}", through(c)?),
+            )
+        }
         _ => (String::new(), format!("{matching} AND {alive}")),
     };
     let table = &landed.table;
@@ -83,6 +94,53 @@ pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Re
             set(table, &columns, &values, &bump, &target)?
         }
     })
+}
+
+/// The referenced columns of the rows of the last middle table the action went through:
+/// the rows of the first that held the parent's values, then the rows of each next one
+/// that referenced those — deleted ones included, since the source deleted them in the
+/// same transaction (the engine waited for each to apply it).
+fn through(c: &Cascade) -> Result<String> {
+    let mut inner: Option<String> = None;
+    for (i, hop) in c.via.iter().enumerate() {
+        let (schema, table) = hop.landed.as_ref().ok_or_else(|| {
+            SinkError::Invalid(format!(
+                "foreign key {}: where {} lands is unknown",
+                c.constraint, hop.table
+            ))
+        })?;
+        let alias = format!("h{i}");
+        let name = |n: &String| format!("{alias}.{}", quote(&fit(n)));
+        let cols: Vec<String> = hop.columns.iter().map(name).collect();
+        let cond = match inner {
+            None => {
+                if hop.types.len() != cols.len() || c.matching.len() != cols.len() {
+                    return Err(SinkError::Invalid(format!(
+                        "foreign key {}: {} columns, {} types and {} values",
+                        c.constraint,
+                        cols.len(),
+                        hop.types.len(),
+                        c.matching.len()
+                    )));
+                }
+                cols.iter()
+                    .zip(&c.matching)
+                    .zip(&hop.types)
+                    .map(|((col, v), ty)| Ok(format!("{col} = {}", literal_of(v, ty)?)))
+                    .collect::<Result<Vec<_>>>()?
+                    .join(" AND ")
+            }
+            Some(previous) => format!("({}) IN ({previous})", cols.join(", ")),
+        };
+        let refs: Vec<String> = hop.referenced.iter().map(name).collect();
+        inner = Some(format!(
+            "SELECT {} FROM {} {alias} WHERE {cond}",
+            refs.join(", "),
+            qualified(&fit(schema), &fit(table))
+        ));
+    }
+    inner
+        .ok_or_else(|| SinkError::Invalid(format!("foreign key {}: no middle table", c.constraint)))
 }
 
 fn set(

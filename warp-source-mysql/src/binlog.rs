@@ -182,7 +182,7 @@ pub async fn feed(
         gtid,
         pool: setup.pool,
         database: setup.database,
-        cascades: Cascades::among(&served),
+        cascades: Cascades::among(&served, served_count),
         tables: served,
         served_count,
         by_name,
@@ -672,7 +672,7 @@ impl Reader {
             }
         }
         // Foreign keys come and go with DDL, and a dropped table acts on nothing.
-        self.cascades = Cascades::among(&self.tables);
+        self.cascades = Cascades::among(&self.tables, self.served_count);
         Ok(())
     }
 }

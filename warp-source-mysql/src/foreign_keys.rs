@@ -4,17 +4,20 @@
 //! key change it emits, for each child table it serves, a [`Cascade`] in the same
 //! transaction, in log order with the child's own changes.
 //!
-//! A parent the replica does not replicate is read too, for its children alone. What
-//! cannot be reproduced is named when the feed opens: a parent the reader cannot read,
-//! and rows a cascade reaches through another table (a chain: the rows of the middle
-//! table that were deleted are not known to the binlog reader). `verify` finds what
-//! either leaves behind.
+//! A parent the replica does not replicate is read too, for its children alone. A chain
+//! (`customers → orders → order_items`: the server deletes the items of the orders it
+//! deleted) reaches the last table through the middle ones: the reader does not know
+//! which middle rows were deleted, so the action names them by the parent's values
+//! through each middle table ([`Hop`]), and the engine applies it once the middle tables
+//! have (docs/mysql.md). What cannot be followed is named when the feed opens.
 
 use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use warp_core::{Cascade, CascadeAction, Change, ChangeEvent, Operation, TableChange, Value};
+use warp_core::{
+    Cascade, CascadeAction, Change, ChangeEvent, ColumnType, Hop, Operation, TableChange, Value,
+};
 
 use crate::discover::MysqlTable;
 use crate::error::{Context, Result};
@@ -102,7 +105,7 @@ pub async fn read(
     Ok(out)
 }
 
-/// One foreign key the feed reproduces: a served child of a served parent.
+/// One foreign key the feed reproduces: a child of a parent the feed reads.
 #[derive(Debug, Clone)]
 struct Rule {
     child: usize,
@@ -111,26 +114,34 @@ struct Rule {
     parent_columns: Vec<usize>,
 }
 
-/// The rules of the tables one feed serves, by parent index.
+/// Tables a chain may pass through before the reader stops following it.
+const MAX_CHAIN: usize = 8;
+
+/// The rules of the tables one feed reads, by parent index.
 #[derive(Debug, Default)]
 pub struct Cascades {
     by_parent: HashMap<usize, Vec<Rule>>,
+    names: Vec<String>,
+    /// Each table's columns and types, by name.
+    types: Vec<HashMap<String, ColumnType>>,
+    /// Tables at or past this index are read for their children only (no landing table).
+    served_count: usize,
 }
 
 impl Cascades {
-    /// The rules among `tables` (a feed's, by index); what cannot be reproduced is
-    /// logged, once per feed.
-    pub fn among(tables: &[Option<MysqlTable>]) -> Self {
-        let served = |name: &str| {
+    /// The rules among `tables` (a feed's, by index; the first `served_count` served);
+    /// what cannot be reproduced is logged, once per feed.
+    pub fn among(tables: &[Option<MysqlTable>], served_count: usize) -> Self {
+        let index_of = |name: &str| {
             tables
                 .iter()
                 .position(|t| t.as_ref().is_some_and(|t| t.schema.id.name == name))
         };
         let mut by_parent: HashMap<usize, Vec<Rule>> = HashMap::new();
-        for (child, t) in tables.iter().enumerate() {
+        for (child, t) in tables.iter().enumerate().take(served_count) {
             let Some(t) = t else { continue };
             for key in t.foreign_keys.iter().filter(|k| k.acts()) {
-                let Some(parent) = served(&key.parent) else {
+                let Some(parent) = index_of(&key.parent) else {
                     tracing::warn!(
                         table = %t.schema.id, constraint = %key.name, parent = %key.parent,
                         "foreign key with ON DELETE/UPDATE actions on a table the reader cannot \
@@ -154,26 +165,47 @@ impl Cascades {
                 });
             }
         }
-        let cascades = Self { by_parent };
-        cascades.name_chains(tables);
+        let names = tables
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map_or_else(String::new, |t| t.schema.id.name.clone())
+            })
+            .collect();
+        let types = tables
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .flat_map(|t| &t.schema.columns)
+                    .map(|c| (c.name.clone(), c.column_type.clone()))
+                    .collect()
+            })
+            .collect();
+        let cascades = Self {
+            by_parent,
+            names,
+            types,
+            served_count,
+        };
+        cascades.name_unfollowed(tables);
         cascades
     }
 
-    /// Rows deleted in a middle table by a cascade are unknown to the reader, so their
-    /// own children are not reached.
-    fn name_chains(&self, tables: &[Option<MysqlTable>]) {
+    /// Chains the reader does not follow: through a table that references itself (its
+    /// subtree is deleted too, by another key), or through a table it does not serve
+    /// (no landing table to find the deleted rows in).
+    fn name_unfollowed(&self, tables: &[Option<MysqlTable>]) {
         let name = |i: usize| tables[i].as_ref().map(|t| t.schema.id.to_string());
-        for (parent, rules) in &self.by_parent {
-            for first in rules.iter().filter(|r| r.child != *parent) {
+        for rules in self.by_parent.values() {
+            for first in rules.iter().filter(|r| r.key.on_delete == Action::Cascade) {
                 let next = self.by_parent.get(&first.child).into_iter().flatten();
-                for second in next.filter(|r| r.child != first.child) {
-                    if first.key.on_delete == Action::Cascade
-                        && second.key.on_delete != Action::None
-                    {
+                for second in next.filter(|r| r.key.on_delete != Action::None) {
+                    if second.child == first.child && first.key.parent != second.key.parent {
                         tracing::warn!(
-                            from = ?name(*parent), through = ?name(first.child), to = ?name(second.child),
-                            "a chain of ON DELETE actions: rows of the last table reached through the \
-                             middle one are not changed at the destination (verify finds them)"
+                            table = ?name(first.child), constraint = %second.key.name,
+                            "rows deleted through {} are not followed down {}'s own tree \
+                             (verify finds them)",
+                            first.key.name, second.key.name
                         );
                     }
                 }
@@ -181,7 +213,8 @@ impl Cascades {
         }
     }
 
-    /// The children's changes the server made for `change` of the table at `parent`.
+    /// The children's changes the server made for `change` of the table at `parent`:
+    /// the direct children's, then, for deleted children, theirs (a chain), and so on.
     pub fn of(&self, parent: usize, change: &ChangeEvent) -> Vec<TableChange> {
         let Some(rules) = self.by_parent.get(&parent) else {
             return Vec::new();
@@ -223,20 +256,84 @@ impl Cascades {
                 }
                 _ => continue,
             };
-            let recursive_on = (rule.child == parent && action == CascadeAction::Delete)
-                .then(|| rule.key.parent_columns.clone());
+            let self_referencing = rule.child == parent;
+            let deletes = action == CascadeAction::Delete;
+            let recursive_on =
+                (self_referencing && deletes).then(|| rule.key.parent_columns.clone());
+            let cascade = Cascade {
+                constraint: rule.key.name.clone(),
+                columns: rule.key.columns.clone(),
+                matching: old,
+                action,
+                recursive_on,
+                via: Vec::new(),
+                source_ts: change.source_ts,
+            };
+            if deletes && !self_referencing {
+                self.chain(rule, &cascade, &mut out);
+            }
             out.push(TableChange {
                 table: rule.child,
-                change: Change::Cascade(Cascade {
-                    constraint: rule.key.name.clone(),
-                    columns: rule.key.columns.clone(),
-                    matching: old,
-                    action,
-                    recursive_on,
-                    source_ts: change.source_ts,
-                }),
+                change: Change::Cascade(cascade),
             });
         }
         out
+    }
+
+    /// The types of `columns` of the table at `table` (foreign-key columns: they exist).
+    fn types_of(&self, table: usize, columns: &[String]) -> Option<Vec<ColumnType>> {
+        columns
+            .iter()
+            .map(|c| self.types[table].get(c).cloned())
+            .collect()
+    }
+
+    /// The actions on the children of the rows `reached` deletes in `rule.child`, which
+    /// the server performs through them: their rows are found through `rule.child`'s.
+    fn chain(&self, rule: &Rule, reached: &Cascade, out: &mut Vec<TableChange>) {
+        let middle = rule.child;
+        if middle >= self.served_count || reached.via.len() >= MAX_CHAIN {
+            return;
+        }
+        for next in self.by_parent.get(&middle).into_iter().flatten() {
+            let action = match next.key.on_delete {
+                Action::Cascade => CascadeAction::Delete,
+                Action::SetNull => CascadeAction::SetNull,
+                Action::None => continue,
+            };
+            let visited =
+                |i: usize| i == middle || reached.via.iter().any(|h| h.table == self.names[i]);
+            if visited(next.child) {
+                continue;
+            }
+            let Some(types) = self.types_of(middle, &reached.columns) else {
+                continue;
+            };
+            let mut via = reached.via.clone();
+            via.push(Hop {
+                table: self.names[middle].clone(),
+                landed: None,
+                columns: reached.columns.clone(),
+                types,
+                referenced: next.key.parent_columns.clone(),
+            });
+            let deletes = action == CascadeAction::Delete;
+            let cascade = Cascade {
+                constraint: next.key.name.clone(),
+                columns: next.key.columns.clone(),
+                matching: reached.matching.clone(),
+                action,
+                recursive_on: None,
+                via,
+                source_ts: reached.source_ts,
+            };
+            if deletes {
+                self.chain(next, &cascade, out);
+            }
+            out.push(TableChange {
+                table: next.child,
+                change: Change::Cascade(cascade),
+            });
+        }
     }
 }

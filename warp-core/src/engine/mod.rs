@@ -2,6 +2,7 @@
 //! position taken before the copy, in batches committed atomically with checkpoints.
 
 mod batch;
+mod chain;
 mod feed;
 mod ownership;
 mod plan;
@@ -149,6 +150,8 @@ pub(crate) struct Ctx {
     pub snapshot_slots: Arc<Semaphore>,
     /// The shared change feed (sources with [`crate::source::ChangeStrategy::Feed`]).
     pub feed: feed::FeedHub,
+    /// The schema the workers replicate (a worker looks up other tables' settings).
+    pub schema: ResolvedSchema,
 }
 
 /// The discovered tables that can replicate, with their settings; the others are marked
@@ -208,6 +211,7 @@ impl Pipeline {
             settings,
             status: StatusBoard::default(),
             snapshot_slots: Arc::new(Semaphore::new(schema.max_parallel_streams.max(1))),
+            schema: schema.clone(),
         };
         Self {
             ctx: Arc::new(ctx),

@@ -146,8 +146,10 @@ impl TableWorker {
                 None => {
                     in_txn = true;
                     // While handover filtering is active the whole transaction is held, since
-                    // the filter needs its commit position; otherwise it flows into the batch.
-                    if w.handover.is_empty() {
+                    // the filter needs its commit position, and so is the rest of one with a
+                    // chained foreign-key action (it waits for that position); otherwise it
+                    // flows into the batch.
+                    if w.handover.is_empty() && !held.iter().any(is_chained) {
                         self.push(&mut w, std::mem::take(&mut held))?;
                         if w.batch.len() >= max_rows || w.batch.bytes() >= max_bytes {
                             self.spill(&mut w).await?;
@@ -157,7 +159,11 @@ impl TableWorker {
                 Some(c) => {
                     in_txn = false;
                     let changes = std::mem::take(&mut held);
-                    let changes = self.filter_handover(changes, &c.position, &w.handover)?;
+                    let mut changes = self.filter_handover(changes, &c.position, &w.handover)?;
+                    if changes.iter().any(is_chained) {
+                        self.resolve_chains(&mut changes, &c.position, shutdown)
+                            .await?;
+                    }
                     self.push(&mut w, changes)?;
                     let pending = w.batch.len() as u64 + w.applied.iter().sum::<u64>();
                     self.ctx.status.update(&self.key, |s| {
@@ -471,6 +477,11 @@ fn correlation_id() -> String {
         .map_or(0, |d| d.as_nanos() as u64);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{nanos:x}-{seq:x}")
+}
+
+/// A foreign-key action that reaches the table through others.
+fn is_chained(change: &Change) -> bool {
+    matches!(change, Change::Cascade(c) if c.is_chained())
 }
 
 fn count(applied: &mut [u64; 4], changes: &[Change]) {

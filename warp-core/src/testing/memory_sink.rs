@@ -464,6 +464,12 @@ fn cascade(table: &mut LandedTable, c: &crate::Cascade, deletion: DeletionStrate
             })
             .collect()
     };
+    if c.is_chained() {
+        return Err(Error::sink_permanent(
+            format!("{}: the memory sink does not follow chains", c.constraint),
+            None,
+        ));
+    }
     let columns = index(&c.columns)?;
     let referenced = c.recursive_on.as_deref().map(index).transpose()?;
     let holds = |r: &StoredRow, cols: &[usize], values: &[Value]| {
