@@ -190,3 +190,42 @@ async fn a_parent_that_is_not_replicated_still_cascades_to_its_children() {
     assert_eq!(nulls, 2);
     assert!(run.terminate().success());
 }
+
+#[test]
+fn validate_names_a_parent_in_another_database() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shop = rt.block_on(async {
+        let shop = shop("cascade_validate", 10, 100).await;
+        let other = format!("{}_other", shop.db);
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {other}"),
+            format!("CREATE DATABASE {other}"),
+            format!("CREATE TABLE {other}.accounts (id INT PRIMARY KEY)"),
+            format!(
+                "CREATE TABLE ledger (id INT PRIMARY KEY, account_id INT, CONSTRAINT fk_ledger_account \
+                 FOREIGN KEY (account_id) REFERENCES {other}.accounts (id) ON DELETE CASCADE)"
+            ),
+        ] {
+            shop.exec(&sql).await;
+        }
+        shop
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args(["validate", "--check-connections", "--config"])
+        .arg(&shop.config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "ledger: foreign key fk_ledger_account: its parent {}_other.accounts is in another database",
+            shop.db
+        )),
+        "{stdout}"
+    );
+}

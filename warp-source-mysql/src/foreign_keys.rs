@@ -42,11 +42,13 @@ impl Action {
     }
 }
 
-/// A foreign key of a table (the child) on a parent table of the same database.
+/// A foreign key of a table (the child) on a parent table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForeignKey {
     pub name: String,
     pub columns: Vec<String>,
+    /// The parent's database: the reader reads only its own.
+    pub parent_database: String,
     pub parent: String,
     pub parent_columns: Vec<String>,
     pub on_delete: Action,
@@ -60,10 +62,35 @@ impl ForeignKey {
     }
 }
 
-type FkRow = (String, String, String, String, String, String, String);
+/// What `validate --check-connections` and `run --dry-run` say about `table`'s foreign
+/// keys that cannot be reproduced (a parent in another database).
+pub fn notes(table: &MysqlTable, database: &str) -> Vec<String> {
+    table
+        .foreign_keys
+        .iter()
+        .filter(|k| k.acts() && k.parent_database != database)
+        .map(|k| {
+            format!(
+                "foreign key {}: its parent {}.{} is in another database, so the rows the \
+                 server changes for it will not change at the destination (run verify)",
+                k.name, k.parent_database, k.parent
+            )
+        })
+        .collect()
+}
 
-/// The foreign keys of `database`'s tables (or only `only`'s) on tables of the same
-/// database, by child table.
+type FkRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// The foreign keys of `database`'s tables (or only `only`'s), by child table.
 pub async fn read(
     conn: &mut Conn,
     database: &str,
@@ -71,21 +98,22 @@ pub async fn read(
 ) -> Result<HashMap<String, Vec<ForeignKey>>> {
     let rows: Vec<FkRow> = conn
         .exec(
-            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME,
-                    k.REFERENCED_COLUMN_NAME, rc.DELETE_RULE, rc.UPDATE_RULE
+            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_SCHEMA,
+                    k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, rc.DELETE_RULE, rc.UPDATE_RULE
              FROM information_schema.KEY_COLUMN_USAGE k
              JOIN information_schema.REFERENTIAL_CONSTRAINTS rc
                ON rc.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND rc.CONSTRAINT_NAME = k.CONSTRAINT_NAME
               AND rc.TABLE_NAME = k.TABLE_NAME
-             WHERE k.TABLE_SCHEMA = ? AND k.REFERENCED_TABLE_SCHEMA = ?
+             WHERE k.TABLE_SCHEMA = ? AND k.REFERENCED_TABLE_NAME IS NOT NULL
                AND (? IS NULL OR k.TABLE_NAME = ?)
              ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
-            (database, database, only, only),
+            (database, only, only),
         )
         .await
         .context("read foreign keys")?;
     let mut out: HashMap<String, Vec<ForeignKey>> = HashMap::new();
-    for (table, name, column, parent, parent_column, on_delete, on_update) in rows {
+    for (table, name, column, parent_database, parent, parent_column, on_delete, on_update) in rows
+    {
         let keys = out.entry(table).or_default();
         match keys.last_mut().filter(|k| k.name == name) {
             Some(k) => {
@@ -95,6 +123,7 @@ pub async fn read(
             None => keys.push(ForeignKey {
                 name,
                 columns: vec![column],
+                parent_database,
                 parent,
                 parent_columns: vec![parent_column],
                 on_delete: Action::parse(&on_delete),
@@ -141,7 +170,8 @@ impl Cascades {
         for (child, t) in tables.iter().enumerate().take(served_count) {
             let Some(t) = t else { continue };
             for key in t.foreign_keys.iter().filter(|k| k.acts()) {
-                let Some(parent) = index_of(&key.parent) else {
+                let same_database = key.parent_database == t.schema.id.database;
+                let Some(parent) = index_of(&key.parent).filter(|_| same_database) else {
                     tracing::warn!(
                         table = %t.schema.id, constraint = %key.name, parent = %key.parent,
                         "foreign key with ON DELETE/UPDATE actions on a table the reader cannot \

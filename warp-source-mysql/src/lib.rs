@@ -247,7 +247,10 @@ impl MysqlSource {
         let known = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         let mut parents: Vec<MysqlTable> = Vec::new();
         for key in tables.iter().flat_map(|t| &t.foreign_keys) {
-            let Some(parent) = known.get(&key.parent) else {
+            let Some(parent) = known
+                .get(&key.parent)
+                .filter(|_| key.parent_database == self.database)
+            else {
                 continue;
             };
             let listed = |name: &str| {
@@ -497,6 +500,15 @@ impl Source for MysqlSource {
         Ok(Some(
             snapshot::all_keys(&mut conn, &self.database, &t).await?,
         ))
+    }
+
+    async fn plan_notes(
+        &self,
+        table: &TableSchema,
+        _read: &ReadSettings,
+        _snapshot: bool,
+    ) -> warp_core::Result<Vec<String>> {
+        Ok(foreign_keys::notes(&self.cached(table)?, &self.database))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {

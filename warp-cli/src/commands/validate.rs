@@ -58,6 +58,27 @@ fn print_summary(loaded: &LoadedConfig) {
     }
 }
 
+/// What the source says about the replicated tables that the replicator cannot do for
+/// them (e.g. foreign-key actions from a parent in another database), one line each.
+async fn table_notes(
+    source: &dyn warp_core::Source,
+    schema: &warp_core::config::ResolvedSchema,
+) -> Vec<String> {
+    let tables = match source.discover(schema).await {
+        Ok(t) => t,
+        Err(e) => return vec![format!("tables not listed: {e}")],
+    };
+    let mut notes = Vec::new();
+    for t in tables.iter().filter(|t| schema.filter.includes(&t.id.name)) {
+        let read = schema.table(&t.id.name).read_settings();
+        match source.plan_notes(t, &read, false).await {
+            Ok(lines) => notes.extend(lines.into_iter().map(|l| format!("{}: {l}", t.id.name))),
+            Err(e) => notes.push(format!("{}: {e}", t.id.name)),
+        }
+    }
+    notes
+}
+
 async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
     let cfg = &loaded.config;
     let timeout = cfg
@@ -88,10 +109,15 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
             }
         };
         match tokio::time::timeout(timeout, source.check()).await {
-            Ok(Ok(security)) => println!(
-                "source ({}): reachable, prerequisites met, {security}",
-                schema.name
-            ),
+            Ok(Ok(security)) => {
+                println!(
+                    "source ({}): reachable, prerequisites met, {security}",
+                    schema.name
+                );
+                for note in table_notes(source.as_ref(), &schema).await {
+                    println!("source ({}): {note}", schema.name);
+                }
+            }
             Ok(Err(e)) => {
                 let text = with_hint(&e, e.hint());
                 let text = text.strip_prefix("source: ").unwrap_or(&text);
