@@ -274,15 +274,7 @@ async fn timestamp_polling_replicates_inserts_updates_and_detected_deletes() {
         "    items: { polling_interval: 0.2, delete_detection_interval: 0.5 }\n",
     )
     .await;
-    let cfg = std::fs::read_to_string(&store.config).unwrap();
-    std::fs::write(
-        &store.config,
-        cfg.replace(
-            "type: mongodb,",
-            "type: mongodb, change_detection_strategy: timestamp, change_detection_column: updated,",
-        ),
-    )
-    .unwrap();
+    store.poll_by("updated");
     let at = |i: i64| bson::DateTime::from_millis(1_700_000_000_000 + i);
     store
         .insert(
@@ -331,15 +323,7 @@ async fn timestamp_polling_writes_during_the_snapshot_land_once() {
     // documents; the first polls read everything since the snapshot's start, much of it
     // already copied by the chunks read later. Every change lands exactly once.
     let store = store("pollsnap", 100, "    items: { polling_interval: 0.2 }\n").await;
-    let cfg = std::fs::read_to_string(&store.config).unwrap();
-    std::fs::write(
-        &store.config,
-        cfg.replace(
-            "type: mongodb,",
-            "type: mongodb, change_detection_strategy: timestamp, change_detection_column: updated,",
-        ),
-    )
-    .unwrap();
+    store.poll_by("updated");
     let base = 1_700_000_000_000_i64;
     let at = |ms: i64| bson::DateTime::from_millis(base + ms);
     store

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::testing::{wait_for, FailPoint, MemorySink, MemorySource};
 use warp_core::{Column, ColumnType, Phase, Pipeline, Retry, Row, TableState, Value};
 
@@ -611,17 +610,7 @@ async fn a_chunk_read_in_the_old_shape_lands_before_another_chunk_widens_the_tab
 
 #[tokio::test]
 async fn delete_detection_finds_rows_the_stream_cannot_see() {
-    let yaml = "source: { type: mysql, connection_string: 'mysql://u@h/shop', change_detection_strategy: timestamp, change_detection_column: v }\n\
-         destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
-         schemas:\n- name: shop\n  tables:\n    orders: { delete_detection_interval: 0.05 }\n";
-    let loaded = load_str(
-        yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
+    let schema = polled_schema("    orders: { delete_detection_interval: 0.05 }\n");
     let source = MemorySource::with_sample_table("shop", "orders", 10);
     let sink = MemorySink::new();
     let run = start(&source, &sink, schema, settings());
@@ -636,17 +625,8 @@ async fn delete_detection_finds_rows_the_stream_cannot_see() {
 #[tokio::test]
 async fn a_row_read_before_delete_detection_is_not_brought_back() {
     // A polling source: the stream reads rows as they are, and cannot see deletes.
-    let yaml = "source: { type: mysql, connection_string: 'mysql://u@h/shop', change_detection_strategy: timestamp, change_detection_column: v }\n\
-         destination: { type: postgresql, connection_string: 'postgresql://u@h/d' }\n\
-         schemas:\n- name: shop\n  tables:\n    orders: { delete_detection_interval: 0.05, deletion_strategy: soft }\n";
-    let loaded = load_str(
-        yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
+    let schema =
+        polled_schema("    orders: { delete_detection_interval: 0.05, deletion_strategy: soft }\n");
     let source = MemorySource::with_sample_table("shop", "orders", 10);
     source.poll_current_state();
     let sink = MemorySink::new();

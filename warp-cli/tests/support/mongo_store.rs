@@ -91,6 +91,17 @@ impl Store {
         std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
     }
 
+    /// Switches the config to the `timestamp` strategy on `column`.
+    pub fn poll_by(&self, column: &str) {
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let polled = cfg.replace(
+            "type: mongodb,",
+            &format!("type: mongodb, change_detection_strategy: timestamp, change_detection_column: {column},"),
+        );
+        assert_ne!(polled, cfg);
+        std::fs::write(&self.config, polled).unwrap();
+    }
+
     pub fn coll(&self, name: &str) -> Collection<Document> {
         self.mongo.collection(name)
     }

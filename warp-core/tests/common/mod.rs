@@ -49,8 +49,21 @@ pub fn settings() -> EngineSettings {
 
 /// A schema `shop` whose tables use `table_yaml` (YAML mapping body) as settings.
 pub fn schema(tables_yaml: &str) -> ResolvedSchema {
+    schema_with("", tables_yaml)
+}
+
+/// [`schema`] of a source polled by its `v` column (`timestamp` strategy).
+pub fn polled_schema(tables_yaml: &str) -> ResolvedSchema {
+    schema_with(
+        ", change_detection_strategy: timestamp, change_detection_column: v",
+        tables_yaml,
+    )
+}
+
+/// [`schema`] with `source_extra` appended to the source mapping.
+fn schema_with(source_extra: &str, tables_yaml: &str) -> ResolvedSchema {
     let yaml = format!(
-        "source: {{ type: mysql, connection_string: 'mysql://u@h/shop' }}\n\
+        "source: {{ type: mysql, connection_string: 'mysql://u@h/shop'{source_extra} }}\n\
          destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
          schemas:\n- name: shop\n  snapshot_chunk_size: 10\n  tables:\n{tables_yaml}"
     );
