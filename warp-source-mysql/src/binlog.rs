@@ -98,6 +98,9 @@ struct Reader {
     payload: Option<Payload>,
     /// The foreign-key actions on the served tables.
     cascades: Cascades,
+    /// The server logs the rows its foreign-key actions change (MySQL 9.6+ SQL-layer
+    /// foreign keys): nothing to reproduce.
+    cascades_logged: bool,
     /// `tables` past this index are parents read only for their children's cascades:
     /// nothing of their own is handed out.
     served_count: usize,
@@ -145,6 +148,7 @@ pub async fn feed(
         .map(GtidState::parse)
         .unwrap_or_default();
     let by_gtid = !gtid.is_empty() && !file_position_matches(&mut conn, &from).await?;
+    let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
@@ -182,7 +186,8 @@ pub async fn feed(
         gtid,
         pool: setup.pool,
         database: setup.database,
-        cascades: Cascades::among(&served, served_count),
+        cascades: Cascades::among(&served, served_count, cascades_logged),
+        cascades_logged,
         tables: served,
         served_count,
         by_name,
@@ -672,7 +677,7 @@ impl Reader {
             }
         }
         // Foreign keys come and go with DDL, and a dropped table acts on nothing.
-        self.cascades = Cascades::among(&self.tables, self.served_count);
+        self.cascades = Cascades::among(&self.tables, self.served_count, self.cascades_logged);
         Ok(())
     }
 }

@@ -79,6 +79,19 @@ pub fn notes(table: &MysqlTable, database: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the server writes the rows its foreign-key actions change to the binlog
+/// itself: MySQL 9.6+ handles foreign keys in the SQL layer by default
+/// (`innodb_native_foreign_keys=OFF`) and logs the children's row events before the
+/// parent's. InnoDB's own handling (MariaDB, MySQL before 9.6, or the variable ON) logs
+/// only the parent's.
+pub async fn server_logs_actions(conn: &mut Conn) -> Result<bool> {
+    let native: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL VARIABLES LIKE 'innodb_native_foreign_keys'")
+        .await
+        .context("read innodb_native_foreign_keys")?;
+    Ok(native.is_some_and(|(_, v)| v.eq_ignore_ascii_case("OFF") || v == "0"))
+}
+
 type FkRow = (
     String,
     String,
@@ -159,8 +172,12 @@ pub struct Cascades {
 
 impl Cascades {
     /// The rules among `tables` (a feed's, by index; the first `served_count` served);
-    /// what cannot be reproduced is logged, once per feed.
-    pub fn among(tables: &[Option<MysqlTable>], served_count: usize) -> Self {
+    /// what cannot be reproduced is logged, once per feed. None when the server logs the
+    /// actions' rows itself (`logged`).
+    pub fn among(tables: &[Option<MysqlTable>], served_count: usize, logged: bool) -> Self {
+        if logged {
+            return Self::default();
+        }
         let index_of = |name: &str| {
             tables
                 .iter()
