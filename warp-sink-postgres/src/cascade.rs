@@ -17,12 +17,16 @@ use crate::landed::{
 pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Result<String> {
     let columns = find(landed, c, &c.columns)?;
     let alive = format!("NOT t.{}", quote(IS_DELETED));
-    let matching = columns
-        .iter()
-        .zip(&c.matching)
-        .map(|(col, v)| Ok(format!("t.{} = {}", col.ident, literal_of(v, &col.ty)?)))
-        .collect::<Result<Vec<_>>>()?
-        .join(" AND ");
+    // This table's rows holding the parent's values (a chain's values are the first
+    // middle table's, not this table's: see `through`).
+    let matching = || -> Result<String> {
+        Ok(columns
+            .iter()
+            .zip(&c.matching)
+            .map(|(col, v)| Ok(format!("t.{} = {}", col.ident, literal_of(v, &col.ty)?)))
+            .collect::<Result<Vec<_>>>()?
+            .join(" AND "))
+    };
     let ts = c.source_ts.map_or_else(
         || "NULL".to_owned(),
         |t| format!("{}::timestamptz", literal(&t.to_rfc3339())),
@@ -56,6 +60,7 @@ pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Re
                  UNION SELECT {t_refs} FROM {table} t JOIN doomed d ON {link} WHERE {alive}) ",
                 t_refs = refs("t."),
                 table = landed.table,
+                matching = matching()?,
             );
             let target = format!(
                 "({}) IN (SELECT {} FROM doomed) AND {alive}",
@@ -75,7 +80,7 @@ pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Re
                 format!("({cols}) IN ({}) AND {alive}", through(c)?),
             )
         }
-        _ => (String::new(), format!("{matching} AND {alive}")),
+        _ => (String::new(), format!("{} AND {alive}", matching()?)),
     };
     let table = &landed.table;
     Ok(match (&c.action, deletion) {

@@ -461,14 +461,17 @@ impl Reader {
     /// transaction the payload's end. Fails when a payload's inner events never came
     /// (the driver hands out none when it cannot decompress them).
     fn payload_position(&mut self, log_pos: u32) -> warp_core::Result<u32> {
-        let Some(payload) = self.payload.as_mut() else {
+        let Some(payload) = self.payload else {
             return Ok(log_pos);
         };
         if log_pos == 0 {
-            payload.inner += 1;
+            self.payload = Some(Payload {
+                inner: payload.inner + 1,
+                ..payload
+            });
             return Ok(payload.end);
         }
-        let payload = self.payload.take().unwrap_or(Payload { end: 0, inner: 0 });
+        self.payload = None;
         if payload.inner == 0 {
             return Err(warp_core::Error::source_permanent(
                 format!(
@@ -500,6 +503,16 @@ impl Reader {
         let Some(table) = self.tables[index].as_ref() else {
             return Ok(());
         };
+        // A parent read for its children alone: an insert changes no child.
+        let parent_only = index >= self.served_count;
+        if parent_only
+            && matches!(
+                rows,
+                RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_)
+            )
+        {
+            return Ok(());
+        }
         let names = column_names(tme);
         let op = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
@@ -548,7 +561,7 @@ impl Reader {
             };
             // What the server did to child rows for it follows, in log order.
             let cascaded = self.cascades.of(index, &event);
-            if index < self.served_count {
+            if !parent_only {
                 self.pending.push(TableChange {
                     table: index,
                     change: Change::Row(event),

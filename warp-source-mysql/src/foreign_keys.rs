@@ -166,8 +166,6 @@ pub struct Cascades {
     names: Vec<String>,
     /// Each table's columns and types, by name.
     types: Vec<HashMap<String, ColumnType>>,
-    /// Tables at or past this index are read for their children only (no landing table).
-    served_count: usize,
 }
 
 impl Cascades {
@@ -232,7 +230,6 @@ impl Cascades {
             by_parent,
             names,
             types,
-            served_count,
         };
         cascades.name_unfollowed(tables);
         cascades
@@ -339,7 +336,7 @@ impl Cascades {
     /// the server performs through them: their rows are found through `rule.child`'s.
     fn chain(&self, rule: &Rule, reached: &Cascade, out: &mut Vec<TableChange>) {
         let middle = rule.child;
-        if middle >= self.served_count || reached.via.len() >= MAX_CHAIN {
+        if reached.via.len() >= MAX_CHAIN {
             return;
         }
         for next in self.by_parent.get(&middle).into_iter().flatten() {

@@ -8,7 +8,7 @@
 //! and commit at the payload's end, never at `file:0`; a payload that cannot be
 //! decompressed stops the feed with what to change.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,8 +146,8 @@ fn compressed(events: &[Vec<u8>], corrupt: bool) -> Vec<u8> {
 struct Rewriter {
     held: Option<Vec<Vec<u8>>>,
     corrupt: bool,
-    /// Payload events sent so far.
-    sent: usize,
+    /// Payload events sent so far (by every connection of the proxy).
+    sent: Arc<AtomicUsize>,
 }
 
 impl Rewriter {
@@ -166,7 +166,7 @@ impl Rewriter {
             XID_EVENT => {
                 held.push(event);
                 let events = self.held.take().unwrap_or_default();
-                self.sent += 1;
+                self.sent.fetch_add(1, Ordering::SeqCst);
                 vec![compressed(&events, self.corrupt)]
             }
             // DDL (a query right after the GTID), heartbeats, rotation: as they are.
@@ -183,25 +183,37 @@ impl Rewriter {
     }
 }
 
-/// A TCP proxy to `upstream` rewriting binlog dumps; `corrupt` spoils the payloads.
-async fn proxy(upstream: String, corrupt: bool) -> u16 {
+/// A TCP proxy to `upstream` rewriting binlog dumps, with the count of payload events
+/// it has sent; `corrupt` spoils the payloads.
+async fn proxy(upstream: String, corrupt: bool) -> (u16, Arc<AtomicUsize>) {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sent);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
+            let (upstream, sent) = (upstream.clone(), Arc::clone(&counted));
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     return;
                 };
-                let _ = relay(client, server, corrupt).await;
+                let rewriter = Rewriter {
+                    corrupt,
+                    sent,
+                    ..Rewriter::default()
+                };
+                let _ = relay(client, server, rewriter).await;
             });
         }
     });
-    port
+    (port, sent)
 }
 
-async fn relay(client: TcpStream, server: TcpStream, corrupt: bool) -> std::io::Result<()> {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    mut rewriter: Rewriter,
+) -> std::io::Result<()> {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let dumping = Arc::new(AtomicBool::new(false));
@@ -217,10 +229,6 @@ async fn relay(client: TcpStream, server: TcpStream, corrupt: bool) -> std::io::
             }
         }
     });
-    let mut rewriter = Rewriter {
-        corrupt,
-        ..Rewriter::default()
-    };
     let mut next_seq: Option<u8> = None;
     loop {
         let (seq, payload) = read_packet(&mut sr).await?;
@@ -243,7 +251,10 @@ async fn relay(client: TcpStream, server: TcpStream, corrupt: bool) -> std::io::
     }
 }
 
-async fn setup(db: &str, corrupt: bool) -> (common::Configured, mysql_async::Conn) {
+async fn setup(
+    db: &str,
+    corrupt: bool,
+) -> (common::Configured, mysql_async::Conn, Arc<AtomicUsize>) {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
     common::fresh_database(&mut conn, db).await;
@@ -251,7 +262,7 @@ async fn setup(db: &str, corrupt: bool) -> (common::Configured, mysql_async::Con
         .await
         .unwrap();
     let upstream = url.trim_start_matches("mysql://root@").to_owned();
-    let port = proxy(upstream, corrupt).await;
+    let (port, sent) = proxy(upstream, corrupt).await;
     let source = common::source_config(
         &format!(
             "connection_string: 'mysql://root@127.0.0.1:{port}/{db}', ssl_mode: disabled, server_id: {}",
@@ -260,7 +271,7 @@ async fn setup(db: &str, corrupt: bool) -> (common::Configured, mysql_async::Con
         db,
     )
     .unwrap();
-    (source, conn)
+    (source, conn, sent)
 }
 
 type Transaction = (Vec<(Option<i64>, warp_core::Operation)>, BinlogPosition);
@@ -303,7 +314,7 @@ async fn transactions(
 
 #[tokio::test]
 async fn compressed_transactions_are_read_and_commit_at_the_payload_end() {
-    let (source, mut conn) = setup("cw_compressed", false).await;
+    let (source, mut conn, compressed_sent) = setup("cw_compressed", false).await;
     let t = source.discover().await.unwrap().remove(0);
     let start = source.current_position(&t).await.unwrap();
     let mut feed = source
@@ -319,6 +330,8 @@ async fn compressed_transactions_are_read_and_commit_at_the_payload_end() {
     .await
     .unwrap();
     let compressed = transactions(&mut feed, 2).await;
+    // They came compressed: the proxy was in the path and rewrote them.
+    assert!(compressed_sent.load(Ordering::SeqCst) >= 2);
     use warp_core::Operation::*;
     assert_eq!(compressed[0].0, [(Some(1), Insert), (Some(2), Insert)]);
     assert_eq!(compressed[1].0, [(Some(1), Update), (Some(2), Delete)]);
@@ -344,7 +357,7 @@ async fn compressed_transactions_are_read_and_commit_at_the_payload_end() {
 
 #[tokio::test]
 async fn a_payload_that_cannot_be_decompressed_stops_the_feed_with_what_to_change() {
-    let (source, mut conn) = setup("cw_compressed_bad", true).await;
+    let (source, mut conn, _) = setup("cw_compressed_bad", true).await;
     let t = source.discover().await.unwrap().remove(0);
     let start = source.current_position(&t).await.unwrap();
     let mut feed = source.open_feed(&[t], &start).await.unwrap();

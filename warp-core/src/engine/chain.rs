@@ -30,17 +30,22 @@ impl TableWorker {
         position: &Position,
         shutdown: &CancellationToken,
     ) -> Result<()> {
+        let mut waits: Vec<Target> = Vec::new();
         for change in changes.iter_mut() {
             let Change::Cascade(c) = change else {
                 continue;
             };
             let middles = self.middle_tables(c)?;
-            for (hop, target) in c.via.iter_mut().zip(&middles) {
+            for (hop, target) in c.via.iter_mut().zip(middles) {
                 hop.landed = Some((target.destination_schema.clone(), target.table.clone()));
+                // A transaction deleting many parents carries an action per parent.
+                if !waits.iter().any(|w| w.key() == target.key()) {
+                    waits.push(target);
+                }
             }
-            for target in &middles {
-                self.wait_until_applied(target, position, shutdown).await?;
-            }
+        }
+        for target in &waits {
+            self.wait_until_applied(target, position, shutdown).await?;
         }
         Ok(())
     }
