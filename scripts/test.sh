@@ -12,6 +12,7 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+scripts/browser.sh
 scripts/peers.sh start all
 set -a
 # shellcheck disable=SC1090

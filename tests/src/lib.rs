@@ -2,6 +2,7 @@
 //! `scripts/peers.sh` listen. A suite that needs a peer fails loudly when it is missing;
 //! it never skips silently.
 
+pub mod browser;
 pub mod replica;
 pub mod tls;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
-use warp_core::{TableState, TableStatus};
+use warp_core::TableState;
 use warp_e2e::Process;
 
 const TABLES: [&str; 6] = ["t1", "t2", "t3", "t4", "t5", "t6"];
@@ -24,17 +24,31 @@ struct Replica {
     process: Process,
 }
 
+/// What a replica's `/status` says of one table.
+#[derive(serde::Deserialize)]
+struct Listed {
+    table: String,
+    state: Option<TableState>,
+    /// The replica runs it itself.
+    here: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct StatusReply {
+    tables: Vec<Listed>,
+}
+
 /// The tables a replica runs, from its own `/status` (not from the leases table).
 fn runs(r: &Replica) -> Option<Vec<String>> {
     let (code, body) = warp_e2e::http_get(r.port, "/status")?;
     if code != 200 {
         return None;
     }
-    let tables: Vec<TableStatus> =
-        serde_json::from_str(&body).expect("/status lists table statuses");
-    let mut names: Vec<String> = tables
+    let reply: StatusReply = serde_json::from_str(&body).expect("/status lists tables");
+    let mut names: Vec<String> = reply
+        .tables
         .into_iter()
-        .filter(|t| t.state != TableState::Stopped)
+        .filter(|t| t.here && t.state != Some(TableState::Stopped))
         .map(|t| t.table)
         .collect();
     names.sort();

@@ -75,7 +75,8 @@ pub use mask::mask_secrets;
 pub use position::Position;
 pub use read_settings::{FeedTable, ReadSettings, TableReads};
 pub use report::{
-    CheckpointPhase, DeadLetter, DeadLetterStatus, ReplayReport, SignalKind, TableReport,
+    CheckpointPhase, DeadLetter, DeadLetterStatus, DeploymentStatus, ReplayReport, ReplicaReport,
+    SignalKind, TableReport,
 };
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{

@@ -55,6 +55,34 @@ pub struct TableReport {
     pub hint: Option<String>,
     /// Pending dead letters.
     pub dead_letters: i64,
+    /// Snapshot chunks finished and planned, as last recorded (`None` before a copy).
+    #[serde(default)]
+    pub chunks_done: Option<i64>,
+    #[serde(default)]
+    pub chunks_total: Option<i64>,
+    /// The landing table's latest version in the schema registry.
+    #[serde(default)]
+    pub schema_version: Option<i32>,
+}
+
+/// One replica of a schema as the metadata schema's membership shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    pub schema: String,
+    pub owner: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Its membership has not lapsed.
+    pub alive: bool,
+    /// The tables it holds a live lease on.
+    pub tables: Vec<String>,
+}
+
+/// Everything the metadata schema says about its deployments' tables and replicas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    pub tables: Vec<TableReport>,
+    pub replicas: Vec<ReplicaReport>,
 }
 
 /// Where a dead letter is in its life.

@@ -172,6 +172,12 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// Every table and replica the destination's metadata records, whoever runs them.
+    /// Optional: `None` where status is kept in memory only.
+    async fn read_status(&self) -> Result<Option<crate::DeploymentStatus>> {
+        Ok(None)
+    }
+
     /// Takes the pending signals for `tables` of `schema`, and those naming no table
     /// (each is returned once). Optional: the default has none.
     async fn take_signals(&self, _schema: &str, _tables: &[String]) -> Result<Vec<Signal>> {

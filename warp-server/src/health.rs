@@ -9,6 +9,8 @@ use serde::Serialize;
 use warp_core::config::MonitoringConfig;
 use warp_core::{StatusBoard, TableState};
 
+use crate::status_page::StatusPage;
+
 /// An HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -40,6 +42,7 @@ pub struct Health {
     pub schemas: Vec<SchemaHealth>,
     /// Last destination check succeeded.
     pub destination_ok: AtomicBool,
+    page: Arc<StatusPage>,
     max_lag: Option<f64>,
     health: String,
     ready: String,
@@ -53,8 +56,13 @@ struct Readiness {
 }
 
 impl Health {
-    pub fn new(monitoring: &MonitoringConfig, schemas: Vec<(String, StatusBoard)>) -> Self {
+    pub fn new(
+        monitoring: &MonitoringConfig,
+        schemas: Vec<(String, StatusBoard)>,
+        page: Arc<StatusPage>,
+    ) -> Self {
         Self {
+            page,
             schemas: schemas
                 .into_iter()
                 .map(|(name, board)| SchemaHealth {
@@ -129,12 +137,17 @@ impl Health {
                 },
             )
         } else if path == "/status" {
-            let tables: Vec<_> = self
-                .schemas
-                .iter()
-                .flat_map(|s| s.board.snapshot())
-                .collect();
-            Reply::json(200, &tables)
+            Reply {
+                status: 200,
+                content_type: "application/json",
+                body: self.page.json(),
+            }
+        } else if path == "/" {
+            Reply {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: crate::status_page::HTML.to_owned(),
+            }
         } else {
             Reply {
                 status: 404,
@@ -155,7 +168,22 @@ mod tests {
 
     fn health() -> Health {
         let board = StatusBoard::default();
-        Health::new(&MonitoringConfig::default(), vec![("shop".into(), board)])
+        let process = crate::status_page::ProcessSummary {
+            version: "0",
+            replica: "pod-a".into(),
+            started_at: Utc::now(),
+            mode: "single",
+            config_file: "c.yaml".into(),
+            source: "mysql".into(),
+            destination: "postgresql".into(),
+            schemas: Vec::new(),
+        };
+        let page = Arc::new(StatusPage::new(process, vec![board.clone()]));
+        Health::new(
+            &MonitoringConfig::default(),
+            vec![("shop".into(), board)],
+            page,
+        )
     }
 
     #[test]
@@ -186,5 +214,8 @@ mod tests {
         assert_eq!(reply.status, 503);
         assert!(reply.body.contains("shop.orders: failed"), "{}", reply.body);
         assert!(h.route("/status").body.contains("\"table\":\"orders\""));
+        let page = h.route("/");
+        assert_eq!(page.status, 200);
+        assert!(page.content_type.starts_with("text/html"));
     }
 }

@@ -10,6 +10,7 @@ mod metrics_server;
 mod progress;
 pub mod runtime;
 pub mod status;
+pub mod status_page;
 pub mod telemetry;
 #[cfg(feature = "postgres")]
 pub mod verify;

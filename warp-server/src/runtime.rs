@@ -13,6 +13,7 @@ use crate::connectors::{build_reader_source, build_sink};
 use crate::error::ServerError;
 use crate::health::{Health, Reply};
 use crate::http;
+use crate::status_page::{ProcessSummary, StatusPage};
 use warp_core::Destination;
 
 /// How `run` behaves beyond the configuration.
@@ -130,16 +131,26 @@ pub async fn run(
     let destination = build_sink(&loaded.config.destination)?;
     let pipelines = pipelines(loaded, opts, &destination)?;
     let boards: Vec<warp_core::StatusBoard> = pipelines.iter().map(Pipeline::status).collect();
+    let page = Arc::new(StatusPage::new(
+        ProcessSummary::of(loaded, &owner(loaded)),
+        boards.clone(),
+    ));
     let health = Arc::new(Health::new(
         monitoring,
         pipelines
             .iter()
             .map(|p| (p.schema_name().to_owned(), p.status()))
             .collect(),
+        Arc::clone(&page),
     ));
     // The endpoints outlive the drain (probes keep answering while tables stop).
     let servers = CancellationToken::new();
     if monitoring.health_check_enabled {
+        tokio::spawn(crate::status_page::follow(
+            page,
+            Arc::clone(&destination.sink),
+            servers.clone(),
+        ));
         let h = Arc::clone(&health);
         let route = Arc::new(move |p: &str| h.route(p));
         let addr = http::serve(

@@ -320,6 +320,12 @@ impl Sink for PostgresSink {
         Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema, tables).await?)
     }
 
+    async fn read_status(&self) -> warp_core::Result<Option<warp_core::DeploymentStatus>> {
+        Ok(Some(
+            status::deployment(&self.inner.pool, &self.inner.metadata).await?,
+        ))
+    }
+
     async fn record_status(
         &self,
         owner: &str,

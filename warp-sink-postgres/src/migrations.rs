@@ -11,7 +11,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial metadata tables", INITIAL),
     (2, "live source time in table_state", TABLE_STATE_SOURCE_TS),
     (3, "replica membership for lease balancing", MEMBERS),
+    (
+        4,
+        "snapshot chunk progress in table_state",
+        TABLE_STATE_CHUNKS,
+    ),
 ];
+
+const TABLE_STATE_CHUNKS: &str = "ALTER TABLE {m}.table_state
+    ADD COLUMN chunks_done integer, ADD COLUMN chunks_total integer";
 
 const MEMBERS: &str = "CREATE TABLE {m}.members (
     schema_name  text NOT NULL,

@@ -1,0 +1,207 @@
+//! The operator's status page (`GET /` on the health port) in headless Chromium, served by
+//! the real binary replicating the MariaDB peer: the snapshot's progress bar, then the
+//! `streaming` state without a reload, then a keyless table's failure with its reason and
+//! hint; what the page shows agrees with `/status`. Screenshots go to
+//! `target/tmp/status-page-*.png`.
+
+#[path = "support/mysql_shop.rs"]
+mod mysql_shop;
+
+use std::path::Path;
+use std::time::Duration;
+
+use mysql_shop::shop;
+use serde_json::Value;
+use warp_e2e::browser::Browser;
+
+/// What `/status` says of one table, as the page should show it.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Listed {
+    schema: String,
+    table: String,
+    state: Option<String>,
+    owner: Option<String>,
+    dead_letters: i64,
+    schema_version: Option<i32>,
+    last_error: Option<String>,
+    hint: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatusReply {
+    tables: Vec<Listed>,
+}
+
+/// Each table row of the page, read from the DOM in `/status`'s terms.
+const READ_PAGE: &str = r#"
+return [...document.querySelectorAll("tr[data-table]")].map((row) => {
+  const name = row.dataset.table;
+  const detail = document.querySelector(`tr[data-detail="${name}"]`);
+  const text = (sel) => { const e = detail && detail.querySelector(sel); return e ? e.textContent.replace(/^[^:]+: /, "") : null; };
+  const cells = row.querySelectorAll("td");
+  const owner = cells[5].textContent.replace(" (this replica)", "");
+  return {
+    schema: name.split(".")[0], table: name.split(".").slice(1).join("."),
+    state: row.dataset.state === "unknown" ? null : row.dataset.state,
+    owner: owner === "no live lease" ? null : owner,
+    dead_letters: Number(cells[6].textContent.replace(/,/g, "")),
+    schema_version: cells[7].textContent === "—" ? null : Number(cells[7].textContent),
+    last_error: text(".reason"), hint: text(".hint"),
+  };
+});"#;
+
+fn page_rows(browser: &Browser) -> Vec<Listed> {
+    serde_json::from_value(browser.eval(READ_PAGE)).expect("rows as /status lists them")
+}
+
+fn status(port: u16) -> Vec<Listed> {
+    let (code, body) = warp_e2e::http_get(port, "/status").expect("/status answers");
+    assert_eq!(code, 200, "{body}");
+    let reply: StatusReply = serde_json::from_str(&body).expect("/status JSON");
+    let mut tables = reply.tables;
+    tables.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+    tables
+}
+
+/// The state and progress value of `table`'s row (`null` while the row is not shown).
+fn row(browser: &Browser, table: &str) -> Value {
+    browser.eval(&format!(
+        r#"const row = document.querySelector('tr[data-table="{table}"]');
+           if (!row) return null;
+           const bar = row.querySelector("progress");
+           return {{ state: row.dataset.state, progress: bar ? Number(bar.value) : null }};"#
+    ))
+}
+
+async fn wait_row(
+    browser: &Browser,
+    table: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    log: impl Fn() -> String,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = row(browser, table);
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{table}: never {what} on the page (last seen {seen})\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
+    let shop = shop("page", 40_000, 400).await;
+    warp_e2e::tune(&shop.config, "table_discovery_interval", "1");
+    let health = warp_e2e::free_port();
+    let _run = shop.run_replica("page-a", health);
+    let orders = format!("{}.orders", shop.db);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+
+    // Hold orders' copy after its first chunk: another session locks its landing table.
+    let exists = format!("SELECT (to_regclass('{orders}') IS NOT NULL)::int::bigint");
+    let copied = format!("SELECT count(*)::bigint FROM {orders}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while shop.scalar_pg(exists.clone()).await == 0 || shop.scalar_pg(copied.clone()).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders' first chunk never landed\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lock = shop.lock_landing("orders").await;
+
+    let browser = Browser::start(&shop.dir.join("chromedriver.log"));
+    browser.open(&format!("http://127.0.0.1:{health}/"));
+    // Set once: were the page reloaded, it would be gone.
+    browser.eval("window.loadedOnce = 42; return null;");
+    let copying = wait_row(
+        &browser,
+        &orders,
+        "copying with a progress bar",
+        |r| r["state"] == "snapshotting" && r["progress"].is_number(),
+        || shop.log(),
+    )
+    .await;
+    let progress = copying["progress"].as_f64().unwrap();
+    assert!(
+        (0.0..100.0).contains(&progress),
+        "held after its first chunk, orders is not fully copied: {copying}"
+    );
+    browser.screenshot(&shots.join("status-page-snapshot.png"));
+
+    drop(lock);
+    wait_row(
+        &browser,
+        &orders,
+        "streaming",
+        |r| r["state"] == "streaming" && r["progress"].is_null(),
+        || shop.log(),
+    )
+    .await;
+
+    // A table without a key, created while running: found, refused, shown with its hint.
+    shop.exec("CREATE TABLE audit_log (line TEXT)").await;
+    let audit = format!("{}.audit_log", shop.db);
+    wait_row(
+        &browser,
+        &audit,
+        "failed",
+        |r| r["state"] == "failed",
+        || shop.log(),
+    )
+    .await;
+    let rows = page_rows(&browser);
+    let failed = rows.iter().find(|r| r.table == "audit_log").unwrap();
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no primary key")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("primary_key")),
+        "{failed:?}"
+    );
+    let first_group =
+        browser.eval(r#"return document.querySelector("section[data-group]").dataset.group;"#);
+    assert_eq!(first_group, "failed", "failed tables come first");
+    assert_eq!(
+        browser.eval("return window.loadedOnce;"),
+        42,
+        "the page updated itself without a reload"
+    );
+
+    // The page and /status agree, table by table (the page may be one poll behind).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut shown = page_rows(&browser);
+        shown.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+        let listed = status(health);
+        if shown == listed {
+            assert_eq!(listed.len(), 3, "{listed:?}");
+            assert!(
+                listed.iter().all(|t| t.owner.as_deref() == Some("page-a")),
+                "{listed:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page shows {shown:?}\n/status lists {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    browser.screenshot(&shots.join("status-page-failed.png"));
+}
