@@ -5,10 +5,11 @@
 #        scripts/bench.sh mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]
 #        scripts/bench.sh mongo [--docs N] [--changes N] [--runs N]
 #        scripts/bench.sh fanout [--changes N] [--runs N]   (one hot table beside 50 idle ones)
+#        scripts/bench.sh page [--tables N] [--requests N]  (status page answer times)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/peers.sh start postgres
-case "${1:-sink}" in mysql | fanout) scripts/peers.sh start mariadb ;; mongo) scripts/peers.sh start mongo ;; esac
+case "${1:-sink}" in mysql | fanout | page) scripts/peers.sh start mariadb ;; mongo) scripts/peers.sh start mongo ;; esac
 set -a
 # shellcheck disable=SC1090
 source <(scripts/peers.sh env)

@@ -31,6 +31,8 @@ struct Listed {
     state: Option<TableState>,
     /// The replica runs it itself.
     here: bool,
+    /// Whoever holds its lease, as the metadata schema says.
+    owner: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -84,6 +86,42 @@ async fn wait_split(shop: &Shop, live: &[&Replica], shares: &[usize]) {
                 .join("\n----\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `r`'s `/status` (what its status page shows) lists every table with the
+/// replica running it, its own and the others' alike.
+async fn wait_listed(shop: &Shop, r: &Replica, owners: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: Vec<(String, Option<String>, bool)> = warp_e2e::http_get(r.port, "/status")
+            .and_then(|(_, body)| serde_json::from_str::<StatusReply>(&body).ok())
+            .map(|reply| {
+                reply
+                    .tables
+                    .into_iter()
+                    .filter(|t| TABLES.contains(&t.table.as_str()))
+                    .map(|t| (t.table, t.owner, t.here))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut seen: Vec<&str> = listed.iter().filter_map(|t| t.1.as_deref()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let own = listed
+            .iter()
+            .filter(|t| t.2 && t.1.as_deref() == Some(r.pod))
+            .count();
+        if listed.len() == TABLES.len() && seen == owners && own == 2 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}'s /status never listed every table with its owner: {listed:?}\n{}",
+            r.pod,
+            shop.replica_log(r.pod)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -170,6 +208,7 @@ async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
     let c = start(&shop, "warp-c");
     wait_split(&shop, &[&a, &b, &c], &[2, 2, 2]).await;
     wait_dumps(&shop, 3).await;
+    wait_listed(&shop, &a, &["warp-a", "warp-b", "warp-c"]).await;
 
     // SIGKILL: b's tables move to a and c once its leases lapse.
     b.process.kill();

@@ -6,6 +6,8 @@
 //! MariaDB → PostgreSQL through the `cartridge-warp` binary next to this one.
 //! `warp-bench mongo [--docs N] [--changes N] [--runs N]`: MongoDB (the emulator) through
 //! the binary, next to raw driver reads of the same server.
+//! `warp-bench page [--tables N] [--requests N]`: the status page's answer times with N
+//! tables in the metadata schema.
 //! Peers from `WARP_TEST_*_URL` (scripts/bench.sh sets them).
 
 mod cpu;
@@ -13,6 +15,7 @@ mod data;
 mod fanout;
 mod mongo;
 mod mysql;
+mod page;
 mod replicator;
 mod sink;
 
@@ -207,10 +210,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             print_fanout(&alone, &beside, settings.changes, runs);
         }
+        Some("page") => {
+            let my_url = std::env::var("WARP_TEST_MARIADB_URL")
+                .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = warp_binary()?;
+            page::run(&page::Settings {
+                pg_url: &url,
+                my_url: &my_url,
+                binary: &binary,
+                tables: arg(&args, "--tables", 500),
+                requests: arg(&args, "--requests", 200),
+            })
+            .await?;
+        }
         Some(other) => {
-            return Err(
-                format!("unknown benchmark `{other}` (known: sink, mysql, mongo, fanout)").into(),
+            return Err(format!(
+                "unknown benchmark `{other}` (known: sink, mysql, mongo, fanout, page)"
             )
+            .into())
         }
     }
     Ok(())
