@@ -159,6 +159,7 @@ pub async fn run(s: &Settings<'_>) -> Result<(), Failure> {
         query.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     query.sort_by(f64::total_cmp);
+    let render = render_in_chromium(health, s.requests.min(50), &dir)?;
     println!(
         "status page with {} tables in the metadata schema ({} requests each, one at a time)",
         s.tables, s.requests
@@ -171,5 +172,31 @@ pub async fn run(s: &Settings<'_>) -> Result<(), Failure> {
         "metadata read the page's reader runs every 2 s (not waited for)",
         0,
     );
+    if let Some(render) = render {
+        render.line("page redraw in headless Chromium (fetch excluded)", 0);
+    }
     Ok(())
+}
+
+/// How long the page takes to draw one `/status` answer, measured inside Chromium (when
+/// scripts/browser.sh installed it): what keeps the page usable at this size.
+fn render_in_chromium(port: u16, n: u64, dir: &Path) -> Result<Option<Timings>, Failure> {
+    if !Path::new(warp_e2e::browser::CHROMEDRIVER).exists() {
+        eprintln!("no chromedriver (scripts/browser.sh installs it): page redraw not measured");
+        return Ok(None);
+    }
+    let browser = warp_e2e::browser::Browser::start(&dir.join("chromedriver.log"));
+    browser.open(&format!("http://127.0.0.1:{port}/"));
+    let mut ms = Vec::new();
+    for _ in 0..n {
+        let took = browser.eval(
+            "return fetch('status').then((r) => r.json()).then((s) => {
+               const t = performance.now(); render(s);
+               document.body.getBoundingClientRect();  // include layout
+               return performance.now() - t; });",
+        );
+        ms.push(took.as_f64().ok_or("no timing from the page")?);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Some(Timings(ms)))
 }
