@@ -95,7 +95,57 @@ async fn wait_row(
     }
 }
 
-#[tokio::test]
+/// An Ingress's path prefix in front of the health port: `GET /<prefix>/x` is forwarded
+/// as `GET /x` (as HTTP/1.0, one request per connection); anything else is refused.
+async fn behind_prefix(prefix: &'static str, health: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let (line, headers) = head.split_once("\r\n").unwrap_or_default();
+                let mut parts = line.split(' ');
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let Some(rest) = path.strip_prefix(prefix) else {
+                    let _ = client
+                        .write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let rest = if rest.is_empty() { "/" } else { rest };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", health)).await
+                else {
+                    return;
+                };
+                // No keep-alive: a second request on this connection would skip the rewrite.
+                let headers: String = headers
+                    .split("\r\n")
+                    .filter(|h| !h.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|h| format!("{h}\r\n"))
+                    .collect();
+                let request = format!("{method} {rest} HTTP/1.0\r\nConnection: close\r\n{headers}");
+                if upstream.write_all(request.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy(&mut upstream, &mut client).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+// Multi-threaded: the browser calls block their thread while the prefix proxy serves
+// Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
     let shop = shop("page", 40_000, 400).await;
     warp_e2e::tune(&shop.config, "table_discovery_interval", "1");
@@ -204,4 +254,17 @@ async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     browser.screenshot(&shots.join("status-page-failed.png"));
+
+    // Behind an Ingress path prefix (`/<schema>`, no trailing slash) the page finds its
+    // `/status` under the prefix too.
+    let proxy = behind_prefix("/e2e_page", health).await;
+    browser.open(&format!("http://127.0.0.1:{proxy}/e2e_page"));
+    wait_row(
+        &browser,
+        &audit,
+        "failed behind the path prefix",
+        |r| r["state"] == "failed",
+        || shop.log(),
+    )
+    .await;
 }
