@@ -168,16 +168,7 @@ mod tests {
 
     fn health() -> Health {
         let board = StatusBoard::default();
-        let process = crate::status_page::ProcessSummary {
-            version: "0",
-            replica: "pod-a".into(),
-            started_at: Utc::now(),
-            mode: "single",
-            config_file: "c.yaml".into(),
-            source: "mysql".into(),
-            destination: "postgresql".into(),
-            schemas: Vec::new(),
-        };
+        let process = crate::status_page::ProcessSummary::sample();
         let page = Arc::new(StatusPage::new(process, vec![board.clone()]));
         Health::new(
             &MonitoringConfig::default(),

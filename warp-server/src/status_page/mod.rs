@@ -85,6 +85,27 @@ impl ProcessSummary {
     }
 }
 
+#[cfg(test)]
+impl ProcessSummary {
+    /// Replica `pod-a` running schema `shop` (for unit tests).
+    pub(crate) fn sample() -> Self {
+        Self {
+            version: "0",
+            replica: "pod-a".into(),
+            started_at: Utc::now(),
+            mode: "single",
+            config_file: "c.yaml".into(),
+            source: "mysql".into(),
+            destination: "postgresql".into(),
+            schemas: vec![SchemaSummary {
+                name: "shop".into(),
+                source_database: "shop".into(),
+                destination_schema: "shop".into(),
+            }],
+        }
+    }
+}
+
 /// What `GET /status` answers.
 #[derive(Debug, Serialize)]
 pub struct StatusReply<'a> {
@@ -211,21 +232,7 @@ mod tests {
 
     #[test]
     fn a_failed_read_keeps_the_last_one_and_says_why_without_secrets() {
-        let process = ProcessSummary {
-            version: "0",
-            replica: "pod-a".into(),
-            started_at: Utc::now(),
-            mode: "single",
-            config_file: "c.yaml".into(),
-            source: "mysql".into(),
-            destination: "postgresql".into(),
-            schemas: vec![SchemaSummary {
-                name: "shop".into(),
-                source_database: "shop".into(),
-                destination_schema: "shop".into(),
-            }],
-        };
-        let page = StatusPage::new(process, vec![StatusBoard::default()]);
+        let page = StatusPage::new(ProcessSummary::sample(), vec![StatusBoard::default()]);
         let replica = ReplicaReport {
             schema: "shop".into(),
             owner: "pod-b".into(),
