@@ -38,6 +38,11 @@ pub use error::MysqlError;
 pub use options::{MysqlOptions, MysqlSslMode};
 pub use position::BinlogPosition;
 
+/// How a stream's start position is taken, for the tests that race XA commits with it.
+pub mod start_position {
+    pub use crate::snapshot::{between_xa_checks, current};
+}
+
 use discover::MysqlTable;
 use error::Context;
 
@@ -288,13 +293,17 @@ impl MysqlSource {
                 database: &self.database,
                 table: &t.schema.id.name,
             };
-            let position = snapshot::begin_snapshot(conn, of, stream_start).await?;
-            if stream_start {
-                // Checked once the position is taken, on the snapshot's own connection: a
-                // transaction prepared before it and still undecided would commit into
-                // neither the copy nor the stream.
-                snapshot::no_prepared_xa(conn).await?;
-            }
+            let position = if stream_start {
+                // On the snapshot's own connection: a transaction prepared before the
+                // position and decided after it would commit into neither the copy nor
+                // the stream.
+                snapshot::between_xa_checks(conn, async |c| {
+                    snapshot::begin_snapshot(c, of, stream_start).await
+                })
+                .await?
+            } else {
+                snapshot::begin_snapshot(conn, of, stream_start).await?
+            };
             position.encode()
         }
     }
@@ -439,8 +448,8 @@ impl Source for MysqlSource {
             .encode();
         }
         let mut conn = self.connect.conn().await?;
-        let position = snapshot::current(&mut conn).await?;
-        snapshot::no_prepared_xa(&mut conn).await?;
+        let position =
+            snapshot::between_xa_checks(&mut conn, async |c| snapshot::current(c).await).await?;
         Ok(position.encode()?)
     }
 

@@ -187,6 +187,24 @@ pub async fn no_prepared_xa(conn: &mut Conn) -> Result<()> {
     })
 }
 
+/// Takes a stream's start position with `take` between two `XA RECOVER`s that list none
+/// (each refusal is [`MysqlError::Busy`], retried by the engine). Checked only after the
+/// position, as before, a transaction prepared long before and committed between the
+/// position and the check passed unseen; its commit then reached a reader that never saw
+/// its prepare, which stopped every table of the feed (seen: a restarted replica whose
+/// start retried while another database's XA transaction stayed prepared took its
+/// position just before that commit). Checked before as well, a transaction can straddle
+/// the position only if prepared and committed within the two checks' round trips.
+pub async fn between_xa_checks<T>(
+    conn: &mut Conn,
+    take: impl AsyncFnOnce(&mut Conn) -> Result<T>,
+) -> Result<T> {
+    no_prepared_xa(conn).await?;
+    let taken = take(conn).await?;
+    no_prepared_xa(conn).await?;
+    Ok(taken)
+}
+
 /// The statement that reports the end of the binlog: MySQL 8.2 renamed `SHOW MASTER
 /// STATUS` to `SHOW BINARY LOG STATUS` and 8.4 removed the old name; MariaDB (whose
 /// versions start at 10, as the driver reads them from the greeting) keeps it.

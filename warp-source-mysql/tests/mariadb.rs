@@ -837,6 +837,56 @@ async fn xa_transactions_apply_only_when_committed_and_survive_a_resume() {
     }
 }
 
+/// A stream's start position is taken between two XA checks: a transaction prepared
+/// before the position and committed right after it — where a check that only followed
+/// the position saw nothing prepared any more — holds the start back; once it is decided,
+/// the position is taken.
+#[tokio::test]
+async fn a_start_position_is_held_back_by_an_xa_transaction_committed_right_after_it() {
+    use warp_source_mysql::start_position::{between_xa_checks, current};
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let xid = "cw_xa_straddle";
+    let mut admin = mysql_async::Conn::from_url(&url).await.unwrap();
+    let left: Vec<(i64, i64, i64, String)> = admin.query("XA RECOVER").await.unwrap();
+    if left.iter().any(|x| x.3 == xid) {
+        admin
+            .query_drop(format!("XA ROLLBACK '{xid}'"))
+            .await
+            .unwrap();
+    }
+    let (_source, mut xa, _db) =
+        setup("xastraddle", &["CREATE TABLE s (id INT PRIMARY KEY)"]).await;
+    for sql in [
+        format!("XA START '{xid}'"),
+        "INSERT INTO s VALUES (1)".into(),
+        format!("XA END '{xid}'"),
+        format!("XA PREPARE '{xid}'"),
+    ] {
+        xa.query_drop(sql).await.unwrap();
+    }
+    let mut committed = false;
+    let straddled = between_xa_checks(&mut admin, async |c| {
+        let position = current(c).await;
+        xa.query_drop(format!("XA COMMIT '{xid}'")).await.unwrap();
+        committed = true;
+        position
+    })
+    .await;
+    if !committed {
+        // Refused before the position was read (the check that guards it).
+        xa.query_drop(format!("XA COMMIT '{xid}'")).await.unwrap();
+    }
+    match straddled {
+        Err(warp_source_mysql::MysqlError::Busy { message, .. }) => {
+            assert!(message.contains("XA transaction(s) prepared"), "{message}")
+        }
+        other => panic!("a position inside a prepared XA transaction was taken: {other:?}"),
+    }
+    between_xa_checks(&mut admin, async |c| current(c).await)
+        .await
+        .expect("a position once the transaction is decided");
+}
+
 /// Online schema changes end by swapping a rebuilt table in under the old name, in a
 /// statement that names no column: gh-ost's and pt-online-schema-change's statement
 /// sequences, replayed, deliver the new column and every value written after the swap.
