@@ -16,9 +16,14 @@ pub const CATCH_UP: Duration = Duration::from_secs(90);
 
 /// A pool on `WARP_TEST_PG_URL` with `schemas` dropped.
 pub async fn fresh_pg(schemas: &[&str]) -> PgPool {
+    fresh_pg_at(&crate::peer_url("WARP_TEST_PG_URL"), schemas).await
+}
+
+/// [`fresh_pg`] on the PostgreSQL at `url`.
+pub async fn fresh_pg_at(url: &str, schemas: &[&str]) -> PgPool {
     let pg = sqlx::postgres::PgPoolOptions::new()
         .max_connections(3)
-        .connect(&crate::peer_url("WARP_TEST_PG_URL"))
+        .connect(url)
         .await
         .expect("PostgreSQL peer");
     for s in schemas {

@@ -6,9 +6,12 @@ mod mysql_shop;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_shop::shop;
+use mysql_shop::{shop, shop_to, Shop};
+use warp_e2e::private_pg::PrivatePg;
 
 /// A 64 KiB tmpfs at `dir`, unmounted when dropped. Needs root (as the suite runs in CI).
 struct TinyDisk(std::path::PathBuf);
@@ -121,6 +124,133 @@ async fn a_full_log_disk_degrades_logging_and_replication_goes_on() {
     assert!(
         stdout_after > stdout_before,
         "logging to stdout stopped with the file"
+    );
+    assert!(run.terminate().success(), "{}", shop.log());
+}
+
+/// Updates rows of `table` until `stop`, counting each write.
+fn keep_updating(
+    shop: &Arc<Shop>,
+    table: &'static str,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (shop, stop) = (Arc::clone(shop), Arc::clone(stop));
+    tokio::spawn(async move {
+        let mut round = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            round += 1;
+            let id = round * 7 % 50 + 1;
+            let set = if table == "orders" { "status" } else { "name" };
+            shop.exec(&format!(
+                "UPDATE {table} SET {set} = 'w{round}' WHERE id = {id}"
+            ))
+            .await;
+            shop.wrote(table, id);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// Sessions of the destination waiting for a lock (a write held in flight).
+const WAITING_ON_A_LOCK: &str =
+    "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+
+/// Waits until `sql` (one bigint) reaches `at_least`.
+async fn wait_count(shop: &Shop, sql: &str, at_least: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&shop.pg)
+            .await
+            .unwrap_or(0);
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {n} < {at_least}\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The destination restarted (`pg_ctl restart -m fast`, every session ended) while a
+/// snapshot chunk is being written, and again while a streaming batch is: the writers
+/// retry, and nothing is lost or applied twice.
+#[tokio::test]
+async fn postgres_restarted_mid_chunk_and_mid_batch_loses_and_duplicates_nothing() {
+    let pg = PrivatePg::start("restart");
+    let shop = Arc::new(shop_to("pgrestart", 20_000, 400, &pg.url()).await);
+    let mut run = shop.run();
+    let orders = format!("{}.orders", shop.db);
+    wait_count(
+        &shop,
+        &format!("SELECT CASE WHEN to_regclass('{orders}') IS NULL THEN 0 ELSE 1 END::bigint"),
+        1,
+        "orders' landing table",
+    )
+    .await;
+    wait_count(
+        &shop,
+        &format!("SELECT count(*)::bigint FROM {orders}"),
+        1,
+        "orders' first chunk",
+    )
+    .await;
+    // A lock holds the next chunk's write in flight; the restart ends it mid-transaction.
+    let lock = shop.lock_landing("orders").await;
+    wait_count(
+        &shop,
+        WAITING_ON_A_LOCK,
+        1,
+        "a chunk write held by the lock",
+    )
+    .await;
+    pg.restart();
+    drop(lock);
+    shop.wait_streaming(2).await;
+
+    // Streaming: changes flow while a batch is held in flight by the lock, then restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = [
+        keep_updating(&shop, "orders", &stop),
+        keep_updating(&shop, "customers", &stop),
+    ];
+    let versions = format!("SELECT COALESCE(sum(_cartridge_version), 0)::bigint FROM {orders}");
+    let before = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(versions.clone()))
+        .fetch_one(&shop.pg)
+        .await
+        .unwrap();
+    wait_count(&shop, &versions, before + 50, "orders' streamed changes").await;
+    let lock = shop.lock_landing("orders").await;
+    wait_count(&shop, WAITING_ON_A_LOCK, 1, "a batch held by the lock").await;
+    pg.restart();
+    drop(lock);
+    wait_count(
+        &shop,
+        &versions,
+        before + 150,
+        "orders' changes after the restart",
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    for t in ["orders", "customers"] {
+        shop.wait_equal(t).await;
+        shop.assert_no_double_apply(t).await;
+    }
+    let log = shop.log();
+    assert!(
+        run.0.try_wait().unwrap().is_none(),
+        "the replicator exited\n{log}"
+    );
+    // Both restarts cut a write in flight (PostgreSQL's words when it ends a session).
+    assert!(
+        log.matches("administrator command").count() >= 2,
+        "no write was cut by the restarts\n{log}"
     );
     assert!(run.terminate().success(), "{}", shop.log());
 }

@@ -25,8 +25,12 @@ pub struct Shop {
 }
 
 pub async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
+    shop_to(name, orders, chunk, &warp_e2e::peer_url("WARP_TEST_PG_URL")).await
+}
+
+/// A shop replicated into the PostgreSQL at `pg_url`.
+pub async fn shop_to(name: &str, orders: i64, chunk: usize, pg_url: &str) -> Shop {
     let my_url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
-    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
     let db = format!("e2e_{name}");
     let mysql = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url).unwrap());
     let mut conn = mysql.get_conn().await.unwrap();
@@ -59,7 +63,7 @@ pub async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
             w.insert(("orders".to_owned(), id), 1);
         }
     }
-    let pg = replica::fresh_pg(&[&db, &format!("{db}_meta")]).await;
+    let pg = replica::fresh_pg_at(pg_url, &[&db, &format!("{db}_meta")]).await;
     let dir = TempDir::new(&format!("e2e-{name}"));
     let config = dir.join("config.yaml");
     std::fs::write(
