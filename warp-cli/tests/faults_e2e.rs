@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_shop::{shop, shop_to, Shop};
+use mysql_shop::{shop, shop_at, shop_to, Shop};
+use warp_core::TableState;
+use warp_e2e::private_mariadb::PrivateMariadb;
 use warp_e2e::private_pg::PrivatePg;
 
 /// A 64 KiB tmpfs at `dir`, unmounted when dropped. Needs root (as the suite runs in CI).
@@ -252,5 +254,143 @@ async fn postgres_restarted_mid_chunk_and_mid_batch_loses_and_duplicates_nothing
         log.matches("administrator command").count() >= 2,
         "no write was cut by the restarts\n{log}"
     );
+    assert!(run.terminate().success(), "{}", shop.log());
+}
+
+/// Rotates the binlog and purges every file before the new one. MariaDB keeps a file a
+/// binlog dump (the killed replicator's, until the server notices) or crash recovery still
+/// needs, so this repeats until only the current file is left.
+async fn purge_all_but_the_current_binlog(shop: &Shop) {
+    use mysql_async::prelude::Queryable;
+    let mut conn = shop.mysql.get_conn().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
+        let current: String = logs.last().unwrap().get(0).unwrap();
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let left: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
+        if left.len() == 1 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "binlogs never purged: {} left",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Until both `tables` are failed in `status` with a hint naming `resync`.
+async fn wait_lost(shop: &Shop, tables: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = shop.status();
+        let lost = tables.iter().all(|name| {
+            status.iter().any(|t| {
+                t.table == *name
+                    && t.state == Some(TableState::Failed)
+                    && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
+            })
+        });
+        if lost {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tables:?} never stopped with a resync hint: {status:?}\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn resync(shop: &Shop, table: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args(["resync", "--config", shop.config.to_str().unwrap()])
+        .args(["--schema", &shop.db, "--table", table])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// MariaDB restarted (a clean shutdown, as a service manager does it) while changes
+/// stream: the binlog reader reconnects and resumes, nothing lost or applied twice. Then,
+/// with the replicator down, the binlog holding its position rotated away and purged: the
+/// tables stop with the resync hint, `/ready` says why, a table created meanwhile
+/// replicates regardless, and `resync` brings the stopped ones back equal.
+#[tokio::test]
+async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
+    let mut my = PrivateMariadb::start("restart");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let shop = shop_at("myrestart", 2_000, 500, &my.url(), &pg_url).await;
+    shop.tune("table_discovery_interval", "1");
+    let health = warp_e2e::free_port();
+    let mut run = shop.run_replica("myrestart-a", health);
+    shop.wait_streaming(2).await;
+    // Written just before the shutdown: the reader may not have read them all.
+    for i in 0..200i64 {
+        let id = i % 50 + 1;
+        shop.exec(&format!(
+            "UPDATE orders SET status = 'b{i}' WHERE id = {id}"
+        ))
+        .await;
+        shop.wrote("orders", id);
+    }
+    my.restart();
+    for i in 0..200i64 {
+        let id = i % 50 + 1;
+        shop.exec(&format!(
+            "UPDATE customers SET name = 'a{i}' WHERE id = {id}"
+        ))
+        .await;
+        shop.wrote("customers", id);
+    }
+    for t in ["orders", "customers"] {
+        shop.wait_equal(t).await;
+        shop.assert_no_double_apply(t).await;
+    }
+    assert!(run.0.try_wait().unwrap().is_none(), "{}", shop.log());
+    assert!(
+        shop.log().contains("binlog stream closed by the server"),
+        "the restart never cut the binlog stream\n{}",
+        shop.log()
+    );
+
+    // Down; its position's binlog rotated away and purged.
+    run.kill();
+    shop.exec("UPDATE orders SET status = 'while down' WHERE id = 1")
+        .await;
+    shop.wrote("orders", 1);
+    purge_all_but_the_current_binlog(&shop).await;
+    let mut run = shop.run_replica("myrestart-a", health);
+    wait_lost(&shop, &["orders", "customers"]).await;
+    let (code, ready) = warp_e2e::http_get(health, "/ready").unwrap();
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains("orders: failed"), "{ready}");
+
+    // A table created now replicates: the purge took only the others' history.
+    shop.exec("CREATE TABLE late (id BIGINT PRIMARY KEY, v INT)")
+        .await;
+    shop.exec("INSERT INTO late VALUES (1, 1), (2, 2)").await;
+    shop.wrote("late", 1);
+    shop.wrote("late", 2);
+    shop.wait_equal("late").await;
+    shop.exec("UPDATE late SET v = 20 WHERE id = 2").await;
+    shop.wrote("late", 2);
+    shop.wait_equal("late").await;
+
+    // resync brings them back, equal to the source.
+    resync(&shop, "orders");
+    resync(&shop, "customers");
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
     assert!(run.terminate().success(), "{}", shop.log());
 }

@@ -30,9 +30,20 @@ pub async fn shop(name: &str, orders: i64, chunk: usize) -> Shop {
 
 /// A shop replicated into the PostgreSQL at `pg_url`.
 pub async fn shop_to(name: &str, orders: i64, chunk: usize, pg_url: &str) -> Shop {
-    let my_url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    shop_at(
+        name,
+        orders,
+        chunk,
+        &warp_e2e::peer_url("WARP_TEST_MARIADB_URL"),
+        pg_url,
+    )
+    .await
+}
+
+/// A shop at the MariaDB at `my_url`, replicated into the PostgreSQL at `pg_url`.
+pub async fn shop_at(name: &str, orders: i64, chunk: usize, my_url: &str, pg_url: &str) -> Shop {
     let db = format!("e2e_{name}");
-    let mysql = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url).unwrap());
+    let mysql = mysql_async::Pool::new(mysql_async::Opts::from_url(my_url).unwrap());
     let mut conn = mysql.get_conn().await.unwrap();
     for stmt in [
         format!("DROP DATABASE IF EXISTS {db}"),
@@ -162,11 +173,22 @@ impl Shop {
     }
 
     pub async fn exec(&self, sql: &str) {
-        let mut conn = self.mysql.get_conn().await.unwrap();
-        conn.query_drop(format!("USE {}", self.db)).await.unwrap();
-        conn.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        // A pooled connection may predate a restart of the server: a connection error is
+        // retried on a new one (a statement the server refused is not).
+        for attempt in 1.. {
+            let done = async {
+                let mut conn = self.mysql.get_conn().await?;
+                conn.query_drop(format!("USE {}", self.db)).await?;
+                conn.query_drop(sql).await
+            }
+            .await;
+            match done {
+                Ok(()) => return,
+                Err(mysql_async::Error::Server(e)) => panic!("{sql}: {e}"),
+                Err(e) if attempt >= 3 => panic!("{sql}: {e}"),
+                Err(_) => continue,
+            }
+        }
     }
 
     pub fn wrote(&self, table: &str, id: i64) {
