@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod private_mariadb;
 pub mod private_pg;
+pub mod proxy;
 pub mod replica;
 pub mod tls;
 

@@ -14,6 +14,7 @@ use mysql_shop::{shop, shop_at, shop_to, Shop};
 use warp_core::TableState;
 use warp_e2e::private_mariadb::PrivateMariadb;
 use warp_e2e::private_pg::PrivatePg;
+use warp_e2e::proxy::Proxy;
 
 /// A 64 KiB tmpfs at `dir`, unmounted when dropped. Needs root (as the suite runs in CI).
 struct TinyDisk(std::path::PathBuf);
@@ -392,5 +393,114 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     resync(&shop, "customers");
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
+    assert!(run.terminate().success(), "{}", shop.log());
+}
+
+/// What a replica's own `/status` says of one table.
+#[derive(Debug, serde::Deserialize)]
+struct Listed {
+    #[allow(dead_code)] // shown when the wait fails
+    table: String,
+    state: Option<TableState>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatusReply {
+    tables: Vec<Listed>,
+}
+
+/// Until a table of the replica on `health` has exhausted its retries (`failed`), with
+/// `/ready` 503 naming `reason` and `/health` 200 meanwhile.
+async fn wait_retries_exhausted(shop: &Shop, health: u16, reason: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = warp_e2e::http_get(health, "/status")
+            .and_then(|(_, body)| serde_json::from_str::<StatusReply>(&body).ok())
+            .map(|r| r.tables)
+            .unwrap_or_default();
+        let failed = listed.iter().any(|t| t.state == Some(TableState::Failed));
+        let ready = warp_e2e::http_get(health, "/ready").unwrap_or_default();
+        if failed && ready.0 == 503 && ready.1.contains(reason) {
+            assert_eq!(
+                warp_e2e::http_get(health, "/health").map(|r| r.0),
+                Some(200),
+                "liveness never depends on the databases"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no table exhausted its retries ({listed:?}; /ready {ready:?})\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The network to the source, then to the destination, cut (a TCP proxy refusing and
+/// breaking connections) for longer than the retries last: the tables fail, `/ready` says
+/// why while `/health` stays 200; restored, they recover by themselves (after the failed
+/// table cool-down) and the changes made during the cut land, none twice.
+// Multi-threaded: the proxies must forward while the test waits on `status` (a child
+// process connecting through them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_cuts_past_the_retry_cap_recover_with_nothing_lost() {
+    let shop = shop("netcut", 500, 500).await;
+    let my_url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let my_at = warp_e2e::host_port(&my_url);
+    let (my_port, pg_port) = (warp_e2e::free_port(), warp_e2e::free_port());
+    let mut source = Proxy::start(my_port, my_at.clone()).await;
+    let mut destination = Proxy::start(pg_port, "127.0.0.1:5432".into()).await;
+    let text = std::fs::read_to_string(&shop.config).unwrap();
+    // Attempts that give up on an unreachable destination after 2 s (30 by default), so
+    // the retries run out within the test's patience.
+    let proxied = text
+        .replace(&my_at, &format!("127.0.0.1:{my_port}"))
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{pg_port}"))
+        .replace(
+            "destination: { type: postgresql,",
+            "destination: { type: postgresql, connection_timeout: 2,",
+        );
+    assert_ne!(proxied, text);
+    std::fs::write(&shop.config, proxied).unwrap();
+    let health = warp_e2e::free_port();
+    let mut run = shop.run_replica("netcut-a", health);
+    shop.wait_streaming(2).await;
+
+    for (cut, reason) in [
+        ("source", "source unreachable"),
+        ("destination", "destination unreachable"),
+    ] {
+        let port = if cut == "source" {
+            source.cut().await;
+            my_port
+        } else {
+            destination.cut().await;
+            pg_port
+        };
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the {cut} proxy still accepts"
+        );
+        for i in 0..50i64 {
+            let id = i % 20 + 1;
+            shop.exec(&format!(
+                "UPDATE orders SET status = '{} {i}' WHERE id = {id}",
+                &cut[..3]
+            ))
+            .await;
+            shop.wrote("orders", id);
+        }
+        wait_retries_exhausted(&shop, health, reason).await;
+        if cut == "source" {
+            source = Proxy::start(my_port, my_at.clone()).await;
+        } else {
+            destination = Proxy::start(pg_port, "127.0.0.1:5432".into()).await;
+        }
+        for t in ["orders", "customers"] {
+            shop.wait_equal(t).await;
+            shop.assert_no_double_apply(t).await;
+        }
+    }
     assert!(run.terminate().success(), "{}", shop.log());
 }

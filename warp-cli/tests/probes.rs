@@ -4,59 +4,11 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
-use tokio::task::JoinSet;
+use warp_e2e::proxy::Proxy;
 use warp_e2e::{free_port, http_get, peer_url};
-
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct Proxy {
-    links: Arc<Mutex<Option<JoinSet<()>>>>,
-    accept: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start(port: u16, upstream: String) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let links = Arc::new(Mutex::new(Some(JoinSet::new())));
-        let l = Arc::clone(&links);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let upstream = upstream.clone();
-                if let Some(set) = l.lock().await.as_mut() {
-                    set.spawn(async move {
-                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                }
-            }
-        });
-        Self {
-            links,
-            accept: Some(accept),
-        }
-    }
-
-    /// Refuses new connections and breaks the open ones.
-    async fn cut(&mut self) {
-        if let Some(a) = self.accept.take() {
-            a.abort();
-            let _ = a.await;
-        }
-        if let Some(mut set) = self.links.lock().await.take() {
-            set.abort_all();
-            while set.join_next().await.is_some() {}
-        }
-    }
-}
 
 async fn wait_status(port: u16, path: &str, want: u16, log: &std::path::Path) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

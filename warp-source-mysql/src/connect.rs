@@ -142,7 +142,11 @@ impl Connector {
                 mysql_async::DriverError::NoClientSslFlagFromServer,
             )) if self.mode == MysqlSslMode::Preferred => {
                 tracing::warn!("the MySQL source offers no TLS: connecting in plain text (source.ssl_mode: preferred)");
-                Ok((Opts::from(self.base.clone().ssl_opts(None)), false))
+                // Still the named host and port, never the server's Unix socket.
+                Ok((
+                    Opts::from(self.base.clone().ssl_opts(None).prefer_socket(false)),
+                    false,
+                ))
             }
             Err(e) => Err(MysqlError::from_driver("connect", e)),
         }
