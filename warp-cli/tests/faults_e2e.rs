@@ -504,3 +504,46 @@ async fn network_cuts_past_the_retry_cap_recover_with_nothing_lost() {
     }
     assert!(run.terminate().success(), "{}", shop.log());
 }
+
+/// A statement of a streaming batch cancelled by PostgreSQL's `statement_timeout`
+/// (`destination.command_timeout`, 1 s here) while another session's lock holds it: the
+/// whole batch rolls back and is retried until the lock goes; nothing is half-applied or
+/// applied twice, and the other table goes on meanwhile.
+#[tokio::test]
+async fn a_batch_cancelled_by_the_statement_timeout_is_retried_whole() {
+    let shop = Arc::new(shop("stmttimeout", 500, 500).await);
+    let text = std::fs::read_to_string(&shop.config).unwrap();
+    let timed = text.replace(
+        "destination: { type: postgresql,",
+        "destination: { type: postgresql, command_timeout: 1,",
+    );
+    assert_ne!(timed, text);
+    std::fs::write(&shop.config, timed).unwrap();
+    let mut run = shop.run();
+    shop.wait_streaming(2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = [
+        keep_updating(&shop, "orders", &stop),
+        keep_updating(&shop, "customers", &stop),
+    ];
+    let lock = shop.lock_landing("orders").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !shop.log().contains("statement timeout") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch statement was cancelled\n{}",
+            shop.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(lock);
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    for t in ["orders", "customers"] {
+        shop.wait_equal(t).await;
+        shop.assert_no_double_apply(t).await;
+    }
+    assert!(run.terminate().success(), "{}", shop.log());
+}
