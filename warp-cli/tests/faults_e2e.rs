@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_shop::{shop, shop_at, shop_to, Shop};
+use mysql_shop::{keep_writing, shop, shop_at, shop_to, Shop};
 use warp_core::TableState;
 use warp_e2e::private_mariadb::PrivateMariadb;
 use warp_e2e::private_pg::PrivatePg;
@@ -97,14 +97,8 @@ async fn a_full_log_disk_degrades_logging_and_replication_goes_on() {
         .len();
 
     // Full: every change from here on is written while logging cannot write its file.
-    for i in 0..300i64 {
-        let id = i % 2_000 + 1;
-        shop.exec(&format!(
-            "UPDATE orders SET note = 'full {i}' WHERE id = {id}"
-        ))
+    shop.update_each("orders", "note", "full ", 300, 2_000)
         .await;
-        shop.wrote("orders", id);
-    }
     shop.exec("INSERT INTO customers VALUES (51, 'after the disk filled', 'gold', NULL)")
         .await;
     shop.wrote("customers", 51);
@@ -129,29 +123,6 @@ async fn a_full_log_disk_degrades_logging_and_replication_goes_on() {
         "logging to stdout stopped with the file"
     );
     assert!(run.terminate().success(), "{}", shop.log());
-}
-
-/// Updates rows of `table` until `stop`, counting each write.
-fn keep_updating(
-    shop: &Arc<Shop>,
-    table: &'static str,
-    stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let (shop, stop) = (Arc::clone(shop), Arc::clone(stop));
-    tokio::spawn(async move {
-        let mut round = 0i64;
-        while !stop.load(Ordering::SeqCst) {
-            round += 1;
-            let id = round * 7 % 50 + 1;
-            let set = if table == "orders" { "status" } else { "name" };
-            shop.exec(&format!(
-                "UPDATE {table} SET {set} = 'w{round}' WHERE id = {id}"
-            ))
-            .await;
-            shop.wrote(table, id);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
 }
 
 /// Sessions of the destination waiting for a lock (a write held in flight).
@@ -216,10 +187,7 @@ async fn postgres_restarted_mid_chunk_and_mid_batch_loses_and_duplicates_nothing
 
     // Streaming: changes flow while a batch is held in flight by the lock, then restart.
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = [
-        keep_updating(&shop, "orders", &stop),
-        keep_updating(&shop, "customers", &stop),
-    ];
+    let writer = keep_writing(&shop, &["orders", "customers"], 50, &stop);
     let versions = format!("SELECT COALESCE(sum(_cartridge_version), 0)::bigint FROM {orders}");
     let before = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(versions.clone()))
         .fetch_one(&shop.pg)
@@ -238,9 +206,7 @@ async fn postgres_restarted_mid_chunk_and_mid_batch_loses_and_duplicates_nothing
     )
     .await;
     stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writer.await.unwrap();
     for t in ["orders", "customers"] {
         shop.wait_equal(t).await;
         shop.assert_no_double_apply(t).await;
@@ -309,19 +275,6 @@ async fn wait_lost(shop: &Shop, tables: &[&str]) {
     }
 }
 
-fn resync(shop: &Shop, table: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-        .args(["resync", "--config", shop.config.to_str().unwrap()])
-        .args(["--schema", &shop.db, "--table", table])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// MariaDB restarted (a clean shutdown, as a service manager does it) while changes
 /// stream: the binlog reader reconnects and resumes, nothing lost or applied twice. Then,
 /// with the replicator down, the binlog holding its position rotated away and purged: the
@@ -337,23 +290,9 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     let mut run = shop.run_replica("myrestart-a", health);
     shop.wait_streaming(2).await;
     // Written just before the shutdown: the reader may not have read them all.
-    for i in 0..200i64 {
-        let id = i % 50 + 1;
-        shop.exec(&format!(
-            "UPDATE orders SET status = 'b{i}' WHERE id = {id}"
-        ))
-        .await;
-        shop.wrote("orders", id);
-    }
+    shop.update_each("orders", "status", "b", 200, 50).await;
     my.restart();
-    for i in 0..200i64 {
-        let id = i % 50 + 1;
-        shop.exec(&format!(
-            "UPDATE customers SET name = 'a{i}' WHERE id = {id}"
-        ))
-        .await;
-        shop.wrote("customers", id);
-    }
+    shop.update_each("customers", "name", "a", 200, 50).await;
     for t in ["orders", "customers"] {
         shop.wait_equal(t).await;
         shop.assert_no_double_apply(t).await;
@@ -389,8 +328,8 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     shop.wait_equal("late").await;
 
     // resync brings them back, equal to the source.
-    resync(&shop, "orders");
-    resync(&shop, "customers");
+    shop.resync("orders");
+    shop.resync("customers");
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
     assert!(run.terminate().success(), "{}", shop.log());
@@ -482,15 +421,8 @@ async fn network_cuts_past_the_retry_cap_recover_with_nothing_lost() {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "the {cut} proxy still accepts"
         );
-        for i in 0..50i64 {
-            let id = i % 20 + 1;
-            shop.exec(&format!(
-                "UPDATE orders SET status = '{} {i}' WHERE id = {id}",
-                &cut[..3]
-            ))
+        shop.update_each("orders", "status", &cut[..3], 50, 20)
             .await;
-            shop.wrote("orders", id);
-        }
         wait_retries_exhausted(&shop, health, reason).await;
         if cut == "source" {
             source = Proxy::start(my_port, my_at.clone()).await;
@@ -522,25 +454,13 @@ async fn a_batch_cancelled_by_the_statement_timeout_is_retried_whole() {
     let mut run = shop.run();
     shop.wait_streaming(2).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = [
-        keep_updating(&shop, "orders", &stop),
-        keep_updating(&shop, "customers", &stop),
-    ];
+    let writer = keep_writing(&shop, &["orders", "customers"], 50, &stop);
     let lock = shop.lock_landing("orders").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !shop.log().contains("statement timeout") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no batch statement was cancelled\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shop.wait_log("statement timeout", "a batch statement cancelled")
+        .await;
     drop(lock);
     stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        w.await.unwrap();
-    }
+    writer.await.unwrap();
     for t in ["orders", "customers"] {
         shop.wait_equal(t).await;
         shop.assert_no_double_apply(t).await;

@@ -10,35 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_shop::{shop, Shop};
+use mysql_shop::{keep_writing, shop};
 use warp_core::TableState;
 
 const IDLE: usize = 49;
-
-/// Updates `tables` in turn (one row per round) until `stop`.
-fn keep_writing(
-    shop: &Arc<Shop>,
-    tables: &'static [&'static str],
-    rows: i64,
-    stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let (shop, stop) = (Arc::clone(shop), Arc::clone(stop));
-    tokio::spawn(async move {
-        let mut round = 0i64;
-        while !stop.load(Ordering::SeqCst) {
-            let t = tables[round as usize % tables.len()];
-            let id = (round * 37) % rows + 1;
-            let column = if t == "customers" { "name" } else { "status" };
-            shop.exec(&format!(
-                "UPDATE {t} SET {column} = 'r{round}' WHERE id = {id}"
-            ))
-            .await;
-            shop.wrote(t, id);
-            round += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-}
 
 #[tokio::test]
 async fn fifty_one_tables_stream_through_one_binlog_connection() {

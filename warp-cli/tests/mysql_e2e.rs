@@ -242,15 +242,11 @@ async fn one_200k_row_transaction_replicates_with_bounded_memory() {
     for id in 1_000_000..1_200_000 {
         shop.wrote("orders", id);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !shop.log().contains("detached from the shared change feed") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders was never detached while its writes were held\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shop.wait_log(
+        "detached from the shared change feed",
+        "orders was never detached while its writes were held",
+    )
+    .await;
     lock.rollback().await.unwrap();
     shop.wait_equal("orders").await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -462,24 +458,8 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
     .execute(&shop.pg)
     .await
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-        .args([
-            "resync",
-            "--config",
-            shop.config.to_str().unwrap(),
-            "--schema",
-            &shop.db,
-            "--table",
-            "orders",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("requested"));
+    let said = shop.resync("orders");
+    assert!(said.contains("requested"), "{said}");
     // The other table keeps streaming meanwhile.
     shop.exec("INSERT INTO customers VALUES (51, 'new customer', 'basic', NULL)")
         .await;

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -103,6 +105,32 @@ pub async fn shop_at(name: &str, orders: i64, chunk: usize, my_url: &str, pg_url
     }
 }
 
+/// Updates `tables` in turn (one row of the first `rows` per round) until `stop`, each
+/// write counted.
+pub fn keep_writing(
+    shop: &Arc<Shop>,
+    tables: &'static [&'static str],
+    rows: i64,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (shop, stop) = (Arc::clone(shop), Arc::clone(stop));
+    tokio::spawn(async move {
+        let mut round = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            let t = tables[round as usize % tables.len()];
+            let id = (round * 37) % rows + 1;
+            let column = if t == "customers" { "name" } else { "status" };
+            shop.exec(&format!(
+                "UPDATE {t} SET {column} = 'r{round}' WHERE id = {id}"
+            ))
+            .await;
+            shop.wrote(t, id);
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
 impl Shop {
     pub fn run(&self) -> Process {
         Process::spawn(
@@ -188,6 +216,48 @@ impl Shop {
                 Err(e) if attempt >= 3 => panic!("{sql}: {e}"),
                 Err(_) => continue,
             }
+        }
+    }
+
+    /// Sets `column` of rows 1..=`rows` of `table` in turn, `count` times (`label` and the
+    /// round in the value), each write counted.
+    pub async fn update_each(&self, table: &str, column: &str, label: &str, count: i64, rows: i64) {
+        for i in 0..count {
+            let id = i % rows + 1;
+            self.exec(&format!(
+                "UPDATE {table} SET {column} = '{label}{i}' WHERE id = {id}"
+            ))
+            .await;
+            self.wrote(table, id);
+        }
+    }
+
+    /// `cartridge-warp resync` of `table`; returns what it printed.
+    pub fn resync(&self, table: &str) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+            .args(["resync", "--config", self.config.to_str().unwrap()])
+            .args(["--schema", &self.db, "--table", table])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until a process log of this shop contains `needle` (`what` names it when it
+    /// never does).
+    pub async fn wait_log(&self, needle: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while !self.log().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: never logged `{needle}`\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
