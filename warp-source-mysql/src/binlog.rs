@@ -20,6 +20,7 @@ use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
 use crate::foreign_keys::Cascades;
+use crate::gtid_set::{GtidSet, GtidStart};
 use crate::position::BinlogPosition;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
@@ -76,6 +77,10 @@ type Served = Vec<Option<MysqlTable>>;
 struct Reader {
     stream: BinlogStream,
     gtid: GtidState,
+    /// The MySQL GTID set at the last event read, once known (`gtid_mode=ON`).
+    gtid_set: Option<GtidSet>,
+    /// The server runs `gtid_mode=ON`: a PREVIOUS_GTIDS event starts the set.
+    gtid_mode: bool,
     pool: Pool,
     database: String,
     tables: Served,
@@ -148,6 +153,7 @@ pub async fn feed(
         .map(GtidState::parse)
         .unwrap_or_default();
     let by_gtid = !gtid.is_empty() && !file_position_matches(&mut conn, &from).await?;
+    let mysql_gtid = GtidStart::plan(&mut conn, &from).await?;
     let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
@@ -155,8 +161,21 @@ pub async fn feed(
         .context("set capability")?;
     // From the start of an XA transaction still prepared at `from`, if any, so its
     // changes are read again (what lies between is at or before the checkpoints).
-    let (dump_file, dump_pos) = from.dump_start();
-    let request = if by_gtid {
+    let (dump_file, dump_pos) = match mysql_gtid {
+        GtidStart::Learn => {
+            tracing::info!(file = %from.file, "reading the binlog file from its start to learn the GTID set of the start position");
+            (from.file.clone(), 4)
+        }
+        _ => from.dump_start(),
+    };
+    let request = if let GtidStart::Resume(set) = &mysql_gtid {
+        tracing::info!(gtid_set = %set, "resuming the binlog after a GTID set");
+        BinlogStreamRequest::new(setup.server_id)
+            .with_gtid()
+            .with_gtid_set(set.sids())
+            .with_filename(b"".as_slice())
+            .with_pos(4u64)
+    } else if by_gtid {
         // The file/offset does not belong to this server's history (failover): resume
         // after the recorded GTIDs instead.
         tracing::warn!(gtid = from.gtid.as_deref().unwrap_or(""), file = %from.file, "binlog file/offset not valid on this server; resuming by GTID");
@@ -192,13 +211,16 @@ pub async fn feed(
         served_count,
         by_name,
         learnt: setup.learnt,
-        file: from.dump_start().0,
-        boundary: {
-            let (file, pos) = from.dump_start();
-            BinlogPosition::new(file, pos)
-        },
+        file: dump_file.clone(),
+        boundary: BinlogPosition::new(dump_file.clone(), dump_pos),
         xa: XaLedger::default(),
-        replay_until: (!by_gtid && from.resume_at.is_some()).then(|| from.clone()),
+        replay_until: (!by_gtid && (dump_file, dump_pos) != (from.file.clone(), from.pos))
+            .then(|| from.clone()),
+        gtid_mode: mysql_gtid.follows(),
+        gtid_set: match mysql_gtid {
+            GtidStart::Resume(set) => Some(set),
+            _ => None,
+        },
         pending: Vec::new(),
         ready: VecDeque::new(),
         txn_ts: None,
@@ -219,8 +241,20 @@ impl Reader {
     fn position(&self, log_pos: u32) -> BinlogPosition {
         let mut p = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
         p.gtid = self.gtid.render();
+        p.gtid_set = self
+            .gtid_set
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(ToString::to_string);
         p.resume_at = self.xa.resume_from().map(|r| (r.file, r.pos));
         p
+    }
+
+    /// Whether a transaction ending at `log_pos` is read again, not handed out.
+    fn replaying(&self, log_pos: u32) -> bool {
+        self.replay_until.as_ref().is_some_and(|until| {
+            BinlogPosition::new(self.file.clone(), u64::from(log_pos)) <= *until
+        })
     }
 
     /// The transaction read so far, committed at `log_pos`; `None` while replaying what
@@ -273,6 +307,7 @@ impl Reader {
                     self.pending = changes;
                     self.commit(log_pos, ts)
                 }
+                None if self.replaying(log_pos) => self.commit(log_pos, ts),
                 None => {
                     // Prepared before this reader's first position: its changes are not
                     // in the rows copied (uncommitted then) and not read here.
@@ -368,6 +403,21 @@ impl Reader {
                 EventData::RotateEvent(_) => {
                     self.file = crate::rotate::target(&event);
                 }
+                EventData::GtidEvent(g) => {
+                    if let Some(set) = &mut self.gtid_set {
+                        set.add(g.sid(), g.tag().map(|t| t.as_str()), g.gno());
+                    }
+                }
+                // A transaction without a GTID (a file from before `gtid_mode=ON`): no set
+                // describes the positions from here until the next file's.
+                EventData::AnonymousGtidEvent(_) => self.gtid_set = None,
+                EventData::PreviousGtidsEvent(previous) if self.gtid_mode => {
+                    let previous = GtidSet::previous(&previous);
+                    match &mut self.gtid_set {
+                        Some(set) => set.union(&previous),
+                        None => self.gtid_set = Some(previous),
+                    }
+                }
                 EventData::HeartbeatEvent if self.pending.is_empty() && log_pos > 0 => {
                     match self.commit(log_pos, Some(Utc::now()))? {
                         Some(item) => return Ok(item),
@@ -401,7 +451,10 @@ impl Reader {
                         self.txn_ts = ts;
                         continue;
                     }
-                    let ends = trimmed == "COMMIT" || self.ddl(&q.schema(), &sql).await?;
+                    // DDL read again before the consumer's position was applied then.
+                    let ends = trimmed == "COMMIT"
+                        || self.replaying(log_pos)
+                        || self.ddl(&q.schema(), &sql).await?;
                     if ends {
                         match self.commit(log_pos, ts)? {
                             Some(item) => return Ok(item),

@@ -47,6 +47,10 @@ pub enum DumpRefusal {
     /// The position is not an event start in that file (a failover to a server whose
     /// files differ, a truncated or corrupted binlog).
     BadPosition,
+    /// The checkpoint's GTID set holds transactions the server never executed (MySQL,
+    /// a failover to a replica that had not received them): rows the source no longer
+    /// has may be in the destination.
+    AheadOfServer,
     Other,
 }
 
@@ -125,6 +129,8 @@ impl MysqlError {
             "exceeded max_allowed_packet",
         ]) {
             DumpRefusal::BadPosition
+        } else if any(&["has more gtids than the"]) {
+            DumpRefusal::AheadOfServer
         } else if any(&[
             "could not find first log file",
             "purged",
@@ -157,6 +163,7 @@ impl MysqlError {
                 DumpRefusal::Purged => Some("the binlog was purged behind this table's checkpoint: cartridge-warp resync --config <file> --schema <schema> --table <table>, and keep binlogs longer (binlog_expire_logs_seconds)".into()),
                 DumpRefusal::DuplicateServerId => Some("another binlog reader registered the same server id: give each deployment its own source.server_id (replicas derive theirs from it and POD_NAME)".into()),
                 DumpRefusal::BadPosition => Some("the checkpoint's position is not an event start on this server (a failover to a server with other binlog files, or a damaged binlog): enable GTIDs, or resync the table".into()),
+                DumpRefusal::AheadOfServer => Some("the server has not executed every transaction of the checkpoint's GTID set (a failover to a replica that had not received them): resync the table (cartridge-warp resync), or fail over to a server that has them".into()),
                 DumpRefusal::Other => None,
             },
             // MySQL 3159 / MariaDB 4151: require_secure_transport refuses plain text.
@@ -233,6 +240,9 @@ mod tests {
             ("Client requested source to start replication from position > file size", DumpRefusal::BadPosition),
             ("Client requested master to start replication from impossible position; the first event 'mysql-bin.000001' at 999999", DumpRefusal::BadPosition),
             ("binlog truncated in the middle of event; consider out of disk space on source", DumpRefusal::BadPosition),
+            // MySQL 8.0.26+ and older wording, a GTID resume ahead of the server.
+            ("Replica has more GTIDs than the source has, using the source's SERVER_UUID. This may indicate that the end of the binary log was truncated or that the last binary log file was lost, e.g., after a power or disk failure when sync_binlog != 1.", DumpRefusal::AheadOfServer),
+            ("Slave has more GTIDs than the master has, using the master's SERVER_UUID. This may indicate that the end of the binary log was truncated", DumpRefusal::AheadOfServer),
         ];
         for (message, want) in cases {
             let e = refusal(message);
@@ -246,10 +256,11 @@ mod tests {
             "Could not find first log file name in binary log index file",
             "A slave with the same server_uuid/server_id as this slave has connected to the master",
             "Client requested master to start replication from impossible position",
+            "Replica has more GTIDs than the source has, using the source's SERVER_UUID",
         ]
         .into_iter()
         .map(|m| refusal(m).hint().unwrap())
         .collect();
-        assert_eq!(hints.len(), 3, "each cause has its own hint");
+        assert_eq!(hints.len(), 4, "each cause has its own hint");
     }
 }

@@ -11,6 +11,7 @@ mod decode;
 mod discover;
 mod error;
 mod foreign_keys;
+mod gtid_set;
 mod options;
 mod poll;
 mod position;

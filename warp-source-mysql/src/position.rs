@@ -1,5 +1,5 @@
-//! Binlog positions: file and offset, with the MariaDB GTID when known. Ordered by the
-//! file's sequence number, then the offset.
+//! Binlog positions: file and offset, with the MariaDB GTID or the MySQL GTID set when
+//! known. Ordered by the file's sequence number, then the offset.
 
 use std::cmp::Ordering;
 
@@ -13,6 +13,10 @@ pub struct BinlogPosition {
     /// MariaDB GTID position (`domain-server-seq`), when the server reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// MySQL GTID set (`gtid_mode=ON`): every transaction at or before the position, as
+    /// the server prints `gtid_executed`. A reader resumes from it by GTID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_set: Option<String>,
     /// Where a reader resuming from here starts its dump, when earlier than the position
     /// itself: the start (file, offset) of an XA transaction prepared before it and not
     /// yet committed or rolled back. Not part of the order.
@@ -26,6 +30,7 @@ impl BinlogPosition {
             file: file.into(),
             pos,
             gtid: None,
+            gtid_set: None,
             resume_at: None,
         }
     }

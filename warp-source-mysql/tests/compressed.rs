@@ -8,83 +8,37 @@
 //! and commit at the payload's end, never at `file:0`; a payload that cannot be
 //! decompressed stops the feed with what to change.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::dump_proxy::{
+    self, event_type, header, Rewrite, HEARTBEAT, MARIADB_ANNOTATE_ROWS, MARIADB_GTID, QUERY_EVENT,
+    ROTATE, XID_EVENT,
+};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_common::binlog::consts::TransactionPayloadCompressionType;
 use mysql_common::binlog::events::{QueryEvent, TransactionPayloadEvent};
 use mysql_common::proto::MySerialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use warp_core::{Change, FeedItem, Value};
 use warp_source_mysql::BinlogPosition;
 
 mod common;
 
-const HEADER: usize = 19;
-const QUERY_EVENT: u8 = 2;
-const XID_EVENT: u8 = 16;
-const HEARTBEAT: u8 = 27;
-const ROTATE: u8 = 4;
 const TRANSACTION_PAYLOAD: u8 = 40;
-const MARIADB_ANNOTATE_ROWS: u8 = 160;
-const MARIADB_GTID: u8 = 162;
-const COM_BINLOG_DUMP: u8 = 0x12;
-
-/// One MySQL protocol packet: (sequence id, payload).
-async fn read_packet(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut head = [0u8; 4];
-    r.read_exact(&mut head).await?;
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
-    Ok((head[3], payload))
-}
-
-async fn write_packet(
-    w: &mut (impl AsyncWrite + Unpin),
-    seq: u8,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    let len = payload.len().to_le_bytes();
-    w.write_all(&[len[0], len[1], len[2], seq]).await?;
-    w.write_all(payload).await
-}
-
-fn event_type(event: &[u8]) -> u8 {
-    event[4]
-}
-
-fn log_pos(event: &[u8]) -> u32 {
-    u32::from_le_bytes(event[13..17].try_into().unwrap())
-}
-
-/// A header of `len` bytes in all (checksum included) ending at `log_pos`.
-fn header(ty: u8, timestamp: u32, server_id: u32, len: usize, log_pos: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEADER);
-    h.extend(timestamp.to_le_bytes());
-    h.push(ty);
-    h.extend(server_id.to_le_bytes());
-    h.extend(u32::try_from(len).unwrap().to_le_bytes());
-    h.extend(log_pos.to_le_bytes());
-    h.extend(0u16.to_le_bytes());
-    h
-}
 
 /// An event as it sits inside a payload: no checksum, no position.
 fn inner(event: &[u8]) -> Vec<u8> {
     let body = &event[..event.len() - 4];
     let mut out = header(
         event_type(event),
-        u32::from_le_bytes(event[..4].try_into().unwrap()),
-        u32::from_le_bytes(event[5..9].try_into().unwrap()),
+        dump_proxy::timestamp(event),
+        dump_proxy::server_id(event),
         body.len(),
         0,
     );
-    out.extend(&body[HEADER..]);
+    out.extend(&body[dump_proxy::HEADER..]);
     out
 }
 
@@ -93,10 +47,7 @@ fn inner(event: &[u8]) -> Vec<u8> {
 /// where the XID ended. `corrupt` spoils the compressed bytes.
 fn compressed(events: &[Vec<u8>], corrupt: bool) -> Vec<u8> {
     let last = events.last().unwrap();
-    let (timestamp, server_id) = (
-        u32::from_le_bytes(last[..4].try_into().unwrap()),
-        u32::from_le_bytes(last[5..9].try_into().unwrap()),
-    );
+    let (timestamp, server_id) = (dump_proxy::timestamp(last), dump_proxy::server_id(last));
     let mut begin_body = Vec::new();
     QueryEvent::new(Vec::new(), Vec::new())
         .with_query(b"BEGIN".to_vec())
@@ -105,7 +56,7 @@ fn compressed(events: &[Vec<u8>], corrupt: bool) -> Vec<u8> {
         QUERY_EVENT,
         timestamp,
         server_id,
-        HEADER + begin_body.len(),
+        dump_proxy::HEADER + begin_body.len(),
         0,
     );
     plain.extend(begin_body);
@@ -127,18 +78,7 @@ fn compressed(events: &[Vec<u8>], corrupt: bool) -> Vec<u8> {
         packed,
     )
     .serialize(&mut body);
-    let len = HEADER + body.len() + 4;
-    let mut event = header(
-        TRANSACTION_PAYLOAD,
-        timestamp,
-        server_id,
-        len,
-        log_pos(last),
-    );
-    event.extend(body);
-    let crc = crc32fast::hash(&event);
-    event.extend(crc.to_le_bytes());
-    event
+    dump_proxy::event_like(last, TRANSACTION_PAYLOAD, &body)
 }
 
 /// Rewrites the dump's row transactions as they pass.
@@ -150,7 +90,7 @@ struct Rewriter {
     sent: Arc<AtomicUsize>,
 }
 
-impl Rewriter {
+impl Rewrite for Rewriter {
     fn event(&mut self, event: Vec<u8>) -> Vec<Vec<u8>> {
         let ty = event_type(&event);
         if ty == MARIADB_GTID {
@@ -183,72 +123,18 @@ impl Rewriter {
     }
 }
 
-/// A TCP proxy to `upstream` rewriting binlog dumps, with the count of payload events
-/// it has sent; `corrupt` spoils the payloads.
+/// A proxy to `upstream` rewriting binlog dumps, with the count of payload events it
+/// has sent; `corrupt` spoils the payloads.
 async fn proxy(upstream: String, corrupt: bool) -> (u16, Arc<AtomicUsize>) {
     let sent = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&sent);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (upstream, sent) = (upstream.clone(), Arc::clone(&counted));
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let rewriter = Rewriter {
-                    corrupt,
-                    sent,
-                    ..Rewriter::default()
-                };
-                let _ = relay(client, server, rewriter).await;
-            });
-        }
-    });
+    let port = dump_proxy::start(upstream, move || Rewriter {
+        corrupt,
+        sent: Arc::clone(&counted),
+        ..Rewriter::default()
+    })
+    .await;
     (port, sent)
-}
-
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    mut rewriter: Rewriter,
-) -> std::io::Result<()> {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let dumping = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&dumping);
-    tokio::spawn(async move {
-        while let Ok((seq, payload)) = read_packet(&mut cr).await {
-            // A command starts at sequence 0; the dump request is the last one sent.
-            if seq == 0 && payload.first() == Some(&COM_BINLOG_DUMP) {
-                seen.store(true, Ordering::SeqCst);
-            }
-            if write_packet(&mut sw, seq, &payload).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut next_seq: Option<u8> = None;
-    loop {
-        let (seq, payload) = read_packet(&mut sr).await?;
-        let is_event = dumping.load(Ordering::SeqCst) && payload.first() == Some(&0);
-        if !is_event {
-            // Packets after the rewritten ones continue their numbering.
-            let seq_out = next_seq.unwrap_or(seq);
-            write_packet(&mut cw, seq_out, &payload).await?;
-            next_seq = next_seq.map(|s| s.wrapping_add(1));
-            continue;
-        }
-        let mut seq_out = next_seq.unwrap_or(seq);
-        for event in rewriter.event(payload[1..].to_vec()) {
-            let mut packet = vec![0u8];
-            packet.extend(event);
-            write_packet(&mut cw, seq_out, &packet).await?;
-            seq_out = seq_out.wrapping_add(1);
-        }
-        next_seq = Some(seq_out);
-    }
 }
 
 async fn setup(

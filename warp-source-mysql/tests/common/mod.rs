@@ -1,6 +1,8 @@
 //! Shared by the MySQL source suites.
 #![allow(dead_code)] // each suite uses its own part
 
+pub mod dump_proxy;
+
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
