@@ -5,11 +5,14 @@ use warp_core::mask_secrets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BigQueryError {
-    /// The API answered with an HTTP error status.
-    #[error("{context}: {message} (HTTP {code})")]
+    /// The API answered with an HTTP error status; `reason` is the first of its
+    /// `errors[].reason` (BigQuery tells causes apart by reason, not by status: a 403 is
+    /// `accessDenied` or `rateLimitExceeded`).
+    #[error("{context}: {message} (HTTP {code}{})", reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default())]
     Api {
         context: String,
         code: i64,
+        reason: Option<String>,
         message: String,
     },
     /// A query failed; BigQuery reports this inside a successful HTTP response.
@@ -34,7 +37,8 @@ pub enum BigQueryError {
     },
 }
 
-/// Query error reasons a retry can fix.
+/// Error reasons a retry can fix (BigQuery's error-messages table): rate and quota
+/// limits clear with backoff, backend errors are the service's own.
 const TRANSIENT_REASONS: &[&str] = &[
     "backendError",
     "internalError",
@@ -42,6 +46,20 @@ const TRANSIENT_REASONS: &[&str] = &[
     "jobBackendError",
     "jobInternalError",
     "quotaExceeded",
+    "jobRateLimitExceeded",
+    "tableUnavailable",
+    "timeout",
+];
+
+/// Error reasons no retry fixes, whatever the status they come with.
+const PERMANENT_REASONS: &[&str] = &[
+    "accessDenied",
+    "billingNotEnabled",
+    "billingTierLimitExceeded",
+    "invalid",
+    "invalidQuery",
+    "notFound",
+    "responseTooLarge",
 ];
 
 impl BigQueryError {
@@ -51,6 +69,11 @@ impl BigQueryError {
             BQError::ResponseError { error } => Self::Api {
                 context,
                 code: error.error.code,
+                reason: error
+                    .error
+                    .errors
+                    .iter()
+                    .find_map(|e| e.get("reason").cloned()),
                 message: error.error.message,
             },
             BQError::RequestError(r) => Self::Client {
@@ -68,7 +91,12 @@ impl BigQueryError {
 
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Api { code, .. } => matches!(code, 408 | 429 | 500 | 502 | 503 | 504),
+            // A reason decides; an unknown one falls back to the status.
+            Self::Api { code, reason, .. } => match reason.as_deref() {
+                Some(r) if TRANSIENT_REASONS.contains(&r) => true,
+                Some(r) if PERMANENT_REASONS.contains(&r) => false,
+                _ => matches!(code, 408 | 429 | 500 | 502 | 503 | 504),
+            },
             Self::Query { reason, .. } => TRANSIENT_REASONS.contains(&reason.as_str()),
             Self::Client { transient, .. } => *transient,
             Self::Unsupported { .. } => false,
@@ -80,6 +108,11 @@ impl BigQueryError {
             Self::Api { code: 401, .. } => Some(
                 "check source.credentials_path (a service-account key file) or the application-default credentials".into(),
             ),
+            Self::Api { reason: Some(r), .. } | Self::Query { reason: r, .. }
+                if r == "notFound" =>
+            {
+                Some("check source.project_id and source.database (the dataset), and that the dataset's location is the one its jobs run in".into())
+            }
             Self::Api { code: 403, .. } => Some(
                 "the account needs roles/bigquery.dataViewer on the dataset and roles/bigquery.jobUser on the project".into(),
             ),
@@ -132,11 +165,54 @@ mod tests {
         let api = |code| BigQueryError::Api {
             context: "list".into(),
             code,
+            reason: None,
             message: "m".into(),
         };
         assert!(api(503).is_transient());
         assert!(!api(403).is_transient());
         let e: warp_core::Error = api(403).into();
         assert!(e.hint().unwrap().contains("dataViewer"));
+    }
+
+    /// Error documents as BigQuery sends them (status, then `error.errors[].reason`).
+    fn answered(status: i64, reason: &str, message: &str) -> BigQueryError {
+        let body = format!(
+            r#"{{"error": {{"code": {status}, "message": "{message}", "errors": [{{"message": "{message}", "domain": "global", "reason": "{reason}"}}], "status": "PERMISSION_DENIED"}}}}"#
+        );
+        let error = serde_json::from_str(&body).unwrap();
+        BigQueryError::from_client("query", BQError::ResponseError { error })
+    }
+
+    #[test]
+    fn api_errors_are_classed_by_reason_not_status() {
+        let rate = answered(
+            403,
+            "rateLimitExceeded",
+            "Exceeded rate limits: too many table update operations for this table.",
+        );
+        assert!(rate.is_transient(), "{rate}");
+        assert!(rate.to_string().contains("rateLimitExceeded"));
+        assert!(answered(
+            403,
+            "quotaExceeded",
+            "Quota exceeded: Your project exceeded quota for concurrent queries."
+        )
+        .is_transient());
+        assert!(answered(500, "backendError", "Backend error. Job aborted.").is_transient());
+        let denied = answered(
+            403,
+            "accessDenied",
+            "Access Denied: Dataset p:d: Permission bigquery.tables.getData denied",
+        );
+        assert!(!denied.is_transient());
+        let e: warp_core::Error = denied.into();
+        assert!(e.hint().unwrap().contains("dataViewer"), "{e:?}");
+        let missing = answered(404, "notFound", "Not found: Job p:EU.job_123");
+        assert!(!missing.is_transient());
+        let e: warp_core::Error = missing.into();
+        assert!(e.hint().unwrap().contains("location"), "{e:?}");
+        // An unknown reason falls back to the status.
+        assert!(answered(503, "somethingNew", "m").is_transient());
+        assert!(!answered(400, "invalidQuery", "Syntax error").is_transient());
     }
 }

@@ -89,10 +89,19 @@ fn cells(rows: Option<Vec<TableRow>>) -> Vec<Cells> {
         .collect()
 }
 
+/// A query job, as its results are fetched: a job runs in its dataset's location and
+/// `getQueryResults` must name it (without it a regional job is "not found" once a
+/// result needs a second page or outlives the first wait).
+#[derive(Clone)]
+struct Job {
+    id: String,
+    location: Option<String>,
+}
+
 /// Where paging is.
 enum Cursor {
     Start,
-    More { job: String, token: String },
+    More { job: Job, token: String },
     Done,
 }
 
@@ -129,7 +138,7 @@ impl Runner {
                         Err(e) => return Some((Err(e), Cursor::Done)),
                     },
                     Cursor::More { job, token } => {
-                        match runner.more(&job, Some(token), page_rows).await {
+                        match runner.more(job, Some(token), page_rows).await {
                             Ok(r) => r,
                             Err(e) => return Some((Err(e), Cursor::Done)),
                         }
@@ -150,14 +159,19 @@ impl Runner {
             .context("query")?;
         check("query", r.errors.as_deref())?;
         self.count_bytes(table, r.total_bytes_processed.as_ref());
-        let job = r.job_reference.and_then(|j| j.job_id);
+        let job = r.job_reference.and_then(|j| {
+            Some(Job {
+                id: j.job_id?,
+                location: j.location,
+            })
+        });
         if r.job_complete == Some(false) {
             // A long query: wait for it, then page from the start.
             let job = job.ok_or_else(|| BigQueryError::Unsupported {
                 message: "an unfinished query came back without a job id".into(),
                 hint: None,
             })?;
-            return self.more(&job, None, 50_000).await;
+            return self.more(job, None, 50_000).await;
         }
         let next = match (job, r.page_token) {
             (Some(job), Some(token)) => Cursor::More { job, token },
@@ -168,7 +182,7 @@ impl Runner {
 
     async fn more(
         &self,
-        job: &str,
+        job: Job,
         token: Option<String>,
         page_rows: i32,
     ) -> Result<(Vec<Cells>, Cursor)> {
@@ -177,7 +191,7 @@ impl Runner {
                 format_options: Some(DataFormatOptions {
                     use_int64_timestamp: Some(true),
                 }),
-                location: None,
+                location: job.location.clone(),
                 max_results: Some(page_rows),
                 page_token: token.clone(),
                 start_index: None,
@@ -186,7 +200,7 @@ impl Runner {
             let r = self
                 .client
                 .job()
-                .get_query_results(&self.project, job, params)
+                .get_query_results(&self.project, &job.id, params)
                 .await
                 .context("read query results")?;
             check("read query results", r.errors.as_deref())?;
@@ -194,10 +208,7 @@ impl Runner {
                 continue;
             }
             let next = match r.page_token {
-                Some(token) => Cursor::More {
-                    job: job.to_owned(),
-                    token,
-                },
+                Some(token) => Cursor::More { job, token },
                 None => Cursor::Done,
             };
             return Ok((cells(r.rows), next));
