@@ -134,34 +134,63 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url)?);
             eprintln!("generating {rows} source rows");
             mysql::seed(&pool, i64::try_from(rows)?).await?;
+            let tunings = [mysql::Tuning::Defaults, mysql::Tuning::Tuned];
             let mut per_line: Vec<Vec<Measurement>> = Vec::new();
-            let (mut rss, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut snapshot_cpu, mut catch_up_cpu) = (Vec::new(), Vec::new());
+            let mut rss = [Vec::new(), Vec::new()];
+            let (mut p50, mut p99) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+            let (mut snapshot_cpu, mut catch_up_cpu) =
+                ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
             for run in 1..=runs {
-                eprintln!("run {run}/{runs}");
-                let r = mysql::run(&settings).await?;
-                add_run(&mut per_line, r.lines);
-                rss.push(r.warp_rss_mib);
-                p50.push(r.lag_p50);
-                p99.push(r.lag_p99);
-                snapshot_cpu.push(r.snapshot_cpu);
-                catch_up_cpu.push(r.catch_up_cpu);
+                let mut lines = Vec::new();
+                for (i, tuning) in tunings.into_iter().enumerate() {
+                    eprintln!("run {run}/{runs}, {tuning:?}");
+                    // The limits once per pass, in the same pass as both settings.
+                    let r = mysql::run(&settings, tuning, i == 0).await?;
+                    lines.extend(r.lines);
+                    rss[i].push(r.warp_rss_mib);
+                    p50[i].push(r.lag_p50);
+                    p99[i].push(r.lag_p99);
+                    snapshot_cpu[i].push(r.snapshot_cpu);
+                    catch_up_cpu[i].push(r.catch_up_cpu);
+                }
+                add_run(&mut per_line, lines);
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
-            print_copy_table(&lines, runs);
-            println!(
-                "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
-                median_f64(rss)
+            // Snapshots against the raw COPYs (text; binary in the last column), catch-ups
+            // against PostgreSQL's own apply of the same statements (line 4).
+            let limit_of: Vec<usize> = lines
+                .iter()
+                .map(|l| if l.name.contains("catch-up") { 3 } else { 0 })
+                .collect();
+            print_table(
+                &lines,
+                runs,
+                &limit_of,
+                "vs its limit",
+                Some((1, "vs raw COPY (binary)")),
             );
-            println!(
-                "lag at {} changes/s offered for {} s: p50 {:.3} s, p99 {:.3} s (medians)",
-                settings.load_per_sec,
-                settings.load_secs,
-                median_f64(p50),
-                median_f64(p99)
-            );
-            println!("{}", cpu::CpuUse::median(snapshot_cpu).line("snapshot"));
-            println!("{}", cpu::CpuUse::median(catch_up_cpu).line("catch-up"));
+            for (i, tuning) in tunings.into_iter().enumerate() {
+                println!("\n{tuning:?}:");
+                println!(
+                    "peak RSS of cartridge-warp: {:.0} MiB (median of the runs' peaks)",
+                    median_f64(std::mem::take(&mut rss[i]))
+                );
+                println!(
+                    "lag at {} changes/s offered for {} s: p50 {:.3} s, p99 {:.3} s (medians)",
+                    settings.load_per_sec,
+                    settings.load_secs,
+                    median_f64(std::mem::take(&mut p50[i])),
+                    median_f64(std::mem::take(&mut p99[i]))
+                );
+                println!(
+                    "{}",
+                    cpu::CpuUse::median(std::mem::take(&mut snapshot_cpu[i])).line("snapshot")
+                );
+                println!(
+                    "{}",
+                    cpu::CpuUse::median(std::mem::take(&mut catch_up_cpu[i])).line("catch-up")
+                );
+            }
         }
         Some("mongo") => {
             let mongo_url = std::env::var("WARP_TEST_MONGO_URL")

@@ -1,6 +1,8 @@
 //! End to end from MariaDB (binlog) into PostgreSQL with the real `cartridge-warp`
-//! binary, next to the limits measured in the same run on the same rows: a raw full
-//! read of the source table and a raw `COPY` of the rows into PostgreSQL.
+//! binary, with default settings and with tuned ones, next to the limits measured in the
+//! same run on the same rows: a raw full read of the source table, a raw `COPY` of the
+//! rows into PostgreSQL, and PostgreSQL applying the same change workload itself
+//! (the same 1,000-row statements on a copy of the table, set-based).
 //!
 //! - snapshot: time from start until the table's checkpoint says `streaming`;
 //! - stream at full speed: 300,000 mixed changes (a third each updates, inserts,
@@ -26,6 +28,7 @@ const MARKER: i64 = 9_000_000_000;
 
 /// One run's figures.
 pub struct Run {
+    /// The limits (measured when asked), then ours.
     pub lines: Vec<Measurement>,
     /// Peak resident memory of `cartridge-warp` over the run, MiB.
     pub warp_rss_mib: f64,
@@ -44,6 +47,24 @@ pub struct Settings<'a> {
     pub changes: u64,
     pub load_per_sec: u64,
     pub load_secs: u64,
+}
+
+/// Which settings a run gives the replicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tuning {
+    /// None: what a new user gets.
+    Defaults,
+    /// The best known for this machine (docs/benchmarks.md).
+    Tuned,
+}
+
+impl Tuning {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Defaults => "default settings",
+            Self::Tuned => "tuned",
+        }
+    }
 }
 
 /// A MariaDB literal for a generated value.
@@ -104,16 +125,26 @@ pub async fn seed(my: &mysql_async::Pool, n: i64) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
-fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+fn config(
+    s: &Settings<'_>,
+    tuning: Tuning,
+    dir: &Path,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     let path = dir.join("bench.yaml");
+    let (performance, schema) = match tuning {
+        Tuning::Defaults => ("", ""),
+        Tuning::Tuned => (
+            "performance: { write_batch_size: 5000, write_batch_max_wait: 0.05 }\n",
+            "  snapshot_chunk_size: 50000\n  parallel_streams: 2\n",
+        ),
+    };
     std::fs::write(
         &path,
         format!(
-            "mode: single\nsingle_schema_name: bench\n\
-             performance: {{ write_batch_size: 5000, write_batch_max_wait: 0.05 }}\n\
+            "mode: single\nsingle_schema_name: bench\n{performance}\
              source: {{ type: mysql, connection_string: '{}/{DB}', database: {DB}, server_id: 4300000 }}\n\
              destination: {{ type: postgresql, connection_string: '{}', schema: bench_my_dest, metadata_schema: bench_my_meta }}\n\
-             schemas:\n- name: bench\n  snapshot_chunk_size: 50000\n  parallel_streams: 2\n  table_whitelist: [orders, ticks]\n\
+             schemas:\n- name: bench\n{schema}  table_whitelist: [orders, ticks]\n\
              monitoring: {{ metrics_enabled: false, health_check_enabled: false }}\n\
              logging: {{ level: warn, format: text }}\n",
             s.my_url, s.pg_url
@@ -122,7 +153,73 @@ fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Box<dyn st
     Ok(path)
 }
 
-pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
+/// The change workload in 1,000-row statements: a third each updates, inserts and
+/// deletes, interleaved (`now` is the dialect's current time). The same statements go
+/// to MariaDB for the replicator and to PostgreSQL for its own apply.
+fn workload(table: &str, seed: &str, rows: u64, changes: u64, now: &str) -> Vec<String> {
+    let third = i64::try_from(changes / 3).unwrap_or(i64::MAX);
+    let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+    let step = 1_000;
+    let mut out = Vec::new();
+    let mut id = 1;
+    while id <= third {
+        let end = (id + step - 1).min(third);
+        out.push(format!("UPDATE {table} SET quantity = quantity + 1, updated_at = {now} WHERE id BETWEEN {id} AND {end}"));
+        out.push(format!(
+            "INSERT INTO {table} SELECT id + {rows}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {seed} WHERE id BETWEEN {id} AND {end}"
+        ));
+        let gone = third + id;
+        out.push(format!(
+            "DELETE FROM {table} WHERE id BETWEEN {gone} AND {}",
+            gone + (end - id)
+        ));
+        id = end + 1;
+    }
+    out
+}
+
+/// Limit: PostgreSQL applying the change workload itself, set-based, each statement its
+/// own transaction as at the source, on a copy of the rows with the same key.
+async fn postgres_applies(
+    pg: &sqlx::PgPool,
+    s: &Settings<'_>,
+) -> Result<Measurement, Box<dyn std::error::Error>> {
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_my_raw.applied; \
+         CREATE TABLE bench_my_raw.applied (LIKE bench_my_raw.orders INCLUDING ALL); \
+         INSERT INTO bench_my_raw.applied SELECT * FROM bench_my_raw.orders; \
+         VACUUM ANALYZE bench_my_raw.applied",
+    )
+    .execute(pg)
+    .await?;
+    let statements = workload(
+        "bench_my_raw.applied",
+        "bench_my_raw.orders",
+        s.rows,
+        s.changes,
+        "now()",
+    );
+    let started = Instant::now();
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(pg)
+            .await?;
+    }
+    Ok(Measurement {
+        name: "PostgreSQL applying the same changes itself (1,000-row statements, set-based)"
+            .into(),
+        rows: s.changes / 3 * 3,
+        bytes: 0,
+        took: started.elapsed(),
+    })
+}
+
+/// One pass with `tuning`; the limits are measured too when `limits`.
+pub async fn run(
+    s: &Settings<'_>,
+    tuning: Tuning,
+    limits: bool,
+) -> Result<Run, Box<dyn std::error::Error>> {
     let pg = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect(s.pg_url)
@@ -152,6 +249,26 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     .execute(&pg)
     .await?;
 
+    let mut lines = Vec::new();
+    if limits {
+        lines = measure_limits(&pg, &mut conn, s).await?;
+    }
+    let bytes = lines.first().map_or(0, |l| l.bytes);
+
+    let dir = std::env::temp_dir().join(format!("warp-bench-mysql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = config(s, tuning, &dir)?;
+    let log = dir.join("warp.log");
+    run_replicator(s, tuning, &pg, &mut conn, &config, &log, bytes, lines).await
+}
+
+/// The limits of this run: raw COPYs (text, binary), a raw read of the source, and
+/// PostgreSQL's own apply of the changes.
+async fn measure_limits(
+    pg: &sqlx::PgPool,
+    conn: &mut mysql_async::Conn,
+    s: &Settings<'_>,
+) -> Result<Vec<Measurement>, Box<dyn std::error::Error>> {
     // Limit 1: a raw full read of the source table.
     let started = Instant::now();
     let mut read = 0u64;
@@ -170,29 +287,44 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     }
     let source_read = started.elapsed();
     // Limit 2: a raw COPY of the same rows (its bytes measure MB/s for every line).
-    let raw = sink::raw_copy(&pg, "bench_my_raw", s.rows).await?;
-    let mut raw_binary = sink::raw_copy_binary(&pg, "bench_my_raw", s.rows).await?;
+    let raw = sink::raw_copy(pg, "bench_my_raw", s.rows).await?;
+    let mut raw_binary = sink::raw_copy_binary(pg, "bench_my_raw", s.rows).await?;
     raw_binary.bytes = raw.bytes; // MB/s of the same rows in text form, as every line
-    let bytes = raw.bytes;
     if read != s.rows {
         return Err(format!("read {read} source rows, expected {}", s.rows).into());
     }
+    let read_line = Measurement {
+        name: "raw full read of the MariaDB table (mysql_async)".into(),
+        rows: read,
+        bytes: raw.bytes,
+        took: source_read,
+    };
+    let applied = postgres_applies(pg, s).await?;
+    Ok(vec![raw, raw_binary, read_line, applied])
+}
 
-    let dir = std::env::temp_dir().join(format!("warp-bench-mysql-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let config = config(s, &dir)?;
-    let log = dir.join("warp.log");
-
+#[allow(clippy::too_many_arguments)]
+async fn run_replicator(
+    s: &Settings<'_>,
+    tuning: Tuning,
+    pg: &sqlx::PgPool,
+    conn: &mut mysql_async::Conn,
+    config: &Path,
+    log: &Path,
+    bytes: u64,
+    mut lines: Vec<Measurement>,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let dir = config.parent().unwrap_or(Path::new(".")).to_path_buf();
     // Snapshot.
     let started = Instant::now();
     let cpu_before = cpu::sample();
-    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    let mut warp = Replicator::start(s.binary, config, log)?;
     until(
-        &pg,
+        pg,
         &mut warp,
         "SELECT 1 FROM bench_my_meta.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'",
         Duration::from_secs(1_800),
-        &log,
+        log,
     )
     .await?;
     let snapshot = started.elapsed();
@@ -200,32 +332,20 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     let mut peak = warp.stop()?;
 
     // Stream at full speed: a backlog of mixed changes, then the catch-up.
-    let third = i64::try_from(s.changes / 3)?;
-    let step = 1_000;
-    let mut id = 1;
-    while id <= third {
-        let end = (id + step - 1).min(third);
-        exec(&mut conn, &format!("UPDATE {DB}.orders SET quantity = quantity + 1, updated_at = NOW(6) WHERE id BETWEEN {id} AND {end}")).await?;
-        let fresh = i64::try_from(s.rows)? + id;
-        exec(&mut conn, &format!(
-            "INSERT INTO {DB}.orders SELECT id + {off}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id BETWEEN {id} AND {end}",
-            off = fresh - id
-        )).await?;
-        let gone = third + id;
-        exec(
-            &mut conn,
-            &format!(
-                "DELETE FROM {DB}.orders WHERE id BETWEEN {gone} AND {}",
-                gone + (end - id)
-            ),
-        )
-        .await?;
-        id = end + 1;
+    let statements = workload(
+        &format!("{DB}.orders"),
+        &format!("{DB}.orders_seed"),
+        s.rows,
+        s.changes,
+        "NOW(6)",
+    );
+    for statement in &statements {
+        exec(conn, statement).await?;
     }
     // The marker is the orders table's last change (each table has its own binlog
     // reader, in order): when it lands, every change before it has.
     exec(
-        &mut conn,
+        conn,
         &format!(
             "INSERT INTO {DB}.orders SELECT {MARKER}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id = 1"
         ),
@@ -233,13 +353,13 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     .await?;
     let started = Instant::now();
     let cpu_before = cpu::sample();
-    let mut warp = Replicator::start(s.binary, &config, &log)?;
+    let mut warp = Replicator::start(s.binary, config, log)?;
     until(
-        &pg,
+        pg,
         &mut warp,
         &format!("SELECT 1 FROM bench_my_dest.orders WHERE id = {MARKER}"),
         Duration::from_secs(1_800),
-        &log,
+        log,
     )
     .await?;
     let catch_up = started.elapsed();
@@ -257,7 +377,7 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
             .collect();
         next_id += per_tick;
         exec(
-            &mut conn,
+            conn,
             &format!("INSERT INTO {DB}.ticks VALUES {}", values.join(", ")),
         )
         .await?;
@@ -267,21 +387,21 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     }
     let offered = begin.elapsed();
     until(
-        &pg,
+        pg,
         &mut warp,
         &format!(
             "SELECT 1 FROM bench_my_dest.ticks WHERE id = {}",
             next_id - 1
         ),
         Duration::from_secs(600),
-        &log,
+        log,
     )
     .await?;
     let (p50, p99): (f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
          FROM (SELECT extract(epoch FROM _cartridge_updated_at - (at AT TIME ZONE 'UTC'))::float8 AS lag FROM bench_my_dest.ticks) l",
     )
-    .fetch_one(&pg)
+    .fetch_one(pg)
     .await?;
     peak = peak.max(warp.stop()?);
     let _ = std::fs::remove_dir_all(&dir);
@@ -293,31 +413,19 @@ pub async fn run(s: &Settings<'_>) -> Result<Run, Box<dyn std::error::Error>> {
     );
 
     let line = |name: &str, rows: u64, took: Duration| Measurement {
-        name: name.into(),
+        name: format!("{name} ({})", tuning.label()),
         rows,
         bytes: if rows == s.rows { bytes } else { 0 },
         took,
     };
+    lines.push(line("cartridge-warp snapshot", s.rows, snapshot));
+    lines.push(line(
+        "cartridge-warp streaming catch-up (binlog, mixed changes)",
+        s.changes / 3 * 3 + 1,
+        catch_up,
+    ));
     Ok(Run {
-        lines: vec![
-            raw,
-            raw_binary,
-            line(
-                "raw full read of the MariaDB table (mysql_async)",
-                read,
-                source_read,
-            ),
-            line(
-                "cartridge-warp snapshot (binary, 2 chunks in parallel)",
-                s.rows,
-                snapshot,
-            ),
-            line(
-                "cartridge-warp streaming catch-up (binlog, mixed changes)",
-                s.changes / 3 * 3 + 1,
-                catch_up,
-            ),
-        ],
+        lines,
         warp_rss_mib: peak as f64 / 1024.0,
         lag_p50: p50,
         lag_p99: p99,
