@@ -480,7 +480,13 @@ schemas:
         Duration::from_secs(9),
         "performance level"
     );
-    assert_eq!(other.parallel_streams, 1, "built-in default");
+    // Built in: one chunk per core (at most 4), within the destination pool's share.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(
+        other.parallel_streams,
+        cores.clamp(1, 4).min(10 / 4),
+        "built-in default"
+    );
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub struct ResolvedSchema {
 #[derive(Debug, Clone)]
 struct GlobalDefaults {
     write_batch_size: u64,
+    /// Chunks a table copies at once when its `parallel_streams` is not set.
+    parallel_streams: usize,
     polling_interval: Duration,
     deletion_strategy: DeletionStrategy,
     change_detection_column: Option<String>,
@@ -105,7 +107,8 @@ impl ResolvedSchema {
             polling_interval: pick!(polling_interval)
                 .map_or(g.polling_interval, Seconds::as_duration),
             full_load_enabled: pick!(full_load_enabled).unwrap_or(true),
-            parallel_streams: pick!(parallel_streams).map_or(1, PositiveInt::as_usize),
+            parallel_streams: pick!(parallel_streams)
+                .map_or(g.parallel_streams, PositiveInt::as_usize),
             deletion_strategy: pick!(deletion_strategy).unwrap_or(g.deletion_strategy),
             primary_key: pick!(primary_key).map(|k| k.0),
             change_detection_column: pick!(change_detection_column)
@@ -196,6 +199,19 @@ impl WarpConfig {
             .write_batch_size
             .or(self.destination.batch_size)
             .map_or(DEFAULT_WRITE_BATCH_SIZE, PositiveInt::get);
+        let max_parallel_streams = s
+            .max_parallel_streams
+            .map_or(DEFAULT_MAX_PARALLEL_STREAMS as usize, PositiveInt::as_usize);
+        let parallel_streams = match self.source.source_type {
+            // Each chunk is a query billed for the columns it scans, whatever its key
+            // range: parallel chunks would multiply the bytes billed.
+            SourceType::Bigquery => 1,
+            _ => default_parallel_streams(
+                std::thread::available_parallelism().map_or(1, usize::from),
+                self.destination.pool_size.as_usize(),
+                max_parallel_streams,
+            ),
+        };
         ResolvedSchema {
             name: s.name.clone(),
             source_database: s
@@ -205,9 +221,7 @@ impl WarpConfig {
                 .unwrap_or_else(|| s.name.clone()),
             destination_schema,
             filter: TableFilter::new(s.table_whitelist.clone(), s.table_blacklist.clone()),
-            max_parallel_streams: s
-                .max_parallel_streams
-                .map_or(DEFAULT_MAX_PARALLEL_STREAMS as usize, PositiveInt::as_usize),
+            max_parallel_streams,
             fetch_rows: self
                 .performance
                 .stream_batch_size
@@ -217,6 +231,7 @@ impl WarpConfig {
             tables: s.tables.clone(),
             global: GlobalDefaults {
                 write_batch_size,
+                parallel_streams,
                 polling_interval: self.performance.polling_interval.as_duration(),
                 deletion_strategy: self.destination.deletion_strategy,
                 change_detection_column: self.source.change_detection_column.clone(),
@@ -226,9 +241,34 @@ impl WarpConfig {
     }
 }
 
+/// Chunks a table copies at once by default: one per core the process may use (a
+/// container's CPU limit included), at most 4, and no more than the destination pool
+/// gives each of the `tables_at_once` tables that may copy together without waiting.
+fn default_parallel_streams(cores: usize, pool: usize, tables_at_once: usize) -> usize {
+    cores.min(4).min(pool / tables_at_once.max(1)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_chunks_default_to_the_cores_and_the_pool() {
+        // (cores, destination pool, tables copying at once) → chunks per table.
+        for ((cores, pool, tables), want) in [
+            ((2, 10, 4), 2), // this machine, default pool and max_parallel_streams
+            ((1, 10, 4), 1),
+            ((16, 10, 4), 2), // the pool is the bound
+            ((16, 40, 4), 4), // never more than 4
+            ((8, 3, 4), 1),   // a tiny pool still copies
+        ] {
+            assert_eq!(
+                default_parallel_streams(cores, pool, tables),
+                want,
+                "{cores} {pool} {tables}"
+            );
+        }
+    }
 
     #[test]
     fn globs() {
