@@ -59,6 +59,7 @@ const PERMANENT_REASONS: &[&str] = &[
     "invalid",
     "invalidQuery",
     "notFound",
+    "bytesBilledLimitExceeded",
     "responseTooLarge",
 ];
 
@@ -112,6 +113,11 @@ impl BigQueryError {
                 if r == "notFound" =>
             {
                 Some("check source.project_id and source.database (the dataset), and that the dataset's location is the one its jobs run in".into())
+            }
+            Self::Api { reason: Some(r), .. } | Self::Query { reason: r, .. }
+                if r == "bytesBilledLimitExceeded" =>
+            {
+                Some("the query would bill more than source.maximum_bytes_billed (BigQuery's estimate is in the message): raise it, or partition or cluster the table on its change_detection_column so polls scan less".into())
             }
             Self::Api { code: 403, .. } => Some(
                 "the account needs roles/bigquery.dataViewer on the dataset and roles/bigquery.jobUser on the project".into(),
@@ -211,6 +217,14 @@ mod tests {
         assert!(!missing.is_transient());
         let e: warp_core::Error = missing.into();
         assert!(e.hint().unwrap().contains("location"), "{e:?}");
+        let limit = answered(
+            400,
+            "bytesBilledLimitExceeded",
+            "Query exceeded limit for bytes billed: 1000000. 10485760 or higher required.",
+        );
+        assert!(!limit.is_transient());
+        let e: warp_core::Error = limit.into();
+        assert!(e.hint().unwrap().contains("maximum_bytes_billed"), "{e:?}");
         // An unknown reason falls back to the status.
         assert!(answered(503, "somethingNew", "m").is_transient());
         assert!(!answered(400, "invalidQuery", "Syntax error").is_transient());

@@ -82,6 +82,7 @@ impl BigQuerySource {
                     project: self.project.clone(),
                     schema: self.schema.clone(),
                     wait_ms: i32::try_from(self.read_timeout.as_millis()).unwrap_or(i32::MAX),
+                    maximum_bytes_billed: self.config.maximum_bytes_billed.map(|b| b.0),
                 })
             })
             .await?)

@@ -17,6 +17,10 @@ pub struct BigQueryOptions {
     /// Accepted as `true` only: BigQuery is always reached over HTTPS.
     #[serde(default)]
     pub ssl_enabled: Option<bool>,
+    /// The most bytes one query may bill (`10GB`; BigQuery's `maximumBytesBilled`): a query that
+    /// would bill more fails before it runs, with BigQuery's estimate in the error.
+    #[serde(default)]
+    pub maximum_bytes_billed: Option<warp_core::config::ByteSize>,
 }
 
 impl ConnectorConfig for BigQueryOptions {
@@ -30,6 +34,10 @@ impl ConnectorConfig for BigQueryOptions {
         EnvKey::new(
             "source.ssl_enabled",
             "true only: BigQuery is always reached over HTTPS",
+        ),
+        EnvKey::new(
+            "source.maximum_bytes_billed",
+            "the most bytes one BigQuery query may bill",
         ),
     ];
 

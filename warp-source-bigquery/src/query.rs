@@ -29,6 +29,8 @@ pub struct Runner {
     pub schema: String,
     /// How long one request waits for a running job's results (`read_timeout`).
     pub wait_ms: i32,
+    /// `source.maximum_bytes_billed`, sent with every query.
+    pub maximum_bytes_billed: Option<u64>,
 }
 
 /// A query and its parameters, labelled with the table it is for.
@@ -52,8 +54,15 @@ impl Query {
         Ok(self)
     }
 
-    fn request(&self, page_rows: Option<i32>, wait_ms: i32) -> QueryRequest {
+    fn request(
+        &self,
+        page_rows: Option<i32>,
+        wait_ms: i32,
+        maximum_bytes_billed: Option<u64>,
+    ) -> QueryRequest {
         let mut r = QueryRequest::new(self.sql.clone());
+        // An int64 travels as a JSON string in BigQuery's API.
+        r.maximum_bytes_billed = maximum_bytes_billed.map(|b| b.to_string());
         r.parameter_mode = Some("NAMED".into());
         r.query_parameters = Some(self.params.clone());
         r.max_results = page_rows;
@@ -128,7 +137,7 @@ impl Runner {
         let runner = self.clone();
         stream::unfold(Cursor::Start, move |cursor| {
             let runner = runner.clone();
-            let request = q.request(Some(page_rows), runner.wait_ms);
+            let request = q.request(Some(page_rows), runner.wait_ms, runner.maximum_bytes_billed);
             let table = q.table.clone();
             async move {
                 let (rows, next) = match cursor {
@@ -217,7 +226,7 @@ impl Runner {
 
     /// Bytes the query would process, without running it.
     pub async fn dry_run(&self, q: Query) -> Result<u64> {
-        let mut request = q.request(None, self.wait_ms);
+        let mut request = q.request(None, self.wait_ms, self.maximum_bytes_billed);
         request.dry_run = Some(true);
         let r = self
             .client
@@ -269,4 +278,23 @@ pub fn param(name: &str, v: &Value) -> Result<QueryParameter> {
 /// A backtick-quoted identifier.
 pub fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "\\`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_carries_the_bytes_billed_limit() {
+        let q = Query::new("t", "SELECT 1".into());
+        let limited =
+            serde_json::to_value(q.request(Some(10), 1_000, Some(10_000_000_000))).unwrap();
+        assert_eq!(limited["maximumBytesBilled"], "10000000000");
+        assert_eq!(limited["timeoutMs"], 1_000);
+        let open = serde_json::to_value(q.request(None, 1_000, None)).unwrap();
+        assert!(
+            open.get("maximumBytesBilled").is_none_or(|v| v.is_null()),
+            "{open}"
+        );
+    }
 }
