@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use warp_core::Source;
 use warp_e2e::tls::TlsPeers;
@@ -253,12 +253,7 @@ fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
 }
 
 async fn read<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).await?;
-    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await?;
-    Ok((header[3], payload))
+    common::dump_proxy::read_packet(s).await
 }
 
 async fn write<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, payload: &[u8]) -> Io {

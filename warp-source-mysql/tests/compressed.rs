@@ -21,8 +21,7 @@ use mysql_async::prelude::Queryable;
 use mysql_common::binlog::consts::TransactionPayloadCompressionType;
 use mysql_common::binlog::events::{QueryEvent, TransactionPayloadEvent};
 use mysql_common::proto::MySerialize;
-use warp_core::{Change, FeedItem, Value};
-use warp_source_mysql::BinlogPosition;
+use warp_core::FeedItem;
 
 mod common;
 
@@ -160,42 +159,11 @@ async fn setup(
     (source, conn, sent)
 }
 
-type Transaction = (Vec<(Option<i64>, warp_core::Operation)>, BinlogPosition);
-
-/// The first `n` transactions with row changes a feed yields: (id, operation) per change
-/// and the commit position.
 async fn transactions(
     feed: &mut futures::stream::BoxStream<'static, warp_core::Result<FeedItem>>,
     n: usize,
-) -> Vec<Transaction> {
-    let mut done = Vec::new();
-    let mut open = Vec::new();
-    let read = async {
-        while done.len() < n {
-            match feed.next().await.expect("feed ended").expect("feed error") {
-                FeedItem::Fragment { changes, commit } => {
-                    for c in changes {
-                        if let Change::Row(e) = c.change {
-                            let id = match e.key.first() {
-                                Some(Value::Int(i)) => Some(*i),
-                                _ => None,
-                            };
-                            open.push((id, e.op));
-                        }
-                    }
-                    if let Some(commit) = commit.filter(|_| !open.is_empty()) {
-                        let at = commit.position.decode().unwrap();
-                        done.push((std::mem::take(&mut open), at));
-                    }
-                }
-                FeedItem::TableFailed { error, .. } => panic!("table failed: {error}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the feed delivered in time");
-    done
+) -> Vec<common::Transaction> {
+    common::transactions(feed, n, Duration::from_secs(20)).await
 }
 
 #[tokio::test]

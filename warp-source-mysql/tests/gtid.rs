@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::dump_proxy::{self, event_type, Rewrite, MARIADB_GTID, MARIADB_GTID_LIST};
-use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_common::binlog::events::{GtidEvent, PreviousGtidsEvent, PreviousGtidsSid, QueryEvent};
 use mysql_common::packets::{ComBinlogDumpGtid, GnoInterval, Tag};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use warp_core::{Change, FeedItem, Position, Value};
+use warp_core::{FeedItem, Position};
 use warp_source_mysql::BinlogPosition;
 
 mod common;
@@ -241,32 +240,11 @@ async fn transactions(
     feed: &mut futures::stream::BoxStream<'static, warp_core::Result<FeedItem>>,
     n: usize,
 ) -> Vec<(Vec<i64>, BinlogPosition)> {
-    let mut done = Vec::new();
-    let mut open = Vec::new();
-    let read = async {
-        while done.len() < n {
-            match feed.next().await.expect("feed ended").expect("feed error") {
-                FeedItem::Fragment { changes, commit } => {
-                    for c in changes {
-                        if let Change::Row(e) = c.change {
-                            if let Some(Value::Int(i)) = e.key.first() {
-                                open.push(*i);
-                            }
-                        }
-                    }
-                    if let Some(commit) = commit.filter(|_| !open.is_empty()) {
-                        let at = commit.position.decode().unwrap();
-                        done.push((std::mem::take(&mut open), at));
-                    }
-                }
-                FeedItem::TableFailed { error, .. } => panic!("table failed: {error}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(300), read)
+    common::transactions(feed, n, Duration::from_secs(300))
         .await
-        .expect("the feed delivered");
-    done
+        .into_iter()
+        .map(|(rows, at)| (rows.into_iter().filter_map(|(id, _)| id).collect(), at))
+        .collect()
 }
 
 async fn positions_carry_the_set_and_a_failover_resumes_by_it(db: &str, tag: Option<&'static str>) {

@@ -33,7 +33,7 @@ pub trait Rewrite: Send + 'static {
 }
 
 /// One MySQL protocol packet: (sequence id, payload).
-async fn read_packet(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
+pub async fn read_packet(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 4];
     r.read_exact(&mut head).await?;
     let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;

@@ -155,3 +155,47 @@ pub async fn copy_all(source: &Configured, t: &TableSchema, chunk_rows: usize) -
     }
     rows
 }
+
+/// A committed transaction a feed handed out: (key, operation) of each row change, and
+/// the commit position.
+pub type Transaction = (
+    Vec<(Option<i64>, warp_core::Operation)>,
+    warp_source_mysql::BinlogPosition,
+);
+
+/// The next `n` transactions with row changes `feed` yields; `deadline` is for a hung
+/// feed.
+pub async fn transactions(
+    feed: &mut BoxStream<'static, warp_core::Result<FeedItem>>,
+    n: usize,
+    deadline: std::time::Duration,
+) -> Vec<Transaction> {
+    let mut done = Vec::new();
+    let mut open = Vec::new();
+    let read = async {
+        while done.len() < n {
+            match feed.next().await.expect("feed ended").expect("feed error") {
+                FeedItem::Fragment { changes, commit } => {
+                    for c in changes {
+                        if let warp_core::Change::Row(e) = c.change {
+                            let id = match e.key.first() {
+                                Some(Value::Int(i)) => Some(*i),
+                                _ => None,
+                            };
+                            open.push((id, e.op));
+                        }
+                    }
+                    if let Some(commit) = commit.filter(|_| !open.is_empty()) {
+                        let at = commit.position.decode().unwrap();
+                        done.push((std::mem::take(&mut open), at));
+                    }
+                }
+                FeedItem::TableFailed { error, .. } => panic!("table failed: {error}"),
+            }
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .expect("the feed delivered");
+    done
+}
