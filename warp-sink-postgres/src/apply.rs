@@ -1,7 +1,7 @@
-//! Writing rows: COPY into the landing table (snapshots) or into the session's staging
-//! table followed by set-based upsert/delete statements (changes). When a bulk write
-//! fails on a data error, it is retried row by row so only the poison rows go to the
-//! dead-letter table.
+//! Writing rows: COPY into the landing table (snapshots) or into a per-transaction
+//! staging table followed by set-based upsert/delete statements (changes). When a bulk
+//! write fails on a data error, it is retried row by row so only the poison rows go to
+//! the dead-letter table.
 
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
@@ -24,123 +24,32 @@ pub enum Merge {
     Changes(DeletionStrategy),
 }
 
-/// A session's staging table for landing tables of up to `width` columns. Its data
-/// columns (`c1`, `c2`, …) are text, read by casts in the merge statements (the same
-/// input functions a typed column would run at COPY), so a few widths serve every table.
-/// It is created once per session — a temporary table lives as long as its connection —
-/// and emptied at each commit: a batch writes no catalog rows. (A typed table created
-/// and dropped per batch cost PostgreSQL more CPU than applying the rows: catalog rows
-/// for the table, each column and its type, written and deleted every batch.)
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub name: String,
-    width: usize,
-}
-
-impl Stage {
-    /// The staging table for `landed`, created in this session if it is not there yet.
-    pub async fn of(conn: &mut PgConnection, landed: &Landed) -> Result<Self> {
-        // Widths of 8, 16, 32, …: a session holds a handful of staging tables, and
-        // `ON COMMIT DELETE ROWS` empties all of them at each commit that used one.
-        let width = landed.columns.len().max(8).next_power_of_two();
-        let name = quote(&format!("_cw_stage_{width}"));
-        let mut defs: Vec<String> = (1..=width).map(|i| format!("c{i} text")).collect();
-        defs.push(format!("{} timestamp with time zone", quote(SOURCE_TS)));
-        defs.push(format!("{} text", quote(OP)));
-        defs.push("\"_cw_image\" boolean".into());
-        let sql = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {name} ({}) ON COMMIT DELETE ROWS",
-            defs.join(", ")
-        );
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(conn)
-            .await
-            .context("create staging table")?;
-        Ok(Self { name, width })
-    }
-
-    /// `COPY` of `landed`'s rows (its columns in order, then [`STAGE_EXTRA`]).
-    pub fn copy_statement(&self, landed: &Landed) -> String {
-        debug_assert!(landed.columns.len() <= self.width);
-        let data: Vec<String> = (1..=landed.columns.len())
-            .map(|i| format!("c{i}"))
-            .collect();
-        format!(
-            "COPY {} ({}, {STAGE_EXTRA}) FROM STDIN",
-            self.name,
-            data.join(", ")
-        )
-    }
-
-    /// The staged value of `landed`'s column `index`, typed (`s.c3::numeric`).
-    pub fn value(&self, landed: &Landed, index: usize, alias: &str) -> String {
-        let prefix = if alias.is_empty() {
-            String::new()
-        } else {
-            format!("{alias}.")
-        };
-        format!(
-            "{prefix}c{}::{}",
-            index + 1,
-            unconstrained(&pg_type(&landed.columns[index].ty))
-        )
-    }
-
-    /// Every staged column of `landed`, typed, in order.
-    pub fn values(&self, landed: &Landed, alias: &str) -> String {
-        (0..landed.columns.len())
-            .map(|i| self.value(landed, i, alias))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// `t.k = s.c1::integer AND …` over the key.
-    pub fn key_match(&self, landed: &Landed) -> String {
-        landed
-            .key
-            .iter()
-            .map(|&i| {
-                format!(
-                    "t.{} = {}",
-                    landed.columns[i].ident,
-                    self.value(landed, i, "s")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    }
-
-    /// Empties the table inside the transaction. (`TRUNCATE` of a table created in an
-    /// earlier transaction writes a new file and a catalog row; the commit empties it
-    /// in place.)
-    pub fn clear(&self) -> String {
-        format!("DELETE FROM {}", self.name)
-    }
-}
-
-/// A type without its modifiers (`character varying(20)` → `character varying`): an
-/// explicit cast to a length-limited type would cut an overlong value silently, where
-/// the insert's own assignment to the column refuses it (and the row is dead-lettered).
-fn unconstrained(ty: &str) -> String {
-    let mut out = String::with_capacity(ty.len());
-    let mut depth = 0;
-    for ch in ty.chars() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            _ if depth == 0 => out.push(ch),
-            _ => {}
-        }
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Creates a staging table shaped like `landed` (all columns nullable, so key-only
+/// deletes fit), dropped at commit.
+pub async fn create_stage(conn: &mut PgConnection, landed: &Landed, n: u32) -> Result<String> {
+    let name = quote(&format!("_cw_stage_{n}"));
+    let mut defs: Vec<String> = landed
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.ident, pg_type(&c.ty)))
+        .collect();
+    defs.push(format!("{} timestamp with time zone", quote(SOURCE_TS)));
+    defs.push(format!("{} text", quote(OP)));
+    defs.push("\"_cw_image\" boolean".into());
+    let sql = format!(
+        "CREATE TEMP TABLE {name} ({}) ON COMMIT DROP",
+        defs.join(", ")
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .context("create staging table")?;
+    Ok(name)
 }
 
 /// The statements that merge a filled staging table into the landing table.
-pub fn merge_statements(landed: &Landed, stage: &Stage, merge: Merge) -> Vec<String> {
+pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<String> {
     let t = &landed.table;
-    let values = stage.values(landed, "");
-    let key_match = stage.key_match(landed);
-    let stage = &stage.name;
     let cols = landed.column_list();
     let key = landed.key_list();
     let set_cols: Vec<String> = landed
@@ -173,16 +82,21 @@ pub fn merge_statements(landed: &Landed, stage: &Stage, merge: Merge) -> Vec<Str
         old.join(", "),
         new.join(", ")
     );
+    let key_match: Vec<String> = landed
+        .key_columns()
+        .map(|c| format!("t.{0} = s.{0}", c.ident))
+        .collect();
+    let key_match = key_match.join(" AND ");
     match merge {
         Merge::Snapshot => vec![format!(
-            "INSERT INTO {t} AS t ({cols}, {op}) SELECT {values}, 'r' FROM {stage}
+            "INSERT INTO {t} AS t ({cols}, {op}) SELECT {cols}, 'r' FROM {stage}
              ON CONFLICT ({key}) DO UPDATE SET {}, {op} = 'r', {updated} = now(), {deleted} = false, {deleted_at} = NULL
              WHERE {changed}",
             set_cols.join(", ")
         )],
         Merge::Changes(strategy) => {
             let upsert = format!(
-                "INSERT INTO {t} AS t ({cols}, {ts}, {op}) SELECT {values}, {ts}, {op} FROM {stage} WHERE {op} <> 'd'
+                "INSERT INTO {t} AS t ({cols}, {ts}, {op}) SELECT {cols}, {ts}, {op} FROM {stage} WHERE {op} <> 'd'
                  ON CONFLICT ({key}) DO UPDATE SET {}, {ts} = EXCLUDED.{ts}, {op} = EXCLUDED.{op},
                     {updated} = now(), {version} = t.{version} + 1, {deleted} = false, {deleted_at} = NULL
                  WHERE {changed}",
@@ -204,7 +118,7 @@ pub fn merge_statements(landed: &Landed, stage: &Stage, merge: Merge) -> Vec<Str
                     // source sent its image.
                     format!(
                         "INSERT INTO {t} ({cols}, {ts}, {op}, {deleted}, {deleted_at})
-                         SELECT {values}, {ts}, 'd', true, now() FROM {stage} WHERE {op} = 'd' AND \"_cw_image\"
+                         SELECT {cols}, {ts}, 'd', true, now() FROM {stage} WHERE {op} = 'd' AND \"_cw_image\"
                          ON CONFLICT ({key}) DO NOTHING"
                     ),
                 ],
@@ -261,24 +175,4 @@ pub async fn unit(
 pub async fn run(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
     sqlx::raw_sql(sql).execute(conn).await.context(sql)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unconstrained;
-
-    #[test]
-    fn casts_drop_type_modifiers_so_the_column_checks_lengths() {
-        for (ty, cast) in [
-            ("character varying(20)", "character varying"),
-            ("numeric(10,2)", "numeric"),
-            ("timestamp(3) with time zone", "timestamp with time zone"),
-            ("bit varying(8)", "bit varying"),
-            ("character varying(20)[]", "character varying[]"),
-            ("jsonb", "jsonb"),
-            ("double precision", "double precision"),
-        ] {
-            assert_eq!(unconstrained(ty), cast, "{ty}");
-        }
-    }
 }

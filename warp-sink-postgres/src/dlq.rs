@@ -10,7 +10,7 @@ use warp_core::{
     TableSchema, Target, Value,
 };
 
-use crate::apply::{merge_statements, unit, Merge};
+use crate::apply::{merge_statements, unit, Merge, STAGE_EXTRA};
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 use crate::landed::{Landed, BOOKKEEPING, SOURCE_TS};
@@ -321,20 +321,26 @@ impl PgTransaction {
         }
         let stage = self.stage().await?;
         let landed = self.entry.landed.clone();
-        let copy = stage.copy_statement(&landed);
+        let copy = format!(
+            "COPY {stage} ({}, {STAGE_EXTRA}) FROM STDIN",
+            landed.column_list()
+        );
+        let key_match: Vec<String> = landed
+            .key_columns()
+            .map(|c| format!("t.{0} = s.{0}", c.ident))
+            .collect();
         let ts = quote(SOURCE_TS);
         let newer = format!(
-            "SELECT EXISTS (SELECT 1 FROM {t} AS t JOIN {name} AS s ON {} WHERE t.{ts} IS NOT NULL AND (s.{ts} IS NULL OR t.{ts} > s.{ts}))",
-            stage.key_match(&landed),
-            t = landed.table,
-            name = stage.name,
+            "SELECT EXISTS (SELECT 1 FROM {t} AS t JOIN {stage} AS s ON {} WHERE t.{ts} IS NOT NULL AND (s.{ts} IS NULL OR t.{ts} > s.{ts}))",
+            key_match.join(" AND "),
+            t = landed.table
         );
         crate::apply::copy(self.conn_mut(), &copy, line.as_bytes()).await?;
         let superseded: bool = sqlx::query_scalar(AssertSqlSafe(newer))
             .fetch_one(self.conn_mut())
             .await
             .context("compare versions")?;
-        sqlx::raw_sql(AssertSqlSafe(stage.clear()))
+        sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {stage}")))
             .execute(self.conn_mut())
             .await
             .context("clear stage")?;
@@ -346,7 +352,7 @@ impl PgTransaction {
             _ => Merge::Changes(self.target.deletion_strategy),
         };
         let mut statements = merge_statements(&landed, &stage, merge);
-        statements.push(stage.clear());
+        statements.push(format!("TRUNCATE {stage}"));
         Ok(
             match unit(self.conn_mut(), &copy, line.as_bytes(), &statements).await? {
                 Ok(()) => Outcome::Replayed,

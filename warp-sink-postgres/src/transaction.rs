@@ -11,7 +11,7 @@ use warp_core::{
     SinkTransaction, TableKey, TableSchema, Target, Value,
 };
 
-use crate::apply::{merge_statements, unit, Merge, Stage};
+use crate::apply::{create_stage, merge_statements, unit, Merge, STAGE_EXTRA};
 use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
 use crate::ddl;
@@ -38,8 +38,9 @@ pub struct PgTransaction {
     pub(crate) token: FencingToken,
     pub(crate) entry: TableEntry,
     pub(crate) shape_changed: bool,
-    /// The session's staging table for the current shape, once this transaction used it.
-    pub(crate) stage: Option<Stage>,
+    /// Staging table valid for the current shape, and a counter for new names.
+    pub(crate) stage: Option<String>,
+    pub(crate) stage_seq: u32,
     /// Snapshot rows go straight into the landing table until a key already exists.
     pub(crate) snapshot_direct: bool,
     /// Snapshot rows not yet sent: binary tuples (after the format header) and how many,
@@ -70,6 +71,7 @@ impl PgTransaction {
             entry,
             shape_changed: false,
             stage: None,
+            stage_seq: 0,
             snapshot_direct: true,
             snap_binary: Vec::new(),
             snap_binary_rows: 0,
@@ -87,14 +89,15 @@ impl PgTransaction {
         &self.entry.landed
     }
 
-    pub(crate) async fn stage(&mut self) -> Result<Stage> {
+    pub(crate) async fn stage(&mut self) -> Result<String> {
         if let Some(s) = &self.stage {
             return Ok(s.clone());
         }
-        let landed = self.entry.landed.clone();
-        let stage = Stage::of(self.conn(), &landed).await?;
-        self.stage = Some(stage.clone());
-        Ok(stage)
+        self.stage_seq += 1;
+        let (n, landed) = (self.stage_seq, self.entry.landed.clone());
+        let name = create_stage(self.conn(), &landed, n).await?;
+        self.stage = Some(name.clone());
+        Ok(name)
     }
 
     fn dead_letter(&mut self, mut payload: serde_json::Value, error: String) {
@@ -152,9 +155,12 @@ impl PgTransaction {
             return Ok(());
         }
         let stage = self.stage().await?;
-        let copy_sql = stage.copy_statement(self.landed());
+        let copy_sql = format!(
+            "COPY {stage} ({}, {STAGE_EXTRA}) FROM STDIN",
+            self.landed().column_list()
+        );
         let mut statements = merge_statements(self.landed(), &stage, merge);
-        statements.push(stage.clear());
+        statements.push(format!("TRUNCATE {stage}"));
         let all: String = lines.iter().map(|(l, _)| l.as_str()).collect();
         if unit(self.conn(), &copy_sql, all.as_bytes(), &statements)
             .await?
