@@ -256,7 +256,7 @@ mod tests {
         assert!(GtidSet::parse("").unwrap().is_empty());
         for bad in [
             "nonsense:1-2".to_owned(),
-            format!("{A}"),
+            A.to_owned(),
             format!("{A}:0-3"),
             format!("{A}:5-3"),
             format!("{A}:1-x"),
