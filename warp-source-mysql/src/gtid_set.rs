@@ -43,11 +43,13 @@ impl GtidStart {
         conn: &mut mysql_async::Conn,
         from: &BinlogPosition,
     ) -> Result<Self, MysqlError> {
-        // MariaDB has no such variable: its GTIDs are followed separately.
-        let mode: Option<String> = conn
-            .query_first("SELECT @@GLOBAL.gtid_mode")
-            .await
-            .unwrap_or(None);
+        // MariaDB has no such variable (1193, unknown system variable): its GTIDs are
+        // followed separately. Any other failure is an error, not "no GTIDs".
+        let mode: Option<String> = match conn.query_first("SELECT @@GLOBAL.gtid_mode").await {
+            Ok(mode) => mode,
+            Err(mysql_async::Error::Server(e)) if e.code == 1193 => None,
+            Err(e) => return Err(MysqlError::from_driver("read gtid_mode", e)),
+        };
         if !mode.is_some_and(|m| m.eq_ignore_ascii_case("ON")) {
             return Ok(Self::Off);
         }
