@@ -251,6 +251,35 @@ async fn shutdown_commits_the_batch_in_hand() {
     assert_eq!(sink.commits(), commits + 1, "one batch, one commit");
 }
 
+/// A change arriving after a quiet spell is written `batch_max_wait` after it arrives, not
+/// at the next idle checkpoint: heartbeats had pushed the writer's deadline that far.
+#[tokio::test]
+async fn a_change_after_idle_heartbeats_is_not_held_until_the_idle_checkpoint() {
+    // Through the shared feed, which tells idle tables where it is every second.
+    let source = MemorySource::with_sample_table("shop", "orders", 5).with_feed();
+    let sink = MemorySink::new();
+    let mut s = settings();
+    s.idle_checkpoint_interval = Duration::from_secs(3600);
+    let run = start(&source, &sink, schema("    orders: {}\n"), s);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let heard = |after: chrono::DateTime<chrono::Utc>| {
+        run.status
+            .get(&key("orders"))
+            .and_then(|s| s.last_source_ts)
+            .is_some_and(|ts| ts > after)
+    };
+    let quiet_from = chrono::Utc::now();
+    wait_for("a heartbeat", WAIT, || heard(quiet_from)).await;
+    // One more heartbeat, sent later than batch_max_wait after that one was handled: the
+    // deadline it set has passed, so the writer has gone idle.
+    let idle_from = chrono::Utc::now() + chrono::Duration::milliseconds(30);
+    wait_for("a later heartbeat", WAIT, || heard(idle_from)).await;
+
+    source.update("orders", row(1, 1));
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn restart_resumes_from_checkpoint_without_duplicates() {
     let source = MemorySource::with_sample_table("shop", "orders", 20);

@@ -407,7 +407,7 @@ async fn run_replicator(
     .fetch_one(pg)
     .await?;
     peak = peak.max(warp.stop()?);
-    let _ = std::fs::remove_dir_all(&dir);
+    crate::replicator::clean_up(&dir);
     eprintln!(
         "offered {} changes in {:.1} s ({:.0}/s)",
         next_id - 1,

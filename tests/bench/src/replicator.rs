@@ -93,3 +93,13 @@ pub async fn until(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Removes a run's directory (config, log), or keeps it when `WARP_BENCH_KEEP` is set,
+/// so the replicator's log of a slow run can be read afterwards.
+pub fn clean_up(dir: &Path) {
+    if std::env::var_os("WARP_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

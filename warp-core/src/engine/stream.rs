@@ -173,8 +173,12 @@ impl TableWorker {
                         }
                     });
                     w.pending = commit;
-                    if w.deadline.is_none() {
-                        w.deadline = Some(tokio::time::Instant::now() + max_wait);
+                    // Changes are written `max_wait` after they arrive at the latest, even
+                    // when heartbeats had put the deadline off to the idle checkpoint.
+                    let due = tokio::time::Instant::now() + max_wait;
+                    let work = !w.batch.is_empty() || w.open.is_some();
+                    if w.deadline.is_none_or(|d| work && d > due) {
+                        w.deadline = Some(due);
                     }
                     if w.batch.len() >= max_rows || w.batch.bytes() >= max_bytes {
                         self.flush(&mut w).await?;
