@@ -3,9 +3,13 @@
 //! write fails on a data error, it is retried row by row so only the poison rows go to
 //! the dead-letter table.
 
+use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
+use warp_core::{ColumnType, Row, Value};
 
+use crate::binary::{self, binary_row};
+use crate::encode::{copy_line, pg_text};
 use crate::error::{Context, Result};
 use crate::ident::quote;
 use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, SOURCE_TS, UPDATED_AT, VERSION};
@@ -13,6 +17,93 @@ use crate::types::pg_type;
 
 /// Extra staging columns after the data columns.
 pub const STAGE_EXTRA: &str = "\"_cartridge_source_ts\", \"_cartridge_op\", \"_cw_image\"";
+
+/// Types of the extra columns, as [`create_stage`] declares them.
+const SOURCE_TS_TYPE: ColumnType = ColumnType::TimestampTz { precision: None };
+pub const OP_TYPE: ColumnType = ColumnType::Text { max_len: None };
+
+/// One row encoded for a staging COPY: a binary tuple when every value has an exact
+/// binary form (PostgreSQL then parses no text: in the benchmark the text COPY into the
+/// staging table was half of each batch's server time), a text line otherwise.
+pub enum Staged {
+    Binary(Vec<u8>),
+    Text(String),
+}
+
+impl Staged {
+    /// `row` and the staging extras: source time, operation code, whether `row` is a
+    /// complete image (a key-only delete is not).
+    pub fn encode(
+        row: &Row,
+        types: &[(&str, &ColumnType)],
+        source_ts: Option<DateTime<Utc>>,
+        op: char,
+        image: bool,
+    ) -> Result<Self, String> {
+        let ts = source_ts.map_or(Value::Null, Value::TimestampTz);
+        let (op_value, image_value) = (Value::Text(op.to_string()), Value::Bool(image));
+        let extra = [
+            (&ts, &SOURCE_TS_TYPE),
+            (&op_value, &OP_TYPE),
+            (&image_value, &ColumnType::Bool),
+        ];
+        let mut bytes = Vec::new();
+        if binary_row(&mut bytes, row, types, &extra) {
+            return Ok(Self::Binary(bytes));
+        }
+        let mut line = String::new();
+        stage_line(&mut line, row, types, source_ts, op, image)?;
+        Ok(Self::Text(line))
+    }
+
+    /// The COPY statements (binary tuples first, then text lines) that load `items` into
+    /// `stage`'s `columns`, each with its data.
+    pub fn copies<'a>(
+        stage: &str,
+        columns: &str,
+        items: impl IntoIterator<Item = &'a Staged>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let (mut tuples, mut lines) = (Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                Self::Binary(tuple) => {
+                    if tuples.is_empty() {
+                        tuples.extend_from_slice(binary::HEADER);
+                    }
+                    tuples.extend_from_slice(tuple);
+                }
+                Self::Text(line) => lines.extend_from_slice(line.as_bytes()),
+            }
+        }
+        let mut out = Vec::new();
+        if !tuples.is_empty() {
+            tuples.extend_from_slice(binary::TRAILER);
+            let sql = format!("COPY {stage} ({columns}) FROM STDIN (FORMAT binary)");
+            out.push((sql, tuples));
+        }
+        if !lines.is_empty() {
+            out.push((format!("COPY {stage} ({columns}) FROM STDIN"), lines));
+        }
+        out
+    }
+}
+
+/// `row` as one staging line in COPY text form (see [`Staged::encode`]).
+pub fn stage_line(
+    out: &mut String,
+    row: &Row,
+    types: &[(&str, &ColumnType)],
+    source_ts: Option<DateTime<Utc>>,
+    op: char,
+    image: bool,
+) -> Result<(), String> {
+    let ts = source_ts
+        .map(|t| pg_text(&Value::TimestampTz(t), &SOURCE_TS_TYPE))
+        .transpose()?;
+    let op = op.to_string();
+    let image = if image { "t" } else { "f" };
+    copy_line(out, row, types, &[ts.as_deref(), Some(&op), Some(image)])
+}
 
 /// How staged rows are merged into the landing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +229,19 @@ pub async fn copy(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Resu
     copy.finish().await.context("COPY")
 }
 
-/// Runs `statements` (and the COPY before them) as one unit under a savepoint. Returns
-/// `Ok(Err(e))` for a row-level data error after rolling the unit back, so the caller can
-/// retry row by row; other errors abort.
-pub async fn unit(
+/// Runs `statements` (and the COPYs, statement and data, before them) as one unit under a
+/// savepoint. Returns `Ok(Err(e))` for a row-level data error after rolling the unit back,
+/// so the caller can retry row by row; other errors abort.
+pub async fn unit<S: AsRef<str>, D: AsRef<[u8]>>(
     conn: &mut PgConnection,
-    copy_statement: &str,
-    data: &[u8],
+    copies: &[(S, D)],
     statements: &[String],
 ) -> Result<Result<(), crate::error::SinkError>> {
     run(conn, "SAVEPOINT cw_unit").await?;
     let result = async {
-        copy(conn, copy_statement, data).await?;
+        for (statement, data) in copies {
+            copy(conn, statement.as_ref(), data.as_ref()).await?;
+        }
         for s in statements {
             sqlx::raw_sql(AssertSqlSafe(s.clone()))
                 .execute(&mut *conn)

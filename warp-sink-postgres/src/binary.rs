@@ -17,14 +17,14 @@ fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default()
 }
 
-/// Appends `row` as one binary tuple: its values (typed by `columns`) then `extra` text
-/// fields (`None` for NULL). Returns false, appending nothing, when a value has no exact
-/// binary form here; the caller sends that row as text.
+/// Appends `row` as one binary tuple: its values (typed by `columns`) then the `extra`
+/// fields (the landing or staging table's own columns). Returns false, appending nothing,
+/// when a value has no exact binary form here; the caller sends that row as text.
 pub fn binary_row(
     out: &mut Vec<u8>,
     row: &Row,
     columns: &[(&str, &ColumnType)],
-    extra: &[Option<&str>],
+    extra: &[(&Value, &ColumnType)],
 ) -> bool {
     let start = out.len();
     let (Ok(count), true) = (
@@ -40,10 +40,10 @@ pub fn binary_row(
             return false;
         }
     }
-    for value in extra {
-        match value {
-            Some(text) => sized(out, text.as_bytes()),
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    for (value, ty) in extra {
+        if !field(out, value, ty) {
+            out.truncate(start);
+            return false;
         }
     }
     true
@@ -288,7 +288,8 @@ mod tests {
         let cols = [("a", &int16), ("b", &text)];
         let mut out = Vec::new();
         let ok = Row::new(vec![Value::Int(7), Value::Text("x".into())]);
-        assert!(binary_row(&mut out, &ok, &cols, &[Some("r")]));
+        let op = Value::Text("r".into());
+        assert!(binary_row(&mut out, &ok, &cols, &[(&op, &text)]));
         assert_eq!(
             out,
             [

@@ -354,7 +354,7 @@ impl PgTransaction {
         let mut statements = merge_statements(&landed, &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));
         Ok(
-            match unit(self.conn_mut(), &copy, line.as_bytes(), &statements).await? {
+            match unit(self.conn_mut(), &[(&copy, line.as_bytes())], &statements).await? {
                 Ok(()) => Outcome::Replayed,
                 Err(e) => Outcome::Failed(e.to_string()),
             },

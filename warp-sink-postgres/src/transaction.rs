@@ -1,6 +1,7 @@
 //! One destination transaction: rows, schema changes and dead letters, then the
 //! checkpoint, committed together.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,11 +12,11 @@ use warp_core::{
     SinkTransaction, TableKey, TableSchema, Target, Value,
 };
 
-use crate::apply::{create_stage, merge_statements, unit, Merge, STAGE_EXTRA};
+use crate::apply::{create_stage, merge_statements, unit, Merge, Staged, STAGE_EXTRA};
 use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
 use crate::ddl;
-use crate::encode::{copy_line, pg_text};
+use crate::encode::copy_line;
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT, VERSION};
@@ -120,20 +121,20 @@ impl PgTransaction {
         });
     }
 
-    /// Encodes items as staging lines; items that cannot be encoded become dead letters.
-    fn stage_lines<T>(
+    /// Encodes items for the staging COPY; items that cannot be encoded become dead
+    /// letters.
+    fn stage_items<T>(
         &mut self,
         items: Vec<T>,
-        line: impl Fn(&Landed, &[(&str, &ColumnType)], &T, &mut String) -> Result<(), String>,
+        encode: impl Fn(&Landed, &[(&str, &ColumnType)], &T) -> Result<Staged, String>,
         payload: impl Fn(&T) -> serde_json::Value,
-    ) -> Vec<(String, T)> {
+    ) -> Vec<(Staged, T)> {
         let mut out = Vec::with_capacity(items.len());
         let landed = self.entry.landed.clone();
         let types = landed.types(); // once per batch, not per row
         for item in items {
-            let mut text = String::new();
-            match line(&landed, &types, &item, &mut text) {
-                Ok(()) => out.push((text, item)),
+            match encode(&landed, &types, &item) {
+                Ok(staged) => out.push((staged, item)),
                 Err(e) => {
                     let p = payload(&item);
                     self.dead_letter(p, e);
@@ -143,33 +144,28 @@ impl PgTransaction {
         out
     }
 
-    /// Stages `lines` and merges them; on a data error retries one line at a time and
-    /// dead-letters the lines that fail alone.
+    /// Stages `items` and merges them; on a data error retries one item at a time and
+    /// dead-letters the items that fail alone.
     async fn merge<T>(
         &mut self,
-        lines: Vec<(String, T)>,
+        items: Vec<(Staged, T)>,
         merge: Merge,
         payload: impl Fn(&T) -> serde_json::Value,
     ) -> Result<()> {
-        if lines.is_empty() {
+        if items.is_empty() {
             return Ok(());
         }
         let stage = self.stage().await?;
-        let copy_sql = format!(
-            "COPY {stage} ({}, {STAGE_EXTRA}) FROM STDIN",
-            self.landed().column_list()
-        );
+        let columns = format!("{}, {STAGE_EXTRA}", self.landed().column_list());
         let mut statements = merge_statements(self.landed(), &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));
-        let all: String = lines.iter().map(|(l, _)| l.as_str()).collect();
-        if unit(self.conn(), &copy_sql, all.as_bytes(), &statements)
-            .await?
-            .is_ok()
-        {
+        let copies = Staged::copies(&stage, &columns, items.iter().map(|(s, _)| s));
+        if unit(self.conn(), &copies, &statements).await?.is_ok() {
             return Ok(());
         }
-        for (line, item) in lines {
-            if let Err(e) = unit(self.conn(), &copy_sql, line.as_bytes(), &statements).await? {
+        for (staged, item) in items {
+            let copies = Staged::copies(&stage, &columns, [&staged]);
+            if let Err(e) = unit(self.conn(), &copies, &statements).await? {
                 self.dead_letter(payload(&item), e.to_string());
             }
         }
@@ -189,11 +185,13 @@ impl PgTransaction {
             .map(|c| (c.name.clone(), c.ty.clone()))
             .collect();
         let types: Vec<(&str, &ColumnType)> = types.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let read = Value::Text("r".into());
+        let op = [(&read, &crate::apply::OP_TYPE)];
         for row in rows {
             if self.snap_binary.is_empty() {
                 self.snap_binary.extend_from_slice(binary::HEADER);
             }
-            if binary_row(&mut self.snap_binary, &row, &types, &[Some("r")]) {
+            if binary_row(&mut self.snap_binary, &row, &types, &op) {
                 self.snap_binary_rows += 1;
                 self.snap_rows.push(row);
                 continue;
@@ -227,10 +225,10 @@ impl PgTransaction {
         if binary_rows > 0 {
             binary.extend_from_slice(binary::TRAILER);
             let sql = format!("{sql} (FORMAT binary)");
-            sent = unit(self.conn(), &sql, &binary, &[]).await?;
+            sent = unit(self.conn(), &[(&sql, &binary)], &[]).await?;
         }
         if sent.is_ok() && !text.is_empty() {
-            sent = unit(self.conn(), &sql, text.as_bytes(), &[]).await?;
+            sent = unit(self.conn(), &[(&sql, text.as_bytes())], &[]).await?;
         }
         // On failure every row of this flush is merged (rows a first COPY landed are
         // merged again, which changes nothing).
@@ -252,18 +250,18 @@ impl PgTransaction {
     }
 
     async fn snapshot_merge(&mut self, rows: Vec<Row>) -> Result<()> {
-        let lines = self.stage_lines(
+        let items = self.stage_items(
             rows,
-            |_, types, row, out| copy_line(out, row, types, &[None, Some("r"), Some("t")]),
+            |_, types, row| Staged::encode(row, types, None, 'r', true),
             snapshot_payload,
         );
-        self.merge(lines, Merge::Snapshot, snapshot_payload).await
+        self.merge(items, Merge::Snapshot, snapshot_payload).await
     }
 
     async fn change_rows(&mut self, events: Vec<ChangeEvent>) -> Result<()> {
         let strategy = self.target.deletion_strategy;
-        let lines = self.stage_lines(events, event_line, change_payload);
-        self.merge(lines, Merge::Changes(strategy), change_payload)
+        let items = self.stage_items(events, event_staged, change_payload);
+        self.merge(items, Merge::Changes(strategy), change_payload)
             .await
     }
 
@@ -386,45 +384,48 @@ impl PgTransaction {
     }
 }
 
-/// One staging line for a change event: the after image for upserts, the before image
-/// (or just the key) for deletes.
+/// What a change event stages: the after image for upserts, the before image (or just
+/// the key) for deletes; with its operation code and whether the image is complete.
+fn event_image<'a>(
+    landed: &Landed,
+    width: usize,
+    e: &'a ChangeEvent,
+) -> Result<(Cow<'a, Row>, char, bool), String> {
+    match (e.op, &e.after) {
+        (Operation::Delete, _) => match &e.before {
+            Some(before) if before.values.len() == width => Ok((Cow::Borrowed(before), 'd', true)),
+            _ => {
+                let mut values = vec![Value::Null; width];
+                for (&i, v) in landed.key.iter().zip(&e.key) {
+                    values[i] = v.clone();
+                }
+                Ok((Cow::Owned(Row::new(values)), 'd', false))
+            }
+        },
+        (op, Some(after)) => Ok((Cow::Borrowed(after), op.code(), true)),
+        (op, None) => Err(format!("{op:?} event without a row image")),
+    }
+}
+
+/// A change event encoded for the staging COPY.
+fn event_staged(
+    landed: &Landed,
+    types: &[(&str, &ColumnType)],
+    e: &ChangeEvent,
+) -> Result<Staged, String> {
+    let (row, op, image) = event_image(landed, types.len(), e)?;
+    Staged::encode(&row, types, e.source_ts, op, image)
+}
+
+/// One staging line (COPY text) for a change event.
 pub(crate) fn event_line(
     landed: &Landed,
     types: &[(&str, &ColumnType)],
     e: &ChangeEvent,
     out: &mut String,
 ) -> Result<(), String> {
-    let ts = e
-        .source_ts
-        .map(|t| {
-            pg_text(
-                &Value::TimestampTz(t),
-                &ColumnType::TimestampTz { precision: None },
-            )
-        })
-        .transpose()?;
-    let op = e.op.code().to_string();
-    match (e.op, &e.after) {
-        (Operation::Delete, _) => match &e.before {
-            Some(before) if before.values.len() == types.len() => {
-                copy_line(out, before, types, &[ts.as_deref(), Some("d"), Some("t")])
-            }
-            _ => {
-                let mut values = vec![Value::Null; types.len()];
-                for (&i, v) in landed.key.iter().zip(&e.key) {
-                    values[i] = v.clone();
-                }
-                copy_line(
-                    out,
-                    &Row::new(values),
-                    types,
-                    &[ts.as_deref(), Some("d"), Some("f")],
-                )
-            }
-        },
-        (_, Some(after)) => copy_line(out, after, types, &[ts.as_deref(), Some(&op), Some("t")]),
-        (_, None) => Err(format!("{:?} event without a row image", e.op)),
-    }
+    let (row, op, image) = event_image(landed, types.len(), e)?;
+    crate::apply::stage_line(out, &row, types, e.source_ts, op, image)
 }
 
 /// Replaces NUL characters in every string of `v` with the text `\u0000`; true if any.
