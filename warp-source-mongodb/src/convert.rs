@@ -5,10 +5,12 @@ use bson::Bson;
 use chrono::{DateTime, Utc};
 use warp_core::{ColumnType, Decimal, Value};
 
+use crate::options::UuidRepresentation;
+
 const TEXT: ColumnType = ColumnType::Text { max_len: None };
 
 /// The column type a BSON value asks for; `None` for null/undefined, which type nothing.
-pub fn column_type(b: &Bson) -> Option<ColumnType> {
+pub fn column_type(b: &Bson, uuids: UuidRepresentation) -> Option<ColumnType> {
     Some(match b {
         Bson::Null | Bson::Undefined => return None,
         Bson::Double(_) => ColumnType::Float64,
@@ -29,18 +31,27 @@ pub fn column_type(b: &Bson) -> Option<ColumnType> {
             precision: None,
             scale: None,
         },
-        Bson::Binary(b) if is_uuid(b) => ColumnType::Uuid,
+        Bson::Binary(b) if uuid(b, uuids).is_some() => ColumnType::Uuid,
         Bson::Binary(_) => ColumnType::Bytes,
     })
 }
 
-fn is_uuid(b: &bson::Binary) -> bool {
-    matches!(b.subtype, BinarySubtype::Uuid | BinarySubtype::UuidOld) && b.bytes.len() == 16
+/// The UUID a binary holds: subtype 4 in the standard byte order; subtype 3 only under a
+/// legacy representation (its byte order is the writing driver's; read as `standard`,
+/// a Java- or C#-written value would land as a different UUID, so it lands as bytes).
+fn uuid(b: &bson::Binary, uuids: UuidRepresentation) -> Option<uuid::Uuid> {
+    let rep = match b.subtype {
+        BinarySubtype::Uuid => bson::UuidRepresentation::Standard,
+        BinarySubtype::UuidOld if uuids != UuidRepresentation::Standard => uuids.bson(),
+        _ => return None,
+    };
+    let u = b.to_uuid_with_representation(rep).ok()?;
+    Some(uuid::Uuid::from_bytes(u.bytes()))
 }
 
 /// The value of a BSON field. The destination writes it into whatever its column is
 /// now (a column widened to text or jsonb takes every kind of value).
-pub fn value(b: &Bson) -> Value {
+pub fn value(b: &Bson, uuids: UuidRepresentation) -> Value {
     match b {
         Bson::Null | Bson::Undefined => Value::Null,
         Bson::Double(f) => Value::Float64(*f),
@@ -63,11 +74,10 @@ pub fn value(b: &Bson) -> Value {
             None => Value::Unreadable(format!("timestamp {} is out of range", ts.time)),
         },
         Bson::Decimal128(d) => decimal(&d.to_string()),
-        Bson::Binary(bin) if is_uuid(bin) => match uuid::Uuid::from_slice(&bin.bytes) {
-            Ok(u) => Value::Uuid(u),
-            Err(e) => Value::Unreadable(format!("uuid: {e}")),
+        Bson::Binary(bin) => match uuid(bin, uuids) {
+            Some(u) => Value::Uuid(u),
+            None => Value::Bytes(bin.bytes.clone()),
         },
-        Bson::Binary(bin) => Value::Bytes(bin.bytes.clone()),
         Bson::Document(_) | Bson::Array(_) | Bson::MinKey | Bson::MaxKey | Bson::DbPointer(_) => {
             Value::Json(json(b))
         }
@@ -237,9 +247,58 @@ mod tests {
             ),
         ];
         for (bson, ty, v) in cases {
-            assert_eq!(column_type(&bson), ty, "{bson:?}");
-            assert_eq!(value(&bson), v, "{bson:?}");
+            assert_eq!(column_type(&bson, STANDARD), ty, "{bson:?}");
+            assert_eq!(value(&bson, STANDARD), v, "{bson:?}");
         }
+    }
+
+    const STANDARD: UuidRepresentation = UuidRepresentation::Standard;
+
+    /// The MongoDB UUID specification's vectors: one UUID as each driver stored it.
+    #[test]
+    fn legacy_uuids_are_read_in_their_drivers_byte_order() {
+        let want = uuid::Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        let bin = |subtype, hex: &str| {
+            Bson::Binary(Binary {
+                subtype,
+                bytes: (0..16)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                    .collect(),
+            })
+        };
+        let standard = bin(BinarySubtype::Uuid, "00112233445566778899aabbccddeeff");
+        for (rep, stored) in [
+            (
+                UuidRepresentation::JavaLegacy,
+                "7766554433221100ffeeddccbbaa9988",
+            ),
+            (
+                UuidRepresentation::CsharpLegacy,
+                "33221100554477668899aabbccddeeff",
+            ),
+            (
+                UuidRepresentation::PythonLegacy,
+                "00112233445566778899aabbccddeeff",
+            ),
+        ] {
+            let legacy = bin(BinarySubtype::UuidOld, stored);
+            assert_eq!(column_type(&legacy, rep), Some(ColumnType::Uuid), "{rep:?}");
+            assert_eq!(value(&legacy, rep), Value::Uuid(want), "{rep:?}");
+            // Subtype 4 is standard whatever the setting.
+            assert_eq!(value(&standard, rep), Value::Uuid(want), "{rep:?}");
+            // Read as standard, a legacy value is bytes, never a UUID in the wrong order.
+            assert_eq!(column_type(&legacy, STANDARD), Some(ColumnType::Bytes));
+            assert!(matches!(value(&legacy, STANDARD), Value::Bytes(b) if b.len() == 16));
+        }
+        let short = Bson::Binary(Binary {
+            subtype: BinarySubtype::UuidOld,
+            bytes: vec![1, 2, 3],
+        });
+        assert_eq!(
+            value(&short, UuidRepresentation::JavaLegacy),
+            Value::Bytes(vec![1, 2, 3]),
+            "not 16 bytes: not a UUID"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod changes;
 mod client;
+mod collections;
 mod convert;
 mod error;
 mod options;
@@ -30,7 +31,7 @@ use warp_core::{
 };
 
 pub use error::MongoError;
-pub use options::{MongoOptions, ReadPreference};
+pub use options::{MongoOptions, ReadPreference, UuidRepresentation};
 pub use position::StreamPosition;
 
 use error::Context;
@@ -60,6 +61,9 @@ pub struct MongoSource {
     strategy: ChangeStrategy,
     /// The database this schema reads.
     database: String,
+    /// Collections discovery has left out and said so (discovery repeats; the log line
+    /// does not).
+    left_out: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl MongoSource {
@@ -94,7 +98,25 @@ impl MongoSource {
             client: OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
+            left_out: std::sync::Mutex::default(),
         })
+    }
+
+    /// Says once per collection why discovery leaves it out.
+    fn note_left_out(&self, collection: &str, why: &str, warn: bool) {
+        let first = self
+            .left_out
+            .lock()
+            .map(|mut seen| seen.insert(collection.to_owned()))
+            .unwrap_or(true);
+        if !first || collection.starts_with("system.") {
+            return;
+        }
+        if warn {
+            tracing::warn!(collection, "not replicated: {why}");
+        } else {
+            tracing::info!(collection, "not replicated: {why}");
+        }
     }
 
     async fn db(&self) -> warp_core::Result<Database> {
@@ -160,17 +182,31 @@ impl Source for MongoSource {
     }
 
     async fn discover(&self, reads: &dyn TableReads) -> warp_core::Result<Vec<TableSchema>> {
-        let mut names = self
+        let listed: Vec<collections::Listed> = self
             .db()
             .await?
-            .list_collection_names()
+            .list_collections()
+            .await
+            .context("list collections")?
+            .with_type()
+            .try_collect()
             .await
             .context("list collections")?;
-        names.retain(|n| !n.starts_with("system."));
+        let streams = self.strategy == ChangeStrategy::Feed;
+        let mut names = Vec::with_capacity(listed.len());
+        for l in listed {
+            match collections::left_out(&l, streams) {
+                None => names.push(l.name),
+                Some((why, warn)) => self.note_left_out(&l.name, why, warn),
+            }
+        }
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let rules = Rules::of(&reads.read_settings(&name));
+            let rules = Rules::of(
+                &reads.read_settings(&name),
+                self.options.uuid_representation,
+            );
             out.push(self.sample(&name, rules).await?);
         }
         Ok(out)
@@ -204,7 +240,15 @@ impl Source for MongoSource {
             (changes::current_position(&coll).await?, None)
         };
         let page = read.rows(snapshot::PAGE_DOCS);
-        let rows = snapshot::read(&coll, Rules::of(read), table.clone(), chunk, only, page).await?;
+        let rows = snapshot::read(
+            &coll,
+            Rules::of(read, self.options.uuid_representation),
+            table.clone(),
+            chunk,
+            only,
+            page,
+        )
+        .await?;
         Ok(ChunkRead { position, rows })
     }
 
@@ -223,7 +267,10 @@ impl Source for MongoSource {
         from: &Position,
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let coll = self.collection(&table.id.name).await?;
-        let decoder = changes::Decoder::new(Rules::of(read), table.clone());
+        let decoder = changes::Decoder::new(
+            Rules::of(read, self.options.uuid_representation),
+            table.clone(),
+        );
         if self.strategy.polls() {
             return Ok(poll::stream(
                 coll,
@@ -253,7 +300,12 @@ impl Source for MongoSource {
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<FeedItem>>> {
         let decoders = tables
             .iter()
-            .map(|t| changes::Decoder::new(Rules::of(&t.read), t.schema.clone()))
+            .map(|t| {
+                changes::Decoder::new(
+                    Rules::of(&t.read, self.options.uuid_representation),
+                    t.schema.clone(),
+                )
+            })
             .collect();
         let watched = changes::Watched::Database {
             db: self.db().await?,

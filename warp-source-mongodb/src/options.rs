@@ -13,6 +13,31 @@ warp_core::string_enum! {
     }
 }
 
+warp_core::string_enum! {
+    /// How binary subtype 3 (legacy UUID) values are read: each legacy driver wrote the 16
+    /// bytes in its own order. Subtype 4 is always the standard order.
+    #[derive(Default)]
+    pub enum UuidRepresentation {
+        #[default]
+        Standard = "standard",
+        JavaLegacy = "java_legacy",
+        CsharpLegacy = "csharp_legacy",
+        PythonLegacy = "python_legacy",
+    }
+}
+
+impl UuidRepresentation {
+    /// The same representation as the BSON library names it.
+    pub fn bson(self) -> bson::UuidRepresentation {
+        match self {
+            Self::Standard => bson::UuidRepresentation::Standard,
+            Self::JavaLegacy => bson::UuidRepresentation::JavaLegacy,
+            Self::CsharpLegacy => bson::UuidRepresentation::CSharpLegacy,
+            Self::PythonLegacy => bson::UuidRepresentation::PythonLegacy,
+        }
+    }
+}
+
 /// Set on top of the connection string's own options.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +58,9 @@ pub struct MongoOptions {
     /// Pooled connections idle this long are closed.
     #[serde(default)]
     pub connection_pool_max_idle_time: Option<Seconds>,
+    /// Byte order of legacy (subtype 3) UUIDs; `standard` lands them as bytes.
+    #[serde(default)]
+    pub uuid_representation: UuidRepresentation,
 }
 
 impl ConnectorConfig for MongoOptions {
@@ -51,6 +79,10 @@ impl ConnectorConfig for MongoOptions {
         EnvKey::new(
             "source.connection_pool_max_idle_time",
             "seconds an idle pooled connection is kept",
+        ),
+        EnvKey::new(
+            "source.uuid_representation",
+            "standard | java_legacy | csharp_legacy | python_legacy: byte order of subtype-3 UUIDs",
         ),
     ];
 

@@ -11,8 +11,12 @@ use warp_core::{Operation, Pace, PollBatch, StreamFragment, Value, Watermark};
 use crate::changes::Decoder;
 use crate::convert;
 use crate::error::{Context, MongoError, Result};
+use crate::options::UuidRepresentation;
 use crate::shape::ID;
 use crate::snapshot::key_of;
+
+/// Watermark values are only compared, never landed: any representation orders them.
+const WATERMARK_UUIDS: UuidRepresentation = UuidRepresentation::Standard;
 
 /// Documents read per poll.
 /// Documents per poll when `stream_batch_size` is unset.
@@ -28,7 +32,9 @@ pub async fn current(coll: &Collection<Document>, column: &str) -> Result<Waterm
         .await
         .context("read watermark")?;
     Ok(Watermark::at(
-        top.as_ref().and_then(|d| d.get(column)).map(convert::value),
+        top.as_ref()
+            .and_then(|d| d.get(column))
+            .map(|v| convert::value(v, WATERMARK_UUIDS)),
     ))
 }
 
@@ -58,7 +64,7 @@ impl Older {
             // The position saw no value: every value is newer than it.
             return false;
         };
-        let v = convert::value(v);
+        let v = convert::value(v, WATERMARK_UUIDS);
         !same_bracket(&v, top) || v.cmp_key(top).is_lt()
     }
 }
@@ -141,7 +147,7 @@ impl warp_core::Poll for Poller {
             let (Some(id), Some(value)) = (d.get(ID), d.get(&self.column)) else {
                 continue;
             };
-            if !batch.admit(&convert::value(value), &key_of(id))? {
+            if !batch.admit(&convert::value(value, WATERMARK_UUIDS), &key_of(id))? {
                 continue;
             }
             // Polling cannot tell an insert from an update: both upsert.

@@ -12,6 +12,7 @@ use warp_core::schema::{type_change, TypeChange};
 use warp_core::{Column, ColumnType, Row, SchemaChange, TableId, TableSchema, Value};
 
 use crate::convert;
+use crate::options::UuidRepresentation;
 
 pub const ID: &str = "_id";
 pub const DOC: &str = "_doc";
@@ -21,14 +22,16 @@ pub const DOC: &str = "_doc";
 pub struct Rules {
     pub flatten_depth: u32,
     pub document_column: bool,
+    pub uuids: UuidRepresentation,
 }
 
 impl Rules {
-    /// A collection's rules from its read settings.
-    pub fn of(read: &warp_core::ReadSettings) -> Self {
+    /// A collection's rules from its read settings and the source's UUID representation.
+    pub fn of(read: &warp_core::ReadSettings, uuids: UuidRepresentation) -> Self {
         Self {
             flatten_depth: read.flatten_depth,
             document_column: read.document_column,
+            uuids,
         }
     }
 
@@ -60,7 +63,7 @@ impl Rules {
         let mut changes = Vec::new();
         for (name, value) in self.fields(doc) {
             // A null types nothing: the column appears with the first typed value.
-            let Some(ty) = convert::column_type(value) else {
+            let Some(ty) = convert::column_type(value, self.uuids) else {
                 continue;
             };
             let change = match schema.column_index(&name) {
@@ -133,7 +136,7 @@ impl Layout {
         }
         for (name, v) in self.rules.fields(doc) {
             if let Some(&i) = self.index.get(&name) {
-                values[i] = convert::value(v);
+                values[i] = convert::value(v, self.rules.uuids);
             }
         }
         if let Some(i) = self.doc {
@@ -196,6 +199,7 @@ mod tests {
         let rules = Rules {
             flatten_depth: 1,
             document_column: true,
+            ..Rules::default()
         };
         let d = doc! {"_id": "k", "addr": {"city": "Oslo", "geo": {"lat": 1.5}}, "tags": ["a"]};
         let s = rules.infer(TableId::new("db", "c"), std::slice::from_ref(&d));
