@@ -63,6 +63,11 @@ const PERMANENT_REASONS: &[&str] = &[
     "responseTooLarge",
 ];
 
+/// Whether `reason` is one of BigQuery's error reasons (either table above).
+pub fn is_error_reason(reason: &str) -> bool {
+    TRANSIENT_REASONS.contains(&reason) || PERMANENT_REASONS.contains(&reason)
+}
+
 impl BigQueryError {
     pub fn from_client(context: impl Into<String>, e: BQError) -> Self {
         let context = context.into();

@@ -11,12 +11,13 @@ use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
 use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::table_row::TableRow;
+use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::Client;
 use serde_json::Value as J;
 use warp_core::metrics::SOURCE_BYTES_PROCESSED_TOTAL;
 use warp_core::Value;
 
-use crate::error::{BigQueryError, Context, Result};
+use crate::error::{is_error_reason, BigQueryError, Context, Result};
 
 /// Cells of one result row (each cell's `v`).
 pub type Cells = Vec<J>;
@@ -74,15 +75,35 @@ impl Query {
     }
 }
 
-fn check(context: &str, errors: Option<&[ErrorProto]>) -> Result<()> {
-    match errors.and_then(<[ErrorProto]>::first) {
-        None => Ok(()),
-        Some(e) => Err(BigQueryError::Query {
+/// The `errors` of a 200 answer. BigQuery lists a job's warnings there too ("errors here
+/// do not necessarily mean that the job has completed or was unsuccessful"): entries
+/// beside a result (a schema with fields) whose reasons are not error reasons are
+/// warnings, logged; anything else fails — an answer without a result, or any entry with
+/// an error reason (emulators report failed queries this way, in a 200).
+fn check(context: &str, errors: Option<&[ErrorProto]>, schema: Option<&TableSchema>) -> Result<()> {
+    let errors = errors.unwrap_or_default();
+    let has_result = schema
+        .and_then(|s| s.fields.as_ref())
+        .is_some_and(|f| !f.is_empty());
+    let failure = errors
+        .iter()
+        .find(|e| !has_result || e.reason.as_deref().is_some_and(is_error_reason));
+    if let Some(e) = failure {
+        return Err(BigQueryError::Query {
             context: context.to_owned(),
             reason: e.reason.clone().unwrap_or_default(),
             message: e.message.clone().unwrap_or_default(),
-        }),
+        });
     }
+    for e in errors {
+        tracing::warn!(
+            context,
+            reason = e.reason.as_deref().unwrap_or(""),
+            message = e.message.as_deref().unwrap_or(""),
+            "BigQuery answered with a warning"
+        );
+    }
+    Ok(())
 }
 
 fn cells(rows: Option<Vec<TableRow>>) -> Vec<Cells> {
@@ -166,7 +187,7 @@ impl Runner {
             .query(&self.project, request)
             .await
             .context("query")?;
-        check("query", r.errors.as_deref())?;
+        check("query", r.errors.as_deref(), r.schema.as_ref())?;
         self.count_bytes(table, r.total_bytes_processed.as_ref());
         let job = r.job_reference.and_then(|j| {
             Some(Job {
@@ -212,7 +233,11 @@ impl Runner {
                 .get_query_results(&self.project, &job.id, params)
                 .await
                 .context("read query results")?;
-            check("read query results", r.errors.as_deref())?;
+            if r.job_complete != Some(false) {
+                check("read query results", r.errors.as_deref(), r.schema.as_ref())?;
+            } else {
+                check("read query results", r.errors.as_deref(), None)?;
+            }
             if r.job_complete == Some(false) {
                 continue;
             }
@@ -234,7 +259,7 @@ impl Runner {
             .query(&self.project, request)
             .await
             .context("dry-run query")?;
-        check("dry-run query", r.errors.as_deref())?;
+        check("dry-run query", r.errors.as_deref(), r.schema.as_ref())?;
         Ok(r.total_bytes_processed
             .and_then(|b| b.parse().ok())
             .unwrap_or(0))
@@ -283,6 +308,37 @@ pub fn quote(ident: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 200 answers in the service's shape (`errors` beside a result) and the emulator's
+    /// (a failed query: an empty schema, no rows, the error).
+    #[test]
+    fn errors_in_a_200_answer_fail_unless_they_are_warnings_beside_a_result() {
+        let answer = |json: serde_json::Value| -> (Vec<ErrorProto>, TableSchema) {
+            let errors = serde_json::from_value(json["errors"].clone()).unwrap();
+            let schema = serde_json::from_value(json["schema"].clone()).unwrap();
+            (errors, schema)
+        };
+        let result_schema = serde_json::json!({"fields": [{"name": "x", "type": "INTEGER"}]});
+        let (errors, schema) = answer(serde_json::json!({
+            "schema": result_schema,
+            "errors": [{"message": "Query result contains a column of a deprecated type"}],
+        }));
+        assert!(check("query", Some(&errors), Some(&schema)).is_ok());
+        let (errors, schema) = answer(serde_json::json!({
+            "schema": {"fields": []},
+            "errors": [{"reason": "invalidQuery", "location": "query", "message": "division by zero: 1 / 0"}],
+        }));
+        let e = check("query", Some(&errors), Some(&schema)).unwrap_err();
+        assert!(e.to_string().contains("division by zero"), "{e}");
+        // An error reason fails even beside a result; so does any entry without one.
+        let (errors, schema) = answer(serde_json::json!({
+            "schema": result_schema,
+            "errors": [{"reason": "rateLimitExceeded", "message": "Exceeded rate limits"}],
+        }));
+        assert!(check("query", Some(&errors), Some(&schema)).is_err());
+        assert!(check("query", Some(&errors), None).is_err());
+        assert!(check("query", None, None).is_ok());
+    }
 
     #[test]
     fn every_query_carries_the_bytes_billed_limit() {
