@@ -22,6 +22,7 @@ use crate::error::{Context, MongoError};
 use crate::position::StreamPosition;
 use crate::shape::{Layout, Rules, ID};
 use crate::snapshot::key_of;
+use crate::split::{self, Reassembly};
 
 /// Pause between empty polls (servers answer an idle `getMore` after `maxAwaitTimeMS`;
 /// some answer at once, and this keeps them from spinning).
@@ -192,15 +193,24 @@ pub fn stream(
     table: String,
     decoder: Decoder,
     from: StreamPosition,
-    heartbeat: Duration,
+    options: StreamOptions,
 ) -> Fragments {
     warp_core::single_table(feed(
         Watched::Collection(coll),
         table,
         vec![decoder],
         from,
-        heartbeat,
+        options,
     ))
+}
+
+/// How a change stream is read.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Longest silence before the feed tells its tables where it is.
+    pub heartbeat: Duration,
+    /// The server splits events over 16 MB into fragments ([`split::supported`]).
+    pub split_large_events: bool,
 }
 
 /// The changes of the watched collections strictly after `from`, forever, each tagged with
@@ -210,7 +220,7 @@ pub fn feed(
     label: String,
     decoders: Vec<Decoder>,
     from: StreamPosition,
-    heartbeat: Duration,
+    options: StreamOptions,
 ) -> Items {
     let (tx, rx) = mpsc::channel(64);
     let by_name = match &watched {
@@ -227,8 +237,10 @@ pub fn feed(
         decoders,
         by_name,
         at: from,
-        heartbeat,
+        heartbeat: options.heartbeat,
         tx,
+        split: options.split_large_events,
+        reassembly: Reassembly::default(),
     };
     tokio::spawn(async move {
         if let Err(e) = follower.run().await {
@@ -250,6 +262,9 @@ struct Follower {
     at: StreamPosition,
     heartbeat: Duration,
     tx: mpsc::Sender<warp_core::Result<FeedItem>>,
+    /// The server splits large events (`$changeStreamSplitLargeEvent`).
+    split: bool,
+    reassembly: Reassembly,
 }
 
 /// The receiver is gone: the engine stopped reading.
@@ -258,7 +273,7 @@ struct Closed;
 impl Follower {
     async fn open(&self) -> warp_core::Result<ChangeStream<RawDocumentBuf>> {
         let token = self.at.resume_token()?;
-        let (watch, pipeline) = match &self.watched {
+        let (watch, mut pipeline) = match &self.watched {
             Watched::Collection(coll) => (coll.watch(), Vec::new()),
             // Only the served collections' events cross the wire; database-wide ones
             // (dropDatabase, invalidate) carry no collection and always pass.
@@ -270,6 +285,12 @@ impl Follower {
                 ] } }],
             ),
         };
+        // Rows come from the looked-up full document: the update description would only
+        // make an event larger (with both, a large document can pass 16 MB twice over).
+        pipeline.push(doc! { "$project": { "updateDescription": 0 } });
+        if self.split {
+            pipeline.push(split::stage());
+        }
         let watch = watch
             .pipeline(pipeline)
             .full_document(FullDocumentType::UpdateLookup)
@@ -340,7 +361,7 @@ impl Follower {
                         if self.send(Vec::new(), Some(commit)).await.is_err() {
                             return Ok(());
                         }
-                    } else if last_beat.elapsed() >= self.heartbeat {
+                    } else if last_beat.elapsed() >= self.heartbeat && !self.reassembly.pending() {
                         last_beat = tokio::time::Instant::now();
                         if let Some(t) = cs.resume_token() {
                             let moved = StreamPosition::new(&t)?;
@@ -363,6 +384,14 @@ impl Follower {
             let doc = Document::try_from(raw).map_err(|e| {
                 warp_core::Error::source_transient(format!("undecodable change event: {e}"))
             })?;
+            // A fragment of a split event: read on until the event is whole.
+            let Some(doc) = self
+                .reassembly
+                .push(doc)
+                .map_err(warp_core::Error::source_transient)?
+            else {
+                continue;
+            };
             let event = Event::parse(&doc).map_err(warp_core::Error::source_transient)?;
             self.at = StreamPosition {
                 token: event.token.clone().into_canonical_extjson(),

@@ -120,6 +120,9 @@ impl MongoError {
             Self::Server { code: 13, .. } => Some(
                 "the source user needs read on the database and changeStream/find privileges (role `read`)".into(),
             ),
+            Self::Server { code: 10334, .. } => Some(
+                "a change event passed MongoDB's 16 MB limit (a document near it, looked up whole): MongoDB 6.0.9+ and 7.0+ split such events and cartridge-warp reassembles them; on older servers exclude the collection or keep its documents smaller".into(),
+            ),
             Self::Server { code: 40573, .. } => Some(
                 "change streams need a replica set or sharded cluster; run mongod as a one-node replica set, or set change_detection_strategy: timestamp".into(),
             ),
@@ -192,6 +195,12 @@ mod tests {
         assert!(!server(18).is_transient());
         assert!(server(286).is_position_lost());
         assert!(!server(286).is_transient());
+        assert!(
+            !server(10334).is_transient(),
+            "a too-large event comes back on retry"
+        );
+        let e: warp_core::Error = server(10334).into();
+        assert!(e.hint().unwrap().contains("6.0.9+"));
         let e: warp_core::Error = server(40573).into();
         assert!(e.hint().unwrap().contains("replica set"));
         // The connector's error stays reachable as the cause, and in the chain.

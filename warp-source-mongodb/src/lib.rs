@@ -13,6 +13,7 @@ mod poll;
 mod position;
 mod shape;
 mod snapshot;
+mod split;
 
 use std::cmp::Ordering;
 use std::time::Duration;
@@ -64,6 +65,8 @@ pub struct MongoSource {
     /// Collections discovery has left out and said so (discovery repeats; the log line
     /// does not).
     left_out: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether the server splits change events over 16 MB (asked once).
+    splits_large_events: OnceCell<bool>,
 }
 
 impl MongoSource {
@@ -99,6 +102,32 @@ impl MongoSource {
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
             left_out: std::sync::Mutex::default(),
+            splits_large_events: OnceCell::new(),
+        })
+    }
+
+    /// How change streams are read from this server: whether it splits large events is
+    /// asked once (`buildInfo`).
+    async fn stream_options(&self) -> warp_core::Result<changes::StreamOptions> {
+        let db = self.db().await?;
+        let split = *self
+            .splits_large_events
+            .get_or_try_init(|| async {
+                let info = db
+                    .run_command(doc! { "buildInfo": 1 })
+                    .await
+                    .context("buildInfo")?;
+                let version = info.get_str("version").unwrap_or_default();
+                let split = split::supported(version);
+                if !split {
+                    tracing::info!(version, "this MongoDB cannot split change events over 16 MB (6.0.9+ and 7.0+ can): such an event stops its table");
+                }
+                Ok::<_, warp_core::Error>(split)
+            })
+            .await?;
+        Ok(changes::StreamOptions {
+            heartbeat: HEARTBEAT,
+            split_large_events: split,
         })
     }
 
@@ -285,7 +314,7 @@ impl Source for MongoSource {
             table.id.to_string(),
             decoder,
             StreamPosition::decode(from)?,
-            HEARTBEAT,
+            self.stream_options().await?,
         ))
     }
 
@@ -316,7 +345,7 @@ impl Source for MongoSource {
             format!("{} change stream", self.database),
             decoders,
             StreamPosition::decode(from)?,
-            HEARTBEAT,
+            self.stream_options().await?,
         ))
     }
 
