@@ -50,6 +50,12 @@ pub enum Error {
         detail: String,
     },
 
+    /// The source replaced the table's contents wholesale without row events (MongoDB's
+    /// `renameCollection` onto it with `dropTarget`, `$out`, `mapReduce`): the engine
+    /// copies the table again at once.
+    #[error("{table}: {how} at the source, with no row events: copying it again")]
+    Replaced { table: String, how: String },
+
     /// Another owner took this table (fencing token moved on): this writer must stop.
     #[error("{table}: fenced off: checkpoint token is {current}, ours is {ours}")]
     Fenced {
@@ -162,6 +168,7 @@ impl Error {
             Self::Source { retry, .. } | Self::Sink { retry, .. } => *retry,
             Self::Config(_)
             | Self::PositionLost { .. }
+            | Self::Replaced { .. }
             | Self::Fenced { .. }
             | Self::NotOwner { .. }
             | Self::Table { .. }
@@ -189,7 +196,7 @@ impl Error {
                 Some("another replica owns this table now; this one stops writing it".into())
             }
             Self::Config(_) => Some("fix the configuration and restart".into()),
-            Self::Position(_) | Self::Cancelled => None,
+            Self::Replaced { .. } | Self::Position(_) | Self::Cancelled => None,
         }
     }
 
@@ -200,6 +207,7 @@ impl Error {
             Self::Source { .. } => "source",
             Self::Sink { .. } => "destination",
             Self::PositionLost { .. } => "position_lost",
+            Self::Replaced { .. } => "replaced",
             Self::Fenced { .. } | Self::NotOwner { .. } => "fenced",
             Self::Table { .. } => "table",
             Self::Position(_) => "position",

@@ -280,6 +280,28 @@ async fn a_change_after_idle_heartbeats_is_not_held_until_the_idle_checkpoint() 
     run.stop().await;
 }
 
+/// A table whose contents the source replaces without row events (MongoDB's `$out`, or a
+/// rename onto it) is copied again by itself: rows only the old contents had are gone.
+#[tokio::test]
+async fn a_table_replaced_at_the_source_is_copied_again() {
+    let source = MemorySource::with_sample_table("shop", "orders", 10).with_feed();
+    let sink = MemorySink::new();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    source.update("orders", row(1, 1));
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let reads = source.chunk_reads().len();
+
+    source.replace_contents("orders", (5..=15).map(|id| row(id, 7)).collect());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert!(source.chunk_reads().len() > reads, "copied again");
+    // And it streams on from the new copy.
+    source.update("orders", row(15, 8));
+    source.insert("orders", row(16, 0));
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn restart_resumes_from_checkpoint_without_duplicates() {
     let source = MemorySource::with_sample_table("shop", "orders", 20);

@@ -281,6 +281,8 @@ impl Follower {
                 db.watch(),
                 vec![doc! { "$match": { "$or": [
                     { "ns.coll": { "$in": collections.clone() } },
+                    // A collection renamed onto a served one replaces its contents.
+                    { "operationType": "rename", "to.coll": { "$in": collections.clone() } },
                     { "operationType": { "$in": ["dropDatabase", "invalidate"] } },
                 ] } }],
             ),
@@ -415,6 +417,21 @@ impl Follower {
                 cs = self.open().await?;
                 continue;
             }
+            // Told before the event's commit reaches the table as a heartbeat: a table
+            // that committed past the rename would never see it again.
+            if let Some(table) = replaced_table(&event, &self.by_name) {
+                let error = warp_core::Error::Replaced {
+                    table: event.renamed_to.clone().unwrap_or_default(),
+                    how: format!(
+                        "replaced by collection {} renamed onto it (renameCollection with dropTarget, $out or mapReduce)",
+                        event.collection.as_deref().unwrap_or("?")
+                    ),
+                };
+                let failed = FeedItem::TableFailed { table, error };
+                if self.tx.send(Ok(failed)).await.is_err() {
+                    return Ok(());
+                }
+            }
             let mut changes = Vec::new();
             for table in self.tables_of(&event) {
                 let decoded = self.decoders[table].changes(&event).unwrap_or_default();
@@ -438,6 +455,16 @@ impl Follower {
             last_beat = tokio::time::Instant::now();
         }
     }
+}
+
+/// The served table whose contents a rename event replaces: the collection renamed onto
+/// (what `renameCollection` with `dropTarget`, `$out` and `mapReduce` end in). Its own
+/// stream gets no event for it; only a database-level stream sees the rename.
+fn replaced_table(event: &Event, served: &HashMap<String, usize>) -> Option<usize> {
+    if event.op != "rename" {
+        return None;
+    }
+    served.get(event.renamed_to.as_deref()?).copied()
 }
 
 /// A position for "now": the token a fresh change stream starts at.
@@ -512,6 +539,32 @@ mod tests {
         let after = row.after.as_ref().unwrap();
         assert_eq!(after.values[1], Value::Null, "$unset field a reads NULL");
         assert_eq!(after.values[2], Value::Text("x".into()));
+    }
+
+    /// `$out` onto `orders` as a MongoDB 7.0 database stream reports it: the temporary
+    /// collection renamed onto the target.
+    #[test]
+    fn a_rename_onto_a_served_collection_replaces_it() {
+        let served: HashMap<String, usize> =
+            [("orders".to_owned(), 0), ("users".to_owned(), 1)].into();
+        let rename = |from: &str, to: &str| {
+            Event::parse(&doc! {
+                "_id": { "_data": "8266A1B2C3000000012B0229296E04" },
+                "operationType": "rename",
+                "clusterTime": bson::Timestamp { time: 1_700_000_000, increment: 1 },
+                "wallTime": bson::DateTime::from_millis(1_700_000_000_000),
+                "ns": { "db": "shop", "coll": from },
+                "to": { "db": "shop", "coll": to },
+            })
+            .unwrap()
+        };
+        let out = rename("tmp.agg_out.65a1b2c3d4e5f60718293a4b", "orders");
+        assert_eq!(replaced_table(&out, &served), Some(0));
+        assert_eq!(replaced_table(&rename("users", "archive"), &served), None);
+        assert_eq!(replaced_table(&rename("orders", "users"), &served), Some(1));
+        let mut insert = out.clone();
+        insert.op = "insert".into();
+        assert_eq!(replaced_table(&insert, &served), None);
     }
 
     #[test]

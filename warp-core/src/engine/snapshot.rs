@@ -99,7 +99,7 @@ impl TableWorker {
                 handover.push((range, position));
             }
         }
-        self.commit_position(token, &start, handover.clone())
+        self.commit_position(token, &start, handover.clone(), Vec::new())
             .await?;
         info!(%start, late_chunks = handover.len(), "snapshot done; streaming");
         Ok((start, handover))

@@ -11,6 +11,7 @@ use super::status::TableState;
 use super::Ctx;
 use crate::config::ResolvedTable;
 use crate::error::{Error, Result};
+use crate::event::Change;
 use crate::mask::mask_secrets;
 use crate::metrics::ERRORS_TOTAL;
 use crate::position::Position;
@@ -30,6 +31,10 @@ pub(crate) struct TableWorker {
     pub(super) projection: Projection,
     /// `--full-resync`: forget the checkpoint once, on the first attempt.
     full_resync: bool,
+    /// The source replaced the table's contents: the re-copy empties it in the transaction
+    /// that plans the copy (and replaces the checkpoint), so a crash before that reads the
+    /// replacement again and one after it resumes the copy.
+    empty_first: bool,
 }
 
 impl TableWorker {
@@ -75,6 +80,7 @@ impl TableWorker {
             settings,
             projection,
             full_resync,
+            empty_first: false,
         }
     }
 
@@ -130,6 +136,13 @@ impl TableWorker {
                 // request that landed as the previous attempt ended): just run again.
                 Ok(()) | Err(Error::Cancelled) => continue,
                 // Another replica runs the table now; the lease keeper forgets it here.
+                // Its contents were replaced at the source: copy it again, at once.
+                Err(e @ Error::Replaced { .. }) => {
+                    info!(reason = %e, "the table will be emptied and copied again");
+                    (self.full_resync, self.empty_first) = (true, true);
+                    attempts = 0;
+                    continue;
+                }
                 Err(e @ (Error::Fenced { .. } | Error::NotOwner { .. })) => {
                     warn!(error = %e, "table handed over to another replica; stopping it here");
                     self.ctx.status.set_state(&self.key, TableState::Stopped);
@@ -196,14 +209,23 @@ impl TableWorker {
             .ensure_table(&self.target, &self.projection.destination_schema())
             .await?;
         let mut checkpoint = ctx.checkpoints.load(&self.key).await?;
+        let empty_first = std::mem::take(&mut self.empty_first);
         if self.full_resync {
-            if checkpoint.is_some() {
+            // A replaced table keeps its checkpoint until the emptying commit replaces it.
+            if checkpoint.is_some() && !empty_first {
                 ctx.checkpoints.reset(&self.key, token).await?;
                 info!("full resync: checkpoint cleared");
             }
             checkpoint = None;
             self.full_resync = false;
         }
+        let emptied = || {
+            if empty_first {
+                vec![Change::Truncate]
+            } else {
+                Vec::new()
+            }
+        };
         let (position, handover) = match checkpoint.map(|c| c.phase) {
             Some(Phase::Streaming {
                 position, handover, ..
@@ -224,7 +246,8 @@ impl TableWorker {
                         self.settings.snapshot_chunk_size,
                     )
                     .await?;
-                let tx = ctx.sink.begin(&self.target, token).await?;
+                let mut tx = ctx.sink.begin(&self.target, token).await?;
+                tx.apply(emptied()).await?;
                 tx.commit(CheckpointUpdate::BeginSnapshot {
                     start: plan.start.clone(),
                     chunks: plan.chunks.clone(),
@@ -240,7 +263,8 @@ impl TableWorker {
                     .source
                     .current_position(self.projection.source_schema(), &self.read)
                     .await?;
-                self.commit_position(token, &position, Vec::new()).await?;
+                self.commit_position(token, &position, Vec::new(), emptied())
+                    .await?;
                 info!(%position, "no snapshot (full_load_enabled: false); streaming from now");
                 (position, Vec::new())
             }
@@ -248,14 +272,17 @@ impl TableWorker {
         self.stream(token, position, handover, shutdown).await
     }
 
-    /// Commits a streaming checkpoint with no data (handover, skip-snapshot start).
+    /// Commits a streaming checkpoint with no data but `changes` (handover, skip-snapshot
+    /// start).
     pub(super) async fn commit_position(
         &self,
         token: FencingToken,
         position: &Position,
         handover: Vec<(KeyRange, Position)>,
+        changes: Vec<Change>,
     ) -> Result<()> {
-        let tx = self.ctx.sink.begin(&self.target, token).await?;
+        let mut tx = self.ctx.sink.begin(&self.target, token).await?;
+        tx.apply(changes).await?;
         tx.commit(CheckpointUpdate::Streaming {
             position: position.clone(),
             source_ts: None,

@@ -34,6 +34,8 @@ struct LogEntry {
     seq: u64,
     table: String,
     changes: Vec<Change>,
+    /// The table's contents were replaced without row events ([`MemorySource::replace_contents`]).
+    replaced: bool,
 }
 
 #[derive(Default)]
@@ -172,6 +174,29 @@ impl MemorySource {
             seq,
             table: table.to_owned(),
             changes,
+            replaced: false,
+        });
+        self.notify.notify_waiters();
+    }
+
+    /// Replaces `table`'s rows wholesale with no row events, as MongoDB's `$out` or a
+    /// rename onto a collection does; the shared feed reports the table replaced.
+    pub fn replace_contents(&self, table: &str, rows: Vec<Row>) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        let key_columns = t.key_columns.clone();
+        t.rows = rows
+            .into_iter()
+            .map(|r| (OrdKey(r.key(&key_columns)), r))
+            .collect();
+        st.changes_per_key.retain(|(name, _), _| name != table);
+        st.seq += 1;
+        let seq = st.seq;
+        st.log.push(LogEntry {
+            seq,
+            table: table.to_owned(),
+            changes: Vec::new(),
+            replaced: true,
         });
         self.notify.notify_waiters();
     }
@@ -337,12 +362,12 @@ impl MemorySource {
         &self,
         tables: &[String],
         after: u64,
-    ) -> (Option<(u64, usize, Vec<Change>)>, u64) {
+    ) -> (Option<(u64, usize, Vec<Change>, bool)>, u64) {
         let st = self.lock();
         let start = st.log.partition_point(|e| e.seq <= after);
         let found = st.log[start..].iter().find_map(|e| {
             let i = tables.iter().position(|t| *t == e.table)?;
-            Some((e.seq, i, e.changes.clone()))
+            Some((e.seq, i, e.changes.clone(), e.replaced))
         });
         (found, st.seq)
     }
@@ -641,8 +666,18 @@ impl MemoryFeed {
             let notify = Arc::clone(&self.source.notify);
             let notified = notify.notified();
             let (entry, head) = self.source.next_entry_of(&self.names, self.after);
-            if let Some((seq, table, changes)) = entry {
+            if let Some((seq, table, changes, replaced)) = entry {
                 drop(notified);
+                if replaced {
+                    self.after = seq;
+                    return Ok(FeedItem::TableFailed {
+                        table,
+                        error: crate::Error::Replaced {
+                            table: self.names[table].clone(),
+                            how: "contents replaced".into(),
+                        },
+                    });
+                }
                 let mut parts: Vec<Vec<TableChange>> = Vec::new();
                 for change in changes {
                     if parts.last().is_none_or(|p| p.len() >= FEED_FRAGMENT) {
