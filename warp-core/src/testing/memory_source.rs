@@ -30,6 +30,9 @@ struct Table {
     rows: BTreeMap<OrdKey, Row>,
 }
 
+/// A log entry as the shared feed reads it: sequence, table index, changes, replaced.
+type FeedEntry = (u64, usize, Vec<Change>, bool);
+
 struct LogEntry {
     seq: u64,
     table: String,
@@ -362,7 +365,7 @@ impl MemorySource {
         &self,
         tables: &[String],
         after: u64,
-    ) -> (Option<(u64, usize, Vec<Change>, bool)>, u64) {
+    ) -> (Option<FeedEntry>, u64) {
         let st = self.lock();
         let start = st.log.partition_point(|e| e.seq <= after);
         let found = st.log[start..].iter().find_map(|e| {
