@@ -36,8 +36,10 @@ changestream._cursor_id_counter = itertools.count(1 << 32)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mongo_db_streams  # noqa: E402
+import mongo_events  # noqa: E402
 
 mongo_db_streams.install()
+mongo_events.install()
 
 SET_NAME = "rs0"
 PORT = sys.argv[sys.argv.index("-p") + 1] if "-p" in sys.argv else "27017"

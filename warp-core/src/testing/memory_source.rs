@@ -361,11 +361,7 @@ impl MemorySource {
     }
 
     /// The first log entry after `after` touching one of `tables`, and the log's head.
-    fn next_entry_of(
-        &self,
-        tables: &[String],
-        after: u64,
-    ) -> (Option<FeedEntry>, u64) {
+    fn next_entry_of(&self, tables: &[String], after: u64) -> (Option<FeedEntry>, u64) {
         let st = self.lock();
         let start = st.log.partition_point(|e| e.seq <= after);
         let found = st.log[start..].iter().find_map(|e| {
