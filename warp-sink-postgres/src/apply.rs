@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
-use warp_core::{ColumnType, Row, Value};
+use warp_core::{ChangeEvent, ColumnType, Operation, Row, Value};
 
 use crate::binary::{self, binary_row};
 use crate::encode::{copy_line, pg_text};
@@ -111,8 +111,30 @@ pub enum Merge {
     /// Snapshot rows: overwrite without counting a version (a re-copy is not a change).
     Snapshot,
     /// Change events: upserts bump the version when the row really changes; deletes per
-    /// strategy.
-    Changes(DeletionStrategy),
+    /// strategy. Statements for kinds of change the batch lacks are not sent.
+    Changes(DeletionStrategy, Kinds),
+}
+
+/// The kinds of change a batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    pub upserts: bool,
+    pub deletes: bool,
+}
+
+impl Kinds {
+    pub const ALL: Self = Self {
+        upserts: true,
+        deletes: true,
+    };
+
+    pub fn of(events: &[ChangeEvent]) -> Self {
+        let deletes = events.iter().filter(|e| e.op == Operation::Delete).count();
+        Self {
+            upserts: deletes < events.len(),
+            deletes: deletes > 0,
+        }
+    }
 }
 
 /// Creates a staging table shaped like `landed` (all columns nullable, so key-only
@@ -185,7 +207,7 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
              WHERE {changed}",
             set_cols.join(", ")
         )],
-        Merge::Changes(strategy) => {
+        Merge::Changes(strategy, kinds) => {
             let upsert = format!(
                 "INSERT INTO {t} AS t ({cols}, {ts}, {op}) SELECT {cols}, {ts}, {op} FROM {stage} WHERE {op} <> 'd'
                  ON CONFLICT ({key}) DO UPDATE SET {}, {ts} = EXCLUDED.{ts}, {op} = EXCLUDED.{op},
@@ -193,13 +215,11 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
                  WHERE {changed}",
                 set_cols.join(", ")
             );
-            match strategy {
+            let deletes = match strategy {
                 DeletionStrategy::Hard => vec![
-                    upsert,
                     format!("DELETE FROM {t} AS t USING {stage} AS s WHERE s.{op} = 'd' AND {key_match}"),
                 ],
                 DeletionStrategy::Soft => vec![
-                    upsert,
                     format!(
                         "UPDATE {t} AS t SET {deleted} = true, {deleted_at} = now(), {op} = 'd', {ts} = s.{ts},
                             {updated} = now(), {version} = t.{version} + 1
@@ -213,7 +233,12 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
                          ON CONFLICT ({key}) DO NOTHING"
                     ),
                 ],
-            }
+            };
+            let upserts = kinds.upserts.then_some(upsert);
+            upserts
+                .into_iter()
+                .chain(deletes.into_iter().filter(|_| kinds.deletes))
+                .collect()
         }
     }
 }

@@ -10,7 +10,7 @@ use warp_core::{
     TableSchema, Target, Value,
 };
 
-use crate::apply::{merge_statements, unit, Merge, STAGE_EXTRA};
+use crate::apply::{merge_statements, unit, Kinds, Merge, STAGE_EXTRA};
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 use crate::landed::{Landed, BOOKKEEPING, SOURCE_TS};
@@ -349,7 +349,7 @@ impl PgTransaction {
         }
         let merge = match event.op {
             Operation::Read => Merge::Snapshot,
-            _ => Merge::Changes(self.target.deletion_strategy),
+            _ => Merge::Changes(self.target.deletion_strategy, Kinds::ALL),
         };
         let mut statements = merge_statements(&landed, &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));

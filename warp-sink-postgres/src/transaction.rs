@@ -12,7 +12,7 @@ use warp_core::{
     SinkTransaction, TableKey, TableSchema, Target, Value,
 };
 
-use crate::apply::{create_stage, merge_statements, unit, Merge, Staged, STAGE_EXTRA};
+use crate::apply::{create_stage, merge_statements, unit, Kinds, Merge, Staged, STAGE_EXTRA};
 use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
 use crate::ddl;
@@ -259,10 +259,9 @@ impl PgTransaction {
     }
 
     async fn change_rows(&mut self, events: Vec<ChangeEvent>) -> Result<()> {
-        let strategy = self.target.deletion_strategy;
+        let merge = Merge::Changes(self.target.deletion_strategy, Kinds::of(&events));
         let items = self.stage_items(events, event_staged, change_payload);
-        self.merge(items, Merge::Changes(strategy), change_payload)
-            .await
+        self.merge(items, merge, change_payload).await
     }
 
     async fn schema_change(&mut self, change: &warp_core::SchemaChange) -> Result<()> {
