@@ -62,6 +62,11 @@ impl Event {
             .as_ref()
             .and_then(|d| d.get(ID).cloned())
             .or_else(|| doc.get_document("documentKey").ok()?.get(ID).cloned());
+        // A row event names its document; one that does not cannot be applied, and
+        // skipping it would lose a change.
+        if id.is_none() && matches!(op.as_str(), "insert" | "update" | "replace" | "delete") {
+            return Err(format!("{op} change event without documentKey._id"));
+        }
         let time = |k: &str| match doc.get(k) {
             Some(Bson::DateTime(d)) => DateTime::from_timestamp_millis(d.timestamp_millis()),
             Some(Bson::Timestamp(t)) => DateTime::from_timestamp(i64::from(t.time), 0),
@@ -128,7 +133,7 @@ impl Decoder {
             _ => return Some(Vec::new()),
         };
         let Some(id) = &e.id else {
-            warn!(operation = %e.op, "change event without a document key; skipped");
+            debug_assert!(false, "Event::parse refuses row events without a key");
             return Some(Vec::new());
         };
         let key = key_of(id);
@@ -539,6 +544,21 @@ mod tests {
         let after = row.after.as_ref().unwrap();
         assert_eq!(after.values[1], Value::Null, "$unset field a reads NULL");
         assert_eq!(after.values[2], Value::Text("x".into()));
+    }
+
+    #[test]
+    fn a_row_event_without_a_document_key_is_an_error_not_a_skip() {
+        let event = doc! {
+            "_id": { "_data": "82" }, "operationType": "delete",
+            "ns": { "db": "shop", "coll": "orders" },
+        };
+        let e = Event::parse(&event).unwrap_err();
+        assert!(e.contains("documentKey"), "{e}");
+        let create = doc! {
+            "_id": { "_data": "83" }, "operationType": "create",
+            "ns": { "db": "shop", "coll": "orders" },
+        };
+        assert!(Event::parse(&create).is_ok(), "DDL events carry no key");
     }
 
     /// `$out` onto `orders` as a MongoDB 7.0 database stream reports it: the temporary
