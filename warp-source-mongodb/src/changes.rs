@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::FullDocumentType;
-use mongodb::{Collection, Database};
+use mongodb::{ClientSession, Collection, Database};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use warp_core::{
@@ -475,7 +475,34 @@ fn replaced_table(event: &Event, served: &HashMap<String, usize>) -> Option<usiz
 /// A position for "now": the token a fresh change stream starts at.
 pub async fn current(coll: &Collection<Document>) -> crate::error::Result<StreamPosition> {
     let cs = coll.watch().await.context("open change stream")?;
-    let token = cs.resume_token().ok_or_else(|| MongoError::Unsupported {
+    token_of(coll, cs.resume_token())
+}
+
+/// A position for "now", taken in a causally consistent session: reads in that session
+/// afterwards see every write at or before it ([`crate::snapshot::read`]).
+pub async fn current_in(
+    coll: &Collection<Document>,
+) -> crate::error::Result<(StreamPosition, ClientSession)> {
+    let mut session = coll
+        .client()
+        .start_session()
+        .causal_consistency(true)
+        .await
+        .context("start session")?;
+    let cs = coll
+        .watch()
+        .session(&mut session)
+        .await
+        .context("open change stream")?;
+    let position = token_of(coll, cs.resume_token())?;
+    Ok((position, session))
+}
+
+fn token_of(
+    coll: &Collection<Document>,
+    token: Option<mongodb::change_stream::event::ResumeToken>,
+) -> crate::error::Result<StreamPosition> {
+    let token = token.ok_or_else(|| MongoError::Unsupported {
         message: format!(
             "{}: the server gave the change stream no resume token",
             coll.name()

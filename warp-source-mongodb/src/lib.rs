@@ -261,12 +261,14 @@ impl Source for MongoSource {
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
         let coll = self.collection(&table.id.name).await?;
-        let (position, only) = if self.strategy.polls() {
+        let (position, only, session) = if self.strategy.polls() {
             let column = read.change_column(&table.id)?;
             let at = poll::current(&coll, column).await?;
-            (at.encode()?, Some(poll::Older::than(column, &at)))
+            (at.encode()?, Some(poll::Older::than(column, &at)), None)
         } else {
-            (changes::current_position(&coll).await?, None)
+            // The chunk's position and its read share a causally consistent session.
+            let (at, session) = changes::current_in(&coll).await?;
+            (at.encode()?, None, Some(session))
         };
         let page = read.rows(snapshot::PAGE_DOCS);
         let rows = snapshot::read(
@@ -276,6 +278,7 @@ impl Source for MongoSource {
             chunk,
             only,
             page,
+            session,
         )
         .await?;
         Ok(ChunkRead { position, rows })

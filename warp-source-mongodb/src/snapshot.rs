@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use bson::{doc, Bson, Document};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use mongodb::{Collection, Cursor};
+use mongodb::options::ReadConcern;
+use mongodb::{ClientSession, Collection, Cursor, SessionCursor};
 use tracing::warn;
 use warp_core::{ChunkPage, Key, KeyRange, SchemaChange, TableSchema, Value};
 
@@ -205,6 +206,10 @@ pub fn contains(range: &KeyRange, key: &[Value]) -> bool {
 /// Pages of rows of one chunk (only the documents `only` keeps, when given), or a
 /// reshape request when the documents need columns or types `schema` lacks (then the rest
 /// of the chunk is scanned only to collect them all).
+/// Reads a chunk. With `session` (the causally consistent session its change-stream
+/// position was taken in) the read is `majority` and after that position's cluster time,
+/// so the copy holds every write at or before the position even when it is served by a
+/// secondary that lags: the driver sends `afterClusterTime`, and the server waits.
 pub async fn read(
     coll: &Collection<Document>,
     rules: Rules,
@@ -212,13 +217,23 @@ pub async fn read(
     range: &KeyRange,
     only: Option<Older>,
     page_docs: usize,
+    session: Option<ClientSession>,
 ) -> Result<BoxStream<'static, warp_core::Result<ChunkPage>>> {
-    let cursor = coll
+    let find = coll
         .find(filter(range)?)
         .sort(doc! { ID: 1 })
-        .batch_size(u32::try_from(page_docs).unwrap_or(u32::MAX))
-        .await
-        .context("read chunk")?;
+        .batch_size(u32::try_from(page_docs).unwrap_or(u32::MAX));
+    let cursor = match session {
+        None => Docs::Plain(find.await.context("read chunk")?),
+        Some(mut session) => {
+            let cursor = find
+                .read_concern(ReadConcern::majority())
+                .session(&mut session)
+                .await
+                .context("read chunk")?;
+            Docs::Causal(cursor, session)
+        }
+    };
     let reader = Reader {
         cursor,
         layout: Layout::new(rules, &schema),
@@ -242,8 +257,24 @@ pub async fn read(
     .boxed())
 }
 
+/// A chunk's documents: a plain cursor, or one read in a session.
+enum Docs {
+    Plain(Cursor<Document>),
+    Causal(SessionCursor<Document>, ClientSession),
+}
+
+impl Docs {
+    async fn next(&mut self) -> Result<Option<Document>> {
+        let next = match self {
+            Self::Plain(cursor) => cursor.try_next().await,
+            Self::Causal(cursor, session) => cursor.next(session).await.transpose(),
+        };
+        next.context("read chunk")
+    }
+}
+
 struct Reader {
-    cursor: Cursor<Document>,
+    cursor: Docs,
     only: Option<Older>,
     rules: Rules,
     schema: TableSchema,
@@ -259,7 +290,7 @@ impl Reader {
             return Ok(None);
         }
         let mut rows = Vec::new();
-        while let Some(doc) = self.cursor.try_next().await.context("read chunk")? {
+        while let Some(doc) = self.cursor.next().await? {
             if self.only.as_ref().is_some_and(|o| !o.keeps(&doc)) {
                 continue;
             }
@@ -308,6 +339,78 @@ mod tests {
     use bson::oid::ObjectId;
 
     use super::*;
+
+    /// Against the MongoDB peer, watching the commands the driver sends: the chunk's
+    /// position (a change stream's `aggregate`) and its `find` share one session, and the
+    /// `find` reads `majority`. (The peer sends no `operationTime`, so the driver's
+    /// `afterClusterTime` — which a real server then waits on — cannot show here.)
+    #[tokio::test]
+    async fn a_chunk_is_read_majority_in_the_session_its_position_was_taken_in() {
+        use mongodb::event::command::CommandEvent;
+        use mongodb::event::EventHandler;
+        use std::sync::{Arc, Mutex};
+
+        let url = warp_e2e::peer_url("WARP_TEST_MONGO_URL");
+        let mut options = mongodb::options::ClientOptions::parse(&url).await.unwrap();
+        let seen: Arc<Mutex<Vec<(String, Document)>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        options.command_event_handler = Some(EventHandler::callback(move |e| {
+            if let CommandEvent::Started(s) = e {
+                log.lock().unwrap().push((s.command_name, s.command));
+            }
+        }));
+        let client = mongodb::Client::with_options(options).unwrap();
+        let db = client.database("source_mongo_causal_chunk");
+        db.drop().await.unwrap();
+        let coll = db.collection::<Document>("items");
+        let docs: Vec<Document> = (1..=5_i64).map(|i| doc! { "_id": i, "n": i }).collect();
+        coll.insert_many(docs.clone()).await.unwrap();
+        let rules = Rules::default();
+        let schema = rules.infer(
+            warp_core::TableId {
+                database: "source_mongo_causal_chunk".into(),
+                name: "items".into(),
+            },
+            &docs,
+        );
+
+        let (_, session) = crate::changes::current_in(&coll).await.unwrap();
+        let mut pages = read(
+            &coll,
+            rules,
+            schema,
+            &KeyRange::ALL,
+            None,
+            100,
+            Some(session),
+        )
+        .await
+        .unwrap();
+        let mut rows = 0;
+        while let Some(page) = pages.next().await {
+            if let ChunkPage::Rows(r) = page.unwrap() {
+                rows += r.len();
+            }
+        }
+        assert_eq!(rows, 5);
+        // A copy: the driver's event callback must never wait on this lock.
+        let seen = seen.lock().unwrap().clone();
+        let command = |name: &str| {
+            seen.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_else(|| panic!("no {name} in {seen:?}"))
+        };
+        let (aggregate, find) = (command("aggregate"), command("find"));
+        assert!(aggregate.get("lsid").is_some(), "{aggregate}");
+        assert_eq!(aggregate.get("lsid"), find.get("lsid"), "one session");
+        assert_eq!(
+            find.get_document("readConcern").unwrap().get_str("level"),
+            Ok("majority"),
+            "{find}"
+        );
+        db.drop().await.unwrap();
+    }
 
     fn key(b: Bson) -> Key {
         vec![Value::Json(b.into_canonical_extjson())]
