@@ -231,7 +231,7 @@ pub async fn read(
                 .session(&mut session)
                 .await
                 .context("read chunk")?;
-            Docs::Causal(cursor, session)
+            Docs::Causal(cursor, Box::new(session))
         }
     };
     let reader = Reader {
@@ -260,7 +260,7 @@ pub async fn read(
 /// A chunk's documents: a plain cursor, or one read in a session.
 enum Docs {
     Plain(Cursor<Document>),
-    Causal(SessionCursor<Document>, ClientSession),
+    Causal(SessionCursor<Document>, Box<ClientSession>),
 }
 
 impl Docs {
