@@ -17,7 +17,17 @@ pub struct Connected {
     pub security: ConnectionSecurity,
 }
 
-pub async fn connect(source: &SourceConfig, keys: &MongoOptions) -> warp_core::Result<Connected> {
+/// The driver's own pool size when nothing sets one.
+const DRIVER_POOL_SIZE: u32 = 10;
+
+/// Connects; `pool_floor` is how many connections the schema can use at once (its
+/// parallel chunk reads, the change stream's `getMore`, a poll), the pool's size when
+/// neither `source.connection_pool_size` nor the URI's `maxPoolSize` sets one.
+pub async fn connect(
+    source: &SourceConfig,
+    keys: &MongoOptions,
+    pool_floor: u32,
+) -> warp_core::Result<Connected> {
     let url = source
         .connection_string
         .as_ref()
@@ -28,7 +38,7 @@ pub async fn connect(source: &SourceConfig, keys: &MongoOptions) -> warp_core::R
             None,
         )
     })?;
-    apply(keys, &mut options);
+    apply(keys, &mut options, pool_floor);
     trust_platform_ca_file(
         &mut options,
         std::env::var_os(SSL_CERT_FILE).map(PathBuf::from),
@@ -75,7 +85,7 @@ fn security(options: &ClientOptions) -> ConnectionSecurity {
     }
 }
 
-fn apply(source: &MongoOptions, options: &mut ClientOptions) {
+fn apply(source: &MongoOptions, options: &mut ClientOptions, pool_floor: u32) {
     options
         .app_name
         .get_or_insert_with(|| "cartridge-warp".to_owned());
@@ -112,6 +122,11 @@ fn apply(source: &MongoOptions, options: &mut ClientOptions) {
     if let Some(size) = source.connection_pool_size {
         options.max_pool_size = u32::try_from(size.get()).ok();
     }
+    // Unset by the key and the URI: room for everything the schema runs at once, so
+    // chunk reads never queue behind each other for a connection.
+    options
+        .max_pool_size
+        .get_or_insert(DRIVER_POOL_SIZE.max(pool_floor));
     if let Some(idle) = source.connection_pool_max_idle_time {
         options.max_idle_time = Some(idle.as_duration());
     }
@@ -135,7 +150,7 @@ mod tests {
         let mut options = ClientOptions::parse("mongodb://u:secret@h1,h2/?replicaSet=a")
             .await
             .unwrap();
-        apply(&source, &mut options);
+        apply(&source, &mut options, 3);
         assert_eq!(options.repl_set_name.as_deref(), Some("rs0"));
         assert_eq!(options.credential.unwrap().source.as_deref(), Some("admin"));
         assert!(matches!(options.tls, Some(Tls::Enabled(_))));
@@ -150,6 +165,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_pool_fits_what_the_schema_runs_at_once_unless_sized() {
+        let keys = source_config("type: mongodb\nconnection_string: 'mongodb://h/'\n");
+        let pool = |uri: &'static str, floor: u32| {
+            let keys = &keys;
+            async move {
+                let mut options = ClientOptions::parse(uri).await.unwrap();
+                apply(keys, &mut options, floor);
+                options.max_pool_size
+            }
+        };
+        assert_eq!(pool("mongodb://h/", 18).await, Some(18));
+        assert_eq!(pool("mongodb://h/", 6).await, Some(DRIVER_POOL_SIZE));
+        assert_eq!(
+            pool("mongodb://h/?maxPoolSize=5", 18).await,
+            Some(5),
+            "the URI's"
+        );
+    }
+
+    #[tokio::test]
     async fn ssl_enabled_keeps_the_tls_options_of_the_uri() {
         let uri =
             "mongodb://h/?tls=true&tlsCAFile=/etc/ca/ca.pem&tlsCertificateKeyFile=/etc/ca/me.pem";
@@ -157,7 +192,7 @@ mod tests {
             "type: mongodb\nconnection_string: '{uri}'\nssl_enabled: true\n"
         ));
         let mut options = ClientOptions::parse(uri).await.unwrap();
-        apply(&source, &mut options);
+        apply(&source, &mut options, 3);
         let Some(Tls::Enabled(tls)) = &options.tls else {
             panic!("TLS is off: {:?}", options.tls);
         };
@@ -179,7 +214,7 @@ mod tests {
         // The seed's `ssl=true` is TLS too; `ssl_enabled: false` turns any of it off.
         let seed = "mongodb://a:b@h:27017/db?ssl=true&authSource=admin&replicaSet=rs0";
         let mut options = ClientOptions::parse(seed).await.unwrap();
-        apply(&source, &mut options);
+        apply(&source, &mut options, 3);
         assert!(matches!(options.tls, Some(Tls::Enabled(_))));
         // A CA bundle named by SSL_CERT_FILE serves where the URI names none, and never
         // replaces the URI's own.
@@ -202,7 +237,7 @@ mod tests {
         );
         let off =
             source_config("type: mongodb\nconnection_string: 'mongodb://h/'\nssl_enabled: false\n");
-        apply(&off, &mut options);
+        apply(&off, &mut options, 3);
         assert!(matches!(options.tls, Some(Tls::Disabled)));
     }
 

@@ -62,6 +62,8 @@ pub struct MongoSource {
     strategy: ChangeStrategy,
     /// The database this schema reads.
     database: String,
+    /// Connections the schema can use at once (the pool's size unless configured).
+    pool_floor: u32,
     /// Collections discovery has left out and said so (discovery repeats; the log line
     /// does not).
     left_out: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -101,6 +103,9 @@ impl MongoSource {
             client: OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
+            // Parallel chunk reads, the change stream's waiting getMore, a poll.
+            pool_floor: u32::try_from(schema.max_parallel_streams.saturating_add(2))
+                .unwrap_or(u32::MAX),
             left_out: std::sync::Mutex::default(),
             splits_large_events: OnceCell::new(),
         })
@@ -151,7 +156,7 @@ impl MongoSource {
     async fn db(&self) -> warp_core::Result<Database> {
         let connected = self
             .client
-            .get_or_try_init(|| client::connect(&self.config, &self.options))
+            .get_or_try_init(|| client::connect(&self.config, &self.options, self.pool_floor))
             .await?;
         Ok(connected.client.database(&self.database))
     }
@@ -205,7 +210,7 @@ impl Source for MongoSource {
         self.check_prerequisites().await?;
         let connected = self
             .client
-            .get_or_try_init(|| client::connect(&self.config, &self.options))
+            .get_or_try_init(|| client::connect(&self.config, &self.options, self.pool_floor))
             .await?;
         Ok(connected.security.clone())
     }
