@@ -6,6 +6,7 @@
 #        scripts/bench.sh mongo [--docs N] [--changes N] [--runs N]
 #        scripts/bench.sh fanout [--changes N] [--runs N]   (one hot table beside 50 idle ones)
 #        scripts/bench.sh page [--tables N] [--requests N]  (status page answer times)
+# WARP_BENCH_KEEP=1 keeps each run's directory (config, replicator log) and prints it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/peers.sh start postgres

@@ -233,11 +233,9 @@ impl Runner {
                 .get_query_results(&self.project, &job.id, params)
                 .await
                 .context("read query results")?;
-            if r.job_complete != Some(false) {
-                check("read query results", r.errors.as_deref(), r.schema.as_ref())?;
-            } else {
-                check("read query results", r.errors.as_deref(), None)?;
-            }
+            // An unfinished job has no result for its errors to be warnings beside.
+            let result = r.schema.as_ref().filter(|_| r.job_complete != Some(false));
+            check("read query results", r.errors.as_deref(), result)?;
             if r.job_complete == Some(false) {
                 continue;
             }

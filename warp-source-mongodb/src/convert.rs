@@ -31,7 +31,7 @@ pub fn column_type(b: &Bson, uuids: UuidRepresentation) -> Option<ColumnType> {
             precision: None,
             scale: None,
         },
-        Bson::Binary(b) if uuid(b, uuids).is_some() => ColumnType::Uuid,
+        Bson::Binary(b) if uuid_of(b, uuids).is_some() => ColumnType::Uuid,
         Bson::Binary(_) => ColumnType::Bytes,
     })
 }
@@ -39,7 +39,7 @@ pub fn column_type(b: &Bson, uuids: UuidRepresentation) -> Option<ColumnType> {
 /// The UUID a binary holds: subtype 4 in the standard byte order; subtype 3 only under a
 /// legacy representation (its byte order is the writing driver's; read as `standard`,
 /// a Java- or C#-written value would land as a different UUID, so it lands as bytes).
-fn uuid(b: &bson::Binary, uuids: UuidRepresentation) -> Option<uuid::Uuid> {
+fn uuid_of(b: &bson::Binary, uuids: UuidRepresentation) -> Option<uuid::Uuid> {
     let rep = match b.subtype {
         BinarySubtype::Uuid => bson::UuidRepresentation::Standard,
         BinarySubtype::UuidOld if uuids != UuidRepresentation::Standard => uuids.bson(),
@@ -74,7 +74,7 @@ pub fn value(b: &Bson, uuids: UuidRepresentation) -> Value {
             None => Value::Unreadable(format!("timestamp {} is out of range", ts.time)),
         },
         Bson::Decimal128(d) => decimal(&d.to_string()),
-        Bson::Binary(bin) => match uuid(bin, uuids) {
+        Bson::Binary(bin) => match uuid_of(bin, uuids) {
             Some(u) => Value::Uuid(u),
             None => Value::Bytes(bin.bytes.clone()),
         },
