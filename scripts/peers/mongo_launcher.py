@@ -35,9 +35,11 @@ import nx_27017.server as server
 changestream._cursor_id_counter = itertools.count(1 << 32)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mongo_dates  # noqa: E402
 import mongo_db_streams  # noqa: E402
 import mongo_events  # noqa: E402
 
+mongo_dates.install()
 mongo_db_streams.install()
 mongo_events.install()
 

@@ -1,9 +1,10 @@
-//! The `timestamp` polling position shared by every source that polls: rows are read
-//! with `change_detection_column >= value`, and rows tied at exactly `value` that were
-//! already delivered are skipped by key.
+//! The `timestamp` polling position shared by every source that polls: rows are read in
+//! (`change_detection_column`, key) order after the last row delivered — keyset paging,
+//! so however many rows share one column value (a batch load, a dbt run) each query, the
+//! memory it takes and the stored position stay bounded.
 //!
 //! A snapshot's start and its chunks' positions are taken *before* the newest value
-//! (`Watermark::at(top)`, no tied keys) and a chunk copies only rows below it: rows at the
+//! (`Watermark::at(top)`, no key) and a chunk copies only rows below it: rows at the
 //! newest value or above are left to the polls. A poll yields one fragment per value, so
 //! the handover can tell, row by row, what a chunk already holds: a row polled below a
 //! chunk's value is in it, a row at or above is not (docs/guarantees.md).
@@ -21,21 +22,54 @@ use crate::event::{Change, Commit, StreamFragment};
 use crate::position::Position;
 use crate::value::{cmp_keys, Key, Value};
 
-/// Where polling is: the highest change-detection value seen, and the keys of the rows
-/// already delivered at exactly that value.
+/// Where polling is: the highest change-detection value delivered, and the key of the
+/// last row delivered at exactly that value (none for a position taken before any row
+/// at it, such as a snapshot's start).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct Watermark {
     pub value: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Key>,
+}
+
+/// A stored watermark, as this version writes it or as earlier versions did: every key
+/// delivered at the value (`keys_at`). Rows were read in key order, so the greatest of
+/// them is where keyset paging goes on.
+#[derive(Deserialize)]
+struct Stored {
+    value: Option<Value>,
     #[serde(default)]
-    pub keys_at: Vec<Key>,
+    after: Option<Key>,
+    #[serde(default)]
+    keys_at: Vec<Key>,
+}
+
+impl From<Stored> for Watermark {
+    fn from(s: Stored) -> Self {
+        let after = s
+            .after
+            .or_else(|| s.keys_at.into_iter().max_by(|a, b| cmp_keys(a, b)));
+        Self {
+            value: s.value,
+            after,
+        }
+    }
+}
+
+/// A row's place in polling order, or a position's.
+fn cmp_after(a: &Option<Key>, b: &Option<Key>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) => cmp_keys(a, b),
+    }
 }
 
 impl Watermark {
     pub fn at(value: Option<Value>) -> Self {
-        Self {
-            value,
-            keys_at: Vec::new(),
-        }
+        Self { value, after: None }
     }
 
     pub fn encode(&self) -> Result<Position> {
@@ -51,55 +85,75 @@ impl Watermark {
         serde_json::from_value(w).map_err(|e| Error::Position(e.to_string()))
     }
 
-    /// Positions of one table ordered by value; at one value, by the tied keys delivered
-    /// (a position holding keys the other lacks is after it, so a handover never treats
-    /// a row as copied unless every key delivered with it was).
+    /// Positions of one table ordered by value, then by the key delivered last at it (a
+    /// position without one — a chunk's — is before every row at its value).
     pub fn order(&self, other: &Self) -> Ordering {
         match (&self.value, &other.value) {
-            (None, None) => self.order_keys(other),
+            (None, None) => cmp_after(&self.after, &other.after),
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
-            (Some(a), Some(b)) => a.cmp_key(b).then_with(|| self.order_keys(other)),
+            (Some(a), Some(b)) => a
+                .cmp_key(b)
+                .then_with(|| cmp_after(&self.after, &other.after)),
         }
     }
 
-    fn order_keys(&self, other: &Self) -> Ordering {
-        let holds = |w: &Self, k: &Key| w.keys_at.iter().any(|o| cmp_keys(o, k).is_eq());
-        if !self.keys_at.iter().all(|k| holds(other, k)) {
-            Ordering::Greater
-        } else if other.keys_at.iter().all(|k| holds(self, k)) {
-            Ordering::Equal
-        } else {
-            Ordering::Less
-        }
-    }
-
-    /// Records a row read at `value` with `key` (rows arrive ordered by value, then key).
-    /// Returns `false` for a row already delivered: tied at the watermark and seen, or
-    /// below it (a server whose range filter is coarser than its values, such as one
-    /// comparing dates by the second, returns those again).
+    /// Records a row read at `value` with `key`. The query already asked for rows after
+    /// this position, in the server's own key order (which, for text under a collation,
+    /// need not be ours), so at the same value only the boundary row itself is refused;
+    /// a row below the value was delivered before (a server whose range filter is coarser
+    /// than its values, such as one comparing dates by the second, returns those again).
     pub fn admit(&mut self, value: &Value, key: &Key) -> bool {
         let order = self.value.as_ref().map(|w| value.cmp_key(w));
-        if order == Some(Ordering::Less) {
+        let delivered = match order {
+            Some(Ordering::Less) => true,
+            Some(Ordering::Equal) => self
+                .after
+                .as_ref()
+                .is_some_and(|a| cmp_keys(a, key).is_eq()),
+            _ => false,
+        };
+        if delivered {
             return false;
         }
-        if order != Some(Ordering::Equal) {
-            *self = Self {
-                value: Some(value.clone()),
-                keys_at: vec![key.clone()],
-            };
-            return true;
-        }
-        if self
-            .keys_at
-            .iter()
-            .any(|seen| cmp_keys(seen, key) == Ordering::Equal)
-        {
-            return false;
-        }
-        self.keys_at.push(key.clone());
+        self.value = Some(value.clone());
+        self.after = Some(key.clone());
         true
     }
+
+    /// The query condition for "after this position" over `(column, key…)`, in SQL with
+    /// each value bound through `bind` (which returns its placeholder): `column >= w` for
+    /// a position without a key, else the row-value comparison `(column, k…) > (w, a…)`
+    /// spelt out, as not every SQL dialect has row values. `None` before any value.
+    pub fn sql_after(
+        &self,
+        column: &str,
+        key: &[String],
+        mut bind: impl FnMut(&Value) -> String,
+    ) -> Option<String> {
+        let w = self.value.as_ref()?;
+        let Some(after) = &self.after else {
+            return Some(format!("{column} >= {}", bind(w)));
+        };
+        let mut names = vec![column];
+        names.extend(key.iter().map(String::as_str));
+        let mut values = vec![w];
+        values.extend(after.iter());
+        let sql = row_after(&names, &values, &mut bind);
+        Some(format!("({sql})"))
+    }
+}
+
+/// `(n…) > (v…)` spelt out, placeholders bound in the order they appear in the text.
+fn row_after(names: &[&str], values: &[&Value], bind: &mut impl FnMut(&Value) -> String) -> String {
+    let n = names[0];
+    let gt = bind(values[0]);
+    if names.len() == 1 {
+        return format!("{n} > {gt}");
+    }
+    let eq = bind(values[0]);
+    let rest = row_after(&names[1..], &values[1..], bind);
+    format!("{n} > {gt} OR ({n} = {eq} AND ({rest}))")
 }
 
 /// One table's poll: the rows changed since the last poll, one fragment per value (see
@@ -128,8 +182,8 @@ impl PollBatch {
         }
     }
 
-    /// Records a row read at `value` with `key`; `false` for a row tied at the watermark
-    /// that was already delivered (skip it).
+    /// Records a row read at `value` with `key`; `false` for a row already delivered
+    /// (skip it).
     pub fn admit(&mut self, value: &Value, key: &Key) -> Result<bool> {
         let newer = self
             .at
@@ -140,6 +194,13 @@ impl PollBatch {
             self.close()?;
         }
         Ok(self.at.admit(value, key))
+    }
+
+    /// A change of a row read again below the watermark that was not delivered before (a
+    /// late commit found by a source's lookback): it commits with the rows around it,
+    /// and the watermark does not move for it.
+    pub fn late(&mut self, change: Change) {
+        self.open.push(change);
     }
 
     /// A change of the row admitted last.
@@ -176,8 +237,7 @@ impl PollBatch {
     }
 }
 
-/// How a polling source reads: every `interval`, at most `rows` rows per query (plus the
-/// rows tied at the watermark).
+/// How a polling source reads: every `interval`, at most `rows` rows per query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     pub interval: Duration,
@@ -208,27 +268,80 @@ pub fn poll_every<P: Poll>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn ties_at_the_watermark_are_delivered_once() {
-        let mut w = Watermark::at(None);
-        assert!(w.admit(&Value::Int(5), &vec![Value::Int(1)]));
-        assert!(w.admit(&Value::Int(5), &vec![Value::Int(2)]));
-        let saved = Watermark::decode(&w.encode().unwrap()).unwrap();
-        let mut again = saved.clone();
-        // A later poll reads `>= 5` again: both tied rows are skipped, a new one is not.
-        assert!(!again.admit(&Value::Int(5), &vec![Value::Int(1)]));
-        assert!(!again.admit(&Value::Int(5), &vec![Value::Int(2)]));
-        assert!(again.admit(&Value::Int(5), &vec![Value::Int(3)]));
-        assert!(again.admit(&Value::Int(6), &vec![Value::Int(1)]));
-        assert_eq!(again.keys_at.len(), 1);
-        // A row below the watermark was delivered before, whatever the server returned.
-        assert!(!again.admit(&Value::Int(4), &vec![Value::Int(9)]));
-        assert_eq!(again.value, Some(Value::Int(6)));
-        assert_eq!(again.order(&saved), std::cmp::Ordering::Greater);
-    }
-
     fn key(i: i64) -> Key {
         vec![Value::Int(i)]
+    }
+
+    #[test]
+    fn a_poll_goes_on_after_the_last_row_delivered() {
+        let mut w = Watermark::at(None);
+        assert!(w.admit(&Value::Int(5), &key(1)));
+        assert!(w.admit(&Value::Int(5), &key(2)));
+        let saved = Watermark::decode(&w.encode().unwrap()).unwrap();
+        assert_eq!(saved.after, Some(key(2)), "one key, however many ties");
+        let mut again = saved.clone();
+        // A server that returns the boundary row again: it is not delivered twice.
+        assert!(!again.admit(&Value::Int(5), &key(2)));
+        assert!(again.admit(&Value::Int(5), &key(3)));
+        assert!(again.admit(&Value::Int(6), &key(1)));
+        // A row below the watermark was delivered before, whatever the server returned.
+        assert!(!again.admit(&Value::Int(4), &key(9)));
+        assert_eq!(again.value, Some(Value::Int(6)));
+        assert_eq!(again.order(&saved), Ordering::Greater);
+    }
+
+    #[test]
+    fn at_one_value_the_servers_key_order_is_trusted() {
+        // Under a case-insensitive collation `B` follows `a`; byte-wise it does not.
+        let text = |s: &str| vec![Value::Text(s.into())];
+        let mut w = Watermark::at(Some(Value::Int(5)));
+        assert!(w.admit(&Value::Int(5), &text("a")));
+        assert!(
+            w.admit(&Value::Int(5), &text("B")),
+            "not taken for delivered"
+        );
+    }
+
+    #[test]
+    fn positions_stored_with_every_tied_key_go_on_after_the_greatest() {
+        let stored = Position::encode(&serde_json::json!({ "watermark": {
+            "value": Value::Int(5),
+            "keys_at": [key(3), key(1), key(2)],
+        }}))
+        .unwrap();
+        let w = Watermark::decode(&stored).unwrap();
+        assert_eq!(w.after, Some(key(3)));
+        assert!(!w.encode().unwrap().to_string().contains("keys_at"));
+    }
+
+    #[test]
+    fn the_condition_is_the_row_value_comparison_spelt_out() {
+        let sql = |w: &Watermark| {
+            let mut bound = Vec::new();
+            let text = w.sql_after("c", &["k1".into(), "k2".into()], |v| {
+                bound.push(v.clone());
+                format!("${}", bound.len())
+            });
+            (text, bound)
+        };
+        assert_eq!(sql(&Watermark::at(None)).0, None);
+        let (start, bound) = sql(&Watermark::at(Some(Value::Int(5))));
+        assert_eq!(start.as_deref(), Some("c >= $1"));
+        assert_eq!(bound, [Value::Int(5)]);
+        let at = Watermark {
+            value: Some(Value::Int(5)),
+            after: Some(vec![Value::Int(1), Value::Int(2)]),
+        };
+        let (after, bound) = sql(&at);
+        assert_eq!(
+            after.as_deref(),
+            Some("(c > $1 OR (c = $2 AND (k1 > $3 OR (k1 = $4 AND (k2 > $5)))))")
+        );
+        assert_eq!(
+            bound,
+            [5, 5, 1, 1, 2].map(Value::Int),
+            "bound in the order the placeholders appear"
+        );
     }
 
     #[test]
@@ -258,8 +371,8 @@ mod tests {
             [2, 1]
         );
         assert_eq!(positions[0].value, Some(Value::Int(5)));
-        assert_eq!(positions[0].keys_at, [key(1), key(2)]);
-        assert_eq!(positions[1].keys_at, [key(1)]);
+        assert_eq!(positions[0].after, Some(key(2)));
+        assert_eq!(positions[1].after, Some(key(1)));
 
         let (_, idle) = PollBatch::new(at.clone()).finish().unwrap();
         assert_eq!(idle.len(), 1);
@@ -270,17 +383,14 @@ mod tests {
     fn a_chunk_position_holds_only_rows_below_its_value() {
         use std::cmp::Ordering::*;
         let chunk = Watermark::at(Some(Value::Int(5)));
-        let polled = |v: i64, keys: &[i64]| Watermark {
+        let polled = |v: i64, k: i64| Watermark {
             value: Some(Value::Int(v)),
-            keys_at: keys.iter().map(|&k| key(k)).collect(),
+            after: Some(key(k)),
         };
-        assert_eq!(polled(4, &[9]).order(&chunk), Less, "below: copied");
-        assert_eq!(polled(5, &[1]).order(&chunk), Greater, "at: left to polls");
-        assert_eq!(chunk.order(&polled(5, &[1])), Less);
-        // Tied keys are compared as sets, never by count.
-        assert_eq!(polled(5, &[1, 3]).order(&polled(5, &[1, 2])), Greater);
-        assert_eq!(polled(5, &[1, 2]).order(&polled(5, &[1, 3])), Greater);
-        assert_eq!(polled(5, &[1]).order(&polled(5, &[2, 1])), Less);
-        assert_eq!(polled(5, &[2, 1]).order(&polled(5, &[1, 2])), Equal);
+        assert_eq!(polled(4, 9).order(&chunk), Less, "below: copied");
+        assert_eq!(polled(5, 1).order(&chunk), Greater, "at: left to polls");
+        assert_eq!(chunk.order(&polled(5, 1)), Less);
+        assert_eq!(polled(5, 3).order(&polled(5, 2)), Greater);
+        assert_eq!(polled(5, 2).order(&polled(5, 2)), Equal);
     }
 }

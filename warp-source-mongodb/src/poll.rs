@@ -1,6 +1,6 @@
 //! The `timestamp` strategy, for deployments without change streams (standalone
-//! servers, some MongoDB-compatible services): poll documents with
-//! `change_detection_column >= watermark` in (column, `_id`) order. Deletes are not
+//! servers, some MongoDB-compatible services): poll documents in (column, `_id`) order
+//! after the last one delivered. Deletes are not
 //! visible to polling (docs/mongodb.md).
 
 use bson::{doc, Bson, Document};
@@ -18,13 +18,12 @@ use crate::snapshot::key_of;
 /// Watermark values are only compared, never landed: any representation orders them.
 const WATERMARK_UUIDS: UuidRepresentation = UuidRepresentation::Standard;
 
-/// Documents read per poll.
 /// Documents per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 5_000;
 
 /// Where a snapshot (or a chunk read) stands: before the current highest value of
 /// `column`. The copy takes only documents below it ([`older_than`]); documents at it or
-/// above are the first poll's, so no position has tied keys to agree on.
+/// above are the first poll's.
 pub async fn current(coll: &Collection<Document>, column: &str) -> Result<Watermark> {
     let top = coll
         .find_one(doc! { column: { "$exists": true, "$ne": null } })
@@ -98,6 +97,29 @@ fn bound(v: &Value) -> Result<Bson> {
     })
 }
 
+/// A document's place in a polling position: its `_id` as canonical Extended JSON, which
+/// keeps the BSON type the keyset query compares by (the destination key's text form
+/// does not: `"1"` and `1` share it).
+fn position_key(id: &Bson) -> warp_core::Key {
+    vec![Value::Text(id.clone().into_canonical_extjson().to_string())]
+}
+
+/// The `_id` a position goes on after. A position an earlier version stored holds the
+/// destination's text form instead; it reads again from the start of its value (rows
+/// upserted twice, none lost).
+fn after_id(key: &[Value]) -> Option<Bson> {
+    let [Value::Text(text)] = key else {
+        return None;
+    };
+    // Canonical Extended JSON is an object, or a string for a string `_id`; a bare
+    // number here is an earlier version's text form of an integer.
+    let json: serde_json::Value = serde_json::from_str(text).ok()?;
+    if !(json.is_object() || json.is_string()) {
+        return None;
+    }
+    Bson::try_from(json).ok()
+}
+
 struct Poller {
     coll: Collection<Document>,
     column: String,
@@ -127,11 +149,16 @@ pub fn stream(
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
-        let filter = match &self.at.value {
-            Some(w) => doc! { &self.column: { "$gte": bound(w)? } },
-            None => doc! { &self.column: { "$exists": true, "$ne": null } },
+        // Keyset paging on (column, _id): after the last document delivered.
+        let filter = match (&self.at.value, self.at.after.as_deref().and_then(after_id)) {
+            (Some(w), None) => doc! { &self.column: { "$gte": bound(w)? } },
+            (Some(w), Some(id)) => doc! { "$or": [
+                { &self.column: { "$gt": bound(w)? } },
+                { &self.column: bound(w)?, ID: { "$gt": id } },
+            ] },
+            (None, _) => doc! { &self.column: { "$exists": true, "$ne": null } },
         };
-        let limit = (self.rows + self.at.keys_at.len()) as i64;
+        let limit = self.rows as i64;
         let docs: Vec<Document> = self
             .coll
             .find(filter)
@@ -147,7 +174,7 @@ impl warp_core::Poll for Poller {
             let (Some(id), Some(value)) = (d.get(ID), d.get(&self.column)) else {
                 continue;
             };
-            if !batch.admit(&convert::value(value, WATERMARK_UUIDS), &key_of(id))? {
+            if !batch.admit(&convert::value(value, WATERMARK_UUIDS), &position_key(id))? {
                 continue;
             }
             // Polling cannot tell an insert from an update: both upsert.

@@ -1,6 +1,7 @@
-//! The `timestamp` strategy, for servers where binlog access is impossible: poll rows with
-//! `change_detection_column >= watermark`, de-duplicating rows tied at the watermark by
-//! key. Deletes are not visible to polling (documented in docs/mysql.md).
+//! The `timestamp` strategy, for servers where binlog access is impossible: poll rows in
+//! (`change_detection_column`, key) order after the last one delivered (keyset paging, so
+//! rows tied on the column cost nothing extra). Deletes are not visible to polling
+//! (documented in docs/mysql.md).
 
 use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
@@ -14,13 +15,12 @@ use crate::discover::MysqlTable;
 use crate::error::{Context, Result};
 use crate::snapshot::quote;
 
-/// Rows read per poll.
 /// Rows per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 5_000;
 
 /// Where a snapshot (or a chunk read) stands: before the current highest value of
 /// `column`. The copy takes only rows below it ([`older_than`]); rows at it or above are
-/// the first poll's, so no position has tied keys to agree on.
+/// the first poll's.
 pub async fn current(
     pool: &Pool,
     database: &str,
@@ -121,24 +121,29 @@ impl warp_core::Poll for Poller {
             .collect::<Vec<_>>()
             .join(", ");
         let cd = quote(&self.table.columns[self.column].name);
-        let key = self
+        let key: Vec<String> = self
             .key
             .iter()
             .map(|&i| quote(&self.table.columns[i].name))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
         let table = format!(
             "{}.{}",
             quote(&self.database),
             quote(&self.table.schema.id.name)
         );
-        let (filter, params) = match &self.at.value {
-            Some(w) => (format!("WHERE {cd} >= ?"), vec![to_param(w)]),
-            None => (String::new(), Vec::new()),
-        };
-        // Enough rows to get past every row tied at the watermark.
-        let limit = self.rows + self.at.keys_at.len();
-        let sql = format!("SELECT {cols} FROM {table} {filter} ORDER BY {cd}, {key} LIMIT {limit}");
+        let mut params = Vec::new();
+        let filter = self
+            .at
+            .sql_after(&cd, &key, |v| {
+                params.push(to_param(v));
+                "?".into()
+            })
+            .unwrap_or_else(|| format!("{cd} IS NOT NULL"));
+        let sql = format!(
+            "SELECT {cols} FROM {table} WHERE {filter} ORDER BY {cd}, {} LIMIT {}",
+            key.join(", "),
+            self.rows
+        );
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("poll")?;
         let mut batch = PollBatch::new(self.at.clone());
         for row in rows {
