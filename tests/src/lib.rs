@@ -3,6 +3,7 @@
 //! it never skips silently.
 
 pub mod browser;
+pub mod http_faults;
 pub mod private_mariadb;
 pub mod private_pg;
 pub mod proxy;

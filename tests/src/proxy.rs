@@ -24,7 +24,7 @@ pub struct Proxy {
 }
 
 /// A runtime on a thread of its own, until the sender is dropped.
-fn own_runtime() -> (Handle, oneshot::Sender<()>) {
+pub(crate) fn own_runtime() -> (Handle, oneshot::Sender<()>) {
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     std::thread::spawn(move || {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use sqlx::PgPool;
 use warp_core::{Row, Source, TableSchema, Value};
+use warp_e2e::http_faults::{Fault, HttpFaults};
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 use warp_source_bigquery::BigQuerySource;
@@ -34,6 +36,8 @@ impl Authenticator for Anonymous {
 struct Warehouse {
     dataset: String,
     config: PathBuf,
+    /// The same configuration with the emulator's own endpoint, for the test's reads.
+    direct: PathBuf,
     dir: TempDir,
     bq: gcp_bigquery_client::Client,
     pg: PgPool,
@@ -42,7 +46,21 @@ struct Warehouse {
     writes: Mutex<HashMap<i64, u64>>,
 }
 
+/// How a test's replicator reaches the emulator and what it adds to the defaults.
+#[derive(Default)]
+struct Setup<'a> {
+    /// An endpoint in front of the emulator (a fault-injecting proxy).
+    via: Option<&'a str>,
+    /// Keys added to `source` and to `performance` (each starting with `, `).
+    source: &'a str,
+    performance: &'a str,
+}
+
 async fn warehouse(name: &str) -> Warehouse {
+    warehouse_with(name, Setup::default()).await
+}
+
+async fn warehouse_with(name: &str, setup: Setup<'_>) -> Warehouse {
     let bq_url = warp_e2e::peer_url("WARP_TEST_BIGQUERY_URL");
     let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
     let dataset = format!("e2e_bq_{name}");
@@ -62,24 +80,29 @@ async fn warehouse(name: &str) -> Warehouse {
     let dir = TempDir::new(&format!("bq-{name}"));
     let config = dir.join("config.yaml");
     let metrics_port = warp_e2e::free_port();
-    std::fs::write(
-        &config,
+    let yaml = |endpoint: &str| {
         format!(
             "mode: single\nsingle_schema_name: {dataset}\n\
-             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3 }}\n\
-             source: {{ type: bigquery, project_id: {PROJECT}, database: {dataset}, endpoint: '{bq_url}', change_detection_column: updated_at }}\n\
+             performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3{} }}\n\
+             source: {{ type: bigquery, project_id: {PROJECT}, database: {dataset}, endpoint: '{endpoint}', change_detection_column: updated_at{} }}\n\
              destination: {{ type: postgresql, connection_string: '{pg_url}', schema: {dataset}, metadata_schema: {dataset}_meta }}\n\
              schemas:\n- name: {dataset}\n  snapshot_chunk_size: 100\n  parallel_streams: 2\n  tables:\n    events: {{ primary_key: [id], polling_interval: 0.3, delete_detection_interval: 1 }}\n\
              monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
              logging: {{ level: info, format: text }}\n",
+            setup.performance,
+            setup.source,
             metrics_port,
             warp_e2e::free_port()
-        ),
-    )
-    .unwrap();
+        )
+    };
+    std::fs::write(&config, yaml(setup.via.unwrap_or(&bq_url))).unwrap();
+    // The test reads the source directly, past any proxy.
+    let direct = dir.join("direct.yaml");
+    std::fs::write(&direct, yaml(&bq_url)).unwrap();
     let w = Warehouse {
         dataset,
         config,
+        direct,
         dir,
         bq,
         pg,
@@ -172,7 +195,7 @@ impl Warehouse {
     }
 
     async fn both(&self) -> (Vec<Row>, Vec<Row>, TableSchema) {
-        let (loaded, schema) = replica::load(&self.config);
+        let (loaded, schema) = replica::load(&self.direct);
         let source = BigQuerySource::new(&loaded.config.source, &schema).unwrap();
         let mut t = source
             .discover(&schema)
@@ -304,4 +327,173 @@ fn dry_run_shows_the_bytes_queries_would_process() {
     assert!(stdout.contains("full load processes ~"), "{stdout}");
     assert!(stdout.contains("each poll processes up to ~"), "{stdout}");
     assert!(stdout.contains("each delete-detection pass"), "{stdout}");
+}
+
+/// `host:port` of the emulator, for a proxy in front of it.
+fn emulator_address() -> String {
+    let url = warp_e2e::peer_url("WARP_TEST_BIGQUERY_URL");
+    let rest = url.split("://").nth(1).unwrap_or(&url);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// Through a proxy that answers as the real service does: one 403 `rateLimitExceeded`,
+/// one 503 `backendError`, one result page held past the request's time limit, and jobs
+/// that run in `EU` (a result read without `location=EU` is "Not found"). Each is retried
+/// or read correctly; the table ends equal, each write applied once.
+#[tokio::test]
+async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_location() {
+    let faults = HttpFaults::start(emulator_address(), Some("EU")).await;
+    faults.add(
+        "POST",
+        "/queries",
+        Fault::error(
+            403,
+            "rateLimitExceeded",
+            "Exceeded rate limits: too many concurrent queries for this project_and_region.",
+        ),
+        1,
+    );
+    faults.add(
+        "POST",
+        "/queries",
+        Fault::error(503, "backendError", "Backend error. Job aborted."),
+        1,
+    );
+    // Past `read_timeout` (1 s) plus the answer margin (10 s).
+    faults.add("GET", "/queries/", Fault::Delay(Duration::from_secs(15)), 1);
+    let url = faults.url();
+    let w = warehouse_with(
+        "faults",
+        Setup {
+            via: Some(&url),
+            // Small pages, so chunk reads go on with `getQueryResults`.
+            performance: ", read_timeout: 1, stream_batch_size: 40",
+            ..Setup::default()
+        },
+    )
+    .await;
+    // The copy takes the rows below the newest `updated_at`: 300 of them, in pages.
+    w.insert(1, 300, 10).await;
+    w.insert(301, 310, 11).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.insert(311, 350, 20).await;
+    w.update(&[1, 2], 20).await;
+    w.wait_equal().await;
+    assert_eq!(
+        faults.pending(),
+        0,
+        "every fault was met: {:?}",
+        faults.log()
+    );
+    let log = faults.log();
+    let results: Vec<_> = log.iter().filter(|e| e.is_results()).collect();
+    assert!(
+        results
+            .iter()
+            .any(|e| e.status == 200 && e.rows.unwrap_or(0) > 0),
+        "results were paged: {results:?}"
+    );
+    assert!(
+        results.iter().all(|e| e.path.contains("location=EU")),
+        "every result read names the job's location: {results:?}"
+    );
+    let run_log = w.log();
+    // The held page was abandoned at the time limit and read again.
+    for retried in ["rateLimitExceeded", "backendError", "read query results"] {
+        assert!(run_log.contains(retried), "{retried} retried:\n{run_log}");
+    }
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
+}
+
+/// 100,000 rows sharing one `updated_at` (a batch load): polls page through them by key,
+/// each query asking for one page, and the stored position holds one key.
+#[tokio::test]
+async fn rows_tied_on_one_timestamp_are_paged_by_key() {
+    const ROWS: i64 = 100_000;
+    const PAGE: usize = 10_000;
+    let faults = HttpFaults::start(emulator_address(), None).await;
+    let url = faults.url();
+    let w = warehouse_with(
+        "ties",
+        Setup {
+            via: Some(&url),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.insert(1, ROWS, 10).await;
+    let mut run = w.run();
+    let table = format!("{}.events", w.dataset);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while w.count(format!("SELECT count(*) FROM {table}")).await < ROWS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "100,000 tied rows never landed\n{}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.wait_equal().await;
+    let polls: Vec<_> = faults
+        .log()
+        .into_iter()
+        .filter(|e| e.is_query() && e.sql.as_deref().is_some_and(|s| s.contains("ORDER BY")))
+        .collect();
+    let most = polls.iter().filter_map(|e| e.rows).max().unwrap_or(0);
+    assert!(
+        most <= PAGE,
+        "a poll answered {most} rows, more than a page"
+    );
+    let with_rows = polls.iter().filter(|e| e.rows.unwrap_or(0) > 0).count();
+    assert!(
+        with_rows <= ROWS as usize / PAGE + 1,
+        "{with_rows} polls returned rows for {ROWS} rows in pages of {PAGE}"
+    );
+    let position: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT position::text FROM {}_meta.checkpoints WHERE table_name = 'events'",
+        w.dataset
+    )))
+    .fetch_one(&w.pg)
+    .await
+    .unwrap();
+    assert!(
+        position.len() < 500,
+        "position of {} bytes: {position:.300}",
+        position.len()
+    );
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
+}
+
+/// `lookback`: rows whose job committed after the polls passed their `updated_at` still
+/// land; the rows of the window already delivered are not applied again, across a SIGKILL
+/// and restart too.
+#[tokio::test]
+async fn lookback_delivers_rows_committed_after_the_polls_passed_them() {
+    let w = warehouse_with(
+        "lookback",
+        Setup {
+            source: ", lookback: 3600",
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.insert(1, 50, 10).await;
+    w.insert(51, 60, 20).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    // Stamped at 15 s and 5 s, below the position (20 s), visible only now.
+    w.insert(61, 70, 15).await;
+    w.update(&[3, 4], 5).await;
+    w.wait_equal().await;
+    run.kill();
+    w.insert(71, 75, 12).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.insert(76, 80, 30).await;
+    w.wait_equal().await;
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
 }

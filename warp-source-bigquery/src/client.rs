@@ -3,6 +3,7 @@
 //! credentials at all.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gcp_bigquery_client::auth::Authenticator;
@@ -49,8 +50,23 @@ fn v2_base_url(endpoint: &str) -> String {
     }
 }
 
-pub async fn connect(source: &BigQueryOptions) -> Result<Client> {
+/// How long one HTTP request may take beyond the job wait it asks the service for: an
+/// answer later than that (a stalled connection, a proxy holding it) is abandoned and
+/// the request retried, instead of holding the table forever.
+const ANSWER_MARGIN: Duration = Duration::from_secs(10);
+
+pub async fn connect(source: &BigQueryOptions, wait: Duration) -> Result<Client> {
     let mut builder = ClientBuilder::new();
+    let http = reqwest::Client::builder()
+        .timeout(wait + ANSWER_MARGIN)
+        .connect_timeout(ANSWER_MARGIN)
+        .build()
+        .map_err(|e| BigQueryError::Client {
+            context: "HTTP client".into(),
+            message: e.to_string(),
+            transient: false,
+        })?;
+    builder.with_client(http);
     if let Some(endpoint) = &source.endpoint {
         builder.with_v2_base_url(v2_base_url(endpoint));
     }
@@ -97,7 +113,7 @@ mod tests {
         )
         .unwrap();
         let options = loaded.config.source.connector_or_error().unwrap();
-        let Err(e) = connect(&options).await else {
+        let Err(e) = connect(&options, Duration::from_secs(1)).await else {
             panic!("connected without a key file")
         };
         let e: warp_core::Error = e.into();

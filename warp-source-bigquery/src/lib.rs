@@ -78,7 +78,7 @@ impl BigQuerySource {
             .runner
             .get_or_try_init(|| async {
                 Ok::<_, BigQueryError>(Runner {
-                    client: client::connect(&self.config).await?,
+                    client: client::connect(&self.config, self.read_timeout).await?,
                     project: self.project.clone(),
                     schema: self.schema.clone(),
                     wait_ms: i32::try_from(self.read_timeout.as_millis()).unwrap_or(i32::MAX),
@@ -252,6 +252,7 @@ impl Source for BigQuerySource {
             read.change_column(&table.id)?,
             Watermark::decode(from)?,
             read.pace(poll::PAGE),
+            self.config.lookback.map(|s| s.as_duration()),
         )?)
     }
 

@@ -21,6 +21,10 @@ pub struct BigQueryOptions {
     /// would bill more fails before it runs, with BigQuery's estimate in the error.
     #[serde(default)]
     pub maximum_bytes_billed: Option<warp_core::config::ByteSize>,
+    /// Seconds below the watermark each poll reads again, for rows whose DML committed
+    /// after a poll passed their `change_detection_column` value; off (0) by default.
+    #[serde(default)]
+    pub lookback: Option<warp_core::config::Seconds>,
 }
 
 impl ConnectorConfig for BigQueryOptions {
@@ -38,6 +42,10 @@ impl ConnectorConfig for BigQueryOptions {
         EnvKey::new(
             "source.maximum_bytes_billed",
             "the most bytes one BigQuery query may bill",
+        ),
+        EnvKey::new(
+            "source.lookback",
+            "seconds below the watermark each BigQuery poll reads again (late commits)",
         ),
     ];
 

@@ -1,7 +1,9 @@
-//! Incremental polling (SPEC §7): rows with `change_detection_column >= watermark` in
-//! (column, key) order; rows tied at the watermark are de-duplicated by key, and the
-//! watermark commits with the data. Polling cannot see deletes: delete detection
+//! Incremental polling (SPEC §7): rows in (`change_detection_column`, key) order after the
+//! last one delivered (keyset paging: ties on the column cost no more query, memory or
+//! position), and the watermark commits with the data. Polling cannot see deletes: delete detection
 //! (`delete_detection_interval`) compares key sets instead.
+
+use std::collections::HashMap;
 
 use futures::stream::BoxStream;
 use warp_core::{
@@ -12,7 +14,6 @@ use crate::error::{BigQueryError, Result};
 use crate::query::{quote, Query, Runner};
 use crate::table::BqTable;
 
-/// Rows read per poll.
 /// Rows per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 10_000;
 
@@ -32,7 +33,7 @@ fn column_index(t: &BqTable, column: &str) -> Result<usize> {
 
 /// Where a snapshot (or a chunk read) stands: before the column's current maximum. The
 /// copy takes only rows below it ([`older_than`]); rows at it or above are the first
-/// poll's, so no position has tied keys to agree on.
+/// poll's.
 pub async fn current(runner: &Runner, t: &BqTable, column: &str) -> Result<Watermark> {
     let i = column_index(t, column)?;
     let cd = quote(column);
@@ -65,6 +66,52 @@ struct Poller {
     column: usize,
     at: Watermark,
     rows: usize,
+    lookback: Option<Lookback>,
+}
+
+/// `source.lookback`: each poll also reads again the rows whose column lies within this
+/// span below the watermark, so a row whose DML committed after a poll had passed its
+/// timestamp (a long-running job stamps rows when it starts) still arrives. The rows of
+/// the span already delivered, by key and version, are remembered and skipped; after a
+/// restart the span is delivered once more (upserts of the same rows).
+struct Lookback {
+    span: chrono::Duration,
+    /// Key (as JSON) → the version (column value) delivered, for versions in the span.
+    seen: HashMap<String, Value>,
+}
+
+impl Lookback {
+    /// The lowest column value the span reaches, below `w`.
+    fn since(&self, w: &Value) -> Result<Value> {
+        Ok(match w {
+            Value::TimestampTz(t) => Value::TimestampTz(*t - self.span),
+            Value::Timestamp(t) => Value::Timestamp(*t - self.span),
+            Value::Date(d) => Value::Date(*d - self.span),
+            other => {
+                return Err(BigQueryError::Unsupported {
+                    message: format!(
+                        "source.lookback needs a TIMESTAMP, DATETIME or DATE change_detection_column, not {other:?}"
+                    ),
+                    hint: Some("remove source.lookback for this table's column type".into()),
+                })
+            }
+        })
+    }
+
+    /// Whether the row at `version` is new to the span; records it.
+    fn first_time(&mut self, key: &warp_core::Key, version: &Value) -> bool {
+        let id = serde_json::to_string(key).unwrap_or_default();
+        let same = self
+            .seen
+            .get(&id)
+            .is_some_and(|v| v.cmp_key(version).is_eq());
+        self.seen.insert(id, version.clone());
+        !same
+    }
+
+    fn forget_below(&mut self, since: &Value) {
+        self.seen.retain(|_, v| v.cmp_key(since).is_ge());
+    }
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
@@ -74,13 +121,25 @@ pub fn stream(
     column: &str,
     from: Watermark,
     pace: Pace,
+    lookback: Option<std::time::Duration>,
 ) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
+    let lookback = match lookback.filter(|d| !d.is_zero()) {
+        Some(d) => Some(Lookback {
+            span: chrono::Duration::from_std(d).map_err(|_| BigQueryError::Unsupported {
+                message: format!("source.lookback of {d:?} is out of range"),
+                hint: None,
+            })?,
+            seen: HashMap::new(),
+        }),
+        None => None,
+    };
     let poller = Poller {
         column: column_index(&table, column)?,
         runner,
         table,
         at: from,
         rows: pace.rows,
+        lookback,
     };
     Ok(warp_core::poll_every(poller, pace.interval))
 }
@@ -90,22 +149,40 @@ impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
         let t = &self.table;
         let cd = quote(&t.schema.columns[self.column].name);
-        let limit = self.rows + self.at.keys_at.len();
-        let (filter, value) = match &self.at.value {
-            Some(w) => (format!("WHERE {cd} >= @w"), Some(w)),
-            None => (format!("WHERE {cd} IS NOT NULL"), None),
-        };
+        let key: Vec<String> = t
+            .key_columns()
+            .iter()
+            .map(|&i| quote(&t.schema.columns[i].name))
+            .collect();
+        let mut params = Vec::new();
+        let mut filter = self
+            .at
+            .sql_after(&cd, &key, |v| {
+                params.push(v.clone());
+                format!("@p{}", params.len())
+            })
+            .unwrap_or_else(|| format!("{cd} IS NOT NULL"));
+        // With a lookback, the span below the watermark too; the rows of it delivered
+        // already are in `seen`, so ask for that many more.
+        let mut limit = self.rows;
+        if let (Some(lb), Some(w)) = (&mut self.lookback, &self.at.value) {
+            let since = lb.since(w)?;
+            lb.forget_below(&since);
+            params.push(since);
+            filter = format!("{filter} OR {cd} >= @p{}", params.len());
+            limit += lb.seen.len();
+        }
         let mut q = Query::new(
             &t.schema.id.name,
             format!(
-                "SELECT {} FROM {} {filter} ORDER BY {cd}, {} LIMIT {limit}",
+                "SELECT {} FROM {} WHERE {filter} ORDER BY {cd}, {} LIMIT {limit}",
                 t.select_list(),
                 t.path,
-                t.key_list()
+                key.join(", "),
             ),
         );
-        if let Some(w) = value {
-            q = q.param("w", w)?;
+        for (i, v) in params.iter().enumerate() {
+            q = q.param(&format!("p{}", i + 1), v)?;
         }
         let rows = self.runner.all(q).await?;
         let key_columns = t.key_columns();
@@ -113,17 +190,36 @@ impl warp_core::Poll for Poller {
         for cells in &rows {
             let row = t.row(cells);
             let key = row.key(&key_columns);
-            if !batch.admit(&row.values[self.column], &key)? {
+            let version = &row.values[self.column];
+            let change = |row| {
+                Change::Row(ChangeEvent {
+                    // Polling cannot tell an insert from an update: both upsert.
+                    op: Operation::Update,
+                    key: key.clone(),
+                    before: None,
+                    after: Some(row),
+                    source_ts: None,
+                })
+            };
+            let read_again = Watermark {
+                value: Some(version.clone()),
+                after: Some(key.clone()),
+            }
+            .order(&self.at)
+            .is_le();
+            if let Some(lb) = &mut self.lookback {
+                let new = lb.first_time(&key, version);
+                if read_again {
+                    if new {
+                        batch.late(change(row));
+                    }
+                    continue;
+                }
+            }
+            if !batch.admit(version, &key)? {
                 continue;
             }
-            batch.push(Change::Row(ChangeEvent {
-                // Polling cannot tell an insert from an update: both upsert.
-                op: Operation::Update,
-                key,
-                before: None,
-                after: Some(row),
-                source_ts: None,
-            }));
+            batch.push(change(row));
         }
         let (at, fragments) = batch.finish()?;
         self.at = at;

@@ -218,9 +218,10 @@ impl Runner {
     ) -> Result<(Vec<Cells>, Cursor)> {
         loop {
             let params = GetQueryResultsParameters {
-                format_options: Some(DataFormatOptions {
-                    use_int64_timestamp: Some(true),
-                }),
+                // The library sends these as a URL query, which cannot carry a nested
+                // object: with `formatOptions` set every call failed before it was sent
+                // ("builder error"). Pages come with float-second timestamps instead.
+                format_options: None,
                 location: job.location.clone(),
                 max_results: Some(page_rows),
                 page_token: token.clone(),

@@ -100,13 +100,41 @@ fn scalar(text: &str, ty: &FieldType) -> Result<Value, String> {
 }
 
 /// Integer microseconds (`useInt64Timestamp`, and the emulator), or float seconds (the
-/// REST API's default rendering).
+/// REST API's default rendering, and what `getQueryResults` pages carry: the client
+/// library cannot send `formatOptions` there).
 pub fn timestamp(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(micros) = text.parse::<i64>() {
         return DateTime::from_timestamp_micros(micros);
     }
-    let secs: f64 = text.parse().ok()?;
-    DateTime::from_timestamp_micros((secs * 1e6).round() as i64)
+    DateTime::from_timestamp_micros(seconds_to_micros(text)?)
+}
+
+/// `1.704067210123456E9` (seconds) as exact microseconds: decimal digits scaled by
+/// the exponent, not through a float.
+fn seconds_to_micros(text: &str) -> Option<i64> {
+    let (mantissa, exp) = match text.split_once(['E', 'e']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty()
+        || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits: i128 = format!("{int}{frac}").parse().ok()?;
+    let scale = exp + 6 - i32::try_from(frac.len()).ok()?;
+    let micros = if scale >= 0 {
+        digits.checked_mul(10_i128.checked_pow(scale.unsigned_abs())?)?
+    } else {
+        let div = 10_i128.checked_pow(scale.unsigned_abs())?;
+        (digits + div / 2) / div
+    };
+    i64::try_from(if negative { -micros } else { micros }).ok()
 }
 
 /// BigQuery's canonical interval text `Y-M D H:M:S[.F]` (each part may be signed).
@@ -281,6 +309,20 @@ mod tests {
             DateTime::from_timestamp(1_704_067_200, 0),
             "float seconds, the REST default"
         );
+        // Sixteen significant digits, exact to the microsecond.
+        assert_eq!(
+            timestamp("1.704067210123457E9"),
+            DateTime::from_timestamp_micros(1_704_067_210_123_457)
+        );
+        assert_eq!(
+            timestamp("1704067210.5"),
+            DateTime::from_timestamp_micros(1_704_067_210_500_000)
+        );
+        assert_eq!(
+            timestamp("-1.5E-1"),
+            DateTime::from_timestamp_micros(-150_000)
+        );
+        assert_eq!(timestamp("1.2.3"), None);
         assert!(matches!(
             value(&J::from("x"), &field("c", FieldType::Int64)),
             Value::Unreadable(_)

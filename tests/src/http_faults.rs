@@ -1,0 +1,300 @@
+//! An HTTP proxy in front of the BigQuery emulator that answers as the real service does
+//! where the emulator cannot: scripted error answers (a 403 `rateLimitExceeded`, a 503),
+//! slow answers, and jobs that run in a region — query answers name the job's location
+//! and `getQueryResults` without `location=` is "Not found", as for a regional dataset.
+//! It records every exchange (method, path, status, result rows) for tests to count.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// What the proxy does to a request a rule matches.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answers in the upstream's place.
+    Answer { status: u16, body: String },
+    /// Holds the request this long, then relays it.
+    Delay(Duration),
+}
+
+impl Fault {
+    /// An error answer in BigQuery's shape: the status, then `error.errors[].reason`.
+    pub fn error(status: u16, reason: &str, message: &str) -> Self {
+        Self::Answer {
+            status,
+            body: error_body(status, reason, message),
+        }
+    }
+}
+
+fn error_body(status: u16, reason: &str, message: &str) -> String {
+    let state = match status {
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        _ => "UNAVAILABLE",
+    };
+    serde_json::json!({ "error": {
+        "code": status,
+        "message": message,
+        "errors": [{ "message": message, "domain": "global", "reason": reason }],
+        "status": state,
+    }})
+    .to_string()
+}
+
+/// One exchange, as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub method: String,
+    /// Path and query string.
+    pub path: String,
+    pub status: u16,
+    /// The SQL of a `jobs.query` request.
+    pub sql: Option<String>,
+    /// The rows of a query result in the answer.
+    pub rows: Option<usize>,
+    /// The fault applied, if one was.
+    pub fault: Option<String>,
+}
+
+impl Exchange {
+    /// `jobs.query`: a new query.
+    pub fn is_query(&self) -> bool {
+        self.method == "POST"
+            && self
+                .path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .ends_with("/queries")
+    }
+
+    /// `jobs.getQueryResults`: a result page, or a wait on a running job.
+    pub fn is_results(&self) -> bool {
+        self.method == "GET" && self.path.contains("/queries/")
+    }
+}
+
+struct Rule {
+    method: &'static str,
+    path: &'static str,
+    fault: Fault,
+    times: usize,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    log: Vec<Exchange>,
+}
+
+/// The proxy; it stops when dropped.
+pub struct HttpFaults {
+    pub port: u16,
+    location: Option<String>,
+    state: Arc<Mutex<State>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl HttpFaults {
+    /// Listens on a free port and relays to `upstream` (`host:port`). With `location`,
+    /// jobs run "in" it: query answers carry it in `jobReference`, and result reads
+    /// that do not name it are answered 404 `notFound`.
+    pub async fn start(upstream: String, location: Option<&str>) -> Self {
+        let (runtime, stop) = crate::proxy::own_runtime();
+        let listener = runtime
+            .spawn(async { TcpListener::bind(("127.0.0.1", 0)).await })
+            .await
+            .unwrap()
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let proxy = Relay {
+            upstream,
+            location: location.map(str::to_owned),
+            state: Arc::clone(&state),
+        };
+        let on = runtime.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let proxy = proxy.clone();
+                on.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(client), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            port,
+            location: location.map(str::to_owned),
+            state,
+            _stop: stop,
+        }
+    }
+
+    /// The next `times` requests of `method` whose path contains `path` get `fault`.
+    pub fn add(&self, method: &'static str, path: &'static str, fault: Fault, times: usize) {
+        self.state.lock().unwrap().rules.push(Rule {
+            method,
+            path,
+            fault,
+            times,
+        });
+    }
+
+    /// Faults scripted and not yet applied.
+    pub fn pending(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.times)
+            .sum()
+    }
+
+    /// Every exchange so far.
+    pub fn log(&self) -> Vec<Exchange> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+}
+
+#[derive(Clone)]
+struct Relay {
+    upstream: String,
+    location: Option<String>,
+    state: Arc<Mutex<State>>,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: u16, body: impl Into<Bytes>) -> Answer {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+impl Relay {
+    fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
+        let mut state = self.state.lock().unwrap();
+        let rule = state
+            .rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && path.contains(r.path))?;
+        rule.times -= 1;
+        Some(rule.fault.clone())
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Answer {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let mut seen = Exchange {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            status: 0,
+            sql: serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b.get("query")?.as_str().map(str::to_owned)),
+            rows: None,
+            fault: None,
+        };
+        let fault = self.take_fault(&seen.method, &path);
+        seen.fault = fault.as_ref().map(|f| format!("{f:?}"));
+        let out = match fault {
+            Some(Fault::Answer { status, body }) => answer(status, body),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.relay(&parts, body, &mut seen).await
+            }
+            None => match &self.location {
+                Some(loc) if seen.is_results() && !path.contains(&format!("location={loc}")) => {
+                    let job = path.rsplit('/').next().unwrap_or("").split('?').next();
+                    let message = format!("Not found: Job {}", job.unwrap_or(""));
+                    answer(404, error_body(404, "notFound", &message))
+                }
+                _ => self.relay(&parts, body, &mut seen).await,
+            },
+        };
+        seen.status = out.status().as_u16();
+        self.state.lock().unwrap().log.push(seen);
+        out
+    }
+
+    async fn relay(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+        seen: &mut Exchange,
+    ) -> Answer {
+        let Ok(stream) = TcpStream::connect(&self.upstream).await else {
+            return answer(502, "upstream refused the connection");
+        };
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            return answer(502, "upstream handshake failed");
+        };
+        tokio::spawn(conn);
+        let mut out = Request::builder()
+            .method(parts.method.clone())
+            .uri(seen.path.clone())
+            .header("host", self.upstream.clone());
+        for (name, value) in &parts.headers {
+            if name != "host" && name != "content-length" && name != "transfer-encoding" {
+                out = out.header(name, value);
+            }
+        }
+        let Ok(resp) = sender
+            .send_request(out.body(Full::new(body)).unwrap())
+            .await
+        else {
+            return answer(502, "upstream failed");
+        };
+        let status = resp.status().as_u16();
+        let Ok(bytes) = resp.into_body().collect().await.map(|b| b.to_bytes()) else {
+            return answer(502, "upstream broke off");
+        };
+        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return answer(status, bytes);
+        };
+        seen.rows = json.get("rows").and_then(|r| r.as_array()).map(Vec::len);
+        if let (Some(loc), true) = (&self.location, seen.is_query()) {
+            if let Some(job) = json.get_mut("jobReference").and_then(|j| j.as_object_mut()) {
+                job.insert("location".into(), loc.clone().into());
+            }
+        }
+        answer(status, json.to_string())
+    }
+}
