@@ -16,7 +16,11 @@ stream here reads that log across collections in row-id order:
   streams hold that pruning back as well;
 - `$match` takes the logical operators `$or`, `$and` and `$nor` at its top level, as a
   real server's does (the emulator compares only field paths, so a `$match` with `$or`
-  filtered out every event).
+  filtered out every event);
+- a stream resumed from a token whose later events were pruned is refused with
+  `ChangeStreamHistoryLost` (286), as a real server refuses a resume point no longer in
+  its oplog (the emulator silently went on from the oldest event it still had). This
+  applies to collection streams too.
 """
 import logging
 import threading
@@ -38,6 +42,29 @@ _match_spec = changestream._match_spec
 # (manager, database name, database) of every database a database stream was opened on.
 _databases = []
 _local = threading.local()
+# (database, collection) -> the highest change-log row id pruned from it.
+_pruned = {}
+
+HISTORY_LOST = (
+    "Resume of change stream was not possible, as the resume point may no longer be in "
+    "the oplog."
+)
+
+
+def _history_lost(db_name, coll_name, pipeline):
+    """Whether events after the pipeline's resume token were pruned."""
+    options = changestream.extract_change_stream_options(pipeline)
+    token = options.get("resume_after") or options.get("start_after")
+    rowid = changestream._wire_rowid(token) if token is not None else None
+    if rowid is None:
+        return False
+    whole_database = _is_database_level(coll_name)
+    pruned = [
+        top
+        for (db, coll), top in _pruned.items()
+        if db == db_name and (whole_database or coll == coll_name)
+    ]
+    return bool(pruned) and rowid < max(pruned)
 
 
 def _matches(change, spec):
@@ -106,6 +133,13 @@ def _sqlite(manager, db_name):
 
 
 def handle_change_stream(self, request_id, coll_name, pipeline, db, db_name="test", owner=None):
+    if _history_lost(db_name, coll_name, pipeline):
+        return request_id, {
+            "ok": 0,
+            "errmsg": HISTORY_LOST,
+            "code": 286,
+            "codeName": "ChangeStreamHistoryLost",
+        }
     if not _is_database_level(coll_name):
         return _handle_change_stream(self, request_id, coll_name, pipeline, db, db_name, owner)
     try:
@@ -196,13 +230,19 @@ def prune(self, db_name, collection_name):
     if floor <= 0:
         return
     try:
-        tracker["collection"].db.execute(
-            "DELETE FROM _neosqlite_changestream "
+        doomed = (
+            "FROM _neosqlite_changestream "
             "WHERE collection_name = ? AND id < ? AND id NOT IN ("
             "SELECT id FROM _neosqlite_changestream "
-            "WHERE collection_name = ? ORDER BY id DESC LIMIT ?)",
-            (collection_name, floor, collection_name, _RETENTION),
+            "WHERE collection_name = ? ORDER BY id DESC LIMIT ?)"
         )
+        args = (collection_name, floor, collection_name, _RETENTION)
+        conn = tracker["collection"].db
+        top = conn.execute("SELECT MAX(id) " + doomed, args).fetchone()
+        conn.execute("DELETE " + doomed, args)
+        if top and top[0] is not None:
+            key = (db_name, collection_name)
+            _pruned[key] = max(_pruned.get(key, 0), int(top[0]))
     except Exception as exc:  # noqa: BLE001 - as the emulator's own pruning
         logger.debug("ChangeStream prune skipped: %s", exc)
 
@@ -232,7 +272,18 @@ def current_op(manager, request_id, command):
     return request_id, {"ok": 1, "inprog": inprog}
 
 
+_invalidate = changestream.ChangeStreamManager.invalidate
+
+
+def invalidate(self, db_name=None):
+    """A dropped database starts its change log (and its tokens) afresh."""
+    for key in [k for k in _pruned if db_name is None or k[0] == db_name]:
+        del _pruned[key]
+    _invalidate(self, db_name)
+
+
 def install():
+    changestream.ChangeStreamManager.invalidate = invalidate
     changestream._pipeline_matches = pipeline_matches
     changestream.ChangeStreamManager.ensure_tracked = ensure_tracked
     neo_collection.Collection.create = create

@@ -148,3 +148,86 @@ async fn the_peer_serves_database_change_streams_as_a_real_server() {
     }
     assert_eq!(seen, ["a", "late", "a"]);
 }
+
+/// The replicator down while another consumer reads past more events than the server
+/// retains (the peer keeps 1,000 per collection behind its readers, as an oplog rolls
+/// over): on restart the server refuses the stored token with `ChangeStreamHistoryLost`
+/// (286, the peer's patch), the collection stops with the resync hint — never a silent
+/// gap — and `resync` brings it back equal.
+#[tokio::test]
+async fn history_lost_while_down_stops_the_collection_until_resync() {
+    use futures::StreamExt;
+    const WRITES: i64 = 1_200;
+    let store = store("history", 100, "    orders: {}\n").await;
+    store.insert("orders", (1..=50).map(order).collect()).await;
+    let mut run = store.run();
+    wait_streaming(&store, 1).await;
+    store.insert("orders", vec![order(51)]).await;
+    store.wait_equal("orders").await;
+    run.kill();
+
+    // Another reader follows the writes; its reads let the server prune behind it.
+    let mut reader = store.coll("orders").watch().await.unwrap();
+    for i in 52..52 + WRITES {
+        store.coll("orders").insert_one(order(i)).await.unwrap();
+        store.wrote("orders", &Bson::Int64(i));
+    }
+    let last = 51 + WRITES;
+    let id = |k: &Document| match k.get("_id") {
+        Some(Bson::Int32(i)) => Some(i64::from(*i)),
+        Some(Bson::Int64(i)) => Some(*i),
+        _ => None,
+    };
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("the reader sees every write")
+            .unwrap()
+            .unwrap();
+        if event.document_key.as_ref().and_then(id) == Some(last) {
+            break;
+        }
+    }
+    drop(reader);
+
+    let mut run = store.run();
+    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = warp_e2e::status(bin, &store.config);
+        let stopped = status.iter().any(|t| {
+            t.table == "orders"
+                && t.state == Some(warp_core::TableState::Failed)
+                && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
+        });
+        if stopped {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders never stopped with a resync hint: {status:?}\n{}",
+            store.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        store.log().contains("ChangeStreamHistoryLost"),
+        "{}",
+        store.log()
+    );
+
+    let out = std::process::Command::new(bin)
+        .args(["resync", "--config", store.config.to_str().unwrap()])
+        .args(["--schema", &store.db, "--table", "orders"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store.wait_equal("orders").await;
+    store.insert("orders", vec![order(10_000)]).await;
+    store.wait_equal("orders").await;
+    assert!(run.terminate().success(), "{}", store.log());
+}
