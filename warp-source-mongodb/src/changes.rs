@@ -614,6 +614,47 @@ mod tests {
         assert_eq!(replaced_table(&insert, &served), None);
     }
 
+    /// The expanded events a 6.0+ server sends with `showExpandedEvents` (its shapes from
+    /// the change-events reference): DDL on a served collection carries no row, changes
+    /// nothing and is no error.
+    #[test]
+    fn expanded_ddl_events_carry_no_rows() {
+        let mut d = decoder();
+        let ns = doc! { "db": "db", "coll": "c" };
+        let uuid = bson::Binary {
+            subtype: bson::spec::BinarySubtype::Uuid,
+            bytes: vec![7; 16],
+        };
+        let events = [
+            doc! { "operationType": "create", "collectionUUID": uuid.clone(),
+            "operationDescription": { "idIndex": { "v": 2, "key": { "_id": 1 }, "name": "_id_" } } },
+            doc! { "operationType": "createIndexes", "collectionUUID": uuid.clone(),
+            "operationDescription": { "indexes": [{ "v": 2, "key": { "sku": 1 }, "name": "sku_1" }] } },
+            doc! { "operationType": "dropIndexes", "collectionUUID": uuid.clone(),
+            "operationDescription": { "indexes": [{ "v": 2, "key": { "sku": 1 }, "name": "sku_1" }] } },
+            doc! { "operationType": "modify", "collectionUUID": uuid.clone(),
+            "operationDescription": { "index": { "name": "sku_1", "hidden": true } },
+            "stateBeforeChange": { "collectionOptions": { "uuid": uuid.clone() } } },
+            doc! { "operationType": "shardCollection", "collectionUUID": uuid,
+            "operationDescription": { "shardKey": { "sku": 1 }, "unique": false } },
+        ];
+        for (i, mut event) in events.into_iter().enumerate() {
+            event.insert("_id", doc! { "_data": format!("82{i:02}") });
+            event.insert(
+                "clusterTime",
+                Timestamp {
+                    time: 1_700_000_000,
+                    increment: 1,
+                },
+            );
+            event.insert("wallTime", bson::DateTime::from_millis(1_700_000_000_000));
+            event.insert("ns", ns.clone());
+            let op = event.get_str("operationType").unwrap().to_owned();
+            let e = Event::parse(&event).unwrap_or_else(|e| panic!("{op}: {e}"));
+            assert_eq!(d.changes(&e), Some(Vec::new()), "{op}");
+        }
+    }
+
     #[test]
     fn deletes_drops_invalidates_and_transactions() {
         let mut d = decoder();
