@@ -94,6 +94,8 @@ struct Rule {
 struct State {
     rules: Vec<Rule>,
     log: Vec<Exchange>,
+    /// `totalBytesProcessed` to report for every query (the emulator reports 0).
+    processed: Option<u64>,
 }
 
 /// The proxy; it stops when dropped.
@@ -153,6 +155,11 @@ impl HttpFaults {
             fault,
             times,
         });
+    }
+
+    /// Every query answer reports `bytes` processed, as the service reports what it bills.
+    pub fn bill(&self, bytes: u64) {
+        self.state.lock().unwrap().processed = Some(bytes);
     }
 
     /// Faults scripted and not yet applied.
@@ -290,9 +297,16 @@ impl Relay {
             return answer(status, bytes);
         };
         seen.rows = json.get("rows").and_then(|r| r.as_array()).map(Vec::len);
-        if let (Some(loc), true) = (&self.location, seen.is_query()) {
-            if let Some(job) = json.get_mut("jobReference").and_then(|j| j.as_object_mut()) {
-                job.insert("location".into(), loc.clone().into());
+        if seen.is_query() && status == 200 {
+            if let Some(loc) = &self.location {
+                if let Some(job) = json.get_mut("jobReference").and_then(|j| j.as_object_mut()) {
+                    job.insert("location".into(), loc.clone().into());
+                }
+            }
+            let processed = self.state.lock().unwrap().processed;
+            if let (Some(bytes), Some(answer)) = (processed, json.as_object_mut()) {
+                // An int64 travels as a JSON string in BigQuery's API.
+                answer.insert("totalBytesProcessed".into(), bytes.to_string().into());
             }
         }
         answer(status, json.to_string())

@@ -361,6 +361,8 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
     );
     // Past `read_timeout` (1 s) plus the answer margin (10 s).
     faults.add("GET", "/queries/", Fault::Delay(Duration::from_secs(15)), 1);
+    const BILLED: u64 = 10 << 20;
+    faults.bill(BILLED);
     let url = faults.url();
     let w = warehouse_with(
         "faults",
@@ -404,6 +406,31 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
         assert!(run_log.contains(retried), "{retried} retried:\n{run_log}");
     }
     w.assert_no_double_apply().await;
+    // What the queries processed, per table, in `status`.
+    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let bytes = loop {
+        let status = warp_e2e::status(bin, &w.config);
+        let bytes = status
+            .iter()
+            .find(|t| t.table == "events")
+            .and_then(|t| t.source_bytes);
+        if let Some(b) = bytes.filter(|b| *b > 0) {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let queries = faults
+        .log()
+        .iter()
+        .filter(|e| e.is_query() && e.status == 200)
+        .count();
+    assert_eq!(bytes as u64 % BILLED, 0, "{bytes}");
+    assert!(
+        bytes as u64 <= queries as u64 * BILLED,
+        "{bytes} for {queries} queries"
+    );
     assert!(run.terminate().success());
 }
 

@@ -63,6 +63,10 @@ pub struct TableReport {
     /// The landing table's latest version in the schema registry.
     #[serde(default)]
     pub schema_version: Option<i32>,
+    /// Bytes the source's queries for the table processed (what BigQuery bills), as
+    /// counted by the replica that ran it since it started; `None` for other sources.
+    #[serde(default)]
+    pub source_bytes: Option<i64>,
 }
 
 /// One replica of a schema as the metadata schema's membership shows it.

@@ -190,6 +190,12 @@ pub trait Source: Send + Sync {
     /// Orders two positions written by this source.
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering>;
 
+    /// Bytes this process's queries for `table` have processed — what a warehouse bills
+    /// by — or `None` for a source that does not bill by bytes.
+    fn bytes_processed(&self, _table: &str) -> Option<u64> {
+        None
+    }
+
     /// A cheap row-count estimate for plans and progress (`None` when unknown).
     async fn estimate_rows(&self, _table: &TableSchema) -> Result<Option<u64>> {
         Ok(None)

@@ -16,7 +16,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "snapshot chunk progress in table_state",
         TABLE_STATE_CHUNKS,
     ),
+    (
+        5,
+        "bytes the source processed per table in table_state",
+        TABLE_STATE_SOURCE_BYTES,
+    ),
 ];
+
+const TABLE_STATE_SOURCE_BYTES: &str = "ALTER TABLE {m}.table_state ADD COLUMN source_bytes bigint";
 
 const TABLE_STATE_CHUNKS: &str = "ALTER TABLE {m}.table_state
     ADD COLUMN chunks_done integer, ADD COLUMN chunks_total integer";

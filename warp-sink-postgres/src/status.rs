@@ -28,18 +28,20 @@ pub async fn record(
                 "rows_copied": t.rows_copied, "last_error": t.last_error, "hint": t.hint,
                 "last_source_ts": t.last_source_ts,
                 "chunks_done": t.chunks_done, "chunks_total": t.chunks_total,
+                "source_bytes": t.source_bytes,
             })
         })
         .collect();
     let sql = format!(
-        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, last_source_ts, chunks_done, chunks_total, owner, updated_at)
-         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, r.last_source_ts, r.chunks_done, r.chunks_total, $2, now()
+        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, last_source_ts, chunks_done, chunks_total, source_bytes, owner, updated_at)
+         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, r.last_source_ts, r.chunks_done, r.chunks_total, r.source_bytes, $2, now()
          FROM jsonb_to_recordset($1::jsonb)
             AS r(schema_name text, table_name text, state text, rows_copied bigint, last_error text, hint text, last_source_ts timestamptz,
-                 chunks_done integer, chunks_total integer)
+                 chunks_done integer, chunks_total integer, source_bytes bigint)
          ON CONFLICT (schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, rows_copied = EXCLUDED.rows_copied,
             last_error = EXCLUDED.last_error, hint = EXCLUDED.hint, owner = EXCLUDED.owner,
             chunks_done = EXCLUDED.chunks_done, chunks_total = EXCLUDED.chunks_total,
+            source_bytes = COALESCE(EXCLUDED.source_bytes, s.source_bytes),
             last_source_ts = COALESCE(EXCLUDED.last_source_ts, s.last_source_ts), updated_at = now()",
         m = quote(metadata)
     );
@@ -68,6 +70,7 @@ type Raw = (
     Option<i32>,
     Option<i32>,
     Option<i32>,
+    Option<i64>,
 );
 
 /// The metadata schema's migration level, `None` when it does not exist yet. `status`
@@ -162,6 +165,11 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
     } else {
         "NULL::integer, NULL::integer"
     };
+    let source_bytes = if level >= 5 {
+        "s.source_bytes"
+    } else {
+        "NULL::bigint"
+    };
     let sql = format!(
         "WITH t AS (
             SELECT schema_name, table_name FROM {m}.checkpoints
@@ -173,7 +181,7 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
                 GREATEST(c.source_ts, s.last_source_ts),
                 -- Only a live lease names an owner (a handed-back or lapsed one does not).
                 CASE WHEN l.owner <> '' AND l.expires_at > now() THEN l.owner END, s.updated_at, s.last_error, s.hint,
-                COALESCE(d.n, 0), {chunks}, v.version
+                COALESCE(d.n, 0), {chunks}, v.version, {source_bytes}
          FROM t
          LEFT JOIN {m}.checkpoints c ON c.schema_name = t.schema_name AND c.table_name = t.table_name AND c.stream = 'main'
          LEFT JOIN {m}.table_state s ON s.schema_name = t.schema_name AND s.table_name = t.table_name
@@ -207,6 +215,7 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
                 chunks_done,
                 chunks_total,
                 schema_version,
+                source_bytes,
             )| TableReport {
                 schema,
                 table,
@@ -224,6 +233,7 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
                 chunks_done: chunks_done.map(i64::from),
                 chunks_total: chunks_total.map(i64::from).filter(|n| *n > 0),
                 schema_version,
+                source_bytes,
             },
         )
         .collect())

@@ -83,6 +83,7 @@ impl BigQuerySource {
                     schema: self.schema.clone(),
                     wait_ms: i32::try_from(self.read_timeout.as_millis()).unwrap_or(i32::MAX),
                     maximum_bytes_billed: self.config.maximum_bytes_billed.map(|b| b.0),
+                    processed: Default::default(),
                 })
             })
             .await?)
@@ -258,6 +259,10 @@ impl Source for BigQuerySource {
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         Ok(Watermark::decode(a)?.order(&Watermark::decode(b)?))
+    }
+
+    fn bytes_processed(&self, table: &str) -> Option<u64> {
+        Some(self.runner.get().map_or(0, |r| r.processed(table)))
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {

@@ -1,6 +1,9 @@
 //! Running queries: named parameters, result paging, errors that arrive inside a
 //! successful HTTP response, and the bytes each query processed (what BigQuery bills).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use chrono::SecondsFormat;
 use futures::stream::{self, BoxStream, StreamExt};
 use gcp_bigquery_client::model::data_format_options::DataFormatOptions;
@@ -32,6 +35,8 @@ pub struct Runner {
     pub wait_ms: i32,
     /// `source.maximum_bytes_billed`, sent with every query.
     pub maximum_bytes_billed: Option<u64>,
+    /// Bytes processed per table since start, for `status`.
+    pub processed: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// A query and its parameters, labelled with the table it is for.
@@ -140,7 +145,21 @@ impl Runner {
         if let Some(n) = processed.and_then(|b| b.parse::<u64>().ok()) {
             metrics::counter!(SOURCE_BYTES_PROCESSED_TOTAL, "schema" => self.schema.clone(), "table" => table.to_owned())
                 .increment(n);
+            let mut processed = self
+                .processed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *processed.entry(table.to_owned()).or_default() += n;
         }
+    }
+
+    /// Bytes processed by the queries for `table` since start.
+    pub fn processed(&self, table: &str) -> u64 {
+        let processed = self
+            .processed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        processed.get(table).copied().unwrap_or(0)
     }
 
     /// Every row of a small result (keys, bounds, a maximum).

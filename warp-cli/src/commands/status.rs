@@ -40,6 +40,9 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
             r.dead_letters,
             dash(r.position.as_ref().map(ToString::to_string))
         );
+        if let Some(b) = r.source_bytes {
+            let _ = writeln!(out, "    source bytes processed: {b}");
+        }
         if let Some(e) = &r.last_error {
             let _ = writeln!(out, "    last error: {e}");
             if let Some(h) = &r.hint {

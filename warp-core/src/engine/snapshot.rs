@@ -173,7 +173,9 @@ impl TableWorker {
         metrics::counter!(SNAPSHOT_ROWS_TOTAL, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
             .increment(rows);
         let mut done = 0;
+        let bytes = ctx.source.bytes_processed(&self.key.table);
         ctx.status.update(&self.key, |s| {
+            s.source_bytes = bytes.or(s.source_bytes);
             s.chunks_done += 1;
             s.rows_copied += rows;
             s.commits += 1;

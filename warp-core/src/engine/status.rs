@@ -76,6 +76,8 @@ pub struct TableStatus {
     pub hint: Option<String>,
     /// Consecutive failed attempts since the last successful commit.
     pub attempts: u32,
+    /// [`crate::Source::bytes_processed`] for the table, as of its last commit.
+    pub source_bytes: Option<u64>,
 }
 
 impl TableStatus {
@@ -96,6 +98,7 @@ impl TableStatus {
             last_error: None,
             hint: None,
             attempts: 0,
+            source_bytes: None,
         }
     }
 

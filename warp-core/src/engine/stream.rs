@@ -415,8 +415,10 @@ impl TableWorker {
             started.elapsed(),
         );
         let now = Utc::now();
+        let bytes = self.ctx.source.bytes_processed(&self.key.table);
         self.ctx.status.update(&self.key, |s| {
             s.commits += 1;
+            s.source_bytes = bytes.or(s.source_bytes);
             s.events_applied += total;
             s.pending_changes = 0;
             s.position = Some(commit.position.to_string());

@@ -36,6 +36,8 @@ pub struct TableView {
     pub hint: Option<String>,
     pub dead_letters: i64,
     pub schema_version: Option<i32>,
+    /// Bytes the source's queries for the table processed (BigQuery).
+    pub source_bytes: Option<i64>,
 }
 
 impl TableView {
@@ -69,6 +71,7 @@ impl TableView {
             hint: r.hint,
             dead_letters: r.dead_letters,
             schema_version: r.schema_version,
+            source_bytes: r.source_bytes,
         }
     }
 
@@ -78,6 +81,9 @@ impl TableView {
         self.owner = Some(owner.to_owned());
         self.state = Some(live.state);
         self.rows_copied = Some(live.rows_copied as i64);
+        if let Some(b) = live.source_bytes {
+            self.source_bytes = Some(i64::try_from(b).unwrap_or(i64::MAX));
+        }
         if live.chunks_total > 0 {
             self.chunks_done = Some(live.chunks_done as i64);
             self.chunks_total = Some(live.chunks_total as i64);
@@ -170,6 +176,7 @@ pub fn merge(
                     chunks_done: None,
                     chunks_total: None,
                     schema_version: None,
+                    source_bytes: None,
                 });
                 v.overlay(l, owner, now);
                 views.push(v);
@@ -211,6 +218,7 @@ mod tests {
             chunks_done: Some(1),
             chunks_total: Some(4),
             schema_version: Some(3),
+            source_bytes: None,
         }
     }
 
