@@ -88,6 +88,52 @@ pub fn status(bin: &str, config: &std::path::Path) -> Vec<warp_core::TableReport
     serde_json::from_slice(&out.stdout).expect("status --json is a list of table reports")
 }
 
+/// `cartridge-warp resync` of one table; its output.
+pub fn resync(bin: &str, config: &std::path::Path, schema: &str, table: &str) -> String {
+    let out = std::process::Command::new(bin)
+        .args(["resync", "--config"])
+        .arg(config)
+        .args(["--schema", schema, "--table", table])
+        .output()
+        .expect("run cartridge-warp resync");
+    assert!(
+        out.status.success(),
+        "resync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until every one of `tables` is failed in `status` with a hint naming `resync`
+/// (a lost source position); `log` says what the replicator wrote when it never is.
+pub async fn wait_lost(
+    bin: &str,
+    config: &std::path::Path,
+    tables: &[&str],
+    log: impl Fn() -> String,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let status = status(bin, config);
+        let lost = tables.iter().all(|name| {
+            status.iter().any(|t| {
+                t.table == *name
+                    && t.state == Some(warp_core::TableState::Failed)
+                    && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
+            })
+        });
+        if lost {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tables:?} never stopped with a resync hint: {status:?}\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `status` for `config` shows `n` tables streaming; `log` says what the
 /// replicator wrote when it never does.
 pub async fn wait_streaming(

@@ -253,26 +253,8 @@ async fn purge_all_but_the_current_binlog(shop: &Shop) {
 
 /// Until both `tables` are failed in `status` with a hint naming `resync`.
 async fn wait_lost(shop: &Shop, tables: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = shop.status();
-        let lost = tables.iter().all(|name| {
-            status.iter().any(|t| {
-                t.table == *name
-                    && t.state == Some(TableState::Failed)
-                    && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
-            })
-        });
-        if lost {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{tables:?} never stopped with a resync hint: {status:?}\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+    warp_e2e::wait_lost(bin, &shop.config, tables, || shop.log()).await;
 }
 
 /// MariaDB restarted (a clean shutdown, as a service manager does it) while changes

@@ -192,40 +192,14 @@ async fn history_lost_while_down_stops_the_collection_until_resync() {
 
     let mut run = store.run();
     let bin = env!("CARGO_BIN_EXE_cartridge-warp");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = warp_e2e::status(bin, &store.config);
-        let stopped = status.iter().any(|t| {
-            t.table == "orders"
-                && t.state == Some(warp_core::TableState::Failed)
-                && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
-        });
-        if stopped {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders never stopped with a resync hint: {status:?}\n{}",
-            store.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    warp_e2e::wait_lost(bin, &store.config, &["orders"], || store.log()).await;
     assert!(
         store.log().contains("ChangeStreamHistoryLost"),
         "{}",
         store.log()
     );
 
-    let out = std::process::Command::new(bin)
-        .args(["resync", "--config", store.config.to_str().unwrap()])
-        .args(["--schema", &store.db, "--table", "orders"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    warp_e2e::resync(bin, &store.config, &store.db, "orders");
     store.wait_equal("orders").await;
     store.insert("orders", vec![order(10_000)]).await;
     store.wait_equal("orders").await;

@@ -31,6 +31,15 @@ pub struct Watermark {
     pub value: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Key>,
+    /// Keys this process delivered at `value`, for sources that read the rows at the
+    /// watermark's value again each poll ([`Watermark::ties_again`]) so a later write
+    /// with the same value and a smaller key is not missed. Not stored: after a restart
+    /// those rows are delivered once more (upserts of the same images).
+    #[serde(skip)]
+    pub seen_at: Vec<Key>,
+    /// Whether `seen_at` is kept (set by those sources; keyset-only sources leave it off).
+    #[serde(skip)]
+    pub reread_ties: bool,
 }
 
 /// A stored watermark, as this version writes it or as earlier versions did: every key
@@ -53,6 +62,8 @@ impl From<Stored> for Watermark {
         Self {
             value: s.value,
             after,
+            seen_at: Vec::new(),
+            reread_ties: false,
         }
     }
 }
@@ -69,7 +80,21 @@ fn cmp_after(a: &Option<Key>, b: &Option<Key>) -> Ordering {
 
 impl Watermark {
     pub fn at(value: Option<Value>) -> Self {
-        Self { value, after: None }
+        Self {
+            value,
+            after: None,
+            seen_at: Vec::new(),
+            reread_ties: false,
+        }
+    }
+
+    /// The condition for a poll that reads the watermark's value again (`column >= w`,
+    /// skipping the ties seen in memory), for sources where a later write can share the
+    /// value of an earlier one (MySQL, MongoDB: a timestamp set by the writer). `None`
+    /// before any value. Ask for [`Watermark::seen_at`]`.len()` more rows.
+    pub fn ties_again(&self, column: &str, bind: impl FnOnce(&Value) -> String) -> Option<String> {
+        let w = self.value.as_ref()?;
+        Some(format!("{column} >= {}", bind(w)))
     }
 
     pub fn encode(&self) -> Result<Position> {
@@ -105,16 +130,22 @@ impl Watermark {
     /// than its values, such as one comparing dates by the second, returns those again).
     pub fn admit(&mut self, value: &Value, key: &Key) -> bool {
         let order = self.value.as_ref().map(|w| value.cmp_key(w));
+        let same = |k: &Key| cmp_keys(k, key).is_eq();
         let delivered = match order {
             Some(Ordering::Less) => true,
-            Some(Ordering::Equal) => self
-                .after
-                .as_ref()
-                .is_some_and(|a| cmp_keys(a, key).is_eq()),
+            Some(Ordering::Equal) => {
+                self.after.as_ref().is_some_and(same) || self.seen_at.iter().any(same)
+            }
             _ => false,
         };
         if delivered {
             return false;
+        }
+        if order != Some(Ordering::Equal) {
+            self.seen_at.clear();
+        }
+        if self.reread_ties {
+            self.seen_at.push(key.clone());
         }
         self.value = Some(value.clone());
         self.after = Some(key.clone());
@@ -290,6 +321,25 @@ mod tests {
         assert_eq!(again.order(&saved), Ordering::Greater);
     }
 
+    /// A source that reads the watermark's value again: a later write at that value with
+    /// a smaller key is delivered, the ties delivered before are not.
+    #[test]
+    fn ties_read_again_are_delivered_once_and_a_late_smaller_key_is_not_lost() {
+        let mut w = Watermark::at(Some(Value::Int(5)));
+        w.reread_ties = true;
+        assert!(w.admit(&Value::Int(5), &key(3)));
+        assert!(w.admit(&Value::Int(5), &key(9)));
+        // The next poll reads `>= 5` again: 3 and 9 are known, 1 came later.
+        assert!(w.admit(&Value::Int(5), &key(1)));
+        assert!(!w.admit(&Value::Int(5), &key(3)));
+        assert!(!w.admit(&Value::Int(5), &key(9)));
+        assert_eq!(w.seen_at.len(), 3);
+        assert!(w.admit(&Value::Int(6), &key(2)));
+        assert_eq!(w.seen_at, [key(2)], "a new value forgets the old ties");
+        let stored = Watermark::decode(&w.encode().unwrap()).unwrap();
+        assert!(stored.seen_at.is_empty(), "not stored: {stored:?}");
+    }
+
     #[test]
     fn at_one_value_the_servers_key_order_is_trusted() {
         // Under a case-insensitive collation `B` follows `a`; byte-wise it does not.
@@ -331,6 +381,8 @@ mod tests {
         let at = Watermark {
             value: Some(Value::Int(5)),
             after: Some(vec![Value::Int(1), Value::Int(2)]),
+            seen_at: Vec::new(),
+            reread_ties: false,
         };
         let (after, bound) = sql(&at);
         assert_eq!(
@@ -386,6 +438,8 @@ mod tests {
         let polled = |v: i64, k: i64| Watermark {
             value: Some(Value::Int(v)),
             after: Some(key(k)),
+            seen_at: Vec::new(),
+            reread_ties: false,
         };
         assert_eq!(polled(4, 9).order(&chunk), Less, "below: copied");
         assert_eq!(polled(5, 1).order(&chunk), Greater, "at: left to polls");

@@ -202,8 +202,8 @@ impl warp_core::Poll for Poller {
                 })
             };
             let read_again = Watermark {
-                value: Some(version.clone()),
                 after: Some(key.clone()),
+                ..Watermark::at(Some(version.clone()))
             }
             .order(&self.at)
             .is_le();

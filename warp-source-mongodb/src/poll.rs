@@ -1,6 +1,6 @@
 //! The `timestamp` strategy, for deployments without change streams (standalone
 //! servers, some MongoDB-compatible services): poll documents in (column, `_id`) order
-//! after the last one delivered. Deletes are not
+//! from the watermark's value, skipping the documents at it already delivered. Deletes are not
 //! visible to polling (docs/mongodb.md).
 
 use bson::{doc, Bson, Document};
@@ -97,27 +97,11 @@ fn bound(v: &Value) -> Result<Bson> {
     })
 }
 
-/// A document's place in a polling position: its `_id` as canonical Extended JSON, which
-/// keeps the BSON type the keyset query compares by (the destination key's text form
-/// does not: `"1"` and `1` share it).
+/// A document's place in a polling position: its `_id` as canonical Extended JSON,
+/// which keeps the BSON type (the destination key's text form does not: `"1"` and `1`
+/// share it).
 fn position_key(id: &Bson) -> warp_core::Key {
     vec![Value::Text(id.clone().into_canonical_extjson().to_string())]
-}
-
-/// The `_id` a position goes on after. A position an earlier version stored holds the
-/// destination's text form instead; it reads again from the start of its value (rows
-/// upserted twice, none lost).
-fn after_id(key: &[Value]) -> Option<Bson> {
-    let [Value::Text(text)] = key else {
-        return None;
-    };
-    // Canonical Extended JSON is an object, or a string for a string `_id`; a bare
-    // number here is an earlier version's text form of an integer.
-    let json: serde_json::Value = serde_json::from_str(text).ok()?;
-    if !(json.is_object() || json.is_string()) {
-        return None;
-    }
-    Bson::try_from(json).ok()
 }
 
 struct Poller {
@@ -140,7 +124,10 @@ pub fn stream(
         coll,
         column,
         decoder,
-        at: from,
+        at: Watermark {
+            reread_ties: true,
+            ..from
+        },
         rows: pace.rows,
     };
     warp_core::poll_every(poller, pace.interval)
@@ -149,16 +136,14 @@ pub fn stream(
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
-        // Keyset paging on (column, _id): after the last document delivered.
-        let filter = match (&self.at.value, self.at.after.as_deref().and_then(after_id)) {
-            (Some(w), None) => doc! { &self.column: { "$gte": bound(w)? } },
-            (Some(w), Some(id)) => doc! { "$or": [
-                { &self.column: { "$gt": bound(w)? } },
-                { &self.column: bound(w)?, ID: { "$gt": id } },
-            ] },
-            (None, _) => doc! { &self.column: { "$exists": true, "$ne": null } },
+        // From the watermark's value, read again: a later write may share it (a date the
+        // writer sets, to the millisecond) with a smaller `_id`; the ties delivered are
+        // skipped by `_id`.
+        let filter = match &self.at.value {
+            Some(w) => doc! { &self.column: { "$gte": bound(w)? } },
+            None => doc! { &self.column: { "$exists": true, "$ne": null } },
         };
-        let limit = self.rows as i64;
+        let limit = (self.rows + self.at.seen_at.len()) as i64;
         let docs: Vec<Document> = self
             .coll
             .find(filter)

@@ -1,7 +1,6 @@
 //! The `timestamp` strategy, for servers where binlog access is impossible: poll rows in
-//! (`change_detection_column`, key) order after the last one delivered (keyset paging, so
-//! rows tied on the column cost nothing extra). Deletes are not visible to polling
-//! (documented in docs/mysql.md).
+//! (`change_detection_column`, key) order from the watermark's value, skipping the rows
+//! at it already delivered. Deletes are not visible to polling (docs/mysql.md).
 
 use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
@@ -100,7 +99,10 @@ pub fn stream(
         pool,
         database,
         table,
-        at: from,
+        at: Watermark {
+            reread_ties: true,
+            ..from
+        },
         rows: pace.rows,
     };
     Ok(warp_core::poll_every(poller, pace.interval))
@@ -132,9 +134,11 @@ impl warp_core::Poll for Poller {
             quote(&self.table.schema.id.name)
         );
         let mut params = Vec::new();
+        // The watermark's value is read again: a later write may share it (a timestamp
+        // the writer sets) with a smaller key; the ties delivered are skipped by key.
         let filter = self
             .at
-            .sql_after(&cd, &key, |v| {
+            .ties_again(&cd, |v| {
                 params.push(to_param(v));
                 "?".into()
             })
@@ -142,7 +146,7 @@ impl warp_core::Poll for Poller {
         let sql = format!(
             "SELECT {cols} FROM {table} WHERE {filter} ORDER BY {cd}, {} LIMIT {}",
             key.join(", "),
-            self.rows
+            self.rows + self.at.seen_at.len()
         );
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("poll")?;
         let mut batch = PollBatch::new(self.at.clone());

@@ -234,17 +234,12 @@ impl Shop {
 
     /// `cartridge-warp resync` of `table`; returns what it printed.
     pub fn resync(&self, table: &str) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
-            .args(["resync", "--config", self.config.to_str().unwrap()])
-            .args(["--schema", &self.db, "--table", table])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        warp_e2e::resync(
+            env!("CARGO_BIN_EXE_cartridge-warp"),
+            &self.config,
+            &self.db,
+            table,
+        )
     }
 
     /// Waits until a process log of this shop contains `needle` (`what` names it when it
