@@ -101,7 +101,6 @@ struct State {
 /// The proxy; it stops when dropped.
 pub struct HttpFaults {
     pub port: u16,
-    location: Option<String>,
     state: Arc<Mutex<State>>,
     _stop: oneshot::Sender<()>,
 }
@@ -141,7 +140,6 @@ impl HttpFaults {
         });
         Self {
             port,
-            location: location.map(str::to_owned),
             state,
             _stop: stop,
         }
@@ -180,10 +178,6 @@ impl HttpFaults {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn location(&self) -> Option<&str> {
-        self.location.as_deref()
     }
 }
 

@@ -201,14 +201,14 @@ impl warp_core::Poll for Poller {
                     source_ts: None,
                 })
             };
-            let read_again = Watermark {
-                after: Some(key.clone()),
-                ..Watermark::at(Some(version.clone()))
-            }
-            .order(&self.at)
-            .is_le();
             if let Some(lb) = &mut self.lookback {
                 let new = lb.first_time(&key, version);
+                let read_again = Watermark {
+                    after: Some(key.clone()),
+                    ..Watermark::at(Some(version.clone()))
+                }
+                .order(&self.at)
+                .is_le();
                 if read_again {
                     if new {
                         batch.late(change(row));
