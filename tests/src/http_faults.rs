@@ -2,6 +2,8 @@
 //! where the emulator cannot: scripted error answers (a 403 `rateLimitExceeded`, a 503),
 //! slow answers, and jobs that run in a region — query answers name the job's location
 //! and `getQueryResults` without `location=` is "Not found", as for a regional dataset.
+//! Tables can be made to require a partition filter: their metadata says so, and queries
+//! without one are refused with the service's error ([`crate::partition_rule`]).
 //! It records every exchange (method, path, status, result rows) for tests to count.
 
 use std::convert::Infallible;
@@ -15,6 +17,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+
+use crate::partition_rule::PartitionRule;
 
 /// What the proxy does to a request a rule matches.
 #[derive(Debug, Clone)]
@@ -38,6 +42,7 @@ impl Fault {
 fn error_body(status: u16, reason: &str, message: &str) -> String {
     let state = match status {
         403 => "PERMISSION_DENIED",
+        400 => "INVALID_ARGUMENT",
         404 => "NOT_FOUND",
         _ => "UNAVAILABLE",
     };
@@ -96,6 +101,8 @@ struct State {
     log: Vec<Exchange>,
     /// `totalBytesProcessed` to report for every query (the emulator reports 0).
     processed: Option<u64>,
+    /// Tables requiring a partition filter, with what their `tables.get` answer gains.
+    partitioned: Vec<(PartitionRule, serde_json::Value)>,
 }
 
 /// The proxy; it stops when dropped.
@@ -155,6 +162,17 @@ impl HttpFaults {
         });
     }
 
+    /// `table` requires a filter on `column`: its `tables.get` answers gain the fields of
+    /// `metadata` (partitioning as the service describes it), and queries reading it
+    /// without such a filter are refused (400 `invalidQuery`).
+    pub fn require_partition_filter(&self, table: &str, column: &str, metadata: serde_json::Value) {
+        let rule = PartitionRule {
+            table: table.into(),
+            column: column.into(),
+        };
+        self.state.lock().unwrap().partitioned.push((rule, metadata));
+    }
+
     /// Every query answer reports `bytes` processed, as the service reports what it bills.
     pub fn bill(&self, bytes: u64) {
         self.state.lock().unwrap().processed = Some(bytes);
@@ -209,6 +227,16 @@ impl Relay {
         Some(rule.fault.clone())
     }
 
+    fn partition_refusal(&self, seen: &Exchange) -> Option<Fault> {
+        let sql = seen.sql.as_deref().filter(|_| seen.is_query())?;
+        let state = self.state.lock().unwrap();
+        let message = state
+            .partitioned
+            .iter()
+            .find_map(|(rule, _)| rule.refusal(sql))?;
+        Some(Fault::error(400, "invalidQuery", &message))
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Answer {
         let (parts, body) = req.into_parts();
         let body = body
@@ -231,7 +259,9 @@ impl Relay {
             rows: None,
             fault: None,
         };
-        let fault = self.take_fault(&seen.method, &path);
+        let fault = self
+            .take_fault(&seen.method, &path)
+            .or_else(|| self.partition_refusal(&seen));
         seen.fault = fault.as_ref().map(|f| format!("{f:?}"));
         let out = match fault {
             Some(Fault::Answer { status, body }) => answer(status, body),
@@ -291,6 +321,17 @@ impl Relay {
             return answer(status, bytes);
         };
         seen.rows = json.get("rows").and_then(|r| r.as_array()).map(Vec::len);
+        let table = seen.path.split('?').next().unwrap_or("");
+        if parts.method == "GET" && status == 200 {
+            let state = self.state.lock().unwrap();
+            let patch = state
+                .partitioned
+                .iter()
+                .find(|(rule, _)| table.ends_with(&format!("/tables/{}", rule.table)));
+            if let (Some((_, patch)), Some(meta)) = (patch, json.as_object_mut()) {
+                meta.extend(patch.as_object().cloned().unwrap_or_default());
+            }
+        }
         if seen.is_query() && status == 200 {
             if let Some(loc) = &self.location {
                 if let Some(job) = json.get_mut("jobReference").and_then(|j| j.as_object_mut()) {

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod http_faults;
+pub mod partition_rule;
 pub mod private_mariadb;
 pub mod private_pg;
 pub mod proxy;

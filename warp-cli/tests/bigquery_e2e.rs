@@ -524,3 +524,80 @@ async fn lookback_delivers_rows_committed_after_the_polls_passed_them() {
     w.assert_no_double_apply().await;
     assert!(run.terminate().success());
 }
+
+/// A table that requires a partition filter, behind a proxy that refuses (as the service
+/// does) every query reading it without one: the copy, polls, delete detection and the
+/// dry run all carry a filter the rule accepts, and it keeps every partition — rows
+/// whose partitioning value is NULL, and ids outside the integer range.
+async fn replicates_a_table_requiring_a_partition_filter(
+    name: &str,
+    column: &str,
+    metadata: serde_json::Value,
+) {
+    let faults = HttpFaults::start(emulator_address(), None).await;
+    faults.require_partition_filter("events", column, metadata);
+    let url = faults.url();
+    let w = warehouse_with(
+        name,
+        Setup {
+            via: Some(&url),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.insert(1, 300, 10).await;
+    w.sql(&format!(
+        "UPDATE {}.events SET day = NULL WHERE MOD(id, 7) = 0",
+        w.dataset
+    ))
+    .await;
+    let dry = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args(["run", "--dry-run", "--config", w.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{plan}{}", String::from_utf8_lossy(&dry.stderr));
+    // The dry runs are queries too: refused, they would read "no estimate: …".
+    assert!(plan.contains("full load processes ~"), "{plan}");
+    assert!(plan.contains("each delete-detection pass"), "{plan}");
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.insert(301, 320, 20).await;
+    w.update(&[1, 2, 7, 140], 20).await;
+    w.delete(&[3, 150]).await;
+    w.wait_equal().await;
+    run.kill();
+    w.insert(321, 330, 30).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
+
+    let log = faults.log();
+    let refused: Vec<_> = log.iter().filter(|e| e.status == 400).collect();
+    assert!(refused.is_empty(), "queries refused: {refused:#?}");
+    let reads = log
+        .iter()
+        .filter(|e| e.is_query() && e.sql.as_deref().is_some_and(|s| s.contains(".events`")))
+        .count();
+    assert!(reads > 5, "only {reads} queries read the table");
+}
+
+#[tokio::test]
+async fn a_date_partitioned_table_requiring_a_partition_filter_replicates() {
+    // The flag where tables created before `requirePartitionFilter` moved keep it.
+    let metadata = serde_json::json!({
+        "timePartitioning": { "type": "DAY", "field": "day", "requirePartitionFilter": true }
+    });
+    replicates_a_table_requiring_a_partition_filter("partday", "day", metadata).await;
+}
+
+#[tokio::test]
+async fn an_integer_range_partitioned_table_requiring_a_partition_filter_replicates() {
+    // Ids from 100 up fall outside the range (`__UNPARTITIONED__`).
+    let metadata = serde_json::json!({
+        "requirePartitionFilter": true,
+        "rangePartitioning": { "field": "id", "range": { "start": "0", "end": "100", "interval": "10" } }
+    });
+    replicates_a_table_requiring_a_partition_filter("partrange", "id", metadata).await;
+}

@@ -191,10 +191,11 @@ impl Source for BigQuerySource {
                 .get(&self.project, self.dataset(), &name, None)
                 .await
                 .context("read table schema")?;
+            let filter = table::partition_filter(&meta);
             let fields = meta.schema.fields.unwrap_or_default();
             let id = TableId::new(self.dataset(), &name);
             let key = keys.get(&name).cloned().unwrap_or_default();
-            found.insert(name, BqTable::new(&self.project, id, fields, key));
+            found.insert(name, BqTable::new(&self.project, id, fields, key, filter));
         }
         let mut schemas: Vec<TableSchema> = found.values().map(|t| t.schema.clone()).collect();
         schemas.sort_by(|a, b| a.id.cmp(&b.id));
@@ -279,7 +280,7 @@ impl Source for BigQuerySource {
 
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
         let t = self.cached(table)?;
-        let sql = format!("SELECT {} FROM {}", t.key_list(), t.path);
+        let sql = format!("SELECT {} {}", t.key_list(), t.from_where::<&str>(&[]));
         let rows = self
             .runner()
             .await?
@@ -299,24 +300,33 @@ impl Source for BigQuerySource {
         let scan = |sql: String| runner.dry_run(Query::new(&table.id.name, sql));
         let mut notes = Vec::new();
         if snapshot {
-            let bytes = scan(format!("SELECT {} FROM {}", t.select_list(), t.path)).await?;
+            let bytes = scan(format!(
+                "SELECT {} {}",
+                t.select_list(),
+                t.from_where::<&str>(&[])
+            ))
+            .await?;
             notes.push(format!(
                 "full load processes ~{bytes} bytes (BigQuery dry run)"
             ));
         }
         let column = read.change_column(&table.id)?;
         let bytes = scan(format!(
-            "SELECT {} FROM {} WHERE {} IS NOT NULL",
+            "SELECT {} {}",
             t.select_list(),
-            t.path,
-            quote(column)
+            t.from_where(&[format!("{} IS NOT NULL", quote(column))])
         ))
         .await?;
         notes.push(format!(
             "each poll processes up to ~{bytes} bytes (less where the table is partitioned or clustered on {column})"
         ));
         if read.delete_detection {
-            let bytes = scan(format!("SELECT {} FROM {}", t.key_list(), t.path)).await?;
+            let bytes = scan(format!(
+                "SELECT {} {}",
+                t.key_list(),
+                t.from_where::<&str>(&[])
+            ))
+            .await?;
             notes.push(format!(
                 "each delete-detection pass processes ~{bytes} bytes"
             ));

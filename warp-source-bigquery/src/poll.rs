@@ -40,7 +40,7 @@ pub async fn current(runner: &Runner, t: &BqTable, column: &str) -> Result<Water
     let max = runner
         .all(Query::new(
             &t.schema.id.name,
-            format!("SELECT MAX({cd}) FROM {}", t.path),
+            format!("SELECT MAX({cd}) {}", t.from_where::<&str>(&[])),
         ))
         .await?;
     let value = match (max.first().and_then(|r| r.first()), &t.fields[i]) {
@@ -175,9 +175,9 @@ impl warp_core::Poll for Poller {
         let mut q = Query::new(
             &t.schema.id.name,
             format!(
-                "SELECT {} FROM {} WHERE {filter} ORDER BY {cd}, {} LIMIT {limit}",
+                "SELECT {} {} ORDER BY {cd}, {} LIMIT {limit}",
                 t.select_list(),
-                t.path,
+                t.from_where(&[filter]),
                 key.join(", "),
             ),
         );

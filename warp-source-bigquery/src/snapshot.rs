@@ -20,9 +20,9 @@ pub async fn plan(runner: &Runner, t: &BqTable, chunk_rows: usize) -> Result<Vec
     }
     let k = t.key_list();
     let sql = format!(
-        "SELECT {k} FROM (SELECT {k}, ROW_NUMBER() OVER (ORDER BY {k}) AS rn FROM {}) \
+        "SELECT {k} FROM (SELECT {k}, ROW_NUMBER() OVER (ORDER BY {k}) AS rn {}) \
          WHERE rn > 1 AND MOD(rn - 1, @n) = 0 ORDER BY {k}",
-        t.path
+        t.from_where::<&str>(&[])
     );
     let q = Query::new(&t.schema.id.name, sql).param("n", &Value::Int(chunk_rows as i64))?;
     let bounds = runner.all(q).await?;
@@ -51,17 +51,12 @@ pub fn read(
         filter.push(condition);
         top
     });
-    let filter = if filter.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", filter.join(" AND "))
-    };
     let mut q = Query::new(
         &t.schema.id.name,
         format!(
-            "SELECT {} FROM {} {filter} ORDER BY {k}",
+            "SELECT {} {} ORDER BY {k}",
             t.select_list(),
-            t.path
+            t.from_where(&filter)
         ),
     );
     // Ranges exist only for one-column keys (see `plan`).

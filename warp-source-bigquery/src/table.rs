@@ -1,5 +1,7 @@
 //! A BigQuery table as the source reads it: its fields, aligned to the engine's view.
 
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use warp_core::{Column, Row, TableId, TableSchema, Value};
 
@@ -14,7 +16,50 @@ pub struct BqTable {
     /// One per column of `schema`, in its order; `None` for a column the source has
     /// dropped since (it reads NULL).
     pub fields: Vec<Option<TableFieldSchema>>,
+    /// A condition every partition meets, for tables that refuse queries without a
+    /// filter on their partitioning column (`requirePartitionFilter`).
+    pub partition_filter: Option<String>,
 }
+
+/// The condition, true for every row, that a table requiring a partition filter gets in
+/// each query: BigQuery accepts a filter when at least one of its `AND`ed predicates
+/// references only the partitioning column, and this one spans every partition — rows
+/// whose value is NULL (`__NULL__`) and, for integer ranges, values outside the range
+/// (`__UNPARTITIONED__`), and for ingestion-time tables the streaming buffer, whose
+/// `_PARTITIONTIME` is NULL. `None` when the table does not require a filter.
+pub fn partition_filter(meta: &Table) -> Option<String> {
+    let time = meta.time_partitioning.as_ref();
+    let required = meta.require_partition_filter == Some(true)
+        || time.and_then(|t| t.require_partition_filter) == Some(true);
+    if !required {
+        return None;
+    }
+    let fields = meta.schema.fields.as_deref().unwrap_or_default();
+    let type_of = |name: &str| fields.iter().find(|f| f.name == name).map(|f| &f.r#type);
+    let (column, ceiling) = match (time, meta.range_partitioning.as_ref()) {
+        (Some(t), _) => match t.field.as_deref() {
+            // Ingestion-time partitioning: the pseudocolumn.
+            None => ("_PARTITIONTIME".to_owned(), TIMESTAMP_CEILING),
+            Some(f) => (
+                quote(f),
+                match type_of(f) {
+                    Some(FieldType::Date) => "DATE '9999-12-31'",
+                    Some(FieldType::Datetime) => "DATETIME '9999-12-31 23:59:59.999999'",
+                    _ => TIMESTAMP_CEILING,
+                },
+            ),
+        },
+        (None, Some(r)) => (
+            quote(r.field.as_deref().unwrap_or_default()),
+            "9223372036854775807",
+        ),
+        // Required without a partitioning the API describes: nothing to filter on.
+        (None, None) => return None,
+    };
+    Some(format!("({column} IS NULL OR {column} <= {ceiling})"))
+}
+
+const TIMESTAMP_CEILING: &str = "TIMESTAMP '9999-12-31 23:59:59.999999+00'";
 
 impl BqTable {
     pub fn new(
@@ -22,6 +67,7 @@ impl BqTable {
         id: TableId,
         fields: Vec<TableFieldSchema>,
         key: Vec<String>,
+        partition_filter: Option<String>,
     ) -> Self {
         let columns = fields
             .iter()
@@ -43,6 +89,22 @@ impl BqTable {
                 primary_key: key,
             },
             fields,
+            partition_filter,
+        }
+    }
+
+    /// `FROM` the table `WHERE` every one of `conditions` holds (and the partition filter
+    /// where the table requires one).
+    pub fn from_where<S: AsRef<str>>(&self, conditions: &[S]) -> String {
+        let all: Vec<String> = conditions
+            .iter()
+            .map(|c| format!("({})", c.as_ref()))
+            .chain(self.partition_filter.clone())
+            .collect();
+        if all.is_empty() {
+            format!("FROM {}", self.path)
+        } else {
+            format!("FROM {} WHERE {}", self.path, all.join(" AND "))
         }
     }
 
@@ -63,6 +125,7 @@ impl BqTable {
             path: self.path.clone(),
             schema: view.clone(),
             fields,
+            partition_filter: self.partition_filter.clone(),
         }
     }
 
@@ -115,5 +178,89 @@ impl BqTable {
             .enumerate()
             .map(|(i, &k)| Self::cell(cells, i, self.fields[k].as_ref()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `tables.get` answer in the API's shape, with `extra` fields merged in.
+    fn meta(extra: serde_json::Value) -> Table {
+        let mut t = serde_json::json!({
+            "kind": "bigquery#table",
+            "tableReference": { "projectId": "p", "datasetId": "d", "tableId": "t" },
+            "schema": { "fields": [
+                { "name": "id", "type": "INTEGER", "mode": "REQUIRED" },
+                { "name": "day", "type": "DATE" },
+                { "name": "seen", "type": "DATETIME" },
+                { "name": "at", "type": "TIMESTAMP" }
+            ] },
+            "type": "TABLE"
+        });
+        t.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(t).unwrap()
+    }
+
+    #[test]
+    fn a_required_partition_filter_spans_every_partition_of_each_kind() {
+        let cases = [
+            (
+                serde_json::json!({ "requirePartitionFilter": true,
+                    "rangePartitioning": { "field": "id", "range": { "start": "0", "end": "100", "interval": "10" } } }),
+                "(`id` IS NULL OR `id` <= 9223372036854775807)",
+            ),
+            // The flag where older tables keep it.
+            (
+                serde_json::json!({ "timePartitioning": { "type": "DAY", "field": "day", "requirePartitionFilter": true } }),
+                "(`day` IS NULL OR `day` <= DATE '9999-12-31')",
+            ),
+            (
+                serde_json::json!({ "requirePartitionFilter": true, "timePartitioning": { "type": "HOUR", "field": "seen" } }),
+                "(`seen` IS NULL OR `seen` <= DATETIME '9999-12-31 23:59:59.999999')",
+            ),
+            (
+                serde_json::json!({ "requirePartitionFilter": true, "timePartitioning": { "type": "MONTH", "field": "at" } }),
+                "(`at` IS NULL OR `at` <= TIMESTAMP '9999-12-31 23:59:59.999999+00')",
+            ),
+            // Ingestion time: the pseudocolumn (NULL for rows in the streaming buffer).
+            (
+                serde_json::json!({ "requirePartitionFilter": true, "timePartitioning": { "type": "DAY" } }),
+                "(_PARTITIONTIME IS NULL OR _PARTITIONTIME <= TIMESTAMP '9999-12-31 23:59:59.999999+00')",
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(partition_filter(&meta(extra.clone())).as_deref(), Some(want), "{extra}");
+        }
+        let optional = serde_json::json!({ "timePartitioning": { "type": "DAY", "field": "day" } });
+        assert_eq!(partition_filter(&meta(optional)), None);
+        assert_eq!(partition_filter(&meta(serde_json::json!({}))), None);
+    }
+
+    #[test]
+    fn every_query_gets_the_partition_filter_beside_its_own_conditions() {
+        let m = meta(serde_json::json!({ "requirePartitionFilter": true,
+            "timePartitioning": { "type": "DAY", "field": "day" } }));
+        let fields = m.schema.fields.clone().unwrap();
+        let t = BqTable::new(
+            "p",
+            TableId::new("d", "t"),
+            fields,
+            vec!["id".into()],
+            partition_filter(&m),
+        );
+        assert_eq!(
+            t.from_where::<&str>(&[]),
+            "FROM `p.d.t` WHERE (`day` IS NULL OR `day` <= DATE '9999-12-31')"
+        );
+        // A condition with its own OR stays whole.
+        assert_eq!(
+            t.from_where(&["a > 1 OR b"]),
+            "FROM `p.d.t` WHERE (a > 1 OR b) AND (`day` IS NULL OR `day` <= DATE '9999-12-31')"
+        );
+        let aligned = t.aligned(&t.schema);
+        assert_eq!(aligned.partition_filter, t.partition_filter);
     }
 }
