@@ -12,6 +12,9 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# A CI run builds once: incremental compilation's cache would only take disk.
+[ "${CI:-}" = true ] && export CARGO_INCREMENTAL=0
+
 scripts/browser.sh
 scripts/peers.sh start all
 set -a

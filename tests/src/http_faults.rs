@@ -41,6 +41,7 @@ impl Fault {
 
 fn error_body(status: u16, reason: &str, message: &str) -> String {
     let state = match status {
+        401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         400 => "INVALID_ARGUMENT",
         404 => "NOT_FOUND",
@@ -101,6 +102,8 @@ struct State {
     log: Vec<Exchange>,
     /// `totalBytesProcessed` to report for every query (the emulator reports 0).
     processed: Option<u64>,
+    /// The only bearer token accepted, when set (others: 401 as the service answers).
+    bearer: Option<String>,
     /// Tables requiring a partition filter, with what their `tables.get` answer gains.
     partitioned: Vec<(PartitionRule, serde_json::Value)>,
 }
@@ -170,7 +173,16 @@ impl HttpFaults {
             table: table.into(),
             column: column.into(),
         };
-        self.state.lock().unwrap().partitioned.push((rule, metadata));
+        self.state
+            .lock()
+            .unwrap()
+            .partitioned
+            .push((rule, metadata));
+    }
+
+    /// Requests not authorized by `Bearer {token}` are answered 401 `authError`.
+    pub fn require_bearer(&self, token: &str) {
+        self.state.lock().unwrap().bearer = Some(format!("Bearer {token}"));
     }
 
     /// Every query answer reports `bytes` processed, as the service reports what it bills.
@@ -259,9 +271,20 @@ impl Relay {
             rows: None,
             fault: None,
         };
-        let fault = self
-            .take_fault(&seen.method, &path)
-            .or_else(|| self.partition_refusal(&seen));
+        let authorized = {
+            let state = self.state.lock().unwrap();
+            let given = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            state.bearer.as_deref().is_none_or(|b| given == Some(b))
+        };
+        let fault = if authorized {
+            self.take_fault(&seen.method, &path)
+                .or_else(|| self.partition_refusal(&seen))
+        } else {
+            Some(Fault::error(401, "authError", "Invalid Credentials"))
+        };
         seen.fault = fault.as_ref().map(|f| format!("{f:?}"));
         let out = match fault {
             Some(Fault::Answer { status, body }) => answer(status, body),

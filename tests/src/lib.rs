@@ -3,6 +3,7 @@
 //! it never skips silently.
 
 pub mod browser;
+pub mod fake_sts;
 pub mod http_faults;
 pub mod partition_rule;
 pub mod private_mariadb;

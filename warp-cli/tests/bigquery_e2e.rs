@@ -16,6 +16,7 @@ use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use sqlx::PgPool;
 use warp_core::{Row, Source, TableSchema, Value};
+use warp_e2e::fake_sts::{self, FakeSts};
 use warp_e2e::http_faults::{Fault, HttpFaults};
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
@@ -54,6 +55,8 @@ struct Setup<'a> {
     /// Keys added to `source` and to `performance` (each starting with `, `).
     source: &'a str,
     performance: &'a str,
+    /// `source.credentials_path` of the replicator (the test's own reads go without).
+    credentials: Option<&'a str>,
 }
 
 async fn warehouse(name: &str) -> Warehouse {
@@ -80,7 +83,11 @@ async fn warehouse_with(name: &str, setup: Setup<'_>) -> Warehouse {
     let dir = TempDir::new(&format!("bq-{name}"));
     let config = dir.join("config.yaml");
     let metrics_port = warp_e2e::free_port();
-    let yaml = |endpoint: &str| {
+    let yaml = |endpoint: &str, credentials: Option<&str>| {
+        let source = match credentials {
+            Some(path) => format!("{}, credentials_path: '{path}'", setup.source),
+            None => setup.source.to_owned(),
+        };
         format!(
             "mode: single\nsingle_schema_name: {dataset}\n\
              performance: {{ write_batch_max_wait: 0.2, retry_delay: 0.2, retry_max_delay: 2, failed_table_cooldown: 1, lease_ttl: 3{} }}\n\
@@ -90,15 +97,19 @@ async fn warehouse_with(name: &str, setup: Setup<'_>) -> Warehouse {
              monitoring: {{ metrics_port: {}, health_check_port: {} }}\n\
              logging: {{ level: info, format: text }}\n",
             setup.performance,
-            setup.source,
+            source,
             metrics_port,
             warp_e2e::free_port()
         )
     };
-    std::fs::write(&config, yaml(setup.via.unwrap_or(&bq_url))).unwrap();
+    std::fs::write(
+        &config,
+        yaml(setup.via.unwrap_or(&bq_url), setup.credentials),
+    )
+    .unwrap();
     // The test reads the source directly, past any proxy.
     let direct = dir.join("direct.yaml");
-    std::fs::write(&direct, yaml(&bq_url)).unwrap();
+    std::fs::write(&direct, yaml(&bq_url, None)).unwrap();
     let w = Warehouse {
         dataset,
         config,
@@ -556,7 +567,11 @@ async fn replicates_a_table_requiring_a_partition_filter(
         .output()
         .unwrap();
     let plan = String::from_utf8_lossy(&dry.stdout);
-    assert!(dry.status.success(), "{plan}{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(
+        dry.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
     // The dry runs are queries too: refused, they would read "no estimate: …".
     assert!(plan.contains("full load processes ~"), "{plan}");
     assert!(plan.contains("each delete-detection pass"), "{plan}");
@@ -600,4 +615,61 @@ async fn an_integer_range_partitioned_table_requiring_a_partition_filter_replica
         "rangePartitioning": { "field": "id", "range": { "start": "0", "end": "100", "interval": "10" } }
     });
     replicates_a_table_requiring_a_partition_filter("partrange", "id", metadata).await;
+}
+
+/// Workload identity federation (`external_account` credentials, as
+/// `gcloud iam workload-identity-pools create-cred-config` writes them for a Kubernetes
+/// projected token): the subject token is exchanged at the STS, the federated token for
+/// the service account's, and every BigQuery request carries that one — the proxy
+/// answers any other with 401. Tokens are cached, not fetched per request.
+#[tokio::test]
+async fn workload_identity_federation_credentials_authenticate_every_request() {
+    let creds = TempDir::new("bq-wif");
+    let subject = "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token.signature";
+    std::fs::write(creds.join("token"), subject).unwrap();
+    let sts = FakeSts::start(subject).await;
+    let file = creds.join("wif.json");
+    let config = serde_json::json!({
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/k8s/providers/cluster",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": sts.token_url(),
+        "service_account_impersonation_url": sts.impersonation_url("warp@p.iam.gserviceaccount.com"),
+        "credential_source": { "file": creds.join("token") }
+    });
+    std::fs::write(&file, config.to_string()).unwrap();
+    let faults = HttpFaults::start(emulator_address(), None).await;
+    faults.require_bearer(fake_sts::ACCOUNT_TOKEN);
+    let url = faults.url();
+    let w = warehouse_with(
+        "wif",
+        Setup {
+            via: Some(&url),
+            credentials: file.to_str(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.insert(1, 50, 10).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.update(&[1, 2], 20).await;
+    w.wait_equal().await;
+    assert!(run.terminate().success());
+
+    let log = faults.log();
+    let refused: Vec<_> = log.iter().filter(|e| e.status == 401).collect();
+    assert!(
+        refused.is_empty(),
+        "requests without the account's token: {refused:#?}"
+    );
+    assert!(log.iter().filter(|e| e.is_query()).count() > 5, "{log:#?}");
+    let seen = sts.seen();
+    let ok = |end: &str| seen.iter().any(|(p, ok)| p.ends_with(end) && *ok);
+    assert!(ok("/v1/token") && ok(":generateAccessToken"), "{seen:?}");
+    assert_eq!(seen.len(), 2, "one exchange, one impersonation: {seen:?}");
+    assert!(
+        !w.log().contains(fake_sts::ACCOUNT_TOKEN),
+        "the token reached the log"
+    );
 }

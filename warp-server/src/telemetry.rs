@@ -24,7 +24,9 @@ pub fn init(cfg: &LoggingConfig, env: &Environment) -> Result<Vec<String>, Serve
         Some(directives) => EnvFilter::try_new(directives)
             .map_err(|e| ServerError::Telemetry(format!("RUST_LOG: {e}")))?,
         None => EnvFilter::new(cfg.level.as_str()),
-    };
+    }
+    // The OAuth library logs token answers whole at debug: never let a token through.
+    .add_directive("yup_oauth2=warn".parse().expect("a valid directive"));
     let mut warnings = Vec::new();
     let mut writer = BoxMakeWriter::new(io::stdout);
     if let Some(path) = &cfg.log_file {

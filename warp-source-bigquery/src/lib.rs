@@ -280,7 +280,7 @@ impl Source for BigQuerySource {
 
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
         let t = self.cached(table)?;
-        let sql = format!("SELECT {} {}", t.key_list(), t.from_where::<&str>(&[]));
+        let sql = format!("SELECT {} {}", t.key_list(), t.scan_where::<&str>(&[]));
         let rows = self
             .runner()
             .await?
@@ -303,7 +303,7 @@ impl Source for BigQuerySource {
             let bytes = scan(format!(
                 "SELECT {} {}",
                 t.select_list(),
-                t.from_where::<&str>(&[])
+                t.scan_where::<&str>(&[])
             ))
             .await?;
             notes.push(format!(
@@ -314,7 +314,7 @@ impl Source for BigQuerySource {
         let bytes = scan(format!(
             "SELECT {} {}",
             t.select_list(),
-            t.from_where(&[format!("{} IS NOT NULL", quote(column))])
+            t.scan_where(&[format!("{} IS NOT NULL", quote(column))])
         ))
         .await?;
         notes.push(format!(
@@ -324,7 +324,7 @@ impl Source for BigQuerySource {
             let bytes = scan(format!(
                 "SELECT {} {}",
                 t.key_list(),
-                t.from_where::<&str>(&[])
+                t.scan_where::<&str>(&[])
             ))
             .await?;
             notes.push(format!(

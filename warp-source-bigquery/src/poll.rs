@@ -40,7 +40,7 @@ pub async fn current(runner: &Runner, t: &BqTable, column: &str) -> Result<Water
     let max = runner
         .all(Query::new(
             &t.schema.id.name,
-            format!("SELECT MAX({cd}) {}", t.from_where::<&str>(&[])),
+            format!("SELECT MAX({cd}) {}", t.scan_where::<&str>(&[])),
         ))
         .await?;
     let value = match (max.first().and_then(|r| r.first()), &t.fields[i]) {
@@ -177,7 +177,7 @@ impl warp_core::Poll for Poller {
             format!(
                 "SELECT {} {} ORDER BY {cd}, {} LIMIT {limit}",
                 t.select_list(),
-                t.from_where(&[filter]),
+                t.scan_where(&[filter]),
                 key.join(", "),
             ),
         );

@@ -22,7 +22,7 @@ pub async fn plan(runner: &Runner, t: &BqTable, chunk_rows: usize) -> Result<Vec
     let sql = format!(
         "SELECT {k} FROM (SELECT {k}, ROW_NUMBER() OVER (ORDER BY {k}) AS rn {}) \
          WHERE rn > 1 AND MOD(rn - 1, @n) = 0 ORDER BY {k}",
-        t.from_where::<&str>(&[])
+        t.scan_where::<&str>(&[])
     );
     let q = Query::new(&t.schema.id.name, sql).param("n", &Value::Int(chunk_rows as i64))?;
     let bounds = runner.all(q).await?;
@@ -56,7 +56,7 @@ pub fn read(
         format!(
             "SELECT {} {} ORDER BY {k}",
             t.select_list(),
-            t.from_where(&filter)
+            t.scan_where(&filter)
         ),
     );
     // Ranges exist only for one-column keys (see `plan`).

@@ -95,7 +95,7 @@ impl BqTable {
 
     /// `FROM` the table `WHERE` every one of `conditions` holds (and the partition filter
     /// where the table requires one).
-    pub fn from_where<S: AsRef<str>>(&self, conditions: &[S]) -> String {
+    pub fn scan_where<S: AsRef<str>>(&self, conditions: &[S]) -> String {
         let all: Vec<String> = conditions
             .iter()
             .map(|c| format!("({})", c.as_ref()))
@@ -232,7 +232,11 @@ mod tests {
             ),
         ];
         for (extra, want) in cases {
-            assert_eq!(partition_filter(&meta(extra.clone())).as_deref(), Some(want), "{extra}");
+            assert_eq!(
+                partition_filter(&meta(extra.clone())).as_deref(),
+                Some(want),
+                "{extra}"
+            );
         }
         let optional = serde_json::json!({ "timePartitioning": { "type": "DAY", "field": "day" } });
         assert_eq!(partition_filter(&meta(optional)), None);
@@ -252,12 +256,12 @@ mod tests {
             partition_filter(&m),
         );
         assert_eq!(
-            t.from_where::<&str>(&[]),
+            t.scan_where::<&str>(&[]),
             "FROM `p.d.t` WHERE (`day` IS NULL OR `day` <= DATE '9999-12-31')"
         );
         // A condition with its own OR stays whole.
         assert_eq!(
-            t.from_where(&["a > 1 OR b"]),
+            t.scan_where(&["a > 1 OR b"]),
             "FROM `p.d.t` WHERE (a > 1 OR b) AND (`day` IS NULL OR `day` <= DATE '9999-12-31')"
         );
         let aligned = t.aligned(&t.schema);
