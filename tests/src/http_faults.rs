@@ -104,6 +104,8 @@ struct State {
     processed: Option<u64>,
     /// The only bearer token accepted, when set (others: 401 as the service answers).
     bearer: Option<String>,
+    /// Schema fields to describe as the service does, by table.
+    fields: Vec<(String, serde_json::Value)>,
     /// Tables requiring a partition filter, with what their `tables.get` answer gains.
     partitioned: Vec<(PartitionRule, serde_json::Value)>,
 }
@@ -178,6 +180,16 @@ impl HttpFaults {
             .unwrap()
             .partitioned
             .push((rule, metadata));
+    }
+
+    /// `table`'s `tables.get` answers describe the schema field named as `field` is
+    /// named with `field` (the emulator describes a RANGE column as a RECORD).
+    pub fn describe_field(&self, table: &str, field: serde_json::Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .fields
+            .push((table.into(), field));
     }
 
     /// Requests not authorized by `Bearer {token}` are answered 401 `authError`.
@@ -353,6 +365,20 @@ impl Relay {
                 .find(|(rule, _)| table.ends_with(&format!("/tables/{}", rule.table)));
             if let (Some((_, patch)), Some(meta)) = (patch, json.as_object_mut()) {
                 meta.extend(patch.as_object().cloned().unwrap_or_default());
+            }
+            let described = state
+                .fields
+                .iter()
+                .filter(|(t, _)| table.ends_with(&format!("/tables/{t}")));
+            for (_, field) in described {
+                let fields = json
+                    .pointer_mut("/schema/fields")
+                    .and_then(|f| f.as_array_mut());
+                for f in fields.into_iter().flatten() {
+                    if f.get("name") == field.get("name") {
+                        *f = field.clone();
+                    }
+                }
             }
         }
         if seen.is_query() && status == 200 {

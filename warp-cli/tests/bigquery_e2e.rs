@@ -57,6 +57,8 @@ struct Setup<'a> {
     performance: &'a str,
     /// `source.credentials_path` of the replicator (the test's own reads go without).
     credentials: Option<&'a str>,
+    /// The test's own reads go through `via` too (for a proxy that only describes).
+    reads_via: bool,
 }
 
 async fn warehouse(name: &str) -> Warehouse {
@@ -109,7 +111,8 @@ async fn warehouse_with(name: &str, setup: Setup<'_>) -> Warehouse {
     .unwrap();
     // The test reads the source directly, past any proxy.
     let direct = dir.join("direct.yaml");
-    std::fs::write(&direct, yaml(&bq_url, None)).unwrap();
+    let reads = if setup.reads_via { setup.via } else { None };
+    std::fs::write(&direct, yaml(reads.unwrap_or(&bq_url), None)).unwrap();
     let w = Warehouse {
         dataset,
         config,
@@ -672,4 +675,84 @@ async fn workload_identity_federation_credentials_authenticate_every_request() {
         !w.log().contains(fake_sts::ACCOUNT_TOKEN),
         "the token reached the log"
     );
+}
+
+/// A RANGE column — a type the client library cannot decode, which used to fail
+/// discovery of the whole dataset — replicates as JSON `{"start", "end"}` (null for an
+/// unbounded end), beside the other columns, through the copy and polls.
+#[tokio::test]
+async fn a_range_column_replicates_as_json_start_and_end() {
+    // The emulator stores RANGE but describes the column as a RECORD of start and end
+    // (its query answers say RANGE): the proxy describes it as the service does.
+    let faults = HttpFaults::start(emulator_address(), None).await;
+    faults.describe_field(
+        "events",
+        serde_json::json!({ "name": "valid", "type": "RANGE", "mode": "NULLABLE",
+            "rangeElementType": { "type": "DATE" } }),
+    );
+    let url = faults.url();
+    let w = warehouse_with(
+        "range",
+        Setup {
+            via: Some(&url),
+            reads_via: true,
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.sql(&format!(
+        "CREATE OR REPLACE TABLE {}.events (id INT64 NOT NULL, name STRING, amount NUMERIC, updated_at TIMESTAMP, \
+         day DATE, tags ARRAY<STRING>, meta STRUCT<a INT64, b STRING>, raw BYTES, ratio FLOAT64, ok BOOL, \
+         valid RANGE<DATE>)",
+        w.dataset
+    ))
+    .await;
+    w.insert(1, 40, 10).await;
+    w.sql(&format!(
+        "UPDATE {}.events SET valid = RANGE(DATE '2024-01-01', DATE '2024-02-01') WHERE id <= 5",
+        w.dataset
+    ))
+    .await;
+    w.sql(&format!(
+        "UPDATE {}.events SET valid = RANGE(NULL, DATE '2024-03-01') WHERE id = 6",
+        w.dataset
+    ))
+    .await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.insert(41, 45, 20).await;
+    w.sql(&format!(
+        "UPDATE {}.events SET valid = RANGE(DATE '2025-01-01', NULL), \
+         updated_at = TIMESTAMP '2024-01-01 00:00:30+00' WHERE id = 7",
+        w.dataset
+    ))
+    .await;
+    w.wait_equal().await;
+    assert!(run.terminate().success());
+    let landed = |id: i64| {
+        let sql = format!(
+            "SELECT valid::text FROM {}.events WHERE id = {id}",
+            w.dataset
+        );
+        let pg = w.pg.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&pg)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        landed(1).await.as_deref(),
+        Some(r#"{"end": "2024-02-01", "start": "2024-01-01"}"#)
+    );
+    assert_eq!(
+        landed(6).await.as_deref(),
+        Some(r#"{"end": "2024-03-01", "start": null}"#)
+    );
+    assert_eq!(
+        landed(7).await.as_deref(),
+        Some(r#"{"end": null, "start": "2025-01-01"}"#)
+    );
+    assert_eq!(landed(8).await, None);
 }

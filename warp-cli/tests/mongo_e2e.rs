@@ -1,7 +1,8 @@
 //! `cartridge-warp run` replicating a MongoDB database into PostgreSQL, against the
 //! nx-27017 wire-protocol emulator (docs/testing.md lists what it can and cannot do: its
 //! change events are typed as a real server's by a patch of the launcher, so ObjectId
-//! keys, dates and nested arrays stream; binaries and Decimal128 go through the snapshot).
+//! keys, dates and nested arrays stream — the orders here are keyed and shaped so;
+//! binaries and Decimal128 go through the snapshot).
 //! Collections are compared document by document, through the source's decoder on one
 //! side and the sink's on the other.
 
@@ -16,14 +17,32 @@ use mongo_store::store;
 use warp_e2e::replica::{self, TempDir};
 use warp_e2e::Process;
 
+/// Order `i`'s `_id`: an ObjectId, as real collections are keyed, made from `i` so tests
+/// can name documents (big-endian, so ids sort as the numbers do).
+fn oid(i: i64) -> bson::oid::ObjectId {
+    let mut bytes = [0x65_u8; 12];
+    bytes[4..].copy_from_slice(&i.to_be_bytes());
+    bson::oid::ObjectId::from_bytes(bytes)
+}
+
+fn key(i: i64) -> Bson {
+    Bson::ObjectId(oid(i))
+}
+
+/// An order as real data looks: ObjectId key, dates, a nested array of sub-documents
+/// (each with its own array), a sub-document.
 fn order(i: i64) -> Document {
     doc! {
-        "_id": i,
+        "_id": oid(i),
         "customer": i % 17,
         "amount": i as f64 * 1.25,
         "qty": (i % 5) as i32,
         "status": "new",
-        "items": [ { "sku": format!("s{}", i % 7), "n": 1 } ],
+        "placed": bson::DateTime::from_millis(1_700_000_000_000 + i * 60_123),
+        "items": [
+            { "sku": format!("s{}", i % 7), "n": 1, "tags": ["a", format!("t{}", i % 4)] },
+            { "sku": "gift", "n": 0, "tags": [], "at": bson::DateTime::from_millis(1_600_000_000_000 + i) },
+        ],
         "addr": { "city": format!("c{}", i % 3), "zip": "0100" },
     }
 }
@@ -38,21 +57,21 @@ async fn replicates_a_mongodb_database_end_to_end() {
     .await;
     store.insert("orders", (1..=300).map(order).collect()).await;
     // Every BSON type the emulator stores, through the snapshot path.
-    let oid = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+    let kind_id = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
     let uuid = uuid::Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
     store
         .insert(
             "kinds",
             vec![
                 doc! {
-                    "_id": oid,
+                    "_id": kind_id,
                     "when": bson::DateTime::from_millis(1_700_000_000_123),
                     "big": 1_i64 << 40,
                     "ratio": 0.5,
                     "ok": true,
                     "blob": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0, 1, 255] },
                     "uid": bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: uuid.as_bytes().to_vec() },
-                    "ref": oid,
+                    "ref": kind_id,
                     "nested": { "a": [1, "two", { "three": 3.5 }] },
                     "nothing": null,
                 },
@@ -81,39 +100,35 @@ async fn replicates_a_mongodb_database_end_to_end() {
         store
             .update(
                 "orders",
-                Bson::Int64(i),
+                key(i),
                 doc! { "$set": { "status": "paid" }, "$inc": { "qty": 1 } },
             )
             .await;
     }
     store
-        .update("orders", Bson::Int64(11), doc! { "$unset": { "addr": "" } })
+        .update("orders", key(11), doc! { "$unset": { "addr": "" } })
         .await;
     let r = store
         .coll("orders")
         .replace_one(
-            doc! { "_id": 12_i64 },
-            doc! { "status": "replaced", "amount": 1.0 },
+            doc! { "_id": oid(12) },
+            doc! { "status": "replaced", "amount": 1.0, "placed": bson::DateTime::from_millis(0) },
         )
         .await
         .unwrap();
     assert_eq!(r.modified_count, 1);
-    store.wrote("orders", &Bson::Int64(12));
+    store.wrote("orders", &key(12));
     for i in 20..25_i64 {
         store
             .coll("orders")
-            .delete_one(doc! { "_id": i })
+            .delete_one(doc! { "_id": oid(i) })
             .await
             .unwrap();
-        store.wrote("orders", &Bson::Int64(i));
+        store.wrote("orders", &key(i));
     }
     // A field whose type changes: integers, then a string.
     store
-        .update(
-            "orders",
-            Bson::Int64(13),
-            doc! { "$set": { "qty": "many" } },
-        )
+        .update("orders", key(13), doc! { "$set": { "qty": "many" } })
         .await;
     store.wait_equal("orders").await;
     assert_eq!(store.column_type("orders", "qty").await, "text");
@@ -281,7 +296,7 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
                 store
                     .update(
                         "orders",
-                        Bson::Int64(id),
+                        key(id),
                         doc! { "$inc": { "qty": 1 }, "$set": { "status": format!("r{round}") } },
                     )
                     .await;
@@ -290,11 +305,11 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
                     let gone = (round * 7919) % 12_000 + 1;
                     let r = store
                         .coll("orders")
-                        .delete_one(doc! { "_id": gone })
+                        .delete_one(doc! { "_id": oid(gone) })
                         .await
                         .unwrap();
                     if r.deleted_count == 1 {
-                        store.wrote("orders", &Bson::Int64(gone));
+                        store.wrote("orders", &key(gone));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -47,19 +47,44 @@ enum Credentials {
     Other,
 }
 
-/// Tokens from a workload identity federation flow (yup-oauth2 runs the exchange and
-/// caches the token until it expires).
+impl Credentials {
+    /// The `type` as the file spells it.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "service_account",
+            Self::ExternalAccount => "external_account",
+            Self::AuthorizedUser => "authorized_user",
+            Self::Other => "other",
+        }
+    }
+}
+
+type Connector = <DefaultHyperClientBuilder as HyperClientBuilder>::Connector;
+
+/// Tokens from one of yup-oauth2's flows (service account, workload identity
+/// federation, user, metadata server); it caches each token until it expires. Callers
+/// take turns: the library does not merge concurrent fetches, so the tables starting
+/// together would each run the whole exchange (seen in CI: two STS exchanges at start).
 #[derive(Clone)]
-struct Federated(
-    yup_oauth2::authenticator::Authenticator<
-        <DefaultHyperClientBuilder as HyperClientBuilder>::Connector,
-    >,
-);
+struct Tokens {
+    auth: yup_oauth2::authenticator::Authenticator<Connector>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Tokens {
+    fn shared(auth: yup_oauth2::authenticator::Authenticator<Connector>) -> Arc<dyn Authenticator> {
+        Arc::new(Self {
+            auth,
+            turn: Arc::default(),
+        })
+    }
+}
 
 #[async_trait]
-impl Authenticator for Federated {
+impl Authenticator for Tokens {
     async fn access_token(&self) -> Result<String, BQError> {
-        let token = self.0.token(&[SCOPE]).await?;
+        let _turn = self.turn.lock().await;
+        let token = self.auth.token(&[SCOPE]).await?;
         token.token().map(str::to_owned).ok_or(BQError::NoToken)
     }
 }
@@ -73,42 +98,60 @@ fn unusable(key: &str, path: &str, why: String) -> BigQueryError {
     }
 }
 
-/// A client authenticated by the credentials file at `path` (`key` names where the
-/// path came from, for errors).
-async fn from_file(builder: &mut ClientBuilder, key: &str, path: &str) -> Result<Client> {
+/// Tokens from the credentials file at `path` (`key` names where the path came from,
+/// for errors).
+async fn from_file(key: &str, path: &str) -> Result<Arc<dyn Authenticator>> {
     let text = std::fs::read_to_string(path).map_err(|e| BigQueryError::Unsupported {
         message: format!("{key}: {path} is not a readable file ({e})"),
         hint: Some("mount the credentials file (a Secret volume) at this path".into()),
     })?;
     let kind: Credentials = serde_json::from_str(&text)
         .map_err(|e| unusable(key, path, format!("not a credentials file ({e})")))?;
-    match kind {
-        Credentials::ServiceAccount => builder
-            .build_from_service_account_key_file(path)
-            .await
-            .context("service-account key"),
-        Credentials::ExternalAccount => {
-            let secret = serde_json::from_str(&text)
-                .map_err(|e| unusable(key, path, format!("external_account: {e}")))?;
-            let auth = yup_oauth2::ExternalAccountAuthenticator::builder(secret)
+    let bad = |e: &dyn std::fmt::Display| unusable(key, path, format!("{}: {e}", kind.name()));
+    let auth = match kind {
+        Credentials::ServiceAccount => {
+            let secret = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+            yup_oauth2::ServiceAccountAuthenticator::builder(secret)
                 .build()
                 .await
-                .map_err(|e| unusable(key, path, format!("external_account: {e}")))?;
-            builder
-                .build_from_authenticator(Arc::new(Federated(auth)))
-                .await
-                .context("workload identity federation")
         }
-        Credentials::AuthorizedUser => builder
-            .build_from_authorized_user_authenticator(path)
-            .await
-            .context("gcloud user credentials"),
-        Credentials::Other => Err(unusable(
-            key,
-            path,
-            "credentials of an unsupported `type`".into(),
-        )),
-    }
+        Credentials::ExternalAccount => {
+            let secret = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+            yup_oauth2::ExternalAccountAuthenticator::builder(secret)
+                .build()
+                .await
+        }
+        Credentials::AuthorizedUser => {
+            let secret = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+            yup_oauth2::AuthorizedUserAuthenticator::builder(secret)
+                .build()
+                .await
+        }
+        Credentials::Other => {
+            return Err(unusable(
+                key,
+                path,
+                "credentials of an unsupported `type`".into(),
+            ))
+        }
+    };
+    Ok(Tokens::shared(auth.map_err(|e| bad(&e))?))
+}
+
+/// The metadata server's tokens (GKE Workload Identity, a VM's service account).
+async fn metadata_server() -> Result<Arc<dyn Authenticator>> {
+    use yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes as Adc;
+    let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts::default();
+    let built = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
+        Adc::InstanceMetadata(b) => b.build().await,
+        Adc::ServiceAccount(b) => b.build().await,
+    };
+    let auth = built.map_err(|e| BigQueryError::Client {
+        context: "application-default credentials".into(),
+        message: e.to_string(),
+        transient: true,
+    })?;
+    Ok(Tokens::shared(auth))
 }
 
 /// `http://host:port` or the full `…/bigquery/v2` base URL.
@@ -141,7 +184,57 @@ fn v2_base_url(endpoint: &str) -> String {
 /// the request retried, instead of holding the table forever.
 const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 
-pub async fn connect(source: &BigQueryOptions, wait: Duration) -> Result<Client> {
+/// The client library's client, and the same service for the calls it cannot decode.
+pub struct Connection {
+    pub client: Client,
+    pub api: Api,
+}
+
+/// Direct REST calls, authenticated as the client is: the library decodes a table's
+/// schema into a closed set of field types and fails on any other (RANGE, and whatever
+/// BigQuery adds next), which would stop discovery of the whole dataset.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    auth: Arc<dyn Authenticator>,
+}
+
+impl Api {
+    /// `GET {base}/{path}` as JSON; error answers become [`BigQueryError::Api`].
+    pub async fn get(&self, what: &str, path: &str) -> Result<serde_json::Value> {
+        let token = self.auth.access_token().await.context(what)?;
+        let transient = |e: reqwest::Error| BigQueryError::Client {
+            context: what.into(),
+            message: e.without_url().to_string(),
+            transient: true,
+        };
+        let answer = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transient)?;
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.map_err(transient)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let error: gcp_bigquery_client::error::ResponseError = serde_json::from_value(body)
+            .map_err(|e| BigQueryError::Client {
+                context: what.into(),
+                message: format!("HTTP {status} with an unreadable error ({e})"),
+                transient: status.is_server_error(),
+            })?;
+        Err(BigQueryError::from_client(
+            what,
+            BQError::ResponseError { error },
+        ))
+    }
+}
+
+pub async fn connect(source: &BigQueryOptions, wait: Duration) -> Result<Connection> {
     let mut builder = ClientBuilder::new();
     let http = reqwest::Client::builder()
         .timeout(wait + ANSWER_MARGIN)
@@ -152,28 +245,31 @@ pub async fn connect(source: &BigQueryOptions, wait: Duration) -> Result<Client>
             message: e.to_string(),
             transient: false,
         })?;
-    builder.with_client(http);
-    if let Some(endpoint) = &source.endpoint {
-        builder.with_v2_base_url(v2_base_url(endpoint));
-    }
+    builder.with_client(http.clone());
+    let base = v2_base_url(
+        source
+            .endpoint
+            .as_deref()
+            .unwrap_or("https://bigquery.googleapis.com"),
+    );
+    builder.with_v2_base_url(base.clone());
     let adc = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
         .ok()
         .filter(|p| !p.is_empty());
-    match (&source.credentials_path, &source.endpoint, adc) {
-        (Some(path), _, _) => from_file(&mut builder, "source.credentials_path", path).await,
-        (None, Some(_), _) => builder
-            .build_from_authenticator(Arc::new(NoCredentials))
-            .await
-            .context("connect"),
-        // The client library reads only service-account keys from this variable.
-        (None, None, Some(path)) => {
-            from_file(&mut builder, "GOOGLE_APPLICATION_CREDENTIALS", &path).await
-        }
-        (None, None, None) => builder
-            .build_from_application_default_credentials()
-            .await
-            .context("application-default credentials"),
-    }
+    let auth: Arc<dyn Authenticator> = match (&source.credentials_path, &source.endpoint, adc) {
+        (Some(path), _, _) => from_file("source.credentials_path", path).await?,
+        (None, Some(_), _) => Arc::new(NoCredentials),
+        (None, None, Some(path)) => from_file("GOOGLE_APPLICATION_CREDENTIALS", &path).await?,
+        (None, None, None) => metadata_server().await?,
+    };
+    let client = builder
+        .build_from_authenticator(Arc::clone(&auth))
+        .await
+        .context("connect")?;
+    Ok(Connection {
+        client,
+        api: Api { http, base, auth },
+    })
 }
 
 #[cfg(test)]
@@ -223,9 +319,7 @@ mod tests {
             (other, "unsupported `type`"),
             (junk, "not a credentials file"),
         ] {
-            let Err(e) =
-                from_file(&mut ClientBuilder::new(), "source.credentials_path", &path).await
-            else {
+            let Err(e) = from_file("source.credentials_path", &path).await else {
                 panic!("{path} accepted")
             };
             let e: warp_core::Error = e.into();
@@ -243,6 +337,37 @@ mod tests {
             .unwrap(),
             Credentials::ServiceAccount
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Tables start together and each asks for a token: one exchange serves them all.
+    #[tokio::test]
+    async fn concurrent_first_token_requests_share_one_exchange() {
+        let subject = "subject-token";
+        let sts = warp_e2e::fake_sts::FakeSts::start(subject).await;
+        let dir = std::env::temp_dir().join(format!("warp-bq-sts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), subject).unwrap();
+        let config = serde_json::json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": sts.token_url(),
+            "service_account_impersonation_url": sts.impersonation_url("a@p.iam.gserviceaccount.com"),
+            "credential_source": { "file": dir.join("token") }
+        });
+        std::fs::write(dir.join("wif.json"), config.to_string()).unwrap();
+        let auth = from_file(
+            "source.credentials_path",
+            dir.join("wif.json").to_str().unwrap(),
+        )
+        .await
+        .unwrap();
+        let tokens = futures::future::join_all((0..8).map(|_| auth.access_token())).await;
+        for t in tokens {
+            assert_eq!(t.unwrap(), warp_e2e::fake_sts::ACCOUNT_TOKEN);
+        }
+        assert_eq!(sts.seen().len(), 2, "{:?}", sts.seen());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

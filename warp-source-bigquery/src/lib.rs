@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+mod metadata;
 mod options;
 mod poll;
 mod query;
@@ -77,8 +78,10 @@ impl BigQuerySource {
         Ok(self
             .runner
             .get_or_try_init(|| async {
+                let connection = client::connect(&self.config, self.read_timeout).await?;
                 Ok::<_, BigQueryError>(Runner {
-                    client: client::connect(&self.config, self.read_timeout).await?,
+                    client: connection.client,
+                    api: connection.api,
                     project: self.project.clone(),
                     schema: self.schema.clone(),
                     wait_ms: i32::try_from(self.read_timeout.as_millis()).unwrap_or(i32::MAX),
@@ -185,17 +188,19 @@ impl Source for BigQuerySource {
         let keys = self.declared_keys().await?;
         let mut found = HashMap::new();
         for name in names {
-            let meta = runner
-                .client
-                .table()
-                .get(&self.project, self.dataset(), &name, None)
-                .await
-                .context("read table schema")?;
+            let described =
+                metadata::describe(&runner.api, &self.project, self.dataset(), &name).await?;
+            for (column, kind) in &described.as_json {
+                info!(table = %name, column = %column, kind = %kind, "read as JSON (TO_JSON_STRING)");
+            }
+            let meta = described.table;
             let filter = table::partition_filter(&meta);
             let fields = meta.schema.fields.unwrap_or_default();
             let id = TableId::new(self.dataset(), &name);
             let key = keys.get(&name).cloned().unwrap_or_default();
-            found.insert(name, BqTable::new(&self.project, id, fields, key, filter));
+            let mut t = BqTable::new(&self.project, id, fields, key, filter);
+            t.json_columns = described.as_json.into_iter().map(|(c, _)| c).collect();
+            found.insert(name, t);
         }
         let mut schemas: Vec<TableSchema> = found.values().map(|t| t.schema.clone()).collect();
         schemas.sort_by(|a, b| a.id.cmp(&b.id));
@@ -267,15 +272,10 @@ impl Source for BigQuerySource {
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let meta = self
-            .runner()
-            .await?
-            .client
-            .table()
-            .get(&self.project, self.dataset(), &table.id.name, None)
-            .await
-            .context("read table")?;
-        Ok(meta.num_rows.and_then(|n| n.parse().ok()))
+        let runner = self.runner().await?;
+        let described =
+            metadata::describe(&runner.api, &self.project, self.dataset(), &table.id.name).await?;
+        Ok(described.table.num_rows.and_then(|n| n.parse().ok()))
     }
 
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {

@@ -28,6 +28,8 @@ pub type Cells = Vec<J>;
 #[derive(Clone)]
 pub struct Runner {
     pub client: Client,
+    /// Calls the client library cannot decode.
+    pub api: crate::client::Api,
     pub project: String,
     /// For the bytes-processed metric.
     pub schema: String,

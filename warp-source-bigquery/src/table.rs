@@ -19,6 +19,9 @@ pub struct BqTable {
     /// A condition every partition meets, for tables that refuse queries without a
     /// filter on their partitioning column (`requirePartitionFilter`).
     pub partition_filter: Option<String>,
+    /// Columns of types the client library cannot decode (RANGE, and types BigQuery adds
+    /// later), selected as `TO_JSON_STRING(…)` and typed JSON.
+    pub json_columns: Vec<String>,
 }
 
 /// The condition, true for every row, that a table requiring a partition filter gets in
@@ -90,6 +93,7 @@ impl BqTable {
             },
             fields,
             partition_filter,
+            json_columns: Vec::new(),
         }
     }
 
@@ -126,6 +130,7 @@ impl BqTable {
             schema: view.clone(),
             fields,
             partition_filter: self.partition_filter.clone(),
+            json_columns: self.json_columns.clone(),
         }
     }
 
@@ -135,6 +140,9 @@ impl BqTable {
             .iter()
             .zip(&self.schema.columns)
             .map(|(f, c)| match f {
+                Some(_) if self.json_columns.contains(&c.name) => {
+                    format!("TO_JSON_STRING({0}) AS {0}", quote(&c.name))
+                }
                 Some(_) => quote(&c.name),
                 None => format!("NULL AS {}", quote(&c.name)),
             })
