@@ -394,7 +394,10 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
     let mut run = w.run();
     w.wait_equal().await;
     w.insert(311, 350, 20).await;
-    w.update(&[1, 2], 20).await;
+    // Not 20 s: with 40-row pages the 40 rows at 20 s are a tie group a page long, paged
+    // by key, and a later statement's smaller keys at the same 20 s would need `lookback`
+    // (a poll between the two statements failed this test once, under load).
+    w.update(&[1, 2], 21).await;
     w.wait_equal().await;
     assert_eq!(
         faults.pending(),
@@ -755,4 +758,28 @@ async fn a_range_column_replicates_as_json_start_and_end() {
         Some(r#"{"end": null, "start": "2025-01-01"}"#)
     );
     assert_eq!(landed(8).await, None);
+}
+
+/// A later statement stamps rows with the value the position already holds and keys below
+/// the last one delivered at it (a writer reusing a timestamp): they still arrive. This
+/// test's first version interleaved so only by chance (the basic test above failed once
+/// when a poll fell between its insert and update): here a poll is awaited between them.
+/// Paging by key alone never delivered ids 1–3 (90 s, `wait_equal` timed out).
+#[tokio::test]
+async fn a_tie_written_by_a_later_statement_with_a_smaller_key_arrives() {
+    let w = warehouse("latetie").await;
+    w.insert(1, 450, 10).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.insert(451, 460, 20).await;
+    w.wait_equal().await;
+    w.update(&[1, 2, 3], 20).await;
+    w.wait_equal().await;
+    run.kill();
+    // After a restart the position's ties are delivered once more, unchanged.
+    w.update(&[4], 20).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
 }

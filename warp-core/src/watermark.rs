@@ -10,6 +10,7 @@
 //! chunk's value is in it, a row at or above is not (docs/guarantees.md).
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,9 +35,10 @@ pub struct Watermark {
     /// Keys this process delivered at `value`, for sources that read the rows at the
     /// watermark's value again each poll ([`Watermark::ties_again`]) so a later write
     /// with the same value and a smaller key is not missed. Not stored: after a restart
-    /// those rows are delivered once more (upserts of the same images).
+    /// those rows are delivered once more (upserts of the same images). Held as each
+    /// key's JSON, so checking a row is one lookup however many rows tie.
     #[serde(skip)]
-    pub seen_at: Vec<Key>,
+    pub seen_at: HashSet<String>,
     /// Whether `seen_at` is kept (set by those sources; keyset-only sources leave it off).
     #[serde(skip)]
     pub reread_ties: bool,
@@ -62,7 +64,7 @@ impl From<Stored> for Watermark {
         Self {
             value: s.value,
             after,
-            seen_at: Vec::new(),
+            seen_at: HashSet::new(),
             reread_ties: false,
         }
     }
@@ -83,7 +85,7 @@ impl Watermark {
         Self {
             value,
             after: None,
-            seen_at: Vec::new(),
+            seen_at: HashSet::new(),
             reread_ties: false,
         }
     }
@@ -131,10 +133,13 @@ impl Watermark {
     pub fn admit(&mut self, value: &Value, key: &Key) -> bool {
         let order = self.value.as_ref().map(|w| value.cmp_key(w));
         let same = |k: &Key| cmp_keys(k, key).is_eq();
+        let id = || serde_json::to_string(key).unwrap_or_default();
         let delivered = match order {
             Some(Ordering::Less) => true,
+            // Ties are only remembered while they are read again.
             Some(Ordering::Equal) => {
-                self.after.as_ref().is_some_and(same) || self.seen_at.iter().any(same)
+                self.after.as_ref().is_some_and(same)
+                    || (self.reread_ties && self.seen_at.contains(&id()))
             }
             _ => false,
         };
@@ -145,7 +150,7 @@ impl Watermark {
             self.seen_at.clear();
         }
         if self.reread_ties {
-            self.seen_at.push(key.clone());
+            self.seen_at.insert(id());
         }
         self.value = Some(value.clone());
         self.after = Some(key.clone());
@@ -335,7 +340,8 @@ mod tests {
         assert!(!w.admit(&Value::Int(5), &key(9)));
         assert_eq!(w.seen_at.len(), 3);
         assert!(w.admit(&Value::Int(6), &key(2)));
-        assert_eq!(w.seen_at, [key(2)], "a new value forgets the old ties");
+        let only_2 = HashSet::from([serde_json::to_string(&key(2)).unwrap()]);
+        assert_eq!(w.seen_at, only_2, "a new value forgets the old ties");
         let stored = Watermark::decode(&w.encode().unwrap()).unwrap();
         assert!(stored.seen_at.is_empty(), "not stored: {stored:?}");
     }
@@ -381,7 +387,7 @@ mod tests {
         let at = Watermark {
             value: Some(Value::Int(5)),
             after: Some(vec![Value::Int(1), Value::Int(2)]),
-            seen_at: Vec::new(),
+            seen_at: HashSet::new(),
             reread_ties: false,
         };
         let (after, bound) = sql(&at);
@@ -438,7 +444,7 @@ mod tests {
         let polled = |v: i64, k: i64| Watermark {
             value: Some(Value::Int(v)),
             after: Some(key(k)),
-            seen_at: Vec::new(),
+            seen_at: HashSet::new(),
             reread_ties: false,
         };
         assert_eq!(polled(4, 9).order(&chunk), Less, "below: copied");

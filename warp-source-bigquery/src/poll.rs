@@ -1,6 +1,7 @@
 //! Incremental polling (SPEC §7): rows in (`change_detection_column`, key) order after the
-//! last one delivered (keyset paging: ties on the column cost no more query, memory or
-//! position), and the watermark commits with the data. Polling cannot see deletes: delete detection
+//! last one delivered — the rows at the last value read again while they fit a page,
+//! paged by key beyond that (a tie of any size costs bounded queries, memory and
+//! position) — and the watermark commits with the data. Polling cannot see deletes: delete detection
 //! (`delete_detection_interval`) compares key sets instead.
 
 use std::collections::HashMap;
@@ -155,16 +156,26 @@ impl warp_core::Poll for Poller {
             .map(|&i| quote(&t.schema.columns[i].name))
             .collect();
         let mut params = Vec::new();
-        let mut filter = self
-            .at
-            .sql_after(&cd, &key, |v| {
-                params.push(v.clone());
-                format!("@p{}", params.len())
-            })
-            .unwrap_or_else(|| format!("{cd} IS NOT NULL"));
+        let mut bind = |v: &Value| {
+            params.push(v.clone());
+            format!("@p{}", params.len())
+        };
+        // The rows at the position's value are read again while they fit a page: a later
+        // statement can stamp the same value on a row with a smaller key than the last one
+        // delivered (a writer reusing a timestamp), which paging by key alone would pass.
+        // A larger group is one batch load: it is paged by key (bounded queries) and a
+        // late row in it needs `lookback`, which covers the value anyway.
+        let reread = self.lookback.is_none() && self.at.seen_at.len() < self.rows;
+        self.at.reread_ties = reread;
+        let after = if reread {
+            self.at.ties_again(&cd, &mut bind)
+        } else {
+            self.at.sql_after(&cd, &key, &mut bind)
+        };
+        let mut filter = after.unwrap_or_else(|| format!("{cd} IS NOT NULL"));
         // With a lookback, the span below the watermark too; the rows of it delivered
-        // already are in `seen`, so ask for that many more.
-        let mut limit = self.rows;
+        // already are in `seen`, so ask for that many more. Ties read again likewise.
+        let mut limit = self.rows + if reread { self.at.seen_at.len() } else { 0 };
         if let (Some(lb), Some(w)) = (&mut self.lookback, &self.at.value) {
             let since = lb.since(w)?;
             lb.forget_below(&since);
