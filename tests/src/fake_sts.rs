@@ -5,15 +5,11 @@
 //! Each answers in the real service's JSON shape and only for the expected input, so a
 //! flow that skips a step or sends the wrong token gets no access token.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// The token a service account gets by impersonation.
@@ -32,30 +28,13 @@ pub struct FakeSts {
 impl FakeSts {
     /// Accepts `subject_token` only.
     pub async fn start(subject_token: &str) -> Self {
-        let (runtime, stop) = crate::proxy::own_runtime();
-        let listener = runtime
-            .spawn(async { TcpListener::bind(("127.0.0.1", 0)).await })
-            .await
-            .unwrap()
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (log, subject) = (Arc::clone(&seen), subject_token.to_owned());
-        let on = runtime.clone();
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (log, subject) = (Arc::clone(&log), subject.clone());
-                on.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let (log, subject) = (Arc::clone(&log), subject.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &subject, &log).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(client), service)
-                        .await;
-                });
-            }
-        });
+        let (port, stop) = crate::proxy::serve_http(move |req| {
+            let (log, subject) = (Arc::clone(&log), subject.clone());
+            async move { answer(req, &subject, &log).await }
+        })
+        .await;
         Self {
             port,
             seen,

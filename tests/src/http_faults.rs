@@ -6,16 +6,14 @@
 //! without one are refused with the service's error ([`crate::partition_rule`]).
 //! It records every exchange (method, path, status, result rows) for tests to count.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::partition_rule::PartitionRule;
@@ -122,34 +120,17 @@ impl HttpFaults {
     /// jobs run "in" it: query answers carry it in `jobReference`, and result reads
     /// that do not name it are answered 404 `notFound`.
     pub async fn start(upstream: String, location: Option<&str>) -> Self {
-        let (runtime, stop) = crate::proxy::own_runtime();
-        let listener = runtime
-            .spawn(async { TcpListener::bind(("127.0.0.1", 0)).await })
-            .await
-            .unwrap()
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State::default()));
         let proxy = Relay {
             upstream,
             location: location.map(str::to_owned),
             state: Arc::clone(&state),
         };
-        let on = runtime.clone();
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let proxy = proxy.clone();
-                on.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let proxy = proxy.clone();
-                        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(client), service)
-                        .await;
-                });
-            }
-        });
+        let (port, stop) = crate::proxy::serve_http(move |req| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(req).await }
+        })
+        .await;
         Self {
             port,
             state,

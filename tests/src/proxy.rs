@@ -23,6 +23,40 @@ pub struct Proxy {
     _stop: oneshot::Sender<()>,
 }
 
+/// Serves HTTP/1 on a free local port from a runtime of its own (see above), answering
+/// each request with `handle`. Returns the port and the sender whose drop stops it.
+pub(crate) async fn serve_http<H, F>(handle: H) -> (u16, oneshot::Sender<()>)
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<http_body_util::Full<hyper::body::Bytes>>>
+        + Send
+        + 'static,
+{
+    let (runtime, stop) = own_runtime();
+    let listener = runtime
+        .spawn(async { TcpListener::bind(("127.0.0.1", 0)).await })
+        .await
+        .unwrap()
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let on = runtime.clone();
+    runtime.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let handle = handle.clone();
+            on.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(client), service)
+                    .await;
+            });
+        }
+    });
+    (port, stop)
+}
+
 /// A runtime on a thread of its own, until the sender is dropped.
 pub(crate) fn own_runtime() -> (Handle, oneshot::Sender<()>) {
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
