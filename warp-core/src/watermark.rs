@@ -133,13 +133,16 @@ impl Watermark {
     pub fn admit(&mut self, value: &Value, key: &Key) -> bool {
         let order = self.value.as_ref().map(|w| value.cmp_key(w));
         let same = |k: &Key| cmp_keys(k, key).is_eq();
-        let id = || serde_json::to_string(key).unwrap_or_default();
+        // Ties are only remembered while they are read again. A table's keys come typed
+        // alike from its source, so equal keys have equal JSON.
+        let id = self
+            .reread_ties
+            .then(|| serde_json::to_string(key).unwrap_or_default());
         let delivered = match order {
             Some(Ordering::Less) => true,
-            // Ties are only remembered while they are read again.
             Some(Ordering::Equal) => {
                 self.after.as_ref().is_some_and(same)
-                    || (self.reread_ties && self.seen_at.contains(&id()))
+                    || id.as_ref().is_some_and(|id| self.seen_at.contains(id))
             }
             _ => false,
         };
@@ -149,8 +152,8 @@ impl Watermark {
         if order != Some(Ordering::Equal) {
             self.seen_at.clear();
         }
-        if self.reread_ties {
-            self.seen_at.insert(id());
+        if let Some(id) = id {
+            self.seen_at.insert(id);
         }
         self.value = Some(value.clone());
         self.after = Some(key.clone());

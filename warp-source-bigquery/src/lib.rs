@@ -193,14 +193,9 @@ impl Source for BigQuerySource {
             for (column, kind) in &described.as_json {
                 info!(table = %name, column = %column, kind = %kind, "read as JSON (TO_JSON_STRING)");
             }
-            let meta = described.table;
-            let filter = table::partition_filter(&meta);
-            let fields = meta.schema.fields.unwrap_or_default();
             let id = TableId::new(self.dataset(), &name);
             let key = keys.get(&name).cloned().unwrap_or_default();
-            let mut t = BqTable::new(&self.project, id, fields, key, filter);
-            t.json_columns = described.as_json.into_iter().map(|(c, _)| c).collect();
-            found.insert(name, t);
+            found.insert(name, BqTable::new(&self.project, id, described, key));
         }
         let mut schemas: Vec<TableSchema> = found.values().map(|t| t.schema.clone()).collect();
         schemas.sort_by(|a, b| a.id.cmp(&b.id));

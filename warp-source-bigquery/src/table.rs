@@ -5,6 +5,7 @@ use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use warp_core::{Column, Row, TableId, TableSchema, Value};
 
+use crate::metadata::Described;
 use crate::query::{quote, Cells};
 use crate::types;
 
@@ -30,7 +31,7 @@ pub struct BqTable {
 /// whose value is NULL (`__NULL__`) and, for integer ranges, values outside the range
 /// (`__UNPARTITIONED__`), and for ingestion-time tables the streaming buffer, whose
 /// `_PARTITIONTIME` is NULL. `None` when the table does not require a filter.
-pub fn partition_filter(meta: &Table) -> Option<String> {
+fn partition_filter(meta: &Table) -> Option<String> {
     let time = meta.time_partitioning.as_ref();
     let required = meta.require_partition_filter == Some(true)
         || time.and_then(|t| t.require_partition_filter) == Some(true);
@@ -65,13 +66,11 @@ pub fn partition_filter(meta: &Table) -> Option<String> {
 const TIMESTAMP_CEILING: &str = "TIMESTAMP '9999-12-31 23:59:59.999999+00'";
 
 impl BqTable {
-    pub fn new(
-        project: &str,
-        id: TableId,
-        fields: Vec<TableFieldSchema>,
-        key: Vec<String>,
-        partition_filter: Option<String>,
-    ) -> Self {
+    /// The table `tables.get` described, keyed by `key`.
+    pub fn new(project: &str, id: TableId, described: Described, key: Vec<String>) -> Self {
+        let partition_filter = partition_filter(&described.table);
+        let fields = described.table.schema.fields.unwrap_or_default();
+        let json_columns = described.as_json.into_iter().map(|(c, _)| c).collect();
         let columns = fields
             .iter()
             .map(|f| {
@@ -93,7 +92,7 @@ impl BqTable {
             },
             fields,
             partition_filter,
-            json_columns: Vec::new(),
+            json_columns,
         }
     }
 
@@ -255,14 +254,11 @@ mod tests {
     fn every_query_gets_the_partition_filter_beside_its_own_conditions() {
         let m = meta(serde_json::json!({ "requirePartitionFilter": true,
             "timePartitioning": { "type": "DAY", "field": "day" } }));
-        let fields = m.schema.fields.clone().unwrap();
-        let t = BqTable::new(
-            "p",
-            TableId::new("d", "t"),
-            fields,
-            vec!["id".into()],
-            partition_filter(&m),
-        );
+        let described = Described {
+            table: m,
+            as_json: Vec::new(),
+        };
+        let t = BqTable::new("p", TableId::new("d", "t"), described, vec!["id".into()]);
         assert_eq!(
             t.scan_where::<&str>(&[]),
             "FROM `p.d.t` WHERE (`day` IS NULL OR `day` <= DATE '9999-12-31')"
