@@ -2,7 +2,7 @@
 # Benchmark harness: starts PostgreSQL if needed, builds in release mode, and prints
 # rows/s and peak memory beside the raw limits measured in the same run.
 # Usage: scripts/bench.sh sink  [--rows N] [--runs N]
-#        scripts/bench.sh mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N]
+#        scripts/bench.sh mysql [--rows N] [--runs N] [--changes N] [--load N] [--load-secs N] [--json heavy]
 #        scripts/bench.sh mongo [--docs N] [--changes N] [--runs N]
 #        scripts/bench.sh fanout [--changes N] [--runs N]   (one hot table beside 50 idle ones)
 #        scripts/bench.sh page [--tables N] [--requests N]  (status page answer times)

@@ -119,21 +119,36 @@ pub enum Merge {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kinds {
     pub upserts: bool,
-    pub deletes: bool,
+    /// Deletes that carry the row's whole before image.
+    pub image_deletes: bool,
+    /// Deletes that carry only the key.
+    pub key_deletes: bool,
 }
 
 impl Kinds {
     pub const ALL: Self = Self {
         upserts: true,
-        deletes: true,
+        image_deletes: true,
+        key_deletes: true,
     };
 
-    pub fn of(events: &[ChangeEvent]) -> Self {
-        let deletes = events.iter().filter(|e| e.op == Operation::Delete).count();
-        Self {
-            upserts: deletes < events.len(),
-            deletes: deletes > 0,
+    /// The kinds in `events`, for a landing table of `width` data columns.
+    pub fn of(events: &[ChangeEvent], width: usize) -> Self {
+        let mut kinds = Self {
+            upserts: false,
+            image_deletes: false,
+            key_deletes: false,
+        };
+        for e in events {
+            match (e.op, &e.before) {
+                (Operation::Delete, Some(b)) if b.values.len() == width => {
+                    kinds.image_deletes = true;
+                }
+                (Operation::Delete, _) => kinds.key_deletes = true,
+                _ => kinds.upserts = true,
+            }
         }
+        kinds
     }
 }
 
@@ -215,30 +230,35 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
                  WHERE {changed}",
                 set_cols.join(", ")
             );
-            let deletes = match strategy {
-                DeletionStrategy::Hard => vec![
-                    format!("DELETE FROM {t} AS t USING {stage} AS s WHERE s.{op} = 'd' AND {key_match}"),
-                ],
-                DeletionStrategy::Soft => vec![
-                    format!(
-                        "UPDATE {t} AS t SET {deleted} = true, {deleted_at} = now(), {op} = 'd', {ts} = s.{ts},
-                            {updated} = now(), {version} = t.{version} + 1
-                         FROM {stage} AS s WHERE s.{op} = 'd' AND {key_match} AND NOT t.{deleted}"
-                    ),
-                    // A delete of a row we never had still leaves a tombstone when the
-                    // source sent its image.
-                    format!(
-                        "INSERT INTO {t} ({cols}, {ts}, {op}, {deleted}, {deleted_at})
+            let deletes: Vec<String> = match strategy {
+                DeletionStrategy::Hard => (kinds.image_deletes || kinds.key_deletes)
+                    .then(|| format!("DELETE FROM {t} AS t USING {stage} AS s WHERE s.{op} = 'd' AND {key_match}"))
+                    .into_iter()
+                    .collect(),
+                DeletionStrategy::Soft => {
+                    let mark = format!(
+                        "{deleted} = true, {deleted_at} = now(), {op} = 'd', {updated} = now(), {version} = t.{version} + 1"
+                    );
+                    // A delete with the row's image is one statement: it marks the row,
+                    // or leaves a tombstone when we never had it (one pass over the
+                    // staged deletes instead of an UPDATE join and an INSERT).
+                    let with_image = format!(
+                        "INSERT INTO {t} AS t ({cols}, {ts}, {op}, {deleted}, {deleted_at})
                          SELECT {cols}, {ts}, 'd', true, now() FROM {stage} WHERE {op} = 'd' AND \"_cw_image\"
-                         ON CONFLICT ({key}) DO NOTHING"
-                    ),
-                ],
+                         ON CONFLICT ({key}) DO UPDATE SET {mark}, {ts} = EXCLUDED.{ts} WHERE NOT t.{deleted}"
+                    );
+                    // A key alone cannot make a tombstone: only rows we have are marked.
+                    let key_only = format!(
+                        "UPDATE {t} AS t SET {mark}, {ts} = s.{ts}
+                         FROM {stage} AS s WHERE s.{op} = 'd' AND NOT s.\"_cw_image\" AND {key_match} AND NOT t.{deleted}"
+                    );
+                    [(kinds.image_deletes, with_image), (kinds.key_deletes, key_only)]
+                        .into_iter()
+                        .filter_map(|(wanted, sql)| wanted.then_some(sql))
+                        .collect()
+                }
             };
-            let upserts = kinds.upserts.then_some(upsert);
-            upserts
-                .into_iter()
-                .chain(deletes.into_iter().filter(|_| kinds.deletes))
-                .collect()
+            kinds.upserts.then_some(upsert).into_iter().chain(deletes).collect()
         }
     }
 }
@@ -255,28 +275,30 @@ pub async fn copy(conn: &mut PgConnection, statement: &str, data: &[u8]) -> Resu
 }
 
 /// Runs `statements` (and the COPYs, statement and data, before them) as one unit under a
-/// savepoint. Returns `Ok(Err(e))` for a row-level data error after rolling the unit back,
-/// so the caller can retry row by row; other errors abort.
+/// savepoint (see [`unit_with`]).
 pub async fn unit<S: AsRef<str>, D: AsRef<[u8]>>(
     conn: &mut PgConnection,
     copies: &[(S, D)],
     statements: &[String],
 ) -> Result<Result<(), crate::error::SinkError>> {
-    run(conn, "SAVEPOINT cw_unit").await?;
-    let result = async {
+    unit_with(conn, async |conn: &mut PgConnection| {
         for (statement, data) in copies {
             copy(conn, statement.as_ref(), data.as_ref()).await?;
         }
-        for s in statements {
-            sqlx::raw_sql(AssertSqlSafe(s.clone()))
-                .execute(&mut *conn)
-                .await
-                .context("apply batch")?;
-        }
-        Ok::<_, crate::error::SinkError>(())
-    }
-    .await;
-    match result {
+        execute_all(conn, statements).await
+    })
+    .await
+}
+
+/// Runs `body` as one unit under a savepoint. Returns `Ok(Err(e))` for a row-level data
+/// error after rolling the unit back, so the caller can retry row by row; other errors
+/// abort.
+pub async fn unit_with(
+    conn: &mut PgConnection,
+    body: impl AsyncFnOnce(&mut PgConnection) -> Result<()>,
+) -> Result<Result<(), crate::error::SinkError>> {
+    run(conn, "SAVEPOINT cw_unit").await?;
+    match body(&mut *conn).await {
         Ok(()) => {
             run(conn, "RELEASE SAVEPOINT cw_unit").await?;
             Ok(Ok(()))
@@ -286,6 +308,78 @@ pub async fn unit<S: AsRef<str>, D: AsRef<[u8]>>(
             Ok(Err(e))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Runs the merge statements of a batch, in order.
+pub async fn execute_all(conn: &mut PgConnection, statements: &[String]) -> Result<()> {
+    for s in statements {
+        sqlx::raw_sql(AssertSqlSafe(s.clone()))
+            .execute(&mut *conn)
+            .await
+            .context("apply batch")?;
+    }
+    Ok(())
+}
+
+/// Bytes of binary tuples sent per COPY message while a batch is staged.
+const STAGE_PIECE_BYTES: usize = 128 << 10;
+
+/// A staging COPY fed while the batch is still being encoded: each piece is sent as soon
+/// as it is full, so PostgreSQL parses one piece while the next is encoded (encoding the
+/// whole batch first left the server idle for that time, on every batch). Rows without an
+/// exact binary form are kept as text lines for a second COPY after this one.
+pub struct StageCopy<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+    piece: Vec<u8>,
+    pub text: Vec<u8>,
+}
+
+impl<'c> StageCopy<'c> {
+    pub async fn start(conn: &'c mut PgConnection, stage: &str, columns: &str) -> Result<Self> {
+        let sql = format!("COPY {stage} ({columns}) FROM STDIN (FORMAT binary)");
+        let copy = conn.copy_in_raw(&sql).await.context("start COPY")?;
+        let mut piece = Vec::with_capacity(STAGE_PIECE_BYTES + (16 << 10));
+        piece.extend_from_slice(binary::HEADER);
+        Ok(Self {
+            copy,
+            piece,
+            text: Vec::new(),
+        })
+    }
+
+    pub async fn push(&mut self, staged: &Staged) -> Result<()> {
+        match staged {
+            Staged::Binary(tuple) => {
+                self.piece.extend_from_slice(tuple);
+                if self.piece.len() >= STAGE_PIECE_BYTES {
+                    self.send().await?;
+                }
+            }
+            Staged::Text(line) => self.text.extend_from_slice(line.as_bytes()),
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        if let Err(e) = self.copy.send(self.piece.as_slice()).await {
+            return Err(crate::error::SinkError::from_sqlx("COPY", e));
+        }
+        self.piece.clear();
+        Ok(())
+    }
+
+    /// Ends the binary COPY; returns the text lines still to send.
+    pub async fn finish(mut self) -> Result<Vec<u8>> {
+        self.piece.extend_from_slice(binary::TRAILER);
+        let sent = self.send().await;
+        if let Err(e) = sent {
+            let _ = self.copy.abort("send failed").await;
+            return Err(e);
+        }
+        warp_core::failpoint::hit(warp_core::failpoint::Point::InsideCopy);
+        self.copy.finish().await.context("COPY")?;
+        Ok(self.text)
     }
 }
 

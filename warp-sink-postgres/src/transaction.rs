@@ -12,7 +12,10 @@ use warp_core::{
     SinkTransaction, TableKey, TableSchema, Target, Value,
 };
 
-use crate::apply::{create_stage, merge_statements, unit, Kinds, Merge, Staged, STAGE_EXTRA};
+use crate::apply::{
+    create_stage, execute_all, merge_statements, unit, unit_with, Kinds, Merge, StageCopy, Staged,
+    STAGE_EXTRA,
+};
 use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
 use crate::ddl;
@@ -121,49 +124,53 @@ impl PgTransaction {
         });
     }
 
-    /// Encodes items for the staging COPY; items that cannot be encoded become dead
-    /// letters.
-    fn stage_items<T>(
+    /// Stages `items` (encoded as they are sent, see [`StageCopy`]) and merges them; items
+    /// that cannot be encoded become dead letters. On a data error the batch is retried
+    /// one item at a time and the items that fail alone are dead-lettered.
+    async fn merge<T>(
         &mut self,
         items: Vec<T>,
         encode: impl Fn(&Landed, &[(&str, &ColumnType)], &T) -> Result<Staged, String>,
         payload: impl Fn(&T) -> serde_json::Value,
-    ) -> Vec<(Staged, T)> {
-        let mut out = Vec::with_capacity(items.len());
-        let landed = self.entry.landed.clone();
-        let types = landed.types(); // once per batch, not per row
-        for item in items {
-            match encode(&landed, &types, &item) {
-                Ok(staged) => out.push((staged, item)),
-                Err(e) => {
-                    let p = payload(&item);
-                    self.dead_letter(p, e);
-                }
-            }
-        }
-        out
-    }
-
-    /// Stages `items` and merges them; on a data error retries one item at a time and
-    /// dead-letters the items that fail alone.
-    async fn merge<T>(
-        &mut self,
-        items: Vec<(Staged, T)>,
         merge: Merge,
-        payload: impl Fn(&T) -> serde_json::Value,
     ) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         let stage = self.stage().await?;
-        let columns = format!("{}, {STAGE_EXTRA}", self.landed().column_list());
-        let mut statements = merge_statements(self.landed(), &stage, merge);
+        let landed = self.entry.landed.clone();
+        let types = landed.types(); // once per batch, not per row
+        let columns = format!("{}, {STAGE_EXTRA}", landed.column_list());
+        let mut statements = merge_statements(&landed, &stage, merge);
         statements.push(format!("TRUNCATE {stage}"));
-        let copies = Staged::copies(&stage, &columns, items.iter().map(|(s, _)| s));
-        if unit(self.conn(), &copies, &statements).await?.is_ok() {
+        let mut staged: Vec<(Staged, T)> = Vec::with_capacity(items.len());
+        let mut unencodable: Vec<(T, String)> = Vec::new();
+        let outcome = unit_with(self.conn(), async |conn: &mut PgConnection| {
+            let mut copy = StageCopy::start(conn, &stage, &columns).await?;
+            for item in items {
+                match encode(&landed, &types, &item) {
+                    Ok(s) => {
+                        copy.push(&s).await?;
+                        staged.push((s, item));
+                    }
+                    Err(e) => unencodable.push((item, e)),
+                }
+            }
+            let text = copy.finish().await?;
+            if !text.is_empty() {
+                let sql = format!("COPY {stage} ({columns}) FROM STDIN");
+                crate::apply::copy(conn, &sql, &text).await?;
+            }
+            execute_all(conn, &statements).await
+        })
+        .await?;
+        for (item, e) in unencodable {
+            self.dead_letter(payload(&item), e);
+        }
+        if outcome.is_ok() {
             return Ok(());
         }
-        for (staged, item) in items {
+        for (staged, item) in staged {
             let copies = Staged::copies(&stage, &columns, [&staged]);
             if let Err(e) = unit(self.conn(), &copies, &statements).await? {
                 self.dead_letter(payload(&item), e.to_string());
@@ -250,18 +257,20 @@ impl PgTransaction {
     }
 
     async fn snapshot_merge(&mut self, rows: Vec<Row>) -> Result<()> {
-        let items = self.stage_items(
-            rows,
-            |_, types, row| Staged::encode(row, types, None, 'r', true),
-            snapshot_payload,
-        );
-        self.merge(items, Merge::Snapshot, snapshot_payload).await
+        let encode = |_: &Landed, types: &[(&str, &ColumnType)], row: &Row| {
+            Staged::encode(row, types, None, 'r', true)
+        };
+        self.merge(rows, encode, snapshot_payload, Merge::Snapshot)
+            .await
     }
 
     async fn change_rows(&mut self, events: Vec<ChangeEvent>) -> Result<()> {
-        let merge = Merge::Changes(self.target.deletion_strategy, Kinds::of(&events));
-        let items = self.stage_items(events, event_staged, change_payload);
-        self.merge(items, merge, change_payload).await
+        let merge = Merge::Changes(
+            self.target.deletion_strategy,
+            Kinds::of(&events, self.landed().columns.len()),
+        );
+        self.merge(events, event_staged, change_payload, merge)
+            .await
     }
 
     async fn schema_change(&mut self, change: &warp_core::SchemaChange) -> Result<()> {

@@ -441,6 +441,7 @@ async fn soft_delete_then_revive_and_hard_delete() {
         token,
         vec![
             delete(1, Some(row(1, "a"))),
+            delete(2, None),
             delete(9, Some(row(9, "ghost"))),
             delete(8, None),
         ],
@@ -465,16 +466,23 @@ async fn soft_delete_then_revive_and_hard_delete() {
         .collect();
     assert_eq!(
         state,
-        [(1, true, "d", 2), (2, false, "c", 1), (9, true, "d", 1)]
+        [(1, true, "d", 2), (2, true, "d", 2), (9, true, "d", 1)]
     );
     let deleted_at: bool = env
         .scalar("SELECT deleted_at IS NOT NULL FROM t_deletes.soft WHERE id = 1".into())
         .await;
     assert!(deleted_at);
-    // Deleting again changes nothing.
+    // Deleting again, with or without the image, changes nothing.
     env.commit_changes(&soft, token, vec![delete(1, None)], 3)
         .await;
-    assert_eq!(landed(&env, &soft, &schema).await[0].version, 2);
+    env.commit_changes(&soft, token, vec![delete(2, Some(row(2, "b")))], 3)
+        .await;
+    let versions: Vec<i64> = landed(&env, &soft, &schema)
+        .await
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, [2, 2, 1]);
     // A re-insert revives the row.
     env.commit_changes(
         &soft,

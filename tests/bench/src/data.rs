@@ -34,6 +34,35 @@ pub fn schema(name: &str) -> TableSchema {
 
 const CHANNELS: [&str; 3] = ["web", "app", "store"];
 
+/// `--json heavy`: every row's `attributes` also carries 1–4 line items (the issue's
+/// heavy-JSON table); light otherwise.
+static HEAVY_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn use_heavy_json(heavy: bool) {
+    HEAVY_JSON.store(heavy, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn attributes(id: i64) -> serde_json::Value {
+    let mut a = serde_json::json!({ "channel": CHANNELS[(id % 3) as usize], "gift": id % 11 == 0, "tags": [id % 5, id % 13] });
+    if HEAVY_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        let items: Vec<serde_json::Value> = (0..=id % 4)
+            .map(|k| {
+                let sku = (id * 7 + k) % 100_000;
+                let size = ["S", "M", "L"][((id + k) % 3) as usize];
+                serde_json::json!({
+                    "sku": format!("SKU-{sku:08}"),
+                    "name": format!("Item {sku}, assorted colours"),
+                    "quantity": (id + k) % 9 + 1,
+                    "unit_price": format!("{}.{:02}", sku % 500, (id + k) % 100),
+                    "options": { "size": size, "gift_wrap": k % 2 == 0 },
+                })
+            })
+            .collect();
+        a["items"] = serde_json::Value::Array(items);
+    }
+    a
+}
+
 /// Row `id` (same every run).
 pub fn row(id: i64) -> Row {
     let base = NaiveDate::from_ymd_opt(2024, 1, 1)
@@ -56,9 +85,7 @@ pub fn row(id: i64) -> Row {
         Value::Int(id % 20 + 1),
         Value::Timestamp(created),
         Value::TimestampTz(updated),
-        Value::Json(
-            serde_json::json!({ "channel": CHANNELS[(id % 3) as usize], "gift": id % 11 == 0, "tags": [id % 5, id % 13] }),
-        ),
+        Value::Json(attributes(id)),
         if id % 4 == 0 {
             Value::Null
         } else {

@@ -8,6 +8,7 @@
 //! the binary, next to raw driver reads of the same server.
 //! `warp-bench page [--tables N] [--requests N]`: the status page's answer times with N
 //! tables in the metadata schema.
+//! `--json heavy` gives every row 1–4 JSON line items (light JSON by default).
 //! Peers from `WARP_TEST_*_URL` (scripts/bench.sh sets them).
 
 mod cpu;
@@ -106,6 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rows = arg(&args, "--rows", 1_000_000);
     let runs = arg(&args, "--runs", 3).max(1);
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1));
+    data::use_heavy_json(json.is_some_and(|j| j == "heavy"));
     let url = std::env::var("WARP_TEST_PG_URL")
         .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
     match args.first().map(String::as_str) {

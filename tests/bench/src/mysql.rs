@@ -290,7 +290,7 @@ async fn measure_limits(
     }
     let source_read = started.elapsed();
     // Limit 2: a raw COPY of the same rows (its bytes measure MB/s for every line).
-    let raw = sink::raw_copy(pg, "bench_my_raw", s.rows).await?;
+    let raw = sink::raw_copy(pg, s.pg_url, "bench_my_raw", s.rows).await?;
     let mut raw_binary = sink::raw_copy_binary(pg, "bench_my_raw", s.rows).await?;
     raw_binary.bytes = raw.bytes; // MB/s of the same rows in text form, as every line
     if read != s.rows {
