@@ -201,6 +201,12 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The source's estimate of a row's average size in bytes, which sizes snapshot chunks
+    /// when `snapshot_chunk_size` is not set (`None` when unknown: the default size).
+    async fn estimate_row_bytes(&self, _table: &TableSchema) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Every key the table has now, for delete detection by key-set comparison
     /// (`delete_detection_interval`, polling sources). `None`: not supported.
     async fn live_keys(&self, _table: &TableSchema) -> Result<Option<Vec<Key>>> {

@@ -759,3 +759,26 @@ fn a_table_pattern_that_is_no_glob_names_its_entry() {
         "{text}"
     );
 }
+
+#[test]
+fn snapshot_chunks_are_sized_by_row_width_unless_configured() {
+    let loaded = load(MINIMAL, &env(&[])).unwrap();
+    let t = loaded.config.schemas_to_run(None).remove(0).table("orders");
+    assert_eq!(t.snapshot_chunk_size, None);
+    // (estimated bytes per row) → rows per chunk.
+    for (width, rows) in [
+        (None, 50_000),          // no estimate: the default
+        (Some(0), 50_000),       // an empty table's estimate
+        (Some(200), 50_000),     // narrow rows: never more than the default
+        (Some(1_342), 50_000),   // 64 MiB / 1,342 B
+        (Some(20_000), 3_355),   // 64 MiB / 20 KB
+        (Some(10 << 20), 1_000), // the floor
+    ] {
+        assert_eq!(t.chunk_rows(width), rows, "{width:?}");
+    }
+
+    let yaml = format!("{MINIMAL}  snapshot_chunk_size: 700\n");
+    let loaded = load(&yaml, &env(&[])).unwrap();
+    let t = loaded.config.schemas_to_run(None).remove(0).table("orders");
+    assert_eq!(t.chunk_rows(Some(20_000)), 700, "a configured size wins");
+}

@@ -374,6 +374,27 @@ impl Source for MongoSource {
         Ok(Some(n))
     }
 
+    /// `storageStats.avgObjSize` from `$collStats` (uncompressed BSON size). A server that
+    /// does not answer it (an emulator, a user without the `collStats` action) leaves
+    /// the default chunk size: the figure only sizes chunks.
+    async fn estimate_row_bytes(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
+        let coll = self.collection(&table.id.name).await?;
+        let stats = match coll
+            .aggregate([doc! { "$collStats": { "storageStats": {} } }])
+            .await
+        {
+            Ok(cursor) => cursor.try_collect::<Vec<Document>>().await,
+            Err(e) => Err(e),
+        };
+        match stats {
+            Ok(docs) => Ok(docs.first().and_then(snapshot::average_size)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no $collStats answer; default snapshot chunk size");
+                Ok(None)
+            }
+        }
+    }
+
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
         let coll = self.collection(&table.id.name).await?;
         Ok(Some(snapshot::all_keys(&coll).await?))

@@ -340,6 +340,26 @@ mod tests {
 
     use super::*;
 
+    /// `$collStats` answers in the server's shape (MongoDB's `$collStats` reference:
+    /// `avgObjSize` is an int, a double on some versions, absent for an empty collection).
+    #[test]
+    fn average_size_reads_collstats_storage_stats() {
+        let answer = |avg: Option<Bson>| {
+            let mut storage =
+                doc! { "size": 1_310_720_i64, "count": 10_240_i32, "storageSize": 409_600_i32 };
+            if let Some(avg) = avg {
+                storage.insert("avgObjSize", avg);
+            }
+            doc! { "ns": "shop.orders", "host": "db-0:27017", "localTime": bson::DateTime::now(), "storageStats": storage }
+        };
+        assert_eq!(average_size(&answer(Some(Bson::Int32(128)))), Some(128));
+        assert_eq!(average_size(&answer(Some(Bson::Int64(9_000)))), Some(9_000));
+        assert_eq!(average_size(&answer(Some(Bson::Double(127.6)))), Some(127));
+        assert_eq!(average_size(&answer(None)), None);
+        assert_eq!(average_size(&answer(Some(Bson::Int32(0)))), None);
+        assert_eq!(average_size(&doc! { "ns": "shop.orders" }), None);
+    }
+
     /// Against the MongoDB peer, watching the commands the driver sends: the chunk's
     /// position (a change stream's `aggregate`) and its `find` share one session, and the
     /// `find` reads `majority`. (The peer sends no `operationTime`, so the driver's
@@ -471,4 +491,19 @@ mod tests {
         assert_eq!(filter(&r).unwrap(), doc! { "_id": { "$gte": 5, "$lt": 9 } });
         assert_eq!(filter(&KeyRange::ALL).unwrap(), doc! {});
     }
+}
+
+/// `storageStats.avgObjSize` of one `$collStats` answer, in bytes (`None` when absent or
+/// not a positive number).
+pub fn average_size(stats: &Document) -> Option<u64> {
+    let size = stats.get_document("storageStats").ok()?.get("avgObjSize")?;
+    let bytes = match size {
+        Bson::Int32(n) => i64::from(*n),
+        Bson::Int64(n) => *n,
+        // Whole bytes are enough to size a chunk.
+        #[allow(clippy::cast_possible_truncation)]
+        Bson::Double(n) => *n as i64,
+        _ => return None,
+    };
+    u64::try_from(bytes).ok().filter(|&b| b > 0)
 }

@@ -967,3 +967,42 @@ async fn online_schema_change_swaps_bring_the_new_shape() {
         );
     }
 }
+
+/// Snapshot chunks are sized by row width (`ResolvedTable::chunk_rows`): the source's
+/// estimate is InnoDB's own, so wide rows read as wide and narrow ones as narrow.
+#[tokio::test]
+async fn row_width_estimates_come_from_the_server() {
+    let (source, mut conn, _db) = setup(
+        "widths",
+        &[
+            "CREATE TABLE wide (id INT PRIMARY KEY, body VARCHAR(8000)) ENGINE=InnoDB",
+            "CREATE TABLE narrow (id INT PRIMARY KEY, n INT) ENGINE=InnoDB",
+            "CREATE TABLE empty (id INT PRIMARY KEY) ENGINE=InnoDB",
+        ],
+    )
+    .await;
+    for i in 0..40 {
+        conn.query_drop(format!(
+            "INSERT INTO wide VALUES ({i}, REPEAT('x', 6000)), ({}, REPEAT('y', 6000))",
+            i + 1000
+        ))
+        .await
+        .unwrap();
+    }
+    conn.query_drop("INSERT INTO narrow SELECT seq, seq FROM seq_1_to_2000")
+        .await
+        .unwrap();
+    conn.query_drop("ANALYZE TABLE wide, narrow").await.unwrap();
+    let mut widths = Vec::new();
+    for name in ["wide", "narrow", "empty"] {
+        let t = table(&source, name).await;
+        widths.push(source.estimate_row_bytes(&t).await.unwrap());
+    }
+    let (wide, narrow) = (
+        widths[0].expect("an estimate"),
+        widths[1].expect("an estimate"),
+    );
+    assert!(wide >= 6_000, "wide rows estimated at {wide} bytes");
+    assert!(narrow < 200, "narrow rows estimated at {narrow} bytes");
+    assert_eq!(widths[2], None, "an empty table has no width");
+}

@@ -202,6 +202,7 @@ async fn postgres_applies(
         s.changes,
         "now()",
     );
+    sink::settle(pg).await?;
     let started = Instant::now();
     for statement in statements {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
@@ -319,6 +320,7 @@ async fn run_replicator(
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let dir = config.parent().unwrap_or(Path::new(".")).to_path_buf();
     // Snapshot.
+    sink::settle(pg).await?;
     let started = Instant::now();
     let cpu_before = cpu::sample();
     let mut warp = Replicator::start(s.binary, config, log)?;
@@ -354,6 +356,7 @@ async fn run_replicator(
         ),
     )
     .await?;
+    sink::settle(pg).await?;
     let started = Instant::now();
     let cpu_before = cpu::sample();
     let mut warp = Replicator::start(s.binary, config, log)?;

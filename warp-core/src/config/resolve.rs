@@ -86,7 +86,9 @@ pub struct ResolvedTable {
     pub delete_detection_interval: Option<Duration>,
     pub flatten_depth: u32,
     pub document_column: bool,
-    pub snapshot_chunk_size: usize,
+    /// Rows per snapshot chunk as configured; `None`: sized by the table's row width
+    /// (see [`ResolvedTable::chunk_rows`]).
+    pub snapshot_chunk_size: Option<usize>,
 }
 
 impl ResolvedSchema {
@@ -125,8 +127,7 @@ impl ResolvedSchema {
                 0
             },
             document_column: g.document_store && pick!(document_column).unwrap_or(false),
-            snapshot_chunk_size: pick!(snapshot_chunk_size)
-                .map_or(DEFAULT_SNAPSHOT_CHUNK_SIZE as usize, PositiveInt::as_usize),
+            snapshot_chunk_size: pick!(snapshot_chunk_size).map(PositiveInt::as_usize),
         }
     }
 
@@ -136,7 +137,29 @@ impl ResolvedSchema {
     }
 }
 
+/// Bytes of source rows one snapshot chunk holds when `snapshot_chunk_size` is not set.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 64 << 20;
+/// The fewest rows a chunk sized by row width holds.
+pub const MIN_SNAPSHOT_CHUNK_ROWS: u64 = 1_000;
+
 impl ResolvedTable {
+    /// Rows per snapshot chunk: the configured `snapshot_chunk_size`, else
+    /// [`DEFAULT_SNAPSHOT_CHUNK_SIZE`] rows, fewer for wide rows so a chunk holds about
+    /// [`SNAPSHOT_CHUNK_BYTES`] (`avg_row_bytes`: the source's estimate, when it has one).
+    /// A chunk is one destination transaction and the unit re-copied after a crash: 50,000
+    /// rows of 20 KB would be 1 GB each.
+    pub fn chunk_rows(&self, avg_row_bytes: Option<u64>) -> usize {
+        if let Some(rows) = self.snapshot_chunk_size {
+            return rows;
+        }
+        let by_width = avg_row_bytes
+            .filter(|&b| b > 0)
+            .map_or(DEFAULT_SNAPSHOT_CHUNK_SIZE, |b| {
+                (SNAPSHOT_CHUNK_BYTES / b).max(MIN_SNAPSHOT_CHUNK_ROWS)
+            });
+        usize::try_from(by_width.min(DEFAULT_SNAPSHOT_CHUNK_SIZE)).unwrap_or(usize::MAX)
+    }
+
     /// The settings that concern reading the table at the source.
     pub fn read_settings(&self) -> crate::ReadSettings {
         crate::ReadSettings {

@@ -68,7 +68,13 @@ impl Pipeline {
                 table: table.id.name.clone(),
                 estimated_rows: self.ctx.source.estimate_rows(&table).await?,
                 snapshot: settings.full_load_enabled,
-                snapshot_chunk_size: settings.snapshot_chunk_size,
+                snapshot_chunk_size: settings.chunk_rows(
+                    self.ctx
+                        .source
+                        .estimate_row_bytes(&table)
+                        .await
+                        .unwrap_or(None),
+                ),
                 parallel_streams: settings.parallel_streams,
                 ddl,
                 problem,

@@ -84,6 +84,27 @@ impl TableWorker {
         }
     }
 
+    /// Rows per snapshot chunk for `table` (see [`ResolvedTable::chunk_rows`]). The row
+    /// width is only asked for when the size is not configured; an estimate that fails
+    /// leaves the default size (it is an optimisation, not a requirement).
+    async fn chunk_rows(&self, table: &crate::TableSchema) -> usize {
+        let width = match self.settings.snapshot_chunk_size {
+            Some(_) => None,
+            None => self
+                .ctx
+                .source
+                .estimate_row_bytes(table)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %mask_secrets(&e.to_string()), "no row-size estimate; default snapshot chunk size");
+                    None
+                }),
+        };
+        let rows = self.settings.chunk_rows(width);
+        info!(rows, avg_row_bytes = width, "snapshot chunk size");
+        rows
+    }
+
     fn commits(&self) -> u64 {
         self.ctx.status.get(&self.key).map_or(0, |s| s.commits)
     }
@@ -238,13 +259,11 @@ impl TableWorker {
                 self.snapshot(token, start, resume, shutdown).await?
             }
             None if self.settings.full_load_enabled => {
+                let table = self.projection.source_schema();
+                let chunk_rows = self.chunk_rows(table).await;
                 let plan = ctx
                     .source
-                    .plan_snapshot(
-                        self.projection.source_schema(),
-                        &self.read,
-                        self.settings.snapshot_chunk_size,
-                    )
+                    .plan_snapshot(table, &self.read, chunk_rows)
                     .await?;
                 let mut tx = ctx.sink.begin(&self.target, token).await?;
                 tx.apply(emptied()).await?;
