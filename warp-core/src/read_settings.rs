@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::schema::TableId;
 use crate::watermark::Pace;
 
+/// Bytes of source rows a snapshot page holds when rows are wide.
+pub const SNAPSHOT_PAGE_BYTES: u64 = 4 << 20;
+/// The fewest rows a page sized by row width holds.
+pub const MIN_SNAPSHOT_PAGE_ROWS: usize = 50;
+
 /// How a source reads one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadSettings {
@@ -41,6 +46,18 @@ impl ReadSettings {
     /// Rows per fetch: `stream_batch_size`, else the source's own `default_rows`.
     pub fn rows(&self, default_rows: usize) -> usize {
         self.fetch_rows.unwrap_or(default_rows)
+    }
+
+    /// Rows per snapshot page: `stream_batch_size`, else the source's `default_rows`
+    /// made smaller for wide rows so a page holds about [`SNAPSHOT_PAGE_BYTES`]
+    /// (`avg_row_bytes`: the source's estimate). A page is what one chunk holds in memory
+    /// at a time, a few times over (being read, read ahead, being written): 5,000 rows of
+    /// 20 KB would be 100 MB each, for every chunk copying at once.
+    pub fn page_rows(&self, default_rows: usize, avg_row_bytes: Option<u64>) -> usize {
+        let by_width = avg_row_bytes.filter(|&b| b > 0).map_or(default_rows, |b| {
+            usize::try_from(SNAPSHOT_PAGE_BYTES / b).unwrap_or(usize::MAX)
+        });
+        self.rows(by_width.clamp(MIN_SNAPSHOT_PAGE_ROWS.min(default_rows), default_rows))
     }
 
     /// How the table is polled, with the source's own page size as the fallback.
@@ -103,5 +120,31 @@ mod tests {
         read.fetch_rows = Some(7);
         assert_eq!(read.pace(500).rows, 7);
         assert_eq!(read.rows(500), 7);
+    }
+
+    #[test]
+    fn snapshot_pages_shrink_for_wide_rows() {
+        let mut read = ReadSettings::defaults();
+        // (estimated bytes per row) → rows per page, for a source page of 5,000 rows.
+        for (width, rows) in [
+            (None, 5_000),
+            (Some(0), 5_000),
+            (Some(300), 5_000),  // narrow: the source's page
+            (Some(20_000), 209), // 4 MiB / 20 KB
+            (Some(1 << 20), 50), // the floor
+        ] {
+            assert_eq!(read.page_rows(5_000, width), rows, "{width:?}");
+        }
+        assert_eq!(
+            read.page_rows(10, Some(1 << 20)),
+            10,
+            "never above the source's page"
+        );
+        read.fetch_rows = Some(7_000);
+        assert_eq!(
+            read.page_rows(5_000, Some(20_000)),
+            7_000,
+            "stream_batch_size wins"
+        );
     }
 }

@@ -266,6 +266,7 @@ impl Source for MongoSource {
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
         let coll = self.collection(&table.id.name).await?;
+        let page = read.page_rows(snapshot::PAGE_DOCS, self.estimate_row_bytes(table).await?);
         let (position, only, session) = if self.strategy.polls() {
             let column = read.change_column(&table.id)?;
             let at = poll::current(&coll, column).await?;
@@ -275,7 +276,6 @@ impl Source for MongoSource {
             let (at, session) = changes::current_in(&coll).await?;
             (at.encode()?, None, Some(session))
         };
-        let page = read.rows(snapshot::PAGE_DOCS);
         let rows = snapshot::read(
             &coll,
             Rules::of(read, self.options.uuid_representation),

@@ -30,6 +30,16 @@ pub const PAGE_DOCS: usize = 2_000;
 /// comes out of that order (seen with an emulator), the bounds are recomputed from all
 /// `_id`s sorted here, which costs memory in proportion to the collection.
 pub async fn plan(coll: &Collection<Document>, chunk_docs: usize) -> Result<Vec<KeyRange>> {
+    // A collection the server counts at one chunk or less is one chunk, without a walk of
+    // its `_id` index (the count is collection metadata; if it is a little low, the one
+    // chunk is only larger). Databases hold many small collections.
+    let estimate = coll
+        .estimated_document_count()
+        .await
+        .context("count documents")?;
+    if usize::try_from(estimate).is_ok_and(|n| n <= chunk_docs) {
+        return Ok(vec![KeyRange::ALL]);
+    }
     let mut bounds = Vec::new();
     let mut brackets = BTreeSet::new();
     let mut prev: Option<Bson> = None;
@@ -358,6 +368,38 @@ mod tests {
         assert_eq!(average_size(&answer(None)), None);
         assert_eq!(average_size(&answer(Some(Bson::Int32(0)))), None);
         assert_eq!(average_size(&doc! { "ns": "shop.orders" }), None);
+    }
+
+    /// Against the MongoDB peer, watching the commands: a collection counted at one chunk
+    /// or less is planned as one chunk without reading its `_id`s; a larger one is walked.
+    #[tokio::test]
+    async fn a_collection_of_one_chunk_is_planned_without_a_walk() {
+        use mongodb::event::command::CommandEvent;
+        use mongodb::event::EventHandler;
+        use std::sync::{Arc, Mutex};
+
+        let url = warp_e2e::peer_url("WARP_TEST_MONGO_URL");
+        let mut options = mongodb::options::ClientOptions::parse(&url).await.unwrap();
+        let finds: Arc<Mutex<usize>> = Arc::default();
+        let log = Arc::clone(&finds);
+        options.command_event_handler = Some(EventHandler::callback(move |e| {
+            if let CommandEvent::Started(s) = e {
+                if s.command_name == "find" {
+                    *log.lock().unwrap() += 1;
+                }
+            }
+        }));
+        let client = mongodb::Client::with_options(options).unwrap();
+        let db = client.database("source_mongo_plan_small");
+        db.drop().await.unwrap();
+        let coll = db.collection::<Document>("items");
+        let docs: Vec<Document> = (1..=5_i64).map(|i| doc! { "_id": i, "n": i }).collect();
+        coll.insert_many(docs).await.unwrap();
+
+        assert_eq!(plan(&coll, 5).await.unwrap(), vec![KeyRange::ALL]);
+        assert_eq!(*finds.lock().unwrap(), 0, "no _id walk");
+        assert_eq!(plan(&coll, 2).await.unwrap().len(), 3);
+        assert!(*finds.lock().unwrap() > 0, "walked");
     }
 
     /// Against the MongoDB peer, watching the commands the driver sends: the chunk's

@@ -97,7 +97,7 @@ fn binlog_settings_wrong(settings: &HashMap<String, String>) -> Vec<String> {
 /// Default first binlog reader id; each stream takes the next one (ids must differ
 /// between concurrent readers of one server).
 const DEFAULT_SERVER_ID: u32 = 4_200_000;
-/// Rows per page read from a snapshot chunk.
+/// Rows per page read from a snapshot chunk (fewer for wide rows, `ReadSettings::page_rows`).
 const PAGE_ROWS: usize = 5_000;
 
 /// The first binlog reader id for `schema` on replica `replica`: `server_id` (default
@@ -406,6 +406,7 @@ impl Source for MysqlSource {
         chunk: &KeyRange,
     ) -> warp_core::Result<ChunkRead> {
         let t = self.cached(table)?;
+        let page = read.page_rows(PAGE_ROWS, self.estimate_row_bytes(table).await?);
         let mut conn = snapshot::conn(&self.connect.pool().await?).await?;
         let position = self.start_position(&t, read, &mut conn, false).await?;
         // A polled table's copy leaves the rows at the position's value to the polls.
@@ -424,7 +425,7 @@ impl Source for MysqlSource {
             t,
             chunk.clone(),
             only,
-            read.rows(PAGE_ROWS),
+            page,
             zero,
         )
         .map_ok(ChunkPage::Rows)

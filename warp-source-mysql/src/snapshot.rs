@@ -484,31 +484,36 @@ pub fn chunk_rows(
             let (select, kinds, key_cols, range) = (&shared.0, &shared.1, &shared.2, &shared.3);
             let (mut conn, after) = state?;
             let (sql, params) = select.query(&select.columns, range, after.as_ref(), page, 0);
-            let rows: Vec<mysql_async::Row> =
-                match conn.exec(sql, params).await.context("read chunk") {
-                    Ok(r) => r,
-                    Err(e) => return Some((Err(e.into()), None)),
-                };
-            if rows.is_empty() {
+            // Rows are converted as they arrive: collecting the page first held it twice
+            // (the driver's rows and ours), the largest share of a wide table's copy memory.
+            let page_rows = async {
+                let mut result = conn.exec_iter(sql, params).await?;
+                let mut zeros = 0;
+                let mut out = Vec::with_capacity(page);
+                while let Some(row) = result.next().await? {
+                    let mut values = Vec::with_capacity(kinds.len());
+                    for (v, k) in row.unwrap().into_iter().zip(kinds) {
+                        match decode(v, k) {
+                            Ok(Decoded::Value(v)) => values.push(v),
+                            Ok(Decoded::ZeroDate) => {
+                                zeros += 1;
+                                values.push(Value::Null);
+                            }
+                            // Dead-lettered by the destination, with the reason.
+                            Err(e) => values.push(Value::Unreadable(e)),
+                        }
+                    }
+                    out.push(Row::new(values));
+                }
+                Ok::<_, mysql_async::Error>((out, zeros))
+            };
+            let (out, zeros) = match page_rows.await.context("read chunk") {
+                Ok(r) => r,
+                Err(e) => return Some((Err(e.into()), None)),
+            };
+            if out.is_empty() {
                 let _ = conn.query_drop("COMMIT").await;
                 return None;
-            }
-            let mut zeros = 0;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let mut values = Vec::with_capacity(kinds.len());
-                for (v, k) in row.unwrap().into_iter().zip(kinds) {
-                    match decode(v, k) {
-                        Ok(Decoded::Value(v)) => values.push(v),
-                        Ok(Decoded::ZeroDate) => {
-                            zeros += 1;
-                            values.push(Value::Null);
-                        }
-                        // Dead-lettered by the destination, with the reason.
-                        Err(e) => values.push(Value::Unreadable(e)),
-                    }
-                }
-                out.push(Row::new(values));
             }
             if zeros > 0 {
                 zero_dates(zeros);

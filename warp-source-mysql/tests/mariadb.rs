@@ -968,27 +968,26 @@ async fn online_schema_change_swaps_bring_the_new_shape() {
     }
 }
 
-/// Snapshot chunks are sized by row width (`ResolvedTable::chunk_rows`): the source's
-/// estimate is InnoDB's own, so wide rows read as wide and narrow ones as narrow.
+/// Snapshot chunks and pages are sized by row width (`ResolvedTable::chunk_rows`,
+/// `ReadSettings::page_rows`) from InnoDB's own estimate: wide rows (off-page text
+/// included) read as wide, narrow ones as narrow, and a chunk of wide rows arrives in
+/// pages of about 4 MiB instead of 5,000 rows.
 #[tokio::test]
-async fn row_width_estimates_come_from_the_server() {
+async fn row_width_estimates_come_from_the_server_and_size_pages() {
     let (source, mut conn, _db) = setup(
         "widths",
         &[
-            "CREATE TABLE wide (id INT PRIMARY KEY, body VARCHAR(8000)) ENGINE=InnoDB",
+            "CREATE TABLE wide (id INT PRIMARY KEY, body MEDIUMTEXT) ENGINE=InnoDB",
             "CREATE TABLE narrow (id INT PRIMARY KEY, n INT) ENGINE=InnoDB",
             "CREATE TABLE empty (id INT PRIMARY KEY) ENGINE=InnoDB",
         ],
     )
     .await;
-    for i in 0..40 {
-        conn.query_drop(format!(
-            "INSERT INTO wide VALUES ({i}, REPEAT('x', 6000)), ({}, REPEAT('y', 6000))",
-            i + 1000
-        ))
-        .await
-        .unwrap();
-    }
+    conn.query_drop(
+        "INSERT INTO wide SELECT seq, REPEAT(CHAR(65 + seq % 26), 100000) FROM seq_1_to_60",
+    )
+    .await
+    .unwrap();
     conn.query_drop("INSERT INTO narrow SELECT seq, seq FROM seq_1_to_2000")
         .await
         .unwrap();
@@ -1002,7 +1001,24 @@ async fn row_width_estimates_come_from_the_server() {
         widths[0].expect("an estimate"),
         widths[1].expect("an estimate"),
     );
-    assert!(wide >= 6_000, "wide rows estimated at {wide} bytes");
+    assert!(wide >= 100_000, "wide rows estimated at {wide} bytes");
     assert!(narrow < 200, "narrow rows estimated at {narrow} bytes");
     assert_eq!(widths[2], None, "an empty table has no width");
+
+    let t = table(&source, "wide").await;
+    let read = source
+        .read_chunk(&t, &warp_core::KeyRange::ALL)
+        .await
+        .unwrap();
+    let pages: Vec<usize> = read
+        .rows
+        .map(|p| p.unwrap().into_rows().unwrap().len())
+        .collect()
+        .await;
+    let most = usize::try_from((4 << 20) / wide).unwrap().max(50);
+    assert_eq!(pages.iter().sum::<usize>(), 60);
+    assert!(
+        pages.len() > 1 && pages.iter().all(|&n| n <= most),
+        "pages {pages:?}, at most {most} rows each"
+    );
 }

@@ -218,7 +218,30 @@ pub async fn raw_copy_binary(
 /// for another's dirty pages, and every line writes full-page images after a checkpoint
 /// alike (without it a timed checkpoint could fall inside one line and not another: two
 /// passes measured the same binary COPY at 2.65 s and 4.05 s).
+/// Autovacuum workers are waited for first (up to a minute, said on stderr): the tables
+/// the previous line filled get vacuumed soon after, and a worker running through the
+/// next line takes CPU from it (suspected when the default-settings snapshot, always first
+/// in a pass, ran 5–10 % slower than the same settings spelled out).
 pub async fn settle(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let started = Instant::now();
+    let deadline = started + std::time::Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let workers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if workers == 0 {
+            if started.elapsed().as_secs_f64() > 0.1 {
+                eprintln!(
+                    "waited {:.1} s for autovacuum",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     sqlx::raw_sql("CHECKPOINT").execute(pool).await.map(drop)
 }
 
