@@ -344,6 +344,21 @@ pub fn key_of(id: &Bson) -> Key {
     vec![Value::Text(convert::id_text(id))]
 }
 
+/// `storageStats.avgObjSize` of one `$collStats` answer, in bytes (`None` when absent or
+/// not a positive number).
+pub fn average_size(stats: &Document) -> Option<u64> {
+    let size = stats.get_document("storageStats").ok()?.get("avgObjSize")?;
+    let bytes = match size {
+        Bson::Int32(n) => i64::from(*n),
+        Bson::Int64(n) => *n,
+        // Whole bytes are enough to size a chunk.
+        #[allow(clippy::cast_possible_truncation)]
+        Bson::Double(n) => *n as i64,
+        _ => return None,
+    };
+    u64::try_from(bytes).ok().filter(|&b| b > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use bson::oid::ObjectId;
@@ -533,19 +548,4 @@ mod tests {
         assert_eq!(filter(&r).unwrap(), doc! { "_id": { "$gte": 5, "$lt": 9 } });
         assert_eq!(filter(&KeyRange::ALL).unwrap(), doc! {});
     }
-}
-
-/// `storageStats.avgObjSize` of one `$collStats` answer, in bytes (`None` when absent or
-/// not a positive number).
-pub fn average_size(stats: &Document) -> Option<u64> {
-    let size = stats.get_document("storageStats").ok()?.get("avgObjSize")?;
-    let bytes = match size {
-        Bson::Int32(n) => i64::from(*n),
-        Bson::Int64(n) => *n,
-        // Whole bytes are enough to size a chunk.
-        #[allow(clippy::cast_possible_truncation)]
-        Bson::Double(n) => *n as i64,
-        _ => return None,
-    };
-    u64::try_from(bytes).ok().filter(|&b| b > 0)
 }

@@ -523,29 +523,46 @@ impl Source for MysqlSource {
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let mut conn = self.connect.conn().await?;
-        let rows: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&self.database, &table.id.name),
-            )
-            .await
-            .context("estimate rows")?;
-        Ok(rows.flatten())
+        self.table_estimate(table, TableEstimate::Rows).await
     }
 
     /// `AVG_ROW_LENGTH`: InnoDB's data length over its row estimate (pages included, so a
     /// little above the rows' own size; 0 for an empty or never-analysed table).
     async fn estimate_row_bytes(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
-        let mut conn = self.connect.conn().await?;
-        let bytes: Option<Option<u64>> = conn
-            .exec_first(
+        let bytes = self.table_estimate(table, TableEstimate::RowBytes).await?;
+        Ok(bytes.filter(|&b| b > 0))
+    }
+}
+
+/// The server's estimates in `information_schema.TABLES`.
+#[derive(Clone, Copy)]
+enum TableEstimate {
+    Rows,
+    RowBytes,
+}
+
+impl MysqlSource {
+    async fn table_estimate(
+        &self,
+        table: &TableSchema,
+        what: TableEstimate,
+    ) -> warp_core::Result<Option<u64>> {
+        let (sql, context) = match what {
+            TableEstimate::Rows => (
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                "estimate rows",
+            ),
+            TableEstimate::RowBytes => (
                 "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&self.database, &table.id.name),
-            )
+                "estimate row size",
+            ),
+        };
+        let mut conn = self.connect.conn().await?;
+        let value: Option<Option<u64>> = conn
+            .exec_first(sql, (&self.database, &table.id.name))
             .await
-            .context("estimate row size")?;
-        Ok(bytes.flatten().filter(|&b| b > 0))
+            .context(context)?;
+        Ok(value.flatten())
     }
 }
 

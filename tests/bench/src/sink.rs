@@ -220,8 +220,7 @@ pub async fn raw_copy_binary(
 /// passes measured the same binary COPY at 2.65 s and 4.05 s).
 /// Autovacuum workers are waited for first (up to a minute, said on stderr): the tables
 /// the previous line filled get vacuumed soon after, and a worker running through the
-/// next line takes CPU from it (suspected when the default-settings snapshot, always first
-/// in a pass, ran 5–10 % slower than the same settings spelled out).
+/// next line would take CPU from it.
 pub async fn settle(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     let started = Instant::now();
     let deadline = started + std::time::Duration::from_secs(60);
