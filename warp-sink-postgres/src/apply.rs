@@ -140,16 +140,20 @@ impl Kinds {
             key_deletes: false,
         };
         for e in events {
-            match (e.op, &e.before) {
-                (Operation::Delete, Some(b)) if b.values.len() == width => {
-                    kinds.image_deletes = true;
-                }
-                (Operation::Delete, _) => kinds.key_deletes = true,
+            match e.op {
+                Operation::Delete if delete_image(e, width).is_some() => kinds.image_deletes = true,
+                Operation::Delete => kinds.key_deletes = true,
                 _ => kinds.upserts = true,
             }
         }
         kinds
     }
+}
+
+/// The whole before image a delete carries, for a landing table of `width` data columns
+/// (`None`: the delete names only its key, and can mark a row but not make a tombstone).
+pub fn delete_image(e: &ChangeEvent, width: usize) -> Option<&Row> {
+    e.before.as_ref().filter(|b| b.values.len() == width)
 }
 
 /// Creates a staging table shaped like `landed` (all columns nullable, so key-only
@@ -332,7 +336,7 @@ const STAGE_PIECE_BYTES: usize = 128 << 10;
 pub struct StageCopy<'c> {
     copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
     piece: Vec<u8>,
-    pub text: Vec<u8>,
+    text: Vec<u8>,
 }
 
 impl<'c> StageCopy<'c> {

@@ -13,8 +13,8 @@ use warp_core::{
 };
 
 use crate::apply::{
-    create_stage, execute_all, merge_statements, unit, unit_with, Kinds, Merge, StageCopy, Staged,
-    STAGE_EXTRA,
+    create_stage, delete_image, execute_all, merge_statements, unit, unit_with, Kinds, Merge,
+    StageCopy, Staged, STAGE_EXTRA,
 };
 use crate::binary::{self, binary_row};
 use crate::connection::TxConnection;
@@ -400,9 +400,9 @@ fn event_image<'a>(
     e: &'a ChangeEvent,
 ) -> Result<(Cow<'a, Row>, char, bool), String> {
     match (e.op, &e.after) {
-        (Operation::Delete, _) => match &e.before {
-            Some(before) if before.values.len() == width => Ok((Cow::Borrowed(before), 'd', true)),
-            _ => {
+        (Operation::Delete, _) => match delete_image(e, width) {
+            Some(before) => Ok((Cow::Borrowed(before), 'd', true)),
+            None => {
                 let mut values = vec![Value::Null; width];
                 for (&i, v) in landed.key.iter().zip(&e.key) {
                     values[i] = v.clone();

@@ -375,24 +375,24 @@ impl Source for MongoSource {
     }
 
     /// `storageStats.avgObjSize` from `$collStats` (uncompressed BSON size). A server that
-    /// does not answer it (an emulator, a user without the `collStats` action) leaves
-    /// the default chunk size: the figure only sizes chunks.
+    /// does not answer it (a user without the `collStats` action, an older or emulated
+    /// server) leaves the default chunk and page sizes: the figure only sizes them, so it
+    /// is logged at debug, not raised, since every chunk read asks for it.
     async fn estimate_row_bytes(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {
         let coll = self.collection(&table.id.name).await?;
-        let stats = match coll
-            .aggregate([doc! { "$collStats": { "storageStats": {} } }])
-            .await
-        {
-            Ok(cursor) => cursor.try_collect::<Vec<Document>>().await,
-            Err(e) => Err(e),
+        let stats = async {
+            let cursor = coll
+                .aggregate([doc! { "$collStats": { "storageStats": {} } }])
+                .await?;
+            cursor.try_collect::<Vec<Document>>().await
         };
-        match stats {
-            Ok(docs) => Ok(docs.first().and_then(snapshot::average_size)),
+        Ok(match stats.await {
+            Ok(docs) => docs.first().and_then(snapshot::average_size),
             Err(e) => {
-                tracing::debug!(error = %e, "no $collStats answer; default snapshot chunk size");
-                Ok(None)
+                tracing::debug!(error = %e, "no $collStats answer; default snapshot chunk and page sizes");
+                None
             }
-        }
+        })
     }
 
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {

@@ -456,6 +456,25 @@ fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<V
         .collect()
 }
 
+/// One row of a chunk page; zero dates become NULL (counted in `zeros`), values that
+/// cannot be decoded are marked so the destination dead-letters the row with the reason.
+fn chunk_row(row: mysql_async::Row, kinds: &[Kind], zeros: &mut u64) -> Row {
+    let values = row
+        .unwrap()
+        .into_iter()
+        .zip(kinds)
+        .map(|(v, k)| match decode(v, k) {
+            Ok(Decoded::Value(v)) => v,
+            Ok(Decoded::ZeroDate) => {
+                *zeros += 1;
+                Value::Null
+            }
+            Err(e) => Value::Unreadable(e),
+        })
+        .collect();
+    Row::new(values)
+}
+
 /// Pages of a chunk's rows (those matching `only`, when given), read on `conn` (inside
 /// its snapshot) until the range ends; the connection is released when the stream ends
 /// or is dropped.
@@ -491,19 +510,7 @@ pub fn chunk_rows(
                 let mut zeros = 0;
                 let mut out = Vec::with_capacity(page);
                 while let Some(row) = result.next().await? {
-                    let mut values = Vec::with_capacity(kinds.len());
-                    for (v, k) in row.unwrap().into_iter().zip(kinds) {
-                        match decode(v, k) {
-                            Ok(Decoded::Value(v)) => values.push(v),
-                            Ok(Decoded::ZeroDate) => {
-                                zeros += 1;
-                                values.push(Value::Null);
-                            }
-                            // Dead-lettered by the destination, with the reason.
-                            Err(e) => values.push(Value::Unreadable(e)),
-                        }
-                    }
-                    out.push(Row::new(values));
+                    out.push(chunk_row(row, kinds, &mut zeros));
                 }
                 Ok::<_, mysql_async::Error>((out, zeros))
             };

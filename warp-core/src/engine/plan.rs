@@ -51,7 +51,7 @@ impl Pipeline {
                 }
                 Some(_) => Vec::new(),
             };
-            let notes = match problem {
+            let mut notes = match problem {
                 None => self
                     .ctx
                     .source
@@ -64,17 +64,28 @@ impl Pipeline {
                     .unwrap_or_else(|e| vec![format!("no estimate: {e}")]),
                 Some(_) => Vec::new(),
             };
+            // As the run does: a configured size needs no estimate, a failed one leaves the
+            // default size (said here, as the run's log says it).
+            let width = match settings.snapshot_chunk_size {
+                Some(_) => None,
+                None => self
+                    .ctx
+                    .source
+                    .estimate_row_bytes(&table)
+                    .await
+                    .unwrap_or_else(|e| {
+                        notes.push(format!(
+                            "no row-size estimate, default chunk size: {}",
+                            crate::mask::mask_secrets(&e.to_string())
+                        ));
+                        None
+                    }),
+            };
             plans.push(TablePlan {
                 table: table.id.name.clone(),
                 estimated_rows: self.ctx.source.estimate_rows(&table).await?,
                 snapshot: settings.full_load_enabled,
-                snapshot_chunk_size: settings.chunk_rows(
-                    self.ctx
-                        .source
-                        .estimate_row_bytes(&table)
-                        .await
-                        .unwrap_or(None),
-                ),
+                snapshot_chunk_size: settings.chunk_rows(width),
                 parallel_streams: settings.parallel_streams,
                 ddl,
                 problem,
