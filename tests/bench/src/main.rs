@@ -14,6 +14,7 @@
 mod cpu;
 mod data;
 mod fanout;
+mod merge;
 mod mongo;
 mod mysql;
 mod page;
@@ -163,10 +164,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let lines: Vec<Measurement> = per_line.into_iter().map(median).collect();
             // Snapshots against the raw COPYs (text; binary in the last column), catch-ups
-            // against PostgreSQL's own apply of the same statements (line 4).
+            // against PostgreSQL's own apply of the same statements (line 4); the image
+            // merge (line 5) too, so its ratio says how much of that apply is reachable.
             let limit_of: Vec<usize> = lines
                 .iter()
-                .map(|l| if l.name.contains("catch-up") { 3 } else { 0 })
+                .map(|l| {
+                    if l.name.contains("catch-up") || l.name.contains("merging") {
+                        3
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             print_table(
                 &lines,
@@ -175,6 +183,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "vs its limit",
                 Some((1, "vs raw COPY (binary)")),
             );
+            if let Some(floor) = lines.iter().find(|l| l.name.contains("merging")) {
+                println!();
+                for l in lines.iter().filter(|l| l.name.contains("catch-up")) {
+                    println!(
+                        "{}: {:.2}× of the image merge",
+                        l.name,
+                        l.rows_per_sec() / floor.rows_per_sec()
+                    );
+                }
+            }
             for (i, tuning) in tunings.into_iter().enumerate() {
                 println!("\n{tuning:?}:");
                 println!(

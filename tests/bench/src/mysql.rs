@@ -1,8 +1,10 @@
 //! End to end from MariaDB (binlog) into PostgreSQL with the real `cartridge-warp`
 //! binary, with default settings and with tuned ones, next to the limits measured in the
 //! same run on the same rows: a raw full read of the source table, a raw `COPY` of the
-//! rows into PostgreSQL, and PostgreSQL applying the same change workload itself
-//! (the same 1,000-row statements on a copy of the table, set-based).
+//! rows into PostgreSQL, PostgreSQL applying the same change workload itself
+//! (the same 1,000-row statements on a copy of the table, set-based), and PostgreSQL
+//! merging the changes' row images with no client work (`merge`: the floor of any
+//! replicator that ships images).
 //!
 //! - snapshot: time from start until the table's checkpoint says `streaming`;
 //! - stream at full speed: 300,000 mixed changes (a third each updates, inserts,
@@ -19,7 +21,7 @@ use warp_core::Value;
 
 use crate::cpu::{self, CpuUse};
 use crate::replicator::{until, Replicator};
-use crate::{data, sink, Measurement};
+use crate::{data, merge, sink, Measurement};
 
 const DB: &str = "bench_src";
 const INSERT_ROWS: i64 = 2_000;
@@ -266,8 +268,8 @@ pub async fn run(
     run_replicator(s, tuning, &pg, &mut conn, &config, &log, bytes, lines).await
 }
 
-/// The limits of this run: raw COPYs (text, binary), a raw read of the source, and
-/// PostgreSQL's own apply of the changes.
+/// The limits of this run: raw COPYs (text, binary), a raw read of the source,
+/// PostgreSQL's own apply of the changes and its merge of their row images.
 async fn measure_limits(
     pg: &sqlx::PgPool,
     conn: &mut mysql_async::Conn,
@@ -304,7 +306,8 @@ async fn measure_limits(
         took: source_read,
     };
     let applied = postgres_applies(pg, s).await?;
-    Ok(vec![raw, raw_binary, read_line, applied])
+    let merged = merge::postgres_merges_images(pg, s.rows, s.changes).await?;
+    Ok(vec![raw, raw_binary, read_line, applied, merged])
 }
 
 #[allow(clippy::too_many_arguments)]
