@@ -45,16 +45,7 @@ pub async fn postgres_merges_images(
 ) -> Result<Measurement, Box<dyn std::error::Error>> {
     let third = i64::try_from(changes / 3)?;
     let rows = i64::try_from(rows)?;
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS bench_my_raw.merged; \
-         CREATE TABLE bench_my_raw.merged (LIKE bench_my_raw.orders INCLUDING ALL); \
-         INSERT INTO bench_my_raw.merged SELECT * FROM bench_my_raw.orders",
-    )
-    .execute(pg)
-    .await?;
-    sqlx::raw_sql("VACUUM ANALYZE bench_my_raw.merged")
-        .execute(pg)
-        .await?;
+    crate::mysql::copy_of_orders(pg, "merged").await?;
     let batches = prefetch(pg, rows, third).await?;
 
     let set = COLUMNS

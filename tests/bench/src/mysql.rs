@@ -180,23 +180,32 @@ fn workload(table: &str, seed: &str, rows: u64, changes: u64, now: &str) -> Vec<
     out
 }
 
+/// A fresh, vacuumed copy of the raw `orders` rows (key and indexes included) as
+/// `bench_my_raw.{name}`.
+pub async fn copy_of_orders(pg: &sqlx::PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS bench_my_raw.{name}; \
+         CREATE TABLE bench_my_raw.{name} (LIKE bench_my_raw.orders INCLUDING ALL); \
+         INSERT INTO bench_my_raw.{name} SELECT * FROM bench_my_raw.orders"
+    )))
+    .execute(pg)
+    .await?;
+    // Not in the statement above: a multi-statement string runs as one transaction.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "VACUUM ANALYZE bench_my_raw.{name}"
+    )))
+    .execute(pg)
+    .await?;
+    Ok(())
+}
+
 /// Limit: PostgreSQL applying the change workload itself, set-based, each statement its
 /// own transaction as at the source, on a copy of the rows with the same key.
 async fn postgres_applies(
     pg: &sqlx::PgPool,
     s: &Settings<'_>,
 ) -> Result<Measurement, Box<dyn std::error::Error>> {
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS bench_my_raw.applied; \
-         CREATE TABLE bench_my_raw.applied (LIKE bench_my_raw.orders INCLUDING ALL); \
-         INSERT INTO bench_my_raw.applied SELECT * FROM bench_my_raw.orders",
-    )
-    .execute(pg)
-    .await?;
-    // Not in the statement above: a multi-statement string runs as one transaction.
-    sqlx::raw_sql("VACUUM ANALYZE bench_my_raw.applied")
-        .execute(pg)
-        .await?;
+    copy_of_orders(pg, "applied").await?;
     let statements = workload(
         "bench_my_raw.applied",
         "bench_my_raw.orders",
