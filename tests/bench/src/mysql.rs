@@ -315,8 +315,9 @@ async fn measure_limits(
         took: source_read,
     };
     let applied = postgres_applies(pg, s).await?;
-    let merged = merge::postgres_merges_images(pg, s.rows, s.changes).await?;
-    Ok(vec![raw, raw_binary, read_line, applied, merged])
+    let mut lines = vec![raw, raw_binary, read_line, applied];
+    lines.extend(merge::postgres_merges_images(pg, s.rows, s.changes).await?);
+    Ok(lines)
 }
 
 #[allow(clippy::too_many_arguments)]
