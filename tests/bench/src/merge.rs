@@ -194,6 +194,16 @@ async fn merge(
     if merged != expected {
         return Err(format!("merged {merged} changes, expected {expected}").into());
     }
+    // The merge must end where PostgreSQL's own apply did, row for row.
+    let differ: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ((TABLE bench_my_raw.merged EXCEPT TABLE bench_my_raw.applied) \
+         UNION ALL (TABLE bench_my_raw.applied EXCEPT TABLE bench_my_raw.merged)) d",
+    )
+    .fetch_one(pg)
+    .await?;
+    if differ != 0 {
+        return Err(format!("the merge differs from the applied copy in {differ} rows").into());
+    }
     let how = match via {
         Via::Stage => "staged by binary COPY",
         Via::Unnest => "bound arrays, UNNEST",
