@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
+use mysql_async::binlog::RowsEventFlags;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
@@ -467,6 +468,17 @@ impl Reader {
                         return Ok(item);
                     }
                 }
+                // The server could not log what happened (e.g. LOST_EVENTS): a replica
+                // of it stops here too.
+                EventData::IncidentEvent(incident) => {
+                    return Err(self.broken(
+                        log_pos,
+                        match incident.incident_type() {
+                            Ok(kind) => format!("an INCIDENT event ({kind:?}: {})", incident.message()),
+                            Err(_) => format!("an INCIDENT event of unknown type: {}", incident.message()),
+                        },
+                    ));
+                }
                 // The driver hands out the decompressed inner events next.
                 EventData::TransactionPayloadEvent(_) => {
                     self.payload = Some(Payload {
@@ -476,7 +488,11 @@ impl Reader {
                 }
                 EventData::RowsEvent(rows) => {
                     let Some(tme) = self.stream.get_tme(rows.table_id()) else {
-                        continue;
+                        // Its columns cannot be known: nothing after it can be trusted.
+                        return Err(self.broken(
+                            log_pos,
+                            format!("a rows event for table id {} without its table map", rows.table_id()),
+                        ));
                     };
                     if tme.database_name() != self.database.as_str() {
                         continue;
@@ -612,8 +628,16 @@ impl Reader {
                 after,
                 source_ts: self.txn_ts,
             };
-            // What the server did to child rows for it follows, in log order.
-            let cascaded = self.cascades.of(index, &event);
+            // What the server did to child rows for it follows, in log order; a session
+            // with foreign_key_checks=0 runs no foreign-key action (the event says so).
+            let cascaded = if rows
+                .flags()
+                .contains(RowsEventFlags::NO_FOREIGN_KEY_CHECKS)
+            {
+                Vec::new()
+            } else {
+                self.cascades.of(index, &event)
+            };
             if !parent_only {
                 self.pending.push(TableChange {
                     table: index,
@@ -626,6 +650,14 @@ impl Reader {
             (self.zero_dates)(&table.schema.id.name, zeros);
         }
         Ok(())
+    }
+
+    /// The binlog at `log_pos` cannot be followed: the feed stops there, named.
+    fn broken(&self, log_pos: u32, what: String) -> warp_core::Error {
+        warp_core::Error::source_permanent(
+            format!("{} binlog {}:{log_pos}: {what}", self.database, self.file),
+            Some("the changes from this position on cannot be read exactly: resync the tables of this schema (cartridge-warp resync)".to_owned()),
+        )
     }
 
     fn refuse(&self, what: Refused) -> warp_core::Error {

@@ -116,14 +116,23 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
                 Value::Bits(bits)
             })
         }
-        Kind::Text => V(match v {
+        Kind::Text { charset } => V(match v {
+            My::Bytes(b) if origin == Origin::Binlog => Value::Text(charset.decode(b)?),
             My::Bytes(b) => {
                 Value::Text(String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())?)
             }
             other => Value::Text(other.as_sql(true).trim_matches('\'').to_owned()),
         }),
-        Kind::Binary => V(match v {
-            My::Bytes(b) => Value::Bytes(b),
+        Kind::Binary { pad_to } => V(match v {
+            My::Bytes(mut b) => {
+                if let Some(len) = pad_to {
+                    let len = *len as usize;
+                    if b.len() < len {
+                        b.resize(len, 0);
+                    }
+                }
+                Value::Bytes(b)
+            }
             other => return Err(format!("unexpected {other:?} for binary")),
         }),
         Kind::Dropped => V(Value::Null),
@@ -188,12 +197,21 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
             My::Bytes(b) => time_text(text(&b)?)?,
             other => return Err(format!("unexpected {other:?} for a time")),
         })),
-        Kind::Year => V(match v {
-            My::Int(i) => Value::Int(i),
-            My::UInt(u) => Value::Int(i64::try_from(u).map_err(|e| e.to_string())?),
-            My::Bytes(b) => Value::Int(text(&b)?.parse().map_err(|e| format!("{e}"))?),
-            other => return Err(format!("unexpected {other:?} for a year")),
-        }),
+        Kind::Year => {
+            let year: i64 = match v {
+                My::Int(i) => i,
+                My::UInt(u) => i64::try_from(u).map_err(|e| e.to_string())?,
+                My::Bytes(b) => text(&b)?.parse().map_err(|e| format!("{e}"))?,
+                other => return Err(format!("unexpected {other:?} for a year")),
+            };
+            // The binlog stores a YEAR as its offset from 1900 and `0000` as 0; readers
+            // that add 1900 give 1900, which no YEAR column holds (1901–2155 or 0000).
+            V(Value::Int(if origin == Origin::Binlog && year == 1900 {
+                0
+            } else {
+                year
+            }))
+        }
         Kind::Json => V(match v {
             // Checked without building a tree, and passed on as text (see `Value::JsonText`).
             My::Bytes(b) => {
@@ -475,7 +493,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        assert!(decode(My::Bytes(vec![0xff, 0xfe]), &Kind::Text).is_err());
+        assert!(decode(My::Bytes(vec![0xff, 0xfe]), &Kind::text()).is_err());
         assert!(decode(My::Bytes(b"abc".to_vec()), &Kind::Decimal).is_err());
         assert!(decode(My::Bytes(b"{bad".to_vec()), &Kind::Json).is_err());
     }

@@ -6,6 +6,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use warp_core::{Column, ColumnType, TableId, TableSchema, Value};
 
+use crate::charset::Charset;
 use crate::decode::{decode, Decoded};
 use crate::error::{Context, Result};
 use crate::foreign_keys::ForeignKey;
@@ -27,7 +28,14 @@ impl MysqlTable {
     }
 }
 
-type ColumnRow = (String, String, String, String, Option<String>);
+type ColumnRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
 
 /// Every base table of `database` (or only `only`).
 pub async fn tables(
@@ -37,7 +45,8 @@ pub async fn tables(
 ) -> Result<Vec<MysqlTable>> {
     let cols: Vec<ColumnRow> = conn
         .exec(
-            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT,
+                    c.CHARACTER_SET_NAME
              FROM information_schema.COLUMNS c
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
              WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' AND (? IS NULL OR c.TABLE_NAME = ?)
@@ -65,7 +74,7 @@ pub async fn tables(
         .unwrap_or_default();
 
     let mut by_table: BTreeMap<String, MysqlTable> = BTreeMap::new();
-    for (table, name, column_type, nullable, default) in cols {
+    for (table, name, column_type, nullable, default, charset) in cols {
         let is_json = checks.iter().any(|(t, clause)| {
             *t == table
                 && clause
@@ -73,14 +82,20 @@ pub async fn tables(
                     .replace(' ', "")
                     .contains(&format!("json_valid(`{}`)", name.to_ascii_lowercase()))
         });
-        let (kind, ty) = if is_json {
+        let (mut kind, ty) = if is_json {
             (Kind::Json, ColumnType::Json)
         } else {
             map(&column_type).unwrap_or_else(|e| {
                 tracing::warn!(table = %table, column = %name, "{e}; copied as raw bytes");
-                (Kind::Binary, ColumnType::Bytes)
+                (Kind::bytes(), ColumnType::Bytes)
             })
         };
+        if let (Kind::Text { charset: c }, Some(named)) = (&mut kind, charset.as_deref()) {
+            *c = Charset::named(named);
+            if let Charset::Unsupported(set) = c {
+                tracing::warn!(table = %table, column = %name, charset = %set, "the binlog's values of this character set cannot be decoded exactly: rows streamed with one are dead-lettered (the snapshot copies them)");
+            }
+        }
         let entry = by_table.entry(table.clone()).or_insert_with(|| MysqlTable {
             schema: TableSchema {
                 id: TableId::new(database, &table),
@@ -137,7 +152,7 @@ mod tests {
     #[test]
     fn defaults() {
         assert_eq!(
-            default_value("'it''s'", &Kind::Text),
+            default_value("'it''s'", &Kind::text()),
             Some(Value::Text("it's".into()))
         );
         assert_eq!(
@@ -150,7 +165,7 @@ mod tests {
             ),
             Some(Value::Int(42))
         );
-        assert_eq!(default_value("NULL", &Kind::Text), None);
+        assert_eq!(default_value("NULL", &Kind::text()), None);
         assert_eq!(default_value("current_timestamp()", &Kind::Timestamp), None);
     }
 }

@@ -4,6 +4,7 @@
 mod binary_json;
 mod binlog;
 mod ca_probe;
+mod charset;
 mod connect;
 mod ddl;
 mod ddl_scope;

@@ -3,6 +3,8 @@
 
 use warp_core::ColumnType;
 
+use crate::charset::Charset;
+
 /// How values of a column are decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -18,8 +20,15 @@ pub enum Kind {
     Bit {
         len: u32,
     },
-    Text,
-    Binary,
+    /// Binlog rows carry text in the column's character set.
+    Text {
+        charset: Charset,
+    },
+    /// `pad_to`: `BINARY(n)`'s length. The binlog drops a fixed-length value's trailing
+    /// zero bytes (MySQL and MariaDB alike); the server pads them back when it is read.
+    Binary {
+        pad_to: Option<u32>,
+    },
     Date,
     DateTime,
     Timestamp,
@@ -35,6 +44,20 @@ pub enum Kind {
     Geometry,
     /// Dropped at the source; kept at the destination, never read again.
     Dropped,
+}
+
+impl Kind {
+    /// Text stored as UTF-8 (the character set is set from the catalog where known).
+    pub fn text() -> Self {
+        Self::Text {
+            charset: Charset::Utf8,
+        }
+    }
+
+    /// Variable-length bytes, as stored.
+    pub fn bytes() -> Self {
+        Self::Binary { pad_to: None }
+    }
 }
 
 /// One source column.
@@ -89,12 +112,18 @@ pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
             };
             (Kind::Bit { len }, ty)
         }
-        "char" | "varchar" => (Kind::Text, ColumnType::Text { max_len: first }),
+        "char" | "varchar" => (Kind::text(), ColumnType::Text { max_len: first }),
         "tinytext" | "text" | "mediumtext" | "longtext" => {
-            (Kind::Text, ColumnType::Text { max_len: None })
+            (Kind::text(), ColumnType::Text { max_len: None })
         }
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
-            (Kind::Binary, ColumnType::Bytes)
+        "binary" => (
+            Kind::Binary {
+                pad_to: Some(first.unwrap_or(1)),
+            },
+            ColumnType::Bytes,
+        ),
+        "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            (Kind::bytes(), ColumnType::Bytes)
         }
         "date" => (Kind::Date, ColumnType::Date),
         "datetime" => (

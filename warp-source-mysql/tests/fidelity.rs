@@ -1,0 +1,333 @@
+//! Exact copies from MySQL/MariaDB: every column type and character set lands the same
+//! values by the snapshot (query results) and by the binlog (row events), value by value,
+//! against the binlog-enabled MariaDB peer (WARP_TEST_MARIADB_URL).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::Configured;
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use warp_core::{Change, ChangeEvent, FeedItem, Operation, StreamFragment, Value};
+
+mod common;
+
+async fn setup(name: &str, ddl: &[&str]) -> (Configured, mysql_async::Conn) {
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let db = format!("cw_fid_{name}");
+    let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+    common::fresh_database(&mut conn, &db).await;
+    conn.query_drop("SET NAMES utf8mb4").await.unwrap();
+    for stmt in ddl {
+        conn.query_drop(*stmt).await.unwrap();
+    }
+    let source = common::source_config(
+        &format!(
+            "connection_string: '{url}/{db}', server_id: {}",
+            common::server_id(3_500_000)
+        ),
+        &db,
+    )
+    .unwrap();
+    (source, conn)
+}
+
+type Fragments = futures::stream::BoxStream<'static, warp_core::Result<StreamFragment>>;
+
+/// The row events of the next `n` transactions.
+async fn row_events(stream: &mut Fragments, n: usize) -> Vec<ChangeEvent> {
+    let mut events = Vec::new();
+    let mut seen = 0;
+    while seen < n {
+        let f = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("binlog event in time (deadline for a hung reader)")
+            .unwrap()
+            .unwrap();
+        let before = events.len();
+        events.extend(f.changes.into_iter().filter_map(|c| match c {
+            Change::Row(e) => Some(e),
+            _ => None,
+        }));
+        if f.commit.is_some() && events.len() > before {
+            seen += 1;
+        }
+    }
+    events
+}
+
+type ByKey = BTreeMap<Vec<u8>, Vec<Value>>;
+
+/// Rows keyed by their first column's bytes (the key of every table here).
+fn by_key(rows: impl IntoIterator<Item = Vec<Value>>) -> ByKey {
+    rows.into_iter()
+        .map(|r| {
+            let key = match &r[0] {
+                Value::Bytes(b) => b.clone(),
+                Value::Int(i) => i.to_be_bytes().to_vec(),
+                other => panic!("key {other:?}"),
+            };
+            (key, r)
+        })
+        .collect()
+}
+
+/// Compares two keyed row sets column by column, naming every difference.
+fn assert_same(what: &str, columns: &[String], snapshot: &ByKey, streamed: &ByKey) {
+    assert_eq!(
+        snapshot.keys().collect::<Vec<_>>(),
+        streamed.keys().collect::<Vec<_>>(),
+        "{what}: the same keys"
+    );
+    let mut differences = Vec::new();
+    for (key, s) in snapshot {
+        let b = &streamed[key];
+        for (i, (x, y)) in s.iter().zip(b).enumerate() {
+            if x != y {
+                differences.push(format!(
+                    "key {key:02x?} column {}: snapshot {x:?}, binlog {y:?}",
+                    columns[i]
+                ));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}:\n{}",
+        differences.join("\n")
+    );
+}
+
+const MATRIX: &str = "CREATE TABLE m (
+    id BINARY(16) PRIMARY KEY,
+    ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,
+    mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
+    d65 DECIMAL(65,30), d0 DECIMAL(10,0), fl FLOAT, db DOUBLE, b1 BIT(1), b64 BIT(64),
+    bn BINARY(6), vb VARBINARY(10), bl BLOB, ch CHAR(5), vc VARCHAR(20), tx TEXT,
+    l1 VARCHAR(20) CHARACTER SET latin1, l1b VARCHAR(20) CHARACTER SET latin1 COLLATE latin1_bin,
+    c1250 VARCHAR(20) CHARACTER SET cp1250, c1251 VARCHAR(20) CHARACTER SET cp1251,
+    c1256 VARCHAR(20) CHARACTER SET cp1256, c1257 VARCHAR(20) CHARACTER SET cp1257,
+    l2 VARCHAR(20) CHARACTER SET latin2, k8r VARCHAR(20) CHARACTER SET koi8r,
+    u3 VARCHAR(20) CHARACTER SET utf8mb3, asc1 VARCHAR(20) CHARACTER SET ascii,
+    u2 VARCHAR(20) CHARACTER SET ucs2, u16 VARCHAR(20) CHARACTER SET utf16,
+    u16le VARCHAR(20) CHARACTER SET utf16le, u32 VARCHAR(20) CHARACTER SET utf32,
+    ct1 CHAR(6) CHARACTER SET latin1, t32 TEXT CHARACTER SET utf32,
+    en ENUM('a','b'), st SET('x','y','z'), dt DATE, dt0 DATETIME, dt6 DATETIME(6),
+    ts3 TIMESTAMP(3) NULL, tm TIME, tm6 TIME(6), yr YEAR, js JSON, pt POINT,
+    gs INT AS (i * 2) STORED, inv INT INVISIBLE DEFAULT 7)";
+
+/// Minimum extremes, maximum extremes, nulls: each under a key ending in zero bytes.
+const ROWS: &str = "INSERT INTO m (id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, d65, d0, fl, db,
+    b1, b64, bn, vb, bl, ch, vc, tx, l1, l1b, c1250, c1251, c1256, c1257, l2, k8r,
+    u3, asc1, u2, u16, u16le, u32, ct1, t32, en, st, dt, dt0, dt6, ts3, tm, tm6, yr, js, pt) VALUES
+  (x'00000000000000000000000000000000', -128, 0, -32768, 0, -8388608, 0, -2147483648, 0,
+    -9223372036854775808, 0, '-99999999999999999999999999999999999.999999999999999999999999999999',
+    -9999999999, -3.40282e38, -1.7976931348623157e308, b'0', b'0', x'00', x'00', x'0000', 'a  ',
+    '', '', 'café€‰ÿ', 'CAFÉ', 'Łódź čř', 'привет Ё', 'مرحبا', 'ąčęėįšųūž', 'łódź', 'привет',
+    'ü€', 'plain', 'ü€', '😀x', '😀x', '😀x', 'é  ', 'long 😀',
+    'a', '', '1000-01-01', '1000-01-01 00:00:00', '1000-01-01 00:00:00.000000',
+    '2000-01-01 00:00:00.000', '-838:59:59', '-838:59:58.999999', 0, '[]', ST_GeomFromText('POINT(0 0)')),
+  (x'01000000000000000000000000000000', 127, 255, 32767, 65535, 8388607, 16777215, 2147483647,
+    4294967295, 9223372036854775807, 18446744073709551615,
+    '99999999999999999999999999999999999.999999999999999999999999999999', 9999999999,
+    3.40282e38, 1.7976931348623157e308, b'1', b'1111111111111111111111111111111111111111111111111111111111111111',
+    x'ffffff000000', x'ff00', x'ff00ff00', 'abcde', 'x y z ', 'tab\there', 'ÿ', 'ÿ', 'ž', 'Ё',
+    'ب', 'ž', 'ż', 'Ъ', '€', 'x', '\\0', '𝄞', '𝄞', '𝄞', 'x', 'x',
+    'b', 'x,y,z', '9999-12-31', '9999-12-31 23:59:59', '9999-12-31 23:59:59.999999',
+    '2037-12-31 00:00:00.999', '838:59:59', '838:59:59.000000', 2155,
+    '{\"k\": [1, 2.5, \"s\", null, true, {\"n\": 18446744073709551615}]}', ST_GeomFromText('POINT(1.5 -2.25)')),
+  (x'ab0000000000000000000000000000ff', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, '0000-00-00', NULL, NULL, NULL, NULL, NULL, 1901, NULL, NULL)";
+
+async fn snapshot(source: &Configured, t: &warp_core::TableSchema) -> ByKey {
+    by_key(common::copy_all(source, t, 2).await)
+}
+
+#[tokio::test]
+async fn every_type_and_charset_lands_the_same_by_snapshot_and_by_stream() {
+    let (source, mut conn) = setup("matrix", &[MATRIX]).await;
+    conn.query_drop("SET SESSION sql_mode = ''").await.unwrap(); // the zero date
+    let t = source.discover().await.unwrap().remove(0);
+    let columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    assert!(
+        columns.iter().any(|c| c == "inv"),
+        "an invisible column is part of the shape: {columns:?}"
+    );
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+
+    // Inserts: the binlog's after-images against the snapshot of the same rows.
+    conn.query_drop(ROWS).await.unwrap();
+    let inserted = row_events(&mut stream, 1).await;
+    assert!(inserted.iter().all(|e| e.op == Operation::Insert));
+    let copied = snapshot(&source, &t).await;
+    assert_eq!(copied.len(), 3);
+    let streamed = by_key(inserted.into_iter().map(|e| e.after.unwrap().values));
+    assert_same("inserts", &columns, &copied, &streamed);
+
+    // Updates: before-images equal the rows as copied, after-images the rows copied next.
+    conn.query_drop("UPDATE m SET i = COALESCE(i, 0) DIV 2, l1 = CONCAT(COALESCE(l1, ''), 'é'), yr = 0")
+        .await
+        .unwrap();
+    let updated = row_events(&mut stream, 1).await;
+    assert_eq!(updated.len(), 3);
+    let before = by_key(updated.iter().map(|e| e.before.clone().unwrap().values));
+    assert_same("update before-images", &columns, &copied, &before);
+    let copied = snapshot(&source, &t).await;
+    let after = by_key(updated.iter().map(|e| e.after.clone().unwrap().values));
+    assert_same("update after-images", &columns, &copied, &after);
+
+    // Deletes: the key of a row whose key ends in zero bytes is the key that was copied.
+    conn.query_drop("DELETE FROM m").await.unwrap();
+    let deleted = row_events(&mut stream, 1).await;
+    let gone = by_key(deleted.iter().map(|e| e.before.clone().unwrap().values));
+    assert_same("delete before-images", &columns, &copied, &gone);
+    let keys: Vec<Vec<Value>> = deleted.iter().map(|e| e.key.clone()).collect();
+    let copied_keys: Vec<Vec<Value>> = copied.values().map(|r| vec![r[0].clone()]).collect();
+    assert_eq!(keys, copied_keys, "delete keys are the copied keys");
+}
+
+/// Every byte a single-byte character set defines lands as the same character by either
+/// path (the server's own conversion is the reference).
+#[tokio::test]
+async fn every_byte_of_each_single_byte_charset_decodes_as_the_server_converts_it() {
+    let charsets = [
+        "latin1", "cp1250", "cp1251", "cp1256", "cp1257", "latin2", "koi8r",
+    ];
+    let columns: Vec<String> = charsets
+        .iter()
+        .map(|c| format!("{c} VARCHAR(256) CHARACTER SET {c}"))
+        .collect();
+    let ddl = format!("CREATE TABLE b (id INT PRIMARY KEY, {})", columns.join(", "));
+    let (source, mut conn) = setup("bytes", &[&ddl]).await;
+    // The bytes each set defines: those the server converts to something other than `?`.
+    let mut values = Vec::new();
+    for cs in charsets {
+        let mut defined = Vec::new();
+        for b in 0u8..=255 {
+            let converted: Option<String> = conn
+                .query_first(format!(
+                    "SELECT HEX(CONVERT(_{cs} X'{b:02x}' USING utf8mb4))"
+                ))
+                .await
+                .unwrap();
+            if b == b'?' || converted.as_deref() != Some("3F") {
+                defined.push(b);
+            }
+        }
+        assert!(defined.len() > 240, "{cs}: {} bytes defined", defined.len());
+        let hex: String = defined.iter().map(|b| format!("{b:02x}")).collect();
+        values.push(format!("_{cs} X'{hex}'"));
+    }
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    conn.query_drop(format!("INSERT INTO b VALUES (1, {})", values.join(", ")))
+        .await
+        .unwrap();
+    let streamed = by_key(
+        row_events(&mut stream, 1)
+            .await
+            .into_iter()
+            .map(|e| e.after.unwrap().values),
+    );
+    let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    assert_same("all bytes", &names, &snapshot(&source, &t).await, &streamed);
+}
+
+/// A character set the binlog path cannot decode exactly is refused per row with a reason
+/// naming it, never decoded as something else.
+#[tokio::test]
+async fn a_charset_without_an_exact_decoder_is_refused_by_name() {
+    let (source, mut conn) = setup(
+        "sjis",
+        &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET sjis,
+             k VARCHAR(10) CHARACTER SET koi8u, c VARCHAR(10) CHARACTER SET cp866)"],
+    )
+    .await;
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    conn.query_drop("INSERT INTO s VALUES (1, 'テスト', 'ґєї', 'Ўў')")
+        .await
+        .unwrap();
+    let events = row_events(&mut stream, 1).await;
+    let streamed = &events[0].after.as_ref().unwrap().values;
+    for (i, charset) in [(1, "sjis"), (2, "koi8u"), (3, "cp866")] {
+        match &streamed[i] {
+            Value::Unreadable(reason) => assert!(reason.contains(charset), "{reason}"),
+            other => panic!("a {charset} value was decoded as {other:?}"),
+        }
+    }
+    // The snapshot reads them through the server's conversion.
+    let copied = snapshot(&source, &t).await;
+    assert_eq!(
+        copied.values().next().unwrap()[1..],
+        [
+            Value::Text("テスト".into()),
+            Value::Text("ґєї".into()),
+            Value::Text("Ўў".into())
+        ]
+    );
+}
+
+/// Parents deleted with `foreign_key_checks=0` keep their children at the source (InnoDB
+/// runs no action): the rows event says so, and no cascade is reproduced.
+#[tokio::test]
+async fn parents_deleted_without_foreign_key_checks_keep_their_children() {
+    let (source, mut conn) = setup(
+        "fkc",
+        &[
+            "CREATE TABLE parent (id INT PRIMARY KEY)",
+            "CREATE TABLE child (id INT PRIMARY KEY, p INT,
+               FOREIGN KEY (p) REFERENCES parent (id) ON DELETE CASCADE)",
+            "INSERT INTO parent VALUES (1), (2)",
+            "INSERT INTO child VALUES (10, 1), (20, 2)",
+        ],
+    )
+    .await;
+    let tables = source.discover().await.unwrap();
+    let start = source.current_position(&tables[0]).await.unwrap();
+    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    let child = tables.iter().position(|t| t.id.name == "child").unwrap();
+    conn.query_drop("SET SESSION foreign_key_checks = 0")
+        .await
+        .unwrap();
+    conn.query_drop("DELETE FROM parent WHERE id = 1")
+        .await
+        .unwrap();
+    conn.query_drop("SET SESSION foreign_key_checks = 1")
+        .await
+        .unwrap();
+    conn.query_drop("DELETE FROM parent WHERE id = 2")
+        .await
+        .unwrap();
+    let remaining: Vec<i32> = conn.query("SELECT id FROM child").await.unwrap();
+    assert_eq!(remaining, [10], "the source kept the first child");
+    let mut child_deletes = Vec::new();
+    let mut commits = 0;
+    while commits < 2 {
+        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("feed in time")
+            .unwrap()
+            .unwrap();
+        let FeedItem::Fragment { changes, commit } = item else {
+            panic!("{item:?}")
+        };
+        let rows = changes.iter().any(|c| matches!(c.change, Change::Row(_)));
+        child_deletes.extend(changes.into_iter().filter_map(|c| match c.change {
+            Change::Cascade(cascade) if c.table == child => Some(cascade.matching),
+            Change::Row(e) if c.table == child => Some(e.key),
+            _ => None,
+        }));
+        commits += usize::from(commit.is_some() && rows);
+    }
+    assert_eq!(
+        child_deletes,
+        [vec![Value::Int(2)]],
+        "only the cascade InnoDB ran (children of parent 2) is reproduced"
+    );
+}
