@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
-use mysql_async::binlog::RowsEventFlags;
 use mysql_async::binlog::value::BinlogValue;
+use mysql_async::binlog::RowsEventFlags;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
 use warp_core::{Change, ChangeEvent, Commit, FeedItem, Operation, Row, TableChange, Value};
@@ -474,8 +474,12 @@ impl Reader {
                     return Err(self.broken(
                         log_pos,
                         match incident.incident_type() {
-                            Ok(kind) => format!("an INCIDENT event ({kind:?}: {})", incident.message()),
-                            Err(_) => format!("an INCIDENT event of unknown type: {}", incident.message()),
+                            Ok(kind) => {
+                                format!("an INCIDENT event ({kind:?}: {})", incident.message())
+                            }
+                            Err(_) => {
+                                format!("an INCIDENT event of unknown type: {}", incident.message())
+                            }
                         },
                     ));
                 }
@@ -491,7 +495,10 @@ impl Reader {
                         // Its columns cannot be known: nothing after it can be trusted.
                         return Err(self.broken(
                             log_pos,
-                            format!("a rows event for table id {} without its table map", rows.table_id()),
+                            format!(
+                                "a rows event for table id {} without its table map",
+                                rows.table_id()
+                            ),
                         ));
                     };
                     if tme.database_name() != self.database.as_str() {
@@ -630,10 +637,7 @@ impl Reader {
             };
             // What the server did to child rows for it follows, in log order; a session
             // with foreign_key_checks=0 runs no foreign-key action (the event says so).
-            let cascaded = if rows
-                .flags()
-                .contains(RowsEventFlags::NO_FOREIGN_KEY_CHECKS)
-            {
+            let cascaded = if rows.flags().contains(RowsEventFlags::NO_FOREIGN_KEY_CHECKS) {
                 Vec::new()
             } else {
                 self.cascades.of(index, &event)
@@ -727,6 +731,16 @@ impl Reader {
                 table: index,
                 change: Change::Truncate,
             }),
+            Effect::RowsUnlogged => {
+                let statement: String = sql.chars().take(200).collect();
+                self.fail(
+                    index,
+                    warp_core::Error::source_permanent(
+                        format!("{id}: `{statement}` added or removed rows without row events in the binlog; the copy can no longer follow it"),
+                        Some("resync the table (cartridge-warp resync)".to_owned()),
+                    ),
+                )
+            }
             Effect::Dropped => self.fail(
                 index,
                 warp_core::Error::source_permanent(

@@ -19,12 +19,23 @@ pub enum Effect {
     /// swap): its whole shape is the other table's.
     Replaced,
     Truncated,
+    /// Partition maintenance that removes or adds rows without logging them as row
+    /// events (`DROP`/`TRUNCATE`/`EXCHANGE`/`CONVERT PARTITION`): the table cannot follow.
+    RowsUnlogged,
     Dropped,
 }
 
 /// The tables of `database` that `sql` touches (names as written), with the effect on
 /// each. `None`: the parser does not read this statement.
 pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(String, Effect)>> {
+    if let Some(effect) = partition_maintenance(sql) {
+        return Some(
+            tables_after_table_keywords(sql)
+                .filter_map(|name| resolve(&name, default_db, database))
+                .map(|table| (table, effect))
+                .collect(),
+        );
+    }
     let statements = Parser::parse_sql(&MySqlDialect {}, sql).ok()?;
     let mut out = Vec::new();
     let mut add = |name: &ObjectName, effect: Effect| {
@@ -92,20 +103,79 @@ pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(Strin
     Some(merged)
 }
 
-/// The table's name when `name` resolves into `database` (database names compare
-/// without case, as the reader's other lookups do).
+/// The statement's words, split where SQL separates them.
+fn tokens(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';'))
+        .filter(|w| !w.is_empty())
+}
+
+/// What an `ALTER TABLE … PARTITION` statement does to rows the binlog does not show.
+/// `REORGANIZE`, `COALESCE`, `ADD`, `REBUILD`, `REMOVE PARTITIONING` and the maintenance
+/// verbs move rows between partitions only: a table that is not partitioned at the
+/// destination sees no change, so they are left to the parser (nothing to do).
+fn partition_maintenance(sql: &str) -> Option<Effect> {
+    let words: Vec<String> = tokens(sql).map(str::to_ascii_lowercase).collect();
+    if words.first().map(String::as_str) != Some("alter") {
+        return None;
+    }
+    let pairs = || words.windows(2).map(|w| (w[0].as_str(), w[1].as_str()));
+    // `TRUNCATE PARTITION ALL` empties the table: a truncate like any other.
+    if words
+        .windows(3)
+        .any(|w| w[0] == "truncate" && w[1] == "partition" && w[2] == "all")
+    {
+        return Some(Effect::Truncated);
+    }
+    pairs()
+        .any(|pair| {
+            matches!(
+                pair,
+                (
+                    "drop" | "truncate" | "exchange" | "convert" | "to",
+                    "partition"
+                )
+            )
+        })
+        .then_some(Effect::RowsUnlogged)
+}
+
+/// Each name that follows a `TABLE` keyword (`ALTER TABLE a … WITH TABLE b`).
+fn tables_after_table_keywords(sql: &str) -> impl Iterator<Item = String> {
+    let words: Vec<&str> = tokens(sql).collect();
+    let names: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0].eq_ignore_ascii_case("table"))
+        .map(|w| w[1].to_owned())
+        .collect();
+    names.into_iter()
+}
+
+/// A written name (`t`, `db.t`, `` `db`.`t` ``) → the table's name when it is in `database`.
+fn resolve(written: &str, default_db: &str, database: &str) -> Option<String> {
+    let parts: Vec<&str> = written.split('.').map(|p| p.trim_matches('`')).collect();
+    in_database(&parts, default_db, database)
+}
+
+/// `[table]` or `[db, table]` → the table's name when it is in `database` (database
+/// names compare without case, as the reader's other lookups do).
+fn in_database(parts: &[&str], default_db: &str, database: &str) -> Option<String> {
+    let (db, table) = match parts {
+        [table] => (default_db, *table),
+        [db, table] => (*db, *table),
+        _ => return None,
+    };
+    db.eq_ignore_ascii_case(database)
+        .then(|| (*table).to_owned())
+}
+
+/// The table's name when `name` resolves into `database`.
 fn ours(name: &ObjectName, default_db: &str, database: &str) -> Option<String> {
     let parts: Vec<&str> = name
         .0
         .iter()
         .map(|p| p.as_ident().map(|i| i.value.as_str()))
         .collect::<Option<_>>()?;
-    let (db, table) = match parts.as_slice() {
-        [table] => (default_db, *table),
-        [db, table] => (*db, *table),
-        _ => return None,
-    };
-    db.eq_ignore_ascii_case(database).then(|| table.to_owned())
+    in_database(&parts, default_db, database)
 }
 
 #[cfg(test)]
@@ -175,6 +245,54 @@ mod tests {
             ]
         );
         assert_eq!(of("GRANT SELECT ON shop.* TO u", "shop"), vec![]);
+    }
+
+    #[test]
+    fn partition_maintenance_that_moves_rows_outside_the_log_is_told_apart() {
+        for sql in [
+            "ALTER TABLE orders DROP PARTITION p0",
+            "ALTER TABLE `shop`.`orders` TRUNCATE PARTITION p0, p1",
+            "alter table orders convert partition p0 to table archived",
+            "ALTER TABLE orders CONVERT TABLE staged TO PARTITION p9 VALUES LESS THAN (90)",
+        ] {
+            assert!(
+                of(sql, "shop").contains(&("orders".to_owned(), Effect::RowsUnlogged)),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            of(
+                "ALTER TABLE orders EXCHANGE PARTITION p0 WITH TABLE shop.swap",
+                "shop"
+            ),
+            vec![
+                ("orders".to_owned(), Effect::RowsUnlogged),
+                ("swap".to_owned(), Effect::RowsUnlogged)
+            ]
+        );
+        assert_eq!(
+            of("ALTER TABLE orders TRUNCATE PARTITION ALL", "shop"),
+            one("orders", Effect::Truncated)
+        );
+        assert_eq!(
+            of("ALTER TABLE other.orders DROP PARTITION p0", "shop"),
+            vec![]
+        );
+        // Rows stay where they are for a table that is not partitioned here.
+        for sql in [
+            "ALTER TABLE orders REORGANIZE PARTITION p0 INTO (PARTITION a VALUES LESS THAN (5), PARTITION b VALUES LESS THAN (10))",
+            "ALTER TABLE orders COALESCE PARTITION 2",
+            "ALTER TABLE orders REMOVE PARTITIONING",
+            "ALTER TABLE orders ADD PARTITION (PARTITION p9 VALUES LESS THAN (100))",
+        ] {
+            assert!(
+                effects(sql, "shop", "shop")
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|(_, e)| *e != Effect::RowsUnlogged),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

@@ -168,9 +168,11 @@ async fn every_type_and_charset_lands_the_same_by_snapshot_and_by_stream() {
     assert_same("inserts", &columns, &copied, &streamed);
 
     // Updates: before-images equal the rows as copied, after-images the rows copied next.
-    conn.query_drop("UPDATE m SET i = COALESCE(i, 0) DIV 2, l1 = CONCAT(COALESCE(l1, ''), 'é'), yr = 0")
-        .await
-        .unwrap();
+    conn.query_drop(
+        "UPDATE m SET i = COALESCE(i, 0) DIV 2, l1 = CONCAT(COALESCE(l1, ''), 'é'), yr = 0",
+    )
+    .await
+    .unwrap();
     let updated = row_events(&mut stream, 1).await;
     assert_eq!(updated.len(), 3);
     let before = by_key(updated.iter().map(|e| e.before.clone().unwrap().values));
@@ -200,7 +202,10 @@ async fn every_byte_of_each_single_byte_charset_decodes_as_the_server_converts_i
         .iter()
         .map(|c| format!("{c} VARCHAR(256) CHARACTER SET {c}"))
         .collect();
-    let ddl = format!("CREATE TABLE b (id INT PRIMARY KEY, {})", columns.join(", "));
+    let ddl = format!(
+        "CREATE TABLE b (id INT PRIMARY KEY, {})",
+        columns.join(", ")
+    );
     let (source, mut conn) = setup("bytes", &[&ddl]).await;
     // The bytes each set defines: those the server converts to something other than `?`.
     let mut values = Vec::new();
@@ -243,8 +248,10 @@ async fn every_byte_of_each_single_byte_charset_decodes_as_the_server_converts_i
 async fn a_charset_without_an_exact_decoder_is_refused_by_name() {
     let (source, mut conn) = setup(
         "sjis",
-        &["CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET sjis,
-             k VARCHAR(10) CHARACTER SET koi8u, c VARCHAR(10) CHARACTER SET cp866)"],
+        &[
+            "CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(10) CHARACTER SET sjis,
+             k VARCHAR(10) CHARACTER SET koi8u, c VARCHAR(10) CHARACTER SET cp866)",
+        ],
     )
     .await;
     let t = source.discover().await.unwrap().remove(0);
@@ -330,4 +337,66 @@ async fn parents_deleted_without_foreign_key_checks_keep_their_children() {
         [vec![Value::Int(2)]],
         "only the cascade InnoDB ran (children of parent 2) is reproduced"
     );
+}
+
+/// Partition maintenance that removes rows without row events stops its table with the
+/// statement named (the other tables stream on); one that empties every partition is a
+/// truncate; one that only moves rows between partitions changes nothing.
+#[tokio::test]
+async fn partition_drops_stop_the_table_and_moves_change_nothing() {
+    let (source, mut conn) = setup(
+        "parts",
+        &[
+            "CREATE TABLE p (id INT PRIMARY KEY) PARTITION BY RANGE (id) (
+               PARTITION p0 VALUES LESS THAN (10), PARTITION p1 VALUES LESS THAN (20),
+               PARTITION p2 VALUES LESS THAN (30))",
+            "CREATE TABLE q (id INT PRIMARY KEY) PARTITION BY RANGE (id) (
+               PARTITION p0 VALUES LESS THAN (10), PARTITION p1 VALUES LESS THAN (20))",
+            "CREATE TABLE other (id INT PRIMARY KEY)",
+            "INSERT INTO p VALUES (1), (11), (21)",
+            "INSERT INTO q VALUES (1), (11)",
+        ],
+    )
+    .await;
+    let tables = source.discover().await.unwrap();
+    let index = |name: &str| tables.iter().position(|t| t.id.name == name).unwrap();
+    let start = source.current_position(&tables[0]).await.unwrap();
+    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    for sql in [
+        "ALTER TABLE p REORGANIZE PARTITION p0, p1 INTO (PARTITION p01 VALUES LESS THAN (20))",
+        "ALTER TABLE p DROP PARTITION p2",
+        "ALTER TABLE q TRUNCATE PARTITION ALL",
+        "INSERT INTO other VALUES (1)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let mut failed = None;
+    let mut truncated = Vec::new();
+    let mut other_rows = 0;
+    while other_rows == 0 {
+        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("feed in time")
+            .unwrap()
+            .unwrap();
+        match item {
+            FeedItem::TableFailed { table, error } => {
+                assert!(failed.is_none(), "one table fails: {error}");
+                failed = Some((table, error.to_string()));
+            }
+            FeedItem::Fragment { changes, .. } => {
+                for c in changes {
+                    match c.change {
+                        Change::Truncate => truncated.push(c.table),
+                        Change::Row(_) if c.table == index("other") => other_rows += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let (table, error) = failed.expect("the dropped partition stopped its table");
+    assert_eq!(table, index("p"));
+    assert!(error.contains("DROP PARTITION p2"), "{error}");
+    assert_eq!(truncated, [index("q")]);
 }
