@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
-use mysql_async::binlog::events::{EventData, OptionalMetadataField, RowsEventData, TableMapEvent};
+use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::binlog::RowsEventFlags;
 use mysql_async::prelude::Queryable;
@@ -23,6 +23,8 @@ use crate::error::{Context, MysqlError, Result};
 use crate::foreign_keys::Cascades;
 use crate::gtid_set::{GtidSet, GtidStart};
 use crate::position::BinlogPosition;
+use crate::table_map::{column_names, kinds_at_event};
+use crate::types::Kind;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
 
@@ -590,6 +592,17 @@ impl Reader {
             return Ok(());
         }
         let names = column_names(tme);
+        if names.is_empty() {
+            // Mapping values by position would shift them after any column change.
+            let error = warp_core::Error::Table {
+                table: table.schema.id.to_string(),
+                message: "the binlog's table map carries no column names (binlog_row_metadata=MINIMAL): its rows cannot be mapped onto columns exactly".into(),
+                hint: Some("set binlog_row_metadata=FULL on the server, then resync the table".into()),
+            };
+            self.fail(index, error);
+            return Ok(());
+        }
+        let kinds = kinds_at_event(table, tme, &names);
         let op = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
                 Operation::Insert
@@ -618,10 +631,10 @@ impl Reader {
                 return Err(partial_image(table));
             }
             let before = before
-                .map(|r| row(table, r, &names, &mut zeros))
+                .map(|r| row(table, &kinds, r, &names, &mut zeros))
                 .transpose()?;
             let after = after
-                .map(|r| row(table, r, &names, &mut zeros))
+                .map(|r| row(table, &kinds, r, &names, &mut zeros))
                 .transpose()?;
             let key = match (&before, &after) {
                 (Some(b), _) => b.key(&key_cols),
@@ -807,6 +820,7 @@ fn mentions(lower: &str, table: &str) -> bool {
 /// lacks (added later) reads its declared default, as at the source.
 fn row(
     table: &MysqlTable,
+    kinds: &[Kind],
     row: mysql_async::binlog::row::BinlogRow,
     names: &[String],
     zeros: &mut u64,
@@ -819,11 +833,7 @@ fn row(
         .map(|c| c.default.clone().unwrap_or(Value::Null))
         .collect();
     for (i, v) in values.into_iter().enumerate() {
-        let target = match names.get(i) {
-            Some(n) => table.schema.column_index(n),
-            None if names.is_empty() => Some(i),
-            None => None,
-        };
+        let target = names.get(i).and_then(|n| table.schema.column_index(n));
         let Some(t) = target.filter(|&t| t < out.len()) else {
             continue;
         };
@@ -848,7 +858,7 @@ fn row(
                 }
             },
         };
-        out[t] = match decode_from(plain, &table.columns[t].kind, Origin::Binlog) {
+        out[t] = match decode_from(plain, &kinds[t], Origin::Binlog) {
             Ok(Decoded::Value(v)) => v,
             Ok(Decoded::ZeroDate) => {
                 *zeros += 1;
@@ -895,18 +905,4 @@ async fn file_position_matches(
         Some(here) => GtidState::parse(&here) == GtidState::parse(want),
         None => false,
     })
-}
-
-/// Column names from the table map's optional metadata.
-fn column_names(tme: &TableMapEvent<'_>) -> Vec<String> {
-    for field in tme.iter_optional_meta().flatten() {
-        if let OptionalMetadataField::ColumnName(names) = field {
-            return names
-                .iter_names()
-                .filter_map(|n| n.ok())
-                .map(|n| n.name().into_owned())
-                .collect();
-        }
-    }
-    Vec::new()
 }

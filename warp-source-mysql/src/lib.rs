@@ -18,6 +18,7 @@ mod poll;
 mod position;
 mod rotate;
 mod snapshot;
+mod table_map;
 mod types;
 mod unhandled;
 mod xa;

@@ -400,3 +400,51 @@ async fn partition_drops_stop_the_table_and_moves_change_nothing() {
     assert!(error.contains("DROP PARTITION p2"), "{error}");
     assert_eq!(truncated, [index("q")]);
 }
+
+/// Rows logged before an `ALTER` that reorders ENUM and SET labels, read after it (a
+/// replicator stopped across the change): the labels are the event's, not today's.
+#[tokio::test]
+async fn enum_and_set_labels_are_read_as_they_were_when_logged() {
+    let (source, mut conn) = setup(
+        "labels",
+        &["CREATE TABLE c (id INT PRIMARY KEY, e ENUM('red','green','blue'), s SET('x','y','z'))"],
+    )
+    .await;
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    conn.query_drop("INSERT INTO c VALUES (1, 'green', 'y'), (2, 'blue', 'x,z')")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "ALTER TABLE c MODIFY e ENUM('blue','green','red','pink'), MODIFY s SET('z','y','x')",
+    )
+    .await
+    .unwrap();
+    conn.query_drop("INSERT INTO c VALUES (3, 'pink', 'z')")
+        .await
+        .unwrap();
+    // Discovered after the ALTER, as a restarted replicator would.
+    let t = source
+        .discover()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.id == t.id)
+        .unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    let events = row_events(&mut stream, 2).await;
+    let text = |s: &str| Value::Text(s.into());
+    let set = |s: &[&str]| Value::Array(s.iter().map(|l| text(l)).collect());
+    let landed: Vec<Vec<Value>> = events
+        .into_iter()
+        .map(|e| e.after.unwrap().values[1..].to_vec())
+        .collect();
+    assert_eq!(
+        landed,
+        [
+            vec![text("green"), set(&["y"])],
+            vec![text("blue"), set(&["x", "z"])],
+            vec![text("pink"), set(&["z"])],
+        ]
+    );
+}
