@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Pool};
 use warp_core::{Change, ChangeEvent, Commit, FeedItem, Operation, Row, TableChange, Value};
 
-use crate::ddl_scope::{self, Effect};
+use crate::ddl_scope::{self, Effect, NameCase};
 use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::{self, MysqlTable};
 use crate::error::{Context, MysqlError, Result};
@@ -87,7 +87,9 @@ struct Reader {
     pool: Pool,
     database: String,
     tables: Served,
+    /// Served tables by name, in the server's name comparison (`names`).
     by_name: HashMap<String, usize>,
+    names: NameCase,
     /// Shapes learnt from DDL, shared with the source (a later feed starts from them).
     learnt: Arc<Mutex<HashMap<String, MysqlTable>>>,
     file: String,
@@ -158,6 +160,7 @@ pub async fn feed(
     let by_gtid = !gtid.is_empty() && !file_position_matches(&mut conn, &from).await?;
     let mysql_gtid = GtidStart::plan(&mut conn, &from).await?;
     let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
+    let names = name_case(&mut conn).await?;
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
@@ -200,7 +203,7 @@ pub async fn feed(
     let by_name = tables
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.schema.id.name.clone(), i))
+        .map(|(i, t)| (names.key(&t.schema.id.name), i))
         .collect();
     let served: Served = tables.into_iter().map(Some).collect();
     let reader = Reader {
@@ -213,6 +216,7 @@ pub async fn feed(
         tables: served,
         served_count,
         by_name,
+        names,
         learnt: setup.learnt,
         file: dump_file.clone(),
         boundary: BinlogPosition::new(dump_file.clone(), dump_pos),
@@ -503,10 +507,10 @@ impl Reader {
                             ),
                         ));
                     };
-                    if tme.database_name() != self.database.as_str() {
+                    if !self.names.same(&tme.database_name(), &self.database) {
                         continue;
                     }
-                    let Some(&index) = self.by_name.get(tme.table_name().as_ref()) else {
+                    let Some(&index) = self.by_name.get(&self.names.key(&tme.table_name())) else {
                         continue;
                     };
                     if self.tables[index].is_none() {
@@ -687,11 +691,11 @@ impl Reader {
         let served = |name: &str| {
             self.tables.iter().position(|t| {
                 t.as_ref()
-                    .is_some_and(|t| t.schema.id.name.eq_ignore_ascii_case(name))
+                    .is_some_and(|t| self.names.same(&t.schema.id.name, name))
             })
         };
         let effects: Vec<(usize, Effect)> =
-            match ddl_scope::effects(sql, default_db, &self.database) {
+            match ddl_scope::effects(sql, default_db, &self.database, self.names) {
                 Some(effects) => effects
                     .iter()
                     .filter_map(|(name, effect)| Some((served(name)?, *effect)))
@@ -709,7 +713,7 @@ impl Reader {
     fn mentioned(&self, default_db: &str, sql: &str) -> Vec<(usize, Effect)> {
         let lower = sql.to_ascii_lowercase();
         let db = self.database.to_ascii_lowercase();
-        let right_db = default_db.eq_ignore_ascii_case(&self.database)
+        let right_db = self.names.same(default_db, &self.database)
             || lower.contains(&format!("{db}."))
             || lower.contains(&format!("`{db}`."));
         let verb = lower.split_whitespace().next().unwrap_or("");
@@ -886,6 +890,15 @@ fn error(table: &MysqlTable, message: String) -> warp_core::Error {
         message,
         hint: None,
     }
+}
+
+/// How the server compares database and table names.
+async fn name_case(conn: &mut mysql_async::Conn) -> Result<NameCase> {
+    let setting: Option<u8> = conn
+        .query_first("SELECT @@lower_case_table_names")
+        .await
+        .context("read lower_case_table_names")?;
+    Ok(NameCase::from_setting(setting.unwrap_or(0)))
 }
 
 /// Whether `from`'s file/offset is where this server's history has `from`'s GTIDs (on

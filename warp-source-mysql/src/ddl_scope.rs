@@ -25,13 +25,50 @@ pub enum Effect {
     Dropped,
 }
 
+/// How the server compares database and table names (`lower_case_table_names`): 0
+/// (Linux's default) keeps them case-sensitive, 1 and 2 compare them without case. The
+/// row path and the DDL path both follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameCase {
+    Sensitive,
+    Folded,
+}
+
+impl NameCase {
+    /// From the server's `@@lower_case_table_names`.
+    pub fn from_setting(value: u8) -> Self {
+        if value == 0 {
+            Self::Sensitive
+        } else {
+            Self::Folded
+        }
+    }
+
+    /// The form names are compared in.
+    pub fn key(self, name: &str) -> String {
+        match self {
+            Self::Sensitive => name.to_owned(),
+            Self::Folded => name.to_lowercase(),
+        }
+    }
+
+    pub fn same(self, a: &str, b: &str) -> bool {
+        self.key(a) == self.key(b)
+    }
+}
+
 /// The tables of `database` that `sql` touches (names as written), with the effect on
 /// each. `None`: the parser does not read this statement.
-pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(String, Effect)>> {
+pub fn effects(
+    sql: &str,
+    default_db: &str,
+    database: &str,
+    case: NameCase,
+) -> Option<Vec<(String, Effect)>> {
     if let Some(effect) = partition_maintenance(sql) {
         return Some(
             tables_after_table_keywords(sql)
-                .filter_map(|name| resolve(&name, default_db, database))
+                .filter_map(|name| resolve(&name, default_db, database, case))
                 .map(|table| (table, effect))
                 .collect(),
         );
@@ -39,7 +76,7 @@ pub fn effects(sql: &str, default_db: &str, database: &str) -> Option<Vec<(Strin
     let statements = Parser::parse_sql(&MySqlDialect {}, sql).ok()?;
     let mut out = Vec::new();
     let mut add = |name: &ObjectName, effect: Effect| {
-        if let Some(table) = ours(name, default_db, database) {
+        if let Some(table) = ours(name, default_db, database, case) {
             out.push((table, effect));
         }
     };
@@ -151,31 +188,29 @@ fn tables_after_table_keywords(sql: &str) -> impl Iterator<Item = String> {
 }
 
 /// A written name (`t`, `db.t`, `` `db`.`t` ``) → the table's name when it is in `database`.
-fn resolve(written: &str, default_db: &str, database: &str) -> Option<String> {
+fn resolve(written: &str, default_db: &str, database: &str, case: NameCase) -> Option<String> {
     let parts: Vec<&str> = written.split('.').map(|p| p.trim_matches('`')).collect();
-    in_database(&parts, default_db, database)
+    in_database(&parts, default_db, database, case)
 }
 
-/// `[table]` or `[db, table]` → the table's name when it is in `database` (database
-/// names compare without case, as the reader's other lookups do).
-fn in_database(parts: &[&str], default_db: &str, database: &str) -> Option<String> {
+/// `[table]` or `[db, table]` → the table's name when it is in `database`.
+fn in_database(parts: &[&str], default_db: &str, database: &str, case: NameCase) -> Option<String> {
     let (db, table) = match parts {
         [table] => (default_db, *table),
         [db, table] => (*db, *table),
         _ => return None,
     };
-    db.eq_ignore_ascii_case(database)
-        .then(|| (*table).to_owned())
+    case.same(db, database).then(|| (*table).to_owned())
 }
 
 /// The table's name when `name` resolves into `database`.
-fn ours(name: &ObjectName, default_db: &str, database: &str) -> Option<String> {
+fn ours(name: &ObjectName, default_db: &str, database: &str, case: NameCase) -> Option<String> {
     let parts: Vec<&str> = name
         .0
         .iter()
         .map(|p| p.as_ident().map(|i| i.value.as_str()))
         .collect::<Option<_>>()?;
-    in_database(&parts, default_db, database)
+    in_database(&parts, default_db, database, case)
 }
 
 #[cfg(test)]
@@ -183,7 +218,7 @@ mod tests {
     use super::*;
 
     fn of(sql: &str, default_db: &str) -> Vec<(String, Effect)> {
-        effects(sql, default_db, "shop").expect("parsed")
+        effects(sql, default_db, "shop", NameCase::Sensitive).expect("parsed")
     }
 
     fn one(table: &str, effect: Effect) -> Vec<(String, Effect)> {
@@ -203,8 +238,16 @@ mod tests {
             of("ALTER TABLE `shop`.`orders` DROP COLUMN x", "other"),
             one("orders", Effect::Reshaped)
         );
+        // Under lower_case_table_names=0 `SHOP` is another database; under 1 or 2, ours.
+        assert_eq!(of("TRUNCATE TABLE SHOP.orders", "mysql"), vec![]);
         assert_eq!(
-            of("TRUNCATE TABLE SHOP.orders", "mysql"),
+            effects(
+                "TRUNCATE TABLE SHOP.orders",
+                "mysql",
+                "shop",
+                NameCase::Folded
+            )
+            .unwrap(),
             one("orders", Effect::Truncated)
         );
     }
@@ -286,7 +329,7 @@ mod tests {
             "ALTER TABLE orders ADD PARTITION (PARTITION p9 VALUES LESS THAN (100))",
         ] {
             assert!(
-                effects(sql, "shop", "shop")
+                effects(sql, "shop", "shop", NameCase::Sensitive)
                     .unwrap_or_default()
                     .iter()
                     .all(|(_, e)| *e != Effect::RowsUnlogged),
@@ -297,6 +340,9 @@ mod tests {
 
     #[test]
     fn a_statement_the_parser_does_not_read_is_none() {
-        assert_eq!(effects("THIS IS NOT SQL", "shop", "shop"), None);
+        assert_eq!(
+            effects("THIS IS NOT SQL", "shop", "shop", NameCase::Sensitive),
+            None
+        );
     }
 }

@@ -448,3 +448,62 @@ async fn enum_and_set_labels_are_read_as_they_were_when_logged() {
         ]
     );
 }
+
+/// Under `lower_case_table_names=0` (the peer's, Linux's default) a database whose name
+/// differs from ours only in case is another database: its DDL leaves our table alone,
+/// as its rows do.
+#[tokio::test]
+async fn a_database_named_like_ours_in_another_case_is_another_database() {
+    let (source, mut conn) = setup(
+        "case",
+        &[
+            "CREATE TABLE orders (id INT PRIMARY KEY)",
+            "INSERT INTO orders VALUES (1)",
+        ],
+    )
+    .await;
+    let setting: u8 = conn
+        .query_first("SELECT @@lower_case_table_names")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(setting, 0, "the peer keeps names case-sensitive");
+    for sql in [
+        "DROP DATABASE IF EXISTS CW_FID_CASE",
+        "CREATE DATABASE CW_FID_CASE",
+        "CREATE TABLE CW_FID_CASE.orders (id INT PRIMARY KEY)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let t = source.discover().await.unwrap().remove(0);
+    let start = source.current_position(&t).await.unwrap();
+    let mut stream = source.stream(&t, &start).await.unwrap();
+    for sql in [
+        "INSERT INTO CW_FID_CASE.orders VALUES (7)",
+        "TRUNCATE TABLE CW_FID_CASE.orders",
+        "INSERT INTO orders VALUES (2)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let mut changes = Vec::new();
+    while !changes.iter().any(|c| matches!(c, Change::Row(_))) {
+        let f = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("binlog event in time")
+            .unwrap()
+            .unwrap();
+        changes.extend(f.changes);
+    }
+    let keys: Vec<&Vec<Value>> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Row(e) => Some(&e.key),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !changes.iter().any(|c| matches!(c, Change::Truncate)),
+        "{changes:?}"
+    );
+    assert_eq!(keys, [&vec![Value::Int(2)]]);
+}
