@@ -114,6 +114,8 @@ struct Reader {
     /// `tables` past this index are parents read only for their children's cascades:
     /// nothing of their own is handed out.
     served_count: usize,
+    /// The transaction's savepoints, with how many changes were read before each.
+    savepoints: Vec<(String, usize)>,
 }
 
 /// A TRANSACTION_PAYLOAD_EVENT whose inner events are being read. They carry no position
@@ -233,6 +235,7 @@ pub async fn feed(
         txn_ts: None,
         zero_dates: setup.zero_dates,
         payload: None,
+        savepoints: Vec::new(),
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;
@@ -338,6 +341,52 @@ impl Reader {
                 self.commit(log_pos, ts)
             }
         }
+    }
+
+    /// A rollback the server logged: a transaction that also changed non-transactional
+    /// tables (their changes stay) is written whole and ended by `ROLLBACK`, a partial
+    /// rollback by `ROLLBACK TO SAVEPOINT`. The transactional tables' changes after the
+    /// point are dropped; the rest stays, as at the source.
+    fn undo(
+        &mut self,
+        undo: Undo,
+        log_pos: u32,
+        ts: Option<DateTime<Utc>>,
+    ) -> warp_core::Result<Option<FeedItem>> {
+        let from = match &undo {
+            Undo::Savepoint(name) => {
+                self.savepoints.push((name.clone(), self.pending.len()));
+                return Ok(None);
+            }
+            Undo::Rollback => 0,
+            Undo::RollbackTo(name) => {
+                match self.savepoints.iter().rposition(|(n, _)| n == name) {
+                    Some(at) => {
+                        self.savepoints.truncate(at + 1);
+                        self.savepoints[at].1
+                    }
+                    // Set before this reader's first event: the whole transaction so far.
+                    None => 0,
+                }
+            }
+        };
+        let tables = &self.tables;
+        let kept: Vec<TableChange> = self
+            .pending
+            .drain(from..)
+            .filter(|c| {
+                tables
+                    .get(c.table)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|t| !t.transactional)
+            })
+            .collect();
+        self.pending.extend(kept);
+        if undo == Undo::Rollback {
+            self.savepoints.clear();
+            return self.commit(log_pos, ts);
+        }
+        Ok(None)
     }
 
     /// Takes `index` out of the feed with `error`, reported before the next read.
@@ -456,6 +505,13 @@ impl Reader {
                     let trimmed = sql.trim().to_ascii_uppercase();
                     if trimmed == "BEGIN" {
                         self.txn_ts = ts;
+                        self.savepoints.clear();
+                        continue;
+                    }
+                    if let Some(undo) = Undo::parse(&trimmed) {
+                        if let Some(item) = self.undo(undo, log_pos, ts)? {
+                            return Ok(item);
+                        }
                         continue;
                     }
                     // DDL read again before the consumer's position was applied then.
@@ -892,6 +948,32 @@ fn error(table: &MysqlTable, message: String) -> warp_core::Error {
     }
 }
 
+/// A statement that undoes part of the transaction being read (upper-cased text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Undo {
+    Savepoint(String),
+    RollbackTo(String),
+    Rollback,
+}
+
+impl Undo {
+    fn parse(upper: &str) -> Option<Self> {
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        let name = |w: &str| w.trim_matches('`').to_owned();
+        match words.as_slice() {
+            ["ROLLBACK"] | ["ROLLBACK", "WORK"] => Some(Self::Rollback),
+            ["SAVEPOINT", sp] => Some(Self::Savepoint(name(sp))),
+            ["ROLLBACK", "TO", "SAVEPOINT", sp] | ["ROLLBACK", "TO", sp] => {
+                Some(Self::RollbackTo(name(sp)))
+            }
+            ["ROLLBACK", "WORK", "TO", "SAVEPOINT", sp] | ["ROLLBACK", "WORK", "TO", sp] => {
+                Some(Self::RollbackTo(name(sp)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// How the server compares database and table names.
 async fn name_case(conn: &mut mysql_async::Conn) -> Result<NameCase> {
     let setting: Option<u8> = conn
@@ -918,4 +1000,29 @@ async fn file_position_matches(
         Some(here) => GtidState::parse(&here) == GtidState::parse(want),
         None => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Undo;
+
+    #[test]
+    fn rollbacks_and_savepoints_are_read_from_their_statements() {
+        assert_eq!(Undo::parse("ROLLBACK"), Some(Undo::Rollback));
+        assert_eq!(Undo::parse("ROLLBACK WORK"), Some(Undo::Rollback));
+        assert_eq!(
+            Undo::parse("SAVEPOINT `SP1`"),
+            Some(Undo::Savepoint("SP1".into()))
+        );
+        assert_eq!(
+            Undo::parse("ROLLBACK TO SAVEPOINT SP1"),
+            Some(Undo::RollbackTo("SP1".into()))
+        );
+        assert_eq!(
+            Undo::parse("ROLLBACK WORK TO `SP1`"),
+            Some(Undo::RollbackTo("SP1".into()))
+        );
+        assert_eq!(Undo::parse("COMMIT"), None);
+        assert_eq!(Undo::parse("ROLLBACK_TABLE_X"), None);
+    }
 }

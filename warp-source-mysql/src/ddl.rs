@@ -166,6 +166,7 @@ mod tests {
                 primary_key: vec!["id".into()],
             },
             columns: vec![],
+            transactional: true,
         };
         for (name, ty) in cols {
             let (kind, column_type) = crate::types::map(ty).unwrap();

@@ -20,6 +20,9 @@ pub struct MysqlTable {
     pub columns: Vec<MysqlColumn>,
     /// Its foreign keys on tables of the same database.
     pub foreign_keys: Vec<ForeignKey>,
+    /// Its engine undoes a rolled-back transaction's rows (InnoDB); MyISAM, Aria, MEMORY
+    /// and the like keep them.
+    pub transactional: bool,
 }
 
 impl MysqlTable {
@@ -35,6 +38,7 @@ type ColumnRow = (
     String,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 /// Every base table of `database` (or only `only`).
@@ -46,7 +50,7 @@ pub async fn tables(
     let cols: Vec<ColumnRow> = conn
         .exec(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT,
-                    c.CHARACTER_SET_NAME
+                    c.CHARACTER_SET_NAME, t.ENGINE
              FROM information_schema.COLUMNS c
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
              WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' AND (? IS NULL OR c.TABLE_NAME = ?)
@@ -74,7 +78,7 @@ pub async fn tables(
         .unwrap_or_default();
 
     let mut by_table: BTreeMap<String, MysqlTable> = BTreeMap::new();
-    for (table, name, column_type, nullable, default, charset) in cols {
+    for (table, name, column_type, nullable, default, charset, engine) in cols {
         let is_json = checks.iter().any(|(t, clause)| {
             *t == table
                 && clause
@@ -104,6 +108,7 @@ pub async fn tables(
             },
             columns: Vec::new(),
             foreign_keys: Vec::new(),
+            transactional: transactional(engine.as_deref()),
         });
         let mut column = Column::new(&name, ty.clone());
         column.nullable = nullable == "YES";
@@ -126,6 +131,29 @@ pub async fn tables(
         }
     }
     Ok(by_table.into_values().collect())
+}
+
+/// Engines whose rolled-back rows never took effect. An unknown engine counts as
+/// transactional: the engines that keep rolled-back rows are few and named here.
+fn transactional(engine: Option<&str>) -> bool {
+    let engine = engine.unwrap_or("InnoDB").to_ascii_lowercase();
+    !matches!(
+        engine.as_str(),
+        "myisam"
+            | "aria"
+            | "memory"
+            | "heap"
+            | "csv"
+            | "archive"
+            | "mrg_myisam"
+            | "merge"
+            | "blackhole"
+            | "federated"
+            | "federatedx"
+            | "connect"
+            | "sequence"
+            | "s3"
+    )
 }
 
 /// A declared default as a value: quoted literals and numbers; expressions such as
