@@ -751,12 +751,19 @@ impl Reader {
             })
         };
         let effects: Vec<(usize, Effect)> =
-            match ddl_scope::effects(sql, default_db, &self.database, self.names) {
-                Some(effects) => effects
-                    .iter()
-                    .filter_map(|(name, effect)| Some((served(name)?, *effect)))
-                    .collect(),
-                None => self.mentioned(default_db, sql),
+            if ddl_scope::drops_database(sql, &self.database, self.names) {
+                (0..self.tables.len())
+                    .filter(|&i| self.tables[i].is_some())
+                    .map(|i| (i, Effect::Dropped))
+                    .collect()
+            } else {
+                match ddl_scope::effects(sql, default_db, &self.database, self.names) {
+                    Some(effects) => effects
+                        .iter()
+                        .filter_map(|(name, effect)| Some((served(name)?, *effect)))
+                        .collect(),
+                    None => self.mentioned(default_db, sql),
+                }
             };
         for &(index, effect) in &effects {
             self.apply_ddl(index, effect, sql).await?;

@@ -146,6 +146,27 @@ fn tokens(sql: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
+/// Whether `sql` is `DROP DATABASE` (or `SCHEMA`) of `database`: every table in it is
+/// gone, with no statement naming them.
+pub fn drops_database(sql: &str, database: &str, case: NameCase) -> bool {
+    let Ok(statements) = Parser::parse_sql(&MySqlDialect {}, sql) else {
+        return false;
+    };
+    statements.iter().any(|statement| match statement {
+        Statement::Drop {
+            object_type: ObjectType::Database | ObjectType::Schema,
+            names,
+            ..
+        } => names.iter().any(|name| {
+            name.0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| case.same(&i.value, database))
+        }),
+        _ => false,
+    })
+}
+
 /// What an `ALTER TABLE … PARTITION` statement does to rows the binlog does not show.
 /// `REORGANIZE`, `COALESCE`, `ADD`, `REBUILD`, `REMOVE PARTITIONING` and the maintenance
 /// verbs move rows between partitions only: a table that is not partitioned at the
@@ -336,6 +357,16 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[test]
+    fn dropping_our_database_is_told_apart() {
+        let drops = |sql: &str| drops_database(sql, "shop", NameCase::Sensitive);
+        assert!(drops("DROP DATABASE shop"));
+        assert!(drops("DROP SCHEMA IF EXISTS `shop`"));
+        assert!(!drops("DROP DATABASE shop2"));
+        assert!(!drops("DROP DATABASE SHOP"));
+        assert!(!drops("DROP TABLE shop"));
     }
 
     #[test]

@@ -507,3 +507,44 @@ async fn a_database_named_like_ours_in_another_case_is_another_database() {
     );
     assert_eq!(keys, [&vec![Value::Int(2)]]);
 }
+
+/// The served database dropped and created again with a table of the same name (a
+/// restore, a test reset): the table stops as dropped instead of streaming on over rows
+/// that no longer exist.
+#[tokio::test]
+async fn a_dropped_database_stops_its_tables() {
+    let (source, mut conn) = setup(
+        "dropdb",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+        ],
+    )
+    .await;
+    let tables = source.discover().await.unwrap();
+    let start = source.current_position(&tables[0]).await.unwrap();
+    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    for sql in [
+        "DROP DATABASE cw_fid_dropdb",
+        "CREATE DATABASE cw_fid_dropdb",
+        "CREATE TABLE cw_fid_dropdb.t (id INT PRIMARY KEY)",
+        "INSERT INTO cw_fid_dropdb.t VALUES (2)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let error = loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("the table stopped in time")
+            .unwrap()
+            .unwrap();
+        match item {
+            FeedItem::TableFailed { error, .. } => break error.to_string(),
+            FeedItem::Fragment { changes, .. } => assert!(
+                !changes.iter().any(|c| matches!(c.change, Change::Row(_))),
+                "a row of the new table streamed into the old one: {changes:?}"
+            ),
+        }
+    };
+    assert!(error.contains("dropped"), "{error}");
+}
