@@ -116,7 +116,7 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
                 Value::Bits(bits)
             })
         }
-        Kind::Text { charset } => V(match v {
+        Kind::Text { charset, .. } => V(match v {
             My::Bytes(b) if origin == Origin::Binlog => Value::Text(charset.decode(b)?),
             My::Bytes(b) => {
                 Value::Text(String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())?)

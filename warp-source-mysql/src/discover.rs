@@ -29,6 +29,17 @@ impl MysqlTable {
     pub fn kinds(&self) -> Vec<Kind> {
         self.columns.iter().map(|c| c.kind.clone()).collect()
     }
+
+    /// Whether the server orders this table's keys as warp orders their values: only then
+    /// can a key be placed in a snapshot chunk without asking the server.
+    pub fn keys_sort_like_values(&self) -> bool {
+        self.schema.primary_key.iter().all(|k| {
+            self.columns
+                .iter()
+                .find(|c| c.name == *k)
+                .is_some_and(|c| c.kind.sorts_like_values())
+        })
+    }
 }
 
 type ColumnRow = (
@@ -36,6 +47,7 @@ type ColumnRow = (
     String,
     String,
     String,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -50,7 +62,7 @@ pub async fn tables(
     let cols: Vec<ColumnRow> = conn
         .exec(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT,
-                    c.CHARACTER_SET_NAME, t.ENGINE
+                    c.CHARACTER_SET_NAME, c.COLLATION_NAME, t.ENGINE
              FROM information_schema.COLUMNS c
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
              WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' AND (? IS NULL OR c.TABLE_NAME = ?)
@@ -78,7 +90,7 @@ pub async fn tables(
         .unwrap_or_default();
 
     let mut by_table: BTreeMap<String, MysqlTable> = BTreeMap::new();
-    for (table, name, column_type, nullable, default, charset, engine) in cols {
+    for (table, name, column_type, nullable, default, charset, collation, engine) in cols {
         let is_json = checks.iter().any(|(t, clause)| {
             *t == table
                 && clause
@@ -94,8 +106,19 @@ pub async fn tables(
                 (Kind::bytes(), ColumnType::Bytes)
             })
         };
-        if let (Kind::Text { charset: c }, Some(named)) = (&mut kind, charset.as_deref()) {
+        if let (
+            Kind::Text {
+                charset: c,
+                sorts_by_bytes,
+            },
+            Some(named),
+        ) = (&mut kind, charset.as_deref())
+        {
             *c = Charset::named(named);
+            *sorts_by_bytes = *c == Charset::Utf8
+                && collation
+                    .as_deref()
+                    .is_some_and(|name| name.ends_with("_bin"));
             if let Charset::Unsupported(set) = c {
                 tracing::warn!(table = %table, column = %name, charset = %set, "the binlog's values of this character set cannot be decoded exactly: rows streamed with one are dead-lettered (the snapshot copies them)");
             }

@@ -497,6 +497,24 @@ impl Source for MysqlSource {
         self.binlog_feed(&tables, from, self.server_id).await
     }
 
+    /// A key is placed in a chunk only when the server orders the table's keys as their
+    /// values compare; otherwise (text under an insensitive collation, ENUM keys) it is
+    /// never taken for one a later chunk read already holds: the change applies again
+    /// over the copied row, which replays to the same state, instead of being skipped
+    /// when the server had put the key in an earlier chunk.
+    fn chunk_contains(
+        &self,
+        table: &warp_core::TableId,
+        chunk: &KeyRange,
+        key: &[warp_core::Value],
+    ) -> bool {
+        let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        tables
+            .get(&table.name)
+            .is_some_and(MysqlTable::keys_sort_like_values)
+            && chunk.contains(key)
+    }
+
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.strategy.polls() {
             return Ok(warp_core::Watermark::decode(a)?.order(&warp_core::Watermark::decode(b)?));

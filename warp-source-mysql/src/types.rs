@@ -20,9 +20,12 @@ pub enum Kind {
     Bit {
         len: u32,
     },
-    /// Binlog rows carry text in the column's character set.
+    /// Binlog rows carry text in the column's character set. `sorts_by_bytes`: the
+    /// column's collation orders values as their UTF-8 bytes do (a `_bin` collation of a
+    /// UTF-8 or ASCII set), so chunk bounds compare as values.
     Text {
         charset: Charset,
+        sorts_by_bytes: bool,
     },
     /// `pad_to`: `BINARY(n)`'s length. The binlog drops a fixed-length value's trailing
     /// zero bytes (MySQL and MariaDB alike); the server pads them back when it is read.
@@ -51,6 +54,20 @@ impl Kind {
     pub fn text() -> Self {
         Self::Text {
             charset: Charset::Utf8,
+            sorts_by_bytes: false,
+        }
+    }
+
+    /// Whether the server orders this column's values as warp orders the decoded values
+    /// (numbers numerically, text and bytes byte-wise). ENUM and SET sort by their index,
+    /// insensitive collations by their weights.
+    pub fn sorts_like_values(&self) -> bool {
+        match self {
+            Kind::Text { sorts_by_bytes, .. } => *sorts_by_bytes,
+            Kind::Enum { .. } | Kind::Set { .. } | Kind::Json | Kind::Geometry | Kind::Dropped => {
+                false
+            }
+            _ => true,
         }
     }
 
