@@ -35,19 +35,13 @@ pub fn kinds_at_event(table: &MysqlTable, tme: &TableMapEvent<'_>, names: &[Stri
             OptionalMetadataField::EnumStrValue(values) => {
                 enums = values
                     .iter_values()
-                    .map(|v| {
-                        v.ok()
-                            .and_then(|v| utf8_labels(v.values().iter().map(|l| l.value_raw())))
-                    })
+                    .map(|v| utf8_labels(v.ok()?.values().iter().map(|l| l.value_raw())))
                     .collect();
             }
             OptionalMetadataField::SetStrValue(values) => {
                 sets = values
                     .iter_values()
-                    .map(|v| {
-                        v.ok()
-                            .and_then(|v| utf8_labels(v.values().iter().map(|l| l.value_raw())))
-                    })
+                    .map(|v| utf8_labels(v.ok()?.values().iter().map(|l| l.value_raw())))
                     .collect();
             }
             _ => {}

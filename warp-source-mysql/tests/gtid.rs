@@ -205,14 +205,7 @@ async fn setup(db: &str, tag: Option<&'static str>) -> Setup {
         resumed_after: Arc::clone(&shared),
     })
     .await;
-    let source = common::source_config(
-        &format!(
-            "connection_string: 'mysql://root@127.0.0.1:{port}/{db}', ssl_mode: disabled, server_id: {}",
-            common::server_id(3_800_000)
-        ),
-        db,
-    )
-    .unwrap();
+    let source = common::through_proxy(port, db, 3_800_000);
     Setup {
         source,
         conn,

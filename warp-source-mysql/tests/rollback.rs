@@ -51,14 +51,7 @@ async fn a_logged_rollback_keeps_only_the_non_transactional_changes() {
     let shared = Arc::clone(&armed);
     let upstream = url.trim_start_matches("mysql://root@").to_owned();
     let port = dump_proxy::start(upstream, move || Rollback(Arc::clone(&shared))).await;
-    let source = common::source_config(
-        &format!(
-            "connection_string: 'mysql://root@127.0.0.1:{port}/{db}', ssl_mode: disabled, server_id: {}",
-            common::server_id(3_800_000)
-        ),
-        db,
-    )
-    .unwrap();
+    let source = common::through_proxy(port, db, 4_000_000);
     let tables = source.discover().await.unwrap();
     let start = source.current_position(&tables[0]).await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();

@@ -88,6 +88,18 @@ pub fn source_config(source_fields: &str, db: &str) -> warp_core::Result<Configu
     tuned_source(source_fields, db, "")
 }
 
+/// The source of schema `db` reading the MariaDB peer through a local proxy on `port`.
+pub fn through_proxy(port: u16, db: &str, server_id_base: u32) -> Configured {
+    source_config(
+        &format!(
+            "connection_string: 'mysql://root@127.0.0.1:{port}/{db}', ssl_mode: disabled, server_id: {}",
+            server_id(server_id_base)
+        ),
+        db,
+    )
+    .unwrap()
+}
+
 /// [`source_config`] with more `performance` fields (`, key: value` each).
 pub fn tuned_source(
     source_fields: &str,
