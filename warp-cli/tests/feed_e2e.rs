@@ -123,6 +123,8 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
     shop.wait_equal("refunds").await;
     shop.assert_no_double_apply("refunds").await;
 
+    // A table dropped for good waits to be created again (a reload), retrying its copy
+    // with the reason.
     shop.exec("DROP TABLE customers").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -131,7 +133,8 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
         let reason = customers
             .and_then(|t| t.last_error.as_deref())
             .unwrap_or_default();
-        if customers.is_some_and(|t| t.state == Some(TableState::Failed))
+        if customers
+            .is_some_and(|t| matches!(t.state, Some(TableState::Retrying | TableState::Failed)))
             && reason.contains("dropped at the source")
         {
             break;

@@ -519,10 +519,13 @@ impl Reader {
                         || self.replaying(log_pos)
                         || self.ddl(&q.schema(), &sql).await?;
                     if ends {
-                        match self.commit(log_pos, ts)? {
-                            Some(item) => return Ok(item),
-                            None => continue,
+                        // A table the statement stopped or replaced hears it before the
+                        // statement's commit: a crash in between must not let its
+                        // checkpoint pass the statement unnoticed.
+                        if let Some(item) = self.commit(log_pos, ts)? {
+                            self.ready.push_back(item);
                         }
+                        continue;
                     }
                 }
                 EventData::XidEvent(_) => {
@@ -821,12 +824,22 @@ impl Reader {
                     ),
                 )
             }
-            Effect::Dropped => self.fail(
+            Effect::Dropped if index >= self.served_count => self.fail(
                 index,
                 warp_core::Error::source_permanent(
                     format!("{id} was dropped at the source"),
                     Some("remove it from the whitelist, or re-create it and resync".to_owned()),
                 ),
+            ),
+            // Its rows are gone: the landing table is emptied and the table copied again
+            // once it exists (a reload's `CREATE TABLE`); until then the copy retries
+            // (error 1146 is transient).
+            Effect::Dropped => self.fail(
+                index,
+                warp_core::Error::Replaced {
+                    table: id,
+                    how: "dropped".to_owned(),
+                },
             ),
             Effect::Reshaped | Effect::Replaced => {
                 let mut conn = self.pool.get_conn().await.context("connect")?;

@@ -65,6 +65,9 @@ const TRANSIENT_CODES: &[u16] = &[
     1053, // server shutdown in progress
     1927, // connection killed (MariaDB)
     4052, // a binlog reader with our server id is still registered (e.g. ours, before a SIGKILL)
+    // No such table: dropped at the source, and copied again once a reload's CREATE TABLE
+    // brings it back (the binlog reader asks for that copy when it reads the DROP).
+    1146,
 ];
 
 impl MysqlError {
@@ -84,6 +87,15 @@ impl MysqlError {
             };
         }
         match e {
+            // Said in the message too: a retrying table's status shows the error only.
+            mysql_async::Error::Server(s) if s.code == 1146 => Self::Server {
+                context,
+                code: s.code,
+                message: format!(
+                    "{} (dropped at the source: copied again once it is created again)",
+                    s.message
+                ),
+            },
             mysql_async::Error::Server(s) => Self::Server {
                 context,
                 code: s.code,
@@ -166,6 +178,9 @@ impl MysqlError {
                 DumpRefusal::AheadOfServer => Some("the server has not executed every transaction of the checkpoint's GTID set (a failover to a replica that had not received them): resync the table (cartridge-warp resync), or fail over to a server that has them".into()),
                 DumpRefusal::Other => None,
             },
+            Self::Server { code: 1146, .. } => Some(
+                "remove the table from the whitelist if it is gone for good".into(),
+            ),
             // MySQL 3159 / MariaDB 4151: require_secure_transport refuses plain text.
             Self::Server { code: 3159 | 4151, .. } => Some(
                 "the server accepts only TLS connections: set source.ssl_enabled: true and source.ssl_ca: <CA file>".into(),
