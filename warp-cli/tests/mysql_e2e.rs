@@ -347,6 +347,9 @@ async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
         .await;
     shop.exec("INSERT INTO orders (id, customer_id, amount, status) VALUES (9000, 1, 1.00, 'new')")
         .await;
+    // A table with its own soft-delete flag: refused by name, with the key to set.
+    shop.exec("CREATE TABLE posts (id INT PRIMARY KEY, is_deleted TINYINT(1))")
+        .await;
     let meta = format!("{}_meta", shop.db);
     let before = pg_dump(&[&shop.db, &meta]);
 
@@ -373,6 +376,11 @@ async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
     assert!(
         stdout.contains("ADD COLUMN \"channel\""),
         "the DDL it would run: {stdout}"
+    );
+    assert!(
+        stdout.contains("collides with the soft-delete column")
+            && stdout.contains("set soft_delete_column"),
+        "the collision and the key to set: {stdout}"
     );
 
     let after = pg_dump(&[&shop.db, &meta]);
@@ -473,6 +481,48 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
         .await;
     assert_eq!(processed, 1);
     assert!(shop.log().contains("resync requested"), "{}", shop.log());
+    assert!(run.terminate().success());
+}
+
+/// A nightly reload while streaming (`DROP TABLE`, `CREATE TABLE`, other rows): the
+/// landing table is emptied and copied again by itself, no `resync` needed, and the
+/// other table streams on. Before, the table stopped as "dropped at the source".
+#[tokio::test]
+async fn a_reloaded_table_is_emptied_and_copied_again_by_itself() {
+    let shop = shop("reload", 100, 50).await;
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    shop.exec(
+        "DROP TABLE customers; CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, \
+         tier ENUM('basic','gold'), since DATETIME(6)); \
+         INSERT INTO customers VALUES (7, 'reloaded', 'gold', NULL), (1000, 'new', 'basic', NULL)",
+    )
+    .await;
+    shop.exec("INSERT INTO orders (id, customer_id, amount, status) VALUES (9001, 7, 1.00, 'new')")
+        .await;
+    shop.wait_equal("customers").await;
+    shop.wait_equal("orders").await;
+    // Emptied as a truncate is under soft deletes: the old rows are marked deleted (id 7
+    // revived by the reload), only the reloaded rows are live.
+    let live = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {}.customers WHERE NOT is_deleted",
+            shop.db
+        ))
+        .await;
+    let gone = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {}.customers WHERE is_deleted",
+            shop.db
+        ))
+        .await;
+    assert_eq!((live, gone), (2, 49), "{}", shop.log());
+    assert!(
+        shop.log().contains("dropped at the source"),
+        "{}",
+        shop.log()
+    );
     assert!(run.terminate().success());
 }
 

@@ -23,6 +23,10 @@ pub struct Target {
     pub destination_schema: String,
     pub table: String,
     pub deletion_strategy: DeletionStrategy,
+    /// The soft-delete bookkeeping columns' names: flag (`is_deleted`) and time
+    /// (`deleted_at`).
+    pub soft_delete_column: String,
+    pub deleted_at_column: String,
     pub schema_change_policy: SchemaChangePolicy,
 }
 
@@ -36,6 +40,8 @@ impl Target {
             destination_schema: schema.destination_schema.clone(),
             table: table.name.clone(),
             deletion_strategy: settings.deletion_strategy,
+            soft_delete_column: settings.soft_delete_column,
+            deleted_at_column: settings.deleted_at_column,
             schema_change_policy: settings.schema_change_policy,
         }
     }

@@ -304,6 +304,66 @@ fn semantic_errors_name_paths() {
     );
 }
 
+/// The soft-delete columns' names are configurable at every level; the table's own wins,
+/// and names that cannot work are refused with their path.
+#[test]
+fn soft_delete_column_names_resolve_per_table_and_bad_ones_name_their_path() {
+    let yaml = MINIMAL
+        .replace(
+            "connection_string: postgresql://warp:hunter2-secret@pg/dw",
+            "connection_string: postgresql://warp:hunter2-secret@pg/dw\n  soft_delete_column: gone",
+        )
+        .replace(
+            "- name: shop",
+            "- name: shop\n  tables:\n    posts: { soft_delete_column: _gone, deleted_at_column: _gone_at }",
+        );
+    let loaded = load(&yaml, &Environment::new()).unwrap();
+    let schema = loaded.config.schemas_to_run(None).remove(0);
+    let posts = schema.table("posts");
+    assert_eq!(
+        (
+            posts.soft_delete_column.as_str(),
+            posts.deleted_at_column.as_str()
+        ),
+        ("_gone", "_gone_at")
+    );
+    let orders = schema.table("orders");
+    assert_eq!(
+        (
+            orders.soft_delete_column.as_str(),
+            orders.deleted_at_column.as_str()
+        ),
+        ("gone", "deleted_at")
+    );
+    let defaults = load(MINIMAL, &Environment::new()).unwrap();
+    let t = defaults.config.schemas_to_run(None).remove(0).table("t");
+    assert_eq!(
+        (t.soft_delete_column.as_str(), t.deleted_at_column.as_str()),
+        ("is_deleted", "deleted_at")
+    );
+
+    let yaml = MINIMAL.replace(
+        "- name: shop",
+        "- name: shop\n  tables:\n    posts: { soft_delete_column: x, deleted_at_column: x }",
+    );
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains(
+            "schemas[0].tables.posts.deleted_at_column: must differ from soft_delete_column"
+        ),
+        "{text}"
+    );
+    let yaml = MINIMAL.replace(
+        "connection_string: postgresql://warp:hunter2-secret@pg/dw",
+        "connection_string: postgresql://warp:hunter2-secret@pg/dw\n  soft_delete_column: _cartridge_op",
+    );
+    let text = error_of(&yaml, &Environment::new());
+    assert!(
+        text.contains("destination.soft_delete_column: names starting with _cartridge_"),
+        "{text}"
+    );
+}
+
 #[test]
 fn debug_output_masks_passwords() {
     let loaded = load(MINIMAL, &Environment::new()).unwrap();

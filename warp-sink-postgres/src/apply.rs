@@ -12,7 +12,7 @@ use crate::binary::{self, binary_row};
 use crate::encode::{copy_line, pg_text};
 use crate::error::{Context, Result};
 use crate::ident::quote;
-use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, SOURCE_TS, UPDATED_AT, VERSION};
+use crate::landed::{Landed, OP, SOURCE_TS, UPDATED_AT, VERSION};
 use crate::types::pg_type;
 
 /// Extra staging columns after the data columns.
@@ -204,8 +204,8 @@ pub fn merge_statements(landed: &Landed, stage: &str, merge: Merge) -> Vec<Strin
         quote(SOURCE_TS),
         quote(VERSION),
         quote(UPDATED_AT),
-        quote(IS_DELETED),
-        quote(DELETED_AT),
+        landed.is_deleted(),
+        landed.deleted_at(),
     );
     // A row only counts as changed when its data or deletion state differs: replaying a
     // change that is already applied changes nothing.

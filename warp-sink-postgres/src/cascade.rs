@@ -9,14 +9,12 @@ use warp_core::{Cascade, CascadeAction};
 use crate::encode::literal_of;
 use crate::error::{Result, SinkError};
 use crate::ident::{fit, literal, qualified, quote};
-use crate::landed::{
-    Landed, LandedColumn, DELETED_AT, IS_DELETED, OP, SOURCE_TS, UPDATED_AT, VERSION,
-};
+use crate::landed::{Landed, LandedColumn, OP, SOURCE_TS, UPDATED_AT, VERSION};
 
 /// The one statement that performs `c` on `landed`.
 pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Result<String> {
     let columns = find(landed, c, &c.columns)?;
-    let alive = format!("NOT t.{}", quote(IS_DELETED));
+    let alive = format!("NOT t.{}", landed.is_deleted());
     // This table's rows holding the parent's values (a chain's values are the first
     // middle table's, not this table's: see `through`).
     let matching = || -> Result<String> {
@@ -89,8 +87,8 @@ pub fn statement(landed: &Landed, c: &Cascade, deletion: DeletionStrategy) -> Re
         }
         (CascadeAction::Delete, DeletionStrategy::Soft) => format!(
             "{with}UPDATE {table} t SET {d} = true, {da} = now(), {op} = 'd', {bump} WHERE {target}",
-            d = quote(IS_DELETED),
-            da = quote(DELETED_AT),
+            d = landed.is_deleted(),
+            da = landed.deleted_at(),
             op = quote(OP),
         ),
         (CascadeAction::SetNull, _) => set(table, &columns, &vec![None; columns.len()], &bump, &target)?,

@@ -8,7 +8,7 @@ use warp_core::{Column, ColumnType, SchemaChange, TableSchema, Target, Value};
 use crate::encode::pg_text;
 use crate::error::{Context, Result, SinkError};
 use crate::ident::{fit, literal, quote};
-use crate::landed::{Landed, BOOKKEEPING};
+use crate::landed::Landed;
 use crate::types::{parse_pg_type, pg_type};
 use warp_core::schema::{type_change, TypeChange};
 
@@ -96,7 +96,8 @@ pub fn plan(
             .map(column_def)
             .collect::<Result<Vec<_>>>()?;
         defs.extend(
-            BOOKKEEPING
+            landed
+                .bookkeeping()
                 .iter()
                 .map(|(name, def)| format!("{} {def}", quote(name))),
         );
@@ -134,7 +135,7 @@ pub fn plan(
     // Columns the source no longer has (or no longer sends) must accept NULL.
     for e in existing {
         let ours = landed.columns.iter().any(|c| unquote(&c.ident) == e.name);
-        let bookkeeping = BOOKKEEPING.iter().any(|(b, _)| *b == e.name);
+        let bookkeeping = landed.is_bookkeeping(&e.name);
         if !ours && !bookkeeping && e.not_null {
             out.push(Ddl {
                 sql: format!(
@@ -146,7 +147,7 @@ pub fn plan(
             });
         }
     }
-    for (name, def) in BOOKKEEPING {
+    for (name, def) in landed.bookkeeping() {
         if !existing.iter().any(|e| e.name == *name) {
             out.push(Ddl {
                 sql: format!(

@@ -13,7 +13,7 @@ use warp_core::{
 use crate::apply::{merge_statements, unit, Kinds, Merge, STAGE_EXTRA};
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
-use crate::landed::{Landed, BOOKKEEPING, SOURCE_TS};
+use crate::landed::{Landed, SOURCE_TS};
 use crate::transaction::PgTransaction;
 use crate::{PostgresSink, TableEntry};
 
@@ -262,7 +262,7 @@ impl PostgresSink {
             id: TableId::new(&target.source.database, &target.source.name),
             columns: existing
                 .iter()
-                .filter(|e| !BOOKKEEPING.iter().any(|(b, _)| *b == e.name))
+                .filter(|e| !probe.is_bookkeeping(&e.name))
                 .map(|e| {
                     Column::new(
                         &e.name,

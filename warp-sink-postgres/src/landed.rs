@@ -11,10 +11,8 @@ pub const UPDATED_AT: &str = "_cartridge_updated_at";
 pub const VERSION: &str = "_cartridge_version";
 pub const SOURCE_TS: &str = "_cartridge_source_ts";
 pub const OP: &str = "_cartridge_op";
-pub const IS_DELETED: &str = "is_deleted";
-pub const DELETED_AT: &str = "deleted_at";
-
-/// Bookkeeping columns and their definitions, added to every landing table.
+/// Bookkeeping columns of fixed names and their definitions, added to every landing
+/// table (with the two soft-delete columns, whose names are configurable).
 pub const BOOKKEEPING: &[(&str, &str)] = &[
     (
         CREATED_AT,
@@ -27,9 +25,9 @@ pub const BOOKKEEPING: &[(&str, &str)] = &[
     (VERSION, "bigint NOT NULL DEFAULT 1"),
     (SOURCE_TS, "timestamp with time zone"),
     (OP, "text NOT NULL DEFAULT 'r'"),
-    (IS_DELETED, "boolean NOT NULL DEFAULT false"),
-    (DELETED_AT, "timestamp with time zone"),
 ];
+const IS_DELETED_DEF: &str = "boolean NOT NULL DEFAULT false";
+const DELETED_AT_DEF: &str = "timestamp with time zone";
 
 /// One replicated column.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +49,10 @@ pub struct Landed {
     pub columns: Vec<LandedColumn>,
     /// Indexes into `columns`.
     pub key: Vec<usize>,
+    /// The soft-delete columns' PostgreSQL names (`soft_delete_column`,
+    /// `deleted_at_column`).
+    pub is_deleted_name: String,
+    pub deleted_at_name: String,
 }
 
 impl Landed {
@@ -78,11 +80,47 @@ impl Landed {
             table_name,
             columns: Vec::new(),
             key: Vec::new(),
+            is_deleted_name: fit(&target.soft_delete_column),
+            deleted_at_name: fit(&target.deleted_at_column),
         }
+    }
+
+    /// The soft-delete flag column, quoted.
+    pub fn is_deleted(&self) -> String {
+        quote(&self.is_deleted_name)
+    }
+
+    /// The soft-delete time column, quoted.
+    pub fn deleted_at(&self) -> String {
+        quote(&self.deleted_at_name)
+    }
+
+    /// Every bookkeeping column with its definition.
+    pub fn bookkeeping(&self) -> Vec<(&str, &'static str)> {
+        let mut all: Vec<(&str, &'static str)> = BOOKKEEPING.to_vec();
+        all.push((&self.is_deleted_name, IS_DELETED_DEF));
+        all.push((&self.deleted_at_name, DELETED_AT_DEF));
+        all
+    }
+
+    /// Whether `name` (a PostgreSQL column name) is one of the bookkeeping columns.
+    pub fn is_bookkeeping(&self, name: &str) -> bool {
+        self.bookkeeping().iter().any(|(b, _)| *b == name)
     }
 
     pub fn push(&mut self, c: &Column) -> Result<()> {
         let name = fit(&c.name);
+        if name == self.is_deleted_name || name == self.deleted_at_name {
+            let key = if name == self.is_deleted_name {
+                "soft_delete_column"
+            } else {
+                "deleted_at_column"
+            };
+            return Err(SinkError::Invalid(format!(
+                "{}: source column `{}` collides with the soft-delete column of the same name; set {key} (under destination, the schema or the table) to a name the source does not use",
+                self.table, c.name
+            )));
+        }
         if BOOKKEEPING.iter().any(|(b, _)| *b == name) {
             return Err(SinkError::Invalid(format!(
                 "{}: source column `{}` collides with the bookkeeping column of the same name",

@@ -9,7 +9,7 @@ use warp_core::{ColumnType, Decimal, Interval, Key, Row, TableSchema, Target, Va
 
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
-use crate::landed::{Landed, IS_DELETED, OP, VERSION};
+use crate::landed::{Landed, OP, VERSION};
 
 /// A landed row with its bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +32,7 @@ pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Resul
         "SELECT {}, {}, {}, {} FROM {} ORDER BY {}",
         exprs.join(", "),
         quote(VERSION),
-        quote(IS_DELETED),
+        landed.is_deleted(),
         quote(OP),
         landed.table,
         landed.key_list()
@@ -73,7 +73,7 @@ pub async fn live_keys(pool: &PgPool, target: &Target, schema: &TableSchema) -> 
         "SELECT {} FROM {} WHERE NOT {}",
         exprs.join(", "),
         landed.table,
-        quote(IS_DELETED)
+        landed.is_deleted()
     );
     let fetched = sqlx::query(AssertSqlSafe(sql))
         .fetch_all(pool)

@@ -22,7 +22,7 @@ use crate::ddl;
 use crate::encode::copy_line;
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
-use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT, VERSION};
+use crate::landed::{Landed, OP, UPDATED_AT, VERSION};
 use crate::{Inner, TableEntry};
 
 /// Encoded snapshot data sent per COPY.
@@ -305,8 +305,8 @@ impl PgTransaction {
             DeletionStrategy::Hard => format!("DELETE FROM {t}"),
             DeletionStrategy::Soft => format!(
                 "UPDATE {t} SET {d} = true, {da} = now(), {op} = 'd', {u} = now(), {v} = {v} + 1 WHERE NOT {d}",
-                d = quote(IS_DELETED),
-                da = quote(DELETED_AT),
+                d = self.landed().is_deleted(),
+                da = self.landed().deleted_at(),
                 op = quote(OP),
                 u = quote(UPDATED_AT),
                 v = quote(VERSION)

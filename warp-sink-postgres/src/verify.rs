@@ -10,7 +10,7 @@ use crate::connection::TxConnection;
 use crate::encode::{literal_of, pg_text};
 use crate::error::{Context, Result};
 use crate::ident::quote;
-use crate::landed::{Landed, DELETED_AT, IS_DELETED, OP, UPDATED_AT};
+use crate::landed::{Landed, OP, UPDATED_AT};
 use crate::PostgresSink;
 
 /// A row as PostgreSQL text input for the landed column types: equal texts mean equal
@@ -144,8 +144,8 @@ async fn write(conn: &mut PgConnection, landed: &Landed, fix: &Fix, row: &Row) -
                 sets.join(", "),
                 quote(OP),
                 quote(UPDATED_AT),
-                quote(IS_DELETED),
-                quote(DELETED_AT),
+                landed.is_deleted(),
+                landed.deleted_at(),
                 key_match(landed, &fix.key)?,
                 version_guard(fix.seen_version)
             )
@@ -171,11 +171,11 @@ async fn remove(
         DeletionStrategy::Soft => format!(
             "UPDATE {} SET {} = true, {} = now(), {} = 'd', {} = now() WHERE {guard} AND NOT {}",
             landed.table,
-            quote(IS_DELETED),
-            quote(DELETED_AT),
+            landed.is_deleted(),
+            landed.deleted_at(),
             quote(OP),
             quote(UPDATED_AT),
-            quote(IS_DELETED)
+            landed.is_deleted()
         ),
     };
     Ok(run(conn, sql).await? == 1)

@@ -61,6 +61,8 @@ impl Env {
             destination_schema: self.schema.clone(),
             table: table.into(),
             deletion_strategy: deletion,
+            soft_delete_column: "is_deleted".into(),
+            deleted_at_column: "deleted_at".into(),
             schema_change_policy: SchemaChangePolicy::WidenToText,
         }
     }
@@ -524,6 +526,82 @@ async fn soft_delete_then_revive_and_hard_delete() {
         .map(|r| r.row)
         .collect();
     assert_eq!(left, [row(2, "b")]);
+}
+
+/// A source with its own `is_deleted` and `deleted_at` (Laravel's SoftDeletes, Rails'
+/// paranoia): with the default names the table is refused naming the key to set; with
+/// `soft_delete_column`/`deleted_at_column` set, the source's columns land as they are and
+/// deletes mark the configured columns, on insert, soft delete, truncate and revive.
+#[tokio::test]
+async fn source_columns_named_like_the_soft_delete_columns_land_beside_them() {
+    let env = setup("own_soft_delete").await;
+    let schema = TableSchema {
+        id: TableId::new("src", "posts"),
+        columns: vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("is_deleted", ColumnType::Bool),
+            Column::new("deleted_at", ColumnType::TimestampTz { precision: Some(6) }),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let defaults = env.target("posts", DeletionStrategy::Soft);
+    let refused = env.sink.ensure_table(&defaults, &schema).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("set soft_delete_column"),
+        "{refused}"
+    );
+    let target = Target {
+        soft_delete_column: "_cw_deleted".into(),
+        deleted_at_column: "_cw_deleted_at".into(),
+        ..defaults
+    };
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let at = Utc.with_ymd_and_hms(2025, 5, 6, 7, 8, 9).unwrap();
+    let post = |id: i64, gone: bool| {
+        Row::new(vec![
+            Value::Int(id),
+            Value::Bool(gone),
+            if gone {
+                Value::TimestampTz(at)
+            } else {
+                Value::Null
+            },
+        ])
+    };
+    let token = env.claim(&target).await;
+    env.commit_changes(
+        &target,
+        token,
+        vec![
+            upsert(Operation::Insert, post(1, true)),
+            upsert(Operation::Insert, post(2, false)),
+        ],
+        1,
+    )
+    .await;
+    env.commit_changes(&target, token, vec![delete(2, Some(post(2, false)))], 2)
+        .await;
+    let table = format!("\"{}\".posts", env.schema);
+    let state: Vec<(i64, bool, Option<String>, bool, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, is_deleted, deleted_at::text, _cw_deleted, _cw_deleted_at IS NOT NULL FROM {table} ORDER BY id"
+    )))
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        state,
+        [
+            (1, true, Some("2025-05-06 07:08:09+00".into()), false, false),
+            (2, false, None, true, true),
+        ]
+    );
+    // Read back through the sink: the configured flag decides what is live.
+    let live: Vec<bool> = landed(&env, &target, &schema)
+        .await
+        .iter()
+        .map(|r| r.deleted)
+        .collect();
+    assert_eq!(live, [false, true]);
 }
 
 #[tokio::test]

@@ -41,6 +41,8 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
         destination_schema: "bench_warp".into(),
         table: "orders".into(),
         deletion_strategy: DeletionStrategy::Soft,
+        soft_delete_column: "is_deleted".into(),
+        deleted_at_column: "deleted_at".into(),
         schema_change_policy: SchemaChangePolicy::WidenToText,
     };
     sink.ensure_table(&target, &schema).await?;

@@ -130,6 +130,14 @@ const KEYS: &[EnvKey] = &[
     k("destination.connection_timeout", "seconds"),
     k("destination.command_timeout", "seconds"),
     k("destination.deletion_strategy", "soft | hard"),
+    k(
+        "destination.soft_delete_column",
+        "name of the soft-delete flag column (default is_deleted)",
+    ),
+    k(
+        "destination.deleted_at_column",
+        "name of the soft-delete time column (default deleted_at)",
+    ),
     k("monitoring.metrics_enabled", "serve /metrics"),
     k("monitoring.metrics_port", "metrics port (8080)"),
     k("monitoring.health_check_enabled", "serve the probes"),

@@ -281,6 +281,20 @@ pub struct DestinationConfig {
     pub command_timeout: Seconds,
     #[serde(default)]
     pub deletion_strategy: DeletionStrategy,
+    /// Names of the soft-delete bookkeeping columns, for every table (schemas and tables
+    /// may set their own): a source column of the same name must not collide with them.
+    #[serde(default = "default_soft_delete_column")]
+    pub soft_delete_column: String,
+    #[serde(default = "default_deleted_at_column")]
+    pub deleted_at_column: String,
+}
+
+fn default_soft_delete_column() -> String {
+    "is_deleted".to_owned()
+}
+
+fn default_deleted_at_column() -> String {
+    "deleted_at".to_owned()
 }
 
 string_enum! {
@@ -342,6 +356,12 @@ macro_rules! with_table_settings {
             pub parallel_streams: Option<PositiveInt>,
             #[serde(default)]
             pub deletion_strategy: Option<DeletionStrategy>,
+            /// The soft-delete flag column's name (`is_deleted`), when a source column has it.
+            #[serde(default)]
+            pub soft_delete_column: Option<String>,
+            /// The soft-delete time column's name (`deleted_at`).
+            #[serde(default)]
+            pub deleted_at_column: Option<String>,
             #[serde(default)]
             pub primary_key: Option<KeyColumns>,
             #[serde(default)]
@@ -370,6 +390,8 @@ macro_rules! with_table_settings {
                     full_load_enabled: self.full_load_enabled,
                     parallel_streams: self.parallel_streams,
                     deletion_strategy: self.deletion_strategy,
+                    soft_delete_column: self.soft_delete_column.clone(),
+                    deleted_at_column: self.deleted_at_column.clone(),
                     primary_key: self.primary_key.clone(),
                     change_detection_column: self.change_detection_column.clone(),
                     exclude_columns: self.exclude_columns.clone(),

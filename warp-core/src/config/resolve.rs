@@ -64,6 +64,8 @@ struct GlobalDefaults {
     parallel_streams: usize,
     polling_interval: Duration,
     deletion_strategy: DeletionStrategy,
+    soft_delete_column: String,
+    deleted_at_column: String,
     change_detection_column: Option<String>,
     document_store: bool,
 }
@@ -79,6 +81,9 @@ pub struct ResolvedTable {
     pub full_load_enabled: bool,
     pub parallel_streams: usize,
     pub deletion_strategy: DeletionStrategy,
+    /// The soft-delete bookkeeping columns' names (flag, time).
+    pub soft_delete_column: String,
+    pub deleted_at_column: String,
     pub primary_key: Option<Vec<String>>,
     pub change_detection_column: Option<String>,
     pub exclude_columns: Vec<String>,
@@ -112,6 +117,10 @@ impl ResolvedSchema {
             parallel_streams: pick!(parallel_streams)
                 .map_or(g.parallel_streams, PositiveInt::as_usize),
             deletion_strategy: pick!(deletion_strategy).unwrap_or(g.deletion_strategy),
+            soft_delete_column: pick!(soft_delete_column)
+                .unwrap_or_else(|| g.soft_delete_column.clone()),
+            deleted_at_column: pick!(deleted_at_column)
+                .unwrap_or_else(|| g.deleted_at_column.clone()),
             primary_key: pick!(primary_key).map(|k| k.0),
             change_detection_column: pick!(change_detection_column)
                 .or_else(|| g.change_detection_column.clone()),
@@ -257,6 +266,8 @@ impl WarpConfig {
                 parallel_streams,
                 polling_interval: self.performance.polling_interval.as_duration(),
                 deletion_strategy: self.destination.deletion_strategy,
+                soft_delete_column: self.destination.soft_delete_column.clone(),
+                deleted_at_column: self.destination.deleted_at_column.clone(),
                 change_detection_column: self.source.change_detection_column.clone(),
                 document_store: self.source.source_type.is_document_store(),
             },

@@ -128,6 +128,37 @@ fn destination(cfg: &WarpConfig, r: &mut Report) {
             "must differ from destination.metadata_schema (replicated tables and bookkeeping would mix)",
         );
     }
+    soft_delete_columns(
+        Some(&d.soft_delete_column),
+        Some(&d.deleted_at_column),
+        "destination",
+        r,
+    );
+}
+
+/// The soft-delete columns' names: not empty, not each other, not another bookkeeping
+/// column's. (A source column of the same name is found by `run --dry-run`, which needs
+/// the source's tables.)
+fn soft_delete_columns(flag: Option<&str>, at: Option<&str>, path: &str, r: &mut Report) {
+    for (key, name) in [("soft_delete_column", flag), ("deleted_at_column", at)] {
+        let Some(name) = name else { continue };
+        if name.trim().is_empty() {
+            r.error(format!("{path}.{key}"), "must not be empty");
+        } else if name.starts_with("_cartridge_") {
+            r.error(
+                format!("{path}.{key}"),
+                "names starting with _cartridge_ are the replicator's own bookkeeping columns",
+            );
+        }
+    }
+    if let (Some(flag), Some(at)) = (flag, at) {
+        if flag == at {
+            r.error(
+                format!("{path}.deleted_at_column"),
+                "must differ from soft_delete_column",
+            );
+        }
+    }
 }
 
 fn schemas(cfg: &WarpConfig, selection: Option<&str>, r: &mut Report) {
@@ -225,6 +256,12 @@ fn schema_tables(cfg: &WarpConfig, schema: &SchemaConfig, at: &str, r: &mut Repo
 }
 
 fn table_keys(cfg: &WarpConfig, t: &TableSettings, at: &str, r: &mut Report) {
+    soft_delete_columns(
+        t.soft_delete_column.as_deref(),
+        t.deleted_at_column.as_deref(),
+        at,
+        r,
+    );
     let ty = cfg.source.source_type;
     if !ty.is_document_store() {
         if t.flatten_depth.is_some() {

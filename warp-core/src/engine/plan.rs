@@ -36,7 +36,7 @@ impl Pipeline {
             if let Some(pk) = &settings.primary_key {
                 table.primary_key.clone_from(pk);
             }
-            let problem = table.key_indexes().err();
+            let mut problem = table.key_indexes().err();
             let ddl = match problem {
                 None => {
                     let target = Target::new(&self.schema, &table.id);
@@ -44,10 +44,22 @@ impl Pipeline {
                         table.clone(),
                         settings.exclude_columns.clone(),
                     );
-                    self.ctx
+                    // A table the destination refuses (a column named like a bookkeeping
+                    // column, names that shorten alike) is this table's problem, said with
+                    // the key to set; the others are still planned.
+                    match self
+                        .ctx
                         .sink
                         .plan_table(&target, &shaped.destination_schema())
-                        .await?
+                        .await
+                    {
+                        Ok(ddl) => ddl,
+                        Err(e) if !e.is_transient() => {
+                            problem = Some(e.to_string());
+                            Vec::new()
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Some(_) => Vec::new(),
             };
