@@ -133,6 +133,18 @@ impl GtidSet {
         self.0.is_empty()
     }
 
+    /// Whether every transaction of `self` is in `other`.
+    pub fn is_subset(&self, other: &GtidSet) -> bool {
+        self.0.iter().all(|(source, intervals)| {
+            let Some(theirs) = other.0.get(source) else {
+                return false;
+            };
+            intervals
+                .iter()
+                .all(|&(s, e)| theirs.iter().any(|&(os, oe)| os <= s && e <= oe))
+        })
+    }
+
     /// Records one transaction (`uuid[:tag]:gno`).
     pub fn add(&mut self, uuid: [u8; 16], tag: Option<&str>, gno: u64) {
         self.insert(Uuid::from_bytes(uuid), tag.unwrap_or_default(), gno, gno);

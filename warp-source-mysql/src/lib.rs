@@ -519,7 +519,7 @@ impl Source for MysqlSource {
         if self.strategy.polls() {
             return Ok(warp_core::Watermark::decode(a)?.order(&warp_core::Watermark::decode(b)?));
         }
-        Ok(BinlogPosition::decode(a)?.cmp(&BinlogPosition::decode(b)?))
+        Ok(BinlogPosition::decode(a)?.order(&BinlogPosition::decode(b)?))
     }
 
     async fn live_keys(
