@@ -869,8 +869,28 @@ impl Reader {
                     crate::ddl::Scope::Named
                 };
                 let foreign_keys = fresh.foreign_keys.clone();
+                let fresh_key = fresh.schema.primary_key.clone();
                 let (mut merged, changes) = crate::ddl::diff(&table, fresh, sql, scope);
                 merged.foreign_keys = foreign_keys;
+                // Checked only for a statement about keys (or a swap): when the reader
+                // is behind, the catalog may hold a later statement's key.
+                let about_keys = scope == crate::ddl::Scope::Whole
+                    || sql.to_ascii_lowercase().contains("primary");
+                if about_keys && !same_columns(&merged.schema.primary_key, &fresh_key) {
+                    let statement: String = sql.chars().take(200).collect();
+                    self.fail(
+                        index,
+                        warp_core::Error::source_permanent(
+                            format!(
+                                "{id}: `{statement}` changed the primary key from ({}) to ({}): rows can no longer be keyed as at the source",
+                                merged.schema.primary_key.join(", "),
+                                fresh_key.join(", ")
+                            ),
+                            Some("the landing table keeps its old key: drop it (or rename it away) at the destination, then resync the table (cartridge-warp resync)".to_owned()),
+                        ),
+                    );
+                    return Ok(());
+                }
                 self.tables[index] = Some(merged);
                 if index < self.served_count {
                     self.pending
@@ -949,6 +969,12 @@ fn row(
         };
     }
     Ok(Row::new(out))
+}
+
+/// Whether two column lists name the same columns in the same order (MySQL compares
+/// column names without case).
+fn same_columns(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 /// A row image without every column: logged under `binlog_row_image` MINIMAL or NOBLOB.

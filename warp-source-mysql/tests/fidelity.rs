@@ -645,3 +645,59 @@ async fn a_dropped_table_is_copied_again_once_created_again() {
     let copied = common::copy_all(&source, &t, 10).await;
     assert_eq!(copied, [vec![Value::Int(3), Value::Text("new".into())]]);
 }
+
+/// A primary key changed by `ALTER TABLE` (here widened to two columns): rows would
+/// collide under the old key, so the table stops naming both keys; a statement about
+/// something else leaves it streaming.
+#[tokio::test]
+async fn a_changed_primary_key_stops_its_table() {
+    let (source, mut conn) = setup(
+        "pk",
+        &[
+            "CREATE TABLE t (id INT NOT NULL, region CHAR(2) NOT NULL, v INT, PRIMARY KEY (id))",
+            "CREATE TABLE other (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let tables = source.discover().await.unwrap();
+    let t = tables.iter().position(|x| x.id.name == "t").unwrap();
+    let start = source.current_position(&tables[0]).await.unwrap();
+    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    for sql in [
+        "ALTER TABLE t ADD COLUMN w INT",
+        "ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (id, region)",
+        "INSERT INTO t VALUES (1, 'eu', 1, NULL), (1, 'us', 2, NULL)",
+        "INSERT INTO other VALUES (1)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let mut failed = None;
+    let mut rows_of_t = 0;
+    let mut other_rows = 0;
+    while other_rows == 0 {
+        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("feed in time")
+            .unwrap()
+            .unwrap();
+        match item {
+            FeedItem::TableFailed { table, error } => failed = Some((table, error.to_string())),
+            FeedItem::Fragment { changes, .. } => {
+                for c in changes {
+                    match c.change {
+                        Change::Row(_) if c.table == t => rows_of_t += 1,
+                        Change::Row(_) => other_rows += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let (table, error) = failed.expect("the table stopped");
+    assert_eq!(table, t);
+    assert!(
+        error.contains("changed the primary key from (id) to (id, region)"),
+        "{error}"
+    );
+    assert_eq!(rows_of_t, 0, "no row keyed by the old key after the change");
+}
