@@ -406,6 +406,17 @@ impl Reader {
 
     /// Reads events until there is something to hand to the engine.
     async fn next(&mut self) -> warp_core::Result<FeedItem> {
+        let item = self.read_next().await?;
+        // A table stopped while this item was read hears it first: a commit must not
+        // carry its checkpoint past what it never applied.
+        if self.ready.is_empty() {
+            return Ok(item);
+        }
+        self.ready.push_back(item);
+        Ok(self.ready.pop_front().expect("not empty"))
+    }
+
+    async fn read_next(&mut self) -> warp_core::Result<FeedItem> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Ok(item);
@@ -661,6 +672,19 @@ impl Reader {
                 table: table.schema.id.to_string(),
                 message: "the binlog's table map carries no column names (binlog_row_metadata=MINIMAL): its rows cannot be mapped onto columns exactly".into(),
                 hint: Some("set binlog_row_metadata=FULL on the server, then resync the table".into()),
+            };
+            self.fail(index, error);
+            return Ok(());
+        }
+        if let Some(missing) = reshaped_unseen(table, &names) {
+            // Renamed (or dropped and added) after this event while the reader did not
+            // read the DDL (stopped, or starting): mapping by name would lose the values.
+            let error = warp_core::Error::Replaced {
+                table: table.schema.id.to_string(),
+                how: format!(
+                    "reshaped after the replicator's position (the log's columns {} are not in the catalog; renamed while it was stopped?)",
+                    missing.join(", ")
+                ),
             };
             self.fail(index, error);
             return Ok(());
@@ -969,6 +993,27 @@ fn row(
         };
     }
     Ok(Row::new(out))
+}
+
+/// The event's columns the table's shape lacks, when the shape also has columns the
+/// event lacks that are not dropped ones: the table was renamed or reshaped between the
+/// event and the catalog read. A column only dropped since (the event has it, the shape
+/// has nothing new) is not a reshape: its values are kept at the destination as they were.
+fn reshaped_unseen(table: &MysqlTable, names: &[String]) -> Option<Vec<String>> {
+    let known = |name: &str| {
+        table
+            .schema
+            .columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+    };
+    let missing: Vec<String> = names.iter().filter(|n| !known(n)).cloned().collect();
+    let added = table
+        .columns
+        .iter()
+        .filter(|c| c.kind != Kind::Dropped)
+        .any(|c| !names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)));
+    (!missing.is_empty() && added).then_some(missing)
 }
 
 /// Whether two column lists name the same columns in the same order (MySQL compares
