@@ -114,8 +114,13 @@ struct Reader {
     /// `tables` past this index are parents read only for their children's cascades:
     /// nothing of their own is handed out.
     served_count: usize,
-    /// The transaction's savepoints, with how many changes were read before each.
+    /// The transaction's savepoints, with how many of its changes were read before each.
     savepoints: Vec<(String, usize)>,
+    /// Changes of the transaction being read already handed out (fragments of a large
+    /// transaction): a rollback cannot take them back.
+    handed_out: usize,
+    /// The tables those changes belong to.
+    handed_tables: std::collections::BTreeSet<usize>,
 }
 
 /// A TRANSACTION_PAYLOAD_EVENT whose inner events are being read. They carry no position
@@ -236,6 +241,8 @@ pub async fn feed(
         zero_dates: setup.zero_dates,
         payload: None,
         savepoints: Vec::new(),
+        handed_out: 0,
+        handed_tables: std::collections::BTreeSet::new(),
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;
@@ -275,6 +282,8 @@ impl Reader {
         ts: Option<DateTime<Utc>>,
     ) -> warp_core::Result<Option<FeedItem>> {
         self.boundary = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
+        self.handed_out = 0;
+        self.handed_tables.clear();
         if let Some(until) = &self.replay_until {
             if self.boundary <= *until {
                 self.pending.clear();
@@ -353,9 +362,10 @@ impl Reader {
         log_pos: u32,
         ts: Option<DateTime<Utc>>,
     ) -> warp_core::Result<Option<FeedItem>> {
+        let read = self.handed_out + self.pending.len();
         let from = match &undo {
             Undo::Savepoint(name) => {
-                self.savepoints.push((name.clone(), self.pending.len()));
+                self.savepoints.push((name.clone(), read));
                 return Ok(None);
             }
             Undo::Rollback => 0,
@@ -370,6 +380,24 @@ impl Reader {
                 }
             }
         };
+        if from < self.handed_out {
+            // Part of what is undone was handed out already: those tables are copied
+            // again rather than left with changes the source rolled back.
+            let handed: Vec<usize> = self.handed_tables.iter().copied().collect();
+            for index in handed {
+                if self.tables[index].as_ref().is_some_and(|t| t.transactional) {
+                    let table = self.table_name(index);
+                    self.fail(
+                        index,
+                        warp_core::Error::Replaced {
+                            table,
+                            how: "rolled back in part after a large transaction's changes were handed out".to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+        let from = from.saturating_sub(self.handed_out).min(self.pending.len());
         let tables = &self.tables;
         let kept: Vec<TableChange> = self
             .pending
@@ -598,6 +626,9 @@ impl Reader {
                         && !self.xa.reading()
                         && self.replay_until.is_none()
                     {
+                        self.handed_out += self.pending.len();
+                        self.handed_tables
+                            .extend(self.pending.iter().map(|c| c.table));
                         return Ok(FeedItem::Fragment {
                             changes: std::mem::take(&mut self.pending),
                             commit: None,

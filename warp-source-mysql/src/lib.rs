@@ -193,7 +193,10 @@ impl MysqlSource {
     fn cached(&self, table: &TableSchema) -> warp_core::Result<MysqlTable> {
         let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         let found = tables.get(&table.id.name).ok_or_else(|| {
-            Error::source_transient(format!("{} has not been discovered yet", table.id))
+            Error::source_transient(format!(
+                "{} is not among the source's tables (not discovered yet, or dropped at the source): it is copied once it exists",
+                table.id
+            ))
         })?;
         // The engine's view decides column order (it may carry columns dropped since).
         let mut aligned = found.clone();

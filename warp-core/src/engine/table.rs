@@ -230,15 +230,17 @@ impl TableWorker {
             .ensure_table(&self.target, &self.projection.destination_schema())
             .await?;
         let mut checkpoint = ctx.checkpoints.load(&self.key).await?;
-        let empty_first = std::mem::take(&mut self.empty_first);
+        // A replaced table keeps its checkpoint, and this attempt keeps the request, until
+        // the emptying commit lands: an attempt that fails before it (the table missing
+        // at the source for a while) must not resume streaming the old contents.
+        let empty_first = self.empty_first;
         if self.full_resync {
-            // A replaced table keeps its checkpoint until the emptying commit replaces it.
             if checkpoint.is_some() && !empty_first {
                 ctx.checkpoints.reset(&self.key, token).await?;
                 info!("full resync: checkpoint cleared");
             }
             checkpoint = None;
-            self.full_resync = false;
+            self.full_resync = empty_first;
         }
         let emptied = || {
             if empty_first {
@@ -272,6 +274,7 @@ impl TableWorker {
                     chunks: plan.chunks.clone(),
                 })
                 .await?;
+                (self.full_resync, self.empty_first) = (false, false);
                 info!(chunks = plan.chunks.len(), start = %plan.start, "snapshot planned");
                 let fresh = plan.chunks.into_iter().map(|r| (r, None, 0)).collect();
                 self.snapshot(token, plan.start, fresh, shutdown).await?
@@ -284,6 +287,7 @@ impl TableWorker {
                     .await?;
                 self.commit_position(token, &position, Vec::new(), emptied())
                     .await?;
+                (self.full_resync, self.empty_first) = (false, false);
                 info!(%position, "no snapshot (full_load_enabled: false); streaming from now");
                 (position, Vec::new())
             }
