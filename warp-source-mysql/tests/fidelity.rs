@@ -56,6 +56,29 @@ async fn row_events(stream: &mut Fragments, n: usize) -> Vec<ChangeEvent> {
     events
 }
 
+type Feed = futures::stream::BoxStream<'static, warp_core::Result<FeedItem>>;
+
+/// The next item that carries changes or a table's failure (heartbeats skipped).
+async fn next_significant(feed: &mut Feed) -> FeedItem {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
+            .await
+            .expect("feed in time (deadline for a hung reader)")
+            .unwrap()
+            .unwrap();
+        match &item {
+            FeedItem::Fragment { changes, .. } if changes.is_empty() => continue,
+            _ => return item,
+        }
+    }
+}
+
+async fn exec_all(conn: &mut mysql_async::Conn, statements: &[&str]) {
+    for sql in statements {
+        conn.query_drop(*sql).await.unwrap();
+    }
+}
+
 type ByKey = BTreeMap<Vec<u8>, Vec<Value>>;
 
 /// Rows keyed by their first column's bytes (the key of every table here).
@@ -316,11 +339,7 @@ async fn parents_deleted_without_foreign_key_checks_keep_their_children() {
     let mut child_deletes = Vec::new();
     let mut commits = 0;
     while commits < 2 {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("feed in time")
-            .unwrap()
-            .unwrap();
+        let item = next_significant(&mut feed).await;
         let FeedItem::Fragment { changes, commit } = item else {
             panic!("{item:?}")
         };
@@ -362,23 +381,21 @@ async fn partition_drops_stop_the_table_and_moves_change_nothing() {
     let index = |name: &str| tables.iter().position(|t| t.id.name == name).unwrap();
     let start = source.current_position(&tables[0]).await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
-    for sql in [
-        "ALTER TABLE p REORGANIZE PARTITION p0, p1 INTO (PARTITION p01 VALUES LESS THAN (20))",
-        "ALTER TABLE p DROP PARTITION p2",
-        "ALTER TABLE q TRUNCATE PARTITION ALL",
-        "INSERT INTO other VALUES (1)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "ALTER TABLE p REORGANIZE PARTITION p0, p1 INTO (PARTITION p01 VALUES LESS THAN (20))",
+            "ALTER TABLE p DROP PARTITION p2",
+            "ALTER TABLE q TRUNCATE PARTITION ALL",
+            "INSERT INTO other VALUES (1)",
+        ],
+    )
+    .await;
     let mut failed = None;
     let mut truncated = Vec::new();
     let mut other_rows = 0;
     while other_rows == 0 {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("feed in time")
-            .unwrap()
-            .unwrap();
+        let item = next_significant(&mut feed).await;
         match item {
             FeedItem::TableFailed { table, error } => {
                 assert!(failed.is_none(), "one table fails: {error}");
@@ -468,23 +485,27 @@ async fn a_database_named_like_ours_in_another_case_is_another_database() {
         .unwrap()
         .unwrap();
     assert_eq!(setting, 0, "the peer keeps names case-sensitive");
-    for sql in [
-        "DROP DATABASE IF EXISTS CW_FID_CASE",
-        "CREATE DATABASE CW_FID_CASE",
-        "CREATE TABLE CW_FID_CASE.orders (id INT PRIMARY KEY)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "DROP DATABASE IF EXISTS CW_FID_CASE",
+            "CREATE DATABASE CW_FID_CASE",
+            "CREATE TABLE CW_FID_CASE.orders (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
     let t = source.discover().await.unwrap().remove(0);
     let start = source.current_position(&t).await.unwrap();
     let mut stream = source.stream(&t, &start).await.unwrap();
-    for sql in [
-        "INSERT INTO CW_FID_CASE.orders VALUES (7)",
-        "TRUNCATE TABLE CW_FID_CASE.orders",
-        "INSERT INTO orders VALUES (2)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "INSERT INTO CW_FID_CASE.orders VALUES (7)",
+            "TRUNCATE TABLE CW_FID_CASE.orders",
+            "INSERT INTO orders VALUES (2)",
+        ],
+    )
+    .await;
     let mut changes = Vec::new();
     while !changes.iter().any(|c| matches!(c, Change::Row(_))) {
         let f = tokio::time::timeout(Duration::from_secs(30), stream.next())
@@ -524,20 +545,18 @@ async fn a_dropped_database_has_its_tables_copied_again() {
     let tables = source.discover().await.unwrap();
     let start = source.current_position(&tables[0]).await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
-    for sql in [
-        "DROP DATABASE cw_fid_dropdb",
-        "CREATE DATABASE cw_fid_dropdb",
-        "CREATE TABLE cw_fid_dropdb.t (id INT PRIMARY KEY)",
-        "INSERT INTO cw_fid_dropdb.t VALUES (2)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "DROP DATABASE cw_fid_dropdb",
+            "CREATE DATABASE cw_fid_dropdb",
+            "CREATE TABLE cw_fid_dropdb.t (id INT PRIMARY KEY)",
+            "INSERT INTO cw_fid_dropdb.t VALUES (2)",
+        ],
+    )
+    .await;
     let error = loop {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("the table stopped in time")
-            .unwrap()
-            .unwrap();
+        let item = next_significant(&mut feed).await;
         match item {
             FeedItem::TableFailed { error, .. } => break error,
             FeedItem::Fragment { changes, .. } => assert!(
@@ -610,19 +629,7 @@ async fn a_dropped_table_is_copied_again_once_created_again() {
     let start = source.current_position(&t).await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
     conn.query_drop("DROP TABLE t").await.unwrap();
-    let item = loop {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("feed in time")
-            .unwrap()
-            .unwrap();
-        match &item {
-            // Heartbeats before the DROP carry no changes.
-            FeedItem::Fragment { changes, .. } if changes.is_empty() => continue,
-            _ => break item,
-        }
-    };
-    match item {
+    match next_significant(&mut feed).await {
         FeedItem::TableFailed {
             table: 0,
             error: warp_core::Error::Replaced { how, .. },
@@ -663,23 +670,21 @@ async fn a_changed_primary_key_stops_its_table() {
     let t = tables.iter().position(|x| x.id.name == "t").unwrap();
     let start = source.current_position(&tables[0]).await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
-    for sql in [
-        "ALTER TABLE t ADD COLUMN w INT",
-        "ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (id, region)",
-        "INSERT INTO t VALUES (1, 'eu', 1, NULL), (1, 'us', 2, NULL)",
-        "INSERT INTO other VALUES (1)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "ALTER TABLE t ADD COLUMN w INT",
+            "ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (id, region)",
+            "INSERT INTO t VALUES (1, 'eu', 1, NULL), (1, 'us', 2, NULL)",
+            "INSERT INTO other VALUES (1)",
+        ],
+    )
+    .await;
     let mut failed = None;
     let mut rows_of_t = 0;
     let mut other_rows = 0;
     while other_rows == 0 {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("feed in time")
-            .unwrap()
-            .unwrap();
+        let item = next_significant(&mut feed).await;
         match item {
             FeedItem::TableFailed { table, error } => failed = Some((table, error.to_string())),
             FeedItem::Fragment { changes, .. } => {
@@ -714,30 +719,19 @@ async fn a_column_renamed_while_stopped_has_the_table_copied_again() {
     .await;
     let before = source.discover().await.unwrap();
     let start = source.current_position(&before[0]).await.unwrap();
-    for sql in [
-        "INSERT INTO t VALUES (1, 'a@x')",
-        "ALTER TABLE t RENAME COLUMN email TO contact",
-        "INSERT INTO t VALUES (2, 'b@x')",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "INSERT INTO t VALUES (1, 'a@x')",
+            "ALTER TABLE t RENAME COLUMN email TO contact",
+            "INSERT INTO t VALUES (2, 'b@x')",
+        ],
+    )
+    .await;
     // Restarted: the catalog is read after the rename, the log from before it.
     let tables = source.discover().await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
-    let item = loop {
-        let item = tokio::time::timeout(Duration::from_secs(30), feed.next())
-            .await
-            .expect("feed in time")
-            .unwrap()
-            .unwrap();
-        match &item {
-            FeedItem::Fragment { changes, commit } if changes.is_empty() => {
-                assert!(commit.is_some() || changes.is_empty());
-            }
-            _ => break item,
-        }
-    };
-    match item {
+    match next_significant(&mut feed).await {
         FeedItem::TableFailed {
             error: warp_core::Error::Replaced { how, .. },
             ..
@@ -761,16 +755,18 @@ async fn a_column_only_added_or_only_dropped_while_stopped_streams_on() {
     .await;
     let before = source.discover().await.unwrap();
     let start = source.current_position(&before[0]).await.unwrap();
-    for sql in [
-        "INSERT INTO dropped VALUES (1, 'n', 1)",
-        "INSERT INTO added VALUES (2, 2)",
-        "ALTER TABLE dropped DROP COLUMN old_note",
-        "ALTER TABLE added ADD COLUMN w INT DEFAULT 9",
-        "INSERT INTO dropped VALUES (3, 3)",
-        "INSERT INTO added VALUES (4, 4, 4)",
-    ] {
-        conn.query_drop(sql).await.unwrap();
-    }
+    exec_all(
+        &mut conn,
+        &[
+            "INSERT INTO dropped VALUES (1, 'n', 1)",
+            "INSERT INTO added VALUES (2, 2)",
+            "ALTER TABLE dropped DROP COLUMN old_note",
+            "ALTER TABLE added ADD COLUMN w INT DEFAULT 9",
+            "INSERT INTO dropped VALUES (3, 3)",
+            "INSERT INTO added VALUES (4, 4, 4)",
+        ],
+    )
+    .await;
     let tables = source.discover().await.unwrap();
     let mut feed = source.open_feed(&tables, &start).await.unwrap();
     let txns = common::transactions(&mut feed, 4, Duration::from_secs(30)).await;

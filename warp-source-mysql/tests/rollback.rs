@@ -63,17 +63,21 @@ impl Rewrite for Rollback {
     }
 }
 
-#[tokio::test]
-async fn a_logged_rollback_keeps_only_the_non_transactional_changes() {
+/// A fresh database `db` with `ddl`, and a feed of its tables read through a proxy that
+/// rolls back the transactions armed with the returned flag.
+async fn armed_feed(
+    db: &'static str,
+    ddl: &[&str],
+) -> (
+    mysql_async::Conn,
+    Arc<AtomicBool>,
+    futures::stream::BoxStream<'static, warp_core::Result<warp_core::FeedItem>>,
+) {
     let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
-    let db = "cw_rollback";
     let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
     common::fresh_database(&mut conn, db).await;
-    for sql in [
-        "CREATE TABLE inno (id INT PRIMARY KEY) ENGINE=InnoDB",
-        "CREATE TABLE mine (id INT PRIMARY KEY) ENGINE=MyISAM",
-    ] {
-        conn.query_drop(sql).await.unwrap();
+    for sql in ddl {
+        conn.query_drop(*sql).await.unwrap();
     }
     let armed = Arc::new(AtomicBool::new(false));
     let shared = Arc::clone(&armed);
@@ -82,7 +86,20 @@ async fn a_logged_rollback_keeps_only_the_non_transactional_changes() {
     let source = common::through_proxy(port, db, 4_000_000);
     let tables = source.discover().await.unwrap();
     let start = source.current_position(&tables[0]).await.unwrap();
-    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    let feed = source.open_feed(&tables, &start).await.unwrap();
+    (conn, armed, feed)
+}
+
+#[tokio::test]
+async fn a_logged_rollback_keeps_only_the_non_transactional_changes() {
+    let (mut conn, armed, mut feed) = armed_feed(
+        "cw_rollback",
+        &[
+            "CREATE TABLE inno (id INT PRIMARY KEY) ENGINE=InnoDB",
+            "CREATE TABLE mine (id INT PRIMARY KEY) ENGINE=MyISAM",
+        ],
+    )
+    .await;
 
     // Each armed transaction ends in ROLLBACK as the reader sees it.
     armed.store(true, Ordering::SeqCst);
@@ -111,21 +128,11 @@ async fn a_logged_rollback_keeps_only_the_non_transactional_changes() {
 /// cannot be taken back, so the table is copied again instead of keeping them.
 #[tokio::test]
 async fn a_rollback_after_handed_out_fragments_has_the_table_copied_again() {
-    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
-    let db = "cw_rollback_large";
-    let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
-    common::fresh_database(&mut conn, db).await;
-    conn.query_drop("CREATE TABLE inno (id INT PRIMARY KEY) ENGINE=InnoDB")
-        .await
-        .unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let shared = Arc::clone(&armed);
-    let upstream = url.trim_start_matches("mysql://root@").to_owned();
-    let port = dump_proxy::start(upstream, move || Rollback::new(&shared, db)).await;
-    let source = common::through_proxy(port, db, 4_000_000);
-    let tables = source.discover().await.unwrap();
-    let start = source.current_position(&tables[0]).await.unwrap();
-    let mut feed = source.open_feed(&tables, &start).await.unwrap();
+    let (mut conn, armed, mut feed) = armed_feed(
+        "cw_rollback_large",
+        &["CREATE TABLE inno (id INT PRIMARY KEY) ENGINE=InnoDB"],
+    )
+    .await;
     armed.store(true, Ordering::SeqCst);
     conn.query_drop("INSERT INTO inno SELECT seq FROM seq_1_to_2500")
         .await
