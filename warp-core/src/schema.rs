@@ -225,10 +225,18 @@ pub fn type_change(from: &ColumnType, to: &ColumnType) -> TypeChange {
     if contains(to, from) {
         return TypeChange::Widen(to.clone());
     }
-    // Widen to a common type when one exists.
+    // Widen to a common type when one exists. A double holds every int16 and int32
+    // exactly, but not an int64 above 2^53: int64 and floats meet in an unconstrained
+    // numeric, which holds both exactly (a double rounded there would change the values
+    // copied before, too).
     let common = match (from, to) {
-        (T::Float32 | T::Float64, T::Int16 | T::Int32 | T::Int64)
-        | (T::Int16 | T::Int32 | T::Int64, T::Float32 | T::Float64) => Some(T::Float64),
+        (T::Float32 | T::Float64, T::Int64 | T::UInt64)
+        | (T::Int64 | T::UInt64, T::Float32 | T::Float64) => Some(T::Numeric {
+            precision: None,
+            scale: None,
+        }),
+        (T::Float32 | T::Float64, T::Int16 | T::Int32)
+        | (T::Int16 | T::Int32, T::Float32 | T::Float64) => Some(T::Float64),
         (T::Text { .. }, _) | (_, T::Text { .. }) => Some(T::Text { max_len: None }),
         _ => None,
     };
@@ -364,6 +372,24 @@ mod tests {
             TypeChange::Keep
         );
         assert_eq!(type_change(&T::Date, &T::Uuid), TypeChange::Incompatible);
+        let numeric = T::Numeric {
+            precision: None,
+            scale: None,
+        };
+        assert_eq!(
+            type_change(&T::Int64, &T::Float64),
+            TypeChange::Widen(numeric.clone()),
+            "a double cannot hold every int64 (2^53 + 1)"
+        );
+        assert_eq!(
+            type_change(&T::Float64, &T::Int64),
+            TypeChange::Widen(numeric)
+        );
+        assert_eq!(
+            type_change(&T::Int32, &T::Float64),
+            TypeChange::Widen(T::Float64),
+            "a double holds every int32"
+        );
         assert_eq!(
             type_change(
                 &T::Float64,

@@ -189,8 +189,13 @@ fn alter_type(
             }
         },
     };
-    let using = match to {
-        ColumnType::Json => format!("to_jsonb({ident})"),
+    let using = match (current, &to) {
+        (_, ColumnType::Json) => format!("to_jsonb({ident})"),
+        // PostgreSQL's float-to-numeric cast keeps 15 digits; its text form is the
+        // shortest that reads back as the same double.
+        (ColumnType::Float32 | ColumnType::Float64, ColumnType::Numeric { .. }) => {
+            format!("{ident}::text::{}", pg_type(&to))
+        }
         _ => format!("{ident}::{}", pg_type(&to)),
     };
     Ok(Some(Ddl {

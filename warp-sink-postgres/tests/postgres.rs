@@ -814,6 +814,95 @@ async fn poison_rows_go_to_the_dead_letter_table_and_neighbours_commit() {
     assert_eq!(env.dead_letters().await.len(), 3);
 }
 
+/// An int64 column that starts receiving doubles (a MongoDB field, an ALTER to DOUBLE):
+/// widened to numeric, so int64 values above 2^53 copied before and after stay exact, and
+/// so do the doubles. A double column that starts receiving int64 keeps its doubles'
+/// digits through the same widening.
+#[tokio::test]
+async fn int64_and_double_meet_in_an_exact_numeric() {
+    let env = setup("int64_double").await;
+    let schema = TableSchema {
+        id: TableId::new("src", "m"),
+        columns: vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("n", ColumnType::Int64),
+            Column::new("d", ColumnType::Float64),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let target = env.target("m", DeletionStrategy::Soft);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let token = env.claim(&target).await;
+    let m = |id: i64, n: Value, d: Value| Row::new(vec![Value::Int(id), n, d]);
+    let big = 9_007_199_254_740_993_i64; // 2^53 + 1
+    env.commit_changes(
+        &target,
+        token,
+        vec![upsert(
+            Operation::Insert,
+            m(1, Value::Int(big), Value::Float64(1.234_567_890_123_456_7)),
+        )],
+        1,
+    )
+    .await;
+    env.commit_changes(
+        &target,
+        token,
+        vec![
+            Change::Schema(SchemaChange::AlterColumnType {
+                name: "n".into(),
+                to: ColumnType::Float64,
+            }),
+            Change::Schema(SchemaChange::AlterColumnType {
+                name: "d".into(),
+                to: ColumnType::Int64,
+            }),
+            upsert(
+                Operation::Insert,
+                m(2, Value::Float64(0.5), Value::Int(big + 2)),
+            ),
+            upsert(Operation::Insert, m(3, Value::Int(big + 4), Value::Null)),
+        ],
+        2,
+    )
+    .await;
+    let table = format!("\"{}\".m", env.schema);
+    let rows: Vec<(i64, Option<String>, Option<String>, String, String)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, n::text, d::text, pg_typeof(n)::text, pg_typeof(d)::text FROM {table} ORDER BY id"
+        )))
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        rows,
+        [
+            (
+                1,
+                text("9007199254740993"),
+                text("1.2345678901234567"),
+                "numeric".into(),
+                "numeric".into()
+            ),
+            (
+                2,
+                text("0.5"),
+                text("9007199254740995"),
+                "numeric".into(),
+                "numeric".into()
+            ),
+            (
+                3,
+                text("9007199254740997"),
+                None,
+                "numeric".into(),
+                "numeric".into()
+            ),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn hostile_names_are_quoted_and_shortened() {
     let env = setup("hostile").await;
