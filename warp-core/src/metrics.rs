@@ -19,6 +19,9 @@ pub const SOURCE_CONNECTED: &str = "cartridge_warp_source_connected";
 pub const BUILD_INFO: &str = "cartridge_warp_build_info";
 /// MySQL zero dates (`0000-00-00`) landed as NULL.
 pub const ZERO_DATES_TOTAL: &str = "cartridge_warp_zero_dates_total";
+/// MongoDB: update events whose document was gone by lookup time (deleted before the
+/// `updateLookup`); their delete follows.
+pub const UPDATES_WITHOUT_DOCUMENT_TOTAL: &str = "cartridge_warp_updates_without_document_total";
 /// BigQuery: bytes processed (billed) by the queries cartridge-warp ran.
 pub const SOURCE_BYTES_PROCESSED_TOTAL: &str = "cartridge_warp_source_bytes_processed_total";
 
@@ -67,6 +70,10 @@ pub fn describe() {
     describe_counter!(
         ZERO_DATES_TOTAL,
         "MySQL zero dates (0000-00-00) landed as NULL"
+    );
+    describe_counter!(
+        UPDATES_WITHOUT_DOCUMENT_TOTAL,
+        "MongoDB update events whose document was deleted before the lookup (their delete follows)"
     );
     describe_counter!(
         SOURCE_BYTES_PROCESSED_TOTAL,

@@ -103,6 +103,8 @@ pub struct Decoder {
     rules: Rules,
     schema: TableSchema,
     layout: Layout,
+    /// The replicated schema's name, for metric labels.
+    schema_label: String,
 }
 
 impl Decoder {
@@ -111,7 +113,14 @@ impl Decoder {
             layout: Layout::new(rules, &schema),
             rules,
             schema,
+            schema_label: String::new(),
         }
+    }
+
+    /// Metrics of this decoder carry `schema` as their schema label.
+    pub fn labelled(mut self, schema: &str) -> Self {
+        schema.clone_into(&mut self.schema_label);
+        self
     }
 
     /// The changes of one event. `None` means the stream was invalidated.
@@ -146,8 +155,16 @@ impl Decoder {
                 source_ts: e.source_ts,
             })]);
         }
-        // An update whose document is gone by lookup time: its delete follows.
+        // An update whose document is gone by lookup time (`updateLookup` without
+        // pre- and post-images): its delete follows in the log, so nothing is lost, but
+        // the update's own values are not known. Counted, not dropped quietly.
         let Some(doc) = &e.full_document else {
+            metrics::counter!(
+                warp_core::metrics::UPDATES_WITHOUT_DOCUMENT_TOTAL,
+                "schema" => self.schema_label.clone(),
+                "table" => self.schema.id.name.clone()
+            )
+            .increment(1);
             return Some(Vec::new());
         };
         Some(self.document(row_op, key, doc, e.source_ts))
@@ -246,6 +263,7 @@ pub fn feed(
         tx,
         split: options.split_large_events,
         reassembly: Reassembly::default(),
+        stopped: std::collections::HashSet::new(),
     };
     tokio::spawn(async move {
         if let Err(e) = follower.run().await {
@@ -270,6 +288,8 @@ struct Follower {
     /// The server splits large events (`$changeStreamSplitLargeEvent`).
     split: bool,
     reassembly: Reassembly,
+    /// Tables stopped at an event they cannot apply: nothing more is sent for them.
+    stopped: std::collections::HashSet<usize>,
 }
 
 /// The receiver is gone: the engine stopped reading.
@@ -338,16 +358,34 @@ impl Follower {
         })
     }
 
+    /// The served table of an event that cannot be decoded, and the event's resume
+    /// token; `None` when either is missing (the stream cannot go past it then).
+    fn undecodable_of(&self, doc: &Document) -> Option<(usize, serde_json::Value)> {
+        let token = doc.get("_id")?.clone().into_canonical_extjson();
+        let table = match &self.watched {
+            Watched::Collection(_) => 0,
+            Watched::Database { .. } => {
+                let coll = doc.get_document("ns").ok()?.get_str("coll").ok()?;
+                *self.by_name.get(coll)?
+            }
+        };
+        Some((table, token))
+    }
+
     /// The tables an event is about: its collection's, or every one for database-wide
     /// events.
     fn tables_of(&self, event: &Event) -> Vec<usize> {
-        match (&self.watched, &event.collection) {
+        let tables: Vec<usize> = match (&self.watched, &event.collection) {
             (Watched::Collection(_), _) => vec![0],
             (Watched::Database { .. }, Some(c)) => {
                 self.by_name.get(c).copied().into_iter().collect()
             }
             (Watched::Database { .. }, None) => (0..self.decoders.len()).collect(),
-        }
+        };
+        tables
+            .into_iter()
+            .filter(|t| !self.stopped.contains(t))
+            .collect()
     }
 
     async fn run(&mut self) -> warp_core::Result<()> {
@@ -399,7 +437,42 @@ impl Follower {
             else {
                 continue;
             };
-            let event = Event::parse(&doc).map_err(warp_core::Error::source_transient)?;
+            let event = match Event::parse(&doc) {
+                Ok(event) => event,
+                Err(reason) => {
+                    // Only the event's own collection stops; the stream goes on past it.
+                    let Some((table, token)) = self.undecodable_of(&doc) else {
+                        return Err(warp_core::Error::source_transient(reason));
+                    };
+                    if let Some((_, commit)) = open_txn.take() {
+                        if self.send(Vec::new(), Some(commit)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    let error = warp_core::Error::source_permanent(
+                        format!("{}: a change event that cannot be applied: {reason}", self.label),
+                        Some("the collection is stopped at this event and the others stream on: report the event's operation type and server version, then resync the collection (cartridge-warp resync)".to_owned()),
+                    );
+                    if self.stopped.insert(table)
+                        && self
+                            .tx
+                            .send(Ok(FeedItem::TableFailed { table, error }))
+                            .await
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                    self.at = StreamPosition {
+                        token,
+                        after_invalidate: false,
+                    };
+                    let commit = self.commit(None)?;
+                    if self.send(Vec::new(), Some(commit)).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
             self.at = StreamPosition {
                 token: event.token.clone().into_canonical_extjson(),
                 after_invalidate: false,
@@ -677,9 +750,23 @@ mod tests {
         );
         let inv = doc! { "_id": { "_data": "84" }, "operationType": "invalidate" };
         assert!(d.changes(&Event::parse(&inv).unwrap()).is_none());
-        // An update whose document was deleted before the lookup yields nothing.
+        // An update whose document was deleted before the lookup yields nothing, and is
+        // counted.
         let gone = doc! { "_id": { "_data": "85" }, "operationType": "update", "documentKey": { "_id": 7 }, "fullDocument": null };
-        assert!(d.changes(&Event::parse(&gone).unwrap()).unwrap().is_empty());
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut d = d.labelled("shop");
+        let changes = metrics::with_local_recorder(&recorder, || {
+            d.changes(&Event::parse(&gone).unwrap()).unwrap()
+        });
+        assert!(changes.is_empty());
+        let scrape = handle.render();
+        assert!(
+            scrape.contains(
+                "cartridge_warp_updates_without_document_total{schema=\"shop\",table=\"c\"} 1"
+            ),
+            "{scrape}"
+        );
         assert!(Event::parse(&doc! { "operationType": "insert" }).is_err());
     }
 }

@@ -62,6 +62,8 @@ pub struct MongoSource {
     strategy: ChangeStrategy,
     /// The database this schema reads.
     database: String,
+    /// The replicated schema's name (metric labels).
+    schema_name: String,
     /// Connections the schema can use at once (the pool's size unless configured).
     pool_floor: u32,
     /// Collections discovery has left out and said so (discovery repeats; the log line
@@ -103,6 +105,7 @@ impl MongoSource {
             client: OnceCell::new(),
             strategy: ChangeStrategy::of(source.strategy()),
             database: schema.source_database.clone(),
+            schema_name: schema.name.clone(),
             // Parallel chunk reads, the change stream's waiting getMore, a poll.
             pool_floor: u32::try_from(schema.max_parallel_streams.saturating_add(2))
                 .unwrap_or(u32::MAX),
@@ -307,7 +310,8 @@ impl Source for MongoSource {
         let decoder = changes::Decoder::new(
             Rules::of(read, self.options.uuid_representation),
             table.clone(),
-        );
+        )
+        .labelled(&self.schema_name);
         if self.strategy.polls() {
             return Ok(poll::stream(
                 coll,
@@ -342,6 +346,7 @@ impl Source for MongoSource {
                     Rules::of(&t.read, self.options.uuid_representation),
                     t.schema.clone(),
                 )
+                .labelled(&self.schema_name)
             })
             .collect();
         let watched = changes::Watched::Database {
