@@ -61,6 +61,7 @@ const PERMANENT_REASONS: &[&str] = &[
     "notFound",
     "bytesBilledLimitExceeded",
     "responseTooLarge",
+    "resourcesExceeded",
 ];
 
 /// Whether `reason` is one of BigQuery's error reasons (either table above).
@@ -124,6 +125,11 @@ impl BigQueryError {
             {
                 Some("the query would bill more than source.maximum_bytes_billed (BigQuery's estimate is in the message): raise it, or partition or cluster the table on its change_detection_column so polls scan less".into())
             }
+            Self::Api { reason: Some(r), .. } | Self::Query { reason: r, .. }
+                if r == "resourcesExceeded" =>
+            {
+                Some("the query needed more memory than BigQuery gives one query: the full load sorts the whole table by its key (for its chunk bounds, or to copy a table whose key has several columns), which very large tables exceed; retrying will not help (docs/bigquery.md, \"Cost and limits of the full load\")".into())
+            }
             Self::Api { code: 403, .. } => Some(
                 "the account needs roles/bigquery.dataViewer on the dataset and roles/bigquery.jobUser on the project".into(),
             ),
@@ -163,6 +169,17 @@ impl<T> Context<T> for std::result::Result<T, BQError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_exceeded_is_permanent_and_says_why() {
+        let e = BigQueryError::Query {
+            context: "plan".into(),
+            reason: "resourcesExceeded".into(),
+            message: "Resources exceeded during query execution".into(),
+        };
+        assert!(!e.is_transient());
+        assert!(e.hint().unwrap().contains("memory"), "{:?}", e.hint());
+    }
 
     #[test]
     fn retry_classes() {
