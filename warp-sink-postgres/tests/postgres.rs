@@ -867,7 +867,9 @@ async fn int64_and_double_meet_in_an_exact_numeric() {
     )
     .await;
     let table = format!("\"{}\".m", env.schema);
-    let rows: Vec<(i64, Option<String>, Option<String>, String, String)> =
+    // id, n and d as text, their types.
+    type Landed = (i64, Option<String>, Option<String>, String, String);
+    let rows: Vec<Landed> =
         sqlx::query_as(AssertSqlSafe(format!(
             "SELECT id, n::text, d::text, pg_typeof(n)::text, pg_typeof(d)::text FROM {table} ORDER BY id"
         )))
