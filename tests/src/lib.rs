@@ -48,12 +48,25 @@ pub fn host_port(url: &str) -> String {
         .to_owned()
 }
 
-/// A TCP port free right now on 127.0.0.1 (for a child process to bind).
+/// A TCP port free right now on 127.0.0.1 (for a child process to bind), never one this
+/// process handed out before: the OS may offer a port just released again, and two calls
+/// for one config (metrics and health ports) once returned the same port, which the
+/// config then refused (mongo_e2e, 2026-12-07).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// `GET path` over plain HTTP/1.0: (status, body), or `None` when nothing listens.
@@ -281,5 +294,14 @@ impl Rng {
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: std::collections::BTreeSet<u16> = (0..200).map(|_| super::free_port()).collect();
+        assert_eq!(ports.len(), 200);
     }
 }
