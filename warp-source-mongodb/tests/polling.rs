@@ -8,9 +8,9 @@
 use bson::{doc, Document};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::{Change, KeyRange, Source, StreamFragment, Value, Watermark};
-use warp_source_mongodb::MongoSource;
+
+mod common;
 
 const BASE_MS: i64 = 1_700_000_000_000;
 
@@ -58,15 +58,7 @@ async fn copy_and_polls_partition_the_collection_and_polls_never_repeat() {
          destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
          schemas:\n- name: {db}\n  tables:\n    items: {{ polling_interval: 0.05 }}\n"
     );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
-    let source = MongoSource::new(&loaded.config.source, &schema).unwrap();
+    let (source, schema) = common::source_of(&yaml);
     let t = source
         .discover(&schema)
         .await

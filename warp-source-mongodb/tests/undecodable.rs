@@ -5,9 +5,9 @@
 
 use bson::{doc, Document};
 use futures::StreamExt;
-use warp_core::config::{load_str, ConfigOverrides, Environment};
 use warp_core::{Change, FeedItem, FeedTable, Source};
-use warp_source_mongodb::MongoSource;
+
+mod common;
 
 #[tokio::test]
 async fn an_undecodable_event_stops_its_collection_and_the_others_stream_on() {
@@ -28,15 +28,7 @@ async fn an_undecodable_event_stops_its_collection_and_the_others_stream_on() {
          destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
          schemas:\n- name: {db}\n"
     );
-    let loaded = load_str(
-        &yaml,
-        "test",
-        &Environment::new(),
-        &ConfigOverrides::default(),
-    )
-    .unwrap();
-    let schema = loaded.config.schemas_to_run(None).remove(0);
-    let source = MongoSource::new(&loaded.config.source, &schema).unwrap();
+    let (source, schema) = common::source_of(&yaml);
     let tables: Vec<FeedTable> = source
         .discover(&schema)
         .await
