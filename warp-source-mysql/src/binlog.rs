@@ -23,7 +23,7 @@ use crate::error::{Context, MysqlError, Result};
 use crate::foreign_keys::Cascades;
 use crate::gtid_set::{GtidSet, GtidStart};
 use crate::position::BinlogPosition;
-use crate::table_map::{column_names, kinds_at_event};
+use crate::table_map::{column_names, label_overrides};
 use crate::types::Kind;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
@@ -557,14 +557,12 @@ impl Reader {
                     let ends = trimmed == "COMMIT"
                         || self.replaying(log_pos)
                         || self.ddl(&q.schema(), &sql).await?;
+                    // (A table the statement stopped hears it before this commit: `next`.)
                     if ends {
-                        // A table the statement stopped or replaced hears it before the
-                        // statement's commit: a crash in between must not let its
-                        // checkpoint pass the statement unnoticed.
-                        if let Some(item) = self.commit(log_pos, ts)? {
-                            self.ready.push_back(item);
+                        match self.commit(log_pos, ts)? {
+                            Some(item) => return Ok(item),
+                            None => continue,
                         }
-                        continue;
                     }
                 }
                 EventData::XidEvent(_) => {
@@ -720,7 +718,7 @@ impl Reader {
             self.fail(index, error);
             return Ok(());
         }
-        let kinds = kinds_at_event(table, tme, &names);
+        let labels = label_overrides(table, tme, &names);
         let op = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
                 Operation::Insert
@@ -749,10 +747,10 @@ impl Reader {
                 return Err(partial_image(table));
             }
             let before = before
-                .map(|r| row(table, &kinds, r, &names, &mut zeros))
+                .map(|r| row(table, &labels, r, &names, &mut zeros))
                 .transpose()?;
             let after = after
-                .map(|r| row(table, &kinds, r, &names, &mut zeros))
+                .map(|r| row(table, &labels, r, &names, &mut zeros))
                 .transpose()?;
             let key = match (&before, &after) {
                 (Some(b), _) => b.key(&key_cols),
@@ -975,7 +973,7 @@ fn mentions(lower: &str, table: &str) -> bool {
 /// lacks (added later) reads its declared default, as at the source.
 fn row(
     table: &MysqlTable,
-    kinds: &[Kind],
+    labels: &[(usize, Kind)],
     row: mysql_async::binlog::row::BinlogRow,
     names: &[String],
     zeros: &mut u64,
@@ -1013,7 +1011,11 @@ fn row(
                 }
             },
         };
-        out[t] = match decode_from(plain, &kinds[t], Origin::Binlog) {
+        let kind = labels
+            .iter()
+            .find(|(i, _)| *i == t)
+            .map_or(&table.columns[t].kind, |(_, k)| k);
+        out[t] = match decode_from(plain, kind, Origin::Binlog) {
             Ok(Decoded::Value(v)) => v,
             Ok(Decoded::ZeroDate) => {
                 *zeros += 1;
@@ -1030,20 +1032,24 @@ fn row(
 /// event lacks that are not dropped ones: the table was renamed or reshaped between the
 /// event and the catalog read. A column only dropped since (the event has it, the shape
 /// has nothing new) is not a reshape: its values are kept at the destination as they were.
+/// Names compare exactly, as `row` maps values: a rename that changes only the case is a
+/// rename too.
 fn reshaped_unseen(table: &MysqlTable, names: &[String]) -> Option<Vec<String>> {
-    let known = |name: &str| {
-        table
-            .schema
-            .columns
-            .iter()
-            .any(|c| c.name.eq_ignore_ascii_case(name))
-    };
-    let missing: Vec<String> = names.iter().filter(|n| !known(n)).cloned().collect();
+    // The usual event lists the shape's columns in its order: one pass, no search.
+    let cols = &table.schema.columns;
+    if names.len() == cols.len() && names.iter().zip(cols).all(|(n, c)| *n == c.name) {
+        return None;
+    }
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| table.schema.column_index(n).is_none())
+        .cloned()
+        .collect();
     let added = table
         .columns
         .iter()
         .filter(|c| c.kind != Kind::Dropped)
-        .any(|c| !names.iter().any(|n| n.eq_ignore_ascii_case(&c.name)));
+        .any(|c| !names.contains(&c.name));
     (!missing.is_empty() && added).then_some(missing)
 }
 

@@ -24,11 +24,19 @@ pub fn column_names(tme: &TableMapEvent<'_>) -> Vec<String> {
     Vec::new()
 }
 
-/// The decoding kinds of `table`'s columns for rows logged under `tme`: the catalog's,
-/// with ENUM and SET labels as the event's table map lists them (`names` maps event
-/// columns onto the table's).
-pub fn kinds_at_event(table: &MysqlTable, tme: &TableMapEvent<'_>, names: &[String]) -> Vec<Kind> {
-    let mut kinds = table.kinds();
+/// The ENUM and SET columns whose labels the event's table map lists otherwise than the
+/// catalog (an `ALTER` after the event reordered or inserted labels), with the kind to
+/// decode them by: `(column index in the table, kind)`. Empty for the usual event, and
+/// read only for tables that have such columns (it runs once per rows event).
+pub fn label_overrides(
+    table: &MysqlTable,
+    tme: &TableMapEvent<'_>,
+    names: &[String],
+) -> Vec<(usize, Kind)> {
+    let labelled = |k: &Kind| matches!(k, Kind::Enum { .. } | Kind::Set { .. });
+    if !table.columns.iter().any(|c| labelled(&c.kind)) {
+        return Vec::new();
+    }
     let (mut enums, mut sets) = (Vec::new(), Vec::new());
     for field in tme.iter_optional_meta().flatten() {
         match field {
@@ -48,6 +56,7 @@ pub fn kinds_at_event(table: &MysqlTable, tme: &TableMapEvent<'_>, names: &[Stri
         }
     }
     let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let mut overrides = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let logged = match tme.get_column_type(i) {
             Ok(Some(ColumnType::MYSQL_TYPE_ENUM)) => enums.next(),
@@ -58,12 +67,14 @@ pub fn kinds_at_event(table: &MysqlTable, tme: &TableMapEvent<'_>, names: &[Stri
         else {
             continue;
         };
-        match &mut kinds[target] {
-            Kind::Enum { labels: l } | Kind::Set { labels: l } => *l = labels,
-            _ => {}
-        }
+        let kind = match &table.columns[target].kind {
+            Kind::Enum { labels: l } if *l != labels => Kind::Enum { labels },
+            Kind::Set { labels: l } if *l != labels => Kind::Set { labels },
+            _ => continue,
+        };
+        overrides.push((target, kind));
     }
-    kinds
+    overrides
 }
 
 /// Labels as text; `None` (keep the catalog's) when one is not UTF-8: labels are logged

@@ -60,14 +60,27 @@ impl Kind {
 
     /// Whether the server orders this column's values as warp orders the decoded values
     /// (numbers numerically, text and bytes byte-wise). ENUM and SET sort by their index,
-    /// insensitive collations by their weights.
+    /// insensitive collations by their weights; a TIME lands as an interval, which warp
+    /// orders by its text; the server takes -0.0 and 0.0 for one float key.
     pub fn sorts_like_values(&self) -> bool {
         match self {
             Kind::Text { sorts_by_bytes, .. } => *sorts_by_bytes,
-            Kind::Enum { .. } | Kind::Set { .. } | Kind::Json | Kind::Geometry | Kind::Dropped => {
-                false
-            }
-            _ => true,
+            Kind::Int { .. }
+            | Kind::Decimal
+            | Kind::Bit { .. }
+            | Kind::Binary { .. }
+            | Kind::Date
+            | Kind::DateTime
+            | Kind::Timestamp
+            | Kind::Year => true,
+            Kind::Float
+            | Kind::Double
+            | Kind::Time
+            | Kind::Enum { .. }
+            | Kind::Set { .. }
+            | Kind::Json
+            | Kind::Geometry
+            | Kind::Dropped => false,
         }
     }
 
@@ -265,6 +278,27 @@ mod tests {
             panic!("{kind:?}")
         };
         assert_eq!(labels, ["Red", "GREEN", "(x)"]);
+    }
+
+    #[test]
+    fn only_keys_the_server_orders_as_their_values_are_placed_in_chunks() {
+        let kind = |t: &str| map(t).unwrap().0;
+        for t in [
+            "int",
+            "bigint unsigned",
+            "decimal(10,2)",
+            "binary(4)",
+            "datetime(6)",
+            "year",
+        ] {
+            assert!(kind(t).sorts_like_values(), "{t}");
+        }
+        // Interval text order, -0.0 = 0.0 at the server, index order.
+        for t in ["time", "double", "float", "enum('b','a')", "set('x')"] {
+            assert!(!kind(t).sorts_like_values(), "{t}");
+        }
+        // Text sorts by bytes only when discovery found a `_bin` UTF-8 collation.
+        assert!(!kind("varchar(10)").sorts_like_values());
     }
 
     #[test]
