@@ -18,8 +18,14 @@ pub enum Charset {
     /// utf32: four big-endian bytes per character.
     Utf32Be,
     /// A single-byte set whose table equals the WHATWG one `encoding_rs` implements
-    /// (checked byte by byte against the server's own conversion in the test suites).
-    Single(&'static Encoding),
+    /// (checked byte by byte against the server's own conversion in the test suites),
+    /// except for the bytes the server's older table leaves `undefined`: it reads those as
+    /// `?`, so a value holding one is refused rather than landed as either character.
+    Single {
+        encoding: &'static Encoding,
+        undefined: &'static [u8],
+        name: &'static str,
+    },
     /// Read only through the server's conversion (the snapshot); named in the refusal.
     Unsupported(String),
 }
@@ -35,17 +41,43 @@ impl Charset {
             "utf32" => Self::Utf32Be,
             // MySQL's latin1 is cp1252 with the five undefined bytes as C1 controls: the
             // WHATWG windows-1252 table exactly.
-            "latin1" => Self::Single(e::WINDOWS_1252),
-            "cp1250" => Self::Single(e::WINDOWS_1250),
-            "cp1251" => Self::Single(e::WINDOWS_1251),
-            "cp1256" => Self::Single(e::WINDOWS_1256),
-            "cp1257" => Self::Single(e::WINDOWS_1257),
-            "latin2" => Self::Single(e::ISO_8859_2),
-            "koi8r" => Self::Single(e::KOI8_R),
+            "latin1" => Self::single("latin1", e::WINDOWS_1252, &[]),
+            "cp1250" => Self::single("cp1250", e::WINDOWS_1250, &[0x81, 0x83, 0x88, 0x90, 0x98]),
+            "cp1251" => Self::single("cp1251", e::WINDOWS_1251, &[0x98]),
+            // The server's cp1256 predates the 1998 table WHATWG follows.
+            "cp1256" => Self::single(
+                "cp1256",
+                e::WINDOWS_1256,
+                &[0x8a, 0x8f, 0x98, 0x9a, 0x9f, 0xaa, 0xc0, 0xff],
+            ),
+            "cp1257" => Self::single(
+                "cp1257",
+                e::WINDOWS_1257,
+                &[
+                    0x81, 0x83, 0x88, 0x8a, 0x8c, 0x90, 0x98, 0x9a, 0x9c, 0x9f, 0xa1, 0xa5,
+                ],
+            ),
+            "latin2" => Self::single("latin2", e::ISO_8859_2, &[]),
+            "koi8r" => Self::single("koi8r", e::KOI8_R, &[]),
             // koi8u and cp866 are left out: MySQL's tables differ from WHATWG's in a few
             // bytes (the all-bytes test in tests/fidelity.rs shows which).
             other => Self::Unsupported(other.to_owned()),
         }
+    }
+
+    fn single(name: &'static str, encoding: &'static Encoding, undefined: &'static [u8]) -> Self {
+        Self::Single {
+            encoding,
+            undefined,
+            name,
+        }
+    }
+
+    /// Whether the snapshot reads this set's stored bytes and decodes them here, as the
+    /// binlog path does (rather than through the server's conversion, which turns bytes a
+    /// set does not define into `?` without a word).
+    pub fn decoded_here(&self) -> bool {
+        !matches!(self, Self::Utf8 | Self::Unsupported(_))
     }
 
     /// The characters of `bytes`, as the server would convert them to utf8mb4.
@@ -58,9 +90,16 @@ impl Charset {
                 owned(encoding_rs::UTF_16LE, &bytes).ok_or_else(|| invalid("UTF-16LE"))
             }
             Self::Utf32Be => utf32(&bytes).ok_or_else(|| invalid("UTF-32")),
-            Self::Single(encoding) => {
-                owned(encoding, &bytes).ok_or_else(|| invalid(encoding.name()))
-            }
+            Self::Single {
+                encoding,
+                undefined,
+                name,
+            } => match bytes.iter().find(|b| undefined.contains(b)) {
+                Some(b) => Err(format!(
+                    "byte 0x{b:02X} is not a {name} character (the server reads it as '?')"
+                )),
+                None => owned(encoding, &bytes).ok_or_else(|| invalid(name)),
+            },
             Self::Unsupported(name) => Err(format!(
                 "character set {name} cannot be decoded from the binlog exactly (the snapshot reads it through the server)"
             )),
@@ -130,6 +169,13 @@ mod tests {
         assert!(Charset::named("utf32").decode(vec![0, 0x11, 0, 0]).is_err());
         assert!(Charset::named("utf16").decode(vec![0xd8, 0x3d]).is_err());
         assert!(Charset::named("utf8mb4").decode(vec![0xff]).is_err());
+        let undefined = Charset::named("cp1250")
+            .decode(vec![b'a', 0x81])
+            .unwrap_err();
+        assert!(
+            undefined.contains("0x81") && undefined.contains("cp1250"),
+            "{undefined}"
+        );
         let sjis = Charset::named("sjis").decode(b"abc".to_vec()).unwrap_err();
         assert!(sjis.contains("sjis"), "{sjis}");
     }

@@ -23,6 +23,9 @@ fn text(b: &[u8]) -> Result<&str, String> {
 pub enum Origin {
     Query,
     Binlog,
+    /// A query of rows that selects text columns with `snapshot::read_expr`: the stored
+    /// bytes of the sets decoded here, so both paths read them through one decoder.
+    Stored,
 }
 
 /// Reinterprets an integer at its storage width with the column's signedness (binlog
@@ -117,7 +120,12 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
             })
         }
         Kind::Text { charset, .. } => V(match v {
-            My::Bytes(b) if origin == Origin::Binlog => Value::Text(charset.decode(b)?),
+            My::Bytes(b)
+                if origin == Origin::Binlog
+                    || (origin == Origin::Stored && charset.decoded_here()) =>
+            {
+                Value::Text(charset.decode(b)?)
+            }
             My::Bytes(b) => {
                 Value::Text(String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())?)
             }

@@ -9,10 +9,10 @@ use warp_core::{
     Change, ChangeEvent, Operation, Pace, PollBatch, Row, StreamFragment, Value, Watermark,
 };
 
-use crate::decode::{decode, to_param, Decoded};
+use crate::decode::{decode, decode_from, to_param, Decoded, Origin};
 use crate::discover::MysqlTable;
 use crate::error::{Context, Result};
-use crate::snapshot::quote;
+use crate::snapshot::{quote, read_expr};
 
 /// Rows per poll when `stream_batch_size` is unset.
 pub const PAGE: usize = 5_000;
@@ -119,7 +119,7 @@ impl warp_core::Poll for Poller {
             .table
             .columns
             .iter()
-            .map(|c| quote(&c.name))
+            .map(read_expr)
             .collect::<Vec<_>>()
             .join(", ");
         let cd = quote(&self.table.columns[self.column].name);
@@ -153,7 +153,7 @@ impl warp_core::Poll for Poller {
         for row in rows {
             let mut values = Vec::with_capacity(self.table.columns.len());
             for (v, c) in row.unwrap().into_iter().zip(&self.table.columns) {
-                values.push(match decode(v, &c.kind) {
+                values.push(match decode_from(v, &c.kind, Origin::Stored) {
                     Ok(Decoded::Value(v)) => v,
                     Ok(Decoded::ZeroDate) => Value::Null,
                     // Dead-lettered by the destination, with the reason.

@@ -17,11 +17,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool};
 use warp_core::{Key, KeyRange, Row, Value};
 
-use crate::decode::{decode, to_param, Decoded};
+use crate::decode::{decode, decode_from, to_param, Decoded, Origin};
 use crate::discover::MysqlTable;
 use crate::error::{Context, MysqlError, Result};
 use crate::position::BinlogPosition;
-use crate::types::Kind;
+use crate::types::{Kind, MysqlColumn};
 
 /// `` `name` `` with backticks doubled.
 pub fn quote(name: &str) -> String {
@@ -242,6 +242,20 @@ fn unsupported(message: String) -> MysqlError {
     }
 }
 
+/// How a query of rows selects `column`, for decoding with `Origin::Stored`: the stored
+/// bytes of a text column whose set is decoded here, so the copy reads them exactly as the
+/// binlog path does (the server's conversion turns a byte its set does not define into `?`).
+/// Never aliased: an `ORDER BY` naming the column would then sort by the bytes rather than
+/// by the collation the key bounds compare in.
+pub fn read_expr(column: &MysqlColumn) -> String {
+    match &column.kind {
+        Kind::Text { charset, .. } if charset.decoded_here() => {
+            format!("CAST({} AS BINARY)", quote(&column.name))
+        }
+        _ => quote(&column.name),
+    }
+}
+
 /// Keyset pagination over the primary key: `WHERE (k) >= (?) AND (k) < (?) AND (k) > (?)`,
 /// and a condition of the rows to copy when there is one.
 struct Select {
@@ -262,7 +276,7 @@ impl Select {
             columns: table
                 .columns
                 .iter()
-                .map(|c| quote(&c.name))
+                .map(read_expr)
                 .collect::<Vec<_>>()
                 .join(", "),
             table: format!("{}.{}", quote(database), quote(&table.schema.id.name)),
@@ -458,18 +472,18 @@ fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<V
 
 /// One row of a chunk page; zero dates become NULL (counted in `zeros`), values that
 /// cannot be decoded are marked so the destination dead-letters the row with the reason.
-fn chunk_row(row: mysql_async::Row, kinds: &[Kind], zeros: &mut u64) -> Row {
+fn chunk_row(row: mysql_async::Row, columns: &[MysqlColumn], zeros: &mut u64) -> Row {
     let values = row
         .unwrap()
         .into_iter()
-        .zip(kinds)
-        .map(|(v, k)| match decode(v, k) {
+        .zip(columns)
+        .map(|(v, c)| match decode_from(v, &c.kind, Origin::Stored) {
             Ok(Decoded::Value(v)) => v,
             Ok(Decoded::ZeroDate) => {
                 *zeros += 1;
                 Value::Null
             }
-            Err(e) => Value::Unreadable(e),
+            Err(e) => Value::Unreadable(format!("column {}: {e}", c.name)),
         })
         .collect();
     Row::new(values)
@@ -492,7 +506,7 @@ pub fn chunk_rows(
             only,
             ..Select::new(&database, &table)
         },
-        table.kinds(),
+        table.columns.clone(),
         table.schema.key_indexes().unwrap_or_default(),
         range,
     ));
@@ -500,7 +514,7 @@ pub fn chunk_rows(
         let shared = std::sync::Arc::clone(&shared);
         let zero_dates = std::sync::Arc::clone(&zero_dates);
         async move {
-            let (select, kinds, key_cols, range) = (&shared.0, &shared.1, &shared.2, &shared.3);
+            let (select, columns, key_cols, range) = (&shared.0, &shared.1, &shared.2, &shared.3);
             let (mut conn, after) = state?;
             let (sql, params) = select.query(&select.columns, range, after.as_ref(), page, 0);
             // Rows are converted as they arrive: collecting the page first held it twice
@@ -510,7 +524,7 @@ pub fn chunk_rows(
                 let mut zeros = 0;
                 let mut out = Vec::with_capacity(page);
                 while let Some(row) = result.next().await? {
-                    out.push(chunk_row(row, kinds, &mut zeros));
+                    out.push(chunk_row(row, columns, &mut zeros));
                 }
                 Ok::<_, mysql_async::Error>((out, zeros))
             };
