@@ -26,10 +26,6 @@ pub struct MysqlTable {
 }
 
 impl MysqlTable {
-    pub fn kinds(&self) -> Vec<Kind> {
-        self.columns.iter().map(|c| c.kind.clone()).collect()
-    }
-
     /// Whether the server orders this table's keys as warp orders their values: only then
     /// can a key be placed in a snapshot chunk without asking the server.
     pub fn keys_sort_like_values(&self) -> bool {
@@ -39,6 +35,27 @@ impl MysqlTable {
                 .find(|c| c.name == *k)
                 .is_some_and(|c| c.kind.sorts_like_values())
         })
+    }
+
+    /// Whether `key` lies in `chunk` as the server orders keys. A `_bin` collation that pads
+    /// with spaces (utf8mb4_bin, MariaDB's and MySQL's default `_bin`) compares 'a' with
+    /// 'a\x01' as 'a ' with 'a\x01', so a text key or bound holding a character below the
+    /// space is never placed by its bytes; without one, padded and byte order agree (equal
+    /// keys up to trailing spaces cannot both exist).
+    pub fn chunk_holds(&self, chunk: &warp_core::KeyRange, key: &[Value]) -> bool {
+        let pads_like_bytes = |k: &[Value]| {
+            k.iter().all(|v| match v {
+                Value::Text(t) => !t.chars().any(|c| c < ' '),
+                _ => true,
+            })
+        };
+        self.keys_sort_like_values()
+            && pads_like_bytes(key)
+            && [&chunk.start, &chunk.end]
+                .into_iter()
+                .flatten()
+                .all(|b| pads_like_bytes(b))
+            && chunk.contains(key)
     }
 }
 

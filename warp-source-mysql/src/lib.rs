@@ -514,8 +514,7 @@ impl Source for MysqlSource {
         let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         tables
             .get(&table.name)
-            .is_some_and(MysqlTable::keys_sort_like_values)
-            && chunk.contains(key)
+            .is_some_and(|t| t.chunk_holds(chunk, key))
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
