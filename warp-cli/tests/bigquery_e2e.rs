@@ -490,6 +490,12 @@ async fn rows_tied_on_one_timestamp_are_paged_by_key() {
         most <= PAGE,
         "a poll answered {most} rows, more than a page"
     );
+    // The lookback's pages of the span below the position (`NOT` the rows past it) read
+    // the delivered rows again, a page at a time; the rows past the position take 10 polls.
+    let (span, polls): (Vec<_>, Vec<_>) = polls
+        .into_iter()
+        .partition(|e| e.sql.as_deref().is_some_and(|s| s.contains(" NOT ")));
+    assert!(!span.is_empty(), "the default lookback read the span");
     let with_rows = polls.iter().filter(|e| e.rows.unwrap_or(0) > 0).count();
     assert!(
         with_rows <= ROWS as usize / PAGE + 1,
@@ -511,19 +517,13 @@ async fn rows_tied_on_one_timestamp_are_paged_by_key() {
     assert!(run.terminate().success());
 }
 
-/// `lookback`: rows whose job committed after the polls passed their `updated_at` still
-/// land; the rows of the window already delivered are not applied again, across a SIGKILL
-/// and restart too.
+/// The default lookback (no `source.lookback` key): rows whose job committed after the
+/// polls passed their `updated_at` still land, counted as late with how late they were;
+/// the rows of the window already delivered are not applied again, across a SIGKILL and
+/// restart too.
 #[tokio::test]
 async fn lookback_delivers_rows_committed_after_the_polls_passed_them() {
-    let w = warehouse_with(
-        "lookback",
-        Setup {
-            source: ", lookback: 3600",
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = warehouse("lookback").await;
     w.insert(1, 50, 10).await;
     w.insert(51, 60, 20).await;
     let mut run = w.run();
@@ -532,6 +532,24 @@ async fn lookback_delivers_rows_committed_after_the_polls_passed_them() {
     w.insert(61, 70, 15).await;
     w.update(&[3, 4], 5).await;
     w.wait_equal().await;
+    let (_, metrics) = warp_e2e::http_get(w.metrics_port, "/metrics").unwrap();
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("table=\"events\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample("cartridge_warp_late_rows_total{"),
+        Some(12.0),
+        "ten inserts and two updates were late"
+    );
+    assert_eq!(
+        sample("cartridge_warp_late_row_max_seconds{"),
+        Some(15.0),
+        "the latest was 15 s below the position"
+    );
     run.kill();
     w.insert(71, 75, 12).await;
     let mut run = w.run();
@@ -581,6 +599,10 @@ async fn replicates_a_table_requiring_a_partition_filter(
     // The dry runs are queries too: refused, they would read "no estimate: …".
     assert!(plan.contains("full load processes ~"), "{plan}");
     assert!(plan.contains("each delete-detection pass"), "{plan}");
+    assert!(
+        plan.contains("late commits: each poll reads again the rows of the 900 s"),
+        "{plan}"
+    );
     let mut run = w.run();
     w.wait_equal().await;
     w.insert(301, 320, 20).await;

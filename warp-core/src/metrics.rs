@@ -22,6 +22,12 @@ pub const ZERO_DATES_TOTAL: &str = "cartridge_warp_zero_dates_total";
 /// MongoDB: update events whose document was gone by lookup time (deleted before the
 /// `updateLookup`); their delete follows.
 pub const UPDATES_WITHOUT_DOCUMENT_TOTAL: &str = "cartridge_warp_updates_without_document_total";
+/// BigQuery: rows a poll's lookback found below its position, not delivered before (their
+/// DML committed after a poll had passed their timestamp).
+pub const LATE_ROWS_TOTAL: &str = "cartridge_warp_late_rows_total";
+/// BigQuery: the largest lateness (position minus the row's timestamp) of a late row
+/// since start, in seconds: as it nears `source.lookback`, rows later still are missed.
+pub const LATE_ROW_MAX_SECONDS: &str = "cartridge_warp_late_row_max_seconds";
 /// BigQuery: bytes processed (billed) by the queries cartridge-warp ran.
 pub const SOURCE_BYTES_PROCESSED_TOTAL: &str = "cartridge_warp_source_bytes_processed_total";
 
@@ -70,6 +76,14 @@ pub fn describe() {
     describe_counter!(
         ZERO_DATES_TOTAL,
         "MySQL zero dates (0000-00-00) landed as NULL"
+    );
+    describe_counter!(
+        LATE_ROWS_TOTAL,
+        "BigQuery rows found late by the lookback (committed after a poll passed their timestamp)"
+    );
+    describe_gauge!(
+        LATE_ROW_MAX_SECONDS,
+        "BigQuery: the largest lateness of a late row since start, seconds (compare with source.lookback)"
     );
     describe_counter!(
         UPDATES_WITHOUT_DOCUMENT_TOTAL,

@@ -315,6 +315,21 @@ impl Source for BigQuerySource {
         notes.push(format!(
             "each poll processes up to ~{bytes} bytes (less where the table is partitioned or clustered on {column})"
         ));
+        let ty = t
+            .schema
+            .column_index(column)
+            .map(|i| &t.schema.columns[i].column_type);
+        notes.push(
+            match ty.and_then(|ty| poll::lookback_for(self.config.lookback.map(|s| s.as_duration()), ty)) {
+                Some(span) => format!(
+                    "late commits: each poll reads again the rows of the {} s below its position (source.lookback)",
+                    span.as_secs()
+                ),
+                None => format!(
+                    "late commits: none read again (source.lookback is off or {column} is not a TIMESTAMP, DATETIME or DATE): rows a DML job commits after a poll passed their {column} are missed"
+                ),
+            },
+        );
         if read.delete_detection {
             let bytes = scan(format!(
                 "SELECT {} {}",

@@ -21,8 +21,9 @@ pub struct BigQueryOptions {
     /// would bill more fails before it runs, with BigQuery's estimate in the error.
     #[serde(default)]
     pub maximum_bytes_billed: Option<warp_core::config::ByteSize>,
-    /// Seconds below the watermark each poll reads again, for rows whose DML committed
-    /// after a poll passed their `change_detection_column` value; off (0) by default.
+    /// Seconds below the watermark the polls read again, for rows whose DML committed
+    /// after a poll passed their `change_detection_column` value; 900 by default for a
+    /// temporal column (`poll::DEFAULT_LOOKBACK`), 0 turns it off.
     #[serde(default)]
     pub lookback: Option<warp_core::config::Seconds>,
 }

@@ -68,13 +68,23 @@ struct Poller {
     at: Watermark,
     rows: usize,
     lookback: Option<Lookback>,
+    /// The largest lateness of a late row since start, in seconds.
+    most_late: f64,
+    /// Whether a poll has read the whole span since start. Until then the span's rows are
+    /// delivered again (those landed before the start or by the copy cannot be told from
+    /// late ones) but not counted as late.
+    span_read: bool,
+    /// Where the next page of the span starts (`None`: at the span's start).
+    span_cursor: Option<Watermark>,
+    polls: u64,
 }
 
-/// `source.lookback`: each poll also reads again the rows whose column lies within this
-/// span below the watermark, so a row whose DML committed after a poll had passed its
-/// timestamp (a long-running job stamps rows when it starts) still arrives. The rows of
-/// the span already delivered, by key and version, are remembered and skipped; after a
-/// restart the span is delivered once more (upserts of the same rows).
+/// `source.lookback`: the polls also read again, a page every [`SPAN_EVERY`] polls, the rows
+/// whose column lies within this span below the watermark, so a row whose DML committed
+/// after a poll had passed its timestamp (a long-running job stamps rows when it starts)
+/// still arrives. The rows of the span already delivered, by key and version, are
+/// remembered and skipped; after a restart the span is delivered once more (upserts of
+/// the same rows).
 struct Lookback {
     span: chrono::Duration,
     /// Key (as JSON) → the version (column value) delivered, for versions in the span.
@@ -115,6 +125,31 @@ impl Lookback {
     }
 }
 
+/// The span read again when `source.lookback` is not set: BigQuery stamps a DML job's rows
+/// when it starts and shows them when it commits, and a DML statement or dbt model running
+/// for minutes is ordinary. Re-reading costs no extra bytes billed (a poll scans the
+/// column anyway; a partitioned table's last partition holds the span), only the span's
+/// rows returned again and one remembered key per row.
+pub const DEFAULT_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// The span a table's polls read again: `configured` when set (0 turns it off), else
+/// [`DEFAULT_LOOKBACK`] for a temporal column; an INT64 or STRING column has no span
+/// below it to read ("seconds below" means nothing there).
+pub fn lookback_for(
+    configured: Option<std::time::Duration>,
+    column: &warp_core::ColumnType,
+) -> Option<std::time::Duration> {
+    use warp_core::ColumnType as T;
+    let temporal = matches!(
+        column,
+        T::Date | T::Timestamp { .. } | T::TimestampTz { .. }
+    );
+    match configured {
+        Some(d) => Some(d).filter(|d| !d.is_zero()),
+        None => temporal.then_some(DEFAULT_LOOKBACK),
+    }
+}
+
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
 pub fn stream(
     runner: Runner,
@@ -124,7 +159,8 @@ pub fn stream(
     pace: Pace,
     lookback: Option<std::time::Duration>,
 ) -> Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
-    let lookback = match lookback.filter(|d| !d.is_zero()) {
+    let column = column_index(&table, column)?;
+    let lookback = match lookback_for(lookback, &table.schema.columns[column].column_type) {
         Some(d) => Some(Lookback {
             span: chrono::Duration::from_std(d).map_err(|_| BigQueryError::Unsupported {
                 message: format!("source.lookback of {d:?} is out of range"),
@@ -135,54 +171,65 @@ pub fn stream(
         None => None,
     };
     let poller = Poller {
-        column: column_index(&table, column)?,
+        column,
         runner,
         table,
         at: from,
         rows: pace.rows,
         lookback,
+        most_late: 0.0,
+        span_read: false,
+        span_cursor: None,
+        polls: 0,
     };
     Ok(warp_core::poll_every(poller, pace.interval))
 }
 
+/// Every this many polls, one also reads the next page of the lookback span (a query of its
+/// own): each query stays one page long whatever the span holds (a batch load of 100,000
+/// rows stamped alike is 10 pages), at a quarter more queries.
+const SPAN_EVERY: u64 = 4;
+
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
     async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+        self.polls += 1;
+        // The first poll reads the span too, so the rows below the starting position are
+        // known (delivered once more) before any late one can be counted. A span page
+        // that finds nothing adds no fragment: an empty one means nothing is new.
+        let mut fragments = Vec::new();
+        if self.lookback.is_some() && self.at.value.is_some() && self.polls % SPAN_EVERY == 1 {
+            fragments.extend(
+                self.poll_span()
+                    .await?
+                    .into_iter()
+                    .filter(|f| !f.changes.is_empty()),
+            );
+        }
+        fragments.extend(self.poll_new().await?);
+        Ok(fragments)
+    }
+}
+
+impl Poller {
+    fn names(&self) -> (String, Vec<String>) {
         let t = &self.table;
-        let cd = quote(&t.schema.columns[self.column].name);
-        let key: Vec<String> = t
+        let key = t
             .key_columns()
             .iter()
             .map(|&i| quote(&t.schema.columns[i].name))
             .collect();
-        let mut params = Vec::new();
-        let mut bind = |v: &Value| {
-            params.push(v.clone());
-            format!("@p{}", params.len())
-        };
-        // The rows at the position's value are read again while they fit a page: a later
-        // statement can stamp the same value on a row with a smaller key than the last one
-        // delivered (a writer reusing a timestamp), which paging by key alone would pass.
-        // A larger group is one batch load: it is paged by key (bounded queries) and a
-        // late row in it needs `lookback`, which covers the value anyway.
-        let reread = self.lookback.is_none() && self.at.seen_at.len() < self.rows;
-        self.at.reread_ties = reread;
-        let after = if reread {
-            self.at.ties_again(&cd, &mut bind)
-        } else {
-            self.at.sql_after(&cd, &key, &mut bind)
-        };
-        let mut filter = after.unwrap_or_else(|| format!("{cd} IS NOT NULL"));
-        // With a lookback, the span below the watermark too; the rows of it delivered
-        // already are in `seen`, so ask for that many more. Ties read again likewise.
-        let mut limit = self.rows + if reread { self.at.seen_at.len() } else { 0 };
-        if let (Some(lb), Some(w)) = (&mut self.lookback, &self.at.value) {
-            let since = lb.since(w)?;
-            lb.forget_below(&since);
-            params.push(since);
-            filter = format!("{filter} OR {cd} >= @p{}", params.len());
-            limit += lb.seen.len();
-        }
+        (quote(&t.schema.columns[self.column].name), key)
+    }
+
+    async fn query(
+        &self,
+        filter: String,
+        limit: usize,
+        params: Vec<Value>,
+    ) -> Result<Vec<warp_core::Row>> {
+        let t = &self.table;
+        let (cd, key) = self.names();
         let mut q = Query::new(
             &t.schema.id.name,
             format!(
@@ -195,45 +242,182 @@ impl warp_core::Poll for Poller {
         for (i, v) in params.iter().enumerate() {
             q = q.param(&format!("p{}", i + 1), v)?;
         }
-        let rows = self.runner.all(q).await?;
-        let key_columns = t.key_columns();
+        let cells = self.runner.all(q).await?;
+        Ok(cells.iter().map(|c| t.row(c)).collect())
+    }
+
+    /// The rows past the position, a page at most.
+    async fn poll_new(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+        let (cd, key) = self.names();
+        let mut params = Vec::new();
+        let mut bind = |v: &Value| {
+            params.push(v.clone());
+            format!("@p{}", params.len())
+        };
+        // The rows at the position's value are read again while they fit a page: a later
+        // statement can stamp the same value on a row with a smaller key than the last one
+        // delivered (a writer reusing a timestamp), which paging by key alone would pass.
+        // A larger group is one batch load: it is paged by key (bounded queries) and a
+        // late row in it needs `lookback`.
+        let reread = self.at.seen_at.len() < self.rows;
+        self.at.reread_ties = reread;
+        let after = if reread {
+            self.at.ties_again(&cd, &mut bind)
+        } else {
+            self.at.sql_after(&cd, &key, &mut bind)
+        };
+        let filter = after.unwrap_or_else(|| format!("{cd} IS NOT NULL"));
+        let limit = self.rows + if reread { self.at.seen_at.len() } else { 0 };
+        let rows = self.query(filter, limit, params).await?;
+        let key_columns = self.table.key_columns();
         let mut batch = PollBatch::new(self.at.clone());
-        for cells in &rows {
-            let row = t.row(cells);
+        for row in rows {
             let key = row.key(&key_columns);
-            let version = &row.values[self.column];
-            let change = |row| {
-                Change::Row(ChangeEvent {
-                    // Polling cannot tell an insert from an update: both upsert.
-                    op: Operation::Update,
-                    key: key.clone(),
-                    before: None,
-                    after: Some(row),
-                    source_ts: None,
-                })
-            };
-            if let Some(lb) = &mut self.lookback {
-                let new = lb.first_time(&key, version);
-                let read_again = Watermark {
-                    after: Some(key.clone()),
-                    ..Watermark::at(Some(version.clone()))
-                }
-                .order(&self.at)
-                .is_le();
-                if read_again {
-                    if new {
-                        batch.late(change(row));
-                    }
-                    continue;
-                }
-            }
-            if !batch.admit(version, &key)? {
+            let version = row.values[self.column].clone();
+            if !batch.admit(&version, &key)? {
                 continue;
             }
-            batch.push(change(row));
+            if let Some(lb) = &mut self.lookback {
+                lb.first_time(&key, &version);
+            }
+            batch.push(upsert(key, row));
         }
         let (at, fragments) = batch.finish()?;
         self.at = at;
         Ok(fragments)
+    }
+
+    /// The next page of the lookback span (the rows below the position within the span),
+    /// delivering those not delivered before at the version read: late commits.
+    async fn poll_span(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+        let (cd, key) = self.names();
+        let (Some(lb), Some(w)) = (&mut self.lookback, &self.at.value) else {
+            return Ok(Vec::new());
+        };
+        let since = lb.since(w)?;
+        lb.forget_below(&since);
+        let mut params = vec![since];
+        let mut bind = |v: &Value| {
+            params.push(v.clone());
+            format!("@p{}", params.len())
+        };
+        let mut conds = vec![format!("{cd} >= @p1")];
+        if let Some(past) = self.at.sql_after(&cd, &key, &mut bind) {
+            conds.push(format!("NOT {past}"));
+        }
+        if let Some(cursor) = self.span_cursor.as_ref() {
+            conds.extend(cursor.sql_after(&cd, &key, &mut bind));
+        }
+        let rows = self.query(conds.join(" AND "), self.rows, params).await?;
+        let whole_page = rows.len() >= self.rows;
+        let key_columns = self.table.key_columns();
+        let mut batch = PollBatch::new(self.at.clone());
+        let mut late = LateRows::default();
+        let mut last = None;
+        for row in rows {
+            let key = row.key(&key_columns);
+            let version = row.values[self.column].clone();
+            let Some(lb) = &mut self.lookback else { break };
+            if lb.first_time(&key, &version) {
+                if self.span_read {
+                    late.found(&version, self.at.value.as_ref());
+                }
+                batch.late(upsert(key.clone(), row));
+            }
+            last = Some((version, key));
+        }
+        // The span is read page by page; once read to its end, from its start again.
+        self.span_cursor = match last.filter(|_| whole_page) {
+            Some((version, key)) => Some(Watermark {
+                after: Some(key),
+                ..Watermark::at(Some(version))
+            }),
+            None => {
+                self.span_read = true;
+                None
+            }
+        };
+        let (_, fragments) = batch.finish()?;
+        late.record(
+            &self.runner.schema,
+            &self.table.schema.id.name,
+            &mut self.most_late,
+        );
+        Ok(fragments)
+    }
+}
+
+/// Polling cannot tell an insert from an update: both upsert.
+fn upsert(key: warp_core::Key, row: warp_core::Row) -> Change {
+    Change::Row(ChangeEvent {
+        op: Operation::Update,
+        key,
+        before: None,
+        after: Some(row),
+        source_ts: None,
+    })
+}
+
+/// Rows a poll found below its position that it had not delivered: late commits. How late
+/// the latest of them was tells whether the span is wide enough (rows later than the span
+/// are never seen, so the largest lateness found approaching it is the signal to widen).
+#[derive(Default)]
+struct LateRows {
+    count: u64,
+    most_seconds: f64,
+}
+
+impl LateRows {
+    fn found(&mut self, version: &Value, position: Option<&Value>) {
+        self.count += 1;
+        let seconds = match (version, position) {
+            (Value::TimestampTz(v), Some(Value::TimestampTz(p))) => (*p - *v).num_milliseconds(),
+            (Value::Timestamp(v), Some(Value::Timestamp(p))) => (*p - *v).num_milliseconds(),
+            (Value::Date(v), Some(Value::Date(p))) => (*p - *v).num_days() * 86_400_000,
+            _ => 0,
+        } as f64
+            / 1000.0;
+        self.most_seconds = self.most_seconds.max(seconds);
+    }
+
+    /// Counts the poll's late rows; `most` is the largest lateness since start, which the
+    /// gauge shows (a gauge that only grows until a restart).
+    fn record(&self, schema: &str, table: &str, most: &mut f64) {
+        if self.count == 0 {
+            return;
+        }
+        *most = most.max(self.most_seconds);
+        let labels = [("schema", schema.to_owned()), ("table", table.to_owned())];
+        metrics::counter!(warp_core::metrics::LATE_ROWS_TOTAL, &labels).increment(self.count);
+        metrics::gauge!(warp_core::metrics::LATE_ROW_MAX_SECONDS, &labels).set(*most);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use warp_core::ColumnType as T;
+
+    #[test]
+    fn temporal_columns_look_back_by_default_and_zero_turns_it_off() {
+        let ts = T::TimestampTz { precision: None };
+        assert_eq!(lookback_for(None, &ts), Some(DEFAULT_LOOKBACK));
+        assert_eq!(lookback_for(None, &T::Date), Some(DEFAULT_LOOKBACK));
+        assert_eq!(lookback_for(None, &T::Int64), None);
+        let set = Some(Duration::from_secs(60));
+        assert_eq!(lookback_for(set, &ts), set);
+        // Set on an INT64 column it is kept, and the first poll stops the table saying why.
+        assert_eq!(lookback_for(set, &T::Int64), set);
+        assert_eq!(lookback_for(Some(Duration::ZERO), &ts), None);
+    }
+
+    #[test]
+    fn lateness_is_the_position_minus_the_rows_timestamp() {
+        let at = |s: i64| Value::TimestampTz(chrono::DateTime::from_timestamp(s, 0).unwrap());
+        let mut late = LateRows::default();
+        late.found(&at(85), Some(&at(100)));
+        late.found(&at(95), Some(&at(100)));
+        assert_eq!((late.count, late.most_seconds), (2, 15.0));
     }
 }
