@@ -397,6 +397,64 @@ async fn fields_beyond_the_sample_reshape_parallel_chunks() {
     store.assert_no_double_apply("wide").await;
 }
 
+/// Documents with more fields than a PostgreSQL table can have columns (1,600): the
+/// fields past the column budget land in `_overflow` as JSON, by the copy and by the
+/// stream, instead of failing the table; every value is in the destination.
+#[tokio::test]
+async fn documents_wider_than_a_table_land_their_extra_fields_in_overflow() {
+    let store = store("overflow", 100, "").await;
+    let wide = |id: i64, fields: usize| {
+        let mut d = doc! { "_id": id };
+        for f in 0..fields {
+            let v = if f % 2 == 0 {
+                Bson::Int64(id * 10_000 + f as i64)
+            } else {
+                Bson::String(format!("v{f}"))
+            };
+            d.insert(format!("f{f:04}"), v);
+        }
+        d
+    };
+    store
+        .insert("wide", (1..=20).map(|i| wide(i, 1_700)).collect())
+        .await;
+    let mut run = store.run();
+    store.wait_equal("wide").await;
+    // Streamed: a wider document, and an update adding a field no column holds.
+    store.insert("wide", vec![wide(21, 1_750)]).await;
+    store
+        .update(
+            "wide",
+            Bson::Int64(3),
+            doc! { "$set": { "late": "x", "f0000": 7_i64 } },
+        )
+        .await;
+    store.wait_equal("wide").await;
+    let columns = store
+        .scalar(format!(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{}' AND table_name = 'wide'",
+            store.db
+        ))
+        .await;
+    assert!((800..1_600).contains(&columns), "{columns} columns");
+    assert_eq!(store.column_type("wide", "_overflow").await, "jsonb");
+    let sql = |q: &str| format!("SELECT count(*) FROM {}.wide WHERE {q}", store.db);
+    assert_eq!(store.scalar(sql("_overflow->>'f1699' = 'v1699'")).await, 21);
+    assert_eq!(
+        store
+            .scalar(sql("(_overflow->>'f1748')::bigint = 210000 + 1748"))
+            .await,
+        1
+    );
+    assert_eq!(
+        store
+            .scalar(sql("_id = '3' AND _overflow->>'late' = 'x' AND f0000 = 7"))
+            .await,
+        1
+    );
+    assert!(run.terminate().success());
+}
+
 #[tokio::test]
 async fn timestamp_polling_replicates_inserts_updates_and_detected_deletes() {
     let store = store(

@@ -16,6 +16,15 @@ use crate::options::UuidRepresentation;
 
 pub const ID: &str = "_id";
 pub const DOC: &str = "_doc";
+/// The jsonb column that holds, per row, the fields beyond [`MAX_FIELD_COLUMNS`].
+pub const OVERFLOW: &str = "_overflow";
+
+/// The most field columns a collection's table gets. PostgreSQL allows 1,600 columns
+/// (dropped ones included) and a row of at most one 8 KB page for values it cannot move
+/// out of line: 800 eight-byte columns leave room for the bookkeeping columns and row
+/// header. Fields first seen after the budget is spent land in [`OVERFLOW`] instead of
+/// failing the table (SQLSTATE 54011).
+pub const MAX_FIELD_COLUMNS: usize = 800;
 
 /// Per-collection shape settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +76,12 @@ impl Rules {
                 continue;
             };
             let change = match schema.column_index(&name) {
+                None if field_columns(schema) >= MAX_FIELD_COLUMNS => {
+                    if schema.column_index(OVERFLOW).is_some() {
+                        continue;
+                    }
+                    SchemaChange::AddColumn(Column::new(OVERFLOW, ColumnType::Json))
+                }
                 None => SchemaChange::AddColumn(Column::new(name, ty)),
                 Some(i) => match type_change(&schema.columns[i].column_type, &ty) {
                     TypeChange::Keep => continue,
@@ -83,6 +98,15 @@ impl Rules {
         }
         changes
     }
+}
+
+/// Columns that hold one field each: all but `_id`, `_doc` and `_overflow`.
+fn field_columns(schema: &TableSchema) -> usize {
+    schema
+        .columns
+        .iter()
+        .filter(|c| ![ID, DOC, OVERFLOW].contains(&c.name.as_str()))
+        .count()
 }
 
 fn collect<'d>(doc: &'d Document, prefix: &str, depth: u32, out: &mut Vec<(String, &'d Bson)>) {
@@ -105,6 +129,7 @@ pub struct Layout {
     index: HashMap<String, usize>,
     id: usize,
     doc: Option<usize>,
+    overflow: Option<usize>,
 }
 
 impl Layout {
@@ -123,21 +148,32 @@ impl Layout {
                 .document_column
                 .then(|| index.get(DOC).copied())
                 .flatten(),
+            overflow: index.get(OVERFLOW).copied(),
             index,
         }
     }
 
-    /// The row of `doc`; fields the shape lacks are not in it (callers evolve first).
-    /// A field absent from the document (never set, or `$unset`) is NULL.
+    /// The row of `doc`; fields the shape lacks are not in it (callers evolve first),
+    /// except that once the shape has an overflow column they are in it, by field name,
+    /// each value as the `_doc` column writes it (NULL when none). A field absent from the document
+    /// (never set, or `$unset`) is NULL.
     pub fn row(&self, doc: &Document) -> Row {
         let mut values = vec![Value::Null; self.width];
         if let Some(id) = doc.get(ID) {
             values[self.id] = Value::Text(convert::id_text(id));
         }
+        let mut overflow = serde_json::Map::new();
         for (name, v) in self.rules.fields(doc) {
-            if let Some(&i) = self.index.get(&name) {
-                values[i] = convert::value(v, self.rules.uuids);
+            match self.index.get(&name) {
+                Some(&i) => values[i] = convert::value(v, self.rules.uuids),
+                None if self.overflow.is_some() => {
+                    overflow.insert(name, convert::json(v));
+                }
+                None => {}
             }
+        }
+        if let (Some(i), false) = (self.overflow, overflow.is_empty()) {
+            values[i] = Value::Json(serde_json::Value::Object(overflow));
         }
         if let Some(i) = self.doc {
             values[i] = Value::Json(convert::json(&Bson::Document(doc.clone())));
@@ -213,5 +249,48 @@ mod tests {
         // An unset field reads NULL.
         let row = Layout::new(rules, &s).row(&doc! {"_id": "k"});
         assert_eq!(row.values[1], Value::Null);
+    }
+
+    #[test]
+    fn fields_beyond_the_column_budget_land_in_the_overflow_column() {
+        let rules = Rules::default();
+        let wide: Document = (0..MAX_FIELD_COLUMNS + 5)
+            .map(|i| (format!("f{i:04}"), Bson::Int32(i as i32)))
+            .collect();
+        let mut first = doc! {"_id": 1};
+        first.extend(wide);
+        let mut s = rules.infer(TableId::new("db", "c"), std::slice::from_ref(&first));
+        assert_eq!(
+            s.columns.len(),
+            1 + MAX_FIELD_COLUMNS + 1,
+            "_id, the budget, overflow"
+        );
+        assert_eq!(s.columns.last().unwrap().name, OVERFLOW);
+        let row = Layout::new(rules, &s).row(&first);
+        assert_eq!(row.values[MAX_FIELD_COLUMNS], Value::Int(799));
+        assert_eq!(
+            row.values[MAX_FIELD_COLUMNS + 1],
+            Value::Json(serde_json::json!({
+                "f0800": 800, "f0801": 801, "f0802": 802, "f0803": 803, "f0804": 804
+            }))
+        );
+        // A new field later joins the overflow without a schema change; a row without
+        // overflowing fields has NULL there; known columns still widen.
+        assert!(rules
+            .evolve(&mut s, &doc! {"_id": 2, "new": "x"})
+            .is_empty());
+        let row = Layout::new(rules, &s).row(&doc! {"_id": 2, "new": "x", "f0000": 5});
+        assert_eq!(
+            row.values[MAX_FIELD_COLUMNS + 1],
+            Value::Json(serde_json::json!({"new": "x"}))
+        );
+        let row = Layout::new(rules, &s).row(&doc! {"_id": 3, "f0000": 5});
+        assert_eq!(row.values[MAX_FIELD_COLUMNS + 1], Value::Null);
+        assert_eq!(
+            rules
+                .evolve(&mut s, &doc! {"_id": 4, "f0000": "text"})
+                .len(),
+            1
+        );
     }
 }
