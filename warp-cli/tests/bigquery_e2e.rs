@@ -156,6 +156,36 @@ impl Warehouse {
         assert!(r.errors.is_none(), "{sql}: {:?}", r.errors);
     }
 
+    /// An `ALTER TABLE` as the service applies it: the emulator changes only the rows'
+    /// storage, so its catalog (`tables.get`, what the replicator reads) is then set to
+    /// the shape a query of the table now has.
+    async fn alter(&self, ddl: &str) {
+        self.sql(&format!("ALTER TABLE {}.events {ddl}", self.dataset))
+            .await;
+        self.catalog_follows_storage().await;
+    }
+
+    /// The emulator's catalog set to the shape a query of the table has.
+    async fn catalog_follows_storage(&self) {
+        let probe = format!("SELECT * FROM {}.events LIMIT 0", self.dataset);
+        let shape = self
+            .bq
+            .job()
+            .query(PROJECT, QueryRequest::new(&probe))
+            .await
+            .unwrap()
+            .schema
+            .unwrap();
+        // Only the schema: the emulator keeps its stored answer when sent the whole table.
+        let table =
+            gcp_bigquery_client::model::table::Table::new(PROJECT, &self.dataset, "events", shape);
+        self.bq
+            .table()
+            .patch(PROJECT, &self.dataset, "events", table)
+            .await
+            .unwrap();
+    }
+
     /// Rows `from..=to` at `ts` (seconds after 2024-01-01), recording each write.
     async fn insert(&self, from: i64, to: i64, ts: i64) {
         self.sql(&format!(
@@ -513,6 +543,86 @@ async fn rows_tied_on_one_timestamp_are_paged_by_key() {
         "position of {} bytes: {position:.300}",
         position.len()
     );
+    w.assert_no_double_apply().await;
+    assert!(run.terminate().success());
+}
+
+/// Columns added and dropped at the source while streaming: the table follows (an added
+/// column is created and filled by the next polls, a dropped one reads NULL from then on
+/// and stays at the destination) instead of stopping on `invalidQuery` or waiting for a
+/// restart.
+#[tokio::test]
+async fn columns_added_and_dropped_while_streaming_are_followed() {
+    let w = warehouse("reshape").await;
+    w.insert(1, 40, 10).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    w.alter("ADD COLUMN note STRING").await;
+    w.sql(&format!(
+        "UPDATE {}.events SET note = CONCAT('note ', CAST(id AS STRING)), \
+         updated_at = TIMESTAMP '2024-01-01 00:00:20+00' WHERE id <= 5",
+        w.dataset
+    ))
+    .await;
+    {
+        let mut writes = w.writes.lock().unwrap();
+        for id in 1..=5 {
+            *writes.entry(id).or_default() += 1;
+        }
+    }
+    w.wait_equal().await;
+    let notes = w
+        .count(format!(
+            "SELECT count(*) FROM {}.events WHERE note LIKE 'note %'",
+            w.dataset
+        ))
+        .await;
+    assert_eq!(notes, 5, "the added column landed\n{}", w.log());
+    // The drop reaches the rows before the metadata (the emulator's two steps; the service
+    // can answer a query before `tables.get` shows the change): the failing query is
+    // polled again, not the end of the table, and once the metadata shows it, it is
+    // followed.
+    w.sql(&format!(
+        "ALTER TABLE {}.events DROP COLUMN ratio",
+        w.dataset
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !w.log().contains("metadata does not say so yet") {
+        assert!(std::time::Instant::now() < deadline, "{}", w.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.catalog_follows_storage().await;
+    w.sql(&format!(
+        "INSERT INTO {}.events (id, name, amount, updated_at, day, tags, meta, raw, ok, note) \
+         SELECT n, 'late', 1, TIMESTAMP '2024-01-01 00:00:30+00', DATE '2024-01-01', ['a'], \
+         STRUCT(n AS a, 'x' AS b), b'ab', true, 'after the drop' \
+         FROM UNNEST(GENERATE_ARRAY(41, 50)) AS n",
+        w.dataset
+    ))
+    .await;
+    {
+        let mut writes = w.writes.lock().unwrap();
+        for id in 41..=50 {
+            *writes.entry(id).or_default() += 1;
+        }
+    }
+    w.wait_equal().await;
+    let kept = w
+        .count(format!(
+            "SELECT count(*) FROM {}.events WHERE ratio IS NULL AND id > 40",
+            w.dataset
+        ))
+        .await;
+    assert_eq!(
+        kept,
+        10,
+        "the dropped column is kept, NULL for new rows\n{}",
+        w.log()
+    );
+    let log = w.log();
+    assert!(log.contains(r#"DropColumn { name: "ratio" }"#), "{log}");
+    assert!(!log.contains("table failed"), "{log}");
     w.assert_no_double_apply().await;
     assert!(run.terminate().success());
 }

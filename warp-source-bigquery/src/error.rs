@@ -37,6 +37,17 @@ pub enum BigQueryError {
     },
 }
 
+impl BigQueryError {
+    /// BigQuery's reason for the failure, where it gave one (`invalidQuery`, …).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Api { reason, .. } => reason.as_deref(),
+            Self::Query { reason, .. } => Some(reason),
+            Self::Client { .. } | Self::Unsupported { .. } => None,
+        }
+    }
+}
+
 /// Error reasons a retry can fix (BigQuery's error-messages table): rate and quota
 /// limits clear with backoff, backend errors are the service's own.
 const TRANSIENT_REASONS: &[&str] = &[

@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+mod lookback;
 mod metadata;
 mod options;
 mod poll;
@@ -249,6 +250,7 @@ impl Source for BigQuerySource {
     ) -> warp_core::Result<BoxStream<'static, warp_core::Result<StreamFragment>>> {
         let t = self.cached(table)?;
         Ok(poll::stream(
+            &self.project,
             self.runner().await?.clone(),
             t,
             read.change_column(&table.id)?,
@@ -320,7 +322,7 @@ impl Source for BigQuerySource {
             .column_index(column)
             .map(|i| &t.schema.columns[i].column_type);
         notes.push(
-            match ty.and_then(|ty| poll::lookback_for(self.config.lookback.map(|s| s.as_duration()), ty)) {
+            match ty.and_then(|ty| lookback::lookback_for(self.config.lookback.map(|s| s.as_duration()), ty)) {
                 Some(span) => format!(
                     "late commits: each poll reads again the rows of the {} s below its position (source.lookback)",
                     span.as_secs()

@@ -23,7 +23,7 @@ pub struct BigQueryOptions {
     pub maximum_bytes_billed: Option<warp_core::config::ByteSize>,
     /// Seconds below the watermark the polls read again, for rows whose DML committed
     /// after a poll passed their `change_detection_column` value; 900 by default for a
-    /// temporal column (`poll::DEFAULT_LOOKBACK`), 0 turns it off.
+    /// temporal column (`lookback::DEFAULT_LOOKBACK`), 0 turns it off.
     #[serde(default)]
     pub lookback: Option<warp_core::config::Seconds>,
 }

@@ -12,6 +12,8 @@ use warp_core::{
 };
 
 use crate::error::{BigQueryError, Result};
+use crate::lookback::{lookback_for, LateRows, Lookback};
+use crate::metadata;
 use crate::query::{quote, Query, Runner};
 use crate::table::BqTable;
 
@@ -77,81 +79,17 @@ struct Poller {
     /// Where the next page of the span starts (`None`: at the span's start).
     span_cursor: Option<Watermark>,
     polls: u64,
-}
-
-/// `source.lookback`: the polls also read again, a page every [`SPAN_EVERY`] polls, the rows
-/// whose column lies within this span below the watermark, so a row whose DML committed
-/// after a poll had passed its timestamp (a long-running job stamps rows when it starts)
-/// still arrives. The rows of the span already delivered, by key and version, are
-/// remembered and skipped; after a restart the span is delivered once more (upserts of
-/// the same rows).
-struct Lookback {
-    span: chrono::Duration,
-    /// Key (as JSON) → the version (column value) delivered, for versions in the span.
-    seen: HashMap<String, Value>,
-}
-
-impl Lookback {
-    /// The lowest column value the span reaches, below `w`.
-    fn since(&self, w: &Value) -> Result<Value> {
-        Ok(match w {
-            Value::TimestampTz(t) => Value::TimestampTz(*t - self.span),
-            Value::Timestamp(t) => Value::Timestamp(*t - self.span),
-            Value::Date(d) => Value::Date(*d - self.span),
-            other => {
-                return Err(BigQueryError::Unsupported {
-                    message: format!(
-                        "source.lookback needs a TIMESTAMP, DATETIME or DATE change_detection_column, not {other:?}"
-                    ),
-                    hint: Some("remove source.lookback for this table's column type".into()),
-                })
-            }
-        })
-    }
-
-    /// Whether the row at `version` is new to the span; records it.
-    fn first_time(&mut self, key: &warp_core::Key, version: &Value) -> bool {
-        let id = serde_json::to_string(key).unwrap_or_default();
-        let same = self
-            .seen
-            .get(&id)
-            .is_some_and(|v| v.cmp_key(version).is_eq());
-        self.seen.insert(id, version.clone());
-        !same
-    }
-
-    fn forget_below(&mut self, since: &Value) {
-        self.seen.retain(|_, v| v.cmp_key(since).is_ge());
-    }
-}
-
-/// The span read again when `source.lookback` is not set: BigQuery stamps a DML job's rows
-/// when it starts and shows them when it commits, and a DML statement or dbt model running
-/// for minutes is ordinary. Re-reading costs no extra bytes billed (a poll scans the
-/// column anyway; a partitioned table's last partition holds the span), only the span's
-/// rows returned again and one remembered key per row.
-pub const DEFAULT_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(900);
-
-/// The span a table's polls read again: `configured` when set (0 turns it off), else
-/// [`DEFAULT_LOOKBACK`] for a temporal column; an INT64 or STRING column has no span
-/// below it to read ("seconds below" means nothing there).
-pub fn lookback_for(
-    configured: Option<std::time::Duration>,
-    column: &warp_core::ColumnType,
-) -> Option<std::time::Duration> {
-    use warp_core::ColumnType as T;
-    let temporal = matches!(
-        column,
-        T::Date | T::Timestamp { .. } | T::TimestampTz { .. }
-    );
-    match configured {
-        Some(d) => Some(d).filter(|d| !d.is_zero()),
-        None => temporal.then_some(DEFAULT_LOOKBACK),
-    }
+    /// The project holding the table, whose metadata the polls follow.
+    project: String,
+    /// Since when queries have named a column the metadata still lists but the table no
+    /// longer has.
+    metadata_behind: Option<std::time::Instant>,
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
+#[allow(clippy::too_many_arguments)]
 pub fn stream(
+    project: &str,
     runner: Runner,
     table: BqTable,
     column: &str,
@@ -181,6 +119,8 @@ pub fn stream(
         span_read: false,
         span_cursor: None,
         polls: 0,
+        project: project.to_owned(),
+        metadata_behind: None,
     };
     Ok(warp_core::poll_every(poller, pace.interval))
 }
@@ -192,21 +132,62 @@ const SPAN_EVERY: u64 = 4;
 
 #[async_trait::async_trait]
 impl warp_core::Poll for Poller {
+    /// Reads, then looks at the table's metadata: when its shape changed, what was read
+    /// (perhaps without a column just added, whose values the rows may hold) is dropped
+    /// and the change alone is delivered; the next poll reads again in the new shape.
     async fn poll(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
         self.polls += 1;
         // The first poll reads the span too, so the rows below the starting position are
-        // known (delivered once more) before any late one can be counted. A span page
-        // that finds nothing adds no fragment: an empty one means nothing is new.
-        let mut fragments = Vec::new();
-        if self.lookback.is_some() && self.at.value.is_some() && self.polls % SPAN_EVERY == 1 {
-            fragments.extend(
-                self.poll_span()
-                    .await?
-                    .into_iter()
-                    .filter(|f| !f.changes.is_empty()),
-            );
+        // known (delivered once more) before any late one can be counted.
+        let span_due =
+            self.lookback.is_some() && self.at.value.is_some() && self.polls % SPAN_EVERY == 1;
+        let read = async {
+            let span = match span_due {
+                true => Some(self.read_span().await?),
+                false => None,
+            };
+            Ok::<_, BigQueryError>((span, self.read_new().await?))
         }
-        fragments.extend(self.poll_new().await?);
+        .await;
+        let (span, new) = match read {
+            Ok(read) => read,
+            // A column dropped (or retyped): the query names what is gone.
+            Err(e) if e.reason() == Some("invalidQuery") => {
+                let followed = self.follow_schema().await?;
+                if !followed.is_empty() {
+                    return Ok(followed);
+                }
+                // The metadata does not show the change yet: poll again (a stream restart
+                // would deliver the lookback span once more), for a while.
+                let first = self.metadata_behind.is_none();
+                let since = *self
+                    .metadata_behind
+                    .get_or_insert_with(std::time::Instant::now);
+                if names_a_missing_column(&e) && since.elapsed() < METADATA_LAG {
+                    if first {
+                        tracing::warn!(table = %self.table.schema.id, error = %e, "a column the query names is gone, but the table's metadata does not say so yet; polling again");
+                    }
+                    return Ok(Vec::new());
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.metadata_behind = None;
+        let followed = self.follow_schema().await?;
+        if !followed.is_empty() {
+            return Ok(followed);
+        }
+        // A span page that finds nothing adds no fragment: an empty one means nothing is new.
+        let mut fragments: Vec<StreamFragment> = match span {
+            Some(rows) => self
+                .deliver_span(rows)?
+                .into_iter()
+                .filter(|f| !f.changes.is_empty())
+                .collect(),
+            None => Vec::new(),
+        };
+        fragments.extend(self.deliver_new(new)?);
         Ok(fragments)
     }
 }
@@ -246,8 +227,27 @@ impl Poller {
         Ok(cells.iter().map(|c| t.row(c)).collect())
     }
 
+    /// The table's shape changes since the last look, as a fragment committing at the
+    /// position (none when nothing changed).
+    async fn follow_schema(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+        let id = &self.table.schema.id;
+        let described =
+            metadata::describe(&self.runner.api, &self.project, &id.database, &id.name).await?;
+        let (next, changes) = self.table.follow(described);
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::info!(table = %id, changes = ?changes, "the source table's shape changed");
+        self.table = next;
+        let mut batch = PollBatch::new(self.at.clone());
+        for change in changes {
+            batch.push(Change::Schema(change));
+        }
+        Ok(batch.finish()?.1)
+    }
+
     /// The rows past the position, a page at most.
-    async fn poll_new(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+    async fn read_new(&mut self) -> Result<Vec<warp_core::Row>> {
         let (cd, key) = self.names();
         let mut params = Vec::new();
         let mut bind = |v: &Value| {
@@ -268,7 +268,10 @@ impl Poller {
         };
         let filter = after.unwrap_or_else(|| format!("{cd} IS NOT NULL"));
         let limit = self.rows + if reread { self.at.seen_at.len() } else { 0 };
-        let rows = self.query(filter, limit, params).await?;
+        self.query(filter, limit, params).await
+    }
+
+    fn deliver_new(&mut self, rows: Vec<warp_core::Row>) -> warp_core::Result<Vec<StreamFragment>> {
         let key_columns = self.table.key_columns();
         let mut batch = PollBatch::new(self.at.clone());
         for row in rows {
@@ -287,9 +290,8 @@ impl Poller {
         Ok(fragments)
     }
 
-    /// The next page of the lookback span (the rows below the position within the span),
-    /// delivering those not delivered before at the version read: late commits.
-    async fn poll_span(&mut self) -> warp_core::Result<Vec<StreamFragment>> {
+    /// The next page of the lookback span: the rows below the position within the span.
+    async fn read_span(&mut self) -> Result<Vec<warp_core::Row>> {
         let (cd, key) = self.names();
         let (Some(lb), Some(w)) = (&mut self.lookback, &self.at.value) else {
             return Ok(Vec::new());
@@ -308,7 +310,14 @@ impl Poller {
         if let Some(cursor) = self.span_cursor.as_ref() {
             conds.extend(cursor.sql_after(&cd, &key, &mut bind));
         }
-        let rows = self.query(conds.join(" AND "), self.rows, params).await?;
+        self.query(conds.join(" AND "), self.rows, params).await
+    }
+
+    /// The span page's rows not delivered before at the version read: late commits.
+    fn deliver_span(
+        &mut self,
+        rows: Vec<warp_core::Row>,
+    ) -> warp_core::Result<Vec<StreamFragment>> {
         let whole_page = rows.len() >= self.rows;
         let key_columns = self.table.key_columns();
         let mut batch = PollBatch::new(self.at.clone());
@@ -347,6 +356,17 @@ impl Poller {
     }
 }
 
+/// How long queries may name a column the table lost before its metadata shows the drop;
+/// past it the table stops with the query's error.
+const METADATA_LAG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a query failed because a column it names does not exist (BigQuery: "Unrecognized
+/// name"; the DuckDB-backed emulator: "Referenced column … not found").
+fn names_a_missing_column(e: &BigQueryError) -> bool {
+    let text = e.to_string();
+    text.contains("Unrecognized name") || text.contains("Referenced column")
+}
+
 /// Polling cannot tell an insert from an update: both upsert.
 fn upsert(key: warp_core::Key, row: warp_core::Row) -> Change {
     Change::Row(ChangeEvent {
@@ -356,68 +376,4 @@ fn upsert(key: warp_core::Key, row: warp_core::Row) -> Change {
         after: Some(row),
         source_ts: None,
     })
-}
-
-/// Rows a poll found below its position that it had not delivered: late commits. How late
-/// the latest of them was tells whether the span is wide enough (rows later than the span
-/// are never seen, so the largest lateness found approaching it is the signal to widen).
-#[derive(Default)]
-struct LateRows {
-    count: u64,
-    most_seconds: f64,
-}
-
-impl LateRows {
-    fn found(&mut self, version: &Value, position: Option<&Value>) {
-        self.count += 1;
-        let seconds = match (version, position) {
-            (Value::TimestampTz(v), Some(Value::TimestampTz(p))) => (*p - *v).num_milliseconds(),
-            (Value::Timestamp(v), Some(Value::Timestamp(p))) => (*p - *v).num_milliseconds(),
-            (Value::Date(v), Some(Value::Date(p))) => (*p - *v).num_days() * 86_400_000,
-            _ => 0,
-        } as f64
-            / 1000.0;
-        self.most_seconds = self.most_seconds.max(seconds);
-    }
-
-    /// Counts the poll's late rows; `most` is the largest lateness since start, which the
-    /// gauge shows (a gauge that only grows until a restart).
-    fn record(&self, schema: &str, table: &str, most: &mut f64) {
-        if self.count == 0 {
-            return;
-        }
-        *most = most.max(self.most_seconds);
-        let labels = [("schema", schema.to_owned()), ("table", table.to_owned())];
-        metrics::counter!(warp_core::metrics::LATE_ROWS_TOTAL, &labels).increment(self.count);
-        metrics::gauge!(warp_core::metrics::LATE_ROW_MAX_SECONDS, &labels).set(*most);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-    use warp_core::ColumnType as T;
-
-    #[test]
-    fn temporal_columns_look_back_by_default_and_zero_turns_it_off() {
-        let ts = T::TimestampTz { precision: None };
-        assert_eq!(lookback_for(None, &ts), Some(DEFAULT_LOOKBACK));
-        assert_eq!(lookback_for(None, &T::Date), Some(DEFAULT_LOOKBACK));
-        assert_eq!(lookback_for(None, &T::Int64), None);
-        let set = Some(Duration::from_secs(60));
-        assert_eq!(lookback_for(set, &ts), set);
-        // Set on an INT64 column it is kept, and the first poll stops the table saying why.
-        assert_eq!(lookback_for(set, &T::Int64), set);
-        assert_eq!(lookback_for(Some(Duration::ZERO), &ts), None);
-    }
-
-    #[test]
-    fn lateness_is_the_position_minus_the_rows_timestamp() {
-        let at = |s: i64| Value::TimestampTz(chrono::DateTime::from_timestamp(s, 0).unwrap());
-        let mut late = LateRows::default();
-        late.found(&at(85), Some(&at(100)));
-        late.found(&at(95), Some(&at(100)));
-        assert_eq!((late.count, late.most_seconds), (2, 15.0));
-    }
 }

@@ -3,7 +3,8 @@
 use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use warp_core::{Column, Row, TableId, TableSchema, Value};
+use warp_core::schema::{type_change, TypeChange};
+use warp_core::{Column, ColumnType, Row, SchemaChange, TableId, TableSchema, Value};
 
 use crate::metadata::Described;
 use crate::query::{quote, Cells};
@@ -131,6 +132,61 @@ impl BqTable {
             partition_filter: self.partition_filter.clone(),
             json_columns: self.json_columns.clone(),
         }
+    }
+
+    /// This table (the engine's view) followed to the shape `described` has now: columns
+    /// added at the source are appended, columns dropped read NULL from now on (kept at
+    /// the destination), a changed type widens as the other sources' do (to text where
+    /// no type holds both). The changes are what the destination must apply, in order.
+    pub fn follow(&self, described: Described) -> (Self, Vec<SchemaChange>) {
+        let now = Self::new("", self.schema.id.clone(), described, Vec::new());
+        let field = |name: &str| {
+            now.fields
+                .iter()
+                .flatten()
+                .find(|f| f.name == name)
+                .cloned()
+        };
+        let mut next = self.clone();
+        next.partition_filter = now.partition_filter.clone();
+        next.json_columns = now.json_columns.clone();
+        let mut changes = Vec::new();
+        for (i, column) in self.schema.columns.iter().enumerate() {
+            let found = field(&column.name);
+            match (&self.fields[i], &found) {
+                (Some(_), None) => changes.push(SchemaChange::DropColumn {
+                    name: column.name.clone(),
+                }),
+                (_, Some(f)) => {
+                    let to = types::column_type(f);
+                    let change = match type_change(&column.column_type, &to) {
+                        TypeChange::Keep => None,
+                        TypeChange::Widen(to) => Some(to),
+                        TypeChange::Incompatible => Some(ColumnType::Text { max_len: None }),
+                    };
+                    if let Some(to) = change {
+                        next.schema.columns[i].column_type = to.clone();
+                        changes.push(SchemaChange::AlterColumnType {
+                            name: column.name.clone(),
+                            to,
+                        });
+                    }
+                }
+                (None, None) => {}
+            }
+            next.fields[i] = found;
+        }
+        for (f, c) in now.fields.iter().zip(&now.schema.columns) {
+            if self.schema.column_index(&c.name).is_none() {
+                // Nullable at the destination whatever the source says: rows landed
+                // before it existed have no value.
+                let added = Column::new(c.name.clone(), c.column_type.clone());
+                next.schema.columns.push(added.clone());
+                next.fields.push(f.clone());
+                changes.push(SchemaChange::AddColumn(added));
+            }
+        }
+        (next, changes)
     }
 
     /// The select list (columns dropped at the source read NULL).
@@ -270,5 +326,58 @@ mod tests {
         );
         let aligned = t.aligned(&t.schema);
         assert_eq!(aligned.partition_filter, t.partition_filter);
+    }
+
+    fn described(fields: serde_json::Value) -> Described {
+        Described {
+            table: meta(serde_json::json!({ "schema": { "fields": fields } })),
+            as_json: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn following_the_metadata_adds_drops_and_widens_columns() {
+        let t = BqTable::new(
+            "p",
+            TableId::new("d", "t"),
+            described(serde_json::json!([
+                { "name": "id", "type": "INTEGER", "mode": "REQUIRED" },
+                { "name": "gone", "type": "STRING" },
+                { "name": "n", "type": "INTEGER" }
+            ])),
+            vec!["id".into()],
+        );
+        let (next, changes) = t.follow(described(serde_json::json!([
+            { "name": "id", "type": "INTEGER", "mode": "REQUIRED" },
+            { "name": "n", "type": "NUMERIC" },
+            { "name": "added", "type": "STRING", "mode": "REQUIRED" }
+        ])));
+        assert_eq!(
+            changes,
+            [
+                SchemaChange::DropColumn {
+                    name: "gone".into()
+                },
+                SchemaChange::AlterColumnType {
+                    name: "n".into(),
+                    to: next.schema.columns[2].column_type.clone()
+                },
+                SchemaChange::AddColumn(Column::new("added", ColumnType::Text { max_len: None })),
+            ]
+        );
+        assert_eq!(
+            next.select_list(),
+            "`id`, NULL AS `gone`, `n`, `added`",
+            "a dropped column reads NULL"
+        );
+        assert_eq!(next.path, t.path);
+        assert!(next
+            .follow(described(serde_json::json!([
+                { "name": "id", "type": "INTEGER", "mode": "REQUIRED" },
+                { "name": "n", "type": "NUMERIC" },
+                { "name": "added", "type": "STRING", "mode": "REQUIRED" }
+            ])))
+            .1
+            .is_empty());
     }
 }
