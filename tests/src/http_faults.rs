@@ -25,6 +25,10 @@ pub enum Fault {
     Answer { status: u16, body: String },
     /// Holds the request this long, then relays it.
     Delay(Duration),
+    /// Relays a query and answers it as a job still running (`jobComplete: false`, no
+    /// rows, no bytes processed), as the service does when a query outlives its wait: the
+    /// client then reads the finished job with `getQueryResults`.
+    Unfinished,
 }
 
 impl Fault {
@@ -285,6 +289,10 @@ impl Relay {
                 tokio::time::sleep(d).await;
                 self.relay(&parts, body, &mut seen).await
             }
+            Some(Fault::Unfinished) => {
+                let relayed = self.relay(&parts, body, &mut seen).await;
+                unfinished(relayed).await
+            }
             None => match &self.location {
                 Some(loc) if seen.is_results() && !path.contains(&format!("location={loc}")) => {
                     let job = path.rsplit('/').next().unwrap_or("").split('?').next();
@@ -362,12 +370,14 @@ impl Relay {
                 }
             }
         }
-        if seen.is_query() && status == 200 {
+        if (seen.is_query() || seen.is_results()) && status == 200 {
             if let Some(loc) = &self.location {
                 if let Some(job) = json.get_mut("jobReference").and_then(|j| j.as_object_mut()) {
                     job.insert("location".into(), loc.clone().into());
                 }
             }
+            // The service reports a finished job's bytes in its query answer and in every
+            // answer of `getQueryResults`.
             let processed = self.state.lock().unwrap().processed;
             if let (Some(bytes), Some(answer)) = (processed, json.as_object_mut()) {
                 // An int64 travels as a JSON string in BigQuery's API.
@@ -376,4 +386,28 @@ impl Relay {
         }
         answer(status, json.to_string())
     }
+}
+
+/// `relayed`, a finished query's answer, turned into the answer of a job still running.
+async fn unfinished(relayed: Answer) -> Answer {
+    let status = relayed.status().as_u16();
+    // A `Full` body cannot fail.
+    let Ok(collected) = relayed.into_body().collect().await;
+    let bytes = collected.to_bytes();
+    let Ok(serde_json::Value::Object(mut json)) = serde_json::from_slice(&bytes) else {
+        return answer(status, bytes);
+    };
+    if status == 200 {
+        for gone in [
+            "rows",
+            "schema",
+            "pageToken",
+            "totalRows",
+            "totalBytesProcessed",
+        ] {
+            json.remove(gone);
+        }
+        json.insert("jobComplete".into(), false.into());
+    }
+    answer(status, serde_json::Value::Object(json).to_string())
 }

@@ -481,6 +481,60 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
     assert!(run.terminate().success());
 }
 
+/// Queries answered as jobs still running (the service does so when a query outlives
+/// its wait): the bytes they processed arrive with the answer that completes them, and
+/// `status` counts them once each.
+#[tokio::test]
+async fn bytes_of_queries_first_answered_unfinished_are_counted() {
+    let faults = HttpFaults::start(emulator_address(), None).await;
+    faults.add("POST", "/queries", Fault::Unfinished, 1_000_000);
+    const BILLED: u64 = 10 << 20;
+    faults.bill(BILLED);
+    let url = faults.url();
+    let w = warehouse_with(
+        "unfinished",
+        Setup {
+            via: Some(&url),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.insert(1, 30, 10).await;
+    w.insert(31, 40, 11).await;
+    let mut run = w.run();
+    w.wait_equal().await;
+    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let bytes = loop {
+        let status = warp_e2e::status(bin, &w.config);
+        let bytes = status
+            .iter()
+            .find(|t| t.table == "events")
+            .and_then(|t| t.source_bytes);
+        if let Some(b) = bytes.filter(|b| *b > 0) {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bytes counted: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Once per job: the completing answer and every later page carry the job's bytes,
+    // and only the completing one counts.
+    let queries = faults
+        .log()
+        .iter()
+        .filter(|e| e.is_query() && e.status == 200)
+        .count() as u64;
+    assert_eq!(bytes as u64 % BILLED, 0, "{bytes}");
+    assert!(
+        bytes as u64 <= queries * BILLED,
+        "{bytes} for {queries} queries"
+    );
+    assert!(run.terminate().success());
+}
+
 /// 100,000 rows sharing one `updated_at` (a batch load): polls page through them by key,
 /// each query asking for one page, and the stored position holds one key.
 #[tokio::test]

@@ -222,7 +222,7 @@ impl Runner {
                 message: "an unfinished query came back without a job id".into(),
                 hint: None,
             })?;
-            return self.more(job, None, 50_000).await;
+            return self.more_counted(job, None, 50_000, Some(table)).await;
         }
         let next = match (job, r.page_token) {
             (Some(job), Some(token)) => Cursor::More { job, token },
@@ -236,6 +236,19 @@ impl Runner {
         job: Job,
         token: Option<String>,
         page_rows: i32,
+    ) -> Result<(Vec<Cells>, Cursor)> {
+        self.more_counted(job, token, page_rows, None).await
+    }
+
+    /// [`Runner::more`], counting the bytes the job processed for `count_for` when the
+    /// first answer was unfinished: the answer that completes the job carries them (every
+    /// later page repeats them, so only that one counts).
+    async fn more_counted(
+        &self,
+        job: Job,
+        token: Option<String>,
+        page_rows: i32,
+        count_for: Option<&str>,
     ) -> Result<(Vec<Cells>, Cursor)> {
         loop {
             let params = GetQueryResultsParameters {
@@ -260,6 +273,9 @@ impl Runner {
             check("read query results", r.errors.as_deref(), result)?;
             if r.job_complete == Some(false) {
                 continue;
+            }
+            if let Some(table) = count_for {
+                self.count_bytes(table, r.total_bytes_processed.as_ref());
             }
             let next = match r.page_token {
                 Some(token) => Cursor::More { job, token },
