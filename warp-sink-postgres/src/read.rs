@@ -118,11 +118,16 @@ fn decode(r: &PgRow, i: usize, ty: &ColumnType) -> std::result::Result<Value, St
         ColumnType::UInt64 => get!(String)
             .map(|s| s.parse().map(Value::UInt).map_err(|e| format!("{s}: {e}")))
             .transpose()?,
+        // A numeric's NaN and ±Infinity are no decimal: they read back as the float
+        // specials sources send for them (MongoDB's decimal128 NaN, say).
         ColumnType::Numeric { .. } => get!(String)
-            .map(|s| {
-                Decimal::parse(&s)
+            .map(|s| match s.as_str() {
+                "NaN" => Ok(Value::Float64(f64::NAN)),
+                "Infinity" => Ok(Value::Float64(f64::INFINITY)),
+                "-Infinity" => Ok(Value::Float64(f64::NEG_INFINITY)),
+                _ => Decimal::parse(&s)
                     .map(Value::Decimal)
-                    .ok_or(format!("not a decimal: {s}"))
+                    .ok_or(format!("not a decimal: {s}")),
             })
             .transpose()?,
         ColumnType::Float32 => get!(f32).map(Value::Float32),

@@ -304,6 +304,80 @@ async fn write_and_read_back(
         .collect()
 }
 
+/// Values only some sources send, at the edges of their PostgreSQL types: NaN and ±Infinity
+/// in a `numeric` column (decimal128's specials), a 6,145-digit decimal and one 6,143 places
+/// small (decimal128's ends), -0.0 and NaN in `double precision`, dates in year 1 and
+/// year 10000. Each lands and reads back exactly, by COPY and by staged changes.
+#[tokio::test]
+async fn the_edges_of_numeric_float_and_timestamp_land_exactly() {
+    use ColumnType as T;
+    let env = setup("edges").await;
+    let numeric = T::Numeric {
+        precision: None,
+        scale: None,
+    };
+    let schema = TableSchema {
+        id: TableId::new("src", "edges"),
+        columns: vec![
+            Column::new("id", T::Int64),
+            Column::new("n", numeric),
+            Column::new("f", T::Float64),
+            Column::new("t", T::TimestampTz { precision: None }),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let max = format!("9999999999999999999999999999999999{}", "0".repeat(6111));
+    let min = format!("0.{}1", "0".repeat(6142));
+    let at = |ms: i64| Value::TimestampTz(chrono::DateTime::from_timestamp_millis(ms).unwrap());
+    let row = |id, n: Value, f, t| Row::new(vec![Value::Int(id), n, Value::Float64(f), t]);
+    let rows = vec![
+        row(
+            1,
+            Value::Float64(f64::NAN),
+            f64::NAN,
+            at(253_402_300_800_000),
+        ),
+        row(
+            2,
+            Value::Float64(f64::INFINITY),
+            -0.0,
+            at(-62_135_596_800_000),
+        ),
+        row(
+            3,
+            Value::Float64(f64::NEG_INFINITY),
+            f64::MIN_POSITIVE,
+            at(-1),
+        ),
+        row(
+            4,
+            Value::Decimal(Decimal::parse(&max).unwrap()),
+            f64::MAX,
+            Value::Null,
+        ),
+        row(
+            5,
+            Value::Decimal(Decimal::parse(&min).unwrap()),
+            0.0,
+            Value::Null,
+        ),
+    ];
+    let bits = |v: &Value| match v {
+        Value::Float64(f) => Some(f.to_bits()),
+        _ => None,
+    };
+    for (table, via_copy) in [("edges_copy", true), ("edges_changes", false)] {
+        let back = write_and_read_back(&env, table, &schema, &rows, via_copy).await;
+        assert_eq!(back.len(), rows.len(), "{table}");
+        for (sent, got) in rows.iter().zip(&back) {
+            for (a, b) in sent.values.iter().zip(&got.values) {
+                let same = bits(a).map_or(a == b, |x| Some(x) == bits(b));
+                assert!(same, "{table}: sent {a:?}, read back {b:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_mapped_type_round_trips_exactly() {
     let env = setup("types").await;

@@ -18,15 +18,20 @@ pub fn column_type(b: &Bson, uuids: UuidRepresentation) -> Option<ColumnType> {
         | Bson::ObjectId(_)
         | Bson::Symbol(_)
         | Bson::RegularExpression(_)
-        | Bson::JavaScriptCode(_)
-        | Bson::JavaScriptCodeWithScope(_) => TEXT,
-        Bson::Document(_) | Bson::Array(_) | Bson::MinKey | Bson::MaxKey | Bson::DbPointer(_) => {
-            ColumnType::Json
-        }
+        | Bson::JavaScriptCode(_) => TEXT,
+        // A timestamp's increment orders operations within its second, and code's scope is
+        // part of its value: neither has a column type of its own that keeps them.
+        Bson::Document(_)
+        | Bson::Array(_)
+        | Bson::MinKey
+        | Bson::MaxKey
+        | Bson::DbPointer(_)
+        | Bson::Timestamp(_)
+        | Bson::JavaScriptCodeWithScope(_) => ColumnType::Json,
         Bson::Boolean(_) => ColumnType::Bool,
         Bson::Int32(_) => ColumnType::Int32,
         Bson::Int64(_) => ColumnType::Int64,
-        Bson::DateTime(_) | Bson::Timestamp(_) => ColumnType::TimestampTz { precision: None },
+        Bson::DateTime(_) => ColumnType::TimestampTz { precision: None },
         Bson::Decimal128(_) => ColumnType::Numeric {
             precision: None,
             scale: None,
@@ -56,7 +61,7 @@ pub fn value(b: &Bson, uuids: UuidRepresentation) -> Value {
         Bson::Null | Bson::Undefined => Value::Null,
         Bson::Double(f) => Value::Float64(*f),
         Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => Value::Text(s.clone()),
-        Bson::JavaScriptCodeWithScope(c) => Value::Text(c.code.clone()),
+
         Bson::RegularExpression(r) => Value::Text(format!("/{}/{}", r.pattern, r.options)),
         Bson::ObjectId(oid) => Value::Text(oid.to_hex()),
         Bson::Boolean(v) => Value::Bool(*v),
@@ -69,18 +74,18 @@ pub fn value(b: &Bson, uuids: UuidRepresentation) -> Value {
                 d.timestamp_millis()
             )),
         },
-        Bson::Timestamp(ts) => match DateTime::<Utc>::from_timestamp(i64::from(ts.time), 0) {
-            Some(t) => Value::TimestampTz(t),
-            None => Value::Unreadable(format!("timestamp {} is out of range", ts.time)),
-        },
         Bson::Decimal128(d) => decimal(&d.to_string()),
         Bson::Binary(bin) => match uuid_of(bin, uuids) {
             Some(u) => Value::Uuid(u),
             None => Value::Bytes(bin.bytes.clone()),
         },
-        Bson::Document(_) | Bson::Array(_) | Bson::MinKey | Bson::MaxKey | Bson::DbPointer(_) => {
-            Value::Json(json(b))
-        }
+        Bson::Document(_)
+        | Bson::Array(_)
+        | Bson::MinKey
+        | Bson::MaxKey
+        | Bson::DbPointer(_)
+        | Bson::Timestamp(_)
+        | Bson::JavaScriptCodeWithScope(_) => Value::Json(json(b)),
     }
 }
 
@@ -224,8 +229,16 @@ mod tests {
                     time: 1_700_000_000,
                     increment: 3,
                 }),
-                Some(ColumnType::TimestampTz { precision: None }),
-                Value::TimestampTz(DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+                Some(ColumnType::Json),
+                Value::Json(serde_json::json!({"$timestamp": {"t": 1_700_000_000, "i": 3}})),
+            ),
+            (
+                Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+                    code: "f(x)".into(),
+                    scope: doc! { "x": 1 },
+                }),
+                Some(ColumnType::Json),
+                Value::Json(serde_json::json!({"$code": "f(x)", "$scope": {"x": 1}})),
             ),
             (
                 Bson::Decimal128("1234.5678".parse::<Decimal128>().unwrap()),
