@@ -1,6 +1,7 @@
 //! Shared by the MySQL source suites.
 #![allow(dead_code)] // each suite uses its own part
 
+pub mod compressing;
 pub mod dump_proxy;
 
 use futures::stream::BoxStream;
