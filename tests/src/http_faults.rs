@@ -110,6 +110,8 @@ struct State {
     fields: Vec<(String, serde_json::Value)>,
     /// Tables requiring a partition filter, with what their `tables.get` answer gains.
     partitioned: Vec<(PartitionRule, serde_json::Value)>,
+    /// What other tables' `tables.get` answers gain (metadata the emulator drops).
+    described: Vec<(String, serde_json::Value)>,
 }
 
 /// The proxy; it stops when dropped.
@@ -175,6 +177,16 @@ impl HttpFaults {
             .unwrap()
             .fields
             .push((table.into(), field));
+    }
+
+    /// `table`'s `tables.get` answers gain the fields of `metadata` (clustering, sizes:
+    /// what the service states and the emulator does not).
+    pub fn describe_table(&self, table: &str, metadata: serde_json::Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .described
+            .push((table.into(), metadata));
     }
 
     /// Requests not authorized by `Bearer {token}` are answered 401 `authError`.
@@ -354,6 +366,15 @@ impl Relay {
                 .find(|(rule, _)| table.ends_with(&format!("/tables/{}", rule.table)));
             if let (Some((_, patch)), Some(meta)) = (patch, json.as_object_mut()) {
                 meta.extend(patch.as_object().cloned().unwrap_or_default());
+            }
+            for (_, patch) in state
+                .described
+                .iter()
+                .filter(|(t, _)| table.ends_with(&format!("/tables/{t}")))
+            {
+                if let Some(meta) = json.as_object_mut() {
+                    meta.extend(patch.as_object().cloned().unwrap_or_default());
+                }
             }
             let described = state
                 .fields

@@ -368,7 +368,7 @@ fn dry_run_shows_the_bytes_queries_would_process() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("full load processes ~"), "{stdout}");
+    assert!(stdout.contains("full load: one query, ~"), "{stdout}");
     assert!(stdout.contains("each poll processes up to ~"), "{stdout}");
     assert!(stdout.contains("each delete-detection pass"), "{stdout}");
 }
@@ -479,6 +479,62 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
         "{bytes} for {queries} queries"
     );
     assert!(run.terminate().success());
+}
+
+/// The full load is billed about once: a table not clustered on its key (what the
+/// emulator describes) is read by one query; one the service describes as clustered on
+/// its key, by ranges between approximate quantiles of the key (no sort of the table),
+/// each pruned to its blocks. Both land every row.
+#[tokio::test]
+async fn the_full_load_is_one_query_or_ranges_of_the_clustering_key() {
+    for (name, clustered) in [("load_once", false), ("load_clustered", true)] {
+        let faults = HttpFaults::start(emulator_address(), None).await;
+        if clustered {
+            faults.describe_table(
+                "events",
+                serde_json::json!({ "clustering": { "fields": ["id"] } }),
+            );
+        }
+        let url = faults.url();
+        let w = warehouse_with(
+            name,
+            Setup {
+                via: Some(&url),
+                ..Setup::default()
+            },
+        )
+        .await;
+        w.insert(1, 450, 10).await;
+        w.insert(451, 460, 20).await;
+        let mut run = w.run();
+        w.wait_equal().await;
+        let queries: Vec<String> = faults
+            .log()
+            .into_iter()
+            .filter(|e| e.is_query() && e.status == 200)
+            .filter_map(|e| e.sql)
+            .collect();
+        let reads = |q: &&String| q.contains("< @top");
+        let loads: Vec<&String> = queries.iter().filter(reads).collect();
+        let quantiles = queries
+            .iter()
+            .filter(|q| q.contains("APPROX_QUANTILES"))
+            .count();
+        assert!(
+            !queries.iter().any(|q| q.contains("ROW_NUMBER")),
+            "no sort of the table: {queries:#?}"
+        );
+        if clustered {
+            // 450 rows in chunks of 100 (the test's snapshot_chunk_size).
+            assert_eq!(quantiles, 1, "{queries:#?}");
+            assert_eq!(loads.len(), 5, "{loads:#?}");
+            assert!(loads.iter().all(|q| q.contains("@lo") || q.contains("@hi")));
+        } else {
+            assert_eq!(quantiles, 0, "{queries:#?}");
+            assert_eq!(loads.len(), 1, "one query for the whole load: {loads:#?}");
+        }
+        assert!(run.terminate().success());
+    }
 }
 
 /// Queries answered as jobs still running (the service does so when a query outlives
@@ -761,7 +817,7 @@ async fn replicates_a_table_requiring_a_partition_filter(
         String::from_utf8_lossy(&dry.stderr)
     );
     // The dry runs are queries too: refused, they would read "no estimate: …".
-    assert!(plan.contains("full load processes ~"), "{plan}");
+    assert!(plan.contains("full load: one query, ~"), "{plan}");
     assert!(plan.contains("each delete-detection pass"), "{plan}");
     assert!(
         plan.contains("late commits: each poll reads again the rows of the 900 s"),

@@ -139,7 +139,12 @@ impl BigQueryError {
             Self::Api { reason: Some(r), .. } | Self::Query { reason: r, .. }
                 if r == "resourcesExceeded" =>
             {
-                Some("the query needed more memory than BigQuery gives one query: the full load sorts the whole table by its key (for its chunk bounds, or to copy a table whose key has several columns), which very large tables exceed; retrying will not help (docs/bigquery.md, \"Cost and limits of the full load\")".into())
+                Some("the query needed more memory than BigQuery gives one query; retrying will not help (docs/bigquery.md, \"Limits of the full load\")".into())
+            }
+            Self::Api { reason: Some(r), .. } | Self::Query { reason: r, .. }
+                if r == "responseTooLarge" =>
+            {
+                Some("the result is larger than one query may return (10 GB compressed): a table whose key has several columns is copied by one query; give it a one-column key (primary_key) and cluster the table on it (docs/bigquery.md, \"Limits of the full load\")".into())
             }
             Self::Api { code: 403, .. } => Some(
                 "the account needs roles/bigquery.dataViewer on the dataset and roles/bigquery.jobUser on the project".into(),
@@ -190,6 +195,13 @@ mod tests {
         };
         assert!(!e.is_transient());
         assert!(e.hint().unwrap().contains("memory"), "{:?}", e.hint());
+        let e = BigQueryError::Query {
+            context: "chunk".into(),
+            reason: "responseTooLarge".into(),
+            message: "Response too large to return".into(),
+        };
+        assert!(!e.is_transient());
+        assert!(e.hint().unwrap().contains("cluster"), "{:?}", e.hint());
     }
 
     #[test]

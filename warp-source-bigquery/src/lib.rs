@@ -118,6 +118,37 @@ impl BigQuerySource {
             .encode()
     }
 
+    /// How the full load of `t` is read: its row count matters only when it is clustered
+    /// on its key (the metadata's, or `COUNT(*)`, which BigQuery answers from metadata
+    /// without billing).
+    async fn load_shape(
+        &self,
+        view: &TableSchema,
+        t: &BqTable,
+        chunk_rows: usize,
+    ) -> warp_core::Result<snapshot::LoadShape> {
+        let rows = match t.clustered_by {
+            None => 0,
+            Some(_) => match self.estimate_rows(view).await?.filter(|n| *n > 0) {
+                Some(n) => n,
+                None => {
+                    let sql = format!("SELECT COUNT(*) {}", t.scan_where::<&str>(&[]));
+                    let cells = self
+                        .runner()
+                        .await?
+                        .all(Query::new(&view.id.name, sql))
+                        .await?;
+                    cells
+                        .first()
+                        .and_then(|c| c.first())
+                        .and_then(|v| v.as_str()?.parse().ok())
+                        .unwrap_or(0)
+                }
+            },
+        };
+        Ok(snapshot::LoadShape::of(t, rows, t.bytes, chunk_rows))
+    }
+
     /// Primary keys declared as table constraints (real BigQuery); emulators without
     /// INFORMATION_SCHEMA give none, and the table's `primary_key` setting is used.
     async fn declared_keys(&self) -> warp_core::Result<HashMap<String, Vec<String>>> {
@@ -213,7 +244,8 @@ impl Source for BigQuerySource {
         // The watermark first: rows changed during the copy are polled again after it.
         let start = self.watermark(table, read).await?;
         let t = self.cached(table)?;
-        let chunks = snapshot::plan(self.runner().await?, &t, chunk_rows.max(1)).await?;
+        let shape = self.load_shape(table, &t, chunk_rows).await?;
+        let chunks = snapshot::plan(self.runner().await?, &t, shape).await?;
         Ok(SnapshotPlan { start, chunks })
     }
 
@@ -303,9 +335,10 @@ impl Source for BigQuerySource {
                 t.scan_where::<&str>(&[])
             ))
             .await?;
-            notes.push(format!(
-                "full load processes ~{bytes} bytes (BigQuery dry run)"
-            ));
+            // The range count of a clustered load follows the chunk size the engine picks;
+            // its cost does not.
+            let shape = self.load_shape(table, &t, 50_000).await?;
+            notes.push(shape.cost(bytes));
         }
         let column = read.change_column(&table.id)?;
         let bytes = scan(format!(

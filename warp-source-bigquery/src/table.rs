@@ -24,6 +24,11 @@ pub struct BqTable {
     /// Columns of types the client library cannot decode (RANGE, and types BigQuery adds
     /// later), selected as `TO_JSON_STRING(…)` and typed JSON.
     pub json_columns: Vec<String>,
+    /// The table's first clustering column: a query over a range of it reads only the
+    /// blocks holding the range (and is billed for those).
+    pub clustered_by: Option<String>,
+    /// The table's logical bytes as its metadata states them (0 when it does not).
+    pub bytes: u64,
 }
 
 /// The condition, true for every row, that a table requiring a partition filter gets in
@@ -70,6 +75,17 @@ impl BqTable {
     /// The table `tables.get` described, keyed by `key`.
     pub fn new(project: &str, id: TableId, described: Described, key: Vec<String>) -> Self {
         let partition_filter = partition_filter(&described.table);
+        let clustered_by = described
+            .table
+            .clustering
+            .as_ref()
+            .and_then(|c| c.fields.as_ref()?.first().cloned());
+        let bytes = described
+            .table
+            .num_bytes
+            .as_deref()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0);
         let fields = described.table.schema.fields.unwrap_or_default();
         let json_columns = described.as_json.into_iter().map(|(c, _)| c).collect();
         let columns = fields
@@ -94,6 +110,8 @@ impl BqTable {
             fields,
             partition_filter,
             json_columns,
+            clustered_by,
+            bytes,
         }
     }
 
@@ -131,6 +149,8 @@ impl BqTable {
             fields,
             partition_filter: self.partition_filter.clone(),
             json_columns: self.json_columns.clone(),
+            clustered_by: self.clustered_by.clone(),
+            bytes: self.bytes,
         }
     }
 
@@ -150,6 +170,8 @@ impl BqTable {
         let mut next = self.clone();
         next.partition_filter = now.partition_filter.clone();
         next.json_columns = now.json_columns.clone();
+        next.clustered_by = now.clustered_by.clone();
+        next.bytes = now.bytes;
         let mut changes = Vec::new();
         for (i, column) in self.schema.columns.iter().enumerate() {
             let found = field(&column.name);
