@@ -186,6 +186,35 @@ impl Warehouse {
             .unwrap();
     }
 
+    /// Records one write to each row of `ids`, made by the test's own SQL.
+    fn wrote(&self, ids: std::ops::RangeInclusive<i64>) {
+        let mut writes = self.writes.lock().unwrap();
+        for id in ids {
+            *writes.entry(id).or_default() += 1;
+        }
+    }
+
+    /// What `status` reports the queries for `events` processed, once it is above 0.
+    fn source_bytes(&self) -> u64 {
+        let bin = env!("CARGO_BIN_EXE_cartridge-warp");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = warp_e2e::status(bin, &self.config);
+            let bytes = status
+                .iter()
+                .find(|t| t.table == "events")
+                .and_then(|t| t.source_bytes);
+            if let Some(b) = bytes.filter(|b| *b > 0) {
+                return b as u64;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no bytes counted: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Rows `from..=to` at `ts` (seconds after 2024-01-01), recording each write.
     async fn insert(&self, from: i64, to: i64, ts: i64) {
         self.sql(&format!(
@@ -294,6 +323,19 @@ impl Warehouse {
             .await
             .unwrap_or(-1)
     }
+}
+
+/// `status` shows bytes for `events`, whole multiples of what the proxy bills per query
+/// and no more than one per query answered.
+fn billed_once_per_query(w: &Warehouse, faults: &HttpFaults, billed: u64) {
+    let bytes = w.source_bytes();
+    let queries = faults
+        .log()
+        .iter()
+        .filter(|e| e.is_query() && e.status == 200)
+        .count() as u64;
+    assert_eq!(bytes % billed, 0, "{bytes}");
+    assert!(bytes <= queries * billed, "{bytes} for {queries} queries");
 }
 
 /// Decimals compared by value: `numeric(38,9)` keeps nine places, the source fewer. Floats
@@ -458,30 +500,7 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
     }
     w.assert_no_double_apply().await;
     // What the queries processed, per table, in `status`.
-    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let bytes = loop {
-        let status = warp_e2e::status(bin, &w.config);
-        let bytes = status
-            .iter()
-            .find(|t| t.table == "events")
-            .and_then(|t| t.source_bytes);
-        if let Some(b) = bytes.filter(|b| *b > 0) {
-            break b;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let queries = faults
-        .log()
-        .iter()
-        .filter(|e| e.is_query() && e.status == 200)
-        .count();
-    assert_eq!(bytes as u64 % BILLED, 0, "{bytes}");
-    assert!(
-        bytes as u64 <= queries as u64 * BILLED,
-        "{bytes} for {queries} queries"
-    );
+    billed_once_per_query(&w, &faults, BILLED);
     assert!(run.terminate().success());
 }
 
@@ -613,35 +632,9 @@ async fn bytes_of_queries_first_answered_unfinished_are_counted() {
     w.insert(31, 40, 11).await;
     let mut run = w.run();
     w.wait_equal().await;
-    let bin = env!("CARGO_BIN_EXE_cartridge-warp");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let bytes = loop {
-        let status = warp_e2e::status(bin, &w.config);
-        let bytes = status
-            .iter()
-            .find(|t| t.table == "events")
-            .and_then(|t| t.source_bytes);
-        if let Some(b) = bytes.filter(|b| *b > 0) {
-            break b;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no bytes counted: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     // Once per job: the completing answer and every later page carry the job's bytes,
     // and only the completing one counts.
-    let queries = faults
-        .log()
-        .iter()
-        .filter(|e| e.is_query() && e.status == 200)
-        .count() as u64;
-    assert_eq!(bytes as u64 % BILLED, 0, "{bytes}");
-    assert!(
-        bytes as u64 <= queries * BILLED,
-        "{bytes} for {queries} queries"
-    );
+    billed_once_per_query(&w, &faults, BILLED);
     assert!(run.terminate().success());
 }
 
@@ -728,12 +721,7 @@ async fn columns_added_and_dropped_while_streaming_are_followed() {
         w.dataset
     ))
     .await;
-    {
-        let mut writes = w.writes.lock().unwrap();
-        for id in 1..=5 {
-            *writes.entry(id).or_default() += 1;
-        }
-    }
+    w.wrote(1..=5);
     w.wait_equal().await;
     let notes = w
         .count(format!(
@@ -765,12 +753,7 @@ async fn columns_added_and_dropped_while_streaming_are_followed() {
         w.dataset
     ))
     .await;
-    {
-        let mut writes = w.writes.lock().unwrap();
-        for id in 41..=50 {
-            *writes.entry(id).or_default() += 1;
-        }
-    }
+    w.wrote(41..=50);
     w.wait_equal().await;
     let kept = w
         .count(format!(
