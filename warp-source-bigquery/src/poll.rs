@@ -87,7 +87,6 @@ struct Poller {
 }
 
 /// Polls forever from `from`, one fragment per poll (a heartbeat when nothing changed).
-#[allow(clippy::too_many_arguments)]
 pub fn stream(
     project: &str,
     runner: Runner,
