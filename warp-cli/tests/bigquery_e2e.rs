@@ -65,6 +65,19 @@ async fn warehouse(name: &str) -> Warehouse {
     warehouse_with(name, Setup::default()).await
 }
 
+/// A warehouse the replicator reaches through `faults` (the test's own reads go direct).
+async fn warehouse_via(name: &str, faults: &HttpFaults) -> Warehouse {
+    let url = faults.url();
+    warehouse_with(
+        name,
+        Setup {
+            via: Some(&url),
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
 async fn warehouse_with(name: &str, setup: Setup<'_>) -> Warehouse {
     let bq_url = warp_e2e::peer_url("WARP_TEST_BIGQUERY_URL");
     let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
@@ -568,15 +581,7 @@ async fn the_full_load_is_one_query_or_ranges_of_the_clustering_key() {
                 serde_json::json!({ "clustering": { "fields": ["id"] } }),
             );
         }
-        let url = faults.url();
-        let w = warehouse_with(
-            name,
-            Setup {
-                via: Some(&url),
-                ..Setup::default()
-            },
-        )
-        .await;
+        let w = warehouse_via(name, &faults).await;
         w.insert(1, 450, 10).await;
         w.insert(451, 460, 20).await;
         let mut run = w.run();
@@ -619,15 +624,7 @@ async fn bytes_of_queries_first_answered_unfinished_are_counted() {
     faults.add("POST", "/queries", Fault::Unfinished, 1_000_000);
     const BILLED: u64 = 10 << 20;
     faults.bill(BILLED);
-    let url = faults.url();
-    let w = warehouse_with(
-        "unfinished",
-        Setup {
-            via: Some(&url),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = warehouse_via("unfinished", &faults).await;
     w.insert(1, 30, 10).await;
     w.insert(31, 40, 11).await;
     let mut run = w.run();
@@ -645,15 +642,7 @@ async fn rows_tied_on_one_timestamp_are_paged_by_key() {
     const ROWS: i64 = 100_000;
     const PAGE: usize = 10_000;
     let faults = HttpFaults::start(emulator_address(), None).await;
-    let url = faults.url();
-    let w = warehouse_with(
-        "ties",
-        Setup {
-            via: Some(&url),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = warehouse_via("ties", &faults).await;
     w.insert(1, ROWS, 10).await;
     let mut run = w.run();
     let table = format!("{}.events", w.dataset);
@@ -828,15 +817,7 @@ async fn replicates_a_table_requiring_a_partition_filter(
 ) {
     let faults = HttpFaults::start(emulator_address(), None).await;
     faults.require_partition_filter("events", column, metadata);
-    let url = faults.url();
-    let w = warehouse_with(
-        name,
-        Setup {
-            via: Some(&url),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let w = warehouse_via(name, &faults).await;
     w.insert(1, 300, 10).await;
     w.sql(&format!(
         "UPDATE {}.events SET day = NULL WHERE MOD(id, 7) = 0",
