@@ -127,11 +127,13 @@ pub async fn tables(
             Kind::Text {
                 charset: c,
                 sorts_by_bytes,
+                named: names,
             },
             Some(named),
         ) = (&mut kind, charset.as_deref())
         {
             *c = Charset::named(named);
+            *names = collation.clone().map(|coll| (named.to_owned(), coll));
             *sorts_by_bytes = *c == Charset::Utf8
                 && collation
                     .as_deref()

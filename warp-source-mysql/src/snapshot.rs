@@ -260,6 +260,13 @@ pub fn read_expr(column: &MysqlColumn) -> String {
 /// and a condition of the rows to copy when there is one.
 struct Select {
     columns: String,
+    /// Where a page resumes: after the last row's key as read (its stored bytes for text
+    /// read as stored), each taken back into the column's character set and collation.
+    /// A decoded key cannot serve: a byte its set does not define leaves it unreadable,
+    /// and as the server converts it (`?`) it sorts elsewhere (the copy looped on it).
+    after_tuple: String,
+    /// Which of `after_tuple`'s parameters are stored bytes sent as hex.
+    after_hex: Vec<bool>,
     table: String,
     key: String,
     key_len: usize,
@@ -272,6 +279,28 @@ pub type Condition = (String, Vec<mysql_async::Value>);
 impl Select {
     fn new(database: &str, table: &MysqlTable) -> Self {
         let key: Vec<String> = table.schema.primary_key.iter().map(|k| quote(k)).collect();
+        let after: Vec<(String, bool)> = table
+            .schema
+            .primary_key
+            .iter()
+            .map(
+                |k| match table.columns.iter().find(|c| c.name == *k).map(|c| &c.kind) {
+                    Some(Kind::Text {
+                        charset,
+                        named: Some((set, collation)),
+                        ..
+                    }) if charset.decoded_here() => {
+                        // Hex, because a string parameter travels in the connection's
+                        // character set, which takes a byte not valid in it for `?`.
+                        (
+                            format!("CONVERT(UNHEX(?) USING {set}) COLLATE {collation}"),
+                            true,
+                        )
+                    }
+                    _ => ("?".to_owned(), false),
+                },
+            )
+            .collect();
         Self {
             columns: table
                 .columns
@@ -279,6 +308,15 @@ impl Select {
                 .map(read_expr)
                 .collect::<Vec<_>>()
                 .join(", "),
+            after_tuple: format!(
+                "({})",
+                after
+                    .iter()
+                    .map(|(e, _)| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            after_hex: after.iter().map(|(_, hex)| *hex).collect(),
             table: format!("{}.{}", quote(database), quote(&table.schema.id.name)),
             key: format!("({})", key.join(", ")),
             key_len: key.len(),
@@ -294,7 +332,7 @@ impl Select {
         &self,
         what: &str,
         range: &KeyRange,
-        after: Option<&Key>,
+        after: Option<&[mysql_async::Value]>,
         limit: usize,
         offset: usize,
     ) -> (String, Vec<mysql_async::Value>) {
@@ -311,7 +349,14 @@ impl Select {
             bound("<", e, &mut conds);
         }
         if let Some(a) = after {
-            bound(">", a, &mut conds);
+            conds.push(format!("{} > {}", self.key, self.after_tuple));
+            params.extend(a.iter().zip(&self.after_hex).map(|(v, hex)| match v {
+                mysql_async::Value::Bytes(b) if *hex => {
+                    let text: String = b.iter().map(|byte| format!("{byte:02X}")).collect();
+                    mysql_async::Value::Bytes(text.into_bytes())
+                }
+                other => other.clone(),
+            }));
         }
         if let Some((cond, values)) = &self.only {
             conds.push(cond.clone());
@@ -470,11 +515,13 @@ fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<V
         .collect()
 }
 
+/// The key of a page's last row as read: where the next page resumes.
+type Cursor = Vec<mysql_async::Value>;
+
 /// One row of a chunk page; zero dates become NULL (counted in `zeros`), values that
 /// cannot be decoded are marked so the destination dead-letters the row with the reason.
-fn chunk_row(row: mysql_async::Row, columns: &[MysqlColumn], zeros: &mut u64) -> Row {
-    let values = row
-        .unwrap()
+fn chunk_row(values: Vec<mysql_async::Value>, columns: &[MysqlColumn], zeros: &mut u64) -> Row {
+    let values = values
         .into_iter()
         .zip(columns)
         .map(|(v, c)| match decode_from(v, &c.kind, Origin::Stored) {
@@ -510,25 +557,35 @@ pub fn chunk_rows(
         table.schema.key_indexes().unwrap_or_default(),
         range,
     ));
-    stream::unfold(Some((conn, None::<Key>)), move |state| {
+    stream::unfold(Some((conn, None::<Cursor>)), move |state| {
         let shared = std::sync::Arc::clone(&shared);
         let zero_dates = std::sync::Arc::clone(&zero_dates);
         async move {
             let (select, columns, key_cols, range) = (&shared.0, &shared.1, &shared.2, &shared.3);
             let (mut conn, after) = state?;
-            let (sql, params) = select.query(&select.columns, range, after.as_ref(), page, 0);
+            let (sql, params) = select.query(&select.columns, range, after.as_deref(), page, 0);
             // Rows are converted as they arrive: collecting the page first held it twice
             // (the driver's rows and ours), the largest share of a wide table's copy memory.
             let page_rows = async {
                 let mut result = conn.exec_iter(sql, params).await?;
                 let mut zeros = 0;
                 let mut out = Vec::with_capacity(page);
+                // Each row is converted once the next arrives, so the last one's key
+                // is taken as read without copying every row's.
+                let mut held: Option<Vec<mysql_async::Value>> = None;
                 while let Some(row) = result.next().await? {
-                    out.push(chunk_row(row, columns, &mut zeros));
+                    if let Some(values) = held.replace(row.unwrap()) {
+                        out.push(chunk_row(values, columns, &mut zeros));
+                    }
                 }
-                Ok::<_, mysql_async::Error>((out, zeros))
+                let last = held.map(|values| {
+                    let key = key_cols.iter().map(|&i| values[i].clone()).collect();
+                    out.push(chunk_row(values, columns, &mut zeros));
+                    key
+                });
+                Ok::<_, mysql_async::Error>((out, zeros, last))
             };
-            let (out, zeros) = match page_rows.await.context("read chunk") {
+            let (out, zeros, last) = match page_rows.await.context("read chunk") {
                 Ok(r) => r,
                 Err(e) => return Some((Err(e.into()), None)),
             };
@@ -539,7 +596,6 @@ pub fn chunk_rows(
             if zeros > 0 {
                 zero_dates(zeros);
             }
-            let last = out.last().map(|r| r.key(key_cols));
             if out.len() < page {
                 let _ = conn.query_drop("COMMIT").await;
                 return Some((Ok(out), None));

@@ -26,6 +26,8 @@ pub enum Kind {
     Text {
         charset: Charset,
         sorts_by_bytes: bool,
+        /// The column's character set and collation as the catalog names them.
+        named: Option<(String, String)>,
     },
     /// `pad_to`: `BINARY(n)`'s length. The binlog drops a fixed-length value's trailing
     /// zero bytes (MySQL and MariaDB alike); the server pads them back when it is read.
@@ -55,6 +57,7 @@ impl Kind {
         Self::Text {
             charset: Charset::Utf8,
             sorts_by_bytes: false,
+            named: None,
         }
     }
 

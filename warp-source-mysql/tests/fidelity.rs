@@ -826,3 +826,39 @@ async fn a_column_only_added_or_only_dropped_while_stopped_streams_on() {
         .collect();
     assert_eq!(keys, [Some(1), Some(2), Some(3), Some(4)]);
 }
+
+/// A key holding a byte its set does not define is dead-lettered with its row, and the
+/// copy pages on past it: the cursor is the key as the server compares it, not the
+/// unreadable decoded value (read page by page, one row each).
+#[tokio::test]
+async fn the_copy_pages_past_a_key_it_cannot_decode() {
+    let (_, mut conn) = setup(
+        "undefined_key",
+        &["CREATE TABLE k (k VARCHAR(10) CHARACTER SET cp1250 PRIMARY KEY, v INT)"],
+    )
+    .await;
+    conn.query_drop(
+        "INSERT INTO k VALUES ('a', 1), (_cp1250 X'6181', 2), ('b', 3), ('c', 4), ('d', 5)",
+    )
+    .await
+    .unwrap();
+    let url = warp_e2e::peer_url("WARP_TEST_MARIADB_URL");
+    let source = common::tuned_source(
+        &format!(
+            "connection_string: '{url}/cw_fid_undefined_key', server_id: {}",
+            common::server_id(3_560_000)
+        ),
+        "cw_fid_undefined_key",
+        ", stream_batch_size: 1",
+    )
+    .unwrap();
+    let t = source.discover().await.unwrap().remove(0);
+    let copied = common::copy_all(&source, &t, 100).await;
+    let values: Vec<&Value> = copied.iter().map(|r| &r[1]).collect();
+    assert_eq!(
+        values,
+        [1, 2, 3, 4, 5].map(Value::Int).iter().collect::<Vec<_>>(),
+        "every row once, in key order"
+    );
+    assert!(matches!(&copied[1][0], Value::Unreadable(r) if r.contains("0x81")));
+}
