@@ -335,9 +335,10 @@ impl Source for BigQuerySource {
                 t.scan_where::<&str>(&[])
             ))
             .await?;
-            // The range count of a clustered load follows the chunk size the engine picks;
-            // its cost does not.
-            let shape = self.load_shape(table, &t, 50_000).await?;
+            // The range count of a clustered load follows the chunk size the engine picks
+            // (at most the default); its cost does not.
+            let chunk = warp_core::config::DEFAULT_SNAPSHOT_CHUNK_SIZE as usize;
+            let shape = self.load_shape(table, &t, chunk).await?;
             notes.push(shape.cost(bytes));
         }
         let column = read.change_column(&table.id)?;

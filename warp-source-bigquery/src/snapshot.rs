@@ -37,17 +37,17 @@ impl LoadShape {
             return Self::Whole;
         };
         let on_key = t.clustered_by.as_deref() == Some(t.schema.columns[*k].name.as_str());
-        let (ranges, shape): (u64, fn(u64) -> Self) = if on_key {
-            (rows.div_ceil(chunk_rows.max(1) as u64), |ranges| {
-                Self::Clustered { ranges }
-            })
+        let shape = if on_key {
+            Self::Clustered {
+                ranges: rows.div_ceil(chunk_rows.max(1) as u64),
+            }
         } else {
-            (bytes.div_ceil(UNCLUSTERED_RANGE_BYTES), |ranges| {
-                Self::Scans { ranges }
-            })
+            Self::Scans {
+                ranges: bytes.div_ceil(UNCLUSTERED_RANGE_BYTES),
+            }
         };
-        if ranges > 1 {
-            shape(ranges)
+        if shape.ranges() > 1 {
+            shape
         } else {
             Self::Whole
         }
