@@ -70,19 +70,25 @@ impl Rules {
     /// Grows `schema` to fit `doc`; returns the changes made, in order.
     pub fn evolve(&self, schema: &mut TableSchema, doc: &Document) -> Vec<SchemaChange> {
         let mut changes = Vec::new();
+        // Counted once per document, when a field without a column first shows.
+        let mut field_count = None;
         for (name, value) in self.fields(doc) {
             // A null types nothing: the column appears with the first typed value.
             let Some(ty) = convert::column_type(value, self.uuids) else {
                 continue;
             };
             let change = match schema.column_index(&name) {
-                None if field_columns(schema) >= MAX_FIELD_COLUMNS => {
-                    if schema.column_index(OVERFLOW).is_some() {
+                None => {
+                    let count = field_count.get_or_insert_with(|| field_columns(schema));
+                    if *count < MAX_FIELD_COLUMNS {
+                        *count += 1;
+                        SchemaChange::AddColumn(Column::new(name, ty))
+                    } else if schema.column_index(OVERFLOW).is_none() {
+                        SchemaChange::AddColumn(Column::new(OVERFLOW, ColumnType::Json))
+                    } else {
                         continue;
                     }
-                    SchemaChange::AddColumn(Column::new(OVERFLOW, ColumnType::Json))
                 }
-                None => SchemaChange::AddColumn(Column::new(name, ty)),
                 Some(i) => match type_change(&schema.columns[i].column_type, &ty) {
                     TypeChange::Keep => continue,
                     TypeChange::Widen(to) => SchemaChange::AlterColumnType { name, to },
