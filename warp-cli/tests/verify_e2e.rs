@@ -241,3 +241,164 @@ async fn verify_compares_mongodb_documents_in_their_landed_shape() {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The port `key` (`metrics_port`, `health_check_port`) of a suite's config file.
+fn port(config: &Path, key: &str) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let at = text.find(&format!("{key}: ")).unwrap() + key.len() + 2;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (up to two minutes) until `check` returns `Some`, naming `what` on timeout with
+/// the last state `state` shows.
+async fn until<T>(
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    state: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            state()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `orders` table's background verification as `/status` shows it.
+fn verification(health: u16) -> Option<serde_json::Value> {
+    let (_, body) = warp_e2e::http_get(health, "/status")?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    status["tables"]
+        .as_array()?
+        .iter()
+        .find(|t| t["table"] == "orders")
+        .map(|t| t["verification"].clone())
+        .filter(|v| !v.is_null())
+}
+
+fn gauge(metrics: u16, name: &str, db: &str) -> Option<f64> {
+    let (_, body) = warp_e2e::http_get(metrics, "/metrics")?;
+    let prefix = format!("{name}{{schema=\"{db}\",table=\"orders\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked() {
+    let shop = shop("bgverify", 2000, 500).await;
+    let base = std::fs::read_to_string(&shop.config).unwrap();
+    // Small ranges, so one pass reads several; a second between passes.
+    let settings = "verification: { pass_interval: 1, recheck_delay: 0.5, range_rows: 700 }\n";
+    std::fs::write(&shop.config, format!("{base}{settings}")).unwrap();
+    let (metrics, health) = (
+        port(&shop.config, "metrics_port"),
+        port(&shop.config, "health_check_port"),
+    );
+    let mut run = shop.run();
+    shop.wait_equal("orders").await;
+    let state = || format!("{:?}\n{}", verification(health), shop.log());
+
+    // A clean pass first: nothing reported on a table that equals its source.
+    let clean = until(
+        "a complete pass",
+        || verification(health).filter(|v| v["passes"].as_u64() >= Some(1)),
+        state,
+    )
+    .await;
+    assert_eq!(clean["mismatched_rows"], 0, "{clean}");
+    assert_eq!(clean["extra_rows_checked"], true, "{clean}");
+    assert!(
+        clean["ranges"].as_u64() >= Some(3),
+        "several ranges: {clean}"
+    );
+
+    tamper(
+        &shop,
+        "UPDATE {db}.orders SET status = 'tampered' WHERE id = 42",
+    )
+    .await;
+    tamper(
+        &shop,
+        "DELETE FROM {db}.orders WHERE id BETWEEN 700 AND 709",
+    )
+    .await;
+    tamper(
+        &shop,
+        "INSERT INTO {db}.orders (id, customer_id, status) VALUES (999999, 1, 'ghost')",
+    )
+    .await;
+    let found = until(
+        "the tampering reported in /status",
+        || verification(health).filter(|v| v["mismatched_rows"] == 12),
+        state,
+    )
+    .await;
+    let summary = found["last_mismatch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        summary.contains("10 missing, 1 extra, 1 different") && summary.contains("999999"),
+        "{found}"
+    );
+    until(
+        "the mismatch in /metrics",
+        || {
+            (gauge(metrics, "cartridge_warp_verify_mismatched_rows", &shop.db) == Some(12.0))
+                .then_some(())
+        },
+        state,
+    )
+    .await;
+    assert!(gauge(metrics, "cartridge_warp_verify_passes_total", &shop.db) >= Some(2.0));
+    // `status` reads what the replica recorded in the metadata schema.
+    until(
+        "the mismatch recorded for `status`",
+        || {
+            shop.status().into_iter().find(|t| {
+                t.table == "orders"
+                    && t.verification
+                        .as_ref()
+                        .is_some_and(|v| v.mismatched_rows == 12)
+            })
+        },
+        state,
+    )
+    .await;
+    // Reporting never writes.
+    assert_eq!(
+        shop.scalar_pg(format!(
+            "SELECT count(*) FROM {}.orders WHERE status = 'tampered'",
+            shop.db
+        ))
+        .await,
+        1
+    );
+    assert!(run.terminate().success());
+
+    // With `mode: repair` the differences are rewritten from the source.
+    let repairing = settings.replace("pass_interval", "mode: repair, pass_interval");
+    std::fs::write(&shop.config, format!("{base}{repairing}")).unwrap();
+    let mut run = shop.run();
+    let repaired = until(
+        "a repairing pass",
+        || verification(health).filter(|v| v["repaired_rows"] == 12),
+        state,
+    )
+    .await;
+    assert_eq!(repaired["mismatched_rows"], 0, "{repaired}");
+    shop.wait_equal("orders").await;
+    assert!(run.terminate().success());
+}

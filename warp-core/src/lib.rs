@@ -63,7 +63,7 @@ pub mod watermark;
 
 pub use engine::{
     single_table, Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard,
-    TablePlan, TableState, TableStatus,
+    TablePlan, TableState, TableStatus, VerificationStatus,
 };
 pub use error::{Error, Result, Retry};
 pub use event::{

@@ -30,6 +30,20 @@ pub const LATE_ROWS_TOTAL: &str = "cartridge_warp_late_rows_total";
 pub const LATE_ROW_MAX_SECONDS: &str = "cartridge_warp_late_row_max_seconds";
 /// BigQuery: bytes processed (billed) by the queries cartridge-warp ran.
 pub const SOURCE_BYTES_PROCESSED_TOTAL: &str = "cartridge_warp_source_bytes_processed_total";
+/// Verification (background in `run`, or the `verify` job's textfile): rows the last
+/// complete pass found different (confirmed, after repair when repairing).
+pub const VERIFY_MISMATCHED_ROWS: &str = "cartridge_warp_verify_mismatched_rows";
+pub const VERIFY_MISMATCHED_RANGES: &str = "cartridge_warp_verify_mismatched_ranges";
+pub const VERIFY_UNSETTLED_ROWS: &str = "cartridge_warp_verify_unsettled_rows";
+pub const VERIFY_SOURCE_ROWS: &str = "cartridge_warp_verify_source_rows";
+pub const VERIFY_DESTINATION_ROWS: &str = "cartridge_warp_verify_destination_rows";
+pub const VERIFY_FAILED: &str = "cartridge_warp_verify_failed";
+pub const VERIFY_REPAIRED_ROWS: &str = "cartridge_warp_verify_repaired_rows";
+pub const VERIFY_LAST_RUN_TIMESTAMP_SECONDS: &str =
+    "cartridge_warp_verify_last_run_timestamp_seconds";
+/// Background verification: complete passes, and rows compared, since start.
+pub const VERIFY_PASSES_TOTAL: &str = "cartridge_warp_verify_passes_total";
+pub const VERIFY_ROWS_TOTAL: &str = "cartridge_warp_verify_rows_total";
 
 /// Registers help texts and units with whatever recorder is installed.
 pub fn describe() {
@@ -84,6 +98,47 @@ pub fn describe() {
     describe_gauge!(
         LATE_ROW_MAX_SECONDS,
         "BigQuery: the largest lateness of a late row since start, seconds (compare with source.lookback)"
+    );
+    describe_gauge!(
+        VERIFY_MISMATCHED_ROWS,
+        "Rows that differ between source and destination, confirmed by the last verification pass"
+    );
+    describe_gauge!(
+        VERIFY_MISMATCHED_RANGES,
+        "Key ranges holding differing rows in the last verification pass"
+    );
+    describe_gauge!(
+        VERIFY_UNSETTLED_ROWS,
+        "Rows still changing when the last verification pass read them (not mismatches)"
+    );
+    describe_gauge!(
+        VERIFY_SOURCE_ROWS,
+        "Source rows compared by the last verification pass"
+    );
+    describe_gauge!(
+        VERIFY_DESTINATION_ROWS,
+        "Live destination rows compared by the last verification pass"
+    );
+    describe_gauge!(
+        VERIFY_FAILED,
+        "1 when the last verification pass of the table could not finish"
+    );
+    describe_gauge!(
+        VERIFY_REPAIRED_ROWS,
+        "Rows the last verification pass rewrote from the source (mode repair)"
+    );
+    describe_gauge!(
+        VERIFY_LAST_RUN_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "When the last verification pass of the table ended (Unix time)"
+    );
+    describe_counter!(
+        VERIFY_PASSES_TOTAL,
+        "Complete background verification passes over the table"
+    );
+    describe_counter!(
+        VERIFY_ROWS_TOTAL,
+        "Rows compared by background verification (source and destination reads)"
     );
     describe_counter!(
         UPDATES_WITHOUT_DOCUMENT_TOTAL,

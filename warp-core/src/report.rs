@@ -67,6 +67,9 @@ pub struct TableReport {
     /// counted by the replica that ran it since it started; `None` for other sources.
     #[serde(default)]
     pub source_bytes: Option<i64>,
+    /// Background verification, as last recorded by the replica running the table.
+    #[serde(default)]
+    pub verification: Option<crate::VerificationStatus>,
 }
 
 /// One replica of a schema as the metadata schema's membership shows it.

@@ -213,6 +213,14 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Which of `keys` the table holds now, each exactly as given (a key the source's
+    /// collation only deems equal is not held): how a comparison finds rows the
+    /// destination keeps that the source no longer has, a page of keys at a time.
+    /// `None`: not supported.
+    async fn existing_keys(&self, _table: &TableSchema, _keys: &[Key]) -> Result<Option<Vec<Key>>> {
+        Ok(None)
+    }
+
     /// Source-specific lines for `run --dry-run` (e.g. the bytes a full load would scan).
     async fn plan_notes(
         &self,

@@ -710,7 +710,7 @@ fn connector_keys_are_left_to_the_connector() {
 #[test]
 fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
     use warp_core::config::*;
-    let sections: [(&str, Vec<String>); 8] = [
+    let sections: [(&str, Vec<String>); 9] = [
         (
             "Top level",
             warp_core::testing::accepted_keys::<WarpConfig>(),
@@ -743,6 +743,10 @@ fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
             "`logging`",
             warp_core::testing::accepted_keys::<LoggingConfig>(),
         ),
+        (
+            "`verification`",
+            warp_core::testing::accepted_keys::<VerificationConfig>(),
+        ),
     ];
     let sections_of_top = [
         "performance",
@@ -751,6 +755,7 @@ fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
         "schemas",
         "monitoring",
         "logging",
+        "verification",
     ];
     let per_table = warp_core::testing::accepted_keys::<TableSettings>();
     let variables: Vec<&str> = env_keys().iter().map(|k| k.path).collect();
@@ -777,6 +782,7 @@ fn every_accepted_key_is_documented_and_every_variable_is_accepted() {
             "`destination`" => "destination.",
             "`monitoring`" => "monitoring.",
             "`logging`" => "logging.",
+            "`verification`" => "verification.",
             _ => continue,
         };
         for key in keys {

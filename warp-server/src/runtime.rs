@@ -199,6 +199,8 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(crate::progress::report(boards.clone(), shutdown.clone()));
+    #[cfg(feature = "postgres")]
+    crate::verify::background::start(loaded, &pipelines, &owner(loaded), &shutdown)?;
     let mut running = JoinSet::new();
     for pipeline in pipelines {
         running.spawn(pipeline.run(shutdown.clone()));

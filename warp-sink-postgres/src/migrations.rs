@@ -21,7 +21,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bytes the source processed per table in table_state",
         TABLE_STATE_SOURCE_BYTES,
     ),
+    (
+        6,
+        "background verification per table in table_state",
+        TABLE_STATE_VERIFICATION,
+    ),
 ];
+
+const TABLE_STATE_VERIFICATION: &str = "ALTER TABLE {m}.table_state ADD COLUMN verification jsonb";
 
 const TABLE_STATE_SOURCE_BYTES: &str = "ALTER TABLE {m}.table_state ADD COLUMN source_bytes bigint";
 

@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row as _};
 use warp_core::{ColumnType, Decimal, Interval, Key, Row, TableSchema, Target, Value};
 
+use crate::encode::literal_of;
 use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 use crate::landed::{Landed, OP, VERSION};
@@ -22,6 +23,105 @@ pub struct LandedRow {
 
 /// Every row of the landing table of `target`, in key order.
 pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Result<Vec<LandedRow>> {
+    select_rows(pool, target, schema, None).await
+}
+
+/// The rows (live or soft-deleted) of `target` whose keys are among `keys`: one range of a
+/// comparison, whatever the table's size.
+pub async fn rows_with_keys(
+    pool: &PgPool,
+    target: &Target,
+    schema: &TableSchema,
+    keys: &[Key],
+) -> Result<Vec<LandedRow>> {
+    let landed = Landed::new(target, schema)?;
+    let mut out = Vec::with_capacity(keys.len());
+    // Statements stay a few hundred kilobytes at most, whatever the range's size.
+    for part in keys.chunks(KEYS_PER_STATEMENT) {
+        let filter = format!(
+            "({}) IN ({})",
+            landed.key_list(),
+            key_tuples(&landed, part)?
+        );
+        out.extend(select_rows(pool, target, schema, Some(filter)).await?);
+    }
+    Ok(out)
+}
+
+const KEYS_PER_STATEMENT: usize = 1000;
+
+/// `(l1, l2), (l1, l2), …` for `keys`, as literals of the key columns' types.
+fn key_tuples(landed: &Landed, keys: &[Key]) -> Result<String> {
+    let tuple = |key: &Key| -> Result<String> {
+        let parts = landed
+            .key
+            .iter()
+            .zip(key)
+            .map(|(&i, v)| literal_of(v, &landed.columns[i].ty))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(format!("({})", parts.join(", ")))
+    };
+    Ok(keys
+        .iter()
+        .map(tuple)
+        .collect::<Result<Vec<_>>>()?
+        .join(", "))
+}
+
+/// Up to `limit` keys of live rows after `after` in the destination's key order, with
+/// their versions: the destination's side of a comparison read page by page.
+pub async fn live_key_page(
+    pool: &PgPool,
+    target: &Target,
+    schema: &TableSchema,
+    after: Option<&Key>,
+    limit: usize,
+) -> Result<Vec<(Key, i64)>> {
+    let landed = Landed::new(target, schema)?;
+    let key: Vec<_> = landed.key.iter().map(|&i| &landed.columns[i]).collect();
+    let exprs: Vec<String> = key.iter().map(|c| select_expr(&c.ident, &c.ty)).collect();
+    let resume = match after {
+        Some(k) => format!(
+            " AND ({}) > {}",
+            landed.key_list(),
+            key_tuples(&landed, std::slice::from_ref(k))?
+        ),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT {}, {} FROM {} WHERE NOT {}{resume} ORDER BY {} LIMIT {limit}",
+        exprs.join(", "),
+        quote(VERSION),
+        landed.table,
+        landed.is_deleted(),
+        landed.key_list()
+    );
+    let fetched = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .context("read key page")?;
+    fetched
+        .iter()
+        .map(|r| {
+            let k = key
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    decode(r, i, &c.ty)
+                        .map_err(|e| SinkError::Invalid(format!("column {}: {e}", c.name)))
+                })
+                .collect::<Result<Key>>()?;
+            Ok((k, r.try_get(key.len()).context("version")?))
+        })
+        .collect()
+}
+
+async fn select_rows(
+    pool: &PgPool,
+    target: &Target,
+    schema: &TableSchema,
+    filter: Option<String>,
+) -> Result<Vec<LandedRow>> {
     let landed = Landed::new(target, schema)?;
     let exprs: Vec<String> = landed
         .columns
@@ -29,12 +129,13 @@ pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Resul
         .map(|c| select_expr(&c.ident, &c.ty))
         .collect();
     let sql = format!(
-        "SELECT {}, {}, {}, {} FROM {} ORDER BY {}",
+        "SELECT {}, {}, {}, {} FROM {}{} ORDER BY {}",
         exprs.join(", "),
         quote(VERSION),
         landed.is_deleted(),
         quote(OP),
         landed.table,
+        filter.map(|f| format!(" WHERE {f}")).unwrap_or_default(),
         landed.key_list()
     );
     let fetched = sqlx::query(AssertSqlSafe(sql))

@@ -28,20 +28,21 @@ pub async fn record(
                 "rows_copied": t.rows_copied, "last_error": t.last_error, "hint": t.hint,
                 "last_source_ts": t.last_source_ts,
                 "chunks_done": t.chunks_done, "chunks_total": t.chunks_total,
-                "source_bytes": t.source_bytes,
+                "source_bytes": t.source_bytes, "verification": t.verification,
             })
         })
         .collect();
     let sql = format!(
-        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, last_source_ts, chunks_done, chunks_total, source_bytes, owner, updated_at)
-         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, r.last_source_ts, r.chunks_done, r.chunks_total, r.source_bytes, $2, now()
+        "INSERT INTO {m}.table_state AS s (schema_name, table_name, state, rows_copied, last_error, hint, last_source_ts, chunks_done, chunks_total, source_bytes, verification, owner, updated_at)
+         SELECT r.schema_name, r.table_name, r.state, r.rows_copied, r.last_error, r.hint, r.last_source_ts, r.chunks_done, r.chunks_total, r.source_bytes, r.verification, $2, now()
          FROM jsonb_to_recordset($1::jsonb)
             AS r(schema_name text, table_name text, state text, rows_copied bigint, last_error text, hint text, last_source_ts timestamptz,
-                 chunks_done integer, chunks_total integer, source_bytes bigint)
+                 chunks_done integer, chunks_total integer, source_bytes bigint, verification jsonb)
          ON CONFLICT (schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, rows_copied = EXCLUDED.rows_copied,
             last_error = EXCLUDED.last_error, hint = EXCLUDED.hint, owner = EXCLUDED.owner,
             chunks_done = EXCLUDED.chunks_done, chunks_total = EXCLUDED.chunks_total,
             source_bytes = COALESCE(EXCLUDED.source_bytes, s.source_bytes),
+            verification = COALESCE(EXCLUDED.verification, s.verification),
             last_source_ts = COALESCE(EXCLUDED.last_source_ts, s.last_source_ts), updated_at = now()",
         m = quote(metadata)
     );
@@ -53,25 +54,6 @@ pub async fn record(
         .context("record status")?;
     Ok(())
 }
-
-type Raw = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<serde_json::Value>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<i32>,
-    Option<i32>,
-    Option<i32>,
-    Option<i64>,
-);
 
 /// The metadata schema's migration level, `None` when it does not exist yet. `status`
 /// may run against a schema an older replica created, so columns added later are read
@@ -170,6 +152,11 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
     } else {
         "NULL::bigint"
     };
+    let verification = if level >= 6 {
+        "s.verification"
+    } else {
+        "NULL::jsonb"
+    };
     let sql = format!(
         "WITH t AS (
             SELECT schema_name, table_name FROM {m}.checkpoints
@@ -181,7 +168,7 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
                 GREATEST(c.source_ts, s.last_source_ts),
                 -- Only a live lease names an owner (a handed-back or lapsed one does not).
                 CASE WHEN l.owner <> '' AND l.expires_at > now() THEN l.owner END, s.updated_at, s.last_error, s.hint,
-                COALESCE(d.n, 0), {chunks}, v.version, {source_bytes}
+                COALESCE(d.n, 0), {chunks}, v.version, {source_bytes}, {verification}
          FROM t
          LEFT JOIN {m}.checkpoints c ON c.schema_name = t.schema_name AND c.table_name = t.table_name AND c.stream = 'main'
          LEFT JOIN {m}.table_state s ON s.schema_name = t.schema_name AND s.table_name = t.table_name
@@ -191,50 +178,40 @@ async fn tables(pool: &PgPool, metadata: &str, level: i32) -> Result<Vec<TableRe
          ORDER BY 1, 2",
         m = quote(metadata)
     );
-    let rows: Vec<Raw> = sqlx::query_as(AssertSqlSafe(sql))
+    let rows = sqlx::query(AssertSqlSafe(sql))
         .fetch_all(pool)
         .await
         .context("read status")?;
     let now = Utc::now();
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                schema,
-                table,
-                state,
-                phase,
-                rows_copied,
-                position,
-                ts,
-                owner,
-                updated,
-                last_error,
-                hint,
-                dead,
-                chunks_done,
-                chunks_total,
-                schema_version,
-                source_bytes,
-            )| TableReport {
-                schema,
-                table,
-                state: state.as_deref().and_then(TableState::parse),
-                phase: phase.as_deref().and_then(CheckpointPhase::parse),
-                rows_copied,
-                position,
-                lag_seconds: ts.map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
-                last_source_ts: ts,
-                owner,
-                status_updated_at: updated,
-                last_error: last_error.map(|e| warp_core::mask_secrets(&e).into_owned()),
-                hint,
-                dead_letters: dead,
-                chunks_done: chunks_done.map(i64::from),
-                chunks_total: chunks_total.map(i64::from).filter(|n| *n > 0),
-                schema_version,
-                source_bytes,
-            },
-        )
-        .collect())
+    rows.iter().map(|r| report(r, now)).collect()
+}
+
+/// One row of the status query (columns in its order).
+fn report(r: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<TableReport> {
+    use sqlx::Row as _;
+    let get = |i: usize| -> Result<Option<String>> { r.try_get(i).context("read status") };
+    let ts: Option<DateTime<Utc>> = r.try_get(6).context("read status")?;
+    let int = |i: usize| -> Result<Option<i32>> { r.try_get(i).context("read status") };
+    let verification: Option<serde_json::Value> = r.try_get(16).context("read status")?;
+    Ok(TableReport {
+        schema: r.try_get(0).context("read status")?,
+        table: r.try_get(1).context("read status")?,
+        state: get(2)?.as_deref().and_then(TableState::parse),
+        phase: get(3)?.as_deref().and_then(CheckpointPhase::parse),
+        rows_copied: r.try_get(4).context("read status")?,
+        position: r.try_get(5).context("read status")?,
+        lag_seconds: ts.map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+        last_source_ts: ts,
+        owner: get(7)?,
+        status_updated_at: r.try_get(8).context("read status")?,
+        last_error: get(9)?.map(|e| warp_core::mask_secrets(&e).into_owned()),
+        hint: get(10)?,
+        dead_letters: r.try_get(11).context("read status")?,
+        chunks_done: int(12)?.map(i64::from),
+        chunks_total: int(13)?.map(i64::from).filter(|n| *n > 0),
+        schema_version: int(14)?,
+        source_bytes: r.try_get(15).context("read status")?,
+        // A shape this version cannot read (a newer replica's) is left out.
+        verification: verification.and_then(|v| serde_json::from_value(v).ok()),
+    })
 }

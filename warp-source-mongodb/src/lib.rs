@@ -400,6 +400,15 @@ impl Source for MongoSource {
         })
     }
 
+    async fn existing_keys(
+        &self,
+        table: &TableSchema,
+        keys: &[Key],
+    ) -> warp_core::Result<Option<Vec<Key>>> {
+        let coll = self.collection(&table.id.name).await?;
+        Ok(Some(snapshot::existing_keys(&coll, keys).await?))
+    }
+
     async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
         let coll = self.collection(&table.id.name).await?;
         Ok(Some(snapshot::all_keys(&coll).await?))

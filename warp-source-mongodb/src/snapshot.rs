@@ -339,6 +339,59 @@ pub async fn all_keys(coll: &Collection<Document>) -> Result<Vec<Key>> {
     Ok(keys)
 }
 
+/// Which of `keys` (destination keys: `_id` texts) name a document now.
+pub async fn existing_keys(coll: &Collection<Document>, keys: &[Key]) -> Result<Vec<Key>> {
+    let mut held = BTreeSet::new();
+    for part in keys.chunks(1000) {
+        let ids: Vec<Bson> = part
+            .iter()
+            .filter_map(|k| match k.as_slice() {
+                [Value::Text(t)] => Some(id_candidates(t)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut cursor = coll
+            .find(doc! { ID: { "$in": ids } })
+            .projection(doc! { ID: 1 })
+            .await
+            .context("look up keys")?;
+        while let Some(d) = cursor.try_next().await.context("look up keys")? {
+            if let Some(id) = d.get(ID) {
+                held.insert(convert::id_text(id));
+            }
+        }
+    }
+    Ok(keys
+        .iter()
+        .filter(|k| matches!(k.as_slice(), [Value::Text(t)] if held.contains(t)))
+        .cloned()
+        .collect())
+}
+
+/// Every `_id` whose text (`convert::id_text`) can be `text`: the string itself, an
+/// ObjectId of 24 hex digits, an integer, or any other type's canonical Extended JSON.
+/// The lookup's answers are compared by their text again, so a candidate matching more
+/// (MongoDB's `5` also finds `5.0`) finds nothing extra.
+fn id_candidates(text: &str) -> Vec<Bson> {
+    let mut out = vec![Bson::String(text.to_owned())];
+    if let Ok(oid) = bson::oid::ObjectId::parse_str(text) {
+        out.push(Bson::ObjectId(oid));
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        out.push(Bson::Int64(i));
+    }
+    if text.starts_with('{') {
+        if let Some(b) = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|j| Bson::try_from(j).ok())
+        {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// The `_id` text of a document, for keys of change events.
 pub fn key_of(id: &Bson) -> Key {
     vec![Value::Text(convert::id_text(id))]

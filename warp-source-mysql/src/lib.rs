@@ -535,6 +535,18 @@ impl Source for MysqlSource {
         ))
     }
 
+    async fn existing_keys(
+        &self,
+        table: &TableSchema,
+        keys: &[warp_core::Key],
+    ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
+        let t = self.cached(table)?;
+        let mut conn = self.connect.conn().await?;
+        Ok(Some(
+            snapshot::existing_keys(&mut conn, &self.database, &t, keys).await?,
+        ))
+    }
+
     async fn plan_notes(
         &self,
         table: &TableSchema,

@@ -504,6 +504,58 @@ pub async fn all_keys(conn: &mut Conn, database: &str, table: &MysqlTable) -> Re
         .collect()
 }
 
+/// Keys per `IN` list of [`existing_keys`].
+const KEYS_PER_LOOKUP: usize = 500;
+
+/// Which of `keys` the table holds, each as read (text keys as stored, so a key the
+/// collation merely deems equal — another case, trailing spaces — is not held).
+pub async fn existing_keys(
+    conn: &mut Conn,
+    database: &str,
+    table: &MysqlTable,
+    keys: &[Key],
+) -> Result<Vec<Key>> {
+    let select = Select::new(database, table);
+    let key_columns: Vec<&MysqlColumn> = table
+        .schema
+        .key_indexes()
+        .map_err(unsupported)?
+        .iter()
+        .map(|&i| &table.columns[i])
+        .collect();
+    let what: Vec<String> = key_columns.iter().map(|c| read_expr(c)).collect();
+    let mut held = std::collections::BTreeSet::new();
+    for part in keys.chunks(KEYS_PER_LOOKUP) {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} IN ({})",
+            what.join(", "),
+            select.table,
+            select.key,
+            vec![select.tuple(); part.len()].join(", ")
+        );
+        let params: Vec<mysql_async::Value> = part.iter().flatten().map(to_param).collect();
+        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.context("look up keys")?;
+        for row in rows {
+            let key = row
+                .unwrap()
+                .into_iter()
+                .zip(&key_columns)
+                .map(|(v, c)| match decode_from(v, &c.kind, Origin::Stored) {
+                    Ok(Decoded::Value(v)) => v,
+                    Ok(Decoded::ZeroDate) => Value::Null,
+                    Err(e) => Value::Unreadable(e.to_string()),
+                })
+                .collect();
+            held.insert(warp_core::OrdKey(key));
+        }
+    }
+    Ok(keys
+        .iter()
+        .filter(|k| held.contains(&warp_core::OrdKey((*k).clone())))
+        .cloned()
+        .collect())
+}
+
 fn decode_values(row: mysql_async::Row, kinds: &[Kind]) -> std::result::Result<Vec<Value>, String> {
     row.unwrap()
         .into_iter()

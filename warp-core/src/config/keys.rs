@@ -153,6 +153,28 @@ const KEYS: &[EnvKey] = &[
         "monitoring.readiness_max_lag_seconds",
         "readiness fails above this lag",
     ),
+    k(
+        "verification.enabled",
+        "background verification (default: on for mysql and mongodb, off for bigquery)",
+    ),
+    k("verification.mode", "report | repair"),
+    k(
+        "verification.rows_per_second",
+        "rows compared per second per replica (5000)",
+    ),
+    k(
+        "verification.max_lag",
+        "seconds of lag above which a table's verification waits (60)",
+    ),
+    k("verification.pass_interval", "seconds between passes (60)"),
+    k(
+        "verification.recheck_delay",
+        "seconds a suspected difference is given to settle (5)",
+    ),
+    k(
+        "verification.range_rows",
+        "source rows per range read (5000)",
+    ),
     k("logging.level", "trace | debug | info | warn | error"),
     k("logging.format", "structured (JSON lines) | text"),
     k(

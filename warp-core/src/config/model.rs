@@ -85,6 +85,8 @@ pub struct WarpConfig {
     pub monitoring: MonitoringConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub verification: VerificationConfig,
 }
 
 string_enum! {
@@ -477,6 +479,84 @@ impl<'de> Deserialize<'de> for Tables {
         }
         d.deserialize_any(V)
     }
+}
+
+string_enum! {
+    #[derive(Default)]
+    pub enum VerificationMode {
+        /// Differences are reported (metrics, status), never written.
+        #[default]
+        Report = "report",
+        /// Differences are also rewritten from the source, never undoing a newer change.
+        Repair = "repair",
+    }
+}
+
+/// Background verification: each replica compares the tables it runs with the source,
+/// one pass after another, within a budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationConfig {
+    /// Unset: on for sources with a change log (MySQL, MongoDB), off for BigQuery, which
+    /// bills every read.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub mode: VerificationMode,
+    /// Rows compared per second per replica at most (source and destination reads).
+    #[serde(default = "default_verify_rows_per_second")]
+    pub rows_per_second: PositiveInt,
+    /// A table lagging more than this waits (its verification pauses, never its stream).
+    #[serde(default = "default_verify_max_lag")]
+    pub max_lag: Seconds,
+    /// Pause between the end of one pass over a replica's tables and the next.
+    #[serde(default = "default_verify_pass_interval")]
+    pub pass_interval: Seconds,
+    /// How long a suspected difference is given to settle before it is read again.
+    #[serde(default = "default_verify_recheck_delay")]
+    pub recheck_delay: Seconds,
+    /// Source rows per range read; memory holds about one range of each side.
+    #[serde(default = "default_verify_range_rows")]
+    pub range_rows: PositiveInt,
+}
+
+pub const DEFAULT_VERIFY_ROWS_PER_SECOND: u64 = 5_000;
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            mode: VerificationMode::default(),
+            rows_per_second: default_verify_rows_per_second(),
+            max_lag: default_verify_max_lag(),
+            pass_interval: default_verify_pass_interval(),
+            recheck_delay: default_verify_recheck_delay(),
+            range_rows: default_verify_range_rows(),
+        }
+    }
+}
+
+impl VerificationConfig {
+    /// Whether a replica reading `source` verifies in the background.
+    pub fn enabled_for(&self, source: SourceType) -> bool {
+        self.enabled.unwrap_or(source != SourceType::Bigquery)
+    }
+}
+
+fn default_verify_rows_per_second() -> PositiveInt {
+    PositiveInt::new(DEFAULT_VERIFY_ROWS_PER_SECOND).unwrap_or(PositiveInt::MIN)
+}
+fn default_verify_max_lag() -> Seconds {
+    Seconds::from_secs(60)
+}
+fn default_verify_pass_interval() -> Seconds {
+    Seconds::from_secs(60)
+}
+fn default_verify_recheck_delay() -> Seconds {
+    Seconds::from_secs(5)
+}
+fn default_verify_range_rows() -> PositiveInt {
+    PositiveInt::new(5_000).unwrap_or(PositiveInt::MIN)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,6 +12,8 @@ use crate::mask::mask_secrets;
 pub struct PositiveInt(u64);
 
 impl PositiveInt {
+    pub const MIN: Self = Self(1);
+
     pub const fn new(v: u64) -> Option<Self> {
         if v == 0 {
             None

@@ -26,7 +26,7 @@ pub use batch::{Batch, OrdKey};
 pub use feed::single_table;
 pub use plan::TablePlan;
 pub use retry::Backoff;
-pub use status::{StatusBoard, TableState, TableStatus};
+pub use status::{StatusBoard, TableState, TableStatus, VerificationStatus};
 
 mod retry;
 

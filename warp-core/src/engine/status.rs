@@ -78,6 +78,38 @@ pub struct TableStatus {
     pub attempts: u32,
     /// [`crate::Source::bytes_processed`] for the table, as of its last commit.
     pub source_bytes: Option<u64>,
+    /// Background verification of the table, when on.
+    #[serde(default)]
+    pub verification: Option<VerificationStatus>,
+}
+
+/// Where a table's background verification stands: what the status page, `/status` and
+/// `status` show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerificationStatus {
+    /// `verifying`, `waiting` (the table copies or lags), `idle` (between passes) or
+    /// `failed` (the last pass could not finish; see `last_error`).
+    pub state: String,
+    /// Complete passes since the replica started.
+    pub passes: u64,
+    /// When the last complete pass ended, and what it found.
+    pub last_pass_at: Option<DateTime<Utc>>,
+    pub last_pass_seconds: Option<f64>,
+    pub rows_compared: u64,
+    pub ranges: u64,
+    pub mismatched_rows: u64,
+    pub mismatched_ranges: u64,
+    /// Rows still changing on either side when the pass read them (not mismatches).
+    pub unsettled_rows: u64,
+    /// Whether rows kept only at the destination were looked for.
+    pub extra_rows_checked: bool,
+    /// Rows rewritten from the source since the replica started (`mode: repair`).
+    pub repaired_rows: u64,
+    /// The last pass that found differences: when, and a summary with some keys.
+    pub last_mismatch_at: Option<DateTime<Utc>>,
+    pub last_mismatch: Option<String>,
+    /// Why the last pass could not finish (secrets masked).
+    pub last_error: Option<String>,
 }
 
 impl TableStatus {
@@ -99,6 +131,7 @@ impl TableStatus {
             hint: None,
             attempts: 0,
             source_bytes: None,
+            verification: None,
         }
     }
 
@@ -139,6 +172,12 @@ impl StatusBoard {
         if new || entry.state != before {
             publish_state(key, entry.state);
         }
+    }
+
+    /// Changes a table this replica runs; `false` (nothing changed) for one it does not.
+    pub fn amend(&self, key: &TableKey, f: impl FnOnce(&mut TableStatus)) -> bool {
+        let mut map = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get_mut(key).map(f).is_some()
     }
 
     pub fn set_state(&self, key: &TableKey, state: TableState) {

@@ -38,6 +38,8 @@ pub struct TableView {
     pub schema_version: Option<i32>,
     /// Bytes the source's queries for the table processed (BigQuery).
     pub source_bytes: Option<i64>,
+    /// Background verification: the last pass and the last mismatch found.
+    pub verification: Option<warp_core::VerificationStatus>,
 }
 
 impl TableView {
@@ -72,6 +74,7 @@ impl TableView {
             dead_letters: r.dead_letters,
             schema_version: r.schema_version,
             source_bytes: r.source_bytes,
+            verification: r.verification,
         }
     }
 
@@ -97,6 +100,9 @@ impl TableView {
             .as_deref()
             .map(|e| warp_core::mask_secrets(e).into_owned());
         self.hint = live.hint.clone();
+        if live.verification.is_some() {
+            self.verification = live.verification.clone();
+        }
         self.status_updated_at = Some(now);
     }
 
@@ -177,6 +183,7 @@ pub fn merge(
                     chunks_total: None,
                     schema_version: None,
                     source_bytes: None,
+                    verification: None,
                 });
                 v.overlay(l, owner, now);
                 views.push(v);
@@ -219,6 +226,7 @@ mod tests {
             chunks_total: Some(4),
             schema_version: Some(3),
             source_bytes: None,
+            verification: None,
         }
     }
 

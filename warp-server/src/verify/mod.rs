@@ -1,37 +1,40 @@
-//! `cartridge-warp verify`: compares every table of a schema between source and
-//! destination while replication runs, reports the key ranges that differ, and with
-//! `--repair` re-copies only the rows in them.
+//! Comparing source and destination while replication runs: `cartridge-warp verify`
+//! (once, optionally repairing) and the background verification of `run`.
 //!
 //! Both sides are read through their own decoders (the same ones replication uses) and
 //! each row is hashed in its canonical destination encoding (PostgreSQL text input for
-//! the landed column types), so equal hashes mean equal rows as stored. Range checksums
-//! over the sorted key union are narrowed by bisection. Each read takes the source first,
-//! then the destination once its checkpoint passed the source's position after that
-//! read. A difference counts only once it holds still: it must show in two reads
-//! `recheck_delay` apart with neither side of the row changing in between; rows still
-//! moving after `rounds` reads are reported as unsettled, never as mismatches.
+//! the landed column types), so equal hashes mean equal rows as stored. A table is walked
+//! range by range (see `walk`), so memory holds one range whatever the table's size;
+//! differing ranges are narrowed by bisection. Each read takes the source first, then the
+//! destination once its checkpoint passed the source's position after that read. A
+//! difference counts only once it holds still: it must show in two reads `recheck_delay`
+//! apart with neither side of the row changing in between; rows still moving after
+//! `rounds` reads are reported as unsettled, never as mismatches.
 
+pub mod background;
 mod compare;
 mod read;
+mod walk;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
 use warp_core::config::LoadedConfig;
-use warp_core::{OrdKey, Source, Target};
+use warp_core::{Source, Target};
 
 use crate::connectors::build_reader_source;
 use crate::error::ServerError;
-use compare::{differences, narrow};
 pub use compare::{Difference, Mismatch};
+pub use walk::{Pace, Unpaced};
 
 /// How `verify` behaves.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub table: Option<String>,
     pub repair: bool,
-    /// Keys per top-level range before bisection.
+    /// Source rows per range read (memory holds one range of each side).
+    pub range_rows: usize,
+    /// Keys per piece of a range before bisection.
     pub range_keys: usize,
     /// Wait between reads of a suspected difference (replication catching up).
     pub recheck_delay: Duration,
@@ -46,6 +49,7 @@ impl Default for VerifyOptions {
         Self {
             table: None,
             repair: false,
+            range_rows: 5000,
             range_keys: 1000,
             recheck_delay: Duration::from_secs(5),
             rounds: 4,
@@ -62,8 +66,14 @@ pub struct TableReport {
     pub source_rows: u64,
     pub destination_rows: u64,
     pub ranges_checked: u64,
-    /// Confirmed differences (after `--repair`: those the repair could not fix).
+    /// Rows that differ, confirmed (after `--repair`: those the repair could not fix).
+    pub mismatched_rows: u64,
+    pub mismatched_ranges: u64,
+    /// The first of the mismatched ranges.
     pub mismatches: Vec<Mismatch>,
+    /// Whether rows the destination keeps and the source no longer has were looked for
+    /// (a source that cannot look keys up leaves them unchecked).
+    pub extra_rows_checked: bool,
     /// Rows still changing on either side at the last read.
     pub unsettled_rows: u64,
     pub repaired: Option<warp_sink_postgres::verify::Repaired>,
@@ -72,14 +82,17 @@ pub struct TableReport {
 }
 
 impl TableReport {
-    fn new(schema: &str, table: &str) -> Self {
+    pub(crate) fn new(schema: &str, table: &str) -> Self {
         Self {
             schema: schema.to_owned(),
             table: table.to_owned(),
             source_rows: 0,
             destination_rows: 0,
             ranges_checked: 0,
+            mismatched_rows: 0,
+            mismatched_ranges: 0,
             mismatches: Vec::new(),
+            extra_rows_checked: true,
             unsettled_rows: 0,
             repaired: None,
             error: None,
@@ -87,7 +100,7 @@ impl TableReport {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.error.is_none() && self.mismatches.is_empty()
+        self.error.is_none() && self.mismatched_rows == 0
     }
 }
 
@@ -146,83 +159,45 @@ async fn table(
 ) -> Result<(), warp_core::Error> {
     let landed = sink.landed_schema(target).await?;
     let reader = read::Reader::new(source, sink, target, &landed, read)?;
-    let (mut src, mut dst) = reader.both(&BTreeSet::new(), opts.catch_up).await?;
-    let mut suspects: BTreeSet<OrdKey> = differences(&src, &dst).into_keys().collect();
-    let mut confirmed = BTreeSet::new();
-    for _ in 1..opts.rounds.max(2) {
-        if suspects.is_empty() {
-            break;
-        }
-        tokio::time::sleep(opts.recheck_delay).await;
-        // Source rows are kept for every key still in question: a repair needs them.
-        let watched: BTreeSet<OrdKey> = suspects.union(&confirmed).cloned().collect();
-        let (s2, d2) = reader.both(&watched, opts.catch_up).await?;
-        let now: BTreeSet<OrdKey> = differences(&s2, &d2)
-            .into_keys()
-            .filter(|k| suspects.contains(k) || confirmed.contains(k))
-            .collect();
-        // Still different, and neither side moved since the last read: a real mismatch.
-        let held = |k: &OrdKey| src.same(&s2, k) && dst.same(&d2, k);
-        confirmed = now.iter().filter(|k| held(k)).cloned().collect();
-        suspects = now.difference(&confirmed).cloned().collect();
-        (src, dst) = (s2, d2);
-    }
-    report.unsettled_rows = suspects.len() as u64;
-    if opts.repair && !confirmed.is_empty() {
-        let fixes = read::fixes(&src, &dst, &confirmed);
-        report.repaired = Some(sink.repair(target, &landed, &fixes).await?);
-        // Read again: whatever still differs among the repaired rows stays reported.
-        (src, dst) = reader.both(&BTreeSet::new(), opts.catch_up).await?;
-        confirmed = differences(&src, &dst)
-            .into_keys()
-            .filter(|k| confirmed.contains(k))
-            .collect();
-    }
-    report.source_rows = src.live_rows();
-    report.destination_rows = dst.live_rows();
-    // Only confirmed differences count: the others are made equal before narrowing.
-    dst.settle(&src, &confirmed);
-    let (top, ranges) = narrow(&src, &dst, opts.range_keys);
-    report.ranges_checked = top;
-    report.mismatches = ranges;
+    walk::table(&reader, opts, &Unpaced, report).await?;
     Ok(())
 }
 
 /// The reports as Prometheus text, for a node exporter's textfile collector (verify runs
 /// as a job, so nothing would be left to scrape).
 pub fn metrics_text(reports: &[TableReport]) -> String {
-    use metrics::gauge;
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         for r in reports {
-            let labels = [("schema", r.schema.clone()), ("table", r.table.clone())];
-            let rows: u64 = r
-                .mismatches
-                .iter()
-                .map(|m| m.missing + m.extra + m.different)
-                .sum();
-            gauge!("cartridge_warp_verify_mismatched_rows", &labels).set(rows as f64);
-            gauge!("cartridge_warp_verify_mismatched_ranges", &labels)
-                .set(r.mismatches.len() as f64);
-            gauge!("cartridge_warp_verify_unsettled_rows", &labels).set(r.unsettled_rows as f64);
-            gauge!("cartridge_warp_verify_source_rows", &labels).set(r.source_rows as f64);
-            gauge!("cartridge_warp_verify_destination_rows", &labels)
-                .set(r.destination_rows as f64);
-            gauge!("cartridge_warp_verify_failed", &labels).set(if r.error.is_some() {
-                1.0
-            } else {
-                0.0
-            });
-            if let Some(done) = &r.repaired {
-                gauge!("cartridge_warp_verify_repaired_rows", &labels)
-                    .set((done.written + done.deleted) as f64);
-            }
-            gauge!("cartridge_warp_verify_last_run_timestamp_seconds", &labels).set(now);
+            publish(r, None);
         }
     });
     handle.render()
+}
+
+/// Sets a table's `cartridge_warp_verify_*` gauges from `report` in the installed
+/// recorder; `background`: a pass of `run`'s verification, which also counts passes.
+fn publish(report: &TableReport, background: Option<Duration>) {
+    use metrics::{counter, gauge};
+    use warp_core::metrics as m;
+    let r = report;
+    let labels = [("schema", r.schema.clone()), ("table", r.table.clone())];
+    gauge!(m::VERIFY_MISMATCHED_ROWS, &labels).set(r.mismatched_rows as f64);
+    gauge!(m::VERIFY_MISMATCHED_RANGES, &labels).set(r.mismatched_ranges as f64);
+    gauge!(m::VERIFY_UNSETTLED_ROWS, &labels).set(r.unsettled_rows as f64);
+    gauge!(m::VERIFY_SOURCE_ROWS, &labels).set(r.source_rows as f64);
+    gauge!(m::VERIFY_DESTINATION_ROWS, &labels).set(r.destination_rows as f64);
+    gauge!(m::VERIFY_FAILED, &labels).set(if r.error.is_some() { 1.0 } else { 0.0 });
+    if let Some(done) = &r.repaired {
+        gauge!(m::VERIFY_REPAIRED_ROWS, &labels).set((done.written + done.deleted) as f64);
+    }
+    if background.is_some() && r.error.is_none() {
+        counter!(m::VERIFY_PASSES_TOTAL, &labels).increment(1);
+        counter!(m::VERIFY_ROWS_TOTAL, &labels).increment(r.source_rows + r.destination_rows);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!(m::VERIFY_LAST_RUN_TIMESTAMP_SECONDS, &labels).set(now);
 }

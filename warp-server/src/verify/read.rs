@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use warp_core::{
-    Backoff, Checkpoint, CheckpointStore, ColumnType, Error, OrdKey, Phase, Position, ReadSettings,
-    Row, Source, TableSchema, Target,
+    Backoff, Checkpoint, CheckpointStore, ColumnType, Error, Key, KeyRange, OrdKey, Phase,
+    Position, ReadSettings, Row, Source, TableSchema, Target,
 };
-use warp_sink_postgres::verify::{canonical, Fix};
+use warp_sink_postgres::verify::{canonical, Fix, Repaired};
 use warp_sink_postgres::PostgresSink;
 
 use super::compare::{hash_text, Entry, Side};
@@ -21,9 +21,6 @@ const BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(100),
     max: Duration::from_secs(5),
 };
-
-/// Rows per source read (the source pages them further).
-const READ_CHUNK: usize = 10_000;
 
 pub struct Reader<'a> {
     source: &'a dyn Source,
@@ -73,23 +70,52 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Both sides; source rows are kept for the keys in `keep` (repairs need them).
-    /// The source is read first; the destination once its checkpoint has passed the
-    /// source position taken after that read (or `catch_up` has gone by), so every change
-    /// the source read shows has had its chance to land.
-    pub async fn both(
+    /// The table's ranges in the source's key order, each of about `range_rows` rows.
+    pub async fn plan(&self, range_rows: usize) -> Result<Vec<KeyRange>, Error> {
+        let plan = BACKOFF
+            .retry_transient(TRANSIENT_PATIENCE, || {
+                self.source
+                    .plan_snapshot(self.landed, &self.read, range_rows.max(1))
+            })
+            .await?;
+        Ok(plan.chunks)
+    }
+
+    /// Both sides of one range: the source's rows in `range`, and the destination's rows
+    /// (live or not) with those keys or with a key in `keep` (keys still in question, whose
+    /// source rows are kept: repairs need them). The source is read first; the destination
+    /// once its checkpoint has passed the source position taken after that read (or
+    /// `catch_up` has gone by), so every change the source read shows has had its chance
+    /// to land. Rows the destination holds under keys the source has not are the
+    /// [`Reader::held_at_source`] pass's to find.
+    pub async fn range(
         &self,
+        range: &KeyRange,
         keep: &BTreeSet<OrdKey>,
         catch_up: Duration,
     ) -> Result<(Side, Side), Error> {
-        let source = self.source_side(keep).await?;
+        let source = self.source_side(range, keep).await?;
+        self.settle_point(catch_up).await?;
+        let keys: Vec<Key> = source
+            .rows
+            .keys()
+            .chain(keep.iter())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|k| k.0.clone())
+            .collect();
+        Ok((source, self.destination_rows(&keys).await?))
+    }
+
+    /// Waits until the destination has applied what the source shows now (at most
+    /// `catch_up`).
+    pub async fn settle_point(&self, catch_up: Duration) -> Result<(), Error> {
         let position = BACKOFF
             .retry_transient(TRANSIENT_PATIENCE, || {
                 self.source.current_position(self.landed, &self.read)
             })
             .await?;
-        self.wait_until_landed(&position, catch_up).await?;
-        Ok((source, self.destination_side().await?))
+        self.wait_until_landed(&position, catch_up).await
     }
 
     async fn wait_until_landed(&self, position: &Position, limit: Duration) -> Result<(), Error> {
@@ -112,43 +138,42 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    async fn source_side(&self, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
+    async fn source_side(&self, range: &KeyRange, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
         let mut side = Side::default();
-        let plan = BACKOFF
+        let mut pages = BACKOFF
             .retry_transient(TRANSIENT_PATIENCE, || {
-                self.source
-                    .plan_snapshot(self.landed, &self.read, READ_CHUNK)
+                self.source.read_chunk(self.landed, &self.read, range)
             })
-            .await?;
-        for chunk in &plan.chunks {
-            let mut pages = self
-                .source
-                .read_chunk(self.landed, &self.read, chunk)
-                .await?
-                .rows;
-            while let Some(page) = pages.next().await {
-                let rows = page?.into_rows().ok_or_else(|| Error::Table {
-                    table: self.target.key().to_string(),
-                    message: "the source has fields the destination has not landed yet".into(),
-                    hint: Some("let the replicator catch up, then verify again".into()),
-                })?;
-                for row in rows {
-                    let key = OrdKey(row.key(&self.key));
-                    let entry = Entry {
-                        hash: Some(self.hash(&row)),
-                        version: None,
-                        row: keep.contains(&key).then_some(row),
-                    };
-                    side.rows.insert(key, entry);
-                }
+            .await?
+            .rows;
+        while let Some(page) = pages.next().await {
+            let rows = page?.into_rows().ok_or_else(|| Error::Table {
+                table: self.target.key().to_string(),
+                message: "the source has fields the destination has not landed yet".into(),
+                hint: Some("let the replicator catch up, then verify again".into()),
+            })?;
+            for row in rows {
+                let key = OrdKey(row.key(&self.key));
+                let entry = Entry {
+                    hash: Some(self.hash(&row)),
+                    version: None,
+                    row: keep.contains(&key).then_some(row),
+                };
+                side.rows.insert(key, entry);
             }
         }
         Ok(side)
     }
 
-    async fn destination_side(&self) -> Result<Side, Error> {
-        let landed =
-            warp_sink_postgres::read::rows(self.sink.pool(), self.target, self.landed).await?;
+    /// The destination's rows under `keys`.
+    pub async fn destination_rows(&self, keys: &[Key]) -> Result<Side, Error> {
+        let landed = warp_sink_postgres::read::rows_with_keys(
+            self.sink.pool(),
+            self.target,
+            self.landed,
+            keys,
+        )
+        .await?;
         let mut side = Side::default();
         for r in landed {
             let entry = Entry {
@@ -159,6 +184,38 @@ impl<'a> Reader<'a> {
             side.rows.insert(OrdKey(r.row.key(&self.key)), entry);
         }
         Ok(side)
+    }
+
+    /// Up to `limit` keys of live destination rows after `after`, in the destination's
+    /// order, with their versions.
+    pub async fn destination_keys(
+        &self,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, i64)>, Error> {
+        Ok(warp_sink_postgres::read::live_key_page(
+            self.sink.pool(),
+            self.target,
+            self.landed,
+            after,
+            limit,
+        )
+        .await?)
+    }
+
+    /// Writes `fixes` at the destination (see `PostgresSink::repair`).
+    pub async fn repair(&self, fixes: &[Fix]) -> Result<Repaired, Error> {
+        Ok(self.sink.repair(self.target, self.landed, fixes).await?)
+    }
+
+    /// Which of `keys` the source holds (`None`: the source cannot say).
+    pub async fn held_at_source(&self, keys: &[Key]) -> Result<Option<BTreeSet<OrdKey>>, Error> {
+        let held = BACKOFF
+            .retry_transient(TRANSIENT_PATIENCE, || {
+                self.source.existing_keys(self.landed, keys)
+            })
+            .await?;
+        Ok(held.map(|keys| keys.into_iter().map(OrdKey).collect()))
     }
 }
 

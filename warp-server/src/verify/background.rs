@@ -1,0 +1,287 @@
+//! Background verification in `run`: each replica compares the tables it runs with the
+//! source, one pass after another, within a budget of rows per second, waiting while a
+//! table copies or lags (its stream is never held back). Results go to the status board
+//! (so `/status`, the status page and `status` show them) and to `/metrics`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use warp_core::config::{ResolvedSchema, VerificationConfig, VerificationMode};
+use warp_core::{
+    PipelineControl, Source, StatusBoard, TableKey, TableSchema, TableState, Target,
+    VerificationStatus,
+};
+use warp_sink_postgres::PostgresSink;
+
+use super::read::Reader;
+use super::{publish, walk, Pace, TableReport, VerifyOptions};
+
+/// Starts a verifier per schema of `pipelines` when the configuration turns it on for
+/// the source (`verification.enabled`, by default on except for BigQuery).
+pub fn start(
+    loaded: &warp_core::config::LoadedConfig,
+    pipelines: &[warp_core::Pipeline],
+    owner: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), crate::ServerError> {
+    let cfg = &loaded.config;
+    if !cfg.verification.enabled_for(cfg.source.source_type) {
+        return Ok(());
+    }
+    let schemas = cfg.schemas_to_run(loaded.schema_selection.as_deref());
+    for (pipeline, schema) in pipelines.iter().zip(schemas) {
+        // A reader of its own: never the replicas' binlog ids or connections.
+        let source = crate::connectors::build_reader_source(
+            &cfg.source,
+            &format!("{owner}-verify"),
+            &schema,
+        )?;
+        let sink = PostgresSink::connect_lazy(&cfg.destination).map_err(warp_core::Error::from)?;
+        let verifier = Verifier {
+            schema,
+            source,
+            sink,
+            board: pipeline.status(),
+            control: pipeline.control(),
+            settings: cfg.verification.clone(),
+        };
+        tokio::spawn(verifier.run(shutdown.clone()));
+    }
+    Ok(())
+}
+
+/// How often a waiting table is looked at again.
+const WAIT_STEP: Duration = Duration::from_secs(1);
+/// How soon a pass that found no table of this replica's is tried again.
+const IDLE_STEP: Duration = Duration::from_secs(5);
+
+/// One schema's background verifier. It has a source reader and a destination pool of
+/// its own, and reads through one connection of each at a time.
+pub struct Verifier {
+    pub schema: ResolvedSchema,
+    pub source: Arc<dyn Source>,
+    pub sink: PostgresSink,
+    pub board: StatusBoard,
+    pub control: PipelineControl,
+    pub settings: VerificationConfig,
+}
+
+impl Verifier {
+    /// Passes until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        info!(schema = %self.schema.name, mode = self.settings.mode.as_str(), "background verification on");
+        let mut published = BTreeSet::new();
+        loop {
+            let verified = self.pass(&shutdown, &mut published).await;
+            // A replica that runs no table yet (leases still being taken) looks again soon.
+            let pause = if verified == 0 {
+                IDLE_STEP.min(self.settings.pass_interval.as_duration())
+            } else {
+                self.settings.pass_interval.as_duration()
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            table: None,
+            repair: self.settings.mode == VerificationMode::Repair,
+            range_rows: self.settings.range_rows.as_usize(),
+            recheck_delay: self.settings.recheck_delay.as_duration(),
+            ..VerifyOptions::default()
+        }
+    }
+
+    fn key(&self, table: &str) -> TableKey {
+        TableKey {
+            schema: self.schema.name.clone(),
+            table: table.to_owned(),
+        }
+    }
+
+    /// One pass over the tables this replica runs now; returns how many it verified.
+    /// `published`: tables whose gauges this replica set; those it no longer runs are
+    /// cleared (their owner reports them).
+    async fn pass(&self, shutdown: &CancellationToken, published: &mut BTreeSet<String>) -> usize {
+        let owned: BTreeSet<String> = self.control.tables().into_iter().collect();
+        for gone in published.difference(&owned) {
+            publish(&TableReport::new(&self.schema.name, gone), None);
+        }
+        published.retain(|t| owned.contains(t));
+        let tables = match self.source.discover(&self.schema).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(schema = %self.schema.name, error = %e, "verification: source not listed; next pass retries");
+                return 0;
+            }
+        };
+        let opts = self.options();
+        let mut verified = 0;
+        for table in tables.iter().filter(|t| owned.contains(&t.id.name)) {
+            if shutdown.is_cancelled() {
+                return verified;
+            }
+            let key = self.key(&table.id.name);
+            let gate = Gate {
+                verifier: self,
+                key: key.clone(),
+                shutdown,
+            };
+            let started = Instant::now();
+            let mut report = TableReport::new(&self.schema.name, &table.id.name);
+            match self.table(table, &opts, &gate, &mut report).await {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    report.error = Some(warp_core::mask_secrets(&e.to_string()).into_owned());
+                }
+            }
+            verified += 1;
+            published.insert(table.id.name.clone());
+            publish(&report, Some(started.elapsed()));
+            self.board.amend(&key, |s| {
+                let v = s.verification.get_or_insert_with(Default::default);
+                record(v, &report, started.elapsed());
+            });
+            if report.mismatched_rows > 0 {
+                warn!(table = %key, rows = report.mismatched_rows, "verification: source and destination differ");
+            }
+        }
+        verified
+    }
+
+    async fn table(
+        &self,
+        table: &TableSchema,
+        opts: &VerifyOptions,
+        gate: &Gate<'_>,
+        report: &mut TableReport,
+    ) -> Result<bool, warp_core::Error> {
+        // The landing table exists once the table streams.
+        if !gate.ready().await {
+            return Ok(false);
+        }
+        let target = Target::new(&self.schema, &table.id);
+        let landed = self.sink.landed_schema(&target).await?;
+        let read = self.schema.table(&table.id.name).read_settings();
+        let reader = Reader::new(self.source.as_ref(), &self.sink, &target, &landed, read)?;
+        walk::table(&reader, opts, gate, report).await
+    }
+}
+
+/// A pass's result into the table's verification status.
+fn record(v: &mut VerificationStatus, report: &TableReport, took: Duration) {
+    let now = Utc::now();
+    v.state = "idle".into();
+    if let Some(e) = &report.error {
+        v.state = "failed".into();
+        v.last_error = Some(e.clone());
+        return;
+    }
+    v.last_error = None;
+    v.passes += 1;
+    v.last_pass_at = Some(now);
+    v.last_pass_seconds = Some(took.as_secs_f64());
+    v.rows_compared = report.source_rows;
+    v.ranges = report.ranges_checked;
+    v.mismatched_rows = report.mismatched_rows;
+    v.mismatched_ranges = report.mismatched_ranges;
+    v.unsettled_rows = report.unsettled_rows;
+    v.extra_rows_checked = report.extra_rows_checked;
+    if let Some(r) = &report.repaired {
+        v.repaired_rows += r.written + r.deleted;
+    }
+    if report.mismatched_rows > 0 {
+        v.last_mismatch_at = Some(now);
+        v.last_mismatch = Some(summary(report));
+    }
+}
+
+/// "3 rows differ (1 missing, 1 extra, 1 different) in 2 ranges; keys: 42, 700, 999999".
+fn summary(report: &TableReport) -> String {
+    let (mut missing, mut extra, mut different) = (0, 0, 0);
+    for m in &report.mismatches {
+        (missing, extra, different) = (
+            missing + m.missing,
+            extra + m.extra,
+            different + m.different,
+        );
+    }
+    // One key of every range first, so each range shows however many keys one holds.
+    let firsts = report.mismatches.iter().filter_map(|m| m.keys.first());
+    let rest = report.mismatches.iter().flat_map(|m| m.keys.iter().skip(1));
+    let keys: Vec<String> = firsts.chain(rest).take(10).map(key_text).collect();
+    format!(
+        "{} rows differ ({missing} missing, {extra} extra, {different} different) in {} ranges; keys: {}",
+        report.mismatched_rows,
+        report.mismatched_ranges,
+        keys.join(", ")
+    )
+}
+
+/// A key as a person reads it: `42`, `abc`, `[1, "x"]` (values without their type tags).
+fn key_text(key: &serde_json::Value) -> String {
+    let plain = |v: &serde_json::Value| match v.get("v").unwrap_or(v) {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match key.as_array() {
+        Some(parts) => format!(
+            "({})",
+            parts.iter().map(plain).collect::<Vec<_>>().join(", ")
+        ),
+        None => plain(key),
+    }
+}
+
+/// Paces a table's walk: the budget, and waits while the table copies or lags.
+struct Gate<'a> {
+    verifier: &'a Verifier,
+    key: TableKey,
+    shutdown: &'a CancellationToken,
+}
+
+impl Gate<'_> {
+    fn mark(&self, state: &str) {
+        self.verifier.board.amend(&self.key, |s| {
+            s.verification.get_or_insert_with(Default::default).state = state.into();
+        });
+    }
+}
+
+impl Pace for Gate<'_> {
+    fn rows_per_second(&self) -> Option<f64> {
+        Some(self.verifier.settings.rows_per_second.get() as f64)
+    }
+
+    async fn ready(&self) -> bool {
+        let max_lag = self.verifier.settings.max_lag.get();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+            // The table went to another replica (or was dropped): its owner verifies it.
+            let Some(status) = self.verifier.board.get(&self.key) else {
+                return false;
+            };
+            let lag = status.lag_seconds(Utc::now()).unwrap_or(0.0);
+            if status.state == TableState::Streaming && lag <= max_lag {
+                self.mark("verifying");
+                return true;
+            }
+            self.mark("waiting");
+            tokio::select! {
+                () = tokio::time::sleep(WAIT_STEP) => {}
+                () = self.shutdown.cancelled() => return false,
+            }
+        }
+    }
+}
