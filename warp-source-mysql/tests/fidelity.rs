@@ -660,6 +660,52 @@ async fn chunk_membership_follows_the_servers_key_order() {
     }
 }
 
+/// Verification asks which destination keys the source still holds: only a key as
+/// stored counts, never one the collation merely deems equal (another case, trailing
+/// spaces under PAD SPACE), and stored text of single-byte sets is matched as decoded.
+#[tokio::test]
+async fn existing_keys_are_the_keys_as_stored_not_as_the_collation_compares() {
+    let (source, _conn) = setup(
+        "exists",
+        &[
+            "CREATE TABLE ci (k VARCHAR(10) COLLATE utf8mb4_general_ci PRIMARY KEY)",
+            "CREATE TABLE l1 (k VARCHAR(10) CHARACTER SET latin1 PRIMARY KEY, n INT)",
+            "CREATE TABLE two (a INT, b VARCHAR(5), PRIMARY KEY (a, b))",
+            "INSERT INTO ci VALUES ('Abc'), ('x ')",
+            "INSERT INTO l1 VALUES (_latin1 0x636166E9, 1)",
+            "INSERT INTO two VALUES (1, 'p'), (2, 'q')",
+        ],
+    )
+    .await;
+    let text = |k: &str| vec![Value::Text(k.into())];
+    let cases: [(&str, Vec<Vec<Value>>, Vec<Vec<Value>>); 3] = [
+        (
+            "ci",
+            vec![text("abc"), text("Abc"), text("x"), text("x "), text("zz")],
+            vec![text("Abc"), text("x ")],
+        ),
+        ("l1", vec![text("café"), text("cafe")], vec![text("café")]),
+        (
+            "two",
+            vec![
+                vec![Value::Int(1), Value::Text("p".into())],
+                vec![Value::Int(1), Value::Text("q".into())],
+                vec![Value::Int(2), Value::Text("q".into())],
+            ],
+            vec![
+                vec![Value::Int(1), Value::Text("p".into())],
+                vec![Value::Int(2), Value::Text("q".into())],
+            ],
+        ),
+    ];
+    let tables = source.discover().await.unwrap();
+    for (name, asked, held) in cases {
+        let t = tables.iter().find(|t| t.id.name == name).unwrap();
+        let found = source.source.existing_keys(t, &asked).await.unwrap();
+        assert_eq!(found, Some(held), "{name}");
+    }
+}
+
 /// A reload (`DROP TABLE`, `CREATE TABLE`, rows): the reader asks for the table to be
 /// emptied and copied again (before the DROP's commit reaches the table); while the table
 /// is missing its copy retries (the server's 1146 is transient), and once it is back the

@@ -6,6 +6,8 @@
 //! MariaDB → PostgreSQL through the `cartridge-warp` binary next to this one.
 //! `warp-bench mongo [--docs N] [--changes N] [--runs N]`: MongoDB (the emulator) through
 //! the binary, next to raw driver reads of the same server.
+//! `warp-bench verify [--rows N] [--changes N] [--runs N]`: background verification's
+//! memory, pass rate and effect on a catch-up (5 million rows by default).
 //! `warp-bench page [--tables N] [--requests N]`: the status page's answer times with N
 //! tables in the metadata schema.
 //! `--json heavy` gives every row 1–4 JSON line items (light JSON by default).
@@ -20,6 +22,7 @@ mod mysql;
 mod page;
 mod replicator;
 mod sink;
+mod verify;
 
 use std::time::Duration;
 
@@ -90,7 +93,7 @@ fn warp_binary() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     Ok(binary)
 }
 
-fn median_f64(mut v: Vec<f64>) -> f64 {
+pub fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -268,6 +271,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             print_fanout(&alone, &beside, settings.changes, runs);
         }
+        Some("verify") => {
+            let my_url = std::env::var("WARP_TEST_MARIADB_URL")
+                .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = warp_binary()?;
+            let settings = verify::Settings {
+                pg_url: &url,
+                my_url: &my_url,
+                binary: &binary,
+                rows: arg(&args, "--rows", 5_000_000),
+                changes: arg(&args, "--changes", 300_000),
+            };
+            let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url)?);
+            eprintln!("generating {} source rows", settings.rows);
+            mysql::seed(&pool, i64::try_from(settings.rows)?).await?;
+            let mut figures = Vec::new();
+            for run in 1..=runs {
+                eprintln!("run {run}/{runs}");
+                figures.push(verify::run(&settings).await?);
+            }
+            verify::print(&figures, &settings);
+        }
         Some("page") => {
             let my_url = std::env::var("WARP_TEST_MARIADB_URL")
                 .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
@@ -283,7 +307,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some(other) => {
             return Err(format!(
-                "unknown benchmark `{other}` (known: sink, mysql, mongo, fanout, page)"
+                "unknown benchmark `{other}` (known: sink, mysql, mongo, fanout, page, verify)"
             )
             .into())
         }

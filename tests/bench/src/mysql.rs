@@ -23,7 +23,7 @@ use crate::cpu::{self, CpuUse};
 use crate::replicator::{until, Replicator};
 use crate::{data, merge, sink, Measurement};
 
-const DB: &str = "bench_src";
+pub const DB: &str = "bench_src";
 const INSERT_ROWS: i64 = 2_000;
 /// The key of the last streamed change.
 const MARKER: i64 = 9_000_000_000;
@@ -158,7 +158,7 @@ fn config(
 /// The change workload in 1,000-row statements: a third each updates, inserts and
 /// deletes, interleaved (`now` is the dialect's current time). The same statements go
 /// to MariaDB for the replicator and to PostgreSQL for its own apply.
-fn workload(table: &str, seed: &str, rows: u64, changes: u64, now: &str) -> Vec<String> {
+pub fn workload(table: &str, seed: &str, rows: u64, changes: u64, now: &str) -> Vec<String> {
     let third = i64::try_from(changes / 3).unwrap_or(i64::MAX);
     let rows = i64::try_from(rows).unwrap_or(i64::MAX);
     let step = 1_000;
