@@ -430,6 +430,10 @@ fn dry_run_shows_the_bytes_queries_would_process() {
     assert!(stdout.contains("full load: one query, ~"), "{stdout}");
     assert!(stdout.contains("each poll processes up to ~"), "{stdout}");
     assert!(stdout.contains("each delete-detection pass"), "{stdout}");
+    assert!(
+        stdout.contains("verification: off"),
+        "off by default for a billed source: {stdout}"
+    );
 }
 
 /// `host:port` of the emulator, for a proxy in front of it.

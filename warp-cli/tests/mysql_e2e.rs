@@ -370,6 +370,10 @@ async fn dry_run_leaves_the_destination_byte_for_byte_unchanged() {
     );
     assert!(stdout.contains("nothing will be written"), "{stdout}");
     assert!(
+        stdout.contains("verification: on, mode report, up to 5000 rows/s"),
+        "background verification is on by default for MySQL: {stdout}"
+    );
+    assert!(
         stdout.contains("orders: ~"),
         "estimated rows shown: {stdout}"
     );

@@ -2,7 +2,9 @@
 //! `WARP_SOAK_SECS` (1800 by default) while the replicator is SIGKILLed every 20–60 s and
 //! restarted, and the destination (a private PostgreSQL cluster) is restarted once half-way.
 //! Ends with every table equal to the source row for row and no `_cartridge_version` above
-//! the source's changes to its row. Prints a report line (kept in docs/testing.md).
+//! the source's changes to its row. Background verification runs throughout (a pass every
+//! 2 s) and must never report a difference: its state is read from `/status` every 2 s.
+//! Prints a report line (kept in docs/testing.md).
 
 #[path = "support/mysql_shop.rs"]
 mod mysql_shop;
@@ -43,6 +45,52 @@ fn keep_inserting(
     })
 }
 
+fn health_port(config: &str) -> u16 {
+    let at = config.find("health_check_port: ").unwrap() + "health_check_port: ".len();
+    config[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Verification passes seen in `/status` across the replicator's restarts; any table
+/// with a confirmed mismatch fails the soak at once.
+#[derive(Default)]
+struct Passes {
+    total: u64,
+    /// The last count seen per table. A process counts from zero, and before its first
+    /// pass a table shows the count its predecessor recorded: only increases are added,
+    /// and a count below the last one is a new process's.
+    last: std::collections::BTreeMap<String, u64>,
+}
+
+impl Passes {
+    fn sample(&mut self, health: u16) {
+        let Some((_, body)) = warp_e2e::http_get(health, "/status") else {
+            return;
+        };
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return;
+        };
+        for t in status["tables"].as_array().into_iter().flatten() {
+            let v = &t["verification"];
+            if v.is_null() {
+                continue;
+            }
+            assert_eq!(
+                v["mismatched_rows"], 0,
+                "verification reported a mismatch: {t}"
+            );
+            let table = t["table"].as_str().unwrap_or_default().to_owned();
+            let n = v["passes"].as_u64().unwrap_or(0);
+            let last = self.last.insert(table, n).unwrap_or(0);
+            self.total += if n >= last { n - last } else { n };
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "30 minutes: run by scripts/soak.sh"]
 async fn soak_under_kills_and_a_destination_restart() {
@@ -68,13 +116,25 @@ async fn soak_under_kills_and_a_destination_restart() {
     let updater = keep_writing(&shop, &["orders", "customers", "events"], 50, &stop);
     let inserter = keep_inserting(&shop, &stop, &inserted);
 
+    let base = std::fs::read_to_string(&shop.config).unwrap();
+    std::fs::write(
+        &shop.config,
+        format!("{base}verification: {{ pass_interval: 2 }}\n"),
+    )
+    .unwrap();
+    let health = health_port(&base);
+    let mut passes = Passes::default();
     let started = Instant::now();
     let end = started + Duration::from_secs(seconds);
     let mut run = shop.run();
     let (mut kills, mut restarted) = (0, false);
     while Instant::now() < end {
         let pause = Duration::from_secs(20 + rng.below(41));
-        tokio::time::sleep(pause.min(end.saturating_duration_since(Instant::now()))).await;
+        let until = Instant::now() + pause.min(end.saturating_duration_since(Instant::now()));
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            passes.sample(health);
+        }
         if !restarted && started.elapsed() >= Duration::from_secs(seconds / 2) {
             pg.restart();
             restarted = true;
@@ -94,12 +154,18 @@ async fn soak_under_kills_and_a_destination_restart() {
         shop.assert_no_double_apply(t).await;
     }
     assert!(restarted, "the destination was restarted once");
+    assert!(
+        passes.total > 0,
+        "background verification completed no pass"
+    );
     let writes: u64 = shop.writes.lock().unwrap().values().sum();
     println!(
         "soak: {} s, seed {seed}, {kills} SIGKILLs, 1 PostgreSQL restart, {writes} source writes \
-         ({} insert rounds), 3 tables equal, no version above the source's writes",
+         ({} insert rounds), 3 tables equal, no version above the source's writes, \
+         {} verification passes without a mismatch",
         started.elapsed().as_secs(),
-        inserted.load(Ordering::Relaxed)
+        inserted.load(Ordering::Relaxed),
+        passes.total
     );
     assert!(run.terminate().success(), "{}", shop.log());
 }

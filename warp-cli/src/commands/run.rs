@@ -46,9 +46,31 @@ fn tracing_warn(message: &str) {
     warp_server::telemetry::warn(message);
 }
 
+/// What background verification will do, and for a billed source what a pass costs.
+fn verification_line(cfg: &warp_core::config::WarpConfig) -> String {
+    let v = &cfg.verification;
+    if !v.enabled_for(cfg.source.source_type) {
+        return "verification: off (verification.enabled)".into();
+    }
+    let mut line = format!(
+        "verification: on, mode {}, up to {} rows/s per replica, {} s between passes",
+        v.mode.as_str(),
+        v.rows_per_second.get(),
+        v.pass_interval.get()
+    );
+    if cfg.source.source_type == warp_core::config::SourceType::Bigquery {
+        line.push_str(
+            "; each pass reads every table in full, billed as a full load is (see each \
+             table's bytes below), so set pass_interval to what the budget allows",
+        );
+    }
+    line
+}
+
 async fn print_plan(loaded: &warp_core::config::LoadedConfig) -> Result<(), String> {
     let plans = warp_server::runtime::plan(loaded).await.map_err(fail)?;
     println!("dry run: nothing will be written");
+    println!("{}", verification_line(&loaded.config));
     for (schema, tables) in plans {
         println!("schema {schema}: {} table(s)", tables.len());
         for t in tables {

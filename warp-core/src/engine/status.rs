@@ -110,6 +110,10 @@ pub struct VerificationStatus {
     pub last_mismatch: Option<String>,
     /// Why the last pass could not finish (secrets masked).
     pub last_error: Option<String>,
+    /// Bytes verification's queries processed since the replica started, for a source
+    /// that bills by bytes (BigQuery).
+    #[serde(default)]
+    pub source_bytes: Option<u64>,
 }
 
 impl TableStatus {

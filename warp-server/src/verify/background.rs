@@ -147,9 +147,11 @@ impl Verifier {
             verified += 1;
             published.insert(table.id.name.clone());
             publish(&report, Some(started.elapsed()));
+            let billed = self.source.bytes_processed(&table.id.name);
             self.board.amend(&key, |s| {
                 let v = s.verification.get_or_insert_with(Default::default);
                 record(v, &report, started.elapsed());
+                v.source_bytes = billed;
             });
             if report.mismatched_rows > 0 {
                 warn!(table = %key, rows = report.mismatched_rows, "verification: source and destination differ");
