@@ -1,4 +1,4 @@
-//! The bad-input cases of SPEC §12 that earlier suites do not already cover, through the
+//! The bad-input cases (docs/testing.md, Bad input) that earlier suites do not already cover, through the
 //! real binary: each asserts the message a user sees and that nothing was lost or
 //! written by mistake. docs/testing.md maps every §12 case to its test.
 

@@ -1,4 +1,4 @@
-//! Three `cartridge-warp run` replicas of one MariaDB schema (SPEC §9): the tables split
+//! Three `cartridge-warp run` replicas of one MariaDB schema (docs/deploy.md, Scaling out): the tables split
 //! between them, a SIGKILLed replica's tables are taken over, a frozen replica that wakes
 //! up after losing its leases cannot commit, and the destination ends equal to the source
 //! with no change applied twice.

@@ -1,4 +1,4 @@
-//! The invariant stress suite (SPEC §7): random inserts, updates and deletes, each update
+//! The invariant stress suite (docs/guarantees.md): random inserts, updates and deletes, each update
 //! bumping a per-row counter, run while the replicator snapshots and streams; the
 //! replicator is SIGKILLed at random moments and restarted, again and again. At the end
 //! the destination equals the source row for row, and no row's `_cartridge_version`

@@ -1,4 +1,4 @@
-//! Table ownership between the replicas of one schema (SPEC §9). Each table has a lease in
+//! Table ownership between the replicas of one schema (docs/deploy.md, Scaling out). Each table has a lease in
 //! the destination database; its fencing token is checked inside every checkpoint
 //! transaction, so a replica that lost a lease can never commit, however late it wakes up.
 //! Expiry is judged by the destination's clock, never by the replicas' own clocks.

@@ -1,4 +1,4 @@
-//! Metric names (SPEC §10), described once. Emitted per batch, never per row, with
+//! Metric names (docs/operations.md), described once. Emitted per batch, never per row, with
 //! bounded labels (`schema`, `table`, and one of `operation`/`error_type`/`state`/`change_type`).
 
 pub const EVENTS_TOTAL: &str = "cartridge_warp_events_total";

@@ -29,7 +29,7 @@ impl fmt::Display for TableId {
     }
 }
 
-/// Logical column types; each source maps its types here (SPEC §5.1) and the sink maps
+/// Logical column types; each source maps its types here (docs/postgres.md, Types) and the sink maps
 /// these to its DDL, so no source type ever reaches the sink unmapped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -172,7 +172,7 @@ impl TableSchema {
     }
 }
 
-/// A change of shape seen in the stream (SPEC §6). Applied in order with the rows
+/// A change of shape seen in the stream (docs/postgres.md, Schema evolution). Applied in order with the rows
 /// around it, inside the same destination transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
@@ -216,7 +216,7 @@ pub enum TypeChange {
     Incompatible,
 }
 
-/// SPEC §6 widening rules.
+/// The widening rules (docs/postgres.md, Schema evolution).
 pub fn type_change(from: &ColumnType, to: &ColumnType) -> TypeChange {
     use ColumnType as T;
     if from == to || contains(from, to) {
@@ -254,7 +254,7 @@ fn contains(outer: &ColumnType, inner: &ColumnType) -> bool {
     };
     match (outer, inner) {
         (a, b) if a == b => true,
-        // Text holds JSON as text, but jsonb keeps its structure (SPEC §6: anything →
+        // Text holds JSON as text, but jsonb keeps its structure (docs/postgres.md, Schema evolution: anything →
         // jsonb for document sources), so text widens to jsonb rather than absorbing it.
         (T::Text { .. }, T::Json) => false,
         (T::Text { max_len: None }, _) => true,

@@ -1,4 +1,4 @@
-//! The source-neutral value model: every type of SPEC §5.1 travels without loss.
+//! The source-neutral value model: every type listed in docs/postgres.md (Types) travels without loss.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -87,7 +87,7 @@ pub struct Interval {
     pub micros: i64,
 }
 
-/// One cell. Variants are chosen so that every source value of SPEC §5.1 has an exact home.
+/// One cell. Variants are chosen so that every source value listed in docs/postgres.md (Types) has an exact home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", content = "v", rename_all = "snake_case")]
 pub enum Value {

@@ -22,7 +22,7 @@ pub fn build_source(
 }
 
 /// The source for one schema as `reader` (a replica's pod name, or a tool's name) uses
-/// it: MySQL binlog readers get ids no other replica or schema uses (SPEC §9).
+/// it: MySQL binlog readers get ids no other replica or schema uses (docs/deploy.md, Scaling out).
 pub fn build_reader_source(
     source: &SourceConfig,
     reader: &str,

@@ -1,4 +1,4 @@
-//! Probe and status endpoints (SPEC §10). Routing is a pure function of the path and the
+//! Probe and status endpoints (docs/operations.md). Routing is a pure function of the path and the
 //! shared state, so it is tested without a socket.
 
 use std::sync::atomic::{AtomicBool, Ordering};

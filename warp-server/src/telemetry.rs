@@ -1,4 +1,4 @@
-//! Logging (SPEC §11): JSON lines or text on stdout, plus an optional size-rotated file;
+//! Logging (docs/operations.md, Logging): JSON lines or text on stdout, plus an optional size-rotated file;
 //! level from `RUST_LOG` (directives) or `logging.level` (which `LOG_LEVEL` sets);
 //! credentials masked in every line when `sensitive_data_masking` is on.
 

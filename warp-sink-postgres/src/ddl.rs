@@ -1,5 +1,5 @@
 //! Landing-table DDL: create, bring an existing table to shape, and apply schema
-//! changes from the stream (SPEC §6). Every change is recorded in `schema_registry`.
+//! changes from the stream (docs/postgres.md, Schema evolution). Every change is recorded in `schema_registry`.
 
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::SchemaChangePolicy;
@@ -162,7 +162,7 @@ pub fn plan(
     Ok(out)
 }
 
-/// The DDL for a column whose type changes from `current` to `wanted`, per SPEC §6.
+/// The DDL for a column whose type changes from `current` to `wanted`, per docs/postgres.md, Schema evolution.
 fn alter_type(
     target: &Target,
     landed: &Landed,

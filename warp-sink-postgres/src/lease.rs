@@ -1,4 +1,4 @@
-//! Table leases and replica membership in the metadata schema (SPEC §9). Expiry is judged
+//! Table leases and replica membership in the metadata schema (docs/deploy.md, Scaling out). Expiry is judged
 //! by the database clock (`now()`), so replicas' clocks never matter.
 //!
 //! Locking: a data transaction checks its token at commit and holds its lease row

@@ -1,4 +1,4 @@
-//! `Sink` and `CheckpointStore` for PostgreSQL: landing tables (SPEC §5), schema
+//! `Sink` and `CheckpointStore` for PostgreSQL: landing tables (docs/postgres.md), schema
 //! evolution (§6), batches committed atomically with their checkpoint under a fencing
 //! token (§7), and the metadata schema (§8).
 

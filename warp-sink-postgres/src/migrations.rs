@@ -1,4 +1,4 @@
-//! The metadata schema (SPEC §8): versioned, idempotent migrations applied at start-up,
+//! The metadata schema (docs/postgres.md): versioned, idempotent migrations applied at start-up,
 //! serialised between replicas by an advisory lock.
 
 use sqlx::{AssertSqlSafe, PgPool};

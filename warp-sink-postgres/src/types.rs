@@ -1,4 +1,4 @@
-//! Logical column types ↔ PostgreSQL types (SPEC §5.1), and which changes widen.
+//! Logical column types ↔ PostgreSQL types (docs/postgres.md, Types), and which changes widen.
 
 use warp_core::ColumnType;
 

@@ -407,7 +407,7 @@ async fn every_mapped_type_round_trips_exactly() {
         assert_eq!(back, rows, "{table}");
         assert!(env.dead_letters().await.is_empty());
     }
-    // The declared PostgreSQL types follow SPEC §5.1.
+    // The declared PostgreSQL types follow docs/postgres.md, Types.
     let types: Vec<(String, String)> = sqlx::query_as(
         "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
          WHERE attrelid = 't_types.all_types'::regclass AND attnum > 0 ORDER BY attnum",

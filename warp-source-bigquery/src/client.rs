@@ -1,4 +1,4 @@
-//! Authentication (SPEC §4): a credentials file (`credentials_path`, or the
+//! Authentication (docs/configuration.md): a credentials file (`credentials_path`, or the
 //! application-default `GOOGLE_APPLICATION_CREDENTIALS`) of one of the kinds Google's
 //! tools write — a service-account key, a workload identity federation configuration
 //! (`external_account`) or gcloud user credentials — else the application-default

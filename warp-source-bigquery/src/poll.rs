@@ -1,4 +1,4 @@
-//! Incremental polling (SPEC §7): rows in (`change_detection_column`, key) order after the
+//! Incremental polling (docs/guarantees.md): rows in (`change_detection_column`, key) order after the
 //! last one delivered — the rows at the last value read again while they fit a page,
 //! paged by key beyond that (a tie of any size costs bounded queries, memory and
 //! position) — and the watermark commits with the data. Polling cannot see deletes: delete detection

@@ -1,4 +1,4 @@
-//! BigQuery field types → column types, and REST cells → values (SPEC §5.1).
+//! BigQuery field types → column types, and REST cells → values (docs/postgres.md, Types).
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};

@@ -1,4 +1,4 @@
-//! Driver options from the config (SPEC §4): the connection string first, then the
+//! Driver options from the config (docs/configuration.md): the connection string first, then the
 //! explicit `source.*` keys on top of it.
 
 use std::path::PathBuf;

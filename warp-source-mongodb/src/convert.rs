@@ -1,4 +1,4 @@
-//! BSON values → cartridge-warp values and column types (SPEC §5.1).
+//! BSON values → cartridge-warp values and column types (docs/postgres.md, Types).
 
 use bson::spec::BinarySubtype;
 use bson::Bson;
@@ -140,7 +140,7 @@ fn expand_exponent(text: &str) -> Option<String> {
     Some(format!("{sign}{out}"))
 }
 
-/// The `_id` as the destination key (SPEC §5): ObjectId as 24 hex digits, strings as
+/// The `_id` as the destination key (docs/postgres.md): ObjectId as 24 hex digits, strings as
 /// they are, integers in decimal, anything else as canonical Extended JSON.
 pub fn id_text(id: &Bson) -> String {
     match id {

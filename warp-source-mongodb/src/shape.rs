@@ -1,8 +1,8 @@
-//! A collection's table shape, inferred from its documents (SPEC §5): `_id` is the
+//! A collection's table shape, inferred from its documents (docs/postgres.md): `_id` is the
 //! key, each top-level field a typed column (sub-document fields flattened to
 //! `parent_child` columns up to `flatten_depth`), an optional `_doc` column with the
 //! whole document. Every document read may grow the shape: a new field adds a column,
-//! a value that does not fit its column widens it (SPEC §6; documents always widen,
+//! a value that does not fit its column widens it (docs/postgres.md, Schema evolution; documents always widen,
 //! to text or jsonb at worst, so nothing is refused).
 
 use std::collections::HashMap;

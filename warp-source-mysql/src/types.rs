@@ -1,5 +1,5 @@
 //! MySQL column types (as `information_schema.COLUMNS.COLUMN_TYPE` spells them) → logical
-//! types (SPEC §5.1), with what decoding needs to know about each column.
+//! types (docs/postgres.md, Types), with what decoding needs to know about each column.
 
 use warp_core::ColumnType;
 

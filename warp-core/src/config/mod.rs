@@ -1,4 +1,4 @@
-//! Configuration: the document model (SPEC §4), loading from file + environment + flags,
+//! Configuration: the document model (docs/configuration.md), loading from file + environment + flags,
 //! validation with key paths, and resolution of effective per-table settings.
 
 mod errors;

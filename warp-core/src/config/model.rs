@@ -1,4 +1,4 @@
-//! The configuration document (SPEC §4). Field names follow the seed ConfigMap.
+//! The configuration document (docs/configuration.md). Field names follow the seed ConfigMap.
 //! Every struct rejects unknown keys; defaults are named constants.
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -132,7 +132,7 @@ pub struct PerformanceConfig {
     /// How long a table stays `failed` after exhausting its retries before it restarts.
     #[serde(default = "default_failed_table_cooldown")]
     pub failed_table_cooldown: Seconds,
-    /// How long a replica's table lease outlives its last renewal (SPEC §9): a dead
+    /// How long a replica's table lease outlives its last renewal (docs/deploy.md, Scaling out): a dead
     /// replica's tables are taken over within this time.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: Seconds,

@@ -126,7 +126,7 @@ impl ResolvedSchema {
                 .or_else(|| g.change_detection_column.clone()),
             exclude_columns: pick!(exclude_columns).unwrap_or_default(),
             // Keeping the wider destination type never loses data, so widening to text
-            // is the default for every source (SPEC §6 names it for documents).
+            // is the default for every source (docs/postgres.md, Schema evolution, names it for documents).
             schema_change_policy: pick!(schema_change_policy)
                 .unwrap_or(SchemaChangePolicy::WidenToText),
             delete_detection_interval: pick!(delete_detection_interval).map(Seconds::as_duration),

@@ -1,4 +1,4 @@
-//! Which of a schema's tables this replica runs (SPEC §9). Every lease interval the
+//! Which of a schema's tables this replica runs (docs/deploy.md, Scaling out). Every lease interval the
 //! replica renews its membership and its leases, then moves towards its fair share:
 //! surplus tables are drained and handed back, missing ones are taken from the free or
 //! lapsed leases. On shutdown the drained tables are handed back at once, so a rolling
