@@ -1,6 +1,7 @@
 //! Source-neutral model and engine of cartridge-warp.
 //!
-//! Connectors implement [`Source`] and [`Sink`] + [`CheckpointStore`]; the [`Pipeline`]
+//! Connectors implement [`Source`] and [`Sink`] + [`CheckpointStore`] (and the runtime's
+//! [`ControlStore`] and [`LandedRows`] for status, signals and verification); the [`Pipeline`]
 //! snapshots each table in resumable chunks, then streams its changes in batches that are
 //! committed together with their checkpoint, so a crash at any point loses nothing and
 //! applies nothing twice.
@@ -42,6 +43,7 @@
 //! ```
 
 pub mod config;
+pub mod control;
 mod engine;
 pub mod error;
 pub mod event;
@@ -61,6 +63,7 @@ pub mod tls;
 pub mod value;
 pub mod watermark;
 
+pub use control::{ControlStore, DeadLetterFilter, Fix, LandedRow, LandedRows, Repaired};
 pub use engine::{
     single_table, Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard,
     TablePlan, TableState, TableStatus, VerificationStatus,

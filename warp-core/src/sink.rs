@@ -140,12 +140,15 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
 }
 
-/// A destination's sink and the checkpoint store that lives in the same database (so a
-/// batch and its checkpoint share one transaction).
+/// A destination as the runtime composes it: the data sink, and the control store (the
+/// checkpoints the engine commits with its batches, status, signals, dead letters) with
+/// the destination's side of verification.
 #[derive(Clone)]
 pub struct Destination {
     pub sink: std::sync::Arc<dyn Sink>,
     pub checkpoints: std::sync::Arc<dyn CheckpointStore>,
+    pub control: std::sync::Arc<dyn crate::control::ControlStore>,
+    pub landed: std::sync::Arc<dyn crate::control::LandedRows>,
 }
 
 /// A request to a running replicator, left in the destination by the CLI.
@@ -171,24 +174,6 @@ pub trait Sink: Send + Sync {
 
     /// The DDL `ensure_table` would run, without running it (`run --dry-run`).
     async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>>;
-
-    /// Records the live status of this process's tables where `status` can read it from
-    /// another process. Optional: the default keeps status in memory only.
-    async fn record_status(&self, _owner: &str, _tables: &[crate::TableStatus]) -> Result<()> {
-        Ok(())
-    }
-
-    /// Every table and replica the destination's metadata records, whoever runs them.
-    /// Optional: `None` where status is kept in memory only.
-    async fn read_status(&self) -> Result<Option<crate::DeploymentStatus>> {
-        Ok(None)
-    }
-
-    /// Takes the pending signals for `tables` of `schema`, and those naming no table
-    /// (each is returned once). Optional: the default has none.
-    async fn take_signals(&self, _schema: &str, _tables: &[String]) -> Result<Vec<Signal>> {
-        Ok(Vec::new())
-    }
 
     /// Opens a destination transaction for one table.
     /// The keys of the rows live (not soft-deleted) at the destination, for delete

@@ -12,7 +12,6 @@ pub mod runtime;
 pub mod status;
 pub mod status_page;
 pub mod telemetry;
-#[cfg(feature = "postgres")]
 pub mod verify;
 
 pub use error::ServerError;

@@ -148,7 +148,7 @@ pub async fn run(
     if monitoring.health_check_enabled {
         tokio::spawn(crate::status_page::follow(
             page,
-            Arc::clone(&destination.sink),
+            Arc::clone(&destination.control),
             servers.clone(),
         ));
         let h = Arc::clone(&health);
@@ -188,7 +188,7 @@ pub async fn run(
         .map(|p| (p.schema_name().to_owned(), p.control()))
         .collect();
     tokio::spawn(follow_signals(
-        Arc::clone(&destination.sink),
+        Arc::clone(&destination.control),
         controls,
         shutdown.clone(),
     ));
@@ -199,14 +199,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(crate::progress::report(boards.clone(), shutdown.clone()));
-    #[cfg(feature = "postgres")]
-    crate::verify::background::start(loaded, &pipelines, &owner(loaded), &shutdown)?;
+    crate::verify::background::start(loaded, &pipelines, &destination, &owner(loaded), &shutdown)?;
     let mut running = JoinSet::new();
     for pipeline in pipelines {
         running.spawn(pipeline.run(shutdown.clone()));
     }
     let recorder = tokio::spawn(record_status(
-        Arc::clone(&destination.sink),
+        Arc::clone(&destination.control),
         owner(loaded),
         boards.clone(),
         shutdown.clone(),
@@ -247,7 +246,7 @@ pub async fn run(
     // The final states (stopped, failed) for `status`.
     let tables: Vec<_> = boards.iter().flat_map(|b| b.snapshot()).collect();
     if let Err(e) = destination
-        .sink
+        .control
         .record_status(&owner(loaded), &tables)
         .await
     {
@@ -265,7 +264,7 @@ pub async fn run(
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 async fn record_status(
-    sink: Arc<dyn warp_core::Sink>,
+    sink: Arc<dyn warp_core::ControlStore>,
     owner: String,
     boards: Vec<warp_core::StatusBoard>,
     shutdown: CancellationToken,
@@ -286,7 +285,7 @@ async fn record_status(
 const SIGNAL_INTERVAL: Duration = Duration::from_secs(2);
 
 async fn follow_signals(
-    sink: Arc<dyn warp_core::Sink>,
+    sink: Arc<dyn warp_core::ControlStore>,
     controls: Vec<(String, warp_core::PipelineControl)>,
     shutdown: CancellationToken,
 ) {

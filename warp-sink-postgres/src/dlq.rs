@@ -18,46 +18,32 @@ use crate::transaction::PgTransaction;
 use crate::{PostgresSink, TableEntry};
 
 /// Which entries a command acts on.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub ids: Vec<i64>,
-    pub schema: Option<String>,
-    pub table: Option<String>,
-    /// `None` for every status.
-    pub status: Option<DeadLetterStatus>,
-}
+pub type Filter = warp_core::DeadLetterFilter;
 
-impl Filter {
-    fn sql(&self, m: &str) -> (String, Vec<String>) {
-        let mut conds = Vec::new();
-        let mut params = Vec::new();
-        if !self.ids.is_empty() {
-            conds.push(format!(
-                "id IN ({})",
-                self.ids
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        for (col, v) in [
-            ("schema_name", &self.schema),
-            ("table_name", &self.table),
-            ("status", &self.status.map(|s| s.as_str().to_owned())),
-        ] {
-            if let Some(v) = v {
-                params.push(v.clone());
-                conds.push(format!("{col} = ${}", params.len()));
-            }
-        }
-        let filter = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
-        (format!("FROM {m}.dead_letter_queue{filter}"), params)
+/// `FROM … WHERE …` of the entries `f` names, with its parameters.
+fn filter_sql(f: &Filter, m: &str) -> (String, Vec<String>) {
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    if !f.ids.is_empty() {
+        let ids: Vec<String> = f.ids.iter().map(i64::to_string).collect();
+        conds.push(format!("id IN ({})", ids.join(", ")));
     }
+    for (col, v) in [
+        ("schema_name", &f.schema),
+        ("table_name", &f.table),
+        ("status", &f.status.map(|s| s.as_str().to_owned())),
+    ] {
+        if let Some(v) = v {
+            params.push(v.clone());
+            conds.push(format!("{col} = ${}", params.len()));
+        }
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    (format!("FROM {m}.dead_letter_queue{filter}"), params)
 }
 
 type EntryRow = (
@@ -82,7 +68,7 @@ struct PayloadFlags {
 
 impl PostgresSink {
     pub async fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>> {
-        let (from, params) = filter.sql(&quote(self.metadata_schema()));
+        let (from, params) = filter_sql(filter, &quote(self.metadata_schema()));
         let sql = format!(
             "SELECT id, schema_name, table_name, error, status, attempts, source_position, created_at, payload {from} ORDER BY id"
         );
@@ -130,7 +116,7 @@ impl PostgresSink {
     pub async fn discard_dead_letters(&self, filter: &Filter) -> Result<u64> {
         let mut filter = filter.clone();
         filter.status = Some(DeadLetterStatus::Pending);
-        let (from, params) = filter.sql(&quote(self.metadata_schema()));
+        let (from, params) = filter_sql(&filter, &quote(self.metadata_schema()));
         let sql = format!(
             "UPDATE {m}.dead_letter_queue SET status = 'discarded', updated_at = now() WHERE id IN (SELECT id {from})",
             m = quote(self.metadata_schema())

@@ -8,6 +8,7 @@ mod cascade;
 mod checkpoint;
 mod connection;
 mod conninfo;
+mod control;
 mod ddl;
 pub mod dlq;
 mod encode;
@@ -91,7 +92,9 @@ pub fn build(destination: &DestinationConfig) -> warp_core::Result<Destination> 
     let sink = PostgresSink::connect_lazy(destination)?;
     Ok(Destination {
         sink: Arc::new(sink.clone()),
-        checkpoints: Arc::new(sink),
+        checkpoints: Arc::new(sink.clone()),
+        control: Arc::new(sink.clone()),
+        landed: Arc::new(sink),
     })
 }
 
@@ -310,28 +313,6 @@ impl Sink for PostgresSink {
         schema: &TableSchema,
     ) -> warp_core::Result<Vec<warp_core::Key>> {
         Ok(read::live_keys(&self.inner.pool, target, schema).await?)
-    }
-
-    async fn take_signals(
-        &self,
-        schema: &str,
-        tables: &[String],
-    ) -> warp_core::Result<Vec<warp_core::Signal>> {
-        Ok(signals::take(&self.inner.pool, &self.inner.metadata, schema, tables).await?)
-    }
-
-    async fn read_status(&self) -> warp_core::Result<Option<warp_core::DeploymentStatus>> {
-        Ok(Some(
-            status::deployment(&self.inner.pool, &self.inner.metadata).await?,
-        ))
-    }
-
-    async fn record_status(
-        &self,
-        owner: &str,
-        tables: &[warp_core::TableStatus],
-    ) -> warp_core::Result<()> {
-        Ok(status::record(&self.inner.pool, &self.inner.metadata, owner, tables).await?)
     }
 
     async fn begin(

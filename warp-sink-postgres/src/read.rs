@@ -12,14 +12,7 @@ use crate::error::{Context, Result, SinkError};
 use crate::ident::quote;
 use crate::landed::{Landed, OP, VERSION};
 
-/// A landed row with its bookkeeping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LandedRow {
-    pub row: Row,
-    pub version: i64,
-    pub deleted: bool,
-    pub op: String,
-}
+pub use warp_core::LandedRow;
 
 /// Every row of the landing table of `target`, in key order.
 pub async fn rows(pool: &PgPool, target: &Target, schema: &TableSchema) -> Result<Vec<LandedRow>> {
@@ -96,7 +89,9 @@ pub async fn live_key_page(
         landed.is_deleted(),
         landed.key_list()
     );
+    // Not prepared and cached: a text carrying keys as literals is never used again.
     let fetched = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
         .fetch_all(pool)
         .await
         .context("read key page")?;
@@ -138,7 +133,9 @@ async fn select_rows(
         filter.map(|f| format!(" WHERE {f}")).unwrap_or_default(),
         landed.key_list()
     );
+    // Not prepared and cached: a text carrying keys as literals is never used again.
     let fetched = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
         .fetch_all(pool)
         .await
         .context("read rows")?;

@@ -4,7 +4,7 @@
 
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
-use warp_core::{ColumnType, Key, Row, TableSchema, Target};
+use warp_core::{ColumnType, Fix, Key, Repaired, Row, TableSchema, Target};
 
 use crate::connection::TxConnection;
 use crate::encode::{literal_of, pg_text};
@@ -38,24 +38,6 @@ fn canonical_json(text: &str) -> std::result::Result<String, String> {
         serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     v.sort_all_objects();
     Ok(v.to_string())
-}
-
-/// One key to put right: the source's row (`None`: gone at the source) and the version
-/// the destination row had when it was compared (`None`: absent there).
-#[derive(Debug, Clone)]
-pub struct Fix {
-    pub key: Key,
-    pub source: Option<Row>,
-    pub seen_version: Option<i64>,
-}
-
-/// What a repair did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Repaired {
-    pub written: u64,
-    pub deleted: u64,
-    /// Rows the replicator changed after the comparison: left to it, re-checked later.
-    pub skipped: u64,
 }
 
 impl PostgresSink {
@@ -108,7 +90,9 @@ fn version_guard(seen: Option<i64>) -> String {
 }
 
 async fn run(conn: &mut PgConnection, sql: String) -> Result<u64> {
+    // Literal keys and values: never the same text twice, so never cached.
     Ok(sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
         .execute(conn)
         .await
         .context("repair row")?

@@ -8,12 +8,6 @@ use super::env_help::write_stdout;
 use super::{runtime, with_hint};
 use crate::VerifyArgs;
 
-#[cfg(not(feature = "postgres"))]
-pub fn run(_args: &VerifyArgs, _env: &Environment) -> Result<(), String> {
-    Err("verify needs the postgres feature (the destination it compares against)".into())
-}
-
-#[cfg(feature = "postgres")]
 pub fn run(args: &VerifyArgs, env: &Environment) -> Result<(), String> {
     use warp_server::verify::{metrics_text, verify, VerifyOptions};
 
@@ -58,7 +52,6 @@ pub fn run(args: &VerifyArgs, env: &Environment) -> Result<(), String> {
     }
 }
 
-#[cfg(feature = "postgres")]
 fn text(reports: &[warp_server::verify::TableReport]) -> String {
     let mut out = format!(
         "{:<28} {:>10} {:>10} {:>7} {:>11}  {}\n",

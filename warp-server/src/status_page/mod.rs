@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use warp_core::config::LoadedConfig;
-use warp_core::{DeploymentStatus, ReplicaReport, Sink, StatusBoard};
+use warp_core::{ControlStore, DeploymentStatus, ReplicaReport, StatusBoard};
 
 use history::History;
 pub use view::TableView;
@@ -208,9 +208,13 @@ impl StatusPage {
 }
 
 /// Reads the metadata schema for the page every 2 s until `stop`.
-pub async fn follow(page: Arc<StatusPage>, sink: Arc<dyn Sink>, stop: CancellationToken) {
+pub async fn follow(
+    page: Arc<StatusPage>,
+    control: Arc<dyn ControlStore>,
+    stop: CancellationToken,
+) {
     loop {
-        let read = match tokio::time::timeout(READ_TIMEOUT, sink.read_status()).await {
+        let read = match tokio::time::timeout(READ_TIMEOUT, control.read_status()).await {
             Ok(Ok(status)) => Ok(status.unwrap_or_default()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(

@@ -76,7 +76,7 @@ pub struct TableReport {
     pub extra_rows_checked: bool,
     /// Rows still changing on either side at the last read.
     pub unsettled_rows: u64,
-    pub repaired: Option<warp_sink_postgres::verify::Repaired>,
+    pub repaired: Option<warp_core::Repaired>,
     /// Why the table could not be compared.
     pub error: Option<String>,
 }
@@ -120,8 +120,7 @@ pub async fn verify(
         })?;
     // A reader of its own: never the replicas' binlog ids.
     let source = build_reader_source(&cfg.source, "verify", &resolved)?;
-    let sink = warp_sink_postgres::PostgresSink::connect_lazy(&cfg.destination)
-        .map_err(warp_core::Error::from)?;
+    let dest = crate::connectors::build_sink(&cfg.destination)?;
     let tables: Vec<_> = source
         .discover(&resolved)
         .await?
@@ -141,7 +140,7 @@ pub async fn verify(
         let target = Target::new(&resolved, &t.id);
         let mut report = TableReport::new(schema, &t.id.name);
         let read = resolved.table(&t.id.name).read_settings();
-        if let Err(e) = table(source.as_ref(), &sink, &target, read, opts, &mut report).await {
+        if let Err(e) = table(source.as_ref(), &dest, &target, read, opts, &mut report).await {
             report.error = Some(warp_core::mask_secrets(&e.to_string()).into_owned());
         }
         reports.push(report);
@@ -151,14 +150,14 @@ pub async fn verify(
 
 async fn table(
     source: &dyn Source,
-    sink: &warp_sink_postgres::PostgresSink,
+    dest: &warp_core::Destination,
     target: &Target,
     read: warp_core::ReadSettings,
     opts: &VerifyOptions,
     report: &mut TableReport,
 ) -> Result<(), warp_core::Error> {
-    let landed = sink.landed_schema(target).await?;
-    let reader = read::Reader::new(source, sink, target, &landed, read)?;
+    let landed = dest.landed.landed_schema(target).await?;
+    let reader = read::Reader::new(source, dest, target, &landed, read)?;
     walk::table(&reader, opts, &Unpaced, report).await?;
     Ok(())
 }

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use warp_core::{
-    Backoff, Checkpoint, CheckpointStore, ColumnType, Error, Key, KeyRange, OrdKey, Phase,
-    Position, ReadSettings, Row, Source, TableSchema, Target,
+    Backoff, Checkpoint, ColumnType, Destination, Error, Fix, Key, KeyRange, OrdKey, Phase,
+    Position, ReadSettings, Repaired, Row, Source, TableSchema, Target,
 };
-use warp_sink_postgres::verify::{canonical, Fix, Repaired};
-use warp_sink_postgres::PostgresSink;
 
 use super::compare::{hash_text, Entry, Side};
 
@@ -22,9 +20,13 @@ const BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(5),
 };
 
+/// Source rows per page of a range read (a range is read in such pages).
+const PAGE_ROWS: usize = 1000;
+
 pub struct Reader<'a> {
     source: &'a dyn Source,
-    sink: &'a PostgresSink,
+    /// The destination's checkpoints and landed rows.
+    dest: &'a Destination,
     target: &'a Target,
     /// The destination's shape: the source is read in it, so columns line up.
     landed: &'a TableSchema,
@@ -37,7 +39,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(
         source: &'a dyn Source,
-        sink: &'a PostgresSink,
+        dest: &'a Destination,
         target: &'a Target,
         landed: &'a TableSchema,
         read: ReadSettings,
@@ -47,9 +49,12 @@ impl<'a> Reader<'a> {
             message,
             hint: None,
         })?;
+        // Pages of at most `PAGE_ROWS`: memory holds a page of decoded rows at a time.
+        let mut read = read;
+        read.fetch_rows = Some(read.fetch_rows.map_or(PAGE_ROWS, |n| n.min(PAGE_ROWS)));
         Ok(Self {
             source,
-            sink,
+            dest,
             target,
             landed,
             read,
@@ -63,7 +68,7 @@ impl<'a> Reader<'a> {
     }
 
     fn hash(&self, row: &Row) -> u64 {
-        match canonical(row, &self.types) {
+        match self.dest.landed.canonical(row, &self.types) {
             Ok(text) => hash_text(&text),
             // A value the destination could not hold differs from whatever it holds.
             Err(e) => hash_text(&format!("unencodable: {e}: {row:?}")),
@@ -125,7 +130,7 @@ impl<'a> Reader<'a> {
             if let Some(Checkpoint {
                 phase: Phase::Streaming { position: at, .. },
                 ..
-            }) = self.sink.load(&key).await?
+            }) = self.dest.checkpoints.load(&key).await?
             {
                 if self.source.compare_positions(&at, position)? != Ordering::Less {
                     return Ok(());
@@ -167,13 +172,11 @@ impl<'a> Reader<'a> {
 
     /// The destination's rows under `keys`.
     pub async fn destination_rows(&self, keys: &[Key]) -> Result<Side, Error> {
-        let landed = warp_sink_postgres::read::rows_with_keys(
-            self.sink.pool(),
-            self.target,
-            self.landed,
-            keys,
-        )
-        .await?;
+        let landed = self
+            .dest
+            .landed
+            .rows_with_keys(self.target, self.landed, keys)
+            .await?;
         let mut side = Side::default();
         for r in landed {
             let entry = Entry {
@@ -193,19 +196,18 @@ impl<'a> Reader<'a> {
         after: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<(Key, i64)>, Error> {
-        Ok(warp_sink_postgres::read::live_key_page(
-            self.sink.pool(),
-            self.target,
-            self.landed,
-            after,
-            limit,
-        )
-        .await?)
+        self.dest
+            .landed
+            .live_key_page(self.target, self.landed, after, limit)
+            .await
     }
 
     /// Writes `fixes` at the destination (see `PostgresSink::repair`).
     pub async fn repair(&self, fixes: &[Fix]) -> Result<Repaired, Error> {
-        Ok(self.sink.repair(self.target, self.landed, fixes).await?)
+        self.dest
+            .landed
+            .repair(self.target, self.landed, fixes)
+            .await
     }
 
     /// Which of `keys` the source holds (`None`: the source cannot say).

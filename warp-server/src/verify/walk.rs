@@ -10,8 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use warp_core::{Error, Key, OrdKey};
-use warp_sink_postgres::verify::Fix;
+use warp_core::{Error, Fix, Key, OrdKey, Repaired};
 
 use super::compare::{differences, narrow, Entry, Side};
 use super::read::{fixes, Reader};
@@ -250,7 +249,7 @@ impl TableReport {
         }
     }
 
-    fn count_repair(&mut self, done: warp_sink_postgres::verify::Repaired) {
+    fn count_repair(&mut self, done: Repaired) {
         let total = self.repaired.get_or_insert_with(Default::default);
         total.written += done.written;
         total.deleted += done.deleted;
