@@ -69,7 +69,11 @@ fn row(browser: &Browser, table: &str) -> Value {
         r#"const row = document.querySelector('tr[data-table="{table}"]');
            if (!row) return null;
            const bar = row.querySelector("progress");
-           return {{ state: row.dataset.state, progress: bar ? Number(bar.value) : null }};"#
+           const verified = row.querySelector("[data-verified]");
+           const detail = document.querySelector('tr[data-detail="{table}"]');
+           return {{ state: row.dataset.state, progress: bar ? Number(bar.value) : null,
+                     verified: verified ? verified.dataset.verified : null,
+                     detail: detail ? detail.textContent : null }};"#
     ))
 }
 
@@ -149,6 +153,12 @@ async fn behind_prefix(prefix: &'static str, health: u16) -> u16 {
 async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
     let shop = shop("page", 40_000, 400).await;
     warp_e2e::tune(&shop.config, "table_discovery_interval", "1");
+    let config = std::fs::read_to_string(&shop.config).unwrap();
+    std::fs::write(
+        &shop.config,
+        format!("{config}verification: {{ pass_interval: 1, recheck_delay: 0.5, rows_per_second: 100000 }}\n"),
+    )
+    .unwrap();
     let health = warp_e2e::free_port();
     let _run = shop.run_replica("page-a", health);
     let orders = format!("{}.orders", shop.db);
@@ -196,6 +206,34 @@ async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
         || shop.log(),
     )
     .await;
+    // Verification: a clean pass shown as such, then a row changed behind the
+    // replicator's back shown with its key.
+    wait_row(
+        &browser,
+        &orders,
+        "verified",
+        |r| r["verified"] == "ok",
+        || shop.log(),
+    )
+    .await;
+    shop.scalar_pg(format!(
+        "WITH t AS (UPDATE {orders} SET status = 'tampered' WHERE id = 7 RETURNING 1) SELECT count(*) FROM t"
+    ))
+    .await;
+    let differs = wait_row(
+        &browser,
+        &orders,
+        "shown differing",
+        |r| r["verified"] == "mismatch",
+        || shop.log(),
+    )
+    .await;
+    let detail = differs["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Verification: 1 row differs") && detail.contains("keys: 7"),
+        "{differs}"
+    );
+    browser.screenshot(&shots.join("status-page-verification.png"));
 
     // A table without a key, created while running: found, refused, shown with its hint.
     shop.exec("CREATE TABLE audit_log (line TEXT)").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::Configured;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use warp_core::{Change, ChangeEvent, FeedItem, Operation, Source, StreamFragment, Value};
+use warp_core::{Change, ChangeEvent, FeedItem, Key, Operation, Source, StreamFragment, Value};
 
 mod common;
 
@@ -678,7 +678,8 @@ async fn existing_keys_are_the_keys_as_stored_not_as_the_collation_compares() {
     )
     .await;
     let text = |k: &str| vec![Value::Text(k.into())];
-    let cases: [(&str, Vec<Vec<Value>>, Vec<Vec<Value>>); 3] = [
+    // (table, keys asked, keys held)
+    let cases: [(&str, Vec<Key>, Vec<Key>); 3] = [
         (
             "ci",
             vec![text("abc"), text("Abc"), text("x"), text("x "), text("zz")],

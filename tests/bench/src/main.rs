@@ -288,7 +288,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut figures = Vec::new();
             for run in 1..=runs {
                 eprintln!("run {run}/{runs}");
-                figures.push(verify::run(&settings).await?);
+                figures.push(verify::run(&settings, run).await?);
             }
             verify::print(&figures, &settings);
         }

@@ -164,7 +164,7 @@ const KEYS: &[EnvKey] = &[
     ),
     k(
         "verification.max_lag",
-        "seconds of lag above which a table's verification waits (60)",
+        "seconds of lag above which a table's verification waits (10)",
     ),
     k("verification.pass_interval", "seconds between passes (60)"),
     k(

@@ -12,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warp_core::config::{ResolvedSchema, VerificationConfig, VerificationMode};
 use warp_core::{
-    PipelineControl, Source, StatusBoard, TableKey, TableSchema, TableState, Target,
+    Destination, PipelineControl, Source, StatusBoard, TableKey, TableSchema, TableState, Target,
     VerificationStatus,
 };
-use warp_sink_postgres::PostgresSink;
 
 use super::read::Reader;
 use super::{publish, walk, Pace, TableReport, VerifyOptions};
@@ -25,6 +24,7 @@ use super::{publish, walk, Pace, TableReport, VerifyOptions};
 pub fn start(
     loaded: &warp_core::config::LoadedConfig,
     pipelines: &[warp_core::Pipeline],
+    destination: &Destination,
     owner: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::ServerError> {
@@ -40,11 +40,10 @@ pub fn start(
             &format!("{owner}-verify"),
             &schema,
         )?;
-        let sink = PostgresSink::connect_lazy(&cfg.destination).map_err(warp_core::Error::from)?;
         let verifier = Verifier {
             schema,
             source,
-            sink,
+            dest: destination.clone(),
             board: pipeline.status(),
             control: pipeline.control(),
             settings: cfg.verification.clone(),
@@ -56,15 +55,17 @@ pub fn start(
 
 /// How often a waiting table is looked at again.
 const WAIT_STEP: Duration = Duration::from_secs(1);
+/// How long a walk waits for its table to catch up before it gives up until next pass.
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// How soon a pass that found no table of this replica's is tried again.
 const IDLE_STEP: Duration = Duration::from_secs(5);
 
-/// One schema's background verifier. It has a source reader and a destination pool of
-/// its own, and reads through one connection of each at a time.
+/// One schema's background verifier. It has a source reader of its own and shares the
+/// destination's pool, and reads through one connection of each at a time.
 pub struct Verifier {
     pub schema: ResolvedSchema,
     pub source: Arc<dyn Source>,
-    pub sink: PostgresSink,
+    pub dest: Destination,
     pub board: StatusBoard,
     pub control: PipelineControl,
     pub settings: VerificationConfig,
@@ -167,14 +168,16 @@ impl Verifier {
         gate: &Gate<'_>,
         report: &mut TableReport,
     ) -> Result<bool, warp_core::Error> {
-        // The landing table exists once the table streams.
-        if !gate.ready().await {
+        // A table copying, retrying or lagging is skipped for this pass rather than
+        // waited for: it must not hold the replica's other tables back. (The landing
+        // table exists once the table streams.)
+        if !gate.ready_now() {
             return Ok(false);
         }
         let target = Target::new(&self.schema, &table.id);
-        let landed = self.sink.landed_schema(&target).await?;
+        let landed = self.dest.landed.landed_schema(&target).await?;
         let read = self.schema.table(&table.id.name).read_settings();
-        let reader = Reader::new(self.source.as_ref(), &self.sink, &target, &landed, read)?;
+        let reader = Reader::new(self.source.as_ref(), &self.dest, &target, &landed, read)?;
         walk::table(&reader, opts, gate, report).await
     }
 }
@@ -221,10 +224,16 @@ fn summary(report: &TableReport) -> String {
     let firsts = report.mismatches.iter().filter_map(|m| m.keys.first());
     let rest = report.mismatches.iter().flat_map(|m| m.keys.iter().skip(1));
     let keys: Vec<String> = firsts.chain(rest).take(10).map(key_text).collect();
+    let rows = match report.mismatched_rows {
+        1 => "1 row differs".to_owned(),
+        n => format!("{n} rows differ"),
+    };
+    let ranges = match report.mismatched_ranges {
+        1 => "1 range".to_owned(),
+        n => format!("{n} ranges"),
+    };
     format!(
-        "{} rows differ ({missing} missing, {extra} extra, {different} different) in {} ranges; keys: {}",
-        report.mismatched_rows,
-        report.mismatched_ranges,
+        "{rows} ({missing} missing, {extra} extra, {different} different) in {ranges}; keys: {}",
         keys.join(", ")
     )
 }
@@ -252,6 +261,21 @@ struct Gate<'a> {
 }
 
 impl Gate<'_> {
+    /// Whether the table may be read now (it streams, within `max_lag`); marks it
+    /// `verifying` or `waiting`. `None`: this replica no longer runs it.
+    fn check(&self) -> Option<bool> {
+        let status = self.verifier.board.get(&self.key)?;
+        let lag = status.lag_seconds(Utc::now()).unwrap_or(0.0);
+        let ready =
+            status.state == TableState::Streaming && lag <= self.verifier.settings.max_lag.get();
+        self.mark(if ready { "verifying" } else { "waiting" });
+        Some(ready)
+    }
+
+    fn ready_now(&self) -> bool {
+        !self.shutdown.is_cancelled() && self.check() == Some(true)
+    }
+
     fn mark(&self, state: &str) {
         self.verifier.board.amend(&self.key, |s| {
             s.verification.get_or_insert_with(Default::default).state = state.into();
@@ -264,22 +288,21 @@ impl Pace for Gate<'_> {
         Some(self.verifier.settings.rows_per_second.get() as f64)
     }
 
+    /// Waits while the table lags or retries, at most `WAIT_LIMIT`: then the walk is
+    /// given up until the next pass, so one table's trouble never holds the others back.
     async fn ready(&self) -> bool {
-        let max_lag = self.verifier.settings.max_lag.get();
+        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
         loop {
             if self.shutdown.is_cancelled() {
                 return false;
             }
-            // The table went to another replica (or was dropped): its owner verifies it.
-            let Some(status) = self.verifier.board.get(&self.key) else {
-                return false;
-            };
-            let lag = status.lag_seconds(Utc::now()).unwrap_or(0.0);
-            if status.state == TableState::Streaming && lag <= max_lag {
-                self.mark("verifying");
-                return true;
+            match self.check() {
+                Some(true) => return true,
+                // The table went to another replica (or was dropped): its owner verifies it.
+                None => return false,
+                Some(false) if tokio::time::Instant::now() >= deadline => return false,
+                Some(false) => {}
             }
-            self.mark("waiting");
             tokio::select! {
                 () = tokio::time::sleep(WAIT_STEP) => {}
                 () = self.shutdown.cancelled() => return false,
