@@ -34,6 +34,10 @@ pub struct Reader<'a> {
     read: ReadSettings,
     types: Vec<ColumnType>,
     key: Vec<usize>,
+    /// Where the table's checkpoint stood when a wait last ran out (replication stopped
+    /// or far behind). Later waits return at once while it still stands there: otherwise
+    /// every range of a large table would wait the whole `catch_up` (1,000 ranges, 8 h).
+    stalled_at: std::sync::Mutex<Option<Option<Position>>>,
 }
 
 impl<'a> Reader<'a> {
@@ -64,6 +68,7 @@ impl<'a> Reader<'a> {
                 .map(|c| c.column_type.clone())
                 .collect(),
             key,
+            stalled_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -126,21 +131,42 @@ impl<'a> Reader<'a> {
     async fn wait_until_landed(&self, position: &Position, limit: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + limit;
         let key = self.target.key();
-        while tokio::time::Instant::now() < deadline {
-            if let Some(Checkpoint {
-                phase: Phase::Streaming { position: at, .. },
-                ..
-            }) = self.dest.checkpoints.load(&key).await?
-            {
-                if self.source.compare_positions(&at, position)? != Ordering::Less {
+        loop {
+            let at = match self.dest.checkpoints.load(&key).await? {
+                Some(Checkpoint {
+                    phase: Phase::Streaming { position: at, .. },
+                    ..
+                }) => Some(at),
+                _ => None,
+            };
+            if let Some(at) = &at {
+                if self.source.compare_positions(at, position)? != Ordering::Less {
+                    *self.stalled() = None;
                     return Ok(());
                 }
             }
+            let give_up = {
+                let mut stalled = self.stalled();
+                // Still where a previous wait gave up: not worth waiting for again.
+                let give_up =
+                    stalled.as_ref() == Some(&at) || tokio::time::Instant::now() >= deadline;
+                if give_up {
+                    // Compare anyway; rows still moving are told apart by the re-check.
+                    *stalled = Some(at);
+                }
+                give_up
+            };
+            if give_up {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // Not caught up (replication stopped or far behind): compare anyway; rows still
-        // moving are told apart by the re-check.
-        Ok(())
+    }
+
+    fn stalled(&self) -> std::sync::MutexGuard<'_, Option<Option<Position>>> {
+        self.stalled_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn source_side(&self, range: &KeyRange, keep: &BTreeSet<OrdKey>) -> Result<Side, Error> {
@@ -170,21 +196,24 @@ impl<'a> Reader<'a> {
         Ok(side)
     }
 
-    /// The destination's rows under `keys`.
+    /// The destination's rows under `keys`, read a page of keys at a time and hashed
+    /// before the next page is read (memory holds one page of rows).
     pub async fn destination_rows(&self, keys: &[Key]) -> Result<Side, Error> {
-        let landed = self
-            .dest
-            .landed
-            .rows_with_keys(self.target, self.landed, keys)
-            .await?;
         let mut side = Side::default();
-        for r in landed {
-            let entry = Entry {
-                hash: (!r.deleted).then(|| self.hash(&r.row)),
-                version: Some(r.version),
-                row: None,
-            };
-            side.rows.insert(OrdKey(r.row.key(&self.key)), entry);
+        for page in keys.chunks(PAGE_ROWS) {
+            let landed = self
+                .dest
+                .landed
+                .rows_with_keys(self.target, self.landed, page)
+                .await?;
+            for r in landed {
+                let entry = Entry {
+                    hash: (!r.deleted).then(|| self.hash(&r.row)),
+                    version: Some(r.version),
+                    row: None,
+                };
+                side.rows.insert(OrdKey(r.row.key(&self.key)), entry);
+            }
         }
         Ok(side)
     }
