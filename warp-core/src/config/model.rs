@@ -548,8 +548,8 @@ fn default_verify_rows_per_second() -> PositiveInt {
 }
 fn default_verify_max_lag() -> Seconds {
     // A table catching up on a backlog lags by the backlog's age: verification then
-    // waits rather than compete with the catch-up for the cores (measured: +12 % catch-up
-    // time at 60 s, when a 300,000-change backlog is seconds old).
+    // waits rather than compete with the catch-up for the cores (docs/benchmarks.md,
+    // Background verification).
     Seconds::from_secs(10)
 }
 fn default_verify_pass_interval() -> Seconds {
