@@ -66,6 +66,23 @@ async fn tamper(shop: &Shop, sql: &str) {
         .unwrap();
 }
 
+/// Behind the replicator's back: one row changed (42), a range of ten gone (700–709), one
+/// row invented (999999). Returns the keys.
+async fn tamper_three_ways(shop: &Shop) -> BTreeSet<i64> {
+    tamper(
+        shop,
+        "UPDATE {db}.orders SET status = 'tampered' WHERE id = 42",
+    )
+    .await;
+    tamper(shop, "DELETE FROM {db}.orders WHERE id BETWEEN 700 AND 709").await;
+    tamper(
+        shop,
+        "INSERT INTO {db}.orders (id, customer_id, status) VALUES (999999, 1, 'ghost')",
+    )
+    .await;
+    [42].into_iter().chain(700..=709).chain([999_999]).collect()
+}
+
 #[tokio::test]
 async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
     let shop = Arc::new(shop("verify", 3000, 500).await);
@@ -92,23 +109,7 @@ async fn verify_finds_tampering_online_and_repair_fixes_exactly_it() {
         })
     };
 
-    // Behind the replicator's back: one row changed, one range gone, one row invented.
-    tamper(
-        &shop,
-        "UPDATE {db}.orders SET status = 'tampered' WHERE id = 42",
-    )
-    .await;
-    tamper(
-        &shop,
-        "DELETE FROM {db}.orders WHERE id BETWEEN 700 AND 709",
-    )
-    .await;
-    tamper(
-        &shop,
-        "INSERT INTO {db}.orders (id, customer_id, status) VALUES (999999, 1, 'ghost')",
-    )
-    .await;
-    let tampered: BTreeSet<i64> = [42].into_iter().chain(700..=709).chain([999_999]).collect();
+    let tampered = tamper_three_ways(&shop).await;
     // The invented row's version 1 is the test's own write, not a replayed change.
     shop.wrote("orders", 999_999);
 
@@ -324,21 +325,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
         "several ranges: {clean}"
     );
 
-    tamper(
-        &shop,
-        "UPDATE {db}.orders SET status = 'tampered' WHERE id = 42",
-    )
-    .await;
-    tamper(
-        &shop,
-        "DELETE FROM {db}.orders WHERE id BETWEEN 700 AND 709",
-    )
-    .await;
-    tamper(
-        &shop,
-        "INSERT INTO {db}.orders (id, customer_id, status) VALUES (999999, 1, 'ghost')",
-    )
-    .await;
+    tamper_three_ways(&shop).await;
     let found = until(
         "the tampering reported in /status",
         || verification(health).filter(|v| v["mismatched_rows"] == 12),

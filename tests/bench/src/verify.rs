@@ -178,11 +178,11 @@ async fn catch_up(
     // Settle what the resets above changed before the backlog.
     let mut warp = Replicator::start(s.binary, &config, &log)?;
     let marker = MARKER + round;
-    exec(conn, &format!("INSERT INTO {DB}.orders SELECT {marker}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id = 1")).await?;
+    insert_marker(conn, marker).await?;
     until(
         pg,
         &mut warp,
-        &format!("SELECT 1 FROM bench_ver_dest.orders WHERE id = {marker}"),
+        &landed(marker),
         Duration::from_secs(3600),
         &log,
     )
@@ -198,7 +198,7 @@ async fn catch_up(
         exec(conn, &statement).await?;
     }
     let marker = MARKER + 100 + round;
-    exec(conn, &format!("INSERT INTO {DB}.orders SELECT {marker}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id = 1")).await?;
+    insert_marker(conn, marker).await?;
     // The previous catch-up left dead rows behind: without this, the second of the two
     // catch-ups of a run would be timed on a more bloated table than the first.
     sqlx::raw_sql("VACUUM ANALYZE bench_ver_dest.orders")
@@ -210,7 +210,7 @@ async fn catch_up(
     until(
         pg,
         &mut warp,
-        &format!("SELECT 1 FROM bench_ver_dest.orders WHERE id = {marker}"),
+        &landed(marker),
         Duration::from_secs(3600),
         &log,
     )
@@ -218,6 +218,16 @@ async fn catch_up(
     let took = started.elapsed().as_secs_f64();
     warp.stop()?;
     Ok(took)
+}
+
+/// A copy of row 1 under key `marker`: the last change of a backlog.
+async fn insert_marker(conn: &mut mysql_async::Conn, marker: i64) -> Result<(), Failure> {
+    exec(conn, &format!("INSERT INTO {DB}.orders SELECT {marker}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id = 1")).await
+}
+
+/// A query answering once the row `marker` has landed.
+fn landed(marker: i64) -> String {
+    format!("SELECT 1 FROM bench_ver_dest.orders WHERE id = {marker}")
 }
 
 /// The report: medians of every run.
