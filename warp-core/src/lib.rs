@@ -53,7 +53,6 @@ mod mask;
 pub mod metrics;
 pub mod position;
 pub mod read_settings;
-pub mod report;
 pub mod schema;
 pub mod sink;
 pub mod source;
@@ -63,10 +62,16 @@ pub mod tls;
 pub mod value;
 pub mod watermark;
 
-pub use control::{ControlStore, DeadLetterFilter, Fix, LandedRow, LandedRows, Repaired};
+pub use control::report::{
+    CheckpointPhase, DeadLetter, DeadLetterStatus, DeploymentStatus, ReplayReport, ReplicaReport,
+    SignalKind, TableReport,
+};
+pub use control::status::{StatusBoard, TableState, TableStatus, VerificationStatus};
+pub use control::{
+    ControlStore, DeadLetterFilter, Destination, Fix, LandedRow, LandedRows, Repaired,
+};
 pub use engine::{
-    single_table, Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, StatusBoard,
-    TablePlan, TableState, TableStatus, VerificationStatus,
+    single_table, Backoff, Batch, EngineSettings, OrdKey, Pipeline, PipelineControl, TablePlan,
 };
 pub use error::{Error, Result, Retry};
 pub use event::{
@@ -77,14 +82,10 @@ pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
 pub use read_settings::{FeedTable, ReadSettings, TableReads};
-pub use report::{
-    CheckpointPhase, DeadLetter, DeadLetterStatus, DeploymentStatus, ReplayReport, ReplicaReport,
-    SignalKind, TableReport,
-};
 pub use schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
 pub use sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Destination, FencingToken, Phase,
-    Signal, Sink, SinkTransaction, TableKey, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, FencingToken, Phase, Signal,
+    Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};

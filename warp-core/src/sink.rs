@@ -140,17 +140,6 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
 }
 
-/// A destination as the runtime composes it: the data sink, and the control store (the
-/// checkpoints the engine commits with its batches, status, signals, dead letters) with
-/// the destination's side of verification.
-#[derive(Clone)]
-pub struct Destination {
-    pub sink: std::sync::Arc<dyn Sink>,
-    pub checkpoints: std::sync::Arc<dyn CheckpointStore>,
-    pub control: std::sync::Arc<dyn crate::control::ControlStore>,
-    pub landed: std::sync::Arc<dyn crate::control::LandedRows>,
-}
-
 /// A request to a running replicator, left in the destination by the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signal {

@@ -9,7 +9,6 @@ mod plan;
 mod projection;
 mod read_ahead;
 mod snapshot;
-mod status;
 mod stream;
 mod table;
 
@@ -22,11 +21,11 @@ use tracing::{info, warn, Instrument};
 
 use ownership::{Candidate, Ownership};
 
+use crate::control::{StatusBoard, TableState};
 pub use batch::{Batch, OrdKey};
 pub use feed::single_table;
 pub use plan::TablePlan;
 pub use retry::Backoff;
-pub use status::{StatusBoard, TableState, TableStatus, VerificationStatus};
 
 mod retry;
 

@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::status::TableState;
 use super::table::TableWorker;
 use super::Ctx;
 use crate::config::{ResolvedSchema, ResolvedTable};
+use crate::control::TableState;
 use crate::error::Result;
 use crate::lease::fair_share;
 use crate::mask::mask_secrets;

@@ -10,8 +10,8 @@ use tracing::info;
 
 use super::projection::Projection;
 use super::read_ahead::ReadAhead;
-use super::status::TableState;
 use super::table::TableWorker;
+use crate::control::TableState;
 use crate::error::{Error, Result};
 use crate::event::Change;
 use crate::metrics::{SCHEMA_CHANGES_TOTAL, SNAPSHOT_PROGRESS_RATIO, SNAPSHOT_ROWS_TOTAL};

@@ -12,8 +12,8 @@ use tracing::{debug, info};
 
 use super::batch::{split_key_change, Batch};
 use super::read_ahead::ReadAhead;
-use super::status::TableState;
 use super::table::TableWorker;
+use crate::control::TableState;
 use crate::error::{Error, Result};
 use crate::event::{Change, ChangeEvent, Commit, Operation, StreamFragment};
 use crate::metrics::{

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::projection::Projection;
-use super::status::TableState;
 use super::Ctx;
 use crate::config::ResolvedTable;
+use crate::control::TableState;
 use crate::error::{Error, Result};
 use crate::event::Change;
 use crate::mask::mask_secrets;

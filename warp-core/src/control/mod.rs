@@ -1,6 +1,7 @@
 //! The control plane: what the runtime and the CLI keep besides the rows — leases and
-//! fencing and checkpoints ([`CheckpointStore`]), table status, signals, dead letters — and
-//! the destination's side of a verification ([`LandedRows`]).
+//! fencing and checkpoints ([`CheckpointStore`]), table status ([`status`] live in this
+//! process, [`report`] as recorded for every replica), signals, dead letters — and the
+//! destination's side of a verification ([`LandedRows`]).
 //!
 //! A destination's [`crate::Sink`] writes rows; its control store may live in the same
 //! database (PostgreSQL: a batch and its checkpoint commit in one transaction) or apart
@@ -10,11 +11,30 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::report::{DeadLetter, DeadLetterStatus, DeploymentStatus, ReplayReport};
+pub mod report;
+pub mod status;
+
+pub use report::{
+    CheckpointPhase, DeadLetter, DeadLetterStatus, DeploymentStatus, ReplayReport, ReplicaReport,
+    TableReport,
+};
+pub use status::{StatusBoard, TableState, TableStatus, VerificationStatus};
+
 use crate::schema::{ColumnType, TableSchema};
 use crate::sink::{CheckpointStore, Signal, Target};
 use crate::value::{Key, Row};
-use crate::{SignalKind, TableStatus};
+use crate::SignalKind;
+
+/// A destination as the runtime composes it: the data sink, and the control store (the
+/// checkpoints the engine commits with its batches, status, signals, dead letters) with
+/// the destination's side of verification.
+#[derive(Clone)]
+pub struct Destination {
+    pub sink: std::sync::Arc<dyn crate::sink::Sink>,
+    pub checkpoints: std::sync::Arc<dyn CheckpointStore>,
+    pub control: std::sync::Arc<dyn ControlStore>,
+    pub landed: std::sync::Arc<dyn LandedRows>,
+}
 
 /// Which dead letters: ids, or a schema/table, optionally by status.
 #[derive(Debug, Clone, Default)]
