@@ -119,6 +119,31 @@ pub fn resync(bin: &str, config: &std::path::Path, schema: &str, table: &str) ->
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How long a suite waits for a condition before it fails: a deadline for a hung
+/// replicator, not a measure of a slow one.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Polls `check` every 200 ms until it returns `Some`, and returns that; fails after
+/// [`PATIENCE`] naming `what`, with `state()` (what the suite last saw, a log tail).
+pub async fn eventually<T>(
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    state: impl Fn() -> String,
+) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            state()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until every one of `tables` is failed in `status` with a hint naming `resync`
 /// (a lost source position); `log` says what the replicator wrote when it never is.
 pub async fn wait_lost(
@@ -127,26 +152,24 @@ pub async fn wait_lost(
     tables: &[&str],
     log: impl Fn() -> String,
 ) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
+    let lost = || {
         let status = status(bin, config);
-        let lost = tables.iter().all(|name| {
-            status.iter().any(|t| {
-                t.table == *name
-                    && t.state == Some(warp_core::TableState::Failed)
-                    && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
+        tables
+            .iter()
+            .all(|name| {
+                status.iter().any(|t| {
+                    t.table == *name
+                        && t.state == Some(warp_core::TableState::Failed)
+                        && t.hint.as_deref().is_some_and(|h| h.contains("resync"))
+                })
             })
-        });
-        if lost {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{tables:?} never stopped with a resync hint: {status:?}\n{}",
-            log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+            .then_some(())
+    };
+    let what = format!("{tables:?} to stop with a resync hint");
+    eventually(&what, lost, || {
+        format!("{:?}\n{}", status(bin, config), log())
+    })
+    .await;
 }
 
 /// Waits until `status` for `config` shows `n` tables streaming; `log` says what the
@@ -157,23 +180,20 @@ pub async fn wait_streaming(
     n: usize,
     log: impl Fn() -> String,
 ) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
+    let streaming = || {
         let status = status(bin, config);
-        let streaming = status
-            .iter()
+        let live = status.iter();
+        (live
             .filter(|t| t.state == Some(warp_core::TableState::Streaming))
-            .count();
-        if streaming == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{streaming} of {n} tables streaming: {status:?}\n{}",
-            log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+            .count()
+            == n)
+            .then_some(())
+    };
+    let what = format!("{n} tables streaming");
+    eventually(&what, streaming, || {
+        format!("{:?}\n{}", status(bin, config), log())
+    })
+    .await;
 }
 
 /// Sets `key: value` in the `performance` mapping of the config file at `config` (written

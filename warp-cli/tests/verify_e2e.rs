@@ -255,27 +255,6 @@ fn port(config: &Path, key: &str) -> u16 {
         .unwrap()
 }
 
-/// Waits (up to two minutes) until `check` returns `Some`, naming `what` on timeout with
-/// the last state `state` shows.
-async fn until<T>(
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-    state: impl Fn() -> String,
-) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            state()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The `orders` table's background verification as `/status` shows it.
 fn verification(health: u16) -> Option<serde_json::Value> {
     let (_, body) = warp_e2e::http_get(health, "/status")?;
@@ -312,7 +291,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
     let state = || format!("{:?}\n{}", verification(health), shop.log());
 
     // A clean pass first: nothing reported on a table that equals its source.
-    let clean = until(
+    let clean = warp_e2e::eventually(
         "a complete pass",
         || verification(health).filter(|v| v["passes"].as_u64() >= Some(1)),
         state,
@@ -326,7 +305,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
     );
 
     tamper_three_ways(&shop).await;
-    let found = until(
+    let found = warp_e2e::eventually(
         "the tampering reported in /status",
         || verification(health).filter(|v| v["mismatched_rows"] == 12),
         state,
@@ -340,7 +319,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
         summary.contains("10 missing, 1 extra, 1 different") && summary.contains("999999"),
         "{found}"
     );
-    until(
+    warp_e2e::eventually(
         "the mismatch in /metrics",
         || {
             (gauge(metrics, "cartridge_warp_verify_mismatched_rows", &shop.db) == Some(12.0))
@@ -351,7 +330,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
     .await;
     assert!(gauge(metrics, "cartridge_warp_verify_passes_total", &shop.db) >= Some(2.0));
     // `status` reads what the replica recorded in the metadata schema.
-    until(
+    warp_e2e::eventually(
         "the mismatch recorded for `status`",
         || {
             shop.status().into_iter().find(|t| {
@@ -379,7 +358,7 @@ async fn run_verifies_in_the_background_reports_tampering_and_repairs_when_asked
     let repairing = settings.replace("pass_interval", "mode: repair, pass_interval");
     std::fs::write(&shop.config, format!("{base}{repairing}")).unwrap();
     let mut run = shop.run();
-    let repaired = until(
+    let repaired = warp_e2e::eventually(
         "a repairing pass",
         || verification(health).filter(|v| v["repaired_rows"] == 12),
         state,
