@@ -1,5 +1,6 @@
 //! `cartridge-warp dlq list|replay|discard`.
 
+use clap::{Args, Subcommand};
 use std::fmt::Write as _;
 
 use warp_core::config::{ConfigOverrides, Environment};
@@ -8,7 +9,7 @@ use warp_server::dlq::DlqFilter;
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
-use crate::{DlqArgs, DlqCommand};
+use crate::ConfigArg;
 
 pub fn run(cmd: DlqCommand, env: &Environment) -> Result<(), String> {
     let (args, action) = match cmd {
@@ -101,4 +102,36 @@ fn print_list(entries: &[DeadLetter], args: &DlqArgs) -> Result<(), String> {
         );
     }
     write_stdout(&out)
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead letters (pending by default).
+    List(DlqArgs),
+    /// Re-apply pending dead letters after fixing their cause; a letter older than the
+    /// destination row is marked superseded instead.
+    Replay(DlqArgs),
+    /// Mark pending dead letters discarded.
+    Discard(DlqArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DlqArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: Option<String>,
+    #[arg(long)]
+    table: Option<String>,
+    /// Only these entries (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<i64>,
+    /// list: pending, replayed, discarded or all.
+    #[arg(long, default_value = "pending")]
+    status: String,
+    /// replay/discard: act on every pending entry (when no --id/--table narrows it).
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
 }

@@ -1,7 +1,9 @@
 //! `cartridge-warp init`.
 
+use std::path::PathBuf;
+
 use super::env_help::write_stdout;
-use crate::InitArgs;
+use clap::Args;
 
 pub fn run(args: &InitArgs) -> Result<(), String> {
     let text = warp_core::config::starter_config();
@@ -22,4 +24,14 @@ pub fn run(args: &InitArgs) -> Result<(), String> {
         path.display()
     );
     Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    /// Where to write it (`-` for standard output).
+    #[arg(long, short = 'o', default_value = "cartridge-warp.yaml")]
+    output: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
 }

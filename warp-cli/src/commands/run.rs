@@ -1,11 +1,12 @@
 //! `cartridge-warp run`.
 
+use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use warp_core::config::{ConfigOverrides, Environment};
+use warp_core::config::{ConfigOverrides, Environment, Mode};
 use warp_server::{RunOptions, ServerError};
 
 use super::{runtime, with_hint};
-use crate::RunArgs;
+use crate::ConfigArg;
 
 fn fail(e: ServerError) -> String {
     let hint = e.hint();
@@ -98,4 +99,37 @@ async fn print_plan(loaded: &warp_core::config::LoadedConfig) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Overrides `mode` from the file and environment.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// The schema to run (single mode), or the only schema to run (multi mode).
+    #[arg(long)]
+    schema: Option<String>,
+    /// Connect, discover and print the plan (tables, estimated rows, DDL); write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Re-snapshot every table before streaming.
+    #[arg(long)]
+    full_resync: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ModeArg {
+    Single,
+    Multi,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Single => Mode::Single,
+            ModeArg::Multi => Mode::Multi,
+        }
+    }
 }

@@ -1,12 +1,13 @@
 //! `cartridge-warp status`.
 
+use clap::Args;
 use std::fmt::Write as _;
 
 use warp_core::config::{ConfigOverrides, Environment};
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
-use crate::{ResyncArgs, StatusArgs};
+use crate::ConfigArg;
 
 pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
     let loaded =
@@ -77,4 +78,23 @@ pub fn resync(args: &ResyncArgs, env: &Environment) -> Result<(), String> {
         "resync of {}.{} requested (signal {id}); the running replicator picks it up within a few seconds\n",
         args.schema, args.table
     ))
+}
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ResyncArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: String,
+    #[arg(long)]
+    table: String,
 }

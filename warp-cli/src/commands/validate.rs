@@ -1,11 +1,12 @@
 //! `cartridge-warp validate`.
 
+use clap::Args;
 use std::time::Duration;
 
 use warp_core::config::{ConfigOverrides, Environment, LoadedConfig};
 
 use super::{runtime, with_hint};
-use crate::ValidateArgs;
+use crate::ConfigArg;
 
 pub fn run(args: &ValidateArgs, env: &Environment) -> Result<(), String> {
     let loaded =
@@ -135,4 +136,13 @@ async fn check_connections(loaded: &LoadedConfig) -> Result<(), String> {
         // One line per connection that failed (main prints each after `error:`).
         Err(failures.join("\n"))
     }
+}
+
+#[derive(Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also connect to the source and destination and check their prerequisites.
+    #[arg(long)]
+    check_connections: bool,
 }

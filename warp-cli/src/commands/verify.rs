@@ -1,12 +1,15 @@
 //! `cartridge-warp verify`.
 
+use std::path::PathBuf;
+
+use clap::Args;
 use std::fmt::Write as _;
 
 use warp_core::config::{ConfigOverrides, Environment};
 
 use super::env_help::write_stdout;
 use super::{runtime, with_hint};
-use crate::VerifyArgs;
+use crate::ConfigArg;
 
 pub fn run(args: &VerifyArgs, env: &Environment) -> Result<(), String> {
     use warp_server::verify::{metrics_text, verify, VerifyOptions};
@@ -107,4 +110,31 @@ fn text(reports: &[warp_server::verify::TableReport]) -> String {
         }
     }
     out
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[arg(long)]
+    schema: String,
+    /// Only this table.
+    #[arg(long)]
+    table: Option<String>,
+    /// Re-copy the rows of the mismatching ranges from the source (rows the replicator
+    /// changes meanwhile are left to it).
+    #[arg(long)]
+    repair: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keys per range before bisection narrows a mismatching one.
+    #[arg(long, default_value_t = 1000)]
+    range_keys: usize,
+    /// Seconds between reads of a suspected difference (replication catching up).
+    #[arg(long, default_value_t = 5.0)]
+    recheck_delay: f64,
+    /// Also write the results as Prometheus text (textfile collector) to this file.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
 }
