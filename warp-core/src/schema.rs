@@ -118,27 +118,25 @@ impl TableSchema {
     }
 
     /// Indexes of the key columns, or an error naming what is missing.
-    pub fn key_indexes(&self) -> Result<Vec<usize>, String> {
+    pub fn key_indexes(&self) -> Result<Vec<usize>, ShapeError> {
         if self.primary_key.is_empty() {
-            return Err(
-                "has no primary key; set `primary_key` for this table in the config".into(),
-            );
+            return Err(ShapeError::NoPrimaryKey);
         }
         self.primary_key
             .iter()
             .map(|k| {
                 self.column_index(k)
-                    .ok_or_else(|| format!("primary key column `{k}` does not exist"))
+                    .ok_or_else(|| ShapeError::NoKeyColumn(k.clone()))
             })
             .collect()
     }
 
     /// Applies a schema change to this in-memory shape (the sink applies it as DDL).
-    pub fn apply(&mut self, change: &SchemaChange) -> Result<(), String> {
+    pub fn apply(&mut self, change: &SchemaChange) -> Result<(), ShapeError> {
         match change {
             SchemaChange::AddColumn(col) => {
                 if self.column_index(&col.name).is_some() {
-                    return Err(format!("column `{}` already exists", col.name));
+                    return Err(ShapeError::ColumnExists(col.name.clone()));
                 }
                 self.columns.push(col.clone());
             }
@@ -149,7 +147,10 @@ impl TableSchema {
             SchemaChange::RenameColumn { from, to } => {
                 let i = self.existing(from)?;
                 if self.column_index(to).is_some() {
-                    return Err(format!("cannot rename `{from}` to `{to}`: `{to}` exists"));
+                    return Err(ShapeError::RenameOnto {
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
                 }
                 self.columns[i].name = to.clone();
                 for k in &mut self.primary_key {
@@ -166,10 +167,25 @@ impl TableSchema {
         Ok(())
     }
 
-    fn existing(&self, name: &str) -> Result<usize, String> {
+    fn existing(&self, name: &str) -> Result<usize, ShapeError> {
         self.column_index(name)
-            .ok_or_else(|| format!("column `{name}` does not exist"))
+            .ok_or_else(|| ShapeError::NoColumn(name.to_owned()))
     }
+}
+
+/// Why a table's shape cannot serve, or a change cannot apply to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("has no primary key; set `primary_key` for this table in the config")]
+    NoPrimaryKey,
+    #[error("primary key column `{0}` does not exist")]
+    NoKeyColumn(String),
+    #[error("column `{0}` already exists")]
+    ColumnExists(String),
+    #[error("column `{0}` does not exist")]
+    NoColumn(String),
+    #[error("cannot rename `{from}` to `{to}`: `{to}` exists")]
+    RenameOnto { from: String, to: String },
 }
 
 /// A change of shape seen in the stream (docs/postgres.md, Schema evolution). Applied in order with the rows

@@ -278,7 +278,7 @@ impl PgTransaction {
         self.entry
             .schema
             .apply(change)
-            .map_err(SinkError::Invalid)?;
+            .map_err(|e| SinkError::Invalid(e.to_string()))?;
         let (metadata, target, landed, schema) = (
             self.inner.metadata.clone(),
             self.target.clone(),

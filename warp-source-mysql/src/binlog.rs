@@ -730,7 +730,10 @@ impl Reader {
                 Operation::Delete
             }
         };
-        let key_cols = table.schema.key_indexes().map_err(|m| error(table, m))?;
+        let key_cols = table
+            .schema
+            .key_indexes()
+            .map_err(|e| error(table, e.to_string()))?;
         let mut zeros = 0;
         for pair in rows.rows(tme) {
             let (before, after) = pair.map_err(|e| {

@@ -92,8 +92,8 @@ pub fn stream(
         key: table
             .schema
             .key_indexes()
-            .map_err(|m| crate::error::MysqlError::Unsupported {
-                message: m,
+            .map_err(|e| crate::error::MysqlError::Unsupported {
+                message: e.to_string(),
                 hint: None,
             })?,
         pool,

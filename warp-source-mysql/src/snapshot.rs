@@ -385,7 +385,10 @@ pub async fn plan_chunks(
     chunk_rows: usize,
 ) -> Result<Vec<KeyRange>> {
     let select = Select::new(database, table);
-    let key_cols: Vec<usize> = table.schema.key_indexes().map_err(unsupported)?;
+    let key_cols: Vec<usize> = table
+        .schema
+        .key_indexes()
+        .map_err(|e| unsupported(e.to_string()))?;
     let key_kinds: Vec<_> = key_cols
         .iter()
         .map(|&i| table.columns[i].kind.clone())
@@ -490,7 +493,7 @@ pub async fn all_keys(conn: &mut Conn, database: &str, table: &MysqlTable) -> Re
     let key_kinds: Vec<_> = table
         .schema
         .key_indexes()
-        .map_err(unsupported)?
+        .map_err(|e| unsupported(e.to_string()))?
         .iter()
         .map(|&i| table.columns[i].kind.clone())
         .collect();
@@ -519,7 +522,7 @@ pub async fn existing_keys(
     let key_columns: Vec<&MysqlColumn> = table
         .schema
         .key_indexes()
-        .map_err(unsupported)?
+        .map_err(|e| unsupported(e.to_string()))?
         .iter()
         .map(|&i| &table.columns[i])
         .collect();

@@ -36,7 +36,7 @@ impl Pipeline {
             if let Some(pk) = &settings.primary_key {
                 table.primary_key.clone_from(pk);
             }
-            let mut problem = table.key_indexes().err();
+            let mut problem = table.key_indexes().err().map(|e| e.to_string());
             let ddl = match problem {
                 None => {
                     let target = Target::new(&self.schema, &table.id);

@@ -82,7 +82,7 @@ impl Projection {
                 let Some(sc) = merge(&self.source, sc) else {
                     return Ok(None);
                 };
-                self.source.apply(&sc)?;
+                self.source.apply(&sc).map_err(|e| e.to_string())?;
                 let touches_excluded = match &sc {
                     SchemaChange::AddColumn(c) => self.excluded.contains(&c.name),
                     SchemaChange::AlterColumnType { name, .. }

@@ -296,7 +296,7 @@ impl TableWorker {
         self.projection
             .destination_schema()
             .key_indexes()
-            .map_err(|m| self.table_error(m))
+            .map_err(|e| self.table_error(e.to_string()))
     }
 
     fn push(&self, w: &mut Writer, changes: Vec<Change>) -> Result<()> {

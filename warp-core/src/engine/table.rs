@@ -45,9 +45,9 @@ impl TableWorker {
         if let Some(pk) = &settings.primary_key {
             schema.primary_key.clone_from(pk);
         }
-        schema.key_indexes().map_err(|message| Error::Table {
+        schema.key_indexes().map_err(|e| Error::Table {
             table: schema.id.to_string(),
-            message,
+            message: e.to_string(),
             hint: Some(format!(
                 "set schemas[].tables.{}.primary_key to the column(s) that identify a row",
                 schema.id.name

@@ -48,9 +48,9 @@ impl<'a> Reader<'a> {
         landed: &'a TableSchema,
         read: ReadSettings,
     ) -> Result<Self, Error> {
-        let key = landed.key_indexes().map_err(|message| Error::Table {
+        let key = landed.key_indexes().map_err(|e| Error::Table {
             table: target.key().to_string(),
-            message,
+            message: e.to_string(),
             hint: None,
         })?;
         // Pages of at most `PAGE_ROWS`: memory holds a page of decoded rows at a time.
