@@ -34,6 +34,9 @@ pub struct Figures {
     pub raw_read_seconds: f64,
     pub catch_up_off: f64,
     pub catch_up_on: f64,
+    /// Lag p50 and p99 (seconds) at a fixed offered load, verification off and on.
+    pub lag_off: (f64, f64),
+    pub lag_on: (f64, f64),
 }
 
 fn config(s: &Settings<'_>, dir: &Path, verification: &str) -> Result<std::path::PathBuf, Failure> {
@@ -44,7 +47,7 @@ fn config(s: &Settings<'_>, dir: &Path, verification: &str) -> Result<std::path:
             "mode: single\nsingle_schema_name: bench\n\
              source: {{ type: mysql, connection_string: '{}/{DB}', database: {DB}, server_id: 4300001 }}\n\
              destination: {{ type: postgresql, connection_string: '{}', schema: bench_ver_dest, metadata_schema: bench_ver_meta }}\n\
-             schemas:\n- name: bench\n  table_whitelist: [orders]\n\
+             schemas:\n- name: bench\n  table_whitelist: [orders, vticks]\n\
              verification: {verification}\n\
              monitoring: {{ metrics_enabled: false, health_check_enabled: false }}\n\
              logging: {{ level: warn, format: text }}\n",
@@ -84,7 +87,16 @@ pub async fn run(s: &Settings<'_>, run: u64) -> Result<Figures, Failure> {
     let my = mysql_async::Pool::new(mysql_async::Opts::from_url(s.my_url)?);
     let mut conn = my.get_conn().await?;
     exec(&mut conn, "SET SESSION time_zone = '+00:00'").await?;
-    exec(&mut conn, &format!("DROP TABLE IF EXISTS {DB}.orders")).await?;
+    exec(
+        &mut conn,
+        &format!("DROP TABLE IF EXISTS {DB}.orders, {DB}.vticks"),
+    )
+    .await?;
+    exec(
+        &mut conn,
+        &format!("CREATE TABLE {DB}.vticks (id BIGINT PRIMARY KEY, at DATETIME(6) NOT NULL)"),
+    )
+    .await?;
     exec(
         &mut conn,
         &format!("CREATE TABLE {DB}.orders LIKE {DB}.orders_seed"),
@@ -144,8 +156,12 @@ pub async fn run(s: &Settings<'_>, run: u64) -> Result<Figures, Failure> {
         let on = catch_up(s, &pg, &mut conn, &dir, DEFAULTS, 2).await?;
         (catch_up(s, &pg, &mut conn, &dir, OFF, 1).await?, on)
     };
+    let lag_off = lag_at_load(&pg, &mut conn, s, &dir, OFF).await?;
+    let lag_on = lag_at_load(&pg, &mut conn, s, &dir, DEFAULTS).await?;
     crate::replicator::clean_up(&dir);
     Ok(Figures {
+        lag_off,
+        lag_on,
         rss_off_mib: rss_off as f64 / 1024.0,
         rss_on_mib: rss_on as f64 / 1024.0,
         pass_seconds,
@@ -220,6 +236,64 @@ async fn catch_up(
     Ok(took)
 }
 
+/// Inserts per second offered while lag is measured, for `LOAD_SECS`.
+const LOAD_PER_SEC: u64 = 2_000;
+const LOAD_SECS: u64 = 20;
+
+/// Lag p50/p99 of rows inserted at a fixed rate into a small table while the 5-million-row
+/// table beside it is (with verification on) being walked: `_cartridge_updated_at` minus
+/// the row's own commit time.
+async fn lag_at_load(
+    pg: &sqlx::PgPool,
+    conn: &mut mysql_async::Conn,
+    s: &Settings<'_>,
+    dir: &Path,
+    verification: &str,
+) -> Result<(f64, f64), Failure> {
+    let log = dir.join("warp.log");
+    exec(conn, &format!("DELETE FROM {DB}.vticks")).await?;
+    // A state recorded by an earlier process must not pass for this one's.
+    sqlx::raw_sql("UPDATE bench_ver_meta.table_state SET verification = NULL")
+        .execute(pg)
+        .await?;
+    let mut warp = Replicator::start(s.binary, &config(s, dir, verification)?, &log)?;
+    let streaming = "SELECT 1 FROM bench_ver_meta.checkpoints WHERE table_name = 'vticks' AND phase = 'streaming'";
+    until(pg, &mut warp, streaming, Duration::from_secs(600), &log).await?;
+    if verification != OFF {
+        // The load starts once a pass is walking the large table.
+        let walking = "SELECT 1 FROM bench_ver_meta.table_state WHERE table_name = 'orders' AND verification->>'state' = 'verifying'";
+        until(pg, &mut warp, walking, Duration::from_secs(600), &log).await?;
+    }
+    let per_tick = LOAD_PER_SEC / 100;
+    let begin = tokio::time::Instant::now();
+    let mut next = 1u64;
+    for k in 0..LOAD_SECS * 100 {
+        tokio::time::sleep_until(begin + Duration::from_millis(10 * k)).await;
+        let values: Vec<String> = (next..next + per_tick)
+            .map(|i| format!("({i}, NOW(6))"))
+            .collect();
+        next += per_tick;
+        exec(
+            conn,
+            &format!("INSERT INTO {DB}.vticks VALUES {}", values.join(", ")),
+        )
+        .await?;
+    }
+    let last = format!(
+        "SELECT 1 FROM bench_ver_dest.vticks WHERE id = {}",
+        next - 1
+    );
+    until(pg, &mut warp, &last, Duration::from_secs(600), &log).await?;
+    let lag: (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
+         FROM (SELECT extract(epoch FROM _cartridge_updated_at - (at AT TIME ZONE 'UTC'))::float8 AS lag FROM bench_ver_dest.vticks WHERE NOT is_deleted) l",
+    )
+    .fetch_one(pg)
+    .await?;
+    warp.stop()?;
+    Ok(lag)
+}
+
 /// A copy of row 1 under key `marker`: the last change of a backlog.
 async fn insert_marker(conn: &mut mysql_async::Conn, marker: i64) -> Result<(), Failure> {
     exec(conn, &format!("INSERT INTO {DB}.orders SELECT {marker}, customer_id, status, sku, title, amount, quantity, created_at, updated_at, attributes, note, priority FROM {DB}.orders_seed WHERE id = 1")).await
@@ -236,6 +310,8 @@ pub fn print(runs: &[Figures], s: &Settings<'_>) {
     let (off, on) = (med(|f| f.rss_off_mib), med(|f| f.rss_on_mib));
     let (pass, raw) = (med(|f| f.pass_seconds), med(|f| f.raw_read_seconds));
     let (c_off, c_on) = (med(|f| f.catch_up_off), med(|f| f.catch_up_on));
+    let (l50_off, l99_off) = (med(|f| f.lag_off.0), med(|f| f.lag_off.1));
+    let (l50_on, l99_on) = (med(|f| f.lag_on.0), med(|f| f.lag_on.1));
     println!(
         "verification of {} rows, medians of {} runs",
         s.rows,
@@ -259,5 +335,12 @@ pub fn print(runs: &[Figures], s: &Settings<'_>) {
         "  catch-up of {} changes, defaults (on)    {c_on:>7.2} s   ({:+.1} %; goal within 10 %)",
         s.changes,
         (c_on / c_off - 1.0) * 100.0
+    );
+    println!(
+        "  lag at {LOAD_PER_SEC} inserts/s, verification off   p50 {l50_off:.3} s, p99 {l99_off:.3} s"
+    );
+    println!(
+        "  lag at {LOAD_PER_SEC} inserts/s, pass walking (on)   p50 {l50_on:.3} s, p99 {l99_on:.3} s  (p50 {:+.1} %; goal within 10 %)",
+        (l50_on / l50_off - 1.0) * 100.0
     );
 }
