@@ -1,6 +1,6 @@
 //! Background verification in `run`: each replica compares the tables it runs with the
-//! source, one pass after another, within a budget of rows per second, waiting while a
-//! table copies or lags (its stream is never held back). Results go to the status board
+//! source, one pass after another, within a budget of rows per second, leaving a table
+//! that copies or lags to a later pass (its stream is never held back). Results go to the status board
 //! (so `/status`, the status page and `status` show them) and to `/metrics`.
 
 use std::collections::BTreeSet;
