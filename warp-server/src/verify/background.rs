@@ -114,7 +114,7 @@ impl Verifier {
     async fn pass(&self, shutdown: &CancellationToken, published: &mut BTreeSet<String>) -> usize {
         let owned: BTreeSet<String> = self.control.tables().into_iter().collect();
         for gone in published.difference(&owned) {
-            publish(&TableReport::new(&self.schema.name, gone), None);
+            publish(&TableReport::new(&self.schema.name, gone), false);
         }
         published.retain(|t| owned.contains(t));
         let tables = match self.source.discover(&self.schema).await {
@@ -147,7 +147,7 @@ impl Verifier {
             }
             verified += 1;
             published.insert(table.id.name.clone());
-            publish(&report, Some(started.elapsed()));
+            publish(&report, true);
             let billed = self.source.bytes_processed(&table.id.name);
             self.board.amend(&key, |s| {
                 let v = s.verification.get_or_insert_with(Default::default);

@@ -169,7 +169,7 @@ pub fn metrics_text(reports: &[TableReport]) -> String {
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         for r in reports {
-            publish(r, None);
+            publish(r, false);
         }
     });
     handle.render()
@@ -177,7 +177,7 @@ pub fn metrics_text(reports: &[TableReport]) -> String {
 
 /// Sets a table's `cartridge_warp_verify_*` gauges from `report` in the installed
 /// recorder; `background`: a pass of `run`'s verification, which also counts passes.
-fn publish(report: &TableReport, background: Option<Duration>) {
+fn publish(report: &TableReport, background: bool) {
     use metrics::{counter, gauge};
     use warp_core::metrics as m;
     let r = report;
@@ -191,7 +191,7 @@ fn publish(report: &TableReport, background: Option<Duration>) {
     if let Some(done) = &r.repaired {
         gauge!(m::VERIFY_REPAIRED_ROWS, &labels).set((done.written + done.deleted) as f64);
     }
-    if background.is_some() && r.error.is_none() {
+    if background && r.error.is_none() {
         counter!(m::VERIFY_PASSES_TOTAL, &labels).increment(1);
         counter!(m::VERIFY_ROWS_TOTAL, &labels).increment(r.source_rows + r.destination_rows);
     }

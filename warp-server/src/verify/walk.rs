@@ -95,12 +95,13 @@ pub async fn table(
             break;
         };
         after = Some(last.clone());
-        report.destination_rows += page.len() as u64;
-        if !gone_at_source(reader, page.clone(), opts, report).await? {
+        let read = page.len() as u64;
+        report.destination_rows += read;
+        if !gone_at_source(reader, page, opts, report).await? {
             report.extra_rows_checked = false;
             break;
         }
-        clock.spend(page.len() as u64, pace).await;
+        clock.spend(read, pace).await;
     }
     Ok(true)
 }
