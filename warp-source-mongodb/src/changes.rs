@@ -415,8 +415,10 @@ impl Follower {
                             }
                         }
                         // Sent even when the token stands still: an answered getMore
-                        // proves the stream alive (the engine reopens a silent feed).
-                        let beat = self.commit(None)?;
+                        // proves the stream alive (the engine reopens a silent feed). An
+                        // empty answer means everything up to now was read: the time makes
+                        // an idle collection's lag known (zero), as the binlog's heartbeats do.
+                        let beat = self.commit(Some(Utc::now()))?;
                         if self.send(Vec::new(), Some(beat)).await.is_err() {
                             return Ok(());
                         }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warp_core::config::{ResolvedSchema, VerificationConfig, VerificationMode};
 use warp_core::{
-    Destination, PipelineControl, Source, StatusBoard, TableKey, TableSchema, TableState, Target,
-    VerificationStatus,
+    Destination, PipelineControl, Source, StatusBoard, TableKey, TableSchema, TableState,
+    TableStatus, Target, VerificationStatus,
 };
 
 use super::read::Reader;
@@ -265,9 +265,7 @@ impl Gate<'_> {
     /// `verifying` or `waiting`. `None`: this replica no longer runs it.
     fn check(&self) -> Option<bool> {
         let status = self.verifier.board.get(&self.key)?;
-        let lag = status.lag_seconds(Utc::now()).unwrap_or(0.0);
-        let ready =
-            status.state == TableState::Streaming && lag <= self.verifier.settings.max_lag.get();
+        let ready = may_read(&status, self.verifier.settings.max_lag.get(), Utc::now());
         self.mark(if ready { "verifying" } else { "waiting" });
         Some(ready)
     }
@@ -281,6 +279,14 @@ impl Gate<'_> {
             s.verification.get_or_insert_with(Default::default).state = state.into();
         });
     }
+}
+
+/// A table is read while it streams within `max_lag` seconds. A lag not known yet
+/// (nothing applied since the start, not even a heartbeat) is a table that may still be
+/// catching up: it waits.
+fn may_read(status: &TableStatus, max_lag: f64, now: chrono::DateTime<Utc>) -> bool {
+    let lag = status.lag_seconds(now).unwrap_or(f64::INFINITY);
+    status.state == TableState::Streaming && lag <= max_lag
 }
 
 impl Pace for Gate<'_> {
@@ -308,5 +314,38 @@ impl Pace for Gate<'_> {
                 () = self.shutdown.cancelled() => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streaming(last_source_ts: Option<chrono::DateTime<Utc>>) -> TableStatus {
+        let board = StatusBoard::default();
+        let key = TableKey {
+            schema: "s".into(),
+            table: "t".into(),
+        };
+        board.update(&key, |s| {
+            s.state = TableState::Streaming;
+            s.last_source_ts = last_source_ts;
+        });
+        board.get(&key).unwrap()
+    }
+
+    #[test]
+    fn a_table_is_read_only_while_it_streams_with_a_known_lag_within_the_limit() {
+        let now = Utc::now();
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        assert!(may_read(&streaming(ago(3)), 10.0, now));
+        assert!(!may_read(&streaming(ago(30)), 10.0, now), "lagging");
+        assert!(
+            !may_read(&streaming(None), 10.0, now),
+            "lag unknown since start"
+        );
+        let mut copying = streaming(ago(0));
+        copying.state = TableState::Snapshotting;
+        assert!(!may_read(&copying, 10.0, now), "copying");
     }
 }
