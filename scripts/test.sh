@@ -28,6 +28,12 @@ echo "== deploy manifests (offline validators)" && scripts/deploy-check.sh
 echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doc tests" && cargo test --workspace --doc --locked
 
+# The engine suites again against a destination whose checkpoints live apart from its
+# data (committed after it, as a warehouse destination's control store does).
+echo "== engine suites, checkpoints apart from the data"
+WARP_TEST_CHECKPOINTS=apart cargo nextest run -p warp-core --all-features --locked \
+  --test engine --test feed --test ownership
+
 # MySQL pins snapshot chunk positions with a brief table lock (MariaDB reports its own):
 # force that path on MariaDB through the SIGKILL, crash-point and 51-table suites, and
 # check it ran.

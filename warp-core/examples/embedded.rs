@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         schema,
         Arc::new(source.clone()),
         Arc::new(sink.clone()),
-        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
         settings,
     );
     let status = pipeline.status();

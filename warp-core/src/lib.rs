@@ -31,7 +31,7 @@
 //!     schema,
 //!     Arc::new(source.clone()),
 //!     Arc::new(sink.clone()),
-//!     Arc::new(sink.clone()),
+//!     Arc::new(sink.control()),
 //!     EngineSettings::from_config(&loaded.config, "embedded"),
 //! );
 //! let shutdown = tokio_util::sync::CancellationToken::new();
@@ -84,8 +84,8 @@ pub use position::Position;
 pub use read_settings::{FeedTable, ReadSettings, TableReads};
 pub use schema::{Column, ColumnType, SchemaChange, ShapeError, TableId, TableSchema};
 pub use sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, FencingToken, Phase, Signal,
-    Sink, SinkTransaction, TableKey, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Committed, FencingToken, Phase,
+    Signal, Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};

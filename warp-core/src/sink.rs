@@ -130,11 +130,35 @@ pub enum CheckpointUpdate {
     },
 }
 
-/// Loads checkpoints and keeps the table leases whose fencing tokens guard them. Saving
-/// happens only through [`SinkTransaction::commit`].
+/// What a sink's commit did with the checkpoint it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// Recorded in the same transaction as the data, under the fencing token (PostgreSQL):
+    /// data and position moved together.
+    WithData,
+    /// The data is durable, the checkpoint is not: a destination that cannot share a
+    /// transaction with the control store hands it back, and the engine saves it there
+    /// right after ([`CheckpointStore::save`]). A crash in between replays the changes
+    /// since the previous checkpoint, so such a sink's writes must be idempotent (rows
+    /// keyed by their source position, docs/architecture.md).
+    Separately(CheckpointUpdate),
+}
+
+/// Loads checkpoints and keeps the table leases whose fencing tokens guard them. A
+/// checkpoint is saved with its data by [`SinkTransaction::commit`], or, for a sink that
+/// hands it back, by [`CheckpointStore::save`] once the data is durable.
 #[async_trait]
 pub trait CheckpointStore: crate::lease::LeaseStore {
     async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>>;
+
+    /// Records `update` if the fencing token still holds (a checkpoint of data a sink
+    /// committed on its own: [`Committed::Separately`]).
+    async fn save(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+        update: CheckpointUpdate,
+    ) -> Result<()>;
 
     /// Forgets the table's progress (full resync); the next run snapshots it again.
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
@@ -187,6 +211,7 @@ pub trait SinkTransaction: Send {
     /// Applies changes in order (rows, schema changes, truncates).
     async fn apply(&mut self, changes: Vec<Change>) -> Result<()>;
 
-    /// Records `update` and commits, if the fencing token still holds.
-    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<()>;
+    /// Commits the data and, where the sink can, records `update` with it if the fencing
+    /// token still holds; otherwise hands `update` back for the checkpoint store.
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<Committed>;
 }

@@ -15,7 +15,7 @@ use common::*;
 #[tokio::test]
 async fn snapshot_to_stream_handover_loses_and_duplicates_nothing() {
     let source = MemorySource::with_sample_table("shop", "orders", 100);
-    let sink = MemorySink::new();
+    let sink = destination();
     // While chunks are being read: update rows behind and ahead of the copy, insert new
     // rows ahead of it, delete a row ahead of it.
     let reads = Arc::new(AtomicI64::new(0));
@@ -65,7 +65,7 @@ async fn snapshot_to_stream_handover_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn crash_mid_snapshot_resumes_at_last_finished_chunk() {
     let source = MemorySource::with_sample_table("shop", "orders", 100);
-    let sink = MemorySink::new();
+    let sink = destination();
     let reads = Arc::new(AtomicI64::new(0));
     let counter = Arc::clone(&reads);
     let faults = sink.faults().clone();
@@ -128,7 +128,7 @@ async fn crash_mid_snapshot_resumes_at_last_finished_chunk() {
 #[tokio::test]
 async fn transient_errors_are_retried() {
     let source = MemorySource::with_sample_table("shop", "orders", 30);
-    let sink = MemorySink::new();
+    let sink = destination();
     sink.faults()
         .arm(FailPoint::Prepare, None, 2, Retry::Transient);
     source
@@ -162,7 +162,7 @@ async fn transient_errors_are_retried() {
 #[tokio::test]
 async fn exhausted_retries_fail_then_recover_after_cooldown() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);
-    let sink = MemorySink::new();
+    let sink = destination();
     // max_retries is 3: the fourth consecutive failure marks the table failed.
     sink.faults()
         .arm(FailPoint::EnsureTable, Some("orders"), 4, Retry::Transient);
@@ -186,7 +186,7 @@ async fn permanent_error_fails_only_its_table() {
     let source = MemorySource::with_sample_table("shop", "good", 20);
     source.create_table("bad");
     source.insert("bad", row(1, 0));
-    let sink = MemorySink::new();
+    let sink = destination();
     source
         .faults()
         .arm(FailPoint::PlanSnapshot, Some("bad"), 1, Retry::Permanent);
@@ -217,7 +217,7 @@ async fn permanent_error_fails_only_its_table() {
 #[tokio::test]
 async fn shutdown_commits_the_batch_in_hand() {
     let source = MemorySource::with_sample_table("shop", "orders", 10);
-    let sink = MemorySink::new();
+    let sink = destination();
     let mut s = settings();
     s.batch_max_wait = Duration::from_secs(3600); // only shutdown can flush this batch
     let run = start(
@@ -257,7 +257,7 @@ async fn shutdown_commits_the_batch_in_hand() {
 async fn a_change_after_idle_heartbeats_is_not_held_until_the_idle_checkpoint() {
     // Through the shared feed, which tells idle tables where it is every second.
     let source = MemorySource::with_sample_table("shop", "orders", 5).with_feed();
-    let sink = MemorySink::new();
+    let sink = destination();
     let mut s = settings();
     s.idle_checkpoint_interval = Duration::from_secs(3600);
     let run = start(&source, &sink, schema("    orders: {}\n"), s);
@@ -285,7 +285,7 @@ async fn a_change_after_idle_heartbeats_is_not_held_until_the_idle_checkpoint() 
 #[tokio::test]
 async fn a_table_replaced_at_the_source_is_copied_again() {
     let source = MemorySource::with_sample_table("shop", "orders", 10).with_feed();
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     source.update("orders", row(1, 1));
@@ -305,7 +305,7 @@ async fn a_table_replaced_at_the_source_is_copied_again() {
 #[tokio::test]
 async fn restart_resumes_from_checkpoint_without_duplicates() {
     let source = MemorySource::with_sample_table("shop", "orders", 20);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     for id in 1..=5 {
@@ -336,7 +336,7 @@ async fn restart_resumes_from_checkpoint_without_duplicates() {
 #[tokio::test]
 async fn full_load_disabled_streams_from_now() {
     let source = MemorySource::with_sample_table("shop", "events", 10);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(
         &source,
         &sink,
@@ -366,7 +366,7 @@ async fn full_load_disabled_streams_from_now() {
 #[tokio::test]
 async fn large_transaction_is_committed_once() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let mut s = settings();
     s.batch_max_wait = Duration::from_secs(3600);
     let run = start(
@@ -390,7 +390,7 @@ async fn large_transaction_is_committed_once() {
 #[tokio::test]
 async fn schema_changes_apply_in_order_with_rows() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     let mut col = Column::new("status", ColumnType::Text { max_len: Some(20) });
@@ -411,7 +411,7 @@ async fn schema_changes_apply_in_order_with_rows() {
 #[tokio::test]
 async fn excluded_columns_never_land() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(
         &source,
         &sink,
@@ -441,7 +441,7 @@ async fn excluded_columns_never_land() {
 #[tokio::test]
 async fn fenced_writer_cannot_commit() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     // Another replica takes the table over (as once the lease lapsed).
@@ -455,11 +455,58 @@ async fn fenced_writer_cannot_commit() {
         sink.lease_owner(&key("orders")).as_deref(),
         Some("other-pod")
     );
-    assert_eq!(
-        sink.live_rows("shop", "orders").len(),
-        5,
-        "the stale owner wrote nothing"
+    if sink.checkpoints_apart() {
+        // Data committed alone is not fenced (a destination without a shared transaction
+        // relies on idempotent writes): what the stale owner cannot do is move the
+        // checkpoint, so the new owner reads its changes again.
+        let checkpoint = sink.checkpoint("shop", "orders").unwrap();
+        assert!(
+            matches!(&checkpoint.phase, Phase::Streaming { position, .. } if *position != source.head()),
+            "the stale owner's checkpoint was refused: {checkpoint:?}"
+        );
+    } else {
+        assert_eq!(
+            sink.live_rows("shop", "orders").len(),
+            5,
+            "the stale owner wrote nothing"
+        );
+    }
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_lost_after_its_data_landed_only_replays_the_batch() {
+    let source = MemorySource::with_sample_table("shop", "orders", 20);
+    let sink = MemorySink::with_checkpoints_apart();
+    let run = start(
+        &source,
+        &sink,
+        schema(
+            "    orders: {}
+",
+        ),
+        settings(),
     );
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let commits = sink.commits();
+    sink.faults().arm(
+        FailPoint::SaveCheckpoint,
+        Some("orders"),
+        2,
+        Retry::Transient,
+    );
+    for id in 1..=10 {
+        source.update("orders", row(id, 1));
+    }
+    source.delete("orders", vec![Value::Int(20)]);
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    assert_eq!(sink.faults().pending(FailPoint::SaveCheckpoint), 0);
+    assert!(
+        sink.commits() >= commits + 3,
+        "the data committed, its checkpoint failed, the batch was applied again"
+    );
+    let status = run.status.get(&key("orders")).unwrap();
+    assert_eq!(status.state, TableState::Streaming);
     run.stop().await;
 }
 
@@ -473,7 +520,7 @@ async fn table_without_key_is_rejected_with_a_hint() {
     };
     source.create_table_with(schema_def.clone());
     source.create_table("orders");
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema("    orders: {}\n"), settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     let log = run.status.get(&key("log")).unwrap();
@@ -506,12 +553,12 @@ async fn dry_run_plans_and_writes_nothing() {
         columns: vec![Column::new("x", ColumnType::Int32)],
         primary_key: vec![],
     });
-    let sink = MemorySink::new();
+    let sink = destination();
     let pipeline = Pipeline::new(
         schema("    orders: { parallel_streams: 3 }\n"),
         Arc::new(source.clone()),
         Arc::new(sink.clone()),
-        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
         settings(),
     );
     let plans = pipeline.plan().await.unwrap();
@@ -536,12 +583,12 @@ async fn resync_recopies_one_table_while_others_stream() {
     let source = MemorySource::with_sample_table("shop", "a", 30);
     source.create_table("b");
     source.insert("b", row(1, 0));
-    let sink = MemorySink::new();
+    let sink = destination();
     let pipeline = Pipeline::new(
         schema("    a: {}\n"),
         Arc::new(source.clone()),
         Arc::new(sink.clone()),
-        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
         settings(),
     );
     let control = pipeline.control();
@@ -591,7 +638,7 @@ async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() 
             );
         }
     });
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(
         &source,
         &sink,
@@ -620,7 +667,7 @@ async fn a_chunk_read_in_the_old_shape_lands_before_another_chunk_widens_the_tab
     // rows are in (they were read in the old shape), never under them.
     let source = MemorySource::with_sample_table("shop", "orders", 40);
     source.infer_shape();
-    let sink = MemorySink::new();
+    let sink = destination();
     let added = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (flag, held) = (Arc::clone(&added), sink.clone());
     source.on_chunk_read(move |s| {
@@ -663,7 +710,7 @@ async fn a_chunk_read_in_the_old_shape_lands_before_another_chunk_widens_the_tab
 async fn delete_detection_finds_rows_the_stream_cannot_see() {
     let schema = polled_schema("    orders: { delete_detection_interval: 0.05 }\n");
     let source = MemorySource::with_sample_table("shop", "orders", 10);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema, settings());
     sink.wait_until_equal(&source, "shop", "orders").await;
     source.delete_unlogged("orders", vec![Value::Int(3)]);
@@ -680,7 +727,7 @@ async fn a_row_read_before_delete_detection_is_not_brought_back() {
         polled_schema("    orders: { delete_detection_interval: 0.05, deletion_strategy: soft }\n");
     let source = MemorySource::with_sample_table("shop", "orders", 10);
     source.poll_current_state();
-    let sink = MemorySink::new();
+    let sink = destination();
     // Batches are committed by delete detection only (it commits what is in hand first).
     let mut tuned = settings();
     tuned.batch_max_wait = Duration::from_secs(600);

@@ -51,7 +51,7 @@ async fn applied_once(source: &MemorySource, sink: &MemorySink) {
 #[tokio::test]
 async fn every_table_streams_through_one_feed_without_loss_or_duplicates() {
     let source = source_with_tables(30);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     streaming_through_the_feed(&source, &sink).await;
     let opened = source.feeds_opened();
@@ -75,7 +75,7 @@ async fn every_table_streams_through_one_feed_without_loss_or_duplicates() {
 #[tokio::test]
 async fn a_stalled_table_does_not_hold_back_the_others() {
     let source = source_with_tables(5);
-    let sink = MemorySink::new();
+    let sink = destination();
     // Small batches: the orders writer blocks on the lock after ten changes, so the rest
     // fill its queues instead of its batch.
     let tables = all_tables().replace("orders: {}", "orders: { batch_size: 10 }");
@@ -114,7 +114,7 @@ async fn a_stalled_table_does_not_hold_back_the_others() {
 #[tokio::test]
 async fn a_table_joining_behind_the_feed_gets_everything_and_the_others_nothing_twice() {
     let source = source_with_tables(20);
-    let sink = MemorySink::new();
+    let sink = destination();
     // `items` copies slowly (one row per chunk): it joins the feed long after the others.
     let tables = "    orders: {}\n    customers: {}\n    payments: {}\n    items: { snapshot_chunk_size: 1 }\n";
     let run = start(&source, &sink, schema(tables), settings());
@@ -136,7 +136,7 @@ async fn a_table_joining_behind_the_feed_gets_everything_and_the_others_nothing_
 #[tokio::test]
 async fn a_restart_resumes_every_table_from_its_own_checkpoint() {
     let source = source_with_tables(10);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     wait_equal(&source, &sink).await;
     // Changes to some tables only, so checkpoints differ between tables.
@@ -159,7 +159,7 @@ async fn a_restart_resumes_every_table_from_its_own_checkpoint() {
 #[tokio::test]
 async fn a_feed_error_is_retried_by_every_table_and_loses_nothing() {
     let source = source_with_tables(10);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     wait_equal(&source, &sink).await;
     source
@@ -183,7 +183,7 @@ async fn a_feed_error_is_retried_by_every_table_and_loses_nothing() {
 #[tokio::test]
 async fn a_silent_feed_is_reopened_after_the_read_timeout() {
     let source = source_with_tables(5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     streaming_through_the_feed(&source, &sink).await;
     let opened = source.feeds_opened();
@@ -203,7 +203,7 @@ async fn a_silent_feed_is_reopened_after_the_read_timeout() {
 #[tokio::test]
 async fn a_large_transaction_stalled_mid_way_is_applied_once() {
     let source = source_with_tables(3);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     wait_equal(&source, &sink).await;
     sink.lock_table("orders");
@@ -224,7 +224,7 @@ async fn a_large_transaction_stalled_mid_way_is_applied_once() {
 #[tokio::test]
 async fn a_table_created_while_running_is_copied_then_streamed_without_a_restart() {
     let source = source_with_tables(5);
-    let sink = MemorySink::new();
+    let sink = destination();
     let run = start(&source, &sink, schema(&all_tables()), settings());
     wait_equal(&source, &sink).await;
     source.create_table("refunds");
@@ -247,7 +247,7 @@ async fn each_table_is_read_with_its_own_settings() {
     for feed in [true, false] {
         let source = source_with_tables(15);
         let source = if feed { source } else { source.without_feed() };
-        let sink = MemorySink::new();
+        let sink = destination();
         let tables =
             "    orders: { polling_interval: 2, change_detection_column: updated_at }\n    \
                       customers: {}\n    items: {}\n    payments: {}\n";

@@ -1,7 +1,7 @@
 //! Table ownership between replicas of one schema, with the in-memory doubles: an even
 //! split, hand-back on shutdown, takeover from a replica that died without a word.
 
-use warp_core::testing::{wait_for, MemorySink, MemorySource};
+use warp_core::testing::{wait_for, MemorySource};
 use warp_core::TableState;
 
 mod common;
@@ -46,7 +46,7 @@ async fn replicas_split_tables_hand_back_and_take_over() {
             source.insert(t, row(id, i as i64));
         }
     }
-    let sink = MemorySink::new();
+    let sink = destination();
     let yaml: String = TABLES.iter().map(|t| format!("    {t}: {{}}\n")).collect();
     let a = start(&source, &sink, schema(&yaml), settings_for("pod-a"));
     let b = start(&source, &sink, schema(&yaml), settings_for("pod-b"));

@@ -290,6 +290,25 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// Records `update` in a transaction of its own, if `token` is still current: the
+    /// checkpoint of data another destination committed (this database as its control
+    /// store). `Some(current token)` when fenced.
+    pub async fn save(
+        &self,
+        pool: &PgPool,
+        key: &TableKey,
+        token: FencingToken,
+        update: &CheckpointUpdate,
+    ) -> Result<Option<u64>> {
+        let mut tx = pool.begin().await.context("begin checkpoint")?;
+        if let Some(current) = self.check_fence(&mut tx, key, token, true).await? {
+            return Ok(Some(current));
+        }
+        self.write(&mut tx, key, token, update).await?;
+        tx.commit().await.context("commit checkpoint")?;
+        Ok(None)
+    }
+
     /// Forgets progress (full resync), if `token` is still current.
     pub async fn reset(
         &self,

@@ -33,8 +33,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
-    Checkpoint, CheckpointStore, Destination, FencingToken, Sink, SinkTransaction, TableKey,
-    TableSchema, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, Sink,
+    SinkTransaction, TableKey, TableSchema, Target,
 };
 
 pub use error::SinkError;
@@ -330,19 +330,38 @@ impl CheckpointStore for PostgresSink {
         Ok(self.inner.checkpoints.load(&self.inner.pool, table).await?)
     }
 
+    async fn save(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+        update: CheckpointUpdate,
+    ) -> warp_core::Result<()> {
+        let fenced = (self.inner.checkpoints)
+            .save(&self.inner.pool, table, token, &update)
+            .await?;
+        fenced_unless_none(table, token, fenced)
+    }
+
     async fn reset(&self, table: &TableKey, token: FencingToken) -> warp_core::Result<()> {
-        match self
-            .inner
-            .checkpoints
+        let fenced = (self.inner.checkpoints)
             .reset(&self.inner.pool, table, token)
-            .await?
-        {
-            None => Ok(()),
-            Some(current) => Err(warp_core::Error::Fenced {
-                table: table.to_string(),
-                ours: token.0,
-                current,
-            }),
-        }
+            .await?;
+        fenced_unless_none(table, token, fenced)
+    }
+}
+
+/// `Ok` unless a fencing check found a newer token than `token`.
+fn fenced_unless_none(
+    table: &TableKey,
+    token: FencingToken,
+    current: Option<u64>,
+) -> warp_core::Result<()> {
+    match current {
+        None => Ok(()),
+        Some(current) => Err(warp_core::Error::Fenced {
+            table: table.to_string(),
+            ours: token.0,
+            current,
+        }),
     }
 }

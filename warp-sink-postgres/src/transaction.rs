@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection};
 use warp_core::config::DeletionStrategy;
 use warp_core::{
-    Change, ChangeEvent, CheckpointUpdate, ColumnType, FencingToken, Operation, Row,
+    Change, ChangeEvent, CheckpointUpdate, ColumnType, Committed, FencingToken, Operation, Row,
     SinkTransaction, TableKey, TableSchema, Target, Value,
 };
 
@@ -490,8 +490,9 @@ impl SinkTransaction for PgTransaction {
         Ok(self.change_rows(rows).await?)
     }
 
-    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> warp_core::Result<()> {
-        Ok(self.commit_inner(update).await?)
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> warp_core::Result<Committed> {
+        self.commit_inner(update).await?;
+        Ok(Committed::WithData)
     }
 }
 

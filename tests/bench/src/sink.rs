@@ -337,6 +337,7 @@ async fn timed_apply(
                 rows: (last - first + 1) as u64,
             })
             .await
+            .map(drop)
         })
         .buffer_unordered(parallel)
         .collect()

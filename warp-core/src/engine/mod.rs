@@ -34,7 +34,10 @@ use crate::error::Result;
 use crate::lease::LeaseTiming;
 use crate::mask::mask_secrets;
 use crate::schema::TableSchema;
-use crate::sink::{CheckpointStore, Sink, Target};
+use crate::sink::{
+    CheckpointStore, CheckpointUpdate, Committed, FencingToken, Sink, SinkTransaction, TableKey,
+    Target,
+};
 use crate::source::Source;
 use table::TableWorker;
 
@@ -151,6 +154,23 @@ pub(crate) struct Ctx {
     pub feed: feed::FeedHub,
     /// The schema the workers replicate (a worker looks up other tables' settings).
     pub schema: ResolvedSchema,
+}
+
+impl Ctx {
+    /// Commits `tx` with `update`: recorded with the data where the sink can, otherwise
+    /// saved in the checkpoint store as soon as the data is durable.
+    pub(crate) async fn commit(
+        &self,
+        tx: Box<dyn SinkTransaction>,
+        key: &TableKey,
+        token: FencingToken,
+        update: CheckpointUpdate,
+    ) -> Result<()> {
+        match tx.commit(update).await? {
+            Committed::WithData => Ok(()),
+            Committed::Separately(update) => self.checkpoints.save(key, token, update).await,
+        }
+    }
 }
 
 /// The discovered tables that can replicate, with their settings; the others are marked

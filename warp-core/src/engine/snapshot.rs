@@ -142,12 +142,12 @@ impl TableWorker {
             }
             let Some(changes) = reshape else {
                 crate::failpoint::hit(crate::failpoint::Point::AfterWrite);
-                tx.commit(CheckpointUpdate::ChunkDone {
+                let done = CheckpointUpdate::ChunkDone {
                     index,
                     position: read.position.clone(),
                     rows,
-                })
-                .await?;
+                };
+                ctx.commit(tx, &self.key, token, done).await?;
                 break (read.position, rows);
             };
             // Nothing of this attempt may land: the rows written so far are rolled back

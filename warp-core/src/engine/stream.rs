@@ -400,12 +400,12 @@ impl TableWorker {
             }
         }
         w.handover = remaining;
-        tx.commit(CheckpointUpdate::Streaming {
+        let update = CheckpointUpdate::Streaming {
             position: commit.position.clone(),
             source_ts: commit.source_ts,
             handover: w.handover.clone(),
-        })
-        .await?;
+        };
+        self.ctx.commit(tx, &self.key, w.token, update).await?;
 
         let applied = std::mem::take(&mut w.applied);
         let total: u64 = applied.iter().sum();

@@ -269,11 +269,11 @@ impl TableWorker {
                     .await?;
                 let mut tx = ctx.sink.begin(&self.target, token).await?;
                 tx.apply(emptied()).await?;
-                tx.commit(CheckpointUpdate::BeginSnapshot {
+                let begin = CheckpointUpdate::BeginSnapshot {
                     start: plan.start.clone(),
                     chunks: plan.chunks.clone(),
-                })
-                .await?;
+                };
+                ctx.commit(tx, &self.key, token, begin).await?;
                 (self.full_resync, self.empty_first) = (false, false);
                 info!(chunks = plan.chunks.len(), start = %plan.start, "snapshot planned");
                 let fresh = plan.chunks.into_iter().map(|r| (r, None, 0)).collect();
@@ -306,12 +306,12 @@ impl TableWorker {
     ) -> Result<()> {
         let mut tx = self.ctx.sink.begin(&self.target, token).await?;
         tx.apply(changes).await?;
-        tx.commit(CheckpointUpdate::Streaming {
+        let update = CheckpointUpdate::Streaming {
             position: position.clone(),
             source_ts: None,
             handover,
-        })
-        .await?;
+        };
+        self.ctx.commit(tx, &self.key, token, update).await?;
         self.ctx.status.update(&self.key, |s| {
             s.commits += 1;
             s.position = Some(position.to_string());

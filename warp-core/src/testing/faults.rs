@@ -23,6 +23,9 @@ pub enum FailPoint {
     Apply,
     /// Before the checkpoint commit (nothing of the transaction lands).
     Commit,
+    /// A checkpoint saved apart from its data ([`crate::Committed::Separately`]): the
+    /// data landed, the checkpoint does not.
+    SaveCheckpoint,
 }
 
 #[derive(Debug, Clone)]

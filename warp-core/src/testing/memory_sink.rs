@@ -1,6 +1,8 @@
-//! An in-memory destination and checkpoint store. A transaction buffers its writes and
-//! applies them, with its checkpoint, under one lock at commit: all or nothing, like the
-//! PostgreSQL sink.
+//! An in-memory destination. A transaction buffers its writes and applies them, with its
+//! checkpoint in the sink's [`MemoryControl`], under both locks at commit: all or nothing,
+//! like the PostgreSQL sink. Built [`MemorySink::with_checkpoints_apart`], it commits the
+//! data alone and hands the checkpoint back for the control store, as a destination that
+//! cannot share a transaction with its control store does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::faults::{FailPoint, Faults};
+use super::memory_control::MemoryControl;
 use super::memory_source::MemorySource;
 use super::wait_for;
 use crate::config::DeletionStrategy;
@@ -17,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::event::{Change, Operation};
 use crate::schema::TableSchema;
 use crate::sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, FencingToken, Phase, Sink,
-    SinkTransaction, TableKey, Target,
+    Checkpoint, CheckpointUpdate, Committed, FencingToken, Phase, Sink, SinkTransaction, TableKey,
+    Target,
 };
 use crate::value::{Key, Row, Value};
 
@@ -38,11 +41,8 @@ struct LandedTable {
 }
 
 #[derive(Default)]
-pub(super) struct State {
+struct State {
     tables: BTreeMap<TableKey, LandedTable>,
-    checkpoints: BTreeMap<TableKey, Checkpoint>,
-    pub(super) tokens: BTreeMap<TableKey, u64>,
-    pub(super) leases: super::memory_leases::LeaseBook,
     prepared: bool,
     commits: u64,
 }
@@ -51,6 +51,9 @@ pub(super) struct State {
 #[derive(Clone, Default)]
 pub struct MemorySink {
     state: Arc<Mutex<State>>,
+    control: MemoryControl,
+    /// Commits leave the checkpoint to `control` ([`Committed::Separately`]).
+    apart: bool,
     faults: Faults,
     /// Tables whose writes wait, like a landing table locked by another session.
     locked: Arc<tokio::sync::watch::Sender<std::collections::BTreeSet<String>>>,
@@ -60,10 +63,45 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn new() -> Self {
-        Self::default()
+        let faults = Faults::default();
+        Self {
+            control: MemoryControl::with_faults(faults.clone()),
+            faults,
+            ..Self::default()
+        }
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    /// A sink whose commits land the data only and hand the checkpoint back, to be saved
+    /// in [`MemorySink::control`] afterwards: the engine's path for a destination whose
+    /// control store lives elsewhere. Its writes are not fenced (only the checkpoint is).
+    pub fn with_checkpoints_apart() -> Self {
+        Self {
+            apart: true,
+            ..Self::new()
+        }
+    }
+
+    /// Whether commits leave their checkpoints to the control store.
+    pub fn checkpoints_apart(&self) -> bool {
+        self.apart
+    }
+
+    /// The control store (checkpoints, leases) the pipeline is given beside this sink.
+    pub fn control(&self) -> MemoryControl {
+        self.control.clone()
+    }
+
+    /// Hands `table` to `owner` whatever the lease says ([`MemoryControl::take_over`]).
+    pub fn take_over(&self, table: &TableKey, owner: &str) {
+        self.control.take_over(table, owner);
+    }
+
+    /// Who holds `table`'s lease, if anyone.
+    pub fn lease_owner(&self, table: &TableKey) -> Option<String> {
+        self.control.lease_owner(table)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -132,10 +170,7 @@ impl MemorySink {
     }
 
     pub fn checkpoint(&self, schema: &str, table: &str) -> Option<Checkpoint> {
-        self.lock()
-            .checkpoints
-            .get(&Self::key(schema, table))
-            .cloned()
+        self.control.checkpoint(&Self::key(schema, table))
     }
 
     pub fn schema_of(&self, schema: &str, table: &str) -> Option<TableSchema> {
@@ -148,7 +183,7 @@ impl MemorySink {
     /// Whether anything was ever written (tables, checkpoints, metadata).
     pub fn is_untouched(&self) -> bool {
         let st = self.lock();
-        st.tables.is_empty() && st.checkpoints.is_empty() && st.tokens.is_empty() && !st.prepared
+        st.tables.is_empty() && !st.prepared && self.control.lock().is_untouched()
     }
 
     pub fn commits(&self) -> u64 {
@@ -167,33 +202,6 @@ impl MemorySink {
             caught_up && self.live_rows(schema, table) == source.rows(table)
         })
         .await;
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for MemorySink {
-    async fn load(&self, table: &TableKey) -> Result<Option<Checkpoint>> {
-        Ok(self.lock().checkpoints.get(table).cloned())
-    }
-
-    async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()> {
-        let mut st = self.lock();
-        check_token(&st, table, token)?;
-        st.checkpoints.remove(table);
-        Ok(())
-    }
-}
-
-fn check_token(st: &State, table: &TableKey, token: FencingToken) -> Result<()> {
-    let current = st.tokens.get(table).copied().unwrap_or(0);
-    if current == token.0 {
-        Ok(())
-    } else {
-        Err(Error::Fenced {
-            table: table.to_string(),
-            ours: token.0,
-            current,
-        })
     }
 }
 
@@ -313,14 +321,19 @@ impl SinkTransaction for MemoryTransaction {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<()> {
+    async fn commit(self: Box<Self>, update: CheckpointUpdate) -> Result<Committed> {
         self.sink.wait_unlocked(&self.target.table).await;
         self.sink
             .faults
             .check(FailPoint::Commit, &self.target.table, true)?;
         let key = self.target.key();
+        // Together: the control store's lock is taken first and held across the data's,
+        // so data and checkpoint land together or not at all.
+        let mut control = (!self.sink.apart).then(|| self.sink.control.lock());
+        if let Some(c) = &control {
+            c.check_token(&key, self.token)?;
+        }
         let mut st = self.sink.lock();
-        check_token(&st, &key, self.token)?;
         // Work on copies so a failure half-way leaves nothing behind.
         let mut table = st
             .tables
@@ -339,11 +352,16 @@ impl SinkTransaction for MemoryTransaction {
                 }
             }
         }
-        let checkpoint = next_checkpoint(st.checkpoints.get(&key), update, self.token)?;
-        st.tables.insert(key.clone(), table);
-        st.checkpoints.insert(key, checkpoint);
+        let committed = match &mut control {
+            Some(c) => {
+                c.record(&key, self.token, update)?;
+                Committed::WithData
+            }
+            None => Committed::Separately(update),
+        };
+        st.tables.insert(key, table);
         st.commits += 1;
-        Ok(())
+        Ok(committed)
     }
 }
 
@@ -459,57 +477,4 @@ fn apply_changes(
         }
     }
     Ok(())
-}
-
-fn next_checkpoint(
-    current: Option<&Checkpoint>,
-    update: CheckpointUpdate,
-    token: FencingToken,
-) -> Result<Checkpoint> {
-    let phase = match update {
-        CheckpointUpdate::BeginSnapshot { start, chunks } => Phase::Snapshot {
-            start,
-            chunks: chunks
-                .into_iter()
-                .map(|range| ChunkProgress {
-                    range,
-                    done: None,
-                    rows: 0,
-                })
-                .collect(),
-        },
-        CheckpointUpdate::ChunkDone {
-            index,
-            position,
-            rows,
-        } => match current.map(|c| c.phase.clone()) {
-            Some(Phase::Snapshot { start, mut chunks }) => {
-                let chunk = chunks.get_mut(index).ok_or_else(|| {
-                    Error::sink_permanent(format!("no chunk {index} in the plan"), None)
-                })?;
-                chunk.done = Some(position);
-                chunk.rows = rows;
-                Phase::Snapshot { start, chunks }
-            }
-            _ => {
-                return Err(Error::sink_permanent(
-                    "chunk finished outside a snapshot",
-                    None,
-                ))
-            }
-        },
-        CheckpointUpdate::Streaming {
-            position,
-            source_ts,
-            handover,
-        } => Phase::Streaming {
-            position,
-            source_ts,
-            handover,
-        },
-    };
-    Ok(Checkpoint {
-        phase,
-        fencing: token,
-    })
 }

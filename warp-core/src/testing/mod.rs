@@ -1,14 +1,15 @@
-//! In-memory `Source`, `Sink` and `CheckpointStore` with failure injection, for engine
+//! In-memory `Source`, `Sink` and control store (`CheckpointStore`, `LeaseStore`) with failure injection, for engine
 //! tests and embedders' own tests. Not for production: nothing here is durable.
 
 mod config_keys;
 mod faults;
-mod memory_leases;
+mod memory_control;
 mod memory_sink;
 mod memory_source;
 
 pub use config_keys::{accepted_keys, documented_section};
 pub use faults::{FailPoint, Faults};
+pub use memory_control::MemoryControl;
 pub use memory_sink::{MemorySink, StoredRow};
 pub use memory_source::MemorySource;
 

@@ -90,6 +90,18 @@ impl Running {
     }
 }
 
+/// The destination the engine suites run against: a sink that records checkpoints with
+/// its data, or, with `WARP_TEST_CHECKPOINTS=apart` (a second run of the suites in
+/// `scripts/test.sh`), one that commits data alone and leaves each checkpoint to its
+/// control store, as a destination without a shared transaction does.
+pub fn destination() -> MemorySink {
+    match std::env::var("WARP_TEST_CHECKPOINTS").as_deref() {
+        Ok("apart") => MemorySink::with_checkpoints_apart(),
+        Ok("together") | Err(_) => MemorySink::new(),
+        Ok(other) => panic!("WARP_TEST_CHECKPOINTS={other}: expected apart or together"),
+    }
+}
+
 pub fn start(
     source: &MemorySource,
     sink: &MemorySink,
@@ -100,7 +112,7 @@ pub fn start(
         schema,
         Arc::new(source.clone()),
         Arc::new(sink.clone()),
-        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
         settings,
     );
     let status = pipeline.status();
