@@ -24,6 +24,7 @@ set +a
 
 echo "== fmt" && cargo fmt --all -- --check
 echo "== clippy" && cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== warp-core layers" && scripts/layers.sh
 echo "== deploy manifests (offline validators)" && scripts/deploy-check.sh
 echo "== tests" && cargo nextest run --workspace --all-targets --locked --no-fail-fast
 echo "== doc tests" && cargo test --workspace --doc --locked

@@ -1,14 +1,32 @@
-//! Table ownership between the replicas of one schema (docs/deploy.md, Scaling out). Each table has a lease in
-//! the destination database; its fencing token is checked inside every checkpoint
-//! transaction, so a replica that lost a lease can never commit, however late it wakes up.
-//! Expiry is judged by the destination's clock, never by the replicas' own clocks.
+//! Table ownership between the replicas of one schema (docs/deploy.md, Scaling out). Each
+//! table has a lease in the control store; its fencing token is checked wherever a
+//! checkpoint is written, so a replica that lost a lease can never move one, however late
+//! it wakes up. Expiry is judged by the destination's clock, never by the replicas' own
+//! clocks.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::sink::{FencingToken, TableKey};
+
+/// Identity of a replicated table in the metadata: (schema, table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableKey {
+    pub schema: String,
+    pub table: String,
+}
+
+impl std::fmt::Display for TableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// The fencing token of the current owner; a commit with an older token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FencingToken(pub u64);
 
 /// A table's lease as the replicas see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DeletionStrategy, SchemaChangePolicy};
 use crate::error::Result;
 use crate::event::Change;
+pub use crate::lease::{FencingToken, TableKey};
 use crate::position::Position;
 use crate::schema::{TableId, TableSchema};
 use crate::source::KeyRange;
@@ -53,23 +54,6 @@ impl Target {
         }
     }
 }
-
-/// Identity of a replicated table in the metadata: (schema, table).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TableKey {
-    pub schema: String,
-    pub table: String,
-}
-
-impl std::fmt::Display for TableKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
-    }
-}
-
-/// The fencing token of the current owner; a commit with an older token is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct FencingToken(pub u64);
 
 /// A snapshot chunk's progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
