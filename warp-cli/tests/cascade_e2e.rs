@@ -3,8 +3,7 @@
 //! cascades itself and logs only the parent's row event; the destination must end equal
 //! to the source row for row, with the child's own changes in order around them.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use mysql_shop::{shop, Shop};
 

@@ -3,8 +3,7 @@
 //! resumes, and at the end the destination equals the source with no change applied
 //! twice.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! Faults of the machine around the replicator, through the real binary: replication goes
 //! on, and the destination ends equal to the source with no change applied twice.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,8 +3,7 @@
 //! table; tables created at the source while running are replicated without a restart,
 //! and a dropped one stops with the reason.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -6,8 +6,7 @@
 //! Collections are compared document by document, through the source's decoder on one
 //! side and the sink's on the other.
 
-#[path = "support/mongo_store.rs"]
-mod mongo_store;
+use warp_fixtures::mongo_store;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,7 @@
 //! server), collections created while running are replicated without a restart, and the
 //! stream follows the new table set without losing or repeating a change.
 
-#[path = "support/mongo_store.rs"]
-mod mongo_store;
+use warp_fixtures::mongo_store;
 
 use std::time::Duration;
 

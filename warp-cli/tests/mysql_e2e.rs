@@ -2,8 +2,7 @@
 //! the real binary, real servers, SIGTERM and SIGKILL. Tables are compared value by
 //! value through the source's and the sink's own decoders.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::process::Command;
 use std::sync::Arc;

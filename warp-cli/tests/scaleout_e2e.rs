@@ -3,8 +3,7 @@
 //! up after losing its leases cannot commit, and the destination ends equal to the source
 //! with no change applied twice.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

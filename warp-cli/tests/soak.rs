@@ -6,8 +6,7 @@
 //! 2 s) and must never report a difference: its state is read from `/status` every 2 s.
 //! Prints a report line (kept in docs/testing.md).
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,8 +4,7 @@
 //! hint; what the page shows agrees with `/status`. Screenshots go to
 //! `target/tmp/status-page-*.png`.
 
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mysql_shop;
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,10 +8,8 @@
 //! 60 kills over 50,000 rows. `WARP_STRESS_SEED` replays a run. Each run appends its
 //! report to target/stress-report.txt.
 
-#[path = "support/mongo_store.rs"]
-mod mongo_store;
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mongo_store;
+use warp_fixtures::mysql_shop;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,10 +3,8 @@
 //! (and those writes are never reported), `--repair` rewrites exactly the tampered rows,
 //! and a clean run exits 0.
 
-#[path = "support/mongo_store.rs"]
-mod mongo_store;
-#[path = "support/mysql_shop.rs"]
-mod mysql_shop;
+use warp_fixtures::mongo_store;
+use warp_fixtures::mysql_shop;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

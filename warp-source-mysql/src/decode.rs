@@ -60,219 +60,238 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
         return Ok(V(Value::Null));
     }
     Ok(match kind {
-        Kind::Int { unsigned, bits } => V(match v {
-            My::Int(i) => int_value(i128::from(i), *unsigned, *bits)?,
-            My::UInt(u) => int_value(i128::from(u), *unsigned, *bits)?,
-            My::Bytes(b) => {
-                let s = text(&b)?;
-                int_value(
-                    s.parse::<i128>().map_err(|e| format!("{s}: {e}"))?,
-                    *unsigned,
-                    *bits,
-                )?
-            }
-            other => return Err(format!("unexpected {other:?} for an integer")),
-        }),
-        Kind::Decimal => V(match v {
-            My::Bytes(b) => {
-                let s = text(&b)?;
-                Value::Decimal(Decimal::parse(s).ok_or_else(|| format!("not a decimal: {s}"))?)
-            }
-            My::Int(i) => Value::Decimal(Decimal::parse(&i.to_string()).ok_or("not a decimal")?),
-            other => return Err(format!("unexpected {other:?} for a decimal")),
-        }),
-        Kind::Float => V(match v {
-            My::Float(f) => Value::Float32(f),
-            My::Double(d) => Value::Float32(d as f32),
-            My::Bytes(b) => Value::Float32(text(&b)?.parse().map_err(|e| format!("{e}"))?),
+        Kind::Int { unsigned, bits } => V(integer(v, *unsigned, *bits)?),
+        Kind::Decimal => V(decimal(v)?),
+        Kind::Float => V(Value::Float32(match v {
+            My::Float(f) => f,
+            My::Double(d) => d as f32,
+            My::Bytes(b) => text(&b)?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unexpected {other:?} for a float")),
-        }),
-        Kind::Double => V(match v {
-            My::Double(d) => Value::Float64(d),
-            My::Float(f) => Value::Float64(f64::from(f)),
-            My::Bytes(b) => Value::Float64(text(&b)?.parse().map_err(|e| format!("{e}"))?),
+        })),
+        Kind::Double => V(Value::Float64(match v {
+            My::Double(d) => d,
+            My::Float(f) => f64::from(f),
+            My::Bytes(b) => text(&b)?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unexpected {other:?} for a double")),
-        }),
-        Kind::Bit { len } => {
-            let bits = match v {
-                My::Bytes(b) => {
-                    let all: Vec<bool> = b
-                        .iter()
-                        .flat_map(|byte| (0..8).rev().map(move |i| byte >> i & 1 == 1))
-                        .collect();
-                    let len = *len as usize;
-                    if all.len() >= len {
-                        all[all.len() - len..].to_vec()
-                    } else {
-                        let mut padded = vec![false; len - all.len()];
-                        padded.extend(all);
-                        padded
-                    }
-                }
-                My::UInt(u) => (0..*len).rev().map(|i| u >> i & 1 == 1).collect(),
-                My::Int(i) => (0..*len).rev().map(|b| (i as u64) >> b & 1 == 1).collect(),
-                other => return Err(format!("unexpected {other:?} for a bit column")),
-            };
-            V(if *len == 1 {
-                Value::Bool(bits[0])
-            } else {
-                Value::Bits(bits)
-            })
-        }
-        Kind::Text { charset, .. } => V(match v {
+        })),
+        Kind::Bit { len } => V(bit(v, *len)?),
+        Kind::Text { charset, .. } => V(Value::Text(match v {
             My::Bytes(b)
                 if origin == Origin::Binlog
                     || (origin == Origin::Stored && charset.decoded_here()) =>
             {
-                Value::Text(charset.decode(b)?)
+                charset.decode(b)?
             }
-            My::Bytes(b) => {
-                Value::Text(String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())?)
-            }
-            other => Value::Text(other.as_sql(true).trim_matches('\'').to_owned()),
-        }),
-        Kind::Binary { pad_to } => V(match v {
-            My::Bytes(mut b) => {
-                if let Some(len) = pad_to {
-                    let len = *len as usize;
-                    if b.len() < len {
-                        b.resize(len, 0);
-                    }
-                }
-                Value::Bytes(b)
-            }
-            other => return Err(format!("unexpected {other:?} for binary")),
-        }),
+            My::Bytes(b) => utf8(b)?,
+            other => other.as_sql(true).trim_matches('\'').to_owned(),
+        })),
+        Kind::Binary { pad_to } => V(binary(v, *pad_to)?),
         Kind::Dropped => V(Value::Null),
         Kind::Geometry => V(match v {
             // MySQL stores a 4-byte SRID before the WKB.
             My::Bytes(b) if b.len() > 4 => Value::Bytes(b[4..].to_vec()),
             other => return Err(format!("unexpected {other:?} for geometry")),
         }),
-        Kind::Date => match v {
-            My::Date(0, 0, 0, ..) => Decoded::ZeroDate,
-            My::Date(y, m, d, ..) => V(Value::Date(date(y, m, d)?)),
-            My::Bytes(b) => match text(&b)? {
-                s if s.starts_with("0000-00-00") => Decoded::ZeroDate,
-                s => V(Value::Date(
-                    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("{s}: {e}"))?,
-                )),
-            },
-            other => return Err(format!("unexpected {other:?} for a date")),
-        },
+        Kind::Date => date_value(v)?,
         Kind::DateTime => match datetime(v)? {
             None => Decoded::ZeroDate,
             Some(t) => V(Value::Timestamp(t)),
         },
-        Kind::Timestamp => match v {
-            // Binlog: seconds since the epoch as text, with optional fraction (UTC).
-            My::Bytes(b) if !b.contains(&b'-') => {
-                let s = text(&b)?;
-                let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-                let secs: i64 = secs.parse().map_err(|e| format!("{s}: {e}"))?;
-                if secs == 0 && frac.trim_matches('0').is_empty() {
-                    Decoded::ZeroDate
-                } else {
-                    let micros: u32 = format!("{frac:0<6}")[..6]
-                        .parse()
-                        .map_err(|e| format!("{s}: {e}"))?;
-                    V(Value::TimestampTz(
-                        DateTime::from_timestamp(secs, micros * 1000)
-                            .ok_or("timestamp out of range")?,
-                    ))
-                }
-            }
-            // Query results, read in a UTC session.
-            other => match datetime(other)? {
-                None => Decoded::ZeroDate,
-                Some(t) => V(Value::TimestampTz(
-                    DateTime::<Utc>::from_naive_utc_and_offset(t, Utc),
-                )),
-            },
-        },
-        Kind::Time => V(Value::Interval(match v {
-            My::Time(neg, days, h, m, s, us) => {
-                let micros = (((i64::from(days) * 24 + i64::from(h)) * 60 + i64::from(m)) * 60
-                    + i64::from(s))
-                    * 1_000_000
-                    + i64::from(us);
-                Interval {
-                    months: 0,
-                    days: 0,
-                    micros: if neg { -micros } else { micros },
-                }
-            }
-            My::Bytes(b) => time_text(text(&b)?)?,
-            other => return Err(format!("unexpected {other:?} for a time")),
-        })),
-        Kind::Year => {
-            let year: i64 = match v {
-                My::Int(i) => i,
-                My::UInt(u) => i64::try_from(u).map_err(|e| e.to_string())?,
-                My::Bytes(b) => text(&b)?.parse().map_err(|e| format!("{e}"))?,
-                other => return Err(format!("unexpected {other:?} for a year")),
-            };
-            // The binlog stores a YEAR as its offset from 1900 and `0000` as 0; readers
-            // that add 1900 give 1900, which no YEAR column holds (1901–2155 or 0000).
-            V(Value::Int(if origin == Origin::Binlog && year == 1900 {
-                0
-            } else {
-                year
-            }))
+        Kind::Timestamp => timestamp(v)?,
+        Kind::Time => V(Value::Interval(time(v)?)),
+        Kind::Year => V(Value::Int(year(v, origin)?)),
+        Kind::Json => V(json(v)?),
+        Kind::Enum { labels } => V(enumeration(v, labels)?),
+        Kind::Set { labels } => V(Value::Array(set(v, labels, origin)?)),
+    })
+}
+
+fn utf8(b: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())
+}
+
+fn integer(v: My, unsigned: bool, bits: u32) -> Result<Value, String> {
+    match v {
+        My::Int(i) => int_value(i128::from(i), unsigned, bits),
+        My::UInt(u) => int_value(i128::from(u), unsigned, bits),
+        My::Bytes(b) => {
+            let s = text(&b)?;
+            let n = s.parse::<i128>().map_err(|e| format!("{s}: {e}"))?;
+            int_value(n, unsigned, bits)
         }
-        Kind::Json => V(match v {
-            // Checked without building a tree, and passed on as text (see `Value::JsonText`).
-            My::Bytes(b) => {
-                let text =
-                    String::from_utf8(b).map_err(|_| "JSON is not valid UTF-8".to_owned())?;
-                serde_json::from_str::<serde::de::IgnoredAny>(&text)
-                    .map_err(|e| format!("invalid JSON: {e}"))?;
-                Value::JsonText(text)
+        other => Err(format!("unexpected {other:?} for an integer")),
+    }
+}
+
+fn decimal(v: My) -> Result<Value, String> {
+    Ok(Value::Decimal(match v {
+        My::Bytes(b) => {
+            let s = text(&b)?;
+            Decimal::parse(s).ok_or_else(|| format!("not a decimal: {s}"))?
+        }
+        My::Int(i) => Decimal::parse(&i.to_string()).ok_or("not a decimal")?,
+        other => return Err(format!("unexpected {other:?} for a decimal")),
+    }))
+}
+
+/// A `BIT(len)`: a single bit as a boolean, more as a bit string.
+fn bit(v: My, len: u32) -> Result<Value, String> {
+    let bits: Vec<bool> = match v {
+        My::Bytes(b) => {
+            let all: Vec<bool> = (b.iter())
+                .flat_map(|byte| (0..8).rev().map(move |i| byte >> i & 1 == 1))
+                .collect();
+            let len = len as usize;
+            if all.len() >= len {
+                all[all.len() - len..].to_vec()
+            } else {
+                let mut padded = vec![false; len - all.len()];
+                padded.extend(all);
+                padded
             }
-            other => return Err(format!("unexpected {other:?} for JSON")),
-        }),
-        Kind::Enum { labels } => V(match v {
-            My::Bytes(b) => {
-                Value::Text(String::from_utf8(b).map_err(|_| "not valid UTF-8".to_owned())?)
-            }
-            // Binlog: 1-based index; 0 is MySQL's "invalid value" (the empty string).
-            My::Int(_) | My::UInt(_) => {
-                let i = index(&v)?;
-                Value::Text(if i == 0 {
-                    String::new()
-                } else {
-                    labels
-                        .get(i - 1)
-                        .cloned()
-                        .ok_or(format!("enum index {i} out of range"))?
-                })
-            }
-            other => return Err(format!("unexpected {other:?} for an enum")),
-        }),
-        Kind::Set { labels } => V(Value::Array(match v {
-            // Binlog: the bitmask as little-endian bytes.
-            My::Bytes(b) if origin == Origin::Binlog => {
-                let mask = b
-                    .iter()
-                    .rev()
-                    .fold(0u64, |m, byte| m << 8 | u64::from(*byte));
-                set_members(mask, labels)
-            }
-            My::Bytes(b) => {
-                let s = text(&b)?;
-                if s.is_empty() {
-                    Vec::new()
-                } else {
-                    s.split(',').map(|l| Value::Text(l.to_owned())).collect()
+        }
+        My::UInt(u) => (0..len).rev().map(|i| u >> i & 1 == 1).collect(),
+        My::Int(i) => (0..len).rev().map(|b| (i as u64) >> b & 1 == 1).collect(),
+        other => return Err(format!("unexpected {other:?} for a bit column")),
+    };
+    Ok(if len == 1 {
+        Value::Bool(bits[0])
+    } else {
+        Value::Bits(bits)
+    })
+}
+
+/// `BINARY(n)` values come back to their declared length: the binlog drops trailing
+/// zero bytes.
+fn binary(v: My, pad_to: Option<u32>) -> Result<Value, String> {
+    match v {
+        My::Bytes(mut b) => {
+            if let Some(len) = pad_to {
+                let len = len as usize;
+                if b.len() < len {
+                    b.resize(len, 0);
                 }
             }
-            // Binlog: a bitmask over the labels.
-            My::Int(_) | My::UInt(_) => {
-                let mask = index(&v)? as u64;
-                set_members(mask, labels)
+            Ok(Value::Bytes(b))
+        }
+        other => Err(format!("unexpected {other:?} for binary")),
+    }
+}
+
+fn date_value(v: My) -> Result<Decoded, String> {
+    Ok(match v {
+        My::Date(0, 0, 0, ..) => Decoded::ZeroDate,
+        My::Date(y, m, d, ..) => Decoded::Value(Value::Date(date(y, m, d)?)),
+        My::Bytes(b) => match text(&b)? {
+            s if s.starts_with("0000-00-00") => Decoded::ZeroDate,
+            s => Decoded::Value(Value::Date(
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("{s}: {e}"))?,
+            )),
+        },
+        other => return Err(format!("unexpected {other:?} for a date")),
+    })
+}
+
+fn timestamp(v: My) -> Result<Decoded, String> {
+    Ok(match v {
+        // Binlog: seconds since the epoch as text, with optional fraction (UTC).
+        My::Bytes(b) if !b.contains(&b'-') => {
+            let s = text(&b)?;
+            let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+            let secs: i64 = secs.parse().map_err(|e| format!("{s}: {e}"))?;
+            if secs == 0 && frac.trim_matches('0').is_empty() {
+                return Ok(Decoded::ZeroDate);
             }
-            other => return Err(format!("unexpected {other:?} for a set")),
-        })),
+            let micros: u32 = format!("{frac:0<6}")[..6]
+                .parse()
+                .map_err(|e| format!("{s}: {e}"))?;
+            let t =
+                DateTime::from_timestamp(secs, micros * 1000).ok_or("timestamp out of range")?;
+            Decoded::Value(Value::TimestampTz(t))
+        }
+        // Query results, read in a UTC session.
+        other => match datetime(other)? {
+            None => Decoded::ZeroDate,
+            Some(t) => Decoded::Value(Value::TimestampTz(
+                DateTime::<Utc>::from_naive_utc_and_offset(t, Utc),
+            )),
+        },
+    })
+}
+
+fn time(v: My) -> Result<Interval, String> {
+    match v {
+        My::Time(neg, days, h, m, s, us) => {
+            let micros = (((i64::from(days) * 24 + i64::from(h)) * 60 + i64::from(m)) * 60
+                + i64::from(s))
+                * 1_000_000
+                + i64::from(us);
+            Ok(Interval {
+                months: 0,
+                days: 0,
+                micros: if neg { -micros } else { micros },
+            })
+        }
+        My::Bytes(b) => time_text(text(&b)?),
+        other => Err(format!("unexpected {other:?} for a time")),
+    }
+}
+
+fn year(v: My, origin: Origin) -> Result<i64, String> {
+    let year: i64 = match v {
+        My::Int(i) => i,
+        My::UInt(u) => i64::try_from(u).map_err(|e| e.to_string())?,
+        My::Bytes(b) => text(&b)?.parse().map_err(|e| format!("{e}"))?,
+        other => return Err(format!("unexpected {other:?} for a year")),
+    };
+    // The binlog stores a YEAR as its offset from 1900 and `0000` as 0; readers that add
+    // 1900 give 1900, which no YEAR column holds (1901–2155 or 0000).
+    Ok(if origin == Origin::Binlog && year == 1900 {
+        0
+    } else {
+        year
+    })
+}
+
+/// Checked without building a tree, and passed on as text (see `Value::JsonText`).
+fn json(v: My) -> Result<Value, String> {
+    match v {
+        My::Bytes(b) => {
+            let text = String::from_utf8(b).map_err(|_| "JSON is not valid UTF-8".to_owned())?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                .map_err(|e| format!("invalid JSON: {e}"))?;
+            Ok(Value::JsonText(text))
+        }
+        other => Err(format!("unexpected {other:?} for JSON")),
+    }
+}
+
+fn enumeration(v: My, labels: &[String]) -> Result<Value, String> {
+    Ok(Value::Text(match v {
+        My::Bytes(b) => utf8(b)?,
+        // Binlog: 1-based index; 0 is MySQL's "invalid value" (the empty string).
+        My::Int(_) | My::UInt(_) => match index(&v)? {
+            0 => String::new(),
+            i => (labels.get(i - 1).cloned()).ok_or(format!("enum index {i} out of range"))?,
+        },
+        other => return Err(format!("unexpected {other:?} for an enum")),
+    }))
+}
+
+fn set(v: My, labels: &[String], origin: Origin) -> Result<Vec<Value>, String> {
+    Ok(match v {
+        // Binlog: the bitmask as little-endian bytes.
+        My::Bytes(b) if origin == Origin::Binlog => {
+            let mask = (b.iter().rev()).fold(0u64, |m, byte| m << 8 | u64::from(*byte));
+            set_members(mask, labels)
+        }
+        My::Bytes(b) => match text(&b)? {
+            "" => Vec::new(),
+            s => s.split(',').map(|l| Value::Text(l.to_owned())).collect(),
+        },
+        // Binlog: a bitmask over the labels.
+        My::Int(_) | My::UInt(_) => set_members(index(&v)? as u64, labels),
+        other => return Err(format!("unexpected {other:?} for a set")),
     })
 }
 

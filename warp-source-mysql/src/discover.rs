@@ -108,40 +108,12 @@ pub async fn tables(
 
     let mut by_table: BTreeMap<String, MysqlTable> = BTreeMap::new();
     for (table, name, column_type, nullable, default, charset, collation, engine) in cols {
-        let is_json = checks.iter().any(|(t, clause)| {
-            *t == table
-                && clause
-                    .to_ascii_lowercase()
-                    .replace(' ', "")
-                    .contains(&format!("json_valid(`{}`)", name.to_ascii_lowercase()))
-        });
-        let (mut kind, ty) = if is_json {
-            (Kind::Json, ColumnType::Json)
-        } else {
-            map(&column_type).unwrap_or_else(|e| {
-                tracing::warn!(table = %table, column = %name, "{e}; copied as raw bytes");
-                (Kind::bytes(), ColumnType::Bytes)
-            })
+        let kind_of = KindOf {
+            table: &table,
+            name: &name,
+            checks: &checks,
         };
-        if let (
-            Kind::Text {
-                charset: c,
-                sorts_by_bytes,
-                named: names,
-            },
-            Some(named),
-        ) = (&mut kind, charset.as_deref())
-        {
-            *c = Charset::named(named);
-            *names = collation.clone().map(|coll| (named.to_owned(), coll));
-            *sorts_by_bytes = *c == Charset::Utf8
-                && collation
-                    .as_deref()
-                    .is_some_and(|name| name.ends_with("_bin"));
-            if let Charset::Unsupported(set) = c {
-                tracing::warn!(table = %table, column = %name, charset = %set, "the binlog's values of this character set cannot be decoded exactly: rows streamed with one are dead-lettered (the snapshot copies them)");
-            }
-        }
+        let (kind, ty) = kind_of.resolve(&column_type, charset.as_deref(), collation);
         let entry = by_table.entry(table.clone()).or_insert_with(|| MysqlTable {
             schema: TableSchema {
                 id: TableId::new(database, &table),
@@ -173,6 +145,54 @@ pub async fn tables(
         }
     }
     Ok(by_table.into_values().collect())
+}
+
+/// What a column is read and landed as.
+struct KindOf<'a> {
+    table: &'a str,
+    name: &'a str,
+    /// The schema's CHECK constraints: MariaDB's JSON is LONGTEXT with `json_valid()`.
+    checks: &'a [(String, String)],
+}
+
+impl KindOf<'_> {
+    fn resolve(
+        &self,
+        column_type: &str,
+        charset: Option<&str>,
+        collation: Option<String>,
+    ) -> (Kind, ColumnType) {
+        let (table, name) = (self.table, self.name);
+        let json_check = format!("json_valid(`{}`)", name.to_ascii_lowercase());
+        let is_json = self.checks.iter().any(|(t, clause)| {
+            t == table && (clause.to_ascii_lowercase().replace(' ', "")).contains(&json_check)
+        });
+        if is_json {
+            return (Kind::Json, ColumnType::Json);
+        }
+        let (mut kind, ty) = map(column_type).unwrap_or_else(|e| {
+            tracing::warn!(table = %table, column = %name, "{e}; copied as raw bytes");
+            (Kind::bytes(), ColumnType::Bytes)
+        });
+        if let (
+            Kind::Text {
+                charset: c,
+                sorts_by_bytes,
+                named: names,
+            },
+            Some(named),
+        ) = (&mut kind, charset)
+        {
+            *c = Charset::named(named);
+            *sorts_by_bytes = *c == Charset::Utf8
+                && (collation.as_deref()).is_some_and(|name| name.ends_with("_bin"));
+            *names = collation.map(|coll| (named.to_owned(), coll));
+            if let Charset::Unsupported(set) = c {
+                tracing::warn!(table = %table, column = %name, charset = %set, "the binlog's values of this character set cannot be decoded exactly: rows streamed with one are dead-lettered (the snapshot copies them)");
+            }
+        }
+        (kind, ty)
+    }
 }
 
 /// Engines whose rolled-back rows never took effect. An unknown engine counts as

@@ -158,6 +158,18 @@ pub fn map(column_type: &str) -> Result<(Kind, ColumnType), String> {
         "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
             (Kind::bytes(), ColumnType::Bytes)
         }
+        other => return temporal_or_other(other, raw, first, column_type),
+    })
+}
+
+/// The temporal, JSON, ENUM, SET and spatial types of [`map`].
+fn temporal_or_other(
+    base: &str,
+    raw: &str,
+    first: Option<u32>,
+    column_type: &str,
+) -> Result<(Kind, ColumnType), String> {
+    Ok(match base {
         "date" => (Kind::Date, ColumnType::Date),
         "datetime" => (
             Kind::DateTime,
