@@ -101,6 +101,12 @@ impl Watermark {
 
     pub fn encode(&self) -> Result<Position> {
         Position::encode(&serde_json::json!({ "watermark": self }))
+            .map(|p| p.with_typed(self.clone()))
+    }
+
+    /// The order of two watermark positions, each decoded at most once.
+    pub fn compare(a: &Position, b: &Position) -> Result<std::cmp::Ordering> {
+        Ok(a.typed(Self::decode)?.order(&*b.typed(Self::decode)?))
     }
 
     pub fn decode(p: &Position) -> Result<Self> {

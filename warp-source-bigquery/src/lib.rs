@@ -293,7 +293,7 @@ impl Source for BigQuerySource {
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
-        Ok(Watermark::decode(a)?.order(&Watermark::decode(b)?))
+        Watermark::compare(a, b)
     }
 
     fn bytes_processed(&self, table: &str) -> Option<u64> {

@@ -364,9 +364,10 @@ impl Source for MongoSource {
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.strategy.polls() {
-            return Ok(Watermark::decode(a)?.order(&Watermark::decode(b)?));
+            return Watermark::compare(a, b);
         }
-        StreamPosition::decode(a)?.order(&StreamPosition::decode(b)?)
+        a.typed(StreamPosition::decode)?
+            .order(&*b.typed(StreamPosition::decode)?)
     }
 
     async fn estimate_rows(&self, table: &TableSchema) -> warp_core::Result<Option<u64>> {

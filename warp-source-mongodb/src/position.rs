@@ -34,7 +34,7 @@ impl StreamPosition {
     }
 
     pub fn encode(&self) -> Result<Position> {
-        Position::encode(&serde_json::json!({ "resume": self }))
+        Position::encode(&serde_json::json!({ "resume": self })).map(|p| p.with_typed(self.clone()))
     }
 
     pub fn decode(p: &Position) -> Result<Self> {

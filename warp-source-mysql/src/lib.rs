@@ -519,9 +519,10 @@ impl Source for MysqlSource {
 
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.strategy.polls() {
-            return Ok(warp_core::Watermark::decode(a)?.order(&warp_core::Watermark::decode(b)?));
+            return warp_core::Watermark::compare(a, b);
         }
-        Ok(BinlogPosition::decode(a)?.order(&BinlogPosition::decode(b)?))
+        Ok(a.typed(BinlogPosition::decode)?
+            .order(&*b.typed(BinlogPosition::decode)?))
     }
 
     async fn live_keys(

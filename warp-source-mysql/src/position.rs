@@ -48,7 +48,7 @@ impl BinlogPosition {
     }
 
     pub fn encode(&self) -> Result<Position> {
-        Position::encode(self)
+        Position::encode(self).map(|p| p.with_typed(self.clone()))
     }
 
     pub fn decode(p: &Position) -> Result<Self> {
