@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -88,15 +88,12 @@ impl Browser {
         }
         let port = crate::free_port();
         let driver = Process::spawn(CHROMEDRIVER, &[&format!("--port={port}")], log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while command(port, "GET", "/status", None)
-            .ok()
-            .and_then(|v| v.get("ready").and_then(Value::as_bool))
-            != Some(true)
-        {
-            assert!(Instant::now() < deadline, "chromedriver never ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let ready = || {
+            let status = command(port, "GET", "/status", None).ok()?;
+            (status.get("ready").and_then(Value::as_bool) == Some(true)).then_some(())
+        };
+        let state = || std::fs::read_to_string(log).unwrap_or_default();
+        crate::eventually_blocking("chromedriver ready", crate::Poll::SECONDS, ready, state);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -123,6 +123,31 @@ pub fn resync(bin: &str, config: &std::path::Path, schema: &str, table: &str) ->
 /// replicator, not a measure of a slow one.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How a wait polls: every `every`, for at most `patience`.
+#[derive(Debug, Clone, Copy)]
+pub struct Poll {
+    pub every: std::time::Duration,
+    pub patience: std::time::Duration,
+}
+
+impl Poll {
+    /// For what takes seconds (a copy, a restart, a status change).
+    pub const SECONDS: Self = Self {
+        every: std::time::Duration::from_millis(200),
+        patience: PATIENCE,
+    };
+    /// For a state that passes quickly (a commit to see before the next one).
+    pub const TIGHT: Self = Self {
+        every: std::time::Duration::from_millis(10),
+        patience: PATIENCE,
+    };
+
+    /// The same, waiting at most `patience` (a stall must fail before a harness timeout).
+    pub const fn patience(self, patience: std::time::Duration) -> Self {
+        Self { patience, ..self }
+    }
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, and returns that; fails after
 /// [`PATIENCE`] naming `what`, with `state()` (what the suite last saw, a log tail).
 pub async fn eventually<T>(
@@ -130,9 +155,20 @@ pub async fn eventually<T>(
     mut check: impl FnMut() -> Option<T>,
     state: impl Fn() -> String,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    eventually_with(what, Poll::SECONDS, async || check(), state).await
+}
+
+/// [`eventually`] for a check that waits itself (a query, a request), polled as `poll`
+/// says. Every condition wait of the suites goes through here: none sleeps a fixed time.
+pub async fn eventually_with<T>(
+    what: &str,
+    poll: Poll,
+    mut check: impl AsyncFnMut() -> Option<T>,
+    state: impl Fn() -> String,
+) -> T {
+    let deadline = tokio::time::Instant::now() + poll.patience;
     loop {
-        if let Some(found) = check() {
+        if let Some(found) = check().await {
             return found;
         }
         assert!(
@@ -140,7 +176,29 @@ pub async fn eventually<T>(
             "timed out waiting for {what}\n{}",
             state()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(poll.every).await;
+    }
+}
+
+/// [`eventually`] for code that cannot await (starting a server process or a driver
+/// before any runtime work): blocks the thread between polls.
+pub fn eventually_blocking<T>(
+    what: &str,
+    poll: Poll,
+    mut check: impl FnMut() -> Option<T>,
+    state: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + poll.patience;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            state()
+        );
+        std::thread::sleep(poll.every);
     }
 }
 

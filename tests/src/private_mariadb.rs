@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct PrivateMariadb {
     dir: PathBuf,
@@ -73,23 +72,16 @@ impl PrivateMariadb {
             .spawn()
             .expect("mariadbd");
         self.server = Some(server);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        let answers = || {
             let ping = Command::new("mariadb-admin")
                 .arg(format!("--socket={}", d("sock")))
                 .args(["-uroot", "ping"])
                 .output()
                 .expect("mariadb-admin");
-            if ping.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "private MariaDB never answered: {}",
-                std::fs::read_to_string(d("err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            ping.status.success().then_some(())
+        };
+        let state = || std::fs::read_to_string(d("err")).unwrap_or_default();
+        crate::eventually_blocking("the private MariaDB", crate::Poll::SECONDS, answers, state);
     }
 
     pub fn url(&self) -> String {

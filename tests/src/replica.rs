@@ -72,28 +72,25 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = (Vec<Row>, Vec<Row>)>,
 {
-    let deadline = tokio::time::Instant::now() + CATCH_UP;
-    loop {
+    let last = std::cell::RefCell::new((Vec::new(), Vec::new()));
+    let equal = async || {
         let (src, dest) = compare().await;
-        if src == dest {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let diff: Vec<_> = src
-                .iter()
-                .zip(&dest)
-                .filter(|(a, b)| a != b)
-                .take(3)
-                .collect();
-            panic!(
-                "{what}: destination never matched the source ({} vs {} rows), first differences {diff:?}\n{}",
-                dest.len(),
-                src.len(),
-                log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let same = src == dest;
+        *last.borrow_mut() = (src, dest);
+        same.then_some(())
+    };
+    let state = || {
+        let (src, dest) = &*last.borrow();
+        let diff: Vec<_> = (src.iter().zip(dest))
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .collect();
+        let (s, d) = (src.len(), dest.len());
+        format!("{d} vs {s} rows, first differences {diff:?}\n{}", log())
+    };
+    let what = format!("{what}: the destination equal to the source");
+    let poll = crate::Poll::SECONDS.patience(CATCH_UP);
+    crate::eventually_with(&what, poll, equal, state).await;
 }
 
 /// No landed row counts more versions than the source made changes to it (a replayed

@@ -4,12 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use warp_core::{TableReport, TableState};
 use warp_e2e::replica::{self, TempDir};
-use warp_e2e::Process;
+use warp_e2e::{Poll, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cartridge-warp");
 
@@ -69,20 +68,13 @@ impl Case {
 
     /// Polls `/path` until it answers `code`; returns the body.
     async fn wait_http(&self, path: &str, code: u16) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some((c, body)) = warp_e2e::http_get(self.health, path) {
-                if c == code {
-                    return body;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{path} never {code}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let answered = || {
+            warp_e2e::http_get(self.health, path)
+                .filter(|(c, _)| *c == code)
+                .map(|(_, body)| body)
+        };
+        let what = format!("{path} answering {code}");
+        warp_e2e::eventually(&what, answered, || self.log()).await
     }
 }
 
@@ -199,15 +191,8 @@ async fn unreachable_databases_are_retried_with_ready_false_and_health_true() {
             "{what}"
         );
         // Backoff: several attempts, waits growing.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while c.log().matches("retrying").count() < 3 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: no retries\n{}",
-                c.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let retried = || (c.log().matches("retrying").count() >= 3).then_some(());
+        warp_e2e::eventually(&format!("{what}: retries"), retried, || c.log()).await;
         assert!(
             run.0.try_wait().unwrap().is_none(),
             "{what}: losing a database never ends the process"
@@ -263,18 +248,8 @@ async fn wrong_credentials_fail_fast_with_the_reason() {
     ] {
         let c = case("bad_creds", &source, &destination, "");
         let mut run = c.run();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = run.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: still retrying\n{}",
-                c.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let exited = || run.0.try_wait().unwrap();
+        let status = warp_e2e::eventually(&format!("{what}: exit"), exited, || c.log()).await;
         let log = c.log();
         assert!(!status.success(), "{what}: exits non-zero\n{log}");
         assert!(log.contains(reason), "{what}: names the reason\n{log}");
@@ -307,22 +282,10 @@ async fn a_source_without_the_binlog_fails_the_table_with_what_to_change() {
     let c = case("bad_binlog", &format!("{plain}/bad_binlog"), &pg_url, "");
     let mut run = c.run();
     let ready = c.wait_http("/ready", 503).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let t = loop {
-        let rows = c.status();
-        if let Some(t) = rows
-            .into_iter()
-            .find(|r| r.table == "t" && r.state == Some(TableState::Failed))
-        {
-            break t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never failed: {ready}\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let failed =
+        || (c.status().into_iter()).find(|r| r.table == "t" && r.state == Some(TableState::Failed));
+    let what = format!("t failed (ready said: {ready})");
+    let t = warp_e2e::eventually(&what, failed, || c.log()).await;
     let error = t.last_error.as_deref().unwrap_or_default();
     assert!(error.contains("binlog is not usable"), "{t:?}");
     assert!(error.contains("log_bin=ON (is OFF)"), "{t:?}");
@@ -389,48 +352,27 @@ async fn a_keyless_table_is_refused_and_an_oversize_row_lands_whole() {
         .flatten()
     };
     // A second oversize row through the binlog, once the first has been copied.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let copied = async || {
         let copied: Option<i64> =
             sqlx::query_scalar("SELECT length(body)::bigint FROM bad_shape.docs WHERE id = 1")
                 .fetch_optional(&pg)
                 .await
                 .ok()
                 .flatten();
-        if copied == Some(6_000_000) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "snapshot row never landed\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (copied == Some(6_000_000)).then_some(())
+    };
+    let what = "the snapshot's oversize row landed";
+    warp_e2e::eventually_with(what, Poll::SECONDS, copied, || c.log()).await;
     mysql(
         &my_url,
         &["INSERT INTO bad_shape.docs VALUES (2, REPEAT('b', 7000000))".into()],
     )
     .await;
-    while len().await != Some(7_000_000) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "streamed row never landed\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let log_table = loop {
-        if let Some(t) = c.status().into_iter().find(|r| r.table == "log") {
-            break t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "log never in status\n{}",
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let streamed = async || (len().await == Some(7_000_000)).then_some(());
+    let what = "the streamed oversize row landed";
+    warp_e2e::eventually_with(what, Poll::SECONDS, streamed, || c.log()).await;
+    let listed = || c.status().into_iter().find(|r| r.table == "log");
+    let log_table = warp_e2e::eventually("log in status", listed, || c.log()).await;
     assert_eq!(log_table.state, Some(TableState::Failed), "{log_table:?}");
     assert!(
         log_table

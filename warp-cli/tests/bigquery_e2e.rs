@@ -19,7 +19,7 @@ use warp_core::{Row, Source, TableSchema, Value};
 use warp_e2e::fake_sts::{self, FakeSts};
 use warp_e2e::http_faults::{Fault, HttpFaults};
 use warp_e2e::replica::{self, TempDir};
-use warp_e2e::Process;
+use warp_e2e::{Poll, Process};
 use warp_source_bigquery::BigQuerySource;
 
 const PROJECT: &str = "test-project";
@@ -208,24 +208,15 @@ impl Warehouse {
     }
 
     /// What `status` reports the queries for `events` processed, once it is above 0.
-    fn source_bytes(&self) -> u64 {
+    async fn source_bytes(&self) -> u64 {
         let bin = env!("CARGO_BIN_EXE_cartridge-warp");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = warp_e2e::status(bin, &self.config);
-            let bytes = status
-                .iter()
-                .find(|t| t.table == "events")
-                .and_then(|t| t.source_bytes);
-            if let Some(b) = bytes.filter(|b| *b > 0) {
-                return b as u64;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no bytes counted: {status:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let status = || warp_e2e::status(bin, &self.config);
+        let counted = || {
+            let events = status().into_iter().find(|t| t.table == "events")?;
+            events.source_bytes.filter(|b| *b > 0)
+        };
+        let state = || format!("{:?}", status());
+        warp_e2e::eventually("bytes counted for events", counted, state).await as u64
     }
 
     /// Rows `from..=to` at `ts` (seconds after 2024-01-01), recording each write.
@@ -340,8 +331,8 @@ impl Warehouse {
 
 /// `status` shows bytes for `events`, whole multiples of what the proxy bills per query
 /// and no more than one per query answered.
-fn billed_once_per_query(w: &Warehouse, faults: &HttpFaults, billed: u64) {
-    let bytes = w.source_bytes();
+async fn billed_once_per_query(w: &Warehouse, faults: &HttpFaults, billed: u64) {
+    let bytes = w.source_bytes().await;
     let queries = faults
         .log()
         .iter()
@@ -517,7 +508,7 @@ async fn the_services_faults_are_retried_and_regional_results_are_read_in_their_
     }
     w.assert_no_double_apply().await;
     // What the queries processed, per table, in `status`.
-    billed_once_per_query(&w, &faults, BILLED);
+    billed_once_per_query(&w, &faults, BILLED).await;
     assert!(run.terminate().success());
 }
 
@@ -635,7 +626,7 @@ async fn bytes_of_queries_first_answered_unfinished_are_counted() {
     w.wait_equal().await;
     // Once per job: the completing answer and every later page carry the job's bytes,
     // and only the completing one counts.
-    billed_once_per_query(&w, &faults, BILLED);
+    billed_once_per_query(&w, &faults, BILLED).await;
     assert!(run.terminate().success());
 }
 
@@ -650,15 +641,10 @@ async fn rows_tied_on_one_timestamp_are_paged_by_key() {
     w.insert(1, ROWS, 10).await;
     let mut run = w.run();
     let table = format!("{}.events", w.dataset);
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while w.count(format!("SELECT count(*) FROM {table}")).await < ROWS {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "100,000 tied rows never landed\n{}",
-            w.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let landed =
+        async || (w.count(format!("SELECT count(*) FROM {table}")).await >= ROWS).then_some(());
+    let poll = Poll::SECONDS.patience(Duration::from_secs(300));
+    warp_e2e::eventually_with("100,000 tied rows landed", poll, landed, || w.log()).await;
     w.wait_equal().await;
     let polls: Vec<_> = faults
         .log()
@@ -732,11 +718,13 @@ async fn columns_added_and_dropped_while_streaming_are_followed() {
         w.dataset
     ))
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !w.log().contains("metadata does not say so yet") {
-        assert!(std::time::Instant::now() < deadline, "{}", w.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let waited = || {
+        w.log()
+            .contains("metadata does not say so yet")
+            .then_some(())
+    };
+    let what = "a poll waiting for the metadata";
+    warp_e2e::eventually(what, waited, || w.log()).await;
     w.catalog_follows_storage().await;
     w.sql(&format!(
         "INSERT INTO {}.events (id, name, amount, updated_at, day, tags, meta, raw, ok, note) \

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mysql_shop::{shop, Shop};
 use warp_core::failpoint::Point;
-use warp_e2e::Process;
+use warp_e2e::{Poll, Process};
 
 fn start(shop: &Shop, cycle: usize, failpoint: Option<&str>) -> (Process, PathBuf) {
     let log = shop.dir.join(&format!("run-{cycle}.log"));
@@ -31,29 +31,19 @@ fn start(shop: &Shop, cycle: usize, failpoint: Option<&str>) -> (Process, PathBu
 async fn crashes_at(run: &mut Process, log: &Path, point: Point) {
     let point = point.name();
     let text = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            assert_eq!(
-                status.signal(),
-                Some(6),
-                "{point}: aborted, not {status}\n{}",
-                text()
-            );
-            assert!(
-                text().contains(&format!("failpoint {point} reached")),
-                "{}",
-                text()
-            );
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{point} never reached\n{}",
-            text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let exited = || run.0.try_wait().unwrap();
+    let status = warp_e2e::eventually(&format!("{point} reached"), exited, text).await;
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "{point}: aborted, not {status}\n{}",
+        text()
+    );
+    assert!(
+        text().contains(&format!("failpoint {point} reached")),
+        "{}",
+        text()
+    );
 }
 
 async fn phase(shop: &Shop, table: &str) -> String {
@@ -127,17 +117,13 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
 
     // Let the snapshot finish, then the same steps in streamed batches.
     let (mut run, _) = start(&shop, 100, None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while phase(&shop, "orders").await != "streaming"
-        || phase(&shop, "customers").await != "streaming"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never streaming\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let streaming = async || {
+        let both = phase(&shop, "orders").await == "streaming"
+            && phase(&shop, "customers").await == "streaming";
+        both.then_some(())
+    };
+    let what = "both tables streaming";
+    warp_e2e::eventually_with(what, Poll::SECONDS, streaming, || shop.log()).await;
     assert!(run.terminate().success());
     for point in BATCH_STEPS {
         crash(format!("{}=3", point.name()), point).await;
@@ -149,19 +135,9 @@ async fn a_crash_at_every_durable_step_loses_and_duplicates_nothing() {
     }
     // A schema change in the stream: a crash between its DDL and its registry entry.
     let (mut run, log) = start(&shop, 300, Some("inside_ddl=1"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .matches("streaming position")
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never streaming again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let streaming = || (text().matches("streaming position").count() >= 2).then_some(());
+    warp_e2e::eventually("both tables streaming again", streaming, text).await;
     shop.exec("ALTER TABLE orders ADD COLUMN channel VARCHAR(10) NULL DEFAULT 'web'")
         .await;
     crashes_at(&mut run, &log, Point::InsideDdl).await;

@@ -14,6 +14,7 @@ use warp_core::TableState;
 use warp_e2e::private_mariadb::PrivateMariadb;
 use warp_e2e::private_pg::PrivatePg;
 use warp_e2e::proxy::Proxy;
+use warp_e2e::Poll;
 
 /// A 64 KiB tmpfs at `dir`, unmounted when dropped. Needs root (as the suite runs in CI).
 struct TinyDisk(std::path::PathBuf);
@@ -74,14 +75,10 @@ async fn a_full_log_disk_degrades_logging_and_replication_goes_on() {
 
     // Debug lines fill the 64 KiB while changes stream.
     let mut round = 0i64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while disk.used() < 60 * 1024 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the log disk never filled ({} bytes)\n{}",
-            disk.used(),
-            shop.log()
-        );
+    let filled = async || {
+        if disk.used() >= 60 * 1024 {
+            return Some(());
+        }
         round += 1;
         let id = round % 2_000 + 1;
         shop.exec(&format!(
@@ -89,8 +86,11 @@ async fn a_full_log_disk_degrades_logging_and_replication_goes_on() {
         ))
         .await;
         shop.wrote("orders", id);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        None
+    };
+    let state = || format!("{} bytes logged\n{}", disk.used(), shop.log());
+    let poll = Poll::TIGHT.patience(Duration::from_secs(120));
+    warp_e2e::eventually_with("the log disk full", poll, filled, state).await;
     let stdout_before = std::fs::metadata(shop.dir.join("fulldisk-a.log"))
         .unwrap()
         .len();
@@ -130,22 +130,15 @@ const WAITING_ON_A_LOCK: &str =
 
 /// Waits until `sql` (one bigint) reaches `at_least`.
 async fn wait_count(shop: &Shop, sql: &str, at_least: i64, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let reached = async || {
         let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&shop.pg)
             .await
             .unwrap_or(0);
-        if n >= at_least {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {n} < {at_least}\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (n >= at_least).then_some(())
+    };
+    let what = format!("{what}: at least {at_least}");
+    warp_e2e::eventually_with(&what, Poll::TIGHT, reached, || shop.log()).await;
 }
 
 /// The destination restarted (`pg_ctl restart -m fast`, every session ended) while a
@@ -229,8 +222,7 @@ async fn postgres_restarted_mid_chunk_and_mid_batch_loses_and_duplicates_nothing
 async fn purge_all_but_the_current_binlog(shop: &Shop) {
     use mysql_async::prelude::Queryable;
     let mut conn = shop.mysql.get_conn().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let purged = async || {
         conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
         let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
         let current: String = logs.last().unwrap().get(0).unwrap();
@@ -238,16 +230,10 @@ async fn purge_all_but_the_current_binlog(shop: &Shop) {
             .await
             .unwrap();
         let left: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
-        if left.len() == 1 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "binlogs never purged: {} left",
-            left.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (left.len() == 1).then_some(())
+    };
+    let what = "every binlog but the current one purged";
+    warp_e2e::eventually_with(what, Poll::SECONDS, purged, || shop.log()).await;
 }
 
 /// Until both `tables` are failed in `status` with a hint naming `resync`.
@@ -332,29 +318,26 @@ struct StatusReply {
 /// Until a table of the replica on `health` has exhausted its retries (`failed`), with
 /// `/ready` 503 naming `reason` and `/health` 200 meanwhile.
 async fn wait_retries_exhausted(shop: &Shop, health: u16, reason: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let exhausted = || {
         let listed = warp_e2e::http_get(health, "/status")
             .and_then(|(_, body)| serde_json::from_str::<StatusReply>(&body).ok())
             .map(|r| r.tables)
             .unwrap_or_default();
         let failed = listed.iter().any(|t| t.state == Some(TableState::Failed));
         let ready = warp_e2e::http_get(health, "/ready").unwrap_or_default();
-        if failed && ready.0 == 503 && ready.1.contains(reason) {
-            assert_eq!(
-                warp_e2e::http_get(health, "/health").map(|r| r.0),
-                Some(200),
-                "liveness never depends on the databases"
-            );
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no table exhausted its retries ({listed:?}; /ready {ready:?})\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (failed && ready.0 == 503 && ready.1.contains(reason)).then_some(())
+    };
+    let state = || {
+        let ready = warp_e2e::http_get(health, "/ready");
+        let status = warp_e2e::http_get(health, "/status");
+        format!("/ready {ready:?}\n/status {status:?}\n{}", shop.log())
+    };
+    warp_e2e::eventually("a table's retries exhausted", exhausted, state).await;
+    assert_eq!(
+        warp_e2e::http_get(health, "/health").map(|r| r.0),
+        Some(200),
+        "liveness never depends on the databases"
+    );
 }
 
 /// The network to the source, then to the destination, cut (a TCP proxy refusing and

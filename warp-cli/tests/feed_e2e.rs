@@ -7,7 +7,6 @@ use warp_fixtures::mysql_shop;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mysql_shop::{keep_writing, shop};
 use warp_core::TableState;
@@ -66,19 +65,12 @@ async fn a_locked_landing_table_holds_back_only_its_own_table() {
         shop.db
     );
     let committed_before = shop.scalar_pg(versions.clone()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let committed = async || {
         let now = shop.scalar_pg(versions.clone()).await;
-        if now >= committed_before + 150 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "customers committed nothing while orders was locked\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (now >= committed_before + 150).then_some(())
+    };
+    let what = "customers committing while orders is locked";
+    warp_e2e::eventually_with(what, warp_e2e::Poll::SECONDS, committed, || shop.log()).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
     shop.wait_equal("customers").await;
@@ -125,26 +117,17 @@ async fn a_table_created_while_running_is_replicated_and_a_dropped_one_stops_wit
     // A table dropped for good waits to be created again (a reload), retrying its copy
     // with the reason.
     shop.exec("DROP TABLE customers").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = shop.status();
-        let customers = status.iter().find(|t| t.table == "customers");
-        let reason = customers
-            .and_then(|t| t.last_error.as_deref())
-            .unwrap_or_default();
-        if customers
-            .is_some_and(|t| matches!(t.state, Some(TableState::Retrying | TableState::Failed)))
-            && reason.contains("dropped at the source")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "customers never stopped with the reason: {status:?}\n{}",
-            shop.log()
+    let stopped = || {
+        let customers = shop.status().into_iter().find(|t| t.table == "customers")?;
+        let reason = customers.last_error.as_deref().unwrap_or_default();
+        let waiting = matches!(
+            customers.state,
+            Some(TableState::Retrying | TableState::Failed)
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (waiting && reason.contains("dropped at the source")).then_some(())
+    };
+    let state = || format!("{:?}\n{}", shop.status(), shop.log());
+    warp_e2e::eventually("customers stopped with the reason", stopped, state).await;
     // The others go on.
     shop.exec("UPDATE orders SET status = 'after' WHERE id = 1")
         .await;

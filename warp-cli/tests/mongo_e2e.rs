@@ -14,7 +14,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 use mongo_store::store;
 use warp_e2e::replica::{self, TempDir};
-use warp_e2e::Process;
+use warp_e2e::{Poll, Process};
 
 /// Order `i`'s `_id`: an ObjectId, as real collections are keyed, made from `i` so tests
 /// can name documents (big-endian, so ids sort as the numbers do).
@@ -317,23 +317,16 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
     };
 
     let meta = format!("{}_meta", store.db);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+    let progressed = async || {
         let done = store
             .count_when_ready(format!(
                 "SELECT count(*) FROM {meta}.snapshot_chunks WHERE table_name = 'orders' AND done_position IS NOT NULL"
             ))
             .await;
-        if done >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "snapshot never progressed\n{}",
-            store.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (done >= 3).then_some(())
+    };
+    let what = "three snapshot chunks done";
+    warp_e2e::eventually_with(what, Poll::TIGHT, progressed, || store.log()).await;
     run.kill();
     store
         .wait_checkpoint("orders", "phase = 'snapshot'", "a kill mid-snapshot")
@@ -454,11 +447,9 @@ async fn every_bson_type_lands_the_same_by_copy_and_by_stream() {
         "SELECT count(*) FROM {}_meta.dead_letter_queue WHERE table_name = 'm' AND error LIKE '%NUL%'",
         store.db
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while store.count_when_ready(refused.clone()).await < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "{}", store.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let dead_lettered = async || (store.count_when_ready(refused.clone()).await >= 1).then_some(());
+    let what = "the NUL document dead-lettered";
+    warp_e2e::eventually_with(what, Poll::SECONDS, dead_lettered, || store.log()).await;
     assert!(run.terminate().success());
 }
 
@@ -712,31 +703,22 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
                 == 1
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let state = || std::fs::read_to_string(&log).unwrap_or_default();
     for (table, want) in [
         ("users", 120),
         ("orders", 300),
         ("categories", 8),
         ("inventory", 60),
     ] {
-        while count(table).await != want || !streaming(table).await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{table} never copied\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let copied = async || (count(table).await == want && streaming(table).await).then_some(());
+        let what = format!("{table} copied and streaming");
+        warp_e2e::eventually_with(&what, Poll::SECONDS, copied, state).await;
     }
     // full_load_enabled: false — nothing copied, only what changes from now on.
     for table in ["products", "reviews"] {
-        while !streaming(table).await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{table} never streamed"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{table} streaming");
+        let on = async || streaming(table).await.then_some(());
+        warp_e2e::eventually_with(&what, Poll::SECONDS, on, state).await;
         assert_eq!(
             count(table).await,
             0,
@@ -749,13 +731,9 @@ async fn the_seed_ecommerce_configmap_runs_as_shipped() {
             .unwrap();
     }
     for table in ["products", "reviews"] {
-        while count(table).await != 1 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{table}: new document never arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let arrived = async || (count(table).await == 1).then_some(());
+        let what = format!("{table}: the new document");
+        warp_e2e::eventually_with(&what, Poll::SECONDS, arrived, state).await;
     }
     let audit: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'ecommerce' AND table_name = 'audit')",

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mysql_shop::shop;
 use warp_core::{CheckpointPhase, DeadLetter, TableState};
+use warp_e2e::Poll;
 
 #[tokio::test]
 async fn replicates_a_mariadb_schema_end_to_end() {
@@ -48,28 +49,24 @@ async fn replicates_a_mariadb_schema_end_to_end() {
     assert_eq!(soft_deleted, 10, "deletes are soft by default");
 
     // `status` reads the destination, so it works while `run` is active elsewhere.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let streaming = || {
         let rows = shop.status();
-        let orders = rows.iter().find(|r| r.table == "orders");
-        if orders.is_some_and(|o| {
-            o.state == Some(TableState::Streaming) && o.phase == Some(CheckpointPhase::Streaming)
-        }) {
-            let o = orders.unwrap();
-            assert_eq!(o.rows_copied, Some(500));
-            assert!(o.owner.as_deref().unwrap().starts_with("cartridge-warp-"));
-            assert!(o.position.as_ref().unwrap()["file"]
-                .as_str()
-                .unwrap()
-                .starts_with("mysql-bin."));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "status never showed streaming: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        rows.into_iter().find(|o| {
+            o.table == "orders"
+                && o.state == Some(TableState::Streaming)
+                && o.phase == Some(CheckpointPhase::Streaming)
+        })
+    };
+    let o = warp_e2e::eventually("status showing orders streaming", streaming, || {
+        format!("{:?}", shop.status())
+    })
+    .await;
+    assert_eq!(o.rows_copied, Some(500));
+    assert!(o.owner.as_deref().unwrap().starts_with("cartridge-warp-"));
+    assert!(o.position.as_ref().unwrap()["file"]
+        .as_str()
+        .unwrap()
+        .starts_with("mysql-bin."));
 
     let status = run.terminate();
     assert!(
@@ -122,24 +119,17 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
 
     // Kill while the snapshot is part-way.
     let meta = format!("{}_meta", shop.db);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let chunks_done = async || {
         let done = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {meta}.snapshot_chunks WHERE table_name = 'orders' AND done_position IS NOT NULL"
         )))
         .fetch_one(&shop.pg)
         .await
         .unwrap_or(0);
-        if done >= 5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "snapshot never progressed\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (done >= 5).then_some(())
+    };
+    let what = "five snapshot chunks done";
+    warp_e2e::eventually_with(what, Poll::TIGHT, chunks_done, || shop.log()).await;
     run.kill();
     let phase: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders'"
@@ -151,24 +141,15 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
 
     // Restart; kill again once it is streaming.
     let mut run = shop.run();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let streaming: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let streaming = async || {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
             "SELECT phase FROM {meta}.checkpoints WHERE table_name = 'orders' AND phase = 'streaming'"
         )))
         .fetch_optional(&shop.pg)
         .await
-        .unwrap();
-        if streaming.is_some() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reached streaming\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .unwrap()
+    };
+    warp_e2e::eventually_with("orders streaming", Poll::TIGHT, streaming, || shop.log()).await;
     // Kill once streamed batches have committed: the checkpoint moved past where
     // streaming started (the writes made during the snapshot are being applied).
     let position = || {
@@ -178,15 +159,9 @@ async fn survives_sigkill_mid_snapshot_and_mid_stream() {
         .fetch_one(&shop.pg)
     };
     let started_at = position().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while position().await.unwrap() == started_at {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no streamed batch committed\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let moved = async || (position().await.unwrap() != started_at).then_some(());
+    let what = "a streamed batch committed";
+    warp_e2e::eventually_with(what, Poll::TIGHT, moved, || shop.log()).await;
     run.kill();
 
     let mut run = shop.run();
@@ -415,9 +390,8 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
         shop.wrote("orders", id);
     }
     let meta = format!("{}_meta", shop.db);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        // Wait until the stream is busy with the big transaction.
+    // Wait until the stream is busy with the big transaction.
+    let busy = async || {
         let landed = shop
             .scalar_pg(format!(
                 "SELECT count(*) FROM {}.orders WHERE id >= 500000",
@@ -425,16 +399,10 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
             ))
             .await;
         let busy: i64 = shop.scalar_pg(format!("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query ILIKE '%{}%'", shop.db)).await;
-        if landed > 0 || busy > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the big transaction never started\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (landed > 0 || busy > 0).then_some(())
+    };
+    let what = "the big transaction being applied";
+    warp_e2e::eventually_with(what, Poll::TIGHT, busy, || shop.log()).await;
     let status = run.terminate();
     assert!(
         status.success(),
@@ -586,21 +554,13 @@ async fn dlq_commands_list_replay_and_discard_a_poison_row() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let listed = loop {
+    let listed = || {
         let (ok, out, err) = cli(&["dlq", "list", "--json"]);
         assert!(ok, "{err}");
         let entries: Vec<DeadLetter> = serde_json::from_str(&out).unwrap();
-        if !entries.is_empty() {
-            break entries;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no dead letter\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        (!entries.is_empty()).then_some(entries)
     };
+    let listed = warp_e2e::eventually("a dead letter", listed, || shop.log()).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].table, "orders");
     assert!(listed[0].error.contains("NUL"), "{:?}", listed[0]);

@@ -4,28 +4,22 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use warp_e2e::proxy::Proxy;
-use warp_e2e::{free_port, http_get, peer_url};
+use warp_e2e::{eventually, eventually_with, free_port, http_get, peer_url, Poll};
 
 async fn wait_status(port: u16, path: &str, want: u16, log: &std::path::Path) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((status, body)) = http_get(port, path) {
-            if status == want {
-                return body;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never answered {want}: {:?}\n{}",
-            http_get(port, path),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answered = || {
+        http_get(port, path)
+            .filter(|(status, _)| *status == want)
+            .map(|(_, body)| body)
+    };
+    let state = || {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        format!("last answer {:?}\n{log}", http_get(port, path))
+    };
+    eventually(&format!("{path} answering {want}"), answered, state).await
 }
 
 #[tokio::test]
@@ -102,36 +96,24 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
     // none), and a listed table is not yet copied: a row written before the snapshot
     // reads it arrives in the copy, not as a streamed event (seen under load: no events
     // metric ever). Wait until the table streams.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    let streaming = async || {
         let status = wait_status(health, "/status", 200, &log).await;
-        if status.contains("\"table\":\"items\"") && status.contains("\"state\":\"streaming\"") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "items never streaming: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let items = status.contains("\"table\":\"items\"");
+        (items && status.contains("\"state\":\"streaming\"")).then_some(())
+    };
+    let state = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually_with("items streaming", Poll::SECONDS, streaming, state).await;
     // A change flows, and shows in the metrics.
     my.query_drop("INSERT INTO e2e_probes.items VALUES (3, 'c')")
         .await
         .unwrap();
     // As long as the other waits here: on 2 cores under the whole suite a batch can lag.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let body = loop {
+    let counted = async || {
         let body = wait_status(metrics, "/metrics", 200, &log).await;
-        if body.contains("cartridge_warp_events_total{") {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no events metric yet:\n{body}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        body.contains("cartridge_warp_events_total{")
+            .then_some(body)
     };
+    let body = eventually_with("an events metric", Poll::SECONDS, counted, state).await;
     for name in [
         "cartridge_warp_events_total{",
         "cartridge_warp_snapshot_rows_total{",
@@ -181,21 +163,15 @@ async fn probes_follow_the_destination_and_metrics_pass_promtool() {
         .unwrap();
     let _proxy = Proxy::start(proxy_port, "127.0.0.1:5432".into()).await;
     wait_status(health, "/ready", 200, &log).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let arrived = async || {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM e2e_probes.items")
             .fetch_one(&pg)
             .await
             .unwrap_or(0);
-        if n == 4 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "row 4 never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (n == 4).then_some(())
+    };
+    let state = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually_with("row 4 through the proxy", Poll::SECONDS, arrived, state).await;
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -59,9 +59,9 @@ fn runs(r: &Replica) -> Option<Vec<String>> {
 /// Waits until the `live` replicas run every table between them, each exactly once,
 /// `shares` apiece (in order).
 async fn wait_split(shop: &Shop, live: &[&Replica], shares: &[usize]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let views: Vec<Option<Vec<String>>> = live.iter().map(|r| runs(r)).collect();
+    let views = || -> Vec<Option<Vec<String>>> { live.iter().map(|r| runs(r)).collect() };
+    let split = || {
+        let views = views();
         let mut owner = BTreeMap::new();
         let mut twice = false;
         for (r, view) in live.iter().zip(&views) {
@@ -73,27 +73,20 @@ async fn wait_split(shop: &Shop, live: &[&Replica], shares: &[usize]) {
             .iter()
             .map(|v| v.as_ref().map_or(usize::MAX, Vec::len))
             .collect();
-        if !twice && owner.len() == TABLES.len() && counts == shares {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tables never split {shares:?}: {views:?}\n{}",
-            live.iter()
-                .map(|r| shop.replica_log(r.pod))
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (!twice && owner.len() == TABLES.len() && counts == shares).then_some(())
+    };
+    let state = || {
+        let logs: Vec<String> = live.iter().map(|r| shop.replica_log(r.pod)).collect();
+        format!("{:?}\n{}", views(), logs.join("\n----\n"))
+    };
+    warp_e2e::eventually(&format!("tables split {shares:?}"), split, state).await;
 }
 
 /// Waits until `r`'s `/status` (what its status page shows) lists every table with the
 /// replica running it, its own and the others' alike.
 async fn wait_listed(shop: &Shop, r: &Replica, owners: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let listed: Vec<(String, Option<String>, bool)> = warp_e2e::http_get(r.port, "/status")
+    let listed = || -> Vec<(String, Option<String>, bool)> {
+        warp_e2e::http_get(r.port, "/status")
             .and_then(|(_, body)| serde_json::from_str::<StatusReply>(&body).ok())
             .map(|reply| {
                 reply
@@ -103,7 +96,10 @@ async fn wait_listed(shop: &Shop, r: &Replica, owners: &[&str]) {
                     .map(|t| (t.table, t.owner, t.here))
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let complete = || {
+        let listed = listed();
         let mut seen: Vec<&str> = listed.iter().filter_map(|t| t.1.as_deref()).collect();
         seen.sort_unstable();
         seen.dedup();
@@ -111,35 +107,19 @@ async fn wait_listed(shop: &Shop, r: &Replica, owners: &[&str]) {
             .iter()
             .filter(|t| t.2 && t.1.as_deref() == Some(r.pod))
             .count();
-        if listed.len() == TABLES.len() && seen == owners && own == 2 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}'s /status never listed every table with its owner: {listed:?}\n{}",
-            r.pod,
-            shop.replica_log(r.pod)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (listed.len() == TABLES.len() && seen == owners && own == 2).then_some(())
+    };
+    let what = format!("{}'s /status listing every table with its owner", r.pod);
+    let state = || format!("{:?}\n{}", listed(), shop.replica_log(r.pod));
+    warp_e2e::eventually(&what, complete, state).await;
 }
 
 /// Waits until the replicas hold `n` binlog dump connections between them: one each,
 /// whatever number of tables each runs.
 async fn wait_dumps(shop: &Shop, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let dumps = shop.binlog_dumps().await;
-        if dumps == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{dumps} binlog dumps, not {n}\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let held = async || (shop.binlog_dumps().await == n).then_some(());
+    let what = format!("{n} binlog dumps");
+    warp_e2e::eventually_with(&what, warp_e2e::Poll::SECONDS, held, || shop.log()).await;
 }
 
 fn start(shop: &Shop, pod: &'static str) -> Replica {

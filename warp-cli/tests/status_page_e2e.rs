@@ -7,7 +7,6 @@
 use warp_fixtures::mysql_shop;
 
 use std::path::Path;
-use std::time::Duration;
 
 use mysql_shop::shop;
 use serde_json::Value;
@@ -83,19 +82,9 @@ async fn wait_row(
     done: impl Fn(&Value) -> bool,
     log: impl Fn() -> String,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let seen = row(browser, table);
-        if done(&seen) {
-            return seen;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table}: never {what} on the page (last seen {seen})\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let shown = || Some(row(browser, table)).filter(|seen| done(seen));
+    let state = || format!("last seen {}\n{}", row(browser, table), log());
+    warp_e2e::eventually(&format!("{table} {what} on the page"), shown, state).await
 }
 
 /// An Ingress's path prefix in front of the health port: `GET /<prefix>/x` is forwarded
@@ -166,15 +155,13 @@ async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
     // Hold orders' copy after its first chunk: another session locks its landing table.
     let exists = format!("SELECT (to_regclass('{orders}') IS NOT NULL)::int::bigint");
     let copied = format!("SELECT count(*)::bigint FROM {orders}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while shop.scalar_pg(exists.clone()).await == 0 || shop.scalar_pg(copied.clone()).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders' first chunk never landed\n{}",
-            shop.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let landed = async || {
+        let first =
+            shop.scalar_pg(exists.clone()).await != 0 && shop.scalar_pg(copied.clone()).await != 0;
+        first.then_some(())
+    };
+    let what = "orders' first chunk landed";
+    warp_e2e::eventually_with(what, warp_e2e::Poll::TIGHT, landed, || shop.log()).await;
     let lock = shop.lock_landing("orders").await;
 
     let browser = Browser::start(&shop.dir.join("chromedriver.log"));
@@ -271,25 +258,28 @@ async fn the_page_follows_a_snapshot_into_streaming_and_shows_a_failed_table() {
     );
 
     // The page and /status agree, table by table (the page may be one poll behind).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let shown = || {
         let mut shown = page_rows(&browser);
         shown.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+        shown
+    };
+    let agree = || {
         let listed = status(health);
-        if shown == listed {
-            assert_eq!(listed.len(), 3, "{listed:?}");
-            assert!(
-                listed.iter().all(|t| t.owner.as_deref() == Some("page-a")),
-                "{listed:?}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page shows {shown:?}\n/status lists {listed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        (shown() == listed).then_some(listed)
+    };
+    let state = || {
+        format!(
+            "the page shows {:?}\n/status lists {:?}",
+            shown(),
+            status(health)
+        )
+    };
+    let listed = warp_e2e::eventually("the page agreeing with /status", agree, state).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        listed.iter().all(|t| t.owner.as_deref() == Some("page-a")),
+        "{listed:?}"
+    );
     browser.screenshot(&shots.join("status-page-failed.png"));
 
     // Behind an Ingress path prefix (`/<schema>`, no trailing slash) the page finds its

@@ -4,7 +4,6 @@
 //! failures `validate --check-connections` must name.
 
 use std::process::Output;
-use std::time::Duration;
 
 use bson::{doc, Document};
 use mysql_async::prelude::Queryable;
@@ -15,7 +14,6 @@ use warp_e2e::tls::TlsPeers;
 use warp_e2e::Process;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cartridge-warp");
-const DEADLINE: Duration = Duration::from_secs(90);
 
 async fn pg(peers: &TlsPeers, drop: &[&str]) -> PgPool {
     let url = peers.pg_url(
@@ -71,15 +69,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let state = || std::fs::read_to_string(log).unwrap_or_default();
+    let check = async || done().await.then_some(());
+    warp_e2e::eventually_with(what, warp_e2e::Poll::SECONDS, check, state).await;
 }
 
 #[tokio::test]

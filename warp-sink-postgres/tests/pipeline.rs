@@ -179,21 +179,15 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let caught_up = async || {
         let streaming = status
             .get(key)
             .is_some_and(|s| s.state == TableState::Streaming && s.pending_changes == 0);
-        if streaming && equal().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out: {:?}",
-            status.get(key)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (streaming && equal().await).then_some(())
+    };
+    let state = || format!("{:?}", status.get(key));
+    let what = format!("{key} streaming and equal to the source");
+    warp_e2e::eventually_with(&what, warp_e2e::Poll::TIGHT, caught_up, state).await;
 }
 
 #[tokio::test]

@@ -150,6 +150,21 @@ pub async fn feed(
     .boxed())
 }
 
+/// What an event asks of the reader.
+enum Step {
+    /// Handled: `Some` when it completes something to hand to the engine.
+    Done(Option<FeedItem>),
+    /// A statement that may be DDL, for [`Reader::statement`].
+    Statement(Statement),
+}
+
+struct Statement {
+    default_db: String,
+    sql: String,
+    log_pos: u32,
+    ts: Option<DateTime<Utc>>,
+}
+
 /// Where the dump starts: a file and offset, or (after a failover) MariaDB's GTIDs.
 struct DumpStart<'a> {
     file: &'a str,
@@ -256,7 +271,13 @@ impl Reader {
                 return Ok(item);
             }
             let event = self.next_event().await?;
-            if let Some(item) = self.dispatch(&event).await? {
+            let item = match self.dispatch(&event)? {
+                Step::Done(item) => item,
+                // Boxed: a catalog read's future is large and DDL is rare, so the path
+                // every event takes stays small (a large future is copied per event).
+                Step::Statement(statement) => Box::pin(self.statement(statement)).await?,
+            };
+            if let Some(item) = item {
                 return Ok(item);
             }
         }
@@ -282,8 +303,8 @@ impl Reader {
         }
     }
 
-    /// Hands `event` to the handler of its kind: `Some` when it completes something.
-    async fn dispatch(&mut self, event: &Event) -> warp_core::Result<Option<FeedItem>> {
+    /// Hands `event` to the handler of its kind.
+    fn dispatch(&mut self, event: &Event) -> warp_core::Result<Step> {
         let header = event.header();
         let log_pos = self.payloads.position(header.log_pos(), &self.file)?;
         let ts = DateTime::from_timestamp(i64::from(header.timestamp()), 0);
@@ -293,38 +314,42 @@ impl Reader {
                 self.xa.start(xid);
                 self.txn.ts = ts;
             }
-            return Ok(None);
+            return Ok(Step::Done(None));
         }
         let Some(data) = self.data_of(event)? else {
-            return Ok(None);
+            return Ok(Step::Done(None));
         };
         if self.gtids.observe(&data) {
-            return Ok(None);
+            return Ok(Step::Done(None));
         }
-        match data {
+        let done = match data {
             EventData::RotateEvent(_) => {
                 self.file = crate::rotate::target(event);
-                Ok(None)
+                None
             }
             EventData::HeartbeatEvent if self.txn.pending.is_empty() && log_pos > 0 => {
-                self.commit(log_pos, Some(Utc::now()))
+                self.commit(log_pos, Some(Utc::now()))?
             }
-            EventData::XaPrepareLogEvent(_) => self.xa_prepared(log_pos).map(|()| None),
-            EventData::QueryEvent(q) => self.query(&q, log_pos, ts).await,
-            EventData::XidEvent(_) => self.commit(log_pos, ts),
+            EventData::XaPrepareLogEvent(_) => {
+                self.xa_prepared(log_pos)?;
+                None
+            }
+            EventData::QueryEvent(q) => return self.query(&q, log_pos, ts),
+            EventData::XidEvent(_) => self.commit(log_pos, ts)?,
             // The server could not log what happened (e.g. LOST_EVENTS): a replica of it
             // stops here too.
             EventData::IncidentEvent(incident) => {
-                Err(self.broken(log_pos, incident_text(&incident)))
+                return Err(self.broken(log_pos, incident_text(&incident)))
             }
             // The driver hands out the decompressed inner events next.
             EventData::TransactionPayloadEvent(_) => {
                 self.payloads.start(log_pos);
-                Ok(None)
+                None
             }
-            EventData::RowsEvent(rows) => self.rows_event(&rows, log_pos),
-            _ => Ok(None),
-        }
+            EventData::RowsEvent(rows) => self.rows_event(&rows, log_pos)?,
+            _ => None,
+        };
+        Ok(Step::Done(done))
     }
 
     /// The event's decoded body; `None` for types the decoder does not know (MariaDB's
@@ -344,31 +369,42 @@ impl Reader {
     }
 
     /// A statement: a transaction boundary, a savepoint or rollback, an XA statement, or
-    /// DDL (a commit of its own when it touches a served table).
-    async fn query(
+    /// one that may be DDL (left to [`Reader::statement`], which reads the catalog).
+    fn query(
         &mut self,
         q: &QueryEvent<'_>,
         log_pos: u32,
         ts: Option<DateTime<Utc>>,
-    ) -> warp_core::Result<Option<FeedItem>> {
+    ) -> warp_core::Result<Step> {
         let sql = q.query().into_owned();
         if let Some(xa) = XaStatement::parse(&sql) {
-            return self.xa_statement(xa, log_pos, ts);
+            return self.xa_statement(xa, log_pos, ts).map(Step::Done);
         }
         let trimmed = sql.trim().to_ascii_uppercase();
         if trimmed == "BEGIN" {
             self.txn.begin(ts);
-            return Ok(None);
+            return Ok(Step::Done(None));
         }
         if let Some(undo) = Undo::parse(&trimmed) {
-            return self.undo(undo, log_pos, ts);
+            return self.undo(undo, log_pos, ts).map(Step::Done);
         }
         // DDL read again before the consumer's position was applied then.
-        let ends =
-            trimmed == "COMMIT" || self.replaying(log_pos) || self.ddl(&q.schema(), &sql).await?;
-        // (A table the statement stopped hears it before this commit: `next`.)
-        if ends {
-            self.commit(log_pos, ts)
+        if trimmed == "COMMIT" || self.replaying(log_pos) {
+            return self.commit(log_pos, ts).map(Step::Done);
+        }
+        Ok(Step::Statement(Statement {
+            default_db: q.schema().into_owned(),
+            sql,
+            log_pos,
+            ts,
+        }))
+    }
+
+    /// A statement that may be DDL: a commit of its own when it touches a served table.
+    /// (A table the statement stopped hears it before this commit: `next`.)
+    async fn statement(&mut self, s: Statement) -> warp_core::Result<Option<FeedItem>> {
+        if self.ddl(&s.default_db, &s.sql).await? {
+            self.commit(s.log_pos, s.ts)
         } else {
             Ok(None)
         }
