@@ -4,7 +4,7 @@
 
 use bson::{doc, Document};
 use futures::StreamExt;
-use warp_core::{FeedItem, FeedTable, Source};
+use warp_core::{FeedItem, Source};
 
 mod common;
 
@@ -16,22 +16,7 @@ async fn heartbeats_of_an_idle_stream_carry_the_time_it_was_read_up_to() {
     client.database(db).drop().await.unwrap();
     let items = client.database(db).collection::<Document>("items");
     items.insert_one(doc! { "_id": 1_i64 }).await.unwrap();
-    let yaml = format!(
-        "source: {{ type: mongodb, connection_string: '{url}', database: {db} }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas:\n- name: {db}\n"
-    );
-    let (source, schema) = common::source_of(&yaml);
-    let tables: Vec<FeedTable> = source
-        .discover(&schema)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| FeedTable {
-            read: schema.table(&t.id.name).read_settings(),
-            schema: t,
-        })
-        .collect();
+    let (source, tables) = common::feed_tables(&url, db).await;
     let start = source
         .current_position(&tables[0].schema, &tables[0].read)
         .await

@@ -5,7 +5,7 @@
 
 use bson::{doc, Document};
 use futures::StreamExt;
-use warp_core::{Change, FeedItem, FeedTable, Source};
+use warp_core::{Change, FeedItem, Source};
 
 mod common;
 
@@ -23,22 +23,7 @@ async fn an_undecodable_event_stops_its_collection_and_the_others_stream_on() {
     good.insert_one(doc! { "_id": 1_i64, "v": 1 })
         .await
         .unwrap();
-    let yaml = format!(
-        "source: {{ type: mongodb, connection_string: '{url}', database: {db} }}\n\
-         destination: {{ type: postgresql, connection_string: 'postgresql://u@h/d' }}\n\
-         schemas:\n- name: {db}\n"
-    );
-    let (source, schema) = common::source_of(&yaml);
-    let tables: Vec<FeedTable> = source
-        .discover(&schema)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| FeedTable {
-            read: schema.table(&t.id.name).read_settings(),
-            schema: t,
-        })
-        .collect();
+    let (source, tables) = common::feed_tables(&url, db).await;
     let index = |name: &str| {
         tables
             .iter()
