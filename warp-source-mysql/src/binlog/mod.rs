@@ -223,7 +223,7 @@ impl Reader {
         ts: Option<DateTime<Utc>>,
     ) -> warp_core::Result<Option<FeedItem>> {
         let at = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
-        let (changes, began_at) = self.txn.end(at.clone());
+        let (changes, txn_ts) = self.txn.end(at.clone());
         if let Some(until) = &self.replay_until {
             if at <= *until {
                 return Ok(None);
@@ -232,7 +232,7 @@ impl Reader {
         }
         let commit = Commit {
             position: self.position(log_pos).encode()?,
-            source_ts: ts.or(began_at),
+            source_ts: ts.or(txn_ts),
         };
         Ok(Some(FeedItem::Fragment {
             changes,
