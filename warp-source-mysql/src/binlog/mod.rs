@@ -223,12 +223,12 @@ impl Reader {
         ts: Option<DateTime<Utc>>,
     ) -> warp_core::Result<Option<FeedItem>> {
         let at = BinlogPosition::new(self.file.clone(), u64::from(log_pos));
-        let (changes, txn_ts) = self.txn.end(at.clone());
-        if let Some(until) = &self.replay_until {
-            if at <= *until {
-                return Ok(None);
-            }
-            self.replay_until = None;
+        let replayed = self.replay_until.as_ref().map(|until| at <= *until);
+        let (changes, txn_ts) = self.txn.end(at);
+        match replayed {
+            Some(true) => return Ok(None),
+            Some(false) => self.replay_until = None,
+            None => {}
         }
         let commit = Commit {
             position: self.position(log_pos).encode()?,
