@@ -1399,3 +1399,28 @@ async fn json_text_lands_as_jsonb_and_text_postgres_refuses_is_dead_lettered() {
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(dead.iter().all(|d| d.1.contains("json")), "{dead:?}");
 }
+
+/// PostgreSQL as the control store of a destination that commits its rows elsewhere: a
+/// checkpoint saved on its own (`CheckpointStore::save`) is kept under the fencing token
+/// like one committed with data, and refused from a replaced holder.
+#[tokio::test]
+async fn a_checkpoint_saved_apart_from_data_is_fenced_like_one_committed_with_it() {
+    let env = setup("save_apart").await;
+    let target = env.target("orders", DeletionStrategy::Soft);
+    let key = target.key();
+    let old = env.claim(&target).await;
+    env.sink.save(&key, old, streaming(7)).await.unwrap();
+    let seq = async || match env.sink.load(&key).await.unwrap().map(|c| c.phase) {
+        Some(Phase::Streaming { position, .. }) => position.as_json()["seq"].as_u64(),
+        other => panic!("not streaming: {other:?}"),
+    };
+    assert_eq!(seq().await, Some(7));
+
+    let new = env.claim(&target).await;
+    assert!(new > old);
+    let refused = env.sink.save(&key, old, streaming(9)).await;
+    assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+    assert_eq!(seq().await, Some(7), "the stale holder moved nothing");
+    env.sink.save(&key, new, streaming(9)).await.unwrap();
+    assert_eq!(seq().await, Some(9));
+}
