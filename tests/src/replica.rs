@@ -57,6 +57,18 @@ pub async fn landed(pg: &PgPool, config: &Path, t: &TableSchema) -> Vec<LandedRo
         })
 }
 
+/// The landing version `t`'s landing table was created with (unrecorded while it does
+/// not exist yet): a source reads the table's rows the way they were landed with it.
+pub async fn landing(pg: &PgPool, config: &Path, t: &TableSchema) -> warp_core::LandingVersion {
+    use warp_core::LandedRows;
+    let (loaded, schema) = load(config);
+    let metadata = loaded.config.destination.metadata_schema.clone();
+    let sink = warp_sink_postgres::PostgresSink::with_pool(pg.clone(), &metadata);
+    sink.landing_version(&Target::new(&schema, &t.id))
+        .await
+        .unwrap_or_default()
+}
+
 /// The live (not soft-deleted) rows among `rows`.
 pub fn live(rows: Vec<LandedRow>) -> Vec<Row> {
     rows.into_iter()

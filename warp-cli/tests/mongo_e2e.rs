@@ -453,6 +453,66 @@ async fn every_bson_type_lands_the_same_by_copy_and_by_stream() {
     assert!(run.terminate().success());
 }
 
+/// `_id`s of different types whose plain texts meet (the boolean `true` and the string
+/// `"true"`; the emulator refuses `5` beside `"5"`, which the source's unit tests build in
+/// the server's shape) are two documents at the source and stay two rows, by the copy and
+/// by the stream; strings that read like another type land quoted.
+#[tokio::test]
+async fn ids_whose_texts_would_meet_stay_apart() {
+    let store = store("ids", 100, "").await;
+    let v = |id: Bson, v: i64| doc! { "_id": id, "v": v };
+    let s = |t: &str| Bson::String(t.into());
+    store
+        .insert(
+            "ids",
+            vec![
+                v(Bson::Boolean(true), 1),
+                v(s("true"), 2),
+                v(Bson::Int64(7), 3),
+                v(s("8"), 4),
+            ],
+        )
+        .await;
+    let mut run = store.run();
+    store.wait_equal("ids").await;
+    store
+        .insert("ids", vec![v(Bson::Boolean(false), 5), v(s("false"), 6)])
+        .await;
+    store
+        .update("ids", s("true"), doc! { "$set": { "v": 20_i64 } })
+        .await;
+    // (The emulator cannot delete by a boolean `_id`.)
+    let gone = store
+        .coll("ids")
+        .delete_one(doc! { "_id": 7_i64 })
+        .await
+        .unwrap();
+    assert_eq!(gone.deleted_count, 1);
+    store.wrote("ids", &Bson::Int64(7));
+    store.wait_equal("ids").await;
+    let keys: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT _id, v::bigint FROM {}.ids WHERE NOT is_deleted ORDER BY _id COLLATE \"C\"",
+        store.db
+    )))
+    .fetch_all(&store.pg)
+    .await
+    .unwrap();
+    let expected = [
+        (r#""8""#, 4),
+        (r#""false""#, 6),
+        (r#""true""#, 20),
+        ("false", 5),
+        ("true", 1),
+    ];
+    assert_eq!(
+        keys,
+        expected.map(|(k, v)| (k.to_owned(), v)).to_vec(),
+        "landed keys"
+    );
+    store.assert_no_double_apply("ids").await;
+    assert!(run.terminate().success());
+}
+
 /// Documents with more fields than a PostgreSQL table can have columns (1,600): the
 /// fields past the column budget land in `_overflow` as JSON, by the copy and by the
 /// stream, instead of failing the table; every value is in the destination.

@@ -82,7 +82,9 @@ pub use lease::{fair_share, Lease, LeaseStore, LeaseTiming};
 pub use mask::mask_secrets;
 pub use position::Position;
 pub use read_settings::{FeedTable, ReadSettings, TableReads};
-pub use schema::{Column, ColumnType, SchemaChange, ShapeError, TableId, TableSchema};
+pub use schema::{
+    Column, ColumnType, LandingVersion, SchemaChange, ShapeError, TableId, TableSchema,
+};
 pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Committed, FencingToken, Phase,
     Signal, Sink, SinkTransaction, TableKey, Target,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::schema::TableId;
+use crate::schema::{LandingVersion, TableId};
 use crate::watermark::Pace;
 
 /// Bytes of source rows a snapshot page holds when rows are wide.
@@ -27,6 +27,10 @@ pub struct ReadSettings {
     pub document_column: bool,
     /// Whether deletes are found by comparing key sets (`delete_detection_interval`).
     pub delete_detection: bool,
+    /// The landing version the table's landing table was created with: the source lands
+    /// (and reads back) keys and values as that version did. Set by the engine once the
+    /// table is ensured; [`LandingVersion::UNRECORDED`] until then.
+    pub landing: LandingVersion,
 }
 
 impl ReadSettings {
@@ -40,6 +44,7 @@ impl ReadSettings {
             flatten_depth: 0,
             document_column: false,
             delete_detection: false,
+            landing: LandingVersion::UNRECORDED,
         }
     }
 

@@ -101,6 +101,27 @@ impl Column {
     }
 }
 
+/// The version of its source's landing conventions a landing table was created with
+/// (docs/architecture.md, "Landing versions"). A source that changes how it lands values
+/// (MongoDB's `_id` text) lands tables created before the change the old way, so the rows
+/// already there keep their keys; the destination records the version when it creates a
+/// table, and the engine hands it back to the source in each table's read settings.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct LandingVersion(pub u32);
+
+impl LandingVersion {
+    /// Tables created before versions were recorded, and sources that never changed.
+    pub const UNRECORDED: Self = Self(0);
+}
+
+impl std::fmt::Display for LandingVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
 /// A table's shape. Rows are positional against `columns`; columns are only ever
 /// appended (a dropped source column stays, nullable), so positions are stable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::event::Change;
 pub use crate::lease::{FencingToken, TableKey};
 use crate::position::Position;
-use crate::schema::{TableId, TableSchema};
+use crate::schema::{LandingVersion, TableId, TableSchema};
 use crate::source::KeyRange;
 use crate::value::Row;
 
@@ -29,6 +29,9 @@ pub struct Target {
     pub soft_delete_column: String,
     pub deleted_at_column: String,
     pub schema_change_policy: SchemaChangePolicy,
+    /// The landing version a table created now records: the source's current one
+    /// ([`crate::Source::landing_version`]).
+    pub landing: LandingVersion,
 }
 
 impl Target {
@@ -44,7 +47,15 @@ impl Target {
             soft_delete_column: settings.soft_delete_column,
             deleted_at_column: settings.deleted_at_column,
             schema_change_policy: settings.schema_change_policy,
+            landing: LandingVersion::UNRECORDED,
         }
+    }
+
+    /// The same target, creating tables with `landing`.
+    #[must_use]
+    pub fn landing(mut self, landing: LandingVersion) -> Self {
+        self.landing = landing;
+        self
     }
 
     pub fn key(&self) -> TableKey {
@@ -166,8 +177,10 @@ pub trait Sink: Send + Sync {
     /// Creates or migrates the metadata schema (idempotent).
     async fn prepare(&self) -> Result<()>;
 
-    /// Creates the landing table if missing, or brings it to `schema`'s shape.
-    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<()>;
+    /// Creates the landing table if missing (recording `target.landing`), or brings it to
+    /// `schema`'s shape. Returns the landing version the table was created with
+    /// ([`LandingVersion::UNRECORDED`] for a table created before versions were recorded).
+    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<LandingVersion>;
 
     /// The DDL `ensure_table` would run, without running it (`run --dry-run`).
     async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>>;

@@ -187,6 +187,13 @@ pub trait Source: Send + Sync {
         ))
     }
 
+    /// The landing version tables created now record: a source that changes how it lands
+    /// values bumps it and keeps landing tables of older versions their way
+    /// ([`ReadSettings::landing`]).
+    fn landing_version(&self) -> crate::LandingVersion {
+        crate::LandingVersion::UNRECORDED
+    }
+
     /// Orders two positions written by this source.
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering>;
 
@@ -209,7 +216,11 @@ pub trait Source: Send + Sync {
 
     /// Every key the table has now, for delete detection by key-set comparison
     /// (`delete_detection_interval`, polling sources). `None`: not supported.
-    async fn live_keys(&self, _table: &TableSchema) -> Result<Option<Vec<Key>>> {
+    async fn live_keys(
+        &self,
+        _table: &TableSchema,
+        _read: &ReadSettings,
+    ) -> Result<Option<Vec<Key>>> {
         Ok(None)
     }
 
@@ -217,7 +228,12 @@ pub trait Source: Send + Sync {
     /// collation only deems equal is not held): how a comparison finds rows the
     /// destination keeps that the source no longer has, a page of keys at a time.
     /// `None`: not supported.
-    async fn existing_keys(&self, _table: &TableSchema, _keys: &[Key]) -> Result<Option<Vec<Key>>> {
+    async fn existing_keys(
+        &self,
+        _table: &TableSchema,
+        _read: &ReadSettings,
+        _keys: &[Key],
+    ) -> Result<Option<Vec<Key>>> {
         Ok(None)
     }
 

@@ -264,3 +264,40 @@ async fn each_table_is_read_with_its_own_settings() {
         run.stop().await;
     }
 }
+
+/// A landing table is read the way it was created: one an older release created (no
+/// landing version recorded) keeps the unrecorded version, while a table created now
+/// records the source's current one — so a source that changed how it lands keys keeps
+/// the old keys where rows already hold them.
+#[tokio::test]
+async fn each_table_is_read_with_the_landing_version_it_was_created_with() {
+    use warp_core::{LandingVersion, Sink, Source, Target};
+    for feed in [true, false] {
+        let source = source_with_tables(15).with_landing_version(LandingVersion(1));
+        let source = if feed { source } else { source.without_feed() };
+        let sink = destination();
+        let resolved = schema(&all_tables());
+        let orders = source
+            .discover(&resolved)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id.name == "orders")
+            .unwrap();
+        let created = sink
+            .ensure_table(&Target::new(&resolved, &orders.id), &orders)
+            .await
+            .unwrap();
+        assert_eq!(created, LandingVersion::UNRECORDED);
+        let run = start(&source, &sink, resolved, settings());
+        streaming_through_the_feed(&source, &sink).await;
+        let landing = |t: &str| source.read_settings_seen(t).expect("read").landing;
+        assert_eq!(
+            landing("orders"),
+            LandingVersion::UNRECORDED,
+            "feed: {feed}"
+        );
+        assert_eq!(landing("items"), LandingVersion(1), "feed: {feed}");
+        run.stop().await;
+    }
+}

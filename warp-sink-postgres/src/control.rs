@@ -5,9 +5,11 @@ use async_trait::async_trait;
 use warp_core::control::Targets;
 use warp_core::{
     ColumnType, ControlStore, DeadLetter, DeadLetterFilter, DeploymentStatus, Fix, Key, LandedRow,
-    LandedRows, Repaired, ReplayReport, Row, Signal, SignalKind, TableSchema, TableStatus, Target,
+    LandedRows, LandingVersion, Repaired, ReplayReport, Row, Signal, SignalKind, TableSchema,
+    TableStatus, Target,
 };
 
+use crate::error::Context;
 use crate::{read, signals, status, PostgresSink};
 
 #[async_trait]
@@ -60,6 +62,12 @@ impl ControlStore for PostgresSink {
 impl LandedRows for PostgresSink {
     async fn landed_schema(&self, target: &Target) -> warp_core::Result<TableSchema> {
         Ok(PostgresSink::landed_schema(self, target).await?)
+    }
+
+    async fn landing_version(&self, target: &Target) -> warp_core::Result<LandingVersion> {
+        let mut conn = self.pool().acquire().await.context("connect")?;
+        let probe = crate::landed::Landed::location(target);
+        Ok(crate::landing::read(&mut conn, self.metadata_schema(), &probe).await?)
     }
 
     async fn rows_with_keys(

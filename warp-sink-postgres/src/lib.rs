@@ -1,6 +1,6 @@
-//! `Sink` and `CheckpointStore` for PostgreSQL: landing tables (docs/postgres.md), schema
-//! evolution (§6), batches committed atomically with their checkpoint under a fencing
-//! token (§7), and the metadata schema (§8).
+//! `Sink` and `CheckpointStore` for PostgreSQL (docs/postgres.md): landing tables, schema
+//! evolution, batches committed atomically with their checkpoint under a fencing token,
+//! and the metadata schema.
 
 mod apply;
 mod binary;
@@ -15,6 +15,7 @@ mod encode;
 mod error;
 mod ident;
 mod landed;
+mod landing;
 mod lease;
 mod migrations;
 pub mod read;
@@ -33,7 +34,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, Sink,
+    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, LandingVersion, Sink,
     SinkTransaction, TableKey, TableSchema, Target,
 };
 
@@ -162,7 +163,7 @@ impl PostgresSink {
         &self.inner.metadata
     }
 
-    async fn ensure(&self, target: &Target, schema: &TableSchema) -> Result<()> {
+    async fn ensure(&self, target: &Target, schema: &TableSchema) -> Result<LandingVersion> {
         let mut landed = Landed::new(target, schema)?;
         let mut tx = self.inner.pool.begin().await.context("begin")?;
         // Tables (of this and other replicas) creating the same schema or table take
@@ -178,6 +179,14 @@ impl PostgresSink {
                 .context("lock table definition")?;
         }
         let existing = ddl::existing_columns(&mut tx, &landed).await?;
+        let metadata = &self.inner.metadata;
+        let version = if existing.is_some() {
+            landing::read(&mut tx, metadata, &landed).await?
+        } else {
+            // Created below, in this transaction: the table and its version land together.
+            landing::record(&mut tx, metadata, &landed, target.landing).await?;
+            target.landing
+        };
         let statements = ddl::plan(target, &landed, schema, existing.as_deref())?;
         ddl::execute(
             &mut tx,
@@ -204,7 +213,7 @@ impl PostgresSink {
         tx.commit().await.context("commit table definition")?;
         self.inner
             .remember(&target.key(), TableEntry::new(landed, schema.clone()));
-        Ok(())
+        Ok(version)
     }
 
     async fn plan(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>> {
@@ -295,7 +304,11 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> warp_core::Result<()> {
+    async fn ensure_table(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+    ) -> warp_core::Result<LandingVersion> {
         Ok(self.ensure(target, schema).await?)
     }
 

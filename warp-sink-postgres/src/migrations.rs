@@ -26,7 +26,22 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "background verification per table in table_state",
         TABLE_STATE_VERIFICATION,
     ),
+    (
+        7,
+        "the landing version each landing table was created with",
+        LANDING_TABLES,
+    ),
 ];
+
+/// Keyed by the PostgreSQL table (not the replicated schema): the version describes the
+/// table's rows, and goes with it.
+const LANDING_TABLES: &str = "CREATE TABLE {m}.landing_tables (
+    schema_name     text NOT NULL,
+    table_name      text NOT NULL,
+    landing_version integer NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, table_name)
+)";
 
 const TABLE_STATE_VERIFICATION: &str = "ALTER TABLE {m}.table_state ADD COLUMN verification jsonb";
 

@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, PgPool};
 use warp_core::config::{DeletionStrategy, SchemaChangePolicy};
 use warp_core::{
     Change, ChangeEvent, CheckpointStore, CheckpointUpdate, Column, ColumnType, Decimal, Error,
-    FencingToken, Interval, KeyRange, LeaseStore, Operation, Phase, Position, Row, SchemaChange,
-    Sink, TableId, TableKey, TableSchema, Target, Value,
+    FencingToken, Interval, KeyRange, LandedRows, LandingVersion, LeaseStore, Operation, Phase,
+    Position, Row, SchemaChange, Sink, TableId, TableKey, TableSchema, Target, Value,
 };
 use warp_sink_postgres::read::{rows, LandedRow};
 use warp_sink_postgres::PostgresSink;
@@ -64,6 +64,7 @@ impl Env {
             soft_delete_column: "is_deleted".into(),
             deleted_at_column: "deleted_at".into(),
             schema_change_policy: SchemaChangePolicy::WidenToText,
+            landing: LandingVersion::UNRECORDED,
         }
     }
 
@@ -308,6 +309,71 @@ async fn write_and_read_back(
 /// in a `numeric` column (decimal128's specials), a 6,145-digit decimal and one 6,143 places
 /// small (decimal128's ends), -0.0 and NaN in `double precision`, dates in year 1 and
 /// year 10000. Each lands and reads back exactly, by COPY and by staged changes.
+/// A landing table records the landing version it was created with, in the transaction
+/// that creates it; one an older release created reads as unrecorded (and stays so when
+/// it evolves); one dropped and created again records the version of its new creation.
+#[tokio::test]
+async fn a_landing_table_keeps_the_landing_version_it_was_created_with() {
+    let env = setup("landing").await;
+    let newer = env
+        .target("orders", DeletionStrategy::Hard)
+        .landing(LandingVersion(1));
+    let schema = simple_schema("orders");
+    assert_eq!(
+        env.sink.ensure_table(&newer, &schema).await.unwrap(),
+        LandingVersion(1)
+    );
+    let mut wider = schema.clone();
+    wider
+        .columns
+        .push(Column::new("note", ColumnType::Text { max_len: None }));
+    let later = newer.clone().landing(LandingVersion(2));
+    assert_eq!(
+        env.sink.ensure_table(&later, &wider).await.unwrap(),
+        LandingVersion(1)
+    );
+    assert_eq!(
+        env.sink.landing_version(&later).await.unwrap(),
+        LandingVersion(1)
+    );
+
+    // A table as an older release left it: created, with no version recorded.
+    let older = env.target("items", DeletionStrategy::Hard);
+    env.sink
+        .ensure_table(&older, &simple_schema("items"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DELETE FROM \"{}\".landing_tables WHERE table_name = 'items'",
+        env.meta
+    )))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let now = older.clone().landing(LandingVersion(1));
+    let items = simple_schema("items");
+    assert_eq!(
+        env.sink.ensure_table(&now, &items).await.unwrap(),
+        LandingVersion::UNRECORDED
+    );
+    assert_eq!(
+        env.sink.landing_version(&now).await.unwrap(),
+        LandingVersion::UNRECORDED
+    );
+
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE \"{}\".items",
+        env.schema
+    )))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        env.sink.ensure_table(&now, &items).await.unwrap(),
+        LandingVersion(1)
+    );
+}
+
 #[tokio::test]
 async fn the_edges_of_numeric_float_and_timestamp_land_exactly() {
     use ColumnType as T;

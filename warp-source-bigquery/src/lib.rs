@@ -307,7 +307,11 @@ impl Source for BigQuerySource {
         Ok(described.table.num_rows.and_then(|n| n.parse().ok()))
     }
 
-    async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
+    async fn live_keys(
+        &self,
+        table: &TableSchema,
+        _read: &ReadSettings,
+    ) -> warp_core::Result<Option<Vec<Key>>> {
         let t = self.cached(table)?;
         let sql = format!("SELECT {} {}", t.key_list(), t.scan_where::<&str>(&[]));
         let rows = self

@@ -113,5 +113,8 @@ async fn a_full_load_reads_every_row_older_than_its_position_once() {
     }
 
     let keys = vec![vec![Value::Int(1)]];
-    assert_eq!(source.existing_keys(&table, &keys).await.unwrap(), None);
+    assert_eq!(
+        source.existing_keys(&table, &read, &keys).await.unwrap(),
+        None
+    );
 }

@@ -21,7 +21,6 @@ use warp_core::{
 use crate::error::{Context, MongoError};
 use crate::position::StreamPosition;
 use crate::shape::{Layout, Rules, ID};
-use crate::snapshot::key_of;
 use crate::split::{self, Reassembly};
 
 /// Pause between empty polls (servers answer an idle `getMore` after `maxAwaitTimeMS`;
@@ -108,6 +107,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The destination key of a document with this `_id`, in the table's form.
+    pub fn key(&self, id: &Bson) -> Key {
+        self.rules.ids.key(id)
+    }
+
     pub fn new(rules: Rules, schema: TableSchema) -> Self {
         Self {
             layout: Layout::new(rules, &schema),
@@ -145,7 +149,7 @@ impl Decoder {
             debug_assert!(false, "Event::parse refuses row events without a key");
             return Some(Vec::new());
         };
-        let key = key_of(id);
+        let key = self.rules.ids.key(id);
         if row_op == Operation::Delete {
             return Some(vec![Change::Row(ChangeEvent {
                 op: Operation::Delete,
@@ -598,7 +602,9 @@ pub async fn current_position(coll: &Collection<Document>) -> warp_core::Result<
 #[cfg(test)]
 mod tests {
     use bson::{doc, oid::ObjectId, Timestamp};
-    use warp_core::{Column, ColumnType, SchemaChange, TableId, Value};
+    use warp_core::{Column, ColumnType, LandingVersion, SchemaChange, TableId, Value};
+
+    use crate::ids::IdForm;
 
     use super::*;
 
@@ -646,6 +652,51 @@ mod tests {
         let after = row.after.as_ref().unwrap();
         assert_eq!(after.values[1], Value::Null, "$unset field a reads NULL");
         assert_eq!(after.values[2], Value::Text("x".into()));
+    }
+
+    /// An ObjectId `_id` and a string `_id` of the same 24 hex digits are two documents
+    /// to MongoDB (the emulator refuses to store the pair, so the events are built in the
+    /// server's shape). A table created since landing versions were recorded keeps them
+    /// apart, the string quoted, and so do the copy's rows; a table created before keeps
+    /// its keys' old texts (where the two meet, as docs/mongodb.md says).
+    #[test]
+    fn an_object_id_and_its_hex_string_stay_two_rows() {
+        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let insert = |id: Bson| {
+            let mut e = real_update(oid);
+            e.insert("operationType", "insert");
+            e.remove("updateDescription");
+            e.insert("documentKey", doc! { "_id": id.clone() });
+            e.insert("fullDocument", doc! { "_id": id, "b": "x" });
+            Event::parse(&e).unwrap()
+        };
+        let keys = |landing| {
+            let rules = Rules {
+                ids: IdForm::of(landing),
+                ..Rules::default()
+            };
+            let schema = rules.infer(TableId::new("db", "c"), &[doc! {"_id": oid, "b": "x"}]);
+            let mut decoder = Decoder::new(rules, schema.clone());
+            let layout = Layout::new(rules, &schema);
+            [Bson::ObjectId(oid), Bson::String(oid.to_hex())].map(|id| {
+                let Some(Change::Row(row)) = decoder.changes(&insert(id.clone())).unwrap().pop()
+                else {
+                    panic!("row expected")
+                };
+                let copied = layout.row(&doc! { "_id": id, "b": "x" });
+                assert_eq!(
+                    row.after.unwrap().values[0],
+                    copied.values[0],
+                    "stream = copy"
+                );
+                row.key
+            })
+        };
+        let [object, string] = keys(crate::ids::DISTINCT_IDS);
+        assert_eq!(object, vec![Value::Text(oid.to_hex())]);
+        assert_eq!(string, vec![Value::Text(format!("\"{}\"", oid.to_hex()))]);
+        let [object, string] = keys(LandingVersion::UNRECORDED);
+        assert_eq!(object, string, "the plain form is kept for older tables");
     }
 
     /// The parity matrix's stream half in the server's BSON (the emulator cannot store

@@ -140,18 +140,6 @@ fn expand_exponent(text: &str) -> Option<String> {
     Some(format!("{sign}{out}"))
 }
 
-/// The `_id` as the destination key (docs/postgres.md): ObjectId as 24 hex digits, strings as
-/// they are, integers in decimal, anything else as canonical Extended JSON.
-pub fn id_text(id: &Bson) -> String {
-    match id {
-        Bson::ObjectId(oid) => oid.to_hex(),
-        Bson::String(s) => s.clone(),
-        Bson::Int32(i) => i.to_string(),
-        Bson::Int64(i) => i.to_string(),
-        other => other.clone().into_canonical_extjson().to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use bson::{doc, oid::ObjectId, Binary, Decimal128, Regex, Timestamp};
@@ -331,17 +319,5 @@ mod tests {
         }
         assert!(matches!(decimal("NaN"), Value::Float64(f) if f.is_nan()));
         assert!(matches!(decimal("1E+99999"), Value::Unreadable(_)));
-    }
-
-    #[test]
-    fn ids_have_a_stable_text_form() {
-        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
-        assert_eq!(id_text(&Bson::ObjectId(oid)), "65a1b2c3d4e5f60718293a4b");
-        assert_eq!(id_text(&Bson::Int64(42)), "42");
-        assert_eq!(id_text(&Bson::String("k-1".into())), "k-1");
-        assert_eq!(
-            id_text(&Bson::Document(doc! {"a": 1})),
-            r#"{"a":{"$numberInt":"1"}}"#
-        );
     }
 }

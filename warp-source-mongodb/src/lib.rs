@@ -8,6 +8,7 @@ mod client;
 mod collections;
 mod convert;
 mod error;
+mod ids;
 mod options;
 mod poll;
 mod position;
@@ -26,12 +27,13 @@ use mongodb::{Collection, Database};
 use tokio::sync::OnceCell;
 use warp_core::config::{ResolvedSchema, SourceConfig};
 use warp_core::{
-    mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, FeedTable, Key, KeyRange, Position,
-    ReadSettings, SnapshotPlan, Source, StreamFragment, TableId, TableReads, TableSchema, Value,
-    Watermark,
+    mask_secrets, ChangeStrategy, ChunkRead, Error, FeedItem, FeedTable, Key, KeyRange,
+    LandingVersion, Position, ReadSettings, SnapshotPlan, Source, StreamFragment, TableId,
+    TableReads, TableSchema, Value, Watermark,
 };
 
 pub use error::MongoError;
+pub use ids::IdForm;
 pub use options::{MongoOptions, ReadPreference, UuidRepresentation};
 pub use position::StreamPosition;
 
@@ -362,6 +364,11 @@ impl Source for MongoSource {
         ))
     }
 
+    /// Tables created now land `_id`s in texts distinct across types.
+    fn landing_version(&self) -> LandingVersion {
+        ids::DISTINCT_IDS
+    }
+
     fn compare_positions(&self, a: &Position, b: &Position) -> warp_core::Result<Ordering> {
         if self.strategy.polls() {
             return Watermark::compare(a, b);
@@ -404,15 +411,22 @@ impl Source for MongoSource {
     async fn existing_keys(
         &self,
         table: &TableSchema,
+        read: &ReadSettings,
         keys: &[Key],
     ) -> warp_core::Result<Option<Vec<Key>>> {
         let coll = self.collection(&table.id.name).await?;
-        Ok(Some(snapshot::existing_keys(&coll, keys).await?))
+        let form = ids::IdForm::of(read.landing);
+        Ok(Some(snapshot::existing_keys(&coll, form, keys).await?))
     }
 
-    async fn live_keys(&self, table: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
+    async fn live_keys(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> warp_core::Result<Option<Vec<Key>>> {
         let coll = self.collection(&table.id.name).await?;
-        Ok(Some(snapshot::all_keys(&coll).await?))
+        let form = ids::IdForm::of(read.landing);
+        Ok(Some(snapshot::all_keys(&coll, form).await?))
     }
 
     fn chunk_contains(&self, _table: &TableId, chunk: &KeyRange, key: &[Value]) -> bool {

@@ -13,7 +13,6 @@ use crate::convert;
 use crate::error::{Context, MongoError, Result};
 use crate::options::UuidRepresentation;
 use crate::shape::ID;
-use crate::snapshot::key_of;
 
 /// Watermark values are only compared, never landed: any representation orders them.
 const WATERMARK_UUIDS: UuidRepresentation = UuidRepresentation::Standard;
@@ -163,10 +162,8 @@ impl warp_core::Poll for Poller {
                 continue;
             }
             // Polling cannot tell an insert from an update: both upsert.
-            for change in self
-                .decoder
-                .document(Operation::Update, key_of(id), &d, None)
-            {
+            let key = self.decoder.key(id);
+            for change in self.decoder.document(Operation::Update, key, &d, None) {
                 batch.push(change);
             }
         }

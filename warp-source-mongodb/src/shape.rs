@@ -12,6 +12,7 @@ use warp_core::schema::{type_change, TypeChange};
 use warp_core::{Column, ColumnType, Row, SchemaChange, TableId, TableSchema, Value};
 
 use crate::convert;
+use crate::ids::IdForm;
 use crate::options::UuidRepresentation;
 
 pub const ID: &str = "_id";
@@ -32,6 +33,8 @@ pub struct Rules {
     pub flatten_depth: u32,
     pub document_column: bool,
     pub uuids: UuidRepresentation,
+    /// How `_id`s become keys: the landing table's form.
+    pub ids: IdForm,
 }
 
 impl Rules {
@@ -41,6 +44,7 @@ impl Rules {
             flatten_depth: read.flatten_depth,
             document_column: read.document_column,
             uuids,
+            ids: IdForm::of(read.landing),
         }
     }
 
@@ -166,7 +170,7 @@ impl Layout {
     pub fn row(&self, doc: &Document) -> Row {
         let mut values = vec![Value::Null; self.width];
         if let Some(id) = doc.get(ID) {
-            values[self.id] = Value::Text(convert::id_text(id));
+            values[self.id] = Value::Text(self.rules.ids.text(id));
         }
         let mut overflow = serde_json::Map::new();
         for (name, v) in self.rules.fields(doc) {

@@ -11,8 +11,8 @@ use mongodb::{ClientSession, Collection, Cursor, SessionCursor};
 use tracing::warn;
 use warp_core::{ChunkPage, Key, KeyRange, SchemaChange, TableSchema, Value};
 
-use crate::convert;
 use crate::error::{Context, MongoError, Result};
+use crate::ids::{reads_as_another_type, IdForm};
 use crate::poll::Older;
 use crate::shape::{Layout, Rules, ID};
 
@@ -196,7 +196,10 @@ pub fn contains(range: &KeyRange, key: &[Value]) -> bool {
                 let id = bson::oid::ObjectId::parse_str(text).ok()?;
                 Some(id.bytes().cmp(&b.bytes()))
             }
-            Bson::String(b) => Some(text.as_str().cmp(b.as_str())),
+            // A text that may be another type's (or a quoted string) is not placed
+            // among strings: a number inserted while strings are copied is in no
+            // string chunk's query.
+            Bson::String(b) if !reads_as_another_type(text) => Some(text.as_str().cmp(b.as_str())),
             Bson::Int32(b) => Some(text.parse::<i64>().ok()?.cmp(&i64::from(b))),
             Bson::Int64(b) => Some(text.parse::<i64>().ok()?.cmp(&b)),
             _ => None,
@@ -323,7 +326,7 @@ impl Reader {
 }
 
 /// Every `_id` (delete detection for the `timestamp` strategy).
-pub async fn all_keys(coll: &Collection<Document>) -> Result<Vec<Key>> {
+pub async fn all_keys(coll: &Collection<Document>, form: IdForm) -> Result<Vec<Key>> {
     let mut cursor = coll
         .find(doc! {})
         .projection(doc! { ID: 1 })
@@ -333,20 +336,24 @@ pub async fn all_keys(coll: &Collection<Document>) -> Result<Vec<Key>> {
     let mut keys = Vec::new();
     while let Some(d) = cursor.try_next().await.context("read keys")? {
         if let Some(id) = d.get(ID) {
-            keys.push(key_of(id));
+            keys.push(form.key(id));
         }
     }
     Ok(keys)
 }
 
-/// Which of `keys` (destination keys: `_id` texts) name a document now.
-pub async fn existing_keys(coll: &Collection<Document>, keys: &[Key]) -> Result<Vec<Key>> {
+/// Which of `keys` (destination keys: `_id` texts in `form`) name a document now.
+pub async fn existing_keys(
+    coll: &Collection<Document>,
+    form: IdForm,
+    keys: &[Key],
+) -> Result<Vec<Key>> {
     let mut held = BTreeSet::new();
     for part in keys.chunks(1000) {
         let ids: Vec<Bson> = part
             .iter()
             .filter_map(|k| match k.as_slice() {
-                [Value::Text(t)] => Some(id_candidates(t)),
+                [Value::Text(t)] => Some(form.candidates(t)),
                 _ => None,
             })
             .flatten()
@@ -358,7 +365,7 @@ pub async fn existing_keys(coll: &Collection<Document>, keys: &[Key]) -> Result<
             .context("look up keys")?;
         while let Some(d) = cursor.try_next().await.context("look up keys")? {
             if let Some(id) = d.get(ID) {
-                held.insert(convert::id_text(id));
+                held.insert(form.text(id));
             }
         }
     }
@@ -367,34 +374,6 @@ pub async fn existing_keys(coll: &Collection<Document>, keys: &[Key]) -> Result<
         .filter(|k| matches!(k.as_slice(), [Value::Text(t)] if held.contains(t)))
         .cloned()
         .collect())
-}
-
-/// Every `_id` whose text (`convert::id_text`) can be `text`: the string itself, an
-/// ObjectId of 24 hex digits, an integer, or any other type's canonical Extended JSON.
-/// The lookup's answers are compared by their text again, so a candidate matching more
-/// (MongoDB's `5` also finds `5.0`) finds nothing extra.
-fn id_candidates(text: &str) -> Vec<Bson> {
-    let mut out = vec![Bson::String(text.to_owned())];
-    if let Ok(oid) = bson::oid::ObjectId::parse_str(text) {
-        out.push(Bson::ObjectId(oid));
-    }
-    if let Ok(i) = text.parse::<i64>() {
-        out.push(Bson::Int64(i));
-    }
-    if text.starts_with('{') {
-        if let Some(b) = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|j| Bson::try_from(j).ok())
-        {
-            out.push(b);
-        }
-    }
-    out
-}
-
-/// The `_id` text of a document, for keys of change events.
-pub fn key_of(id: &Bson) -> Key {
-    vec![Value::Text(convert::id_text(id))]
 }
 
 /// `storageStats.avgObjSize` of one `$collStats` answer, in bytes (`None` when absent or
@@ -546,6 +525,10 @@ mod tests {
         vec![Value::Json(b.into_canonical_extjson())]
     }
 
+    fn key_of(id: &Bson) -> Key {
+        IdForm::Distinct.key(id)
+    }
+
     #[test]
     fn chunk_membership_of_text_keys_follows_the_bound_type() {
         let (a, b) = (
@@ -570,6 +553,20 @@ mod tests {
         // Unplaceable text is never claimed (the change replays instead).
         assert!(!contains(&r, &key_of(&Bson::String("x".into()))));
         assert!(contains(&KeyRange::ALL, &key_of(&Bson::String("x".into()))));
+        // Among strings, a number's text or a quoted string is never placed.
+        let r = KeyRange {
+            start: Some(key(Bson::String("0".into()))),
+            end: Some(key(Bson::String("z".into()))),
+        };
+        assert!(contains(&r, &key_of(&Bson::String("m".into()))));
+        assert!(!contains(&r, &key_of(&Bson::Int64(5))));
+        assert!(!contains(&r, &key_of(&Bson::String("5".into()))));
+        // In the distinct form a bare ObjectId text is an ObjectId, a string never.
+        let r = KeyRange {
+            start: Some(key(Bson::ObjectId(a))),
+            end: Some(key(Bson::ObjectId(b))),
+        };
+        assert!(!contains(&r, &key_of(&Bson::String(mid.to_hex()))));
     }
 
     #[test]

@@ -528,6 +528,7 @@ impl Source for MysqlSource {
     async fn live_keys(
         &self,
         table: &TableSchema,
+        _read: &ReadSettings,
     ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
         let t = self.cached(table)?;
         let mut conn = self.connect.conn().await?;
@@ -539,6 +540,7 @@ impl Source for MysqlSource {
     async fn existing_keys(
         &self,
         table: &TableSchema,
+        _read: &ReadSettings,
         keys: &[warp_core::Key],
     ) -> warp_core::Result<Option<Vec<warp_core::Key>>> {
         let t = self.cached(table)?;

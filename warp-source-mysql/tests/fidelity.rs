@@ -702,7 +702,7 @@ async fn existing_keys_are_the_keys_as_stored_not_as_the_collation_compares() {
     let tables = source.discover().await.unwrap();
     for (name, asked, held) in cases {
         let t = tables.iter().find(|t| t.id.name == name).unwrap();
-        let found = source.source.existing_keys(t, &asked).await.unwrap();
+        let found = source.existing_keys(t, &asked).await.unwrap();
         assert_eq!(found, Some(held), "{name}");
     }
 }

@@ -44,6 +44,7 @@ pub async fn run(url: &str, rows: u64) -> Result<Vec<Measurement>, Box<dyn std::
         soft_delete_column: "is_deleted".into(),
         deleted_at_column: "deleted_at".into(),
         schema_change_policy: SchemaChangePolicy::WidenToText,
+        landing: warp_core::LandingVersion::UNRECORDED,
     };
     sink.ensure_table(&target, &schema).await?;
     let token = sink

@@ -178,6 +178,8 @@ impl ResolvedTable {
             flatten_depth: self.flatten_depth,
             document_column: self.document_column,
             delete_detection: self.delete_detection_interval.is_some(),
+            // Known once the landing table is ensured (the engine sets it).
+            landing: crate::LandingVersion::UNRECORDED,
         }
     }
 }

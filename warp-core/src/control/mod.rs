@@ -118,6 +118,10 @@ pub trait LandedRows: Send + Sync {
     /// The landing table's shape as the destination holds it.
     async fn landed_schema(&self, target: &Target) -> Result<TableSchema>;
 
+    /// The landing version the landing table was created with (as `Sink::ensure_table`
+    /// returns it).
+    async fn landing_version(&self, target: &Target) -> Result<crate::LandingVersion>;
+
     /// The rows (live or soft-deleted) whose keys are among `keys`.
     async fn rows_with_keys(
         &self,

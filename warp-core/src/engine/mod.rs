@@ -179,7 +179,7 @@ fn candidates(ctx: &Ctx, schema: &ResolvedSchema, tables: Vec<TableSchema>) -> V
     let mut candidates = Vec::new();
     for discovered in tables {
         let settings = schema.table(&discovered.id.name);
-        let target = Target::new(schema, &discovered.id);
+        let target = Target::new(schema, &discovered.id).landing(ctx.source.landing_version());
         match TableWorker::keyed(discovered, &settings) {
             Ok(schema) => candidates.push(Candidate {
                 target,

@@ -241,7 +241,7 @@ impl TableWorker {
         let Some(mut present) = self
             .ctx
             .source
-            .live_keys(self.projection.source_schema())
+            .live_keys(self.projection.source_schema(), &self.read)
             .await?
         else {
             return Ok(false);

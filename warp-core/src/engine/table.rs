@@ -226,7 +226,9 @@ impl TableWorker {
             .ok_or_else(|| Error::NotOwner {
                 table: self.key.to_string(),
             })?;
-        ctx.sink
+        // Every read of the table lands values the way its landing table was created for.
+        self.read.landing = ctx
+            .sink
             .ensure_table(&self.target, &self.projection.destination_schema())
             .await?;
         let mut checkpoint = ctx.checkpoints.load(&self.key).await?;

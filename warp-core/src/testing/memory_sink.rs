@@ -18,7 +18,7 @@ use crate::config::DeletionStrategy;
 use crate::engine::OrdKey;
 use crate::error::{Error, Result};
 use crate::event::{Change, Operation};
-use crate::schema::TableSchema;
+use crate::schema::{LandingVersion, TableSchema};
 use crate::sink::{
     Checkpoint, CheckpointUpdate, Committed, FencingToken, Phase, Sink, SinkTransaction, TableKey,
     Target,
@@ -36,6 +36,7 @@ pub struct StoredRow {
 
 struct LandedTable {
     schema: TableSchema,
+    landing: LandingVersion,
     key_columns: Vec<usize>,
     rows: BTreeMap<OrdKey, StoredRow>,
 }
@@ -217,7 +218,7 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<()> {
+    async fn ensure_table(&self, target: &Target, schema: &TableSchema) -> Result<LandingVersion> {
         self.faults
             .check(FailPoint::EnsureTable, &target.table, true)?;
         let key_columns = schema
@@ -229,6 +230,7 @@ impl Sink for MemorySink {
             .entry(target.key())
             .or_insert_with(|| LandedTable {
                 schema: schema.clone(),
+                landing: target.landing,
                 key_columns: key_columns.clone(),
                 rows: BTreeMap::new(),
             });
@@ -241,7 +243,7 @@ impl Sink for MemorySink {
             }
             landed.schema.columns.push(col);
         }
-        Ok(())
+        Ok(landed.landing)
     }
 
     async fn live_keys(&self, target: &Target, _schema: &TableSchema) -> Result<Vec<Key>> {
@@ -340,6 +342,7 @@ impl SinkTransaction for MemoryTransaction {
             .get(&key)
             .map(|t| LandedTable {
                 schema: t.schema.clone(),
+                landing: t.landing,
                 key_columns: t.key_columns.clone(),
                 rows: t.rows.clone(),
             })

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{Change, ChangeEvent, Commit, FeedItem, Operation, StreamFragment, TableChange};
 use crate::position::Position;
 use crate::read_settings::{FeedTable, ReadSettings, TableReads};
-use crate::schema::{Column, ColumnType, SchemaChange, TableId, TableSchema};
+use crate::schema::{Column, ColumnType, LandingVersion, SchemaChange, TableId, TableSchema};
 use crate::source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
 use crate::value::{Key, Row, Value};
 
@@ -75,6 +75,8 @@ pub struct MemorySource {
     feeds_opened: Arc<std::sync::atomic::AtomicUsize>,
     /// Feeds opened before this count never answer again (a half-open connection).
     feeds_hung: Arc<std::sync::atomic::AtomicUsize>,
+    /// The landing version new tables record ([`Source::landing_version`]).
+    landing: LandingVersion,
 }
 
 impl MemorySource {
@@ -88,6 +90,7 @@ impl MemorySource {
             heartbeat: Duration::from_millis(20),
             feed: false,
             feeds_opened: Arc::default(),
+            landing: LandingVersion::UNRECORDED,
             feeds_hung: Arc::default(),
         }
     }
@@ -336,6 +339,14 @@ impl MemorySource {
         seq_position(self.lock().seq)
     }
 
+    /// A source whose new tables record `landing` (like one that changed how it lands
+    /// values).
+    #[must_use]
+    pub fn with_landing_version(mut self, landing: LandingVersion) -> Self {
+        self.landing = landing;
+        self
+    }
+
     /// Chunks read so far, in order: (table, range).
     pub fn chunk_reads(&self) -> Vec<(String, KeyRange)> {
         self.lock().chunk_reads.clone()
@@ -520,7 +531,12 @@ impl Source for MemorySource {
         Ok(ChunkRead { position, rows })
     }
 
-    async fn live_keys(&self, table: &TableSchema) -> Result<Option<Vec<Key>>> {
+    async fn live_keys(
+        &self,
+        table: &TableSchema,
+        read: &ReadSettings,
+    ) -> Result<Option<Vec<Key>>> {
+        self.saw(table, read);
         Ok(self
             .lock()
             .tables
@@ -624,6 +640,10 @@ impl Source for MemorySource {
             Some((item, feed))
         });
         Ok(s.boxed())
+    }
+
+    fn landing_version(&self) -> LandingVersion {
+        self.landing
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering> {

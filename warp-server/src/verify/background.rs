@@ -175,8 +175,8 @@ impl Verifier {
             return Ok(false);
         }
         let target = Target::new(&self.schema, &table.id);
-        let landed = self.dest.landed.landed_schema(&target).await?;
         let read = self.schema.table(&table.id.name).read_settings();
+        let (landed, read) = super::read::landed_table(&self.dest, &target, read).await?;
         let reader = Reader::new(self.source.as_ref(), &self.dest, &target, &landed, read)?;
         walk::table(&reader, opts, gate, report).await
     }

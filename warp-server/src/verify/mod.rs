@@ -156,7 +156,7 @@ async fn table(
     opts: &VerifyOptions,
     report: &mut TableReport,
 ) -> Result<(), warp_core::Error> {
-    let landed = dest.landed.landed_schema(target).await?;
+    let (landed, read) = read::landed_table(dest, target, read).await?;
     let reader = read::Reader::new(source, dest, target, &landed, read)?;
     walk::table(&reader, opts, &Unpaced, report).await?;
     Ok(())

@@ -40,6 +40,18 @@ pub struct Reader<'a> {
     stalled_at: std::sync::Mutex<Option<Option<Position>>>,
 }
 
+/// The landing table's shape, and `read` made to read the source as the table was landed
+/// (its landing version: MongoDB's `_id` texts).
+pub async fn landed_table(
+    dest: &Destination,
+    target: &Target,
+    mut read: ReadSettings,
+) -> Result<(TableSchema, ReadSettings), warp_core::Error> {
+    let landed = dest.landed.landed_schema(target).await?;
+    read.landing = dest.landed.landing_version(target).await?;
+    Ok((landed, read))
+}
+
 impl<'a> Reader<'a> {
     pub fn new(
         source: &'a dyn Source,
@@ -243,7 +255,7 @@ impl<'a> Reader<'a> {
     pub async fn held_at_source(&self, keys: &[Key]) -> Result<Option<BTreeSet<OrdKey>>, Error> {
         let held = BACKOFF
             .retry_transient(TRANSIENT_PATIENCE, || {
-                self.source.existing_keys(self.landed, keys)
+                self.source.existing_keys(self.landed, &self.read, keys)
             })
             .await?;
         Ok(held.map(|keys| keys.into_iter().map(OrdKey).collect()))

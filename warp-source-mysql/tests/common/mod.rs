@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
 use warp_core::{
-    ChunkRead, FeedItem, FeedTable, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
+    ChunkRead, FeedItem, FeedTable, Key, KeyRange, Position, SnapshotPlan, Source, StreamFragment,
     TableSchema, Value,
 };
 use warp_source_mysql::MysqlSource;
@@ -47,6 +47,18 @@ impl Configured {
     ) -> warp_core::Result<SnapshotPlan> {
         let read = self.read(t);
         warp_e2e::retried(|| self.source.plan_snapshot(t, &read, chunk_rows)).await
+    }
+
+    pub async fn existing_keys(
+        &self,
+        t: &TableSchema,
+        keys: &[Key],
+    ) -> warp_core::Result<Option<Vec<Key>>> {
+        self.source.existing_keys(t, &self.read(t), keys).await
+    }
+
+    pub async fn live_keys(&self, t: &TableSchema) -> warp_core::Result<Option<Vec<Key>>> {
+        self.source.live_keys(t, &self.read(t)).await
     }
 
     pub async fn read_chunk(
