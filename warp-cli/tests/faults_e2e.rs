@@ -236,6 +236,26 @@ async fn purge_all_but_the_current_binlog(shop: &Shop) {
     warp_e2e::eventually_with(what, Poll::SECONDS, purged, || shop.log()).await;
 }
 
+/// Until the replica on `health` reports, in `/status`, the source's log as holding (or
+/// not) the oldest position its tables need; that report.
+async fn wait_log_held(shop: &Shop, health: u16, held: bool) -> serde_json::Value {
+    let reported = || {
+        let (_, body) = warp_e2e::http_get(health, "/status")?;
+        let reply: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let report = reply["log_retention"].as_array()?.first()?.clone();
+        (report["held"] == held).then_some(report)
+    };
+    let what = format!("the log retention reported with held: {held}");
+    let state = || {
+        format!(
+            "{:?}\n{}",
+            warp_e2e::http_get(health, "/status"),
+            shop.log()
+        )
+    };
+    warp_e2e::eventually(&what, reported, state).await
+}
+
 /// Until both `tables` are failed in `status` with a hint naming `resync`.
 async fn wait_lost(shop: &Shop, tables: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_cartridge-warp");
@@ -271,6 +291,17 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
         shop.log()
     );
 
+    // The replica says how much binlog the server holds ahead of its tables.
+    let live = wait_log_held(&shop, health, true).await;
+    assert!(live["backlog_bytes"].as_u64().is_some(), "{live}");
+    assert!(
+        live["oldest_retained"]
+            .as_str()
+            .unwrap()
+            .starts_with("binlog file "),
+        "{live}"
+    );
+
     // Down; its position's binlog rotated away and purged.
     run.kill();
     shop.exec("UPDATE orders SET status = 'while down' WHERE id = 1")
@@ -279,6 +310,8 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     purge_all_but_the_current_binlog(&shop).await;
     let mut run = shop.run_replica("myrestart-a", health);
     wait_lost(&shop, &["orders", "customers"]).await;
+    let lost = wait_log_held(&shop, health, false).await;
+    assert_eq!(lost["headroom_seconds"].as_f64(), Some(0.0), "{lost}");
     let (code, ready) = warp_e2e::http_get(health, "/ready").unwrap();
     assert_eq!(code, 503, "{ready}");
     assert!(ready.contains("orders: failed"), "{ready}");

@@ -89,7 +89,9 @@ pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Committed, FencingToken, Phase,
     Signal, Sink, SinkTransaction, TableKey, Target,
 };
-pub use source::{ChangeStrategy, ChunkPage, ChunkRead, KeyRange, SnapshotPlan, Source};
+pub use source::{
+    ChangeStrategy, ChunkPage, ChunkRead, KeyRange, LogRetention, SnapshotPlan, Source,
+};
 pub use tls::{ConnectionSecurity, TlsFailure, Verification};
 pub use value::{cmp_keys, Decimal, Interval, Key, Row, Value};
 pub use watermark::{poll_every, Pace, Poll, PollBatch, Watermark};

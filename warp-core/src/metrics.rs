@@ -44,6 +44,12 @@ pub const VERIFY_LAST_RUN_TIMESTAMP_SECONDS: &str =
 /// Background verification: complete passes, and rows compared, since start.
 pub const VERIFY_PASSES_TOTAL: &str = "cartridge_warp_verify_passes_total";
 pub const VERIFY_ROWS_TOTAL: &str = "cartridge_warp_verify_rows_total";
+/// Log retention (per schema, sources that read a change log): whether the server still
+/// holds the oldest position a table needs, how long it is safe at least, and the bytes
+/// of log from it to the end.
+pub const LOG_HELD: &str = "cartridge_warp_source_log_held";
+pub const LOG_HEADROOM_SECONDS: &str = "cartridge_warp_source_log_headroom_seconds";
+pub const LOG_BACKLOG_BYTES: &str = "cartridge_warp_source_log_backlog_bytes";
 
 /// Registers help texts and units with whatever recorder is installed.
 pub fn describe() {
@@ -131,6 +137,20 @@ pub fn describe() {
         VERIFY_LAST_RUN_TIMESTAMP_SECONDS,
         Unit::Seconds,
         "When the last verification pass of the table ended (Unix time)"
+    );
+    describe_gauge!(
+        LOG_HELD,
+        "1 while the source server still holds the oldest change-log position a table of the schema needs"
+    );
+    describe_gauge!(
+        LOG_HEADROOM_SECONDS,
+        Unit::Seconds,
+        "How long the oldest needed log position is safe from purging, at least (0 once gone)"
+    );
+    describe_gauge!(
+        LOG_BACKLOG_BYTES,
+        Unit::Bytes,
+        "Bytes of the source's change log from the oldest needed position to its end"
     );
     describe_counter!(
         VERIFY_PASSES_TOTAL,

@@ -120,6 +120,28 @@ impl ChangeStrategy {
     }
 }
 
+/// What the source server still holds of its change log, seen from the oldest position
+/// a deployment still needs (docs/operations.md, "Log retention").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRetention {
+    /// Whether the server still holds the needed position (a lost one costs a new copy).
+    pub held: bool,
+    /// The needed position in the server's words, holding no row values (a binlog file
+    /// and offset, a cluster time; a resume token holds a document key).
+    pub needed: String,
+    /// The oldest part of the log the server holds, in its own words (a binlog file, the
+    /// time of the oplog's first entry).
+    pub oldest_retained: String,
+    /// How long the server keeps its log by its settings (`binlog_expire_logs_seconds`);
+    /// `None` when it keeps it by size or without limit.
+    pub retention_seconds: Option<f64>,
+    /// Seconds of log the server holds before the needed position, where the source can
+    /// tell them (the oplog's window ahead of it); `None` otherwise.
+    pub older_seconds: Option<f64>,
+    /// Bytes of log from the needed position to the end: what is still to be read.
+    pub backlog_bytes: Option<u64>,
+}
+
 /// A connector that reads one source database.
 ///
 /// Each call that reads a table gets that table's [`ReadSettings`] from the engine.
@@ -185,6 +207,13 @@ pub trait Source: Send + Sync {
             "this source has no shared change feed",
             None,
         ))
+    }
+
+    /// What the server still holds of the change log, seen from `needed` (the oldest
+    /// position a table of the deployment still needs). `None`: the source has no log
+    /// it could lose (polling), or cannot tell.
+    async fn log_retention(&self, _needed: &Position) -> Result<Option<LogRetention>> {
+        Ok(None)
     }
 
     /// The landing version tables created now record: a source that changes how it lands

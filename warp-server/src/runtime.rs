@@ -147,7 +147,7 @@ pub async fn run(
     let servers = CancellationToken::new();
     if monitoring.health_check_enabled {
         tokio::spawn(crate::status_page::follow(
-            page,
+            Arc::clone(&page),
             Arc::clone(&destination.control),
             servers.clone(),
         ));
@@ -182,6 +182,21 @@ pub async fn run(
         let addr = http::serve(monitoring.metrics_port, "metrics", route, servers.clone()).await?;
         info!(%addr, "metrics listening");
     }
+    let watched = pipelines
+        .iter()
+        .filter(|p| p.source().change_strategy() == warp_core::ChangeStrategy::Feed)
+        .map(|p| crate::retention::Watched {
+            schema: p.schema_name().to_owned(),
+            source: p.source(),
+            board: p.status(),
+        })
+        .collect();
+    tokio::spawn(crate::retention::watch(
+        watched,
+        Arc::clone(&destination.checkpoints),
+        Arc::clone(&page),
+        shutdown.clone(),
+    ));
     let sources = pipelines.iter().map(Pipeline::source).collect();
     let controls: Vec<(String, warp_core::PipelineControl)> = pipelines
         .iter()

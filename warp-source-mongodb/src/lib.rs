@@ -12,6 +12,7 @@ mod ids;
 mod options;
 mod poll;
 mod position;
+mod retention;
 mod shape;
 mod snapshot;
 mod split;
@@ -362,6 +363,25 @@ impl Source for MongoSource {
             StreamPosition::decode(from)?,
             self.stream_options().await?,
         ))
+    }
+
+    async fn log_retention(
+        &self,
+        needed: &Position,
+    ) -> warp_core::Result<Option<warp_core::LogRetention>> {
+        if self.strategy.polls() {
+            return Ok(None);
+        }
+        let Some(needed) = retention::cluster_time(&StreamPosition::decode(needed)?) else {
+            return Ok(None);
+        };
+        let connected = self
+            .client
+            .get_or_try_init(|| client::connect(&self.config, &self.options, self.pool_floor))
+            .await?;
+        Ok(retention::oplog_start(&connected.client)
+            .await?
+            .map(|start| retention::assess(needed, start)))
     }
 
     /// Tables created now land `_id`s in texts distinct across types.

@@ -16,6 +16,7 @@ mod gtid_set;
 mod options;
 mod poll;
 mod position;
+mod retention;
 mod rotate;
 mod snapshot;
 mod table_map;
@@ -458,6 +459,18 @@ impl Source for MysqlSource {
         let position =
             snapshot::between_xa_checks(&mut conn, async |c| snapshot::current(c).await).await?;
         Ok(position.encode()?)
+    }
+
+    async fn log_retention(
+        &self,
+        needed: &Position,
+    ) -> warp_core::Result<Option<warp_core::LogRetention>> {
+        if self.strategy.polls() {
+            return Ok(None);
+        }
+        let needed = BinlogPosition::decode(needed)?;
+        let mut conn = self.connect.conn().await?;
+        Ok(Some(retention::read(&mut conn, &needed).await?))
     }
 
     async fn stream(

@@ -118,6 +118,9 @@ pub struct StatusReply<'a> {
     /// This process's schemas' replicas and the tables each holds.
     pub replicas: Vec<ReplicaReport>,
     pub tables: Vec<TableView>,
+    /// Per schema whose source reads a change log: the oldest position its tables need
+    /// against what the server still holds (empty until the first check, or unknown).
+    pub log_retention: Vec<crate::retention::RetentionReport>,
 }
 
 #[derive(Default)]
@@ -133,6 +136,7 @@ pub struct StatusPage {
     schemas: Vec<String>,
     boards: Vec<StatusBoard>,
     reading: Mutex<Reading>,
+    log_retention: Mutex<Vec<crate::retention::RetentionReport>>,
 }
 
 impl StatusPage {
@@ -142,7 +146,16 @@ impl StatusPage {
             process,
             boards,
             reading: Mutex::new(Reading::default()),
+            log_retention: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The latest log-retention check of this process's schemas.
+    pub fn set_log_retention(&self, reports: Vec<crate::retention::RetentionReport>) {
+        *self
+            .log_retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reports;
     }
 
     fn live(&self) -> Vec<warp_core::TableStatus> {
@@ -202,6 +215,11 @@ impl StatusPage {
                 .cloned()
                 .collect(),
             tables,
+            log_retention: self
+                .log_retention
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         };
         serde_json::to_string(&reply).unwrap_or_default()
     }
