@@ -307,6 +307,10 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     shop.exec("UPDATE orders SET status = 'while down' WHERE id = 1")
         .await;
     shop.wrote("orders", 1);
+    // Deleted while down, its row event purged with the binlog: only the resync's sweep
+    // can find it gone.
+    shop.exec("DELETE FROM orders WHERE id = 2").await;
+    shop.wrote("orders", 2);
     purge_all_but_the_current_binlog(&shop).await;
     let mut run = shop.run_replica("myrestart-a", health);
     wait_lost(&shop, &["orders", "customers"]).await;
@@ -327,11 +331,18 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     shop.wrote("late", 2);
     shop.wait_equal("late").await;
 
-    // resync brings them back, equal to the source.
+    // resync brings them back, equal to the source (row 2 deleted: soft-deleted).
     shop.resync("orders");
     shop.resync("customers");
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
+    let swept = shop
+        .scalar_pg(format!(
+            "SELECT count(*) FROM {}.orders WHERE id = 2 AND is_deleted",
+            shop.db
+        ))
+        .await;
+    assert_eq!(swept, 1);
     assert!(run.terminate().success(), "{}", shop.log());
 }
 

@@ -82,6 +82,10 @@ pub enum Phase {
     Snapshot {
         start: Position,
         chunks: Vec<ChunkProgress>,
+        /// The copy goes over a landing table that held rows: at its end, the rows the
+        /// source no longer has are deleted (see [`CheckpointUpdate::BeginSnapshot`]).
+        #[serde(default)]
+        recopy: bool,
     },
     Streaming {
         position: Position,
@@ -106,10 +110,14 @@ pub struct Checkpoint {
 /// parallel never overwrite each other's progress.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckpointUpdate {
-    /// A new snapshot plan (resets progress).
+    /// A new snapshot plan (resets progress). `recopy`: the landing table holds rows
+    /// already (a resync, a copy after a lost position) — rows the source deleted without
+    /// the stream seeing it (its log lost, a partition dropped) would stay, so the copy
+    /// ends by removing the landing rows the source no longer has.
     BeginSnapshot {
         start: Position,
         chunks: Vec<KeyRange>,
+        recopy: bool,
     },
     /// Chunk `index` of the current plan is copied.
     ChunkDone {
@@ -185,7 +193,6 @@ pub trait Sink: Send + Sync {
     /// The DDL `ensure_table` would run, without running it (`run --dry-run`).
     async fn plan_table(&self, target: &Target, schema: &TableSchema) -> Result<Vec<String>>;
 
-    /// Opens a destination transaction for one table.
     /// The keys of the rows live (not soft-deleted) at the destination, for delete
     /// detection by key-set comparison.
     async fn live_keys(
@@ -194,6 +201,17 @@ pub trait Sink: Send + Sync {
         schema: &TableSchema,
     ) -> Result<Vec<crate::value::Key>>;
 
+    /// Up to `limit` keys of live rows after `after`, in the destination's key order: a
+    /// re-copy's sweep walks them a page at a time.
+    async fn live_key_page(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+        after: Option<&crate::value::Key>,
+        limit: usize,
+    ) -> Result<Vec<crate::value::Key>>;
+
+    /// Opens a destination transaction for one table.
     async fn begin(&self, target: &Target, token: FencingToken)
         -> Result<Box<dyn SinkTransaction>>;
 }

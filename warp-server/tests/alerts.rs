@@ -25,7 +25,7 @@ fn promtool(args: &[&str]) -> (bool, String) {
 fn rules_parse() {
     let (ok, out) = promtool(&["check", "rules", "rules.yaml"]);
     assert!(ok, "{out}");
-    assert!(out.contains("9 rules found"), "{out}");
+    assert!(out.contains("11 rules found"), "{out}");
 }
 
 #[test]

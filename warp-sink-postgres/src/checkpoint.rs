@@ -33,6 +33,7 @@ type CheckpointRow = (
     serde_json::Value,
     Option<DateTime<Utc>>,
     i64,
+    bool,
 );
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {
@@ -65,7 +66,7 @@ impl Checkpoints {
 
     pub async fn load(&self, pool: &PgPool, key: &TableKey) -> Result<Option<Checkpoint>> {
         let sql = format!(
-            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token FROM {}.checkpoints
+            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token, recopy FROM {}.checkpoints
              WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
             self.m
         );
@@ -75,7 +76,7 @@ impl Checkpoints {
             .fetch_optional(pool)
             .await
             .context("load checkpoint")?;
-        let Some((phase, position, start, handover, source_ts, token)) = row else {
+        let Some((phase, position, start, handover, source_ts, token, recopy)) = row else {
             return Ok(None);
         };
         let phase = match phase.as_str() {
@@ -93,6 +94,7 @@ impl Checkpoints {
                         .await
                         .context("load snapshot progress")?;
                 Phase::Snapshot {
+                    recopy,
                     start: Position::from_json(start.unwrap_or_default()),
                     chunks: chunks
                         .into_iter()
@@ -163,7 +165,11 @@ impl Checkpoints {
         let m = &self.m;
         let token = i64::try_from(token.0).unwrap_or(i64::MAX);
         match update {
-            CheckpointUpdate::BeginSnapshot { start, chunks } => {
+            CheckpointUpdate::BeginSnapshot {
+                start,
+                chunks,
+                recopy,
+            } => {
                 self.clear_chunks(conn, key).await?;
                 let ranges =
                     serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
@@ -188,7 +194,8 @@ impl Checkpoints {
                     None,
                     token,
                 )
-                .await
+                .await?;
+                self.mark_recopy(conn, key, *recopy).await
             }
             CheckpointUpdate::ChunkDone {
                 index,
@@ -239,6 +246,29 @@ impl Checkpoints {
         }
     }
 
+    /// Whether the snapshot just planned re-copies a table that held rows (streaming
+    /// checkpoints leave it false: the upsert's default).
+    async fn mark_recopy(
+        &self,
+        conn: &mut PgConnection,
+        key: &TableKey,
+        recopy: bool,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {}.checkpoints SET recopy = $3
+             WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
+            self.m
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .bind(recopy)
+            .execute(conn)
+            .await
+            .context("record the re-copy")?;
+        Ok(())
+    }
+
     async fn clear_chunks(&self, conn: &mut PgConnection, key: &TableKey) -> Result<()> {
         let sql = format!(
             "DELETE FROM {}.snapshot_chunks WHERE schema_name = $1 AND table_name = $2",
@@ -272,7 +302,7 @@ impl Checkpoints {
              ON CONFLICT (schema_name, table_name, stream) DO UPDATE SET
                 phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
                 handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
-                fencing_token = EXCLUDED.fencing_token, updated_at = now()",
+                fencing_token = EXCLUDED.fencing_token, recopy = false, updated_at = now()",
             self.m
         );
         sqlx::query(AssertSqlSafe(sql))

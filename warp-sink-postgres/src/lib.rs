@@ -328,6 +328,17 @@ impl Sink for PostgresSink {
         Ok(read::live_keys(&self.inner.pool, target, schema).await?)
     }
 
+    async fn live_key_page(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+        after: Option<&warp_core::Key>,
+        limit: usize,
+    ) -> warp_core::Result<Vec<warp_core::Key>> {
+        let page = read::live_key_page(&self.inner.pool, target, schema, after, limit).await?;
+        Ok(page.into_iter().map(|(key, _)| key).collect())
+    }
+
     async fn begin(
         &self,
         target: &Target,

@@ -31,7 +31,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "the landing version each landing table was created with",
         LANDING_TABLES,
     ),
+    (
+        8,
+        "whether a snapshot in progress re-copies a table that held rows",
+        CHECKPOINTS_RECOPY,
+    ),
 ];
+
+const CHECKPOINTS_RECOPY: &str =
+    "ALTER TABLE {m}.checkpoints ADD COLUMN recopy boolean NOT NULL DEFAULT false";
 
 /// Keyed by the PostgreSQL table (not the replicated schema): the version describes the
 /// table's rows, and goes with it.

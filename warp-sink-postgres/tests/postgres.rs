@@ -1254,6 +1254,7 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
     commit(CheckpointUpdate::BeginSnapshot {
         start: pos(4),
         chunks: ranges.clone(),
+        recopy: true,
     })
     .await;
     commit(CheckpointUpdate::ChunkDone {
@@ -1262,12 +1263,16 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         rows: 42,
     })
     .await;
-    let Some(Phase::Snapshot { start, chunks }) =
-        env.sink.load(&key).await.unwrap().map(|c| c.phase)
+    let Some(Phase::Snapshot {
+        start,
+        chunks,
+        recopy,
+    }) = env.sink.load(&key).await.unwrap().map(|c| c.phase)
     else {
         panic!("snapshot phase expected");
     };
     assert_eq!(start, pos(4));
+    assert!(recopy, "a re-copy is remembered until the copy ends");
     assert_eq!(
         chunks
             .iter()

@@ -317,6 +317,7 @@ async fn timed_apply(
     tx.commit(CheckpointUpdate::BeginSnapshot {
         start: pos.clone(),
         chunks: plan,
+        recopy: false,
     })
     .await?;
     let started = Instant::now();

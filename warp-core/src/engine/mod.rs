@@ -10,6 +10,7 @@ mod projection;
 mod read_ahead;
 mod snapshot;
 mod stream;
+mod sweep;
 mod table;
 
 use std::sync::Arc;

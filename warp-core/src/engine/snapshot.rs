@@ -41,6 +41,7 @@ impl TableWorker {
         token: FencingToken,
         start: Position,
         chunks: Vec<ChunkState>,
+        recopy: bool,
         shutdown: &CancellationToken,
     ) -> Result<(Position, Vec<(KeyRange, Position)>)> {
         let total = chunks.len();
@@ -99,7 +100,14 @@ impl TableWorker {
                 handover.push((range, position));
             }
         }
-        self.commit_position(token, &start, handover.clone(), Vec::new())
+        // Before streaming starts: the stream replays every change after `start`, so a
+        // row removed now that the source has again is written back by it.
+        let gone = if recopy {
+            self.sweep().await?
+        } else {
+            Vec::new()
+        };
+        self.commit_position(token, &start, handover.clone(), gone)
             .await?;
         info!(%start, late_chunks = handover.len(), "snapshot done; streaming");
         Ok((start, handover))

@@ -255,12 +255,17 @@ impl TableWorker {
             Some(Phase::Streaming {
                 position, handover, ..
             }) => (position, handover),
-            Some(Phase::Snapshot { start, chunks }) => {
+            Some(Phase::Snapshot {
+                start,
+                chunks,
+                recopy,
+            }) => {
                 let resume = chunks
                     .into_iter()
                     .map(|c| (c.range, c.done, c.rows))
                     .collect();
-                self.snapshot(token, start, resume, shutdown).await?
+                self.snapshot(token, start, resume, recopy, shutdown)
+                    .await?
             }
             None if self.settings.full_load_enabled => {
                 let table = self.projection.source_schema();
@@ -269,17 +274,21 @@ impl TableWorker {
                     .source
                     .plan_snapshot(table, &self.read, chunk_rows)
                     .await?;
+                // Asked before the plan commits: this replica alone writes the table.
+                let recopy = !empty_first && self.holds_rows().await?;
                 let mut tx = ctx.sink.begin(&self.target, token).await?;
                 tx.apply(emptied()).await?;
                 let begin = CheckpointUpdate::BeginSnapshot {
                     start: plan.start.clone(),
                     chunks: plan.chunks.clone(),
+                    recopy,
                 };
                 ctx.commit(tx, &self.key, token, begin).await?;
                 (self.full_resync, self.empty_first) = (false, false);
-                info!(chunks = plan.chunks.len(), start = %plan.start, "snapshot planned");
+                info!(chunks = plan.chunks.len(), start = %plan.start, recopy, "snapshot planned");
                 let fresh = plan.chunks.into_iter().map(|r| (r, None, 0)).collect();
-                self.snapshot(token, plan.start, fresh, shutdown).await?
+                self.snapshot(token, plan.start, fresh, recopy, shutdown)
+                    .await?
             }
             None => {
                 // full_load_enabled: false — start from the current end of the log.

@@ -217,8 +217,13 @@ fn next_checkpoint(
     token: FencingToken,
 ) -> Result<Checkpoint> {
     let phase = match update {
-        CheckpointUpdate::BeginSnapshot { start, chunks } => Phase::Snapshot {
+        CheckpointUpdate::BeginSnapshot {
             start,
+            chunks,
+            recopy,
+        } => Phase::Snapshot {
+            start,
+            recopy,
             chunks: chunks
                 .into_iter()
                 .map(|range| ChunkProgress {
@@ -233,13 +238,21 @@ fn next_checkpoint(
             position,
             rows,
         } => match current.map(|c| c.phase.clone()) {
-            Some(Phase::Snapshot { start, mut chunks }) => {
+            Some(Phase::Snapshot {
+                start,
+                mut chunks,
+                recopy,
+            }) => {
                 let chunk = chunks.get_mut(index).ok_or_else(|| {
                     Error::sink_permanent(format!("no chunk {index} in the plan"), None)
                 })?;
                 chunk.done = Some(position);
                 chunk.rows = rows;
-                Phase::Snapshot { start, chunks }
+                Phase::Snapshot {
+                    start,
+                    chunks,
+                    recopy,
+                }
             }
             _ => {
                 return Err(Error::sink_permanent(

@@ -246,6 +246,22 @@ impl Sink for MemorySink {
         Ok(landed.landing)
     }
 
+    async fn live_key_page(
+        &self,
+        target: &Target,
+        schema: &TableSchema,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let mut keys = self.live_keys(target, schema).await?;
+        // (Held in key order.)
+        if let Some(after) = after {
+            keys.retain(|k| crate::value::cmp_keys(k, after) == std::cmp::Ordering::Greater);
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
     async fn live_keys(&self, target: &Target, _schema: &TableSchema) -> Result<Vec<Key>> {
         Ok(self
             .lock()
