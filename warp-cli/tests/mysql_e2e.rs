@@ -429,9 +429,12 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
     let mut run = shop.run();
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
-    // Drift at the destination, behind the replicator's back.
+    // Drift at the destination, behind the replicator's back: a row lost, one changed,
+    // one the source never had (as a delete whose binlog was purged leaves it).
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {db}.orders WHERE id = 5; UPDATE {db}.orders SET status = 'tampered' WHERE id = 6",
+        "DELETE FROM {db}.orders WHERE id = 5; UPDATE {db}.orders SET status = 'tampered' WHERE id = 6;
+         CREATE TEMP TABLE stray AS SELECT * FROM {db}.orders WHERE id = 7;
+         UPDATE stray SET id = 999999; INSERT INTO {db}.orders SELECT * FROM stray",
         db = shop.db
     )))
     .execute(&shop.pg)
