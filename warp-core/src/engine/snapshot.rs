@@ -100,14 +100,13 @@ impl TableWorker {
                 handover.push((range, position));
             }
         }
-        // Before streaming starts: the stream replays every change after `start`, so a
-        // row removed now that the source has again is written back by it.
-        let gone = if recopy {
-            self.sweep().await?
-        } else {
-            Vec::new()
-        };
-        self.commit_position(token, &start, handover.clone(), gone)
+        // Before streaming starts, in the hand-over's transaction: the stream replays
+        // every change after `start` in order, whatever the sweep removed.
+        let mut tx = self.ctx.sink.begin(&self.target, token).await?;
+        if recopy {
+            self.sweep(tx.as_mut()).await?;
+        }
+        self.commit_streaming(tx, token, &start, handover.clone())
             .await?;
         info!(%start, late_chunks = handover.len(), "snapshot done; streaming");
         Ok((start, handover))

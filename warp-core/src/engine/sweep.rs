@@ -13,20 +13,21 @@ use super::table::TableWorker;
 use super::OrdKey;
 use crate::error::{Error, Result};
 use crate::event::{Change, ChangeEvent, Operation};
+use crate::sink::SinkTransaction;
 use crate::value::Key;
 
 /// Destination keys per look-up at the source.
 const PAGE: usize = 1_000;
 
 impl TableWorker {
-    /// Deletes for the landing rows whose keys the source does not hold now.
-    pub(super) async fn sweep(&self) -> Result<Vec<Change>> {
+    /// Deletes, in `tx`, the landing rows whose keys the source does not hold now, a page
+    /// at a time: memory holds one page whatever the number of rows removed.
+    pub(super) async fn sweep(&self, tx: &mut dyn SinkTransaction) -> Result<()> {
         let destination = self.projection.destination_schema();
         let source = self.projection.source_schema();
         // Sources that cannot look keys up (polled warehouses) list them all, once.
         let mut listed: Option<BTreeSet<OrdKey>> = None;
-        let mut gone = Vec::new();
-        let mut walked = 0usize;
+        let (mut walked, mut removed) = (0usize, 0usize);
         let mut after: Option<Key> = None;
         loop {
             let page = (self.ctx.sink)
@@ -57,27 +58,28 @@ impl TableWorker {
                     held
                 }
             };
-            gone.extend(
-                page.into_iter()
-                    .filter(|k| !held.contains(&OrdKey(k.clone())))
-                    .map(|key| {
-                        Change::Row(ChangeEvent {
-                            op: Operation::Delete,
-                            key,
-                            before: None,
-                            after: None,
-                            source_ts: None,
-                        })
-                    }),
-            );
+            let gone: Vec<Change> = page
+                .into_iter()
+                .filter(|k| !held.contains(&OrdKey(k.clone())))
+                .map(|key| {
+                    Change::Row(ChangeEvent {
+                        op: Operation::Delete,
+                        key,
+                        before: None,
+                        after: None,
+                        source_ts: None,
+                    })
+                })
+                .collect();
+            removed += gone.len();
+            tx.apply(gone).await?;
             after = Some(last);
         }
         info!(
             walked,
-            removed = gone.len(),
-            "re-copy done: landing rows the source no longer has are removed"
+            removed, "re-copy done: landing rows the source no longer has are removed"
         );
-        Ok(gone)
+        Ok(())
     }
 
     async fn listed_at_source(&self) -> Result<BTreeSet<OrdKey>> {

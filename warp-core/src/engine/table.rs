@@ -317,6 +317,17 @@ impl TableWorker {
     ) -> Result<()> {
         let mut tx = self.ctx.sink.begin(&self.target, token).await?;
         tx.apply(changes).await?;
+        self.commit_streaming(tx, token, position, handover).await
+    }
+
+    /// Commits `tx` with a streaming checkpoint at `position`.
+    pub(super) async fn commit_streaming(
+        &self,
+        tx: Box<dyn crate::sink::SinkTransaction>,
+        token: FencingToken,
+        position: &Position,
+        handover: Vec<(KeyRange, Position)>,
+    ) -> Result<()> {
         let update = CheckpointUpdate::Streaming {
             position: position.clone(),
             source_ts: None,
