@@ -236,6 +236,16 @@ async fn purge_all_but_the_current_binlog(shop: &Shop) {
     warp_e2e::eventually_with(what, Poll::SECONDS, purged, || shop.log()).await;
 }
 
+/// What `cartridge-warp status` prints.
+fn status_text(shop: &Shop) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartridge-warp"))
+        .args(["status", "--config", shop.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Until the replica on `health` reports, in `/status`, the source's log as holding (or
 /// not) the oldest position its tables need; that report.
 async fn wait_log_held(shop: &Shop, health: u16, held: bool) -> serde_json::Value {
@@ -294,6 +304,11 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     // The replica says how much binlog the server holds ahead of its tables.
     let live = wait_log_held(&shop, health, true).await;
     assert!(live["backlog_bytes"].as_u64().is_some(), "{live}");
+    let said = status_text(&shop);
+    assert!(
+        said.contains("): held: the oldest position needed is binlog file"),
+        "{said}"
+    );
     assert!(
         live["oldest_retained"]
             .as_str()
@@ -316,6 +331,9 @@ async fn mariadb_restarted_mid_stream_then_its_binlog_purged_while_down() {
     wait_lost(&shop, &["orders", "customers"]).await;
     let lost = wait_log_held(&shop, health, false).await;
     assert_eq!(lost["headroom_seconds"].as_f64(), Some(0.0), "{lost}");
+    // `status` asks the source itself (so it tells while no replica runs, too).
+    let said = status_text(&shop);
+    assert!(said.contains("): NOT HELD: binlog file"), "{said}");
     let (code, ready) = warp_e2e::http_get(health, "/ready").unwrap();
     assert_eq!(code, 503, "{ready}");
     assert!(ready.contains("orders: failed"), "{ready}");

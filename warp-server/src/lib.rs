@@ -8,7 +8,7 @@ pub mod health;
 mod http;
 mod metrics_server;
 mod progress;
-mod retention;
+pub mod retention;
 pub mod runtime;
 pub mod status;
 pub mod status_page;

@@ -92,14 +92,43 @@ async fn check(
     checkpoints: &dyn CheckpointStore,
     now: DateTime<Utc>,
 ) -> warp_core::Result<Checked> {
-    let Some((table, needed, source_ts)) = oldest_needed(w, checkpoints).await? else {
+    let tables = w.board.snapshot().into_iter().map(|t| t.table).collect();
+    assess(&w.schema, w.source.as_ref(), checkpoints, tables, now).await
+}
+
+/// The retention of `schema` now, from its `tables`' checkpoints (`cartridge-warp status`
+/// asks this directly: it works while no replica runs).
+pub async fn report_now(
+    schema: &str,
+    source: &dyn Source,
+    checkpoints: &dyn CheckpointStore,
+    tables: Vec<String>,
+) -> warp_core::Result<Option<RetentionReport>> {
+    Ok(
+        match assess(schema, source, checkpoints, tables, Utc::now()).await? {
+            Checked::Report(r) => Some(r),
+            Checked::NoCheckpoint | Checked::Unknown => None,
+        },
+    )
+}
+
+async fn assess(
+    schema: &str,
+    source: &dyn Source,
+    checkpoints: &dyn CheckpointStore,
+    tables: Vec<String>,
+    now: DateTime<Utc>,
+) -> warp_core::Result<Checked> {
+    let Some((table, needed, source_ts)) =
+        oldest_needed(schema, source, checkpoints, tables).await?
+    else {
         return Ok(Checked::NoCheckpoint);
     };
-    let Some(retention) = w.source.log_retention(&needed).await? else {
+    let Some(retention) = source.log_retention(&needed).await? else {
         return Ok(Checked::Unknown);
     };
     Ok(Checked::Report(RetentionReport {
-        schema: w.schema.clone(),
+        schema: schema.to_owned(),
         table,
         headroom_seconds: headroom(&retention, source_ts, now),
         retention,
@@ -107,16 +136,18 @@ async fn check(
     }))
 }
 
-/// The oldest position a table of the schema still needs, with its table and source time.
+/// The oldest position one of `tables` still needs, with its table and source time.
 async fn oldest_needed(
-    w: &Watched,
+    schema: &str,
+    source: &dyn Source,
     checkpoints: &dyn CheckpointStore,
+    tables: Vec<String>,
 ) -> warp_core::Result<Option<(String, Position, Option<DateTime<Utc>>)>> {
     let mut oldest: Option<(String, Position, Option<DateTime<Utc>>)> = None;
-    for t in w.board.snapshot() {
+    for table in tables {
         let key = TableKey {
-            schema: t.schema.clone(),
-            table: t.table.clone(),
+            schema: schema.to_owned(),
+            table,
         };
         let Some(checkpoint) = checkpoints.load(&key).await? else {
             continue;
@@ -131,10 +162,10 @@ async fn oldest_needed(
         };
         let older = match &oldest {
             None => true,
-            Some((_, p, _)) => w.source.compare_positions(&position, p)? == Ordering::Less,
+            Some((_, p, _)) => source.compare_positions(&position, p)? == Ordering::Less,
         };
         if older {
-            oldest = Some((t.table, position, source_ts));
+            oldest = Some((key.table, position, source_ts));
         }
     }
     Ok(oldest)

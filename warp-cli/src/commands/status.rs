@@ -51,7 +51,48 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
             }
         }
     }
+    let retention = runtime()?.block_on(warp_server::status::log_retention(&loaded.config, &rows));
+    for (schema, report) in retention {
+        let _ = writeln!(out, "log retention ({schema}): {}", retention_line(report));
+    }
     write_stdout(&out)
+}
+
+/// One schema's log retention as `status` prints it.
+fn retention_line(report: Result<warp_server::retention::RetentionReport, String>) -> String {
+    let r = match report {
+        Ok(r) => r,
+        Err(why) => return why,
+    };
+    let l = &r.retention;
+    if !l.held {
+        return format!(
+            "NOT HELD: {} (table {}) was purged; the server keeps {} on: resync the tables behind it",
+            l.needed, r.table, l.oldest_retained
+        );
+    }
+    let span = |s: f64| {
+        if s >= 86_400.0 {
+            format!("{:.1} d", s / 86_400.0)
+        } else {
+            format!("{:.1} h", s / 3_600.0)
+        }
+    };
+    let mut line = format!(
+        "held: the oldest position needed is {} (table {})",
+        l.needed, r.table
+    );
+    if let Some(h) = r.headroom_seconds {
+        let _ = write!(line, ", safe for at least {}", span(h));
+    }
+    if let Some(b) = l.backlog_bytes {
+        let _ = write!(line, ", {b} bytes to read");
+    }
+    let _ = write!(line, "; the server keeps {} on", l.oldest_retained);
+    if let Some(e) = l.retention_seconds {
+        let _ = write!(line, " (expiry {})", span(e));
+    }
+    line
 }
 
 /// `cartridge-warp resync`.
