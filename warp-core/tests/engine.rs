@@ -628,52 +628,52 @@ async fn resync_recopies_one_table_while_others_stream() {
 /// the decision, and a table copied into an empty landing table skips the sweep.
 #[tokio::test]
 async fn a_recopy_removes_the_rows_the_source_no_longer_has() {
-    let source = MemorySource::with_sample_table("shop", "a", 30);
-    let sink = destination();
-    let pipeline = Pipeline::new(
-        schema("    a: { deletion_strategy: soft }\n"),
-        Arc::new(source.clone()),
-        Arc::new(sink.clone()),
-        Arc::new(sink.control()),
-        settings(),
-    );
-    let control = pipeline.control();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
-    sink.wait_until_equal(&source, "shop", "a").await;
-    for id in [3, 7, 29] {
-        source.delete_unlogged("a", vec![Value::Int(id)]);
+    for strategy in ["soft", "hard"] {
+        let source = MemorySource::with_sample_table("shop", "a", 30);
+        let sink = destination();
+        let pipeline = Pipeline::new(
+            schema(&format!("    a: {{ deletion_strategy: {strategy} }}\n")),
+            Arc::new(source.clone()),
+            Arc::new(sink.clone()),
+            Arc::new(sink.control()),
+            settings(),
+        );
+        let control = pipeline.control();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(pipeline.run(shutdown.clone()));
+        sink.wait_until_equal(&source, "shop", "a").await;
+        for id in [3, 7, 29] {
+            source.delete_unlogged("a", vec![Value::Int(id)]);
+        }
+        assert_eq!(sink.live_rows("shop", "a").len(), 30, "unlogged: unseen");
+        // The re-copy's first read fails after its plan committed: resumed from its
+        // checkpoint, it still sweeps.
+        source
+            .faults()
+            .arm(FailPoint::ReadChunk, Some("a"), 1, Retry::Transient);
+        assert!(control.resync("a"));
+        sink.wait_until_equal(&source, "shop", "a").await;
+        assert_eq!(sink.live_rows("shop", "a").len(), 27, "{strategy}");
+        let stored = sink.stored("shop", "a");
+        let gone: Vec<_> = stored
+            .iter()
+            .filter(|(_, r)| r.deleted)
+            .map(|(k, _)| k)
+            .collect();
+        if strategy == "soft" {
+            let expected = [3, 7, 29].map(|id| vec![Value::Int(id)]);
+            assert_eq!(gone, expected.iter().collect::<Vec<_>>());
+        } else {
+            assert!(gone.is_empty() && stored.len() == 27, "hard: removed");
+        }
+        assert_eq!(
+            source.faults().pending(FailPoint::ReadChunk),
+            0,
+            "the read failed"
+        );
+        shutdown.cancel();
+        handle.await.unwrap().unwrap();
     }
-    assert_eq!(sink.live_rows("shop", "a").len(), 30, "unlogged: unseen");
-    // The re-copy's first read fails after its plan committed: resumed from its
-    // checkpoint, it still sweeps.
-    source
-        .faults()
-        .arm(FailPoint::ReadChunk, Some("a"), 1, Retry::Transient);
-    assert!(control.resync("a"));
-    sink.wait_until_equal(&source, "shop", "a").await;
-    assert_eq!(sink.live_rows("shop", "a").len(), 27);
-    let gone = sink.stored("shop", "a");
-    let gone: Vec<_> = gone
-        .iter()
-        .filter(|(_, r)| r.deleted)
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        gone,
-        [
-            &vec![Value::Int(3)],
-            &vec![Value::Int(7)],
-            &vec![Value::Int(29)]
-        ]
-    );
-    assert_eq!(
-        source.faults().pending(FailPoint::ReadChunk),
-        0,
-        "the read failed"
-    );
-    shutdown.cancel();
-    handle.await.unwrap().unwrap();
 }
 
 #[tokio::test]
