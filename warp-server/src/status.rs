@@ -17,6 +17,22 @@ pub async fn read(config: &WarpConfig) -> Result<Vec<TableReport>, ServerError> 
     Ok(control.read_status().await?.unwrap_or_default().tables)
 }
 
+/// A schema's log retention as `status` reports it, or why it is unknown.
+pub type SchemaRetention = (String, Result<RetentionReport, String>);
+
+/// Every table the control store knows, and the log retention of each schema reading a
+/// change log (asked of the source from the tables' checkpoints).
+pub async fn read_with_retention(
+    config: &WarpConfig,
+) -> Result<(Vec<TableReport>, Vec<SchemaRetention>), ServerError> {
+    let destination = build_sink(&config.destination)?;
+    let tables = (destination.control.read_status().await?)
+        .unwrap_or_default()
+        .tables;
+    let retention = log_retention(config, &destination, &tables).await;
+    Ok((tables, retention))
+}
+
 /// `cartridge-warp resync`: leaves a resync signal for the replicator running `schema`.
 pub async fn request_resync(
     config: &WarpConfig,
@@ -32,14 +48,12 @@ pub async fn request_resync(
 /// Per schema whose source reads a change log: the retention seen from its tables'
 /// checkpoints now, or why it is unknown (no checkpoint yet, a source that cannot tell,
 /// an unreachable source). Schemas that poll are left out.
-pub async fn log_retention(
+async fn log_retention(
     config: &WarpConfig,
+    destination: &warp_core::Destination,
     tables: &[TableReport],
-) -> Vec<(String, Result<RetentionReport, String>)> {
+) -> Vec<SchemaRetention> {
     let mut out = Vec::new();
-    let Ok(destination) = build_sink(&config.destination) else {
-        return out;
-    };
     for schema in config.schemas_to_run(None) {
         let source = match build_reader_source(&config.source, "status", &schema) {
             Ok(s) if s.change_strategy() == warp_core::ChangeStrategy::Feed => s,

@@ -36,6 +36,18 @@ type CheckpointRow = (
     bool,
 );
 
+/// A checkpoint row's columns as one update writes them.
+struct Stored<'a> {
+    phase: &'static str,
+    position: Option<&'a serde_json::Value>,
+    /// The snapshot's start position (snapshot phase only).
+    start: Option<&'a serde_json::Value>,
+    handover: &'a serde_json::Value,
+    source_ts: Option<DateTime<Utc>>,
+    /// The snapshot re-copies a table that held rows.
+    recopy: bool,
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {
     serde_json::from_value(v)
         .map_err(|e| SinkError::Invalid(format!("stored {what} is unreadable: {e}")))
@@ -184,18 +196,15 @@ impl Checkpoints {
                     .execute(&mut *conn)
                     .await
                     .context("record snapshot plan")?;
-                self.upsert(
-                    conn,
-                    key,
-                    "snapshot",
-                    None,
-                    Some(start.as_json()),
-                    &serde_json::json!([]),
-                    None,
-                    token,
-                )
-                .await?;
-                self.mark_recopy(conn, key, *recopy).await
+                let row = Stored {
+                    phase: "snapshot",
+                    position: None,
+                    start: Some(start.as_json()),
+                    handover: &serde_json::json!([]),
+                    source_ts: None,
+                    recopy: *recopy,
+                };
+                self.upsert(conn, key, &row, token).await
             }
             CheckpointUpdate::ChunkDone {
                 index,
@@ -231,42 +240,17 @@ impl Checkpoints {
                 self.clear_chunks(conn, key).await?;
                 let handover = serde_json::to_value(handover)
                     .map_err(|e| SinkError::Invalid(e.to_string()))?;
-                self.upsert(
-                    conn,
-                    key,
-                    "streaming",
-                    Some(position.as_json()),
-                    None,
-                    &handover,
-                    *source_ts,
-                    token,
-                )
-                .await
+                let row = Stored {
+                    phase: "streaming",
+                    position: Some(position.as_json()),
+                    start: None,
+                    handover: &handover,
+                    source_ts: *source_ts,
+                    recopy: false,
+                };
+                self.upsert(conn, key, &row, token).await
             }
         }
-    }
-
-    /// Whether the snapshot just planned re-copies a table that held rows (streaming
-    /// checkpoints leave it false: the upsert's default).
-    async fn mark_recopy(
-        &self,
-        conn: &mut PgConnection,
-        key: &TableKey,
-        recopy: bool,
-    ) -> Result<()> {
-        let sql = format!(
-            "UPDATE {}.checkpoints SET recopy = $3
-             WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
-            self.m
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&key.schema)
-            .bind(&key.table)
-            .bind(recopy)
-            .execute(conn)
-            .await
-            .context("record the re-copy")?;
-        Ok(())
     }
 
     async fn clear_chunks(&self, conn: &mut PgConnection, key: &TableKey) -> Result<()> {
@@ -283,37 +267,33 @@ impl Checkpoints {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn upsert(
         &self,
         conn: &mut PgConnection,
         key: &TableKey,
-        phase: &str,
-        position: Option<&serde_json::Value>,
-        start: Option<&serde_json::Value>,
-        handover: &serde_json::Value,
-        source_ts: Option<DateTime<Utc>>,
+        row: &Stored<'_>,
         token: i64,
     ) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}.checkpoints AS c
-                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
              ON CONFLICT (schema_name, table_name, stream) DO UPDATE SET
                 phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
                 handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
-                fencing_token = EXCLUDED.fencing_token, recopy = false, updated_at = now()",
+                fencing_token = EXCLUDED.fencing_token, recopy = EXCLUDED.recopy, updated_at = now()",
             self.m
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(&key.schema)
             .bind(&key.table)
-            .bind(phase)
-            .bind(position)
-            .bind(start)
-            .bind(handover)
-            .bind(source_ts)
+            .bind(row.phase)
+            .bind(row.position)
+            .bind(row.start)
+            .bind(row.handover)
+            .bind(row.source_ts)
             .bind(token)
+            .bind(row.recopy)
             .execute(conn)
             .await
             .context("write checkpoint")?;

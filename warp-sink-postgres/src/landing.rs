@@ -19,7 +19,7 @@ pub async fn record(
     version: LandingVersion,
 ) -> Result<()> {
     let sql = format!(
-        "INSERT INTO {}.landing_tables AS l (schema_name, table_name, landing_version)
+        "INSERT INTO {}.landing_tables (schema_name, table_name, landing_version)
          VALUES ($1, $2, $3)
          ON CONFLICT (schema_name, table_name) DO UPDATE SET
             landing_version = EXCLUDED.landing_version, created_at = now()",

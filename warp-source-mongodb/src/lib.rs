@@ -375,11 +375,7 @@ impl Source for MongoSource {
         let Some(needed) = retention::cluster_time(&StreamPosition::decode(needed)?) else {
             return Ok(None);
         };
-        let connected = self
-            .client
-            .get_or_try_init(|| client::connect(&self.config, &self.options, self.pool_floor))
-            .await?;
-        Ok(retention::oplog_start(&connected.client)
+        Ok(retention::oplog_start(self.db().await?.client())
             .await?
             .map(|start| retention::assess(needed, start)))
     }

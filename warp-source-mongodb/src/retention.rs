@@ -10,8 +10,8 @@ use warp_core::LogRetention;
 use crate::error::{Context, Result};
 use crate::position::StreamPosition;
 
-/// The oplog's first entry, or `None` where it cannot be read (a server without an
-/// oplog, or a user without read access to `local`): retention is then unknown.
+/// The oplog's first entry, or `None` where there is none to read (a standalone server)
+/// or the user may not read `local`: retention is then unknown. Other errors are errors.
 pub async fn oplog_start(client: &Client) -> Result<Option<Timestamp>> {
     let first = client
         .database("local")
@@ -22,8 +22,11 @@ pub async fn oplog_start(client: &Client) -> Result<Option<Timestamp>> {
         .await;
     match first {
         Ok(d) => Ok(d.and_then(|d| d.get_timestamp("ts").ok())),
-        // (Unauthorized, or no such namespace on a standalone server.)
-        Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(_)) => Ok(None),
+        // A user without read access to `local` (code 13, Unauthorized); a standalone
+        // server has no oplog and answers nothing.
+        Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 13) => {
+            Ok(None)
+        }
         Err(e) => Err(e).context("read the oplog's first entry"),
     }
 }

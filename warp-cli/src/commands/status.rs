@@ -13,13 +13,16 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
     let loaded =
         warp_server::connectors::load_config(&args.config.config, env, &ConfigOverrides::default())
             .map_err(|e| e.to_string())?;
-    let rows = runtime()?
-        .block_on(warp_server::status::read(&loaded.config))
-        .map_err(|e| with_hint(&e, e.hint()))?;
     if args.json {
+        let rows = runtime()?
+            .block_on(warp_server::status::read(&loaded.config))
+            .map_err(|e| with_hint(&e, e.hint()))?;
         let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
         return write_stdout(&format!("{text}\n"));
     }
+    let (rows, retention) = runtime()?
+        .block_on(warp_server::status::read_with_retention(&loaded.config))
+        .map_err(|e| with_hint(&e, e.hint()))?;
     if rows.is_empty() {
         return write_stdout("no tables yet: nothing has run against this destination\n");
     }
@@ -51,7 +54,6 @@ pub fn run(args: &StatusArgs, env: &Environment) -> Result<(), String> {
             }
         }
     }
-    let retention = runtime()?.block_on(warp_server::status::log_retention(&loaded.config, &rows));
     for (schema, report) in retention {
         let _ = writeln!(out, "log retention ({schema}): {}", retention_line(report));
     }
