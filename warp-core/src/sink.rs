@@ -104,6 +104,11 @@ pub enum Phase {
 pub struct Checkpoint {
     pub phase: Phase,
     pub fencing: FencingToken,
+    /// The source shape at the checkpoint's position (streaming only; recorded once a
+    /// stream commits). A source that replays its DDL from the log resumes from it, so
+    /// the statements between the checkpoint and now apply in log order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<TableSchema>,
 }
 
 /// What a commit records. Deltas rather than whole states, so chunks committing in
@@ -130,6 +135,9 @@ pub enum CheckpointUpdate {
         position: Position,
         source_ts: Option<DateTime<Utc>>,
         handover: Vec<(KeyRange, Position)>,
+        /// The source shape at `position`, when it differs from the one recorded (`None`
+        /// keeps the recorded shape; a snapshot plan clears it).
+        shape: Option<TableSchema>,
     },
 }
 
@@ -144,7 +152,7 @@ pub enum Committed {
     /// right after ([`CheckpointStore::save`]). A crash in between replays the changes
     /// since the previous checkpoint, so such a sink's writes must be idempotent (rows
     /// keyed by their source position, docs/architecture.md).
-    Separately(CheckpointUpdate),
+    Separately(Box<CheckpointUpdate>),
 }
 
 /// Loads checkpoints and keeps the table leases whose fencing tokens guard them. A

@@ -216,6 +216,14 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The stream replays the table's DDL from the log in order (a binlog): a restart
+    /// resumes from the shape recorded at the checkpoint and meets each statement at its
+    /// position, instead of starting from today's catalog (which may already hold a rename
+    /// the log before it does not know).
+    fn follows_schema_in_log(&self) -> bool {
+        false
+    }
+
     /// The landing version tables created now record: a source that changes how it lands
     /// values bumps it and keeps landing tables of older versions their way
     /// ([`ReadSettings::landing`]).

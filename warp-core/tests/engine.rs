@@ -408,6 +408,40 @@ async fn schema_changes_apply_in_order_with_rows() {
     run.stop().await;
 }
 
+/// A column renamed while the engine is stopped, with changes on both sides of the
+/// rename: a source that replays DDL from its log resumes from the shape recorded at the
+/// checkpoint, so the rename applies at its position and the landing table is renamed,
+/// not given a second column. Starting from today's shape instead, the replayed rename
+/// meets a column that already exists and the table fails.
+#[tokio::test]
+async fn a_rename_while_stopped_replays_from_the_recorded_shape() {
+    let source = MemorySource::with_sample_table("shop", "orders", 5).with_schema_in_log();
+    let sink = destination();
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    source.update("orders", row(1, 3));
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    run.stop().await;
+    let recorded = sink.checkpoint("shop", "orders").and_then(|c| c.shape);
+    let recorded = recorded.expect("the streaming checkpoint records the shape");
+    assert!(recorded.column_index("name").is_some());
+
+    source.update("orders", row(2, 4));
+    source.rename_column("orders", "name", "title");
+    source.update("orders", row(3, 5));
+    let run = start(&source, &sink, schema("    orders: {}\n"), settings());
+    sink.wait_until_equal(&source, "shop", "orders").await;
+    let landed = sink.schema_of("shop", "orders").unwrap();
+    let names: Vec<&str> = landed.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "title", "qty"], "renamed in place");
+    let recorded = sink.checkpoint("shop", "orders").and_then(|c| c.shape);
+    assert_eq!(
+        recorded.map(|s| s.columns[1].name.clone()).as_deref(),
+        Some("title")
+    );
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn excluded_columns_never_land() {
     let source = MemorySource::with_sample_table("shop", "orders", 5);

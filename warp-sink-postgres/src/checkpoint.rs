@@ -34,6 +34,7 @@ type CheckpointRow = (
     Option<DateTime<Utc>>,
     i64,
     bool,
+    Option<serde_json::Value>,
 );
 
 /// A checkpoint row's columns as one update writes them.
@@ -46,6 +47,8 @@ struct Stored<'a> {
     source_ts: Option<DateTime<Utc>>,
     /// The snapshot re-copies a table that held rows.
     recopy: bool,
+    /// The source shape at `position`; `None` keeps the stored one while streaming.
+    shape: Option<serde_json::Value>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {
@@ -78,7 +81,7 @@ impl Checkpoints {
 
     pub async fn load(&self, pool: &PgPool, key: &TableKey) -> Result<Option<Checkpoint>> {
         let sql = format!(
-            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token, recopy FROM {}.checkpoints
+            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape FROM {}.checkpoints
              WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
             self.m
         );
@@ -88,7 +91,7 @@ impl Checkpoints {
             .fetch_optional(pool)
             .await
             .context("load checkpoint")?;
-        let Some((phase, position, start, handover, source_ts, token, recopy)) = row else {
+        let Some((phase, position, start, handover, source_ts, token, recopy, shape)) = row else {
             return Ok(None);
         };
         let phase = match phase.as_str() {
@@ -129,6 +132,7 @@ impl Checkpoints {
         Ok(Some(Checkpoint {
             phase,
             fencing: FencingToken(u64::try_from(token).unwrap_or(0)),
+            shape: shape.map(|s| decode("source shape", s)).transpose()?,
         }))
     }
 
@@ -203,6 +207,7 @@ impl Checkpoints {
                     handover: &serde_json::json!([]),
                     source_ts: None,
                     recopy: *recopy,
+                    shape: None,
                 };
                 self.upsert(conn, key, &row, token).await
             }
@@ -236,9 +241,14 @@ impl Checkpoints {
                 position,
                 source_ts,
                 handover,
+                shape,
             } => {
                 self.clear_chunks(conn, key).await?;
                 let handover = serde_json::to_value(handover)
+                    .map_err(|e| SinkError::Invalid(e.to_string()))?;
+                let shape = (shape.as_ref())
+                    .map(serde_json::to_value)
+                    .transpose()
                     .map_err(|e| SinkError::Invalid(e.to_string()))?;
                 let row = Stored {
                     phase: "streaming",
@@ -247,6 +257,7 @@ impl Checkpoints {
                     handover: &handover,
                     source_ts: *source_ts,
                     recopy: false,
+                    shape,
                 };
                 self.upsert(conn, key, &row, token).await
             }
@@ -276,12 +287,14 @@ impl Checkpoints {
     ) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}.checkpoints AS c
-                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
              ON CONFLICT (schema_name, table_name, stream) DO UPDATE SET
                 phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
                 handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
-                fencing_token = EXCLUDED.fencing_token, recopy = EXCLUDED.recopy, updated_at = now()",
+                fencing_token = EXCLUDED.fencing_token, recopy = EXCLUDED.recopy,
+                shape = CASE WHEN EXCLUDED.phase = 'snapshot' THEN NULL ELSE COALESCE(EXCLUDED.shape, c.shape) END,
+                updated_at = now()",
             self.m
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -294,6 +307,7 @@ impl Checkpoints {
             .bind(row.source_ts)
             .bind(token)
             .bind(row.recopy)
+            .bind(&row.shape)
             .execute(conn)
             .await
             .context("write checkpoint")?;

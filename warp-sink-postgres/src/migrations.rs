@@ -36,7 +36,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "whether a snapshot in progress re-copies a table that held rows",
         CHECKPOINTS_RECOPY,
     ),
+    (
+        9,
+        "the source shape at each streaming checkpoint",
+        CHECKPOINTS_SHAPE,
+    ),
 ];
+
+const CHECKPOINTS_SHAPE: &str = "ALTER TABLE {m}.checkpoints ADD COLUMN shape jsonb";
 
 const CHECKPOINTS_RECOPY: &str =
     "ALTER TABLE {m}.checkpoints ADD COLUMN recopy boolean NOT NULL DEFAULT false";

@@ -114,6 +114,7 @@ fn streaming(pos: u64) -> CheckpointUpdate {
         position: Position::from_json(serde_json::json!({ "seq": pos })),
         source_ts: Some(Utc::now()),
         handover: Vec::new(),
+        shape: None,
     }
 }
 
@@ -1287,6 +1288,7 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         position: pos(4),
         source_ts: None,
         handover: vec![(ranges[1].clone(), pos(9))],
+        shape: None,
     })
     .await;
     let cp = env.sink.load(&key).await.unwrap().unwrap();
@@ -1299,6 +1301,28 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
             handover: vec![(ranges[1].clone(), pos(9))]
         }
     );
+    assert_eq!(cp.shape, None);
+    // The source shape at a position is kept until a commit carries another one, and
+    // forgotten by a new snapshot plan.
+    let shape = simple_schema("orders");
+    let streaming = |at: u64, shape: Option<TableSchema>| CheckpointUpdate::Streaming {
+        position: pos(at),
+        source_ts: None,
+        handover: Vec::new(),
+        shape,
+    };
+    commit(streaming(5, Some(shape.clone()))).await;
+    commit(streaming(6, None)).await;
+    let cp = env.sink.load(&key).await.unwrap().unwrap();
+    assert_eq!(cp.shape.as_ref(), Some(&shape));
+    commit(CheckpointUpdate::BeginSnapshot {
+        start: pos(7),
+        chunks: ranges.clone(),
+        recopy: false,
+    })
+    .await;
+    commit(streaming(8, None)).await;
+    assert_eq!(env.sink.load(&key).await.unwrap().unwrap().shape, None);
     env.sink.reset(&key, token).await.unwrap();
     assert!(env.sink.load(&key).await.unwrap().is_none());
 }

@@ -284,6 +284,7 @@ async fn timed_changes(
             position: Position::from_json(serde_json::json!({ "bench": seq })),
             source_ts: None,
             handover: Vec::new(),
+            shape: None,
         })
         .await?;
         id = end + 1;

@@ -169,7 +169,7 @@ impl Ctx {
     ) -> Result<()> {
         match tx.commit(update).await? {
             Committed::WithData => Ok(()),
-            Committed::Separately(update) => self.checkpoints.save(key, token, update).await,
+            Committed::Separately(update) => self.checkpoints.save(key, token, *update).await,
         }
     }
 }

@@ -28,6 +28,11 @@ impl Projection {
         }
     }
 
+    /// The same exclusions over another source shape (one recorded at a checkpoint).
+    pub fn with_source(&self, source: TableSchema) -> Self {
+        Self::new(source, self.excluded.clone())
+    }
+
     pub fn source_schema(&self) -> &TableSchema {
         &self.source
     }

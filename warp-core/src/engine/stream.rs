@@ -40,6 +40,8 @@ struct Writer {
     last_checkpoint: tokio::time::Instant,
     /// The last committed position.
     position: Position,
+    /// The source shape the checkpoint holds, as far as this attempt knows.
+    recorded_shape: Option<crate::TableSchema>,
 }
 
 fn op_index(op: Operation) -> usize {
@@ -78,6 +80,7 @@ impl TableWorker {
             deadline: None,
             last_checkpoint: tokio::time::Instant::now(),
             position,
+            recorded_shape: self.recorded_shape.clone(),
         };
         let detect_every = self.settings.delete_detection_interval;
         let mut next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
@@ -400,12 +403,19 @@ impl TableWorker {
             }
         }
         w.handover = remaining;
+        // The shape after the batch's last change is the shape at its position.
+        let shape = (w.recorded_shape.as_ref() != Some(self.projection.source_schema()))
+            .then(|| self.projection.source_schema().clone());
         let update = CheckpointUpdate::Streaming {
             position: commit.position.clone(),
             source_ts: commit.source_ts,
             handover: w.handover.clone(),
+            shape: shape.clone(),
         };
         self.ctx.commit(tx, &self.key, w.token, update).await?;
+        if shape.is_some() {
+            w.recorded_shape = shape;
+        }
 
         let applied = std::mem::take(&mut w.applied);
         let total: u64 = applied.iter().sum();

@@ -35,6 +35,8 @@ pub(crate) struct TableWorker {
     /// that plans the copy (and replaces the checkpoint), so a crash before that reads the
     /// replacement again and one after it resumes the copy.
     empty_first: bool,
+    /// The source shape the checkpoint holds, when this attempt resumed from it.
+    pub(super) recorded_shape: Option<TableSchema>,
 }
 
 impl TableWorker {
@@ -81,6 +83,7 @@ impl TableWorker {
             projection,
             full_resync,
             empty_first: false,
+            recorded_shape: None,
         }
     }
 
@@ -226,12 +229,13 @@ impl TableWorker {
             .ok_or_else(|| Error::NotOwner {
                 table: self.key.to_string(),
             })?;
+        let mut checkpoint = ctx.checkpoints.load(&self.key).await?;
+        self.resume_shape(checkpoint.as_ref());
         // Every read of the table lands values the way its landing table was created for.
         self.read.landing = ctx
             .sink
             .ensure_table(&self.target, &self.projection.destination_schema())
             .await?;
-        let mut checkpoint = ctx.checkpoints.load(&self.key).await?;
         // A replaced table keeps its checkpoint, and this attempt keeps the request, until
         // the emptying commit lands: an attempt that fails before it (the table missing
         // at the source for a while) must not resume streaming the old contents.
@@ -306,6 +310,29 @@ impl TableWorker {
         self.stream(token, position, handover, shutdown).await
     }
 
+    /// A stream that resumes where its source replays DDL from the log starts from the
+    /// shape recorded at its checkpoint: the statements since apply at their positions
+    /// (a column renamed while the replicator was stopped is renamed at the destination,
+    /// its earlier changes landing under the old name first). Today's catalog would land
+    /// them under a name the log before the rename does not know.
+    fn resume_shape(&mut self, checkpoint: Option<&crate::sink::Checkpoint>) {
+        self.recorded_shape = None;
+        let Some(checkpoint) = checkpoint else {
+            return;
+        };
+        let (Phase::Streaming { .. }, Some(shape)) = (&checkpoint.phase, &checkpoint.shape) else {
+            return;
+        };
+        if !self.ctx.source.follows_schema_in_log() || self.full_resync || self.empty_first {
+            return;
+        }
+        if shape != self.projection.source_schema() {
+            info!("resuming from the shape recorded at the checkpoint; the log's DDL since applies in order");
+            self.projection = self.projection.with_source(shape.clone());
+        }
+        self.recorded_shape = Some(shape.clone());
+    }
+
     /// Commits a streaming checkpoint with no data but `changes` (handover, skip-snapshot
     /// start).
     pub(super) async fn commit_position(
@@ -332,6 +359,7 @@ impl TableWorker {
             position: position.clone(),
             source_ts: None,
             handover,
+            shape: Some(self.projection.source_schema().clone()),
         };
         self.ctx.commit(tx, &self.key, token, update).await?;
         self.ctx.status.update(&self.key, |s| {

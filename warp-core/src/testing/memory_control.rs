@@ -216,23 +216,28 @@ fn next_checkpoint(
     update: CheckpointUpdate,
     token: FencingToken,
 ) -> Result<Checkpoint> {
+    // A snapshot plan forgets the shape: its stream records the one it starts with.
+    let mut shape = current.and_then(|c| c.shape.clone());
     let phase = match update {
         CheckpointUpdate::BeginSnapshot {
             start,
             chunks,
             recopy,
-        } => Phase::Snapshot {
-            start,
-            recopy,
-            chunks: chunks
-                .into_iter()
-                .map(|range| ChunkProgress {
-                    range,
-                    done: None,
-                    rows: 0,
-                })
-                .collect(),
-        },
+        } => {
+            shape = None;
+            Phase::Snapshot {
+                start,
+                recopy,
+                chunks: chunks
+                    .into_iter()
+                    .map(|range| ChunkProgress {
+                        range,
+                        done: None,
+                        rows: 0,
+                    })
+                    .collect(),
+            }
+        }
         CheckpointUpdate::ChunkDone {
             index,
             position,
@@ -265,14 +270,19 @@ fn next_checkpoint(
             position,
             source_ts,
             handover,
-        } => Phase::Streaming {
-            position,
-            source_ts,
-            handover,
-        },
+            shape: new_shape,
+        } => {
+            shape = new_shape.or(shape);
+            Phase::Streaming {
+                position,
+                source_ts,
+                handover,
+            }
+        }
     };
     Ok(Checkpoint {
         phase,
         fencing: token,
+        shape,
     })
 }

@@ -376,7 +376,7 @@ impl SinkTransaction for MemoryTransaction {
                 c.record(&key, self.token, update)?;
                 Committed::WithData
             }
-            None => Committed::Separately(update),
+            None => Committed::Separately(Box::new(update)),
         };
         st.tables.insert(key, table);
         st.commits += 1;

@@ -77,6 +77,8 @@ pub struct MemorySource {
     feeds_hung: Arc<std::sync::atomic::AtomicUsize>,
     /// The landing version new tables record ([`Source::landing_version`]).
     landing: LandingVersion,
+    /// Its stream replays DDL in log order ([`Source::follows_schema_in_log`]).
+    schema_in_log: bool,
 }
 
 impl MemorySource {
@@ -92,6 +94,7 @@ impl MemorySource {
             feeds_opened: Arc::default(),
             landing: LandingVersion::UNRECORDED,
             feeds_hung: Arc::default(),
+            schema_in_log: false,
         }
     }
 
@@ -345,6 +348,26 @@ impl MemorySource {
     pub fn with_landing_version(mut self, landing: LandingVersion) -> Self {
         self.landing = landing;
         self
+    }
+
+    /// A source whose stream replays its DDL in log order, like a binlog: a restart
+    /// resumes from the shape recorded at the checkpoint.
+    #[must_use]
+    pub fn with_schema_in_log(mut self) -> Self {
+        self.schema_in_log = true;
+        self
+    }
+
+    /// Renames a column; the log carries the rename at this position.
+    pub fn rename_column(&self, table: &str, from: &str, to: &str) {
+        let mut st = self.lock();
+        let t = st.tables.get_mut(table).expect("table exists");
+        let change = SchemaChange::RenameColumn {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        t.schema.apply(&change).expect("the column exists");
+        self.log(&mut st, table, vec![Change::Schema(change)]);
     }
 
     /// Chunks read so far, in order: (table, range).
@@ -644,6 +667,10 @@ impl Source for MemorySource {
 
     fn landing_version(&self) -> LandingVersion {
         self.landing
+    }
+
+    fn follows_schema_in_log(&self) -> bool {
+        self.schema_in_log
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering> {
