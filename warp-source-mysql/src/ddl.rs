@@ -83,7 +83,9 @@ pub fn diff(
             .iter()
             .find(|(a, _)| a.eq_ignore_ascii_case(&name))
             .map(|(_, b)| b.clone())
-            .filter(|b| find(b).is_some() && find(&name).is_none());
+            // The statement is the log's word for what happened at this position, even
+            // when the catalog already holds a later statement's work (a second rename).
+            .filter(|b| old.schema.column_index(b).is_none());
         let current = match &new_name {
             Some(b) => {
                 changes.push(SchemaChange::RenameColumn {
@@ -111,6 +113,11 @@ pub fn diff(
                 }
                 merged.columns[i] = my.clone();
                 merged.schema.columns[i].default.clone_from(&col.default);
+            }
+            // Renamed again by a later statement: that one says what it became.
+            None if new_name.is_some() => {
+                merged.schema.columns[i].name.clone_from(&current);
+                merged.columns[i].name.clone_from(&current);
             }
             None if !is_ghost(&old.columns[i]) => {
                 changes.push(SchemaChange::DropColumn { name: name.clone() });
@@ -260,6 +267,36 @@ mod tests {
                 to: "title".into()
             }]
         );
+    }
+
+    /// Replayed after a restart: the catalog already holds the second rename when the
+    /// first one is read. Each statement renames what it names, in log order; nothing is
+    /// dropped or added on the way.
+    #[test]
+    fn renames_replay_in_log_order_behind_the_catalog() {
+        let old = table(&[("id", "int(11)"), ("email", "varchar(40)")]);
+        let fresh = table(&[("id", "int(11)"), ("mail", "varchar(40)")]);
+        let (merged, changes) = diff(
+            &old,
+            fresh.clone(),
+            "ALTER TABLE t RENAME COLUMN email TO contact",
+            Scope::Named,
+        );
+        let rename = |from: &str, to: &str| SchemaChange::RenameColumn {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(changes, vec![rename("email", "contact")]);
+        assert_eq!(merged.columns[1].name, "contact");
+        assert_eq!(merged.columns[1].kind, old.columns[1].kind, "kind kept");
+        let (merged, changes) = diff(
+            &merged,
+            fresh,
+            "ALTER TABLE t CHANGE contact mail VARCHAR(40)",
+            Scope::Named,
+        );
+        assert_eq!(changes, vec![rename("contact", "mail")]);
+        assert_eq!(merged.schema.columns[1].name, "mail");
     }
 
     #[test]

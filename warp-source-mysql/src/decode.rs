@@ -86,7 +86,7 @@ pub fn decode_from(v: My, kind: &Kind, origin: Origin) -> Result<Decoded, String
             other => other.as_sql(true).trim_matches('\'').to_owned(),
         })),
         Kind::Binary { pad_to } => V(binary(v, *pad_to)?),
-        Kind::Dropped => V(Value::Null),
+        Kind::Dropped | Kind::Unseen => V(Value::Null),
         Kind::Geometry => V(match v {
             // MySQL stores a 4-byte SRID before the WKB.
             My::Bytes(b) if b.len() > 4 => Value::Bytes(b[4..].to_vec()),

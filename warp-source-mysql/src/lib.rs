@@ -199,7 +199,8 @@ impl MysqlSource {
                 table.id
             ))
         })?;
-        // The engine's view decides column order (it may carry columns dropped since).
+        // The engine's view decides column order (it may carry columns dropped since, or
+        // a shape recorded before a rename the catalog already holds).
         let mut aligned = found.clone();
         aligned.schema = table.clone();
         aligned.columns = table
@@ -213,7 +214,7 @@ impl MysqlSource {
                     .cloned()
                     .unwrap_or(types::MysqlColumn {
                         name: c.name.clone(),
-                        kind: types::Kind::Dropped,
+                        kind: types::Kind::Unseen,
                         column_type: c.column_type.clone(),
                     })
             })
@@ -502,6 +503,12 @@ impl Source for MysqlSource {
 
     fn change_strategy(&self) -> ChangeStrategy {
         self.strategy
+    }
+
+    /// The binlog's DDL replays in log order from the shape recorded at a checkpoint; a
+    /// polled table has no log of its DDL, so it starts from today's catalog.
+    fn follows_schema_in_log(&self) -> bool {
+        !self.strategy.polls()
     }
 
     async fn open_feed(

@@ -252,6 +252,9 @@ pub fn read_expr(column: &MysqlColumn) -> String {
         Kind::Text { charset, .. } if charset.decoded_here() => {
             format!("CAST({} AS BINARY)", quote(&column.name))
         }
+        // Kept at the destination, gone from the table: a copy lands NULL there, as the
+        // stream does for rows written since.
+        Kind::Dropped | Kind::Unseen => "NULL".to_owned(),
         _ => quote(&column.name),
     }
 }

@@ -49,6 +49,10 @@ pub enum Kind {
     Geometry,
     /// Dropped at the source; kept at the destination, never read again.
     Dropped,
+    /// In the shape a stream resumed from but not in today's catalog under this name
+    /// (renamed or dropped after the checkpoint, or dropped long before it): a rows event
+    /// that still carries it is decoded by what its table map says the column was.
+    Unseen,
 }
 
 impl Kind {
@@ -83,7 +87,8 @@ impl Kind {
             | Kind::Set { .. }
             | Kind::Json
             | Kind::Geometry
-            | Kind::Dropped => false,
+            | Kind::Dropped
+            | Kind::Unseen => false,
         }
     }
 

@@ -28,6 +28,8 @@ use crate::discover::MysqlTable;
 use crate::error::{Context, MysqlError, Result};
 use crate::gtid_set::GtidStart;
 use crate::position::BinlogPosition;
+use crate::table_map::Collations;
+use crate::types::Kind;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
 pub use gtid::GtidState;
@@ -63,6 +65,8 @@ struct Reader {
     txn: Transaction,
     xa: XaLedger,
     payloads: Payloads,
+    /// Read only when a shape holds columns today's catalog lacks (`Kind::Unseen`).
+    collations: Collations,
 }
 
 /// What a binlog feed needs besides its tables and start.
@@ -99,6 +103,12 @@ pub async fn feed(
     let mysql_gtid = GtidStart::plan(&mut conn, &from).await?;
     let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
     let names = name_case(&mut conn).await?;
+    let unseen = |t: &MysqlTable| t.columns.iter().any(|c| c.kind == Kind::Unseen);
+    let collations = if tables.iter().chain(&parents).any(unseen) {
+        Collations::read(&mut conn).await?
+    } else {
+        Collations::default()
+    };
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
@@ -139,6 +149,7 @@ pub async fn feed(
         gtids: Gtids::new(mariadb_gtid, &mysql_gtid),
         xa: XaLedger::default(),
         payloads: Payloads::default(),
+        collations,
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;

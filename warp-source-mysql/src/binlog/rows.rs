@@ -11,7 +11,7 @@ use warp_core::{Change, ChangeEvent, Operation, Row, TableChange, Value};
 use super::Reader;
 use crate::decode::{decode_from, Decoded, Origin};
 use crate::discover::MysqlTable;
-use crate::table_map::{column_names, label_overrides};
+use crate::table_map::{column_names, label_overrides, logged_kind, Collations};
 use crate::types::Kind;
 
 impl Reader {
@@ -36,7 +36,11 @@ impl Reader {
             self.fail(index, error);
             return Ok(());
         }
-        let labels = label_overrides(table, tme, &names);
+        let mut kinds: Vec<(usize, Result<Kind, String>)> = (label_overrides(table, tme, &names))
+            .into_iter()
+            .map(|(i, k)| (i, Ok(k)))
+            .collect();
+        kinds.extend(unseen_kinds(table, tme, &names, &self.collations));
         let key_cols = (table.schema.key_indexes()).map_err(|e| warp_core::Error::Table {
             table: table.schema.id.to_string(),
             message: e.to_string(),
@@ -60,7 +64,7 @@ impl Reader {
                 return Err(partial_image(table));
             }
             let mut image =
-                |r: Option<BinlogRow>| r.map(|r| row(table, &labels, r, &names, &mut zeros));
+                |r: Option<BinlogRow>| r.map(|r| row(table, &kinds, r, &names, &mut zeros));
             let (before, after) = (image(before), image(after));
             let key = match (&before, &after) {
                 (Some(b), _) => b.key(&key_cols),
@@ -129,11 +133,36 @@ fn unmappable(table: &MysqlTable, names: &[String]) -> Option<warp_core::Error> 
     })
 }
 
+/// The kinds the event's table map gives the columns the shape knows only by name
+/// (`Kind::Unseen`: renamed or dropped after the event while the replicator was stopped),
+/// or why it cannot tell one exactly (the column's values are then dead-lettered).
+fn unseen_kinds(
+    table: &MysqlTable,
+    tme: &TableMapEvent<'_>,
+    names: &[String],
+    collations: &Collations,
+) -> Vec<(usize, Result<Kind, String>)> {
+    if !table.columns.iter().any(|c| c.kind == Kind::Unseen) {
+        return Vec::new();
+    }
+    (names.iter().enumerate())
+        .filter_map(|(i, name)| {
+            let target = table.schema.column_index(name)?;
+            (table.columns[target].kind == Kind::Unseen).then(|| {
+                let landed = &table.schema.columns[target].column_type;
+                (target, logged_kind(tme, i, landed, collations))
+            })
+        })
+        .collect()
+}
+
 /// A row image, mapped by column name onto the table's current shape; a column the image
-/// lacks (added later) reads its declared default, as at the source.
+/// lacks (added later) reads its declared default, as at the source. `kinds`: columns
+/// decoded otherwise than by the shape's kind (the event's own labels, a table map's
+/// description of a column the catalog no longer has).
 fn row(
     table: &MysqlTable,
-    labels: &[(usize, Kind)],
+    kinds: &[(usize, Result<Kind, String>)],
     row: BinlogRow,
     names: &[String],
     zeros: &mut u64,
@@ -146,9 +175,15 @@ fn row(
         let Some(t) = target.filter(|&t| t < out.len()) else {
             continue;
         };
-        let kind = (labels.iter())
-            .find(|(i, _)| *i == t)
-            .map_or(&table.columns[t].kind, |(_, k)| k);
+        let kind = match (kinds.iter()).find(|(i, _)| *i == t).map(|(_, k)| k) {
+            None => &table.columns[t].kind,
+            Some(Ok(kind)) => kind,
+            Some(Err(why)) => {
+                let name = &table.columns[t].name;
+                out[t] = Value::Unreadable(format!("column {name}: {why}"));
+                continue;
+            }
+        };
         out[t] = match value(v, kind) {
             Ok(Decoded::Value(v)) => v,
             Ok(Decoded::ZeroDate) => {
@@ -191,7 +226,7 @@ fn reshaped_unseen(table: &MysqlTable, names: &[String]) -> Option<Vec<String>> 
         .cloned()
         .collect();
     let added = (table.columns.iter())
-        .filter(|c| c.kind != Kind::Dropped)
+        .filter(|c| !matches!(c.kind, Kind::Dropped | Kind::Unseen))
         .any(|c| !names.contains(&c.name));
     (!missing.is_empty() && added).then_some(missing)
 }
