@@ -29,7 +29,6 @@ use crate::error::{Context, MysqlError, Result};
 use crate::gtid_set::GtidStart;
 use crate::position::BinlogPosition;
 use crate::table_map::Collations;
-use crate::types::Kind;
 use crate::unhandled::{self, Refused, Undecoded};
 use crate::xa::{self, XaLedger, XaStatement};
 pub use gtid::GtidState;
@@ -65,8 +64,12 @@ struct Reader {
     txn: Transaction,
     xa: XaLedger,
     payloads: Payloads,
-    /// Read only when a shape holds columns today's catalog lacks (`Kind::Unseen`).
+    /// The server's collations, for what a table map says about a column.
     collations: Collations,
+    /// Tables whose text columns' character sets are still compared with each event's
+    /// table map: until one agrees, the catalog read at the start may already hold a
+    /// `CONVERT` the events before it do not (`rows::charset_overrides`).
+    charsets_unconfirmed: Vec<bool>,
 }
 
 /// What a binlog feed needs besides its tables and start.
@@ -103,12 +106,8 @@ pub async fn feed(
     let mysql_gtid = GtidStart::plan(&mut conn, &from).await?;
     let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
     let names = name_case(&mut conn).await?;
-    let unseen = |t: &MysqlTable| t.columns.iter().any(|c| c.kind == Kind::Unseen);
-    let collations = if tables.iter().chain(&parents).any(unseen) {
-        Collations::read(&mut conn).await?
-    } else {
-        Collations::default()
-    };
+    let collations = Collations::read(&mut conn).await?;
+    let charsets_unconfirmed = vec![true; tables.len() + parents.len()];
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
@@ -150,6 +149,7 @@ pub async fn feed(
         xa: XaLedger::default(),
         payloads: Payloads::default(),
         collations,
+        charsets_unconfirmed,
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;

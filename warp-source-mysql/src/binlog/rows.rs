@@ -41,6 +41,11 @@ impl Reader {
             .map(|(i, k)| (i, Ok(k)))
             .collect();
         kinds.extend(unseen_kinds(table, tme, &names, &self.collations));
+        if self.charsets_unconfirmed[index] {
+            let converted = charset_overrides(table, tme, &names, &self.collations);
+            self.charsets_unconfirmed[index] = !converted.is_empty();
+            kinds.extend(converted.into_iter().map(|(i, k)| (i, Ok(k))));
+        }
         let key_cols = (table.schema.key_indexes()).map_err(|e| warp_core::Error::Table {
             table: table.schema.id.to_string(),
             message: e.to_string(),
@@ -154,6 +159,36 @@ fn unseen_kinds(
             })
         })
         .collect()
+}
+
+/// The text columns whose character set the event's table map gives otherwise than the
+/// shape (a `CONVERT TO CHARACTER SET` or `MODIFY … CHARACTER SET` after the event, read
+/// in the catalog at the start), with the kind the event's bytes are decoded by.
+fn charset_overrides(
+    table: &MysqlTable,
+    tme: &TableMapEvent<'_>,
+    names: &[String],
+    collations: &Collations,
+) -> Vec<(usize, Kind)> {
+    (names.iter().enumerate())
+        .filter_map(|(i, name)| {
+            let target = table.schema.column_index(name)?;
+            let Kind::Text { charset, .. } = &table.columns[target].kind else {
+                return None;
+            };
+            let landed = &table.schema.columns[target].column_type;
+            match logged_kind(tme, i, landed, collations) {
+                Ok(logged @ Kind::Text { .. }) if !same_charset(&logged, charset) => {
+                    Some((target, logged))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn same_charset(kind: &Kind, charset: &crate::charset::Charset) -> bool {
+    matches!(kind, Kind::Text { charset: c, .. } if c == charset)
 }
 
 /// A row image, mapped by column name onto the table's current shape; a column the image
