@@ -92,8 +92,8 @@ fn utf8_labels<'a>(raw: impl Iterator<Item = &'a [u8]>) -> Option<Vec<String>> {
 #[derive(Debug, Default, Clone)]
 pub struct Collations {
     by_id: HashMap<u16, (String, String)>,
-    /// MariaDB lists GEOMETRY among the columns whose character sets a table map carries
-    /// and leaves YEAR out of the columns whose signedness it carries; MySQL the reverse.
+    /// MariaDB lists GEOMETRY among the columns whose character sets a table map carries;
+    /// MySQL does not.
     mariadb: bool,
 }
 
@@ -149,19 +149,10 @@ impl Collations {
         ) || (self.mariadb && t == T::MYSQL_TYPE_GEOMETRY)
     }
 
-    fn carries_signedness(&self, t: ColumnType) -> bool {
-        use ColumnType as T;
-        matches!(
-            t,
-            T::MYSQL_TYPE_TINY
-                | T::MYSQL_TYPE_SHORT
-                | T::MYSQL_TYPE_INT24
-                | T::MYSQL_TYPE_LONG
-                | T::MYSQL_TYPE_LONGLONG
-                | T::MYSQL_TYPE_NEWDECIMAL
-                | T::MYSQL_TYPE_FLOAT
-                | T::MYSQL_TYPE_DOUBLE
-        ) || (!self.mariadb && matches!(t, T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_YEAR))
+    /// The columns a table map lists signedness for: the integer, decimal and float
+    /// types and YEAR (MariaDB 10.11 too: the parity matrix's table shows it).
+    fn carries_signedness(t: ColumnType) -> bool {
+        t.is_numeric_type()
     }
 }
 
@@ -206,7 +197,7 @@ pub fn logged_kind(
         | T::MYSQL_TYPE_INT24
         | T::MYSQL_TYPE_LONG
         | T::MYSQL_TYPE_LONGLONG => {
-            let n = ordinal(&|i| raw(i).is_some_and(|t| collations.carries_signedness(t)));
+            let n = ordinal(&|i| raw(i).is_some_and(Collations::carries_signedness));
             let unsigned =
                 (facts.iter_signedness().nth(n)).ok_or("its table map lists no signedness")?;
             let bits = match ty {

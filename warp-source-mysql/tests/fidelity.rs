@@ -517,10 +517,10 @@ async fn enum_and_set_labels_are_read_as_they_were_when_logged() {
     );
 }
 
-/// Text logged in one character set and converted to another before the reader starts
-/// (a `CONVERT` while the replicator was stopped): the events before the statement carry
-/// the old set's bytes and are decoded in it, read from their table map (the catalog says
-/// the new one). An ENUM and a GEOMETRY column before the text column check which columns
+/// Columns changed after their values were logged, before the reader starts (a `CONVERT`
+/// or `MODIFY` while the replicator was stopped): the events before the statement carry
+/// the old set's bytes and the old integer width and signedness, and are decoded by them,
+/// read from their table map (the catalog says the new ones). An ENUM and a GEOMETRY column before the text column check which columns
 /// the server's table map lists sets for.
 #[tokio::test]
 async fn text_converted_to_another_set_after_it_was_logged_reads_in_its_logged_set() {
@@ -528,7 +528,8 @@ async fn text_converted_to_another_set_after_it_was_logged_reads_in_its_logged_s
         "converted",
         &[
             "CREATE TABLE c (id INT PRIMARY KEY, e ENUM('a','b'), g GEOMETRY, \
-           t VARCHAR(20) CHARACTER SET cp1251, u VARCHAR(20) CHARACTER SET latin1) \
+           t VARCHAR(20) CHARACTER SET cp1251, u VARCHAR(20) CHARACTER SET latin1, \
+           n INT UNSIGNED, b TINYINT UNSIGNED) \
            DEFAULT CHARSET = utf8mb4",
         ],
     )
@@ -536,16 +537,18 @@ async fn text_converted_to_another_set_after_it_was_logged_reads_in_its_logged_s
     let t = source.discover().await.unwrap().remove(0);
     let start = source.current_position(&t).await.unwrap();
     conn.query_drop(
-        "INSERT INTO c VALUES (1, 'b', POINT(1, 2), 'Привет', 'café'), (2, 'a', NULL, 'ёж', 'façade')",
+        "INSERT INTO c VALUES (1, 'b', POINT(1, 2), 'Привет', 'café', 4000000000, 200), \
+         (2, 'a', NULL, 'ёж', 'façade', 1, 2)",
     )
     .await
     .unwrap();
     conn.query_drop(
-        "ALTER TABLE c MODIFY t VARCHAR(20) CHARACTER SET koi8r, MODIFY u VARCHAR(20) CHARACTER SET cp1250",
+        "ALTER TABLE c MODIFY t VARCHAR(20) CHARACTER SET koi8r, MODIFY u VARCHAR(20) CHARACTER SET cp1250, \
+         MODIFY n BIGINT, MODIFY b SMALLINT",
     )
     .await
     .unwrap();
-    conn.query_drop("INSERT INTO c VALUES (3, 'a', NULL, 'Мир', 'dvůr')")
+    conn.query_drop("INSERT INTO c VALUES (3, 'a', NULL, 'Мир', 'dvůr', -5, -300)")
         .await
         .unwrap();
     // Discovered after the ALTER, as a restarted replicator would.
@@ -562,13 +565,14 @@ async fn text_converted_to_another_set_after_it_was_logged_reads_in_its_logged_s
         .into_iter()
         .map(|e| e.after.unwrap().values[3..].to_vec())
         .collect();
-    let text = |s: &str| Value::Text(s.into());
+    // Logged unsigned, so read as unsigned; then signed, as the catalog says now.
+    let (text, uint, int) = (|s: &str| Value::Text(s.into()), Value::UInt, Value::Int);
     assert_eq!(
         landed,
         [
-            vec![text("Привет"), text("café")],
-            vec![text("ёж"), text("façade")],
-            vec![text("Мир"), text("dvůr")],
+            vec![text("Привет"), text("café"), uint(4_000_000_000), uint(200)],
+            vec![text("ёж"), text("façade"), uint(1), uint(2)],
+            vec![text("Мир"), text("dvůr"), int(-5), int(-300)],
         ]
     );
 }

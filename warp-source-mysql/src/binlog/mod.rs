@@ -66,10 +66,10 @@ struct Reader {
     payloads: Payloads,
     /// The server's collations, for what a table map says about a column.
     collations: Collations,
-    /// Tables whose text columns' character sets are still compared with each event's
-    /// table map: until one agrees, the catalog read at the start may already hold a
-    /// `CONVERT` the events before it do not (`rows::charset_overrides`).
-    charsets_unconfirmed: Vec<bool>,
+    /// Tables whose column kinds are still compared with each event's table map: until
+    /// one agrees, the catalog read at the start may already hold a `CONVERT` or `MODIFY`
+    /// the events before it do not (`rows::logged_overrides`).
+    kinds_unconfirmed: Vec<bool>,
 }
 
 /// What a binlog feed needs besides its tables and start.
@@ -107,7 +107,7 @@ pub async fn feed(
     let cascades_logged = crate::foreign_keys::server_logs_actions(&mut conn).await?;
     let names = name_case(&mut conn).await?;
     let collations = Collations::read(&mut conn).await?;
-    let charsets_unconfirmed = vec![true; tables.len() + parents.len()];
+    let kinds_unconfirmed = vec![true; tables.len() + parents.len()];
     // Ask MariaDB for real GTID events (MySQL ignores this variable).
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
@@ -149,7 +149,7 @@ pub async fn feed(
         xa: XaLedger::default(),
         payloads: Payloads::default(),
         collations,
-        charsets_unconfirmed,
+        kinds_unconfirmed,
     };
     Ok(stream::unfold(Some(reader), |state| async move {
         let mut reader = state?;

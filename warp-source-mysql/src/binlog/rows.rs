@@ -41,10 +41,14 @@ impl Reader {
             .map(|(i, k)| (i, Ok(k)))
             .collect();
         kinds.extend(unseen_kinds(table, tme, &names, &self.collations));
-        if self.charsets_unconfirmed[index] {
-            let converted = charset_overrides(table, tme, &names, &self.collations);
-            self.charsets_unconfirmed[index] = !converted.is_empty();
-            kinds.extend(converted.into_iter().map(|(i, k)| (i, Ok(k))));
+        if self.kinds_unconfirmed[index] {
+            let changed = logged_overrides(table, tme, &names, &self.collations);
+            if let Some((i, _)) = changed.first() {
+                let column = &table.columns[*i].name;
+                tracing::debug!(table = %table.schema.id, column = %column, "the event's table map describes the column otherwise than the catalog: decoded as logged");
+            }
+            self.kinds_unconfirmed[index] = !changed.is_empty();
+            kinds.extend(changed.into_iter().map(|(i, k)| (i, Ok(k))));
         }
         let key_cols = (table.schema.key_indexes()).map_err(|e| warp_core::Error::Table {
             table: table.schema.id.to_string(),
@@ -161,10 +165,11 @@ fn unseen_kinds(
         .collect()
 }
 
-/// The text columns whose character set the event's table map gives otherwise than the
-/// shape (a `CONVERT TO CHARACTER SET` or `MODIFY … CHARACTER SET` after the event, read
-/// in the catalog at the start), with the kind the event's bytes are decoded by.
-fn charset_overrides(
+/// The columns the event's table map describes otherwise than the shape (a `CONVERT TO
+/// CHARACTER SET`, `MODIFY … BIGINT` or the like after the event, read in the catalog at
+/// the start), with the kind the event's values are decoded by. ENUM and SET labels are
+/// `label_overrides`' (checked on every event).
+fn logged_overrides(
     table: &MysqlTable,
     tme: &TableMapEvent<'_>,
     names: &[String],
@@ -173,22 +178,25 @@ fn charset_overrides(
     (names.iter().enumerate())
         .filter_map(|(i, name)| {
             let target = table.schema.column_index(name)?;
-            let Kind::Text { charset, .. } = &table.columns[target].kind else {
+            let shape = &table.columns[target].kind;
+            if matches!(shape, Kind::Dropped | Kind::Unseen) {
                 return None;
-            };
-            let landed = &table.schema.columns[target].column_type;
-            match logged_kind(tme, i, landed, collations) {
-                Ok(logged @ Kind::Text { .. }) if !same_charset(&logged, charset) => {
-                    Some((target, logged))
-                }
-                _ => None,
             }
+            let landed = &table.schema.columns[target].column_type;
+            let logged = logged_kind(tme, i, landed, collations).ok()?;
+            (!decodes_alike(shape, &logged)).then_some((target, logged))
         })
         .collect()
 }
 
-fn same_charset(kind: &Kind, charset: &crate::charset::Charset) -> bool {
-    matches!(kind, Kind::Text { charset: c, .. } if c == charset)
+/// Whether values of kind `a` decode as those of kind `b` (a text column's collation and
+/// chunk ordering do not matter to decoding; labels are compared elsewhere).
+fn decodes_alike(a: &Kind, b: &Kind) -> bool {
+    match (a, b) {
+        (Kind::Text { charset: x, .. }, Kind::Text { charset: y, .. }) => x == y,
+        (Kind::Enum { .. }, Kind::Enum { .. }) | (Kind::Set { .. }, Kind::Set { .. }) => true,
+        _ => a == b,
+    }
 }
 
 /// A row image, mapped by column name onto the table's current shape; a column the image
