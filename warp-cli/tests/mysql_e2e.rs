@@ -5,10 +5,11 @@
 use warp_fixtures::mysql_shop;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_shop::shop;
+use mysql_shop::{keep_writing, shop};
 use warp_core::{CheckpointPhase, DeadLetter, TableState};
 use warp_e2e::Poll;
 
@@ -424,8 +425,8 @@ async fn sigterm_mid_batch_then_restart_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test]
-async fn resync_recopies_one_table_while_another_keeps_streaming() {
-    let shop = shop("resync", 300, 100).await;
+async fn resync_recopies_one_table_while_it_and_another_keep_streaming() {
+    let shop = Arc::new(shop("resync", 300, 100).await);
     let mut run = shop.run();
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
@@ -440,13 +441,24 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
     .execute(&shop.pg)
     .await
     .unwrap();
+    // The stray row's versions: planted (as row 7's first), then marked deleted.
+    shop.wrote("orders", 999_999);
+    shop.wrote("orders", 999_999);
+    // The table itself keeps changing while it is copied again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_writing(&shop, &["orders"], 300, &stop);
     let said = shop.resync("orders");
     assert!(said.contains("requested"), "{said}");
     // The other table keeps streaming meanwhile.
     shop.exec("INSERT INTO customers VALUES (51, 'new customer', 'basic', NULL)")
         .await;
+    shop.wait_log("resync done while streaming", "the re-copy to end")
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
     shop.wait_equal("orders").await;
     shop.wait_equal("customers").await;
+    shop.assert_no_double_apply("orders").await;
     let processed = shop
         .scalar_pg(format!(
             "SELECT count(*) FROM {}_meta.signals WHERE processed_at IS NOT NULL",
@@ -454,7 +466,12 @@ async fn resync_recopies_one_table_while_another_keeps_streaming() {
         ))
         .await;
     assert_eq!(processed, 1);
-    assert!(shop.log().contains("resync requested"), "{}", shop.log());
+    // Copied again while it streamed: no snapshot planned after the first.
+    let log = shop.log();
+    let plans = (log.lines())
+        .filter(|l| l.contains("table=orders") && l.contains("snapshot planned"))
+        .count();
+    assert_eq!(plans, 1, "{log}");
     assert!(run.terminate().success());
 }
 

@@ -224,6 +224,14 @@ pub trait Source: Send + Sync {
         false
     }
 
+    /// A chunk read while the table streams hands over like a snapshot's late chunk:
+    /// its position is an exact point of the stream's log, at or after every change the
+    /// stream read before the chunk was read. A resync then re-copies the table while it
+    /// streams instead of stopping its stream for a full copy.
+    fn recopies_while_streaming(&self) -> bool {
+        false
+    }
+
     /// The landing version tables created now record: a source that changes how it lands
     /// values bumps it and keeps landing tables of older versions their way
     /// ([`ReadSettings::landing`]).

@@ -710,6 +710,79 @@ async fn a_recopy_removes_the_rows_the_source_no_longer_has() {
     }
 }
 
+/// A resync of a streaming table whose source reads chunks at exact log positions: the
+/// table is copied again chunk by chunk between the stream's batches while a writer
+/// keeps changing it. Its checkpoint never leaves streaming, rows deleted behind the
+/// log's back are swept, and no row counts more versions than the source made changes.
+#[tokio::test]
+async fn a_resync_recopies_while_the_table_keeps_streaming() {
+    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
+    let sink = destination();
+    let pipeline = Pipeline::new(
+        schema("    a: { snapshot_chunk_size: 20 }\n"),
+        Arc::new(source.clone()),
+        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
+        settings(),
+    );
+    let control = pipeline.control();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
+    sink.wait_until_equal(&source, "shop", "a").await;
+    for id in [3, 77, 299] {
+        source.delete_unlogged("a", vec![Value::Int(id)]);
+    }
+    let reads_before = source.chunk_reads().len();
+    let writer = {
+        let source = source.clone();
+        tokio::spawn(async move {
+            for round in 1..=40 {
+                for id in (1..=300).step_by(13) {
+                    if ![3, 77, 299].contains(&id) {
+                        source.update("a", row(id, round));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Seen at every chunk read of the re-copy: the checkpoint is a streaming one (a full
+    // resync plans a snapshot first).
+    let phases = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let (sink, phases) = (sink.clone(), Arc::clone(&phases));
+        source.on_chunk_read(move |_| {
+            let phase = sink.checkpoint("shop", "a").map(|c| c.phase);
+            let streaming = matches!(phase, Some(Phase::Streaming { .. }));
+            phases.lock().unwrap().push(streaming);
+        });
+    }
+    assert!(control.resync("a"));
+    wait_for("the re-copy to read every chunk", WAIT, || {
+        source.chunk_reads().len() >= reads_before + 15
+    })
+    .await;
+    let phases = phases.lock().unwrap().clone();
+    assert!(
+        phases.len() >= 15 && phases.iter().all(|s| *s),
+        "{phases:?}"
+    );
+    writer.await.unwrap();
+    sink.wait_until_equal(&source, "shop", "a").await;
+    assert_eq!(sink.live_rows("shop", "a").len(), 297, "swept");
+    // The swept rows' deletes are the source's own, made without the log: counted apart.
+    for (k, stored) in sink.stored("shop", "a") {
+        let changes = source.changes_for("a", &k) + u64::from(stored.deleted);
+        assert!(
+            stored.version <= changes,
+            "{k:?}: version {} of {changes}",
+            stored.version
+        );
+    }
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() {
     let source = MemorySource::with_sample_table("shop", "orders", 40);

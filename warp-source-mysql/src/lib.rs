@@ -505,6 +505,12 @@ impl Source for MysqlSource {
         self.strategy
     }
 
+    /// A chunk's position is the binlog position of its consistent snapshot: an exact
+    /// point of the stream's log (a polled table's watermark is not).
+    fn recopies_while_streaming(&self) -> bool {
+        !self.strategy.polls()
+    }
+
     /// The binlog's DDL replays in log order from the shape recorded at a checkpoint; a
     /// polled table has no log of its DDL, so it starts from today's catalog.
     fn follows_schema_in_log(&self) -> bool {

@@ -8,6 +8,7 @@ mod ownership;
 mod plan;
 mod projection;
 mod read_ahead;
+mod recopy;
 mod snapshot;
 mod stream;
 mod sweep;
@@ -104,6 +105,9 @@ impl EngineSettings {
 pub(crate) struct TableControl {
     pub resync: std::sync::atomic::AtomicBool,
     pub wake: tokio::sync::Notify,
+    /// The worker streams from a source that re-copies while streaming: a resync
+    /// request is taken by the stream itself instead of ending the attempt.
+    pub streaming_recopy: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to steer a running pipeline's tables.
@@ -113,8 +117,9 @@ pub struct PipelineControl {
 }
 
 impl PipelineControl {
-    /// Asks `table` to re-snapshot (its checkpoint is reset; other tables keep streaming).
-    /// False when the table is not replicated by this pipeline.
+    /// Asks `table` to be copied again: in its stream when it streams from a source that
+    /// re-copies while streaming, else by a new snapshot (its checkpoint is reset). Other
+    /// tables keep streaming. False when the table is not replicated by this pipeline.
     pub fn resync(&self, table: &str) -> bool {
         let controls = self
             .ctx

@@ -3,6 +3,7 @@
 //! its checkpoint. A source transaction is never split across two commits.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -12,6 +13,7 @@ use tracing::{debug, info};
 
 use super::batch::{split_key_change, Batch};
 use super::read_ahead::ReadAhead;
+use super::recopy::{Recopy, Step, TakesResyncs};
 use super::table::TableWorker;
 use crate::control::TableState;
 use crate::error::{Error, Result};
@@ -92,8 +94,14 @@ impl TableWorker {
             self.settings.batch_size.max(1),
             self.ctx.settings.batch_max_bytes,
         );
+        let control = Arc::clone(&self.control);
+        let _takes = TakesResyncs::mark(&control, self.ctx.source.recopies_while_streaming());
+        let mut recopy: Option<Recopy> = None;
 
         loop {
+            if !in_txn {
+                self.recopy_between_batches(&mut w, &mut recopy).await?;
+            }
             let deadline = w.deadline;
             let item = tokio::select! {
                 biased;
@@ -124,6 +132,8 @@ impl TableWorker {
                     continue;
                 }
                 item = rx.next() => item,
+                // A re-copy goes on between fragments, and without them while idle.
+                () = std::future::ready(()), if recopy.is_some() && !in_txn => continue,
             };
             metrics::gauge!(QUEUE_DEPTH, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
                 .set(rx.len() as f64);
@@ -189,6 +199,33 @@ impl TableWorker {
                 }
             }
         }
+    }
+
+    /// Takes a resync request, and copies the next chunk of a re-copy in progress once
+    /// the changes in hand are committed (the chunk's position is then at or after
+    /// theirs).
+    async fn recopy_between_batches(
+        &self,
+        w: &mut Writer,
+        recopy: &mut Option<Recopy>,
+    ) -> Result<()> {
+        if recopy.is_none() {
+            *recopy = self.take_resync().await?;
+        }
+        let Some(r) = recopy.as_mut() else {
+            return Ok(());
+        };
+        if w.pending.is_some() {
+            self.flush(w).await?;
+        }
+        if let Step::Done = self
+            .recopy_step(r, w.token, &w.position, &mut w.handover)
+            .await?
+        {
+            *recopy = None;
+        }
+        w.last_checkpoint = tokio::time::Instant::now();
+        Ok(())
     }
 
     /// The table's changes from `position`, read ahead into a bounded queue.

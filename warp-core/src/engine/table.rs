@@ -22,7 +22,7 @@ use crate::source::KeyRange;
 
 pub(crate) struct TableWorker {
     pub(super) ctx: Arc<Ctx>,
-    control: Arc<super::TableControl>,
+    pub(super) control: Arc<super::TableControl>,
     pub(super) target: Target,
     pub(super) key: TableKey,
     pub(super) settings: ResolvedTable,
@@ -90,7 +90,7 @@ impl TableWorker {
     /// Rows per snapshot chunk for `table` (see [`ResolvedTable::chunk_rows`]). The row
     /// width is only asked for when the size is not configured; an estimate that fails
     /// leaves the default size (it is an optimisation, not a requirement).
-    async fn chunk_rows(&self, table: &crate::TableSchema) -> usize {
+    pub(super) async fn chunk_rows(&self, table: &crate::TableSchema) -> usize {
         let width = match self.settings.snapshot_chunk_size {
             Some(_) => None,
             None => self
@@ -136,8 +136,17 @@ impl TableWorker {
             let watcher = {
                 let (attempt, control) = (attempt.clone(), Arc::clone(&self.control));
                 tokio::spawn(async move {
-                    control.wake.notified().await;
-                    attempt.cancel();
+                    // A stream that re-copies in place takes the request itself.
+                    loop {
+                        control.wake.notified().await;
+                        if !control
+                            .streaming_recopy
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                        {
+                            attempt.cancel();
+                            return;
+                        }
+                    }
                 })
             };
             let result = self.run_once(&attempt).await;

@@ -79,6 +79,8 @@ pub struct MemorySource {
     landing: LandingVersion,
     /// Its stream replays DDL in log order ([`Source::follows_schema_in_log`]).
     schema_in_log: bool,
+    /// A resync re-copies while streaming ([`Source::recopies_while_streaming`]).
+    recopies_streaming: bool,
 }
 
 impl MemorySource {
@@ -95,6 +97,7 @@ impl MemorySource {
             landing: LandingVersion::UNRECORDED,
             feeds_hung: Arc::default(),
             schema_in_log: false,
+            recopies_streaming: false,
         }
     }
 
@@ -355,6 +358,14 @@ impl MemorySource {
     #[must_use]
     pub fn with_schema_in_log(mut self) -> Self {
         self.schema_in_log = true;
+        self
+    }
+
+    /// A source whose resyncs re-copy while the table streams (its chunk positions are
+    /// exact points of its log, like a binlog's).
+    #[must_use]
+    pub fn with_recopy_while_streaming(mut self) -> Self {
+        self.recopies_streaming = true;
         self
     }
 
@@ -671,6 +682,10 @@ impl Source for MemorySource {
 
     fn follows_schema_in_log(&self) -> bool {
         self.schema_in_log
+    }
+
+    fn recopies_while_streaming(&self) -> bool {
+        self.recopies_streaming
     }
 
     fn compare_positions(&self, a: &Position, b: &Position) -> Result<Ordering> {
