@@ -96,6 +96,10 @@ pub enum Phase {
         /// Empty once the stream passes them.
         #[serde(default)]
         handover: Vec<(KeyRange, Position)>,
+        /// A re-copy in progress while streaming: its chunks still to copy, in order
+        /// (empty: only its sweep is left). `None`: no re-copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recopy: Option<Vec<KeyRange>>,
     },
 }
 
@@ -138,6 +142,8 @@ pub enum CheckpointUpdate {
         /// The source shape at `position`, when it differs from the one recorded (`None`
         /// keeps the recorded shape; a snapshot plan clears it).
         shape: Option<TableSchema>,
+        /// A re-copy in progress: its chunks still to copy ([`Phase::Streaming`]).
+        recopy: Option<Vec<KeyRange>>,
     },
 }
 

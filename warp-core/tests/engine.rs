@@ -783,6 +783,48 @@ async fn a_resync_recopies_while_the_table_keeps_streaming() {
     handle.await.unwrap().unwrap();
 }
 
+/// A re-copy interrupted after five of its fifteen chunks (the sixth read fails, the
+/// attempt restarts from the checkpoint) goes on from its sixth chunk: its chunks to go
+/// are recorded with each streaming checkpoint. Started over, it would read 20 chunks.
+#[tokio::test]
+async fn an_interrupted_recopy_resumes_from_its_next_chunk() {
+    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
+    let sink = destination();
+    let pipeline = Pipeline::new(
+        schema("    a: { snapshot_chunk_size: 20 }\n"),
+        Arc::new(source.clone()),
+        Arc::new(sink.clone()),
+        Arc::new(sink.control()),
+        settings(),
+    );
+    let control = pipeline.control();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
+    sink.wait_until_equal(&source, "shop", "a").await;
+    source.delete_unlogged("a", vec![Value::Int(150)]);
+    let before = source.chunk_reads().len();
+    source.on_chunk_read(move |s| {
+        if s.chunk_reads().len() == before + 5 {
+            s.faults()
+                .arm(FailPoint::ReadChunk, Some("a"), 1, Retry::Transient);
+        }
+    });
+    assert!(control.resync("a"));
+    wait_for("the re-copy's sweep", WAIT, || {
+        sink.live_rows("shop", "a").len() == 299
+    })
+    .await;
+    assert_eq!(
+        source.faults().pending(FailPoint::ReadChunk),
+        0,
+        "the read failed"
+    );
+    assert_eq!(source.chunk_reads().len(), before + 15);
+    sink.wait_until_equal(&source, "shop", "a").await;
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_chunk_that_needs_a_wider_shape_evolves_the_table_and_is_read_again() {
     let source = MemorySource::with_sample_table("shop", "orders", 40);

@@ -35,6 +35,7 @@ type CheckpointRow = (
     i64,
     bool,
     Option<serde_json::Value>,
+    Option<serde_json::Value>,
 );
 
 /// A checkpoint row's columns as one update writes them.
@@ -49,6 +50,8 @@ struct Stored<'a> {
     recopy: bool,
     /// The source shape at `position`; `None` keeps the stored one while streaming.
     shape: Option<serde_json::Value>,
+    /// A re-copy's chunks still to copy, while streaming.
+    recopy_chunks: Option<serde_json::Value>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {
@@ -81,7 +84,7 @@ impl Checkpoints {
 
     pub async fn load(&self, pool: &PgPool, key: &TableKey) -> Result<Option<Checkpoint>> {
         let sql = format!(
-            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape FROM {}.checkpoints
+            "SELECT phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape, recopy_chunks FROM {}.checkpoints
              WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'",
             self.m
         );
@@ -91,7 +94,18 @@ impl Checkpoints {
             .fetch_optional(pool)
             .await
             .context("load checkpoint")?;
-        let Some((phase, position, start, handover, source_ts, token, recopy, shape)) = row else {
+        let Some((
+            phase,
+            position,
+            start,
+            handover,
+            source_ts,
+            token,
+            recopy,
+            shape,
+            recopy_chunks,
+        )) = row
+        else {
             return Ok(None);
         };
         let phase = match phase.as_str() {
@@ -127,6 +141,7 @@ impl Checkpoints {
                 position: Position::from_json(position.unwrap_or_default()),
                 source_ts,
                 handover: decode("handover", handover)?,
+                recopy: (recopy_chunks.map(|c| decode("re-copy chunks", c))).transpose()?,
             },
         };
         Ok(Some(Checkpoint {
@@ -208,6 +223,7 @@ impl Checkpoints {
                     source_ts: None,
                     recopy: *recopy,
                     shape: None,
+                    recopy_chunks: None,
                 };
                 self.upsert(conn, key, &row, token).await
             }
@@ -242,8 +258,13 @@ impl Checkpoints {
                 source_ts,
                 handover,
                 shape,
+                recopy,
             } => {
                 self.clear_chunks(conn, key).await?;
+                let recopy_chunks = (recopy.as_ref())
+                    .map(serde_json::to_value)
+                    .transpose()
+                    .map_err(|e| SinkError::Invalid(e.to_string()))?;
                 let handover = serde_json::to_value(handover)
                     .map_err(|e| SinkError::Invalid(e.to_string()))?;
                 let shape = (shape.as_ref())
@@ -258,6 +279,7 @@ impl Checkpoints {
                     source_ts: *source_ts,
                     recopy: false,
                     shape,
+                    recopy_chunks,
                 };
                 self.upsert(conn, key, &row, token).await
             }
@@ -287,13 +309,14 @@ impl Checkpoints {
     ) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}.checkpoints AS c
-                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+                (schema_name, table_name, phase, position, snapshot_start, handover, source_ts, fencing_token, recopy, shape, recopy_chunks, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
              ON CONFLICT (schema_name, table_name, stream) DO UPDATE SET
                 phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
                 handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
                 fencing_token = EXCLUDED.fencing_token, recopy = EXCLUDED.recopy,
                 shape = CASE WHEN EXCLUDED.phase = 'snapshot' THEN NULL ELSE COALESCE(EXCLUDED.shape, c.shape) END,
+                recopy_chunks = EXCLUDED.recopy_chunks,
                 updated_at = now()",
             self.m
         );
@@ -308,6 +331,7 @@ impl Checkpoints {
             .bind(token)
             .bind(row.recopy)
             .bind(&row.shape)
+            .bind(&row.recopy_chunks)
             .execute(conn)
             .await
             .context("write checkpoint")?;

@@ -38,12 +38,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         9,
-        "the source shape at each streaming checkpoint",
+        "the source shape at each streaming checkpoint, and a re-copy's chunks to go",
         CHECKPOINTS_SHAPE,
     ),
 ];
 
-const CHECKPOINTS_SHAPE: &str = "ALTER TABLE {m}.checkpoints ADD COLUMN shape jsonb";
+const CHECKPOINTS_SHAPE: &str =
+    "ALTER TABLE {m}.checkpoints ADD COLUMN shape jsonb, ADD COLUMN recopy_chunks jsonb";
 
 const CHECKPOINTS_RECOPY: &str =
     "ALTER TABLE {m}.checkpoints ADD COLUMN recopy boolean NOT NULL DEFAULT false";

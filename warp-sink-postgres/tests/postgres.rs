@@ -115,6 +115,7 @@ fn streaming(pos: u64) -> CheckpointUpdate {
         source_ts: Some(Utc::now()),
         handover: Vec::new(),
         shape: None,
+        recopy: None,
     }
 }
 
@@ -1289,6 +1290,7 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         source_ts: None,
         handover: vec![(ranges[1].clone(), pos(9))],
         shape: None,
+        recopy: None,
     })
     .await;
     let cp = env.sink.load(&key).await.unwrap().unwrap();
@@ -1298,7 +1300,8 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         Phase::Streaming {
             position: pos(4),
             source_ts: None,
-            handover: vec![(ranges[1].clone(), pos(9))]
+            handover: vec![(ranges[1].clone(), pos(9))],
+            recopy: None,
         }
     );
     assert_eq!(cp.shape, None);
@@ -1310,11 +1313,23 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         source_ts: None,
         handover: Vec::new(),
         shape,
+        recopy: None,
     };
     commit(streaming(5, Some(shape.clone()))).await;
     commit(streaming(6, None)).await;
     let cp = env.sink.load(&key).await.unwrap().unwrap();
     assert_eq!(cp.shape.as_ref(), Some(&shape));
+    // A re-copy in progress keeps its chunks to go with each streaming checkpoint.
+    let mut with_recopy = streaming(6, None);
+    if let CheckpointUpdate::Streaming { recopy, .. } = &mut with_recopy {
+        *recopy = Some(vec![ranges[1].clone()]);
+    }
+    commit(with_recopy).await;
+    let recorded = match env.sink.load(&key).await.unwrap().unwrap().phase {
+        Phase::Streaming { recopy, .. } => recopy,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(recorded, Some(vec![ranges[1].clone()]));
     commit(CheckpointUpdate::BeginSnapshot {
         start: pos(7),
         chunks: ranges.clone(),

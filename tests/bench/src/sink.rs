@@ -285,6 +285,7 @@ async fn timed_changes(
             source_ts: None,
             handover: Vec::new(),
             shape: None,
+            recopy: None,
         })
         .await?;
         id = end + 1;

@@ -108,6 +108,8 @@ pub(crate) struct TableControl {
     /// The worker streams from a source that re-copies while streaming: a resync
     /// request is taken by the stream itself instead of ending the attempt.
     pub streaming_recopy: std::sync::atomic::AtomicBool,
+    /// Wakes such a stream for the request when its table is idle.
+    pub requested: tokio::sync::Notify,
 }
 
 /// A handle to steer a running pipeline's tables.
@@ -130,6 +132,7 @@ impl PipelineControl {
             Some(c) => {
                 c.resync.store(true, std::sync::atomic::Ordering::SeqCst);
                 c.wake.notify_one();
+                c.requested.notify_one();
                 true
             }
             None => false,

@@ -8,9 +8,9 @@
 //! (the source's state at `Pc`) replace the landing rows of its key range, and the
 //! stream then skips the changes at or before `Pc` to keys of that range (the hand-over
 //! filter, recorded in the same commit as the rows): each key ends with every change
-//! after `Pc` applied once over the state at `Pc`. A crash between chunks resumes the
-//! stream from its checkpoint with the hand-over it recorded; the re-copy itself is not
-//! resumed (the chunks copied stay correct; `resync` again copies the rest).
+//! after `Pc` applied once over the state at `Pc`. Every streaming checkpoint records the
+//! chunks still to copy, so a restart resumes the stream with its hand-over and the
+//! re-copy from its next chunk.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -28,11 +28,31 @@ use crate::source::{ChunkPage, KeyRange};
 /// Pages of a chunk read ahead while the previous one is written.
 const READ_AHEAD_PAGES: usize = 2;
 
-/// The chunks of a re-copy still to copy.
+/// The chunks of a re-copy still to copy (recorded with every streaming checkpoint, so
+/// a re-copy goes on after a restart).
 pub(super) struct Recopy {
     chunks: VecDeque<KeyRange>,
     total: usize,
     rows: u64,
+}
+
+impl Recopy {
+    /// A re-copy recorded at a checkpoint, from its next chunk.
+    pub(super) fn resume(chunks: Vec<KeyRange>) -> Self {
+        info!(
+            chunks = chunks.len(),
+            "resuming the re-copy recorded at the checkpoint"
+        );
+        Self {
+            total: chunks.len(),
+            chunks: chunks.into(),
+            rows: 0,
+        }
+    }
+
+    pub(super) fn remaining(&self) -> Vec<KeyRange> {
+        self.chunks.iter().cloned().collect()
+    }
 }
 
 /// What one step of a re-copy did.
@@ -105,7 +125,7 @@ impl TableWorker {
         let Some(range) = recopy.chunks.pop_front() else {
             let mut tx = self.ctx.sink.begin(&self.target, token).await?;
             self.sweep(tx.as_mut()).await?;
-            self.commit_streaming(tx, token, position, handover.clone())
+            self.commit_streaming(tx, token, position, handover.clone(), None)
                 .await?;
             info!(
                 rows = recopy.rows,
@@ -137,7 +157,8 @@ impl TableWorker {
             }
         }
         handover.push((range, read.position));
-        self.commit_streaming(tx, token, position, handover.clone())
+        let left = Some(recopy.remaining());
+        self.commit_streaming(tx, token, position, handover.clone(), left)
             .await?;
         recopy.rows += rows;
         metrics::counter!(SNAPSHOT_ROWS_TOTAL, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())

@@ -106,7 +106,7 @@ impl TableWorker {
         if recopy {
             self.sweep(tx.as_mut()).await?;
         }
-        self.commit_streaming(tx, token, &start, handover.clone())
+        self.commit_streaming(tx, token, &start, handover.clone(), None)
             .await?;
         info!(%start, late_chunks = handover.len(), "snapshot done; streaming");
         Ok((start, handover))

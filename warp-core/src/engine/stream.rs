@@ -44,6 +44,8 @@ struct Writer {
     position: Position,
     /// The source shape the checkpoint holds, as far as this attempt knows.
     recorded_shape: Option<crate::TableSchema>,
+    /// A re-copy in progress between batches.
+    recopy: Option<Recopy>,
 }
 
 fn op_index(op: Operation) -> usize {
@@ -61,6 +63,7 @@ impl TableWorker {
         token: FencingToken,
         position: Position,
         handover: Vec<(KeyRange, Position)>,
+        recopy: Option<Vec<KeyRange>>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let mut rx = self.open_upstream(&position).await?;
@@ -83,6 +86,7 @@ impl TableWorker {
             last_checkpoint: tokio::time::Instant::now(),
             position,
             recorded_shape: self.recorded_shape.clone(),
+            recopy: recopy.map(Recopy::resume),
         };
         let detect_every = self.settings.delete_detection_interval;
         let mut next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
@@ -96,11 +100,10 @@ impl TableWorker {
         );
         let control = Arc::clone(&self.control);
         let _takes = TakesResyncs::mark(&control, self.ctx.source.recopies_while_streaming());
-        let mut recopy: Option<Recopy> = None;
 
         loop {
             if !in_txn {
-                self.recopy_between_batches(&mut w, &mut recopy).await?;
+                self.recopy_between_batches(&mut w).await?;
             }
             let deadline = w.deadline;
             let item = tokio::select! {
@@ -131,9 +134,10 @@ impl TableWorker {
                     next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
                     continue;
                 }
+                () = control.requested.notified(), if w.recopy.is_none() && !in_txn => continue,
                 item = rx.next() => item,
                 // A re-copy goes on between fragments, and without them while idle.
-                () = std::future::ready(()), if recopy.is_some() && !in_txn => continue,
+                () = std::future::ready(()), if w.recopy.is_some() && !in_txn => continue,
             };
             metrics::gauge!(QUEUE_DEPTH, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
                 .set(rx.len() as f64);
@@ -204,25 +208,28 @@ impl TableWorker {
     /// Takes a resync request, and copies the next chunk of a re-copy in progress once
     /// the changes in hand are committed (the chunk's position is then at or after
     /// theirs).
-    async fn recopy_between_batches(
-        &self,
-        w: &mut Writer,
-        recopy: &mut Option<Recopy>,
-    ) -> Result<()> {
-        if recopy.is_none() {
-            *recopy = self.take_resync().await?;
+    async fn recopy_between_batches(&self, w: &mut Writer) -> Result<()> {
+        if w.recopy.is_none() {
+            w.recopy = self.take_resync().await?;
         }
-        let Some(r) = recopy.as_mut() else {
+        if w.recopy.is_none() {
             return Ok(());
-        };
+        }
         if w.pending.is_some() {
             self.flush(w).await?;
         }
-        if let Step::Done = self
-            .recopy_step(r, w.token, &w.position, &mut w.handover)
-            .await?
-        {
-            *recopy = None;
+        let Writer {
+            recopy: Some(r),
+            token,
+            position,
+            handover,
+            ..
+        } = w
+        else {
+            return Ok(());
+        };
+        if let Step::Done = self.recopy_step(r, *token, position, handover).await? {
+            w.recopy = None;
         }
         w.last_checkpoint = tokio::time::Instant::now();
         Ok(())
@@ -448,6 +455,7 @@ impl TableWorker {
             source_ts: commit.source_ts,
             handover: w.handover.clone(),
             shape: shape.clone(),
+            recopy: w.recopy.as_ref().map(Recopy::remaining),
         };
         self.ctx.commit(tx, &self.key, w.token, update).await?;
         if shape.is_some() {

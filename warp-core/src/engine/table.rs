@@ -264,10 +264,18 @@ impl TableWorker {
                 Vec::new()
             }
         };
+        // A re-copy in progress while streaming goes on from its next chunk.
+        let mut recopy = None;
         let (position, handover) = match checkpoint.map(|c| c.phase) {
             Some(Phase::Streaming {
-                position, handover, ..
-            }) => (position, handover),
+                position,
+                handover,
+                recopy: chunks,
+                ..
+            }) => {
+                recopy = chunks;
+                (position, handover)
+            }
             Some(Phase::Snapshot {
                 start,
                 chunks,
@@ -316,7 +324,8 @@ impl TableWorker {
                 (position, Vec::new())
             }
         };
-        self.stream(token, position, handover, shutdown).await
+        self.stream(token, position, handover, recopy, shutdown)
+            .await
     }
 
     /// A stream that resumes where its source replays DDL from the log starts from the
@@ -353,22 +362,26 @@ impl TableWorker {
     ) -> Result<()> {
         let mut tx = self.ctx.sink.begin(&self.target, token).await?;
         tx.apply(changes).await?;
-        self.commit_streaming(tx, token, position, handover).await
+        self.commit_streaming(tx, token, position, handover, None)
+            .await
     }
 
-    /// Commits `tx` with a streaming checkpoint at `position`.
+    /// Commits `tx` with a streaming checkpoint at `position` (and what is left of a
+    /// re-copy in progress).
     pub(super) async fn commit_streaming(
         &self,
         tx: Box<dyn crate::sink::SinkTransaction>,
         token: FencingToken,
         position: &Position,
         handover: Vec<(KeyRange, Position)>,
+        recopy: Option<Vec<KeyRange>>,
     ) -> Result<()> {
         let update = CheckpointUpdate::Streaming {
             position: position.clone(),
             source_ts: None,
             handover,
             shape: Some(self.projection.source_schema().clone()),
+            recopy,
         };
         self.ctx.commit(tx, &self.key, token, update).await?;
         self.ctx.status.update(&self.key, |s| {

@@ -271,12 +271,14 @@ fn next_checkpoint(
             source_ts,
             handover,
             shape: new_shape,
+            recopy,
         } => {
             shape = new_shape.or(shape);
             Phase::Streaming {
                 position,
                 source_ts,
                 handover,
+                recopy,
             }
         }
     };
