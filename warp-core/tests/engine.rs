@@ -710,25 +710,25 @@ async fn a_recopy_removes_the_rows_the_source_no_longer_has() {
     }
 }
 
+/// Table `a` (300 rows, chunks of 20) streaming from a source that re-copies while
+/// streaming.
+async fn streaming_in_fifteen_chunks() -> (MemorySource, MemorySink, Running) {
+    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
+    let sink = destination();
+    let tables = schema("    a: { snapshot_chunk_size: 20 }\n");
+    let run = start(&source, &sink, tables, settings());
+    sink.wait_until_equal(&source, "shop", "a").await;
+    (source, sink, run)
+}
+
 /// A resync of a streaming table whose source reads chunks at exact log positions: the
 /// table is copied again chunk by chunk between the stream's batches while a writer
 /// keeps changing it. Its checkpoint never leaves streaming, rows deleted behind the
 /// log's back are swept, and no row counts more versions than the source made changes.
 #[tokio::test]
 async fn a_resync_recopies_while_the_table_keeps_streaming() {
-    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
-    let sink = destination();
-    let pipeline = Pipeline::new(
-        schema("    a: { snapshot_chunk_size: 20 }\n"),
-        Arc::new(source.clone()),
-        Arc::new(sink.clone()),
-        Arc::new(sink.control()),
-        settings(),
-    );
-    let control = pipeline.control();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
-    sink.wait_until_equal(&source, "shop", "a").await;
+    let (source, sink, run) = streaming_in_fifteen_chunks().await;
+    let control = &run.control;
     for id in [3, 77, 299] {
         source.delete_unlogged("a", vec![Value::Int(id)]);
     }
@@ -779,8 +779,7 @@ async fn a_resync_recopies_while_the_table_keeps_streaming() {
             stored.version
         );
     }
-    shutdown.cancel();
-    handle.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 /// A re-copy interrupted after five of its fifteen chunks (the sixth read fails, the
@@ -788,19 +787,8 @@ async fn a_resync_recopies_while_the_table_keeps_streaming() {
 /// are recorded with each streaming checkpoint. Started over, it would read 20 chunks.
 #[tokio::test]
 async fn an_interrupted_recopy_resumes_from_its_next_chunk() {
-    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
-    let sink = destination();
-    let pipeline = Pipeline::new(
-        schema("    a: { snapshot_chunk_size: 20 }\n"),
-        Arc::new(source.clone()),
-        Arc::new(sink.clone()),
-        Arc::new(sink.control()),
-        settings(),
-    );
-    let control = pipeline.control();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline.run(shutdown.clone()));
-    sink.wait_until_equal(&source, "shop", "a").await;
+    let (source, sink, run) = streaming_in_fifteen_chunks().await;
+    let control = &run.control;
     source.delete_unlogged("a", vec![Value::Int(150)]);
     let before = source.chunk_reads().len();
     source.on_chunk_read(move |s| {
@@ -821,8 +809,7 @@ async fn an_interrupted_recopy_resumes_from_its_next_chunk() {
     );
     assert_eq!(source.chunk_reads().len(), before + 15);
     sink.wait_until_equal(&source, "shop", "a").await;
-    shutdown.cancel();
-    handle.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]

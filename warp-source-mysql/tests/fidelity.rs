@@ -35,6 +35,15 @@ async fn setup(name: &str, ddl: &[&str]) -> (Configured, mysql_async::Conn) {
 type Fragments = futures::stream::BoxStream<'static, warp_core::Result<StreamFragment>>;
 
 /// The row events of the next `n` transactions.
+/// `table` as discovered now (after a DDL, as a restarted replicator sees it).
+async fn rediscovered(
+    source: &Configured,
+    table: &warp_core::TableSchema,
+) -> warp_core::TableSchema {
+    let found = source.discover().await.unwrap();
+    found.into_iter().find(|x| x.id == table.id).unwrap()
+}
+
 /// The row changes of the next `n` transactions that carry any (heartbeats keep an idle
 /// stream alive, so the whole read has a deadline too).
 async fn row_events(stream: &mut Fragments, n: usize) -> Vec<ChangeEvent> {
@@ -492,13 +501,7 @@ async fn enum_and_set_labels_are_read_as_they_were_when_logged() {
         .await
         .unwrap();
     // Discovered after the ALTER, as a restarted replicator would.
-    let t = source
-        .discover()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.id == t.id)
-        .unwrap();
+    let t = rediscovered(&source, &t).await;
     let mut stream = source.stream(&t, &start).await.unwrap();
     let events = row_events(&mut stream, 2).await;
     let text = |s: &str| Value::Text(s.into());
@@ -552,13 +555,7 @@ async fn text_converted_to_another_set_after_it_was_logged_reads_in_its_logged_s
         .await
         .unwrap();
     // Discovered after the ALTER, as a restarted replicator would.
-    let t = source
-        .discover()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.id == t.id)
-        .unwrap();
+    let t = rediscovered(&source, &t).await;
     let mut stream = source.stream(&t, &start).await.unwrap();
     let events = row_events(&mut stream, 2).await;
     let landed: Vec<Vec<Value>> = events

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use warp_core::config::{load_str, ConfigOverrides, Environment, ResolvedSchema};
 use warp_core::testing::{MemorySink, MemorySource};
 use warp_core::{
-    Backoff, EngineSettings, LeaseTiming, Pipeline, Result, Row, StatusBoard, TableKey, Value,
+    Backoff, EngineSettings, LeaseTiming, Pipeline, PipelineControl, Result, Row, StatusBoard,
+    TableKey, Value,
 };
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -81,6 +82,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<Result<()>>,
     pub status: StatusBoard,
+    pub control: PipelineControl,
 }
 
 impl Running {
@@ -116,12 +118,14 @@ pub fn start(
         settings,
     );
     let status = pipeline.status();
+    let control = pipeline.control();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(pipeline.run(shutdown.clone()));
     Running {
         shutdown,
         handle,
         status,
+        control,
     }
 }
 
