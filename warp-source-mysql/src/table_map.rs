@@ -168,8 +168,10 @@ pub fn logged_kind(
 ) -> Result<Kind, String> {
     use ColumnType as T;
     let real = |i: usize| tme.get_column_type(i).ok().flatten();
-    let raw = |i: usize| tme.get_raw_column_type(i).ok().flatten();
     let ty = real(index).ok_or("its table map does not describe it")?;
+    if let Some(kind) = plain_kind(ty) {
+        return Ok(kind);
+    }
     let meta = tme.get_column_metadata(index).unwrap_or_default();
     let facts = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| e.to_string())?;
     let ordinal = |f: &dyn Fn(usize) -> bool| (0..index).filter(|&i| f(i)).count();
@@ -197,21 +199,12 @@ pub fn logged_kind(
         | T::MYSQL_TYPE_INT24
         | T::MYSQL_TYPE_LONG
         | T::MYSQL_TYPE_LONGLONG => {
+            let raw = |i: usize| tme.get_raw_column_type(i).ok().flatten();
             let n = ordinal(&|i| raw(i).is_some_and(Collations::carries_signedness));
             let unsigned =
                 (facts.iter_signedness().nth(n)).ok_or("its table map lists no signedness")?;
-            let bits = match ty {
-                T::MYSQL_TYPE_TINY => 8,
-                T::MYSQL_TYPE_SHORT => 16,
-                T::MYSQL_TYPE_INT24 => 24,
-                T::MYSQL_TYPE_LONG => 32,
-                _ => 64,
-            };
-            Kind::Int { unsigned, bits }
+            int_kind(ty, unsigned)
         }
-        T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_NEWDECIMAL => Kind::Decimal,
-        T::MYSQL_TYPE_FLOAT => Kind::Float,
-        T::MYSQL_TYPE_DOUBLE => Kind::Double,
         // Metadata: bits past the whole bytes, then whole bytes.
         T::MYSQL_TYPE_BIT => match meta {
             [bits, bytes, ..] => Kind::Bit {
@@ -230,13 +223,6 @@ pub fn logged_kind(
             Some(named) => text(named),
             None => Kind::bytes(),
         },
-        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => Kind::Date,
-        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => Kind::DateTime,
-        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => Kind::Timestamp,
-        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => Kind::Time,
-        T::MYSQL_TYPE_YEAR => Kind::Year,
-        T::MYSQL_TYPE_JSON => Kind::Json,
-        T::MYSQL_TYPE_GEOMETRY => Kind::Geometry,
         T::MYSQL_TYPE_ENUM | T::MYSQL_TYPE_SET => {
             let enum_ = ty == T::MYSQL_TYPE_ENUM;
             let n = ordinal(&|i| real(i) == Some(ty));
@@ -252,6 +238,36 @@ pub fn logged_kind(
             }
         }
         other => return Err(format!("its table map gives type {other:?}")),
+    })
+}
+
+fn int_kind(ty: ColumnType, unsigned: bool) -> Kind {
+    let bits = match ty {
+        ColumnType::MYSQL_TYPE_TINY => 8,
+        ColumnType::MYSQL_TYPE_SHORT => 16,
+        ColumnType::MYSQL_TYPE_INT24 => 24,
+        ColumnType::MYSQL_TYPE_LONG => 32,
+        _ => 64,
+    };
+    Kind::Int { unsigned, bits }
+}
+
+/// The kind of a column whose logged type says all (no metadata or set to read), if
+/// `ty` is one.
+fn plain_kind(ty: ColumnType) -> Option<Kind> {
+    use ColumnType as T;
+    Some(match ty {
+        T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_NEWDECIMAL => Kind::Decimal,
+        T::MYSQL_TYPE_FLOAT => Kind::Float,
+        T::MYSQL_TYPE_DOUBLE => Kind::Double,
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => Kind::Date,
+        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => Kind::DateTime,
+        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => Kind::Timestamp,
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => Kind::Time,
+        T::MYSQL_TYPE_YEAR => Kind::Year,
+        T::MYSQL_TYPE_JSON => Kind::Json,
+        T::MYSQL_TYPE_GEOMETRY => Kind::Geometry,
+        _ => return None,
     })
 }
 

@@ -36,20 +36,8 @@ impl Reader {
             self.fail(index, error);
             return Ok(());
         }
-        let mut kinds: Vec<(usize, Result<Kind, String>)> = (label_overrides(table, tme, &names))
-            .into_iter()
-            .map(|(i, k)| (i, Ok(k)))
-            .collect();
-        kinds.extend(unseen_kinds(table, tme, &names, &self.collations));
-        if self.kinds_unconfirmed[index] {
-            let changed = logged_overrides(table, tme, &names, &self.collations);
-            if let Some((i, _)) = changed.first() {
-                let column = &table.columns[*i].name;
-                tracing::debug!(table = %table.schema.id, column = %column, "the event's table map describes the column otherwise than the catalog: decoded as logged");
-            }
-            self.kinds_unconfirmed[index] = !changed.is_empty();
-            kinds.extend(changed.into_iter().map(|(i, k)| (i, Ok(k))));
-        }
+        let unconfirmed = &mut self.kinds_unconfirmed[index];
+        let kinds = logged_kinds(table, tme, &names, &self.collations, unconfirmed);
         let key_cols = (table.schema.key_indexes()).map_err(|e| warp_core::Error::Table {
             table: table.schema.id.to_string(),
             message: e.to_string(),
@@ -140,6 +128,34 @@ fn unmappable(table: &MysqlTable, names: &[String]) -> Option<warp_core::Error> 
             missing.join(", ")
         ),
     })
+}
+
+/// The columns this event is decoded otherwise than by the shape's kinds: ENUM/SET labels
+/// as logged, columns the catalog no longer has as their table map describes them, and,
+/// until a table's first event that agrees with its shape (`unconfirmed`), columns changed
+/// since they were logged.
+fn logged_kinds(
+    table: &MysqlTable,
+    tme: &TableMapEvent<'_>,
+    names: &[String],
+    collations: &Collations,
+    unconfirmed: &mut bool,
+) -> Vec<(usize, Result<Kind, String>)> {
+    let mut kinds: Vec<(usize, Result<Kind, String>)> = (label_overrides(table, tme, names))
+        .into_iter()
+        .map(|(i, k)| (i, Ok(k)))
+        .collect();
+    kinds.extend(unseen_kinds(table, tme, names, collations));
+    if *unconfirmed {
+        let changed = logged_overrides(table, tme, names, collations);
+        if let Some((i, _)) = changed.first() {
+            let column = &table.columns[*i].name;
+            tracing::debug!(table = %table.schema.id, column = %column, "the event's table map describes the column otherwise than the catalog: decoded as logged");
+        }
+        *unconfirmed = !changed.is_empty();
+        kinds.extend(changed.into_iter().map(|(i, k)| (i, Ok(k))));
+    }
+    kinds
 }
 
 /// The kinds the event's table map gives the columns the shape knows only by name
