@@ -452,13 +452,7 @@ async fn resync_recopies_one_table_while_it_and_another_keep_streaming() {
     // The other table keeps streaming meanwhile.
     shop.exec("INSERT INTO customers VALUES (51, 'new customer', 'basic', NULL)")
         .await;
-    shop.wait_log("resync done while streaming", "the re-copy to end")
-        .await;
-    stop.store(true, Ordering::SeqCst);
-    writer.await.unwrap();
-    shop.wait_equal("orders").await;
-    shop.wait_equal("customers").await;
-    shop.assert_no_double_apply("orders").await;
+    settle_after_copy_in_stream(&shop, &stop, writer).await;
     let processed = shop
         .scalar_pg(format!(
             "SELECT count(*) FROM {}_meta.signals WHERE processed_at IS NOT NULL",
@@ -472,6 +466,46 @@ async fn resync_recopies_one_table_while_it_and_another_keep_streaming() {
         .filter(|l| l.contains("table=orders") && l.contains("snapshot planned"))
         .count();
     assert_eq!(plans, 1, "{log}");
+    assert!(run.terminate().success());
+}
+
+/// Once a copy inside the stream is done: the writer stops, both tables end equal and no
+/// order counts more versions than its writes.
+async fn settle_after_copy_in_stream(
+    shop: &mysql_shop::Shop,
+    stop: &AtomicBool,
+    writer: tokio::task::JoinHandle<()>,
+) {
+    shop.wait_log("copy inside the stream done", "the copy to end")
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    shop.assert_no_double_apply("orders").await;
+}
+
+/// `stream_during_copy`: the first copy runs inside the stream while a writer changes the
+/// table: no snapshot is planned, the copy ends in the stream, and the table ends equal
+/// with no row counting more versions than its writes.
+#[tokio::test]
+async fn a_first_copy_runs_inside_the_stream_under_writes() {
+    let shop = Arc::new(shop("incopy", 3_000, 100).await);
+    let text = std::fs::read_to_string(&shop.config).unwrap();
+    let tuned = text.replacen(
+        "  parallel_streams: 2\n",
+        "  parallel_streams: 2\n  stream_during_copy: true\n",
+        1,
+    );
+    assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
+    std::fs::write(&shop.config, tuned).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_writing(&shop, &["orders"], 3_000, &stop);
+    let mut run = shop.run();
+    settle_after_copy_in_stream(&shop, &stop, writer).await;
+    let log = shop.log();
+    assert!(log.contains("copy planned inside the stream"), "{log}");
+    assert!(!log.contains("snapshot planned"), "{log}");
     assert!(run.terminate().success());
 }
 

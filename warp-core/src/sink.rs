@@ -96,11 +96,21 @@ pub enum Phase {
         /// Empty once the stream passes them.
         #[serde(default)]
         handover: Vec<(KeyRange, Position)>,
-        /// A re-copy in progress while streaming: its chunks still to copy, in order
-        /// (empty: only its sweep is left). `None`: no re-copy.
+        /// A copy in progress inside the stream (a resync, or a first copy with
+        /// `stream_during_copy`). `None`: none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        recopy: Option<Vec<KeyRange>>,
+        recopy: Option<CopyInStream>,
     },
+}
+
+/// A copy that runs inside a table's stream, as its checkpoints record it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyInStream {
+    /// Its chunks still to copy, in order (empty: only the sweep may be left).
+    pub chunks: Vec<KeyRange>,
+    /// It ends by removing the landing rows the source no longer has (a re-copy over
+    /// rows already there; a first copy into an empty table has none to remove).
+    pub sweep: bool,
 }
 
 /// A table's durable checkpoint.
@@ -142,8 +152,8 @@ pub enum CheckpointUpdate {
         /// The source shape at `position`, when it differs from the one recorded (`None`
         /// keeps the recorded shape; a snapshot plan clears it).
         shape: Option<TableSchema>,
-        /// A re-copy in progress: its chunks still to copy ([`Phase::Streaming`]).
-        recopy: Option<Vec<KeyRange>>,
+        /// A copy in progress inside the stream ([`Phase::Streaming`]).
+        recopy: Option<CopyInStream>,
     },
 }
 

@@ -782,6 +782,48 @@ async fn a_resync_recopies_while_the_table_keeps_streaming() {
     run.stop().await;
 }
 
+/// `stream_during_copy`: a table's first copy runs inside its stream from the start —
+/// no snapshot phase at any chunk read, changes made during the copy stream at once, and
+/// the table ends equal. A crash before its first chunk still copies them all (the plan
+/// is in the first checkpoint): the first read fails here and the attempt restarts.
+#[tokio::test]
+async fn a_first_copy_can_run_inside_the_stream() {
+    let source = MemorySource::with_sample_table("shop", "a", 300).with_recopy_while_streaming();
+    let sink = destination();
+    let phases = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let (sink, phases) = (sink.clone(), Arc::clone(&phases));
+        source.on_chunk_read(move |s| {
+            let phase = sink.checkpoint("shop", "a").map(|c| c.phase);
+            phases
+                .lock()
+                .unwrap()
+                .push(matches!(phase, Some(Phase::Streaming { .. })));
+            if s.chunk_reads().len() == 3 {
+                s.update("a", row(290, 1));
+            }
+        });
+    }
+    source
+        .faults()
+        .arm(FailPoint::ReadChunk, Some("a"), 1, Retry::Transient);
+    let tables = schema("    a: { snapshot_chunk_size: 20, stream_during_copy: true }\n");
+    let run = start(&source, &sink, tables, settings());
+    sink.wait_until_equal(&source, "shop", "a").await;
+    let phases = phases.lock().unwrap().clone();
+    assert!(
+        phases.len() == 15 && phases.iter().all(|s| *s),
+        "{phases:?}"
+    );
+    assert_eq!(
+        source.faults().pending(FailPoint::ReadChunk),
+        0,
+        "the read failed"
+    );
+    assert_no_double_apply(&source, &sink, "a");
+    run.stop().await;
+}
+
 /// A re-copy interrupted after five of its fifteen chunks (the sixth read fails, the
 /// attempt restarts from the checkpoint) goes on from its sixth chunk: its chunks to go
 /// are recorded with each streaming checkpoint. Started over, it would read 20 chunks.

@@ -141,7 +141,7 @@ impl Checkpoints {
                 position: Position::from_json(position.unwrap_or_default()),
                 source_ts,
                 handover: decode("handover", handover)?,
-                recopy: (recopy_chunks.map(|c| decode("re-copy chunks", c))).transpose()?,
+                recopy: (recopy_chunks.map(|c| decode("copy in the stream", c))).transpose()?,
             },
         };
         Ok(Some(Checkpoint {

@@ -1320,16 +1320,20 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
     let cp = env.sink.load(&key).await.unwrap().unwrap();
     assert_eq!(cp.shape.as_ref(), Some(&shape));
     // A re-copy in progress keeps its chunks to go with each streaming checkpoint.
+    let copying = warp_core::CopyInStream {
+        chunks: vec![ranges[1].clone()],
+        sweep: true,
+    };
     let mut with_recopy = streaming(6, None);
     if let CheckpointUpdate::Streaming { recopy, .. } = &mut with_recopy {
-        *recopy = Some(vec![ranges[1].clone()]);
+        *recopy = Some(copying.clone());
     }
     commit(with_recopy).await;
     let recorded = match env.sink.load(&key).await.unwrap().unwrap().phase {
         Phase::Streaming { recopy, .. } => recopy,
         other => panic!("{other:?}"),
     };
-    assert_eq!(recorded, Some(vec![ranges[1].clone()]));
+    assert_eq!(recorded, Some(copying));
     commit(CheckpointUpdate::BeginSnapshot {
         start: pos(7),
         chunks: ranges.clone(),

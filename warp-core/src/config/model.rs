@@ -381,6 +381,10 @@ macro_rules! with_table_settings {
             /// Rows per snapshot chunk (the unit of parallel copy and of resume).
             #[serde(default)]
             pub snapshot_chunk_size: Option<PositiveInt>,
+            /// Stream the table from the start of its first copy, copying its chunks
+            /// between batches (sources whose chunk positions are log positions).
+            #[serde(default)]
+            pub stream_during_copy: Option<bool>,
         }
 
         impl $name {
@@ -402,6 +406,7 @@ macro_rules! with_table_settings {
                     flatten_depth: self.flatten_depth,
                     document_column: self.document_column,
                     snapshot_chunk_size: self.snapshot_chunk_size,
+                    stream_during_copy: self.stream_during_copy,
                 }
             }
         }

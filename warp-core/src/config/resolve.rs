@@ -94,6 +94,8 @@ pub struct ResolvedTable {
     /// Rows per snapshot chunk as configured; `None`: sized by the table's row width
     /// (see [`ResolvedTable::chunk_rows`]).
     pub snapshot_chunk_size: Option<usize>,
+    /// The first copy runs inside the stream (see [`crate::Source::recopies_while_streaming`]).
+    pub stream_during_copy: bool,
 }
 
 impl ResolvedSchema {
@@ -137,6 +139,7 @@ impl ResolvedSchema {
             },
             document_column: g.document_store && pick!(document_column).unwrap_or(false),
             snapshot_chunk_size: pick!(snapshot_chunk_size).map(PositiveInt::as_usize),
+            stream_during_copy: pick!(stream_during_copy).unwrap_or(false),
         }
     }
 

@@ -22,36 +22,42 @@ use super::table::TableWorker;
 use crate::error::{Error, Result};
 use crate::metrics::SNAPSHOT_ROWS_TOTAL;
 use crate::position::Position;
-use crate::sink::FencingToken;
+use crate::sink::{CopyInStream, FencingToken};
 use crate::source::{ChunkPage, KeyRange};
 
 /// Pages of a chunk read ahead while the previous one is written.
 const READ_AHEAD_PAGES: usize = 2;
 
-/// The chunks of a re-copy still to copy (recorded with every streaming checkpoint, so
-/// a re-copy goes on after a restart).
+/// The chunks of a copy inside the stream still to copy (recorded with every streaming
+/// checkpoint, so it goes on after a restart).
 pub(super) struct Recopy {
     chunks: VecDeque<KeyRange>,
+    sweep: bool,
     total: usize,
     rows: u64,
 }
 
 impl Recopy {
-    /// A re-copy recorded at a checkpoint, from its next chunk.
-    pub(super) fn resume(chunks: Vec<KeyRange>) -> Self {
+    /// A copy recorded at a checkpoint, from its next chunk.
+    pub(super) fn resume(recorded: CopyInStream) -> Self {
         info!(
-            chunks = chunks.len(),
-            "resuming the re-copy recorded at the checkpoint"
+            chunks = recorded.chunks.len(),
+            "copying the chunks the checkpoint records while the table streams"
         );
         Self {
-            total: chunks.len(),
-            chunks: chunks.into(),
+            total: recorded.chunks.len(),
+            chunks: recorded.chunks.into(),
+            sweep: recorded.sweep,
             rows: 0,
         }
     }
 
-    pub(super) fn remaining(&self) -> Vec<KeyRange> {
-        self.chunks.iter().cloned().collect()
+    /// What the next checkpoint records of it.
+    pub(super) fn recorded(&self) -> CopyInStream {
+        CopyInStream {
+            chunks: self.chunks.iter().cloned().collect(),
+            sweep: self.sweep,
+        }
     }
 }
 
@@ -90,6 +96,51 @@ impl TableWorker {
         Ok(Some(self.plan_recopy().await?))
     }
 
+    /// Whether the table's first copy runs inside its stream (`stream_during_copy`, where
+    /// the source's chunk positions are points of its log).
+    pub(super) fn copies_in_stream(&self) -> bool {
+        let wanted = self.settings.stream_during_copy;
+        let able = self.ctx.source.recopies_while_streaming();
+        if wanted && !able {
+            tracing::warn!("stream_during_copy: this source's chunk positions are not points of its change log; the table is copied before it streams");
+        }
+        wanted && able
+    }
+
+    /// A first copy inside the stream: the stream starts at the log's current end, and
+    /// the copy's chunks are recorded with that first checkpoint (a crash before the
+    /// first chunk still copies them all). The landing table holds nothing of the source
+    /// yet (or is emptied here), so nothing is swept at the end.
+    pub(super) async fn begin_copy_in_stream(
+        &self,
+        token: FencingToken,
+        emptied: Vec<crate::event::Change>,
+    ) -> Result<(Position, CopyInStream)> {
+        let table = self.projection.source_schema();
+        let position = (self.ctx.source)
+            .current_position(table, &self.read)
+            .await?;
+        let chunk_rows = self.chunk_rows(table).await;
+        let plan = (self.ctx.source)
+            .plan_snapshot(table, &self.read, chunk_rows)
+            .await?;
+        let sweep = emptied.is_empty() && self.holds_rows().await?;
+        let copy = CopyInStream {
+            chunks: plan.chunks,
+            sweep,
+        };
+        let mut tx = self.ctx.sink.begin(&self.target, token).await?;
+        tx.apply(emptied).await?;
+        self.commit_streaming(tx, token, &position, Vec::new(), Some(copy.clone()))
+            .await?;
+        info!(chunks = copy.chunks.len(), %position, "copy planned inside the stream: the table streams from here while its chunks are copied");
+        self.ctx.status.update(&self.key, |s| {
+            s.chunks_total = copy.chunks.len();
+            s.chunks_done = 0;
+        });
+        Ok((position, copy))
+    }
+
     /// Plans a re-copy of the table as the source holds it now.
     pub(super) async fn plan_recopy(&self) -> Result<Recopy> {
         let table = self.projection.source_schema();
@@ -108,6 +159,7 @@ impl TableWorker {
         Ok(Recopy {
             total: plan.chunks.len(),
             chunks: plan.chunks.into(),
+            sweep: true,
             rows: 0,
         })
     }
@@ -124,13 +176,15 @@ impl TableWorker {
     ) -> Result<Step> {
         let Some(range) = recopy.chunks.pop_front() else {
             let mut tx = self.ctx.sink.begin(&self.target, token).await?;
-            self.sweep(tx.as_mut()).await?;
+            if recopy.sweep {
+                self.sweep(tx.as_mut()).await?;
+            }
             self.commit_streaming(tx, token, position, handover.clone(), None)
                 .await?;
             info!(
                 rows = recopy.rows,
                 chunks = recopy.total,
-                "resync done while streaming"
+                "copy inside the stream done"
             );
             return Ok(Step::Done);
         };
@@ -157,7 +211,7 @@ impl TableWorker {
             }
         }
         handover.push((range, read.position));
-        let left = Some(recopy.remaining());
+        let left = Some(recopy.recorded());
         self.commit_streaming(tx, token, position, handover.clone(), left)
             .await?;
         recopy.rows += rows;

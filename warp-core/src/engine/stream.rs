@@ -63,7 +63,7 @@ impl TableWorker {
         token: FencingToken,
         position: Position,
         handover: Vec<(KeyRange, Position)>,
-        recopy: Option<Vec<KeyRange>>,
+        recopy: Option<crate::sink::CopyInStream>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let mut rx = self.open_upstream(&position).await?;
@@ -455,7 +455,7 @@ impl TableWorker {
             source_ts: commit.source_ts,
             handover: w.handover.clone(),
             shape: shape.clone(),
-            recopy: w.recopy.as_ref().map(Recopy::remaining),
+            recopy: w.recopy.as_ref().map(Recopy::recorded),
         };
         self.ctx.commit(tx, &self.key, w.token, update).await?;
         if shape.is_some() {

@@ -288,6 +288,12 @@ impl TableWorker {
                 self.snapshot(token, start, resume, recopy, shutdown)
                     .await?
             }
+            None if self.settings.full_load_enabled && self.copies_in_stream() => {
+                let (position, copy) = self.begin_copy_in_stream(token, emptied()).await?;
+                (self.full_resync, self.empty_first) = (false, false);
+                recopy = Some(copy);
+                (position, Vec::new())
+            }
             None if self.settings.full_load_enabled => {
                 let table = self.projection.source_schema();
                 let chunk_rows = self.chunk_rows(table).await;
@@ -374,7 +380,7 @@ impl TableWorker {
         token: FencingToken,
         position: &Position,
         handover: Vec<(KeyRange, Position)>,
-        recopy: Option<Vec<KeyRange>>,
+        recopy: Option<crate::sink::CopyInStream>,
     ) -> Result<()> {
         let update = CheckpointUpdate::Streaming {
             position: position.clone(),
