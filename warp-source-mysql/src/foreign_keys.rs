@@ -163,6 +163,9 @@ const MAX_CHAIN: usize = 8;
 #[derive(Debug, Default)]
 pub struct Cascades {
     by_parent: HashMap<usize, Vec<Rule>>,
+    /// Tables from this index on are parents read for their children alone: actions on
+    /// them are not handed out, but chains go on through them.
+    served_count: usize,
     names: Vec<String>,
     /// Each table's columns and types, by name.
     types: Vec<HashMap<String, ColumnType>>,
@@ -182,11 +185,17 @@ impl Cascades {
                 .position(|t| t.as_ref().is_some_and(|t| t.schema.id.name == name))
         };
         let mut by_parent: HashMap<usize, Vec<Rule>> = HashMap::new();
-        for (child, t) in tables.iter().enumerate().take(served_count) {
+        // Parents read only for their children act too: a served child's rows deleted
+        // through one (a chain) are found through its landing table once it streams;
+        // leaving them out lost those actions while the middle table was copying.
+        for (child, t) in tables.iter().enumerate() {
             let Some(t) = t else { continue };
             for key in t.foreign_keys.iter().filter(|k| k.acts()) {
                 let same_database = key.parent_database == t.schema.id.database;
                 let Some(parent) = index_of(&key.parent).filter(|_| same_database) else {
+                    if child >= served_count {
+                        continue;
+                    }
                     tracing::warn!(
                         table = %t.schema.id, constraint = %key.name, parent = %key.parent,
                         "foreign key with ON DELETE/UPDATE actions on a table the reader cannot \
@@ -228,6 +237,7 @@ impl Cascades {
             .collect();
         let cascades = Self {
             by_parent,
+            served_count,
             names,
             types,
         };
@@ -316,10 +326,12 @@ impl Cascades {
             if deletes && !self_referencing {
                 self.chain(rule, &cascade, &mut out);
             }
-            out.push(TableChange {
-                table: rule.child,
-                change: Change::Cascade(cascade),
-            });
+            if rule.child < self.served_count {
+                out.push(TableChange {
+                    table: rule.child,
+                    change: Change::Cascade(cascade),
+                });
+            }
         }
         out
     }
@@ -374,10 +386,12 @@ impl Cascades {
             if deletes {
                 self.chain(next, &cascade, out);
             }
-            out.push(TableChange {
-                table: next.child,
-                change: Change::Cascade(cascade),
-            });
+            if next.child < self.served_count {
+                out.push(TableChange {
+                    table: next.child,
+                    change: Change::Cascade(cascade),
+                });
+            }
         }
     }
 }

@@ -418,6 +418,51 @@ async fn parents_deleted_without_foreign_key_checks_keep_their_children() {
     );
 }
 
+/// A chain through a table the feed does not serve yet (it is still being copied, so it
+/// joins the feed later): the parent's delete still carries the action on the served
+/// grandchild, found through the middle table. Before, no action was computed through an
+/// unserved middle, and the grandchild kept its rows for good once its position passed
+/// the delete (seen in `cascade_e2e` under load).
+#[tokio::test]
+async fn a_chain_through_a_table_not_served_yet_still_reaches_the_grandchild() {
+    let (source, mut conn) = setup(
+        "fkchain",
+        &[
+            "CREATE TABLE parent (id INT PRIMARY KEY)",
+            "CREATE TABLE middle (id INT PRIMARY KEY, p INT,
+               FOREIGN KEY (p) REFERENCES parent (id) ON DELETE CASCADE)",
+            "CREATE TABLE grandchild (id INT PRIMARY KEY, m INT,
+               FOREIGN KEY (m) REFERENCES middle (id) ON DELETE CASCADE)",
+            "INSERT INTO parent VALUES (1)",
+            "INSERT INTO middle VALUES (10, 1)",
+            "INSERT INTO grandchild VALUES (100, 10)",
+        ],
+    )
+    .await;
+    let served: Vec<_> = (source.discover().await.unwrap().into_iter())
+        .filter(|t| t.id.name != "middle")
+        .collect();
+    let start = source.current_position(&served[0]).await.unwrap();
+    let mut feed = source.open_feed(&served, &start).await.unwrap();
+    let grandchild = served
+        .iter()
+        .position(|t| t.id.name == "grandchild")
+        .unwrap();
+    conn.query_drop("DELETE FROM parent WHERE id = 1")
+        .await
+        .unwrap();
+    let FeedItem::Fragment { changes, .. } = next_significant(&mut feed).await else {
+        panic!("a fragment")
+    };
+    let actions: Vec<(usize, Vec<String>)> = (changes.into_iter())
+        .filter_map(|c| match c.change {
+            Change::Cascade(a) => Some((c.table, a.via.iter().map(|h| h.table.clone()).collect())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, [(grandchild, vec!["middle".to_owned()])]);
+}
+
 /// Partition maintenance that removes rows without row events stops its table with the
 /// statement named (the other tables stream on); one that empties every partition is a
 /// truncate; one that only moves rows between partitions changes nothing.
