@@ -115,10 +115,14 @@ impl Collations {
             )
             .await
             .context("read the server's collations")?;
-        let full: Vec<Listed> = conn
+        // MySQL's table has no ID column (error 1054): its ids are all in COLLATIONS.
+        let full: Vec<Listed> = match conn
             .query("SELECT ID, CHARACTER_SET_NAME, FULL_COLLATION_NAME FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY")
             .await
-            .unwrap_or_default();
+        {
+            Err(mysql_async::Error::Server(e)) if e.code == UNKNOWN_COLUMN => Vec::new(),
+            other => other.context("read the server's collations")?,
+        };
         let by_id = (rows.into_iter().chain(full))
             .filter_map(|(id, set, coll)| Some((id?, (set?, coll?))))
             .collect();
@@ -270,6 +274,9 @@ fn plain_kind(ty: ColumnType) -> Option<Kind> {
         _ => return None,
     })
 }
+
+/// MySQL's `ER_BAD_FIELD_ERROR`.
+const UNKNOWN_COLUMN: u16 = 1054;
 
 /// `binary`'s collation id: bytes, not text.
 const BINARY_COLLATION: u16 = 63;

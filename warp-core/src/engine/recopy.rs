@@ -44,6 +44,10 @@ impl Recopy {
             chunks = recorded.chunks.len(),
             "copying the chunks the checkpoint records while the table streams"
         );
+        Self::new(recorded)
+    }
+
+    fn new(recorded: CopyInStream) -> Self {
         Self {
             total: recorded.chunks.len(),
             chunks: recorded.chunks.into(),
@@ -109,24 +113,19 @@ impl TableWorker {
 
     /// A first copy inside the stream: the stream starts at the log's current end, and
     /// the copy's chunks are recorded with that first checkpoint (a crash before the
-    /// first chunk still copies them all). The landing table holds nothing of the source
-    /// yet (or is emptied here), so nothing is swept at the end.
+    /// first chunk still copies them all). Nothing is swept at the end unless the landing
+    /// table already held rows.
     pub(super) async fn begin_copy_in_stream(
         &self,
         token: FencingToken,
         emptied: Vec<crate::event::Change>,
     ) -> Result<(Position, CopyInStream)> {
-        let table = self.projection.source_schema();
         let position = (self.ctx.source)
-            .current_position(table, &self.read)
-            .await?;
-        let chunk_rows = self.chunk_rows(table).await;
-        let plan = (self.ctx.source)
-            .plan_snapshot(table, &self.read, chunk_rows)
+            .current_position(self.projection.source_schema(), &self.read)
             .await?;
         let sweep = emptied.is_empty() && self.holds_rows().await?;
         let copy = CopyInStream {
-            chunks: plan.chunks,
+            chunks: self.plan_chunks().await?,
             sweep,
         };
         let mut tx = self.ctx.sink.begin(&self.target, token).await?;
@@ -134,34 +133,34 @@ impl TableWorker {
         self.commit_streaming(tx, token, &position, Vec::new(), Some(copy.clone()))
             .await?;
         info!(chunks = copy.chunks.len(), %position, "copy planned inside the stream: the table streams from here while its chunks are copied");
-        self.ctx.status.update(&self.key, |s| {
-            s.chunks_total = copy.chunks.len();
-            s.chunks_done = 0;
-        });
         Ok((position, copy))
     }
 
     /// Plans a re-copy of the table as the source holds it now.
     pub(super) async fn plan_recopy(&self) -> Result<Recopy> {
+        let chunks = self.plan_chunks().await?;
+        info!(
+            chunks = chunks.len(),
+            "resync requested: the table is copied again while it streams"
+        );
+        Ok(Recopy::new(CopyInStream {
+            chunks,
+            sweep: true,
+        }))
+    }
+
+    /// The table's chunks as the source holds it now, shown as the progress to come.
+    async fn plan_chunks(&self) -> Result<Vec<KeyRange>> {
         let table = self.projection.source_schema();
         let chunk_rows = self.chunk_rows(table).await;
         let plan = (self.ctx.source)
             .plan_snapshot(table, &self.read, chunk_rows)
             .await?;
-        info!(
-            chunks = plan.chunks.len(),
-            "resync requested: the table is copied again while it streams"
-        );
         self.ctx.status.update(&self.key, |s| {
             s.chunks_total = plan.chunks.len();
             s.chunks_done = 0;
         });
-        Ok(Recopy {
-            total: plan.chunks.len(),
-            chunks: plan.chunks.into(),
-            sweep: true,
-            rows: 0,
-        })
+        Ok(plan.chunks)
     }
 
     /// Copies the next chunk of `recopy` (or, once none is left, sweeps the rows the

@@ -447,9 +447,10 @@ impl TableWorker {
             }
         }
         w.handover = remaining;
-        // The shape after the batch's last change is the shape at its position.
-        let shape = (w.recorded_shape.as_ref() != Some(self.projection.source_schema()))
-            .then(|| self.projection.source_schema().clone());
+        // The shape after the batch's last change is the shape at its position; only a
+        // schema change moves it from the one recorded.
+        let stale = w.recorded_shape.is_none() || !w.schema_changes.is_empty();
+        let shape = stale.then(|| self.projection.source_schema().clone());
         let update = CheckpointUpdate::Streaming {
             position: commit.position.clone(),
             source_ts: commit.source_ts,
