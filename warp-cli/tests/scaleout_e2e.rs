@@ -227,3 +227,114 @@ async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
         .await;
     assert_eq!(held, 0, "every lease handed back on SIGTERM");
 }
+
+/// One table's snapshot copied by three replicas at once (docs/guarantees.md, "Copies
+/// shared between replicas"): the table's owner claims chunks, the other two claim the
+/// rest; one of them is SIGKILLed while it holds a claim, and its chunk is claimed and
+/// copied by another once the claim lapses. A writer updates, inserts and deletes rows
+/// of the table throughout the copy: it ends equal, no row counting more versions than
+/// its writes.
+#[tokio::test]
+async fn a_table_copied_by_three_replicas_survives_one_killed_mid_copy() {
+    const ORDERS: i64 = 60_000;
+    let shop = Arc::new(shop("sharedcopy", ORDERS, 1_000).await);
+    shop.exec("DROP TABLE customers").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (shop, stop) = (Arc::clone(&shop), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut round = 0i64;
+            while !stop.load(Ordering::SeqCst) {
+                let id = match round % 3 {
+                    0 => {
+                        let id = (round * 7919) % ORDERS + 1;
+                        shop.exec(&format!(
+                            "UPDATE orders SET status = 'r{round}' WHERE id = {id}"
+                        ))
+                        .await;
+                        id
+                    }
+                    1 => {
+                        let id = 1_000_000 + round;
+                        shop.exec(&format!("INSERT INTO orders (id, customer_id, amount, status) VALUES ({id}, 1, 2.50, 'new')"))
+                            .await;
+                        id
+                    }
+                    _ => {
+                        let id = (round * 104_729) % ORDERS + 1;
+                        shop.exec(&format!("DELETE FROM orders WHERE id = {id}"))
+                            .await;
+                        id
+                    }
+                };
+                shop.wrote("orders", id);
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let meta = format!("{}_meta", shop.db);
+    let mut replicas: Vec<Replica> = ["warp-a", "warp-b", "warp-c"]
+        .into_iter()
+        .map(|pod| start(&shop, pod))
+        .collect();
+    // Whoever does not own the table helps: wait for a helper to hold a claim, kill it.
+    let held = format!(
+        "SELECT split_part(c.holder, '/', 1), c.chunk_index FROM {meta}.snapshot_chunks c
+          JOIN {meta}.leases l ON l.schema_name = c.schema_name AND l.table_name = c.table_name
+         WHERE c.done_position IS NULL AND c.claimed_until > now()
+           AND split_part(c.holder, '/', 1) <> l.owner
+         LIMIT 1"
+    );
+    // (An error until a replica has created the metadata schema.)
+    let helping = async || {
+        sqlx::query_as::<_, (String, i32)>(sqlx::AssertSqlSafe(held.clone()))
+            .fetch_optional(&shop.pg)
+            .await
+            .ok()
+            .flatten()
+    };
+    let (pod, claimed) = warp_e2e::eventually_with(
+        "a helper holding a claim",
+        warp_e2e::Poll::TIGHT,
+        helping,
+        || shop.log(),
+    )
+    .await;
+    let killed = replicas.iter().position(|r| r.pod == pod).unwrap();
+    replicas[killed].process.kill();
+    let survivors: Vec<Replica> = replicas.into_iter().filter(|r| r.pod != pod).collect();
+    // The chunk it held is copied by another replica once its claim lapses (unless the
+    // copy already ended: the hand-over clears the plan, and it needed that chunk).
+    let taken_over = format!(
+        "SELECT count(*) FROM {meta}.snapshot_chunks WHERE chunk_index = {claimed}
+            AND done_position IS NOT NULL AND split_part(holder, '/', 1) <> '{pod}'"
+    );
+    let copied_by_another = async || (shop.scalar_pg(taken_over.clone()).await == 1).then_some(());
+    let streaming = async || {
+        let status = shop.status();
+        status
+            .iter()
+            .any(|t| t.table == "orders" && t.state == Some(TableState::Streaming))
+            .then_some(())
+    };
+    tokio::select! {
+        () = warp_e2e::eventually_with("the killed helper's chunk copied by another", warp_e2e::Poll::SECONDS, copied_by_another, || shop.log()) => {}
+        () = warp_e2e::eventually_with("orders streaming", warp_e2e::Poll::SECONDS, streaming, || shop.log()) => {}
+    }
+    shop.wait_streaming(1).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.assert_no_double_apply("orders").await;
+    // Helpers copied chunks for the owner (the killed one, the other, or both).
+    let log = shop.log();
+    assert!(log.contains("chunk copied for the table's owner"), "{log}");
+    for mut r in survivors {
+        assert!(
+            r.process.terminate().success(),
+            "{}",
+            shop.replica_log(r.pod)
+        );
+    }
+}

@@ -86,8 +86,8 @@ pub use schema::{
     Column, ColumnType, LandingVersion, SchemaChange, ShapeError, TableId, TableSchema,
 };
 pub use sink::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkProgress, Committed, CopyInStream,
-    FencingToken, Phase, Signal, Sink, SinkTransaction, TableKey, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkClaim, ChunkProgress, ChunkScope,
+    Committed, CopyInStream, FencingToken, Phase, Signal, Sink, SinkTransaction, TableKey, Target,
 };
 pub use source::{
     ChangeStrategy, ChunkPage, ChunkRead, KeyRange, LogRetention, SnapshotPlan, Source,

@@ -137,12 +137,27 @@ pub enum CheckpointUpdate {
         start: Position,
         chunks: Vec<KeyRange>,
         recopy: bool,
+        /// The source shape the chunks are read in, when other replicas may copy them
+        /// (a source whose chunk reads never ask to reshape the table): they read and
+        /// write in exactly this shape ([`CheckpointStore::claim_chunk`]). `None`: the
+        /// owner copies every chunk.
+        shared: Option<TableSchema>,
     },
     /// Chunk `index` of the current plan is copied.
     ChunkDone {
         index: usize,
         position: Position,
         rows: u64,
+    },
+    /// Chunk `index` of the current plan is copied by a replica that does not own the
+    /// table, under `claim` ([`CheckpointStore::claim_chunk`]): recorded only while the
+    /// claim is the chunk's latest and the chunk is not copied yet, so a replica that
+    /// lost its claim (or a plan replaced since) cannot record it.
+    ChunkCopied {
+        index: usize,
+        position: Position,
+        rows: u64,
+        claim: FencingToken,
     },
     /// Streaming progress (also the snapshot → stream handover).
     Streaming {
@@ -189,6 +204,71 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
 
     /// Forgets the table's progress (full resync); the next run snapshots it again.
     async fn reset(&self, table: &TableKey, token: FencingToken) -> Result<()>;
+
+    /// Whether chunks of a snapshot are work items any replica may claim (the store keeps
+    /// claims, and the sink records [`CheckpointUpdate::ChunkCopied`] with the data).
+    fn shares_chunks(&self) -> bool {
+        false
+    }
+
+    /// Claims the first uncopied chunk of a snapshot in `schema` within `scope` that no
+    /// replica holds (unclaimed, or its claim lapsed), for `holder` until `validity`
+    /// passes unless renewed ([`Self::renew_claims`]). Each claim has a token newer than
+    /// any before.
+    async fn claim_chunk(
+        &self,
+        _schema: &str,
+        _scope: ChunkScope<'_>,
+        _holder: &str,
+        _validity: std::time::Duration,
+    ) -> Result<Option<ChunkClaim>> {
+        Ok(None)
+    }
+
+    /// Extends every claim `holder` has in `schema` by `validity`.
+    async fn renew_claims(
+        &self,
+        _schema: &str,
+        _holder: &str,
+        _validity: std::time::Duration,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Gives a claimed chunk back. `owner_only`: helpers no longer take it (it needs the
+    /// owner: the table's shape must change for it).
+    async fn release_chunk(
+        &self,
+        _table: &TableKey,
+        _index: usize,
+        _claim: FencingToken,
+        _owner_only: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Which chunks a claim may take.
+#[derive(Debug, Clone, Copy)]
+pub enum ChunkScope<'a> {
+    /// The owner's own table: every uncopied chunk of its plan.
+    Table(&'a str),
+    /// A helper: chunks of shared plans ([`CheckpointUpdate::BeginSnapshot`]'s `shared`)
+    /// of tables other than these (the ones it runs itself), not handed back as the
+    /// owner's.
+    OthersThan(&'a [String]),
+}
+
+/// A chunk of a shared snapshot, claimed by one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkClaim {
+    pub table: String,
+    pub index: usize,
+    pub range: KeyRange,
+    pub claim: FencingToken,
+    /// The shape the table's owner planned a shared copy in (`None` for a plan the owner
+    /// copies alone).
+    pub shape: Option<TableSchema>,
 }
 
 /// A request to a running replicator, left in the destination by the CLI.
@@ -238,6 +318,21 @@ pub trait Sink: Send + Sync {
     /// Opens a destination transaction for one table.
     async fn begin(&self, target: &Target, token: FencingToken)
         -> Result<Box<dyn SinkTransaction>>;
+
+    /// Opens a transaction copying one claimed chunk for the table's owner: it holds no
+    /// lease, so its only checkpoint is [`CheckpointUpdate::ChunkCopied`], checked against
+    /// the claim. Sinks whose store does not share chunks never get here.
+    async fn begin_claimed(&self, target: &Target) -> Result<Box<dyn SinkTransaction>> {
+        Err(crate::Error::Sink {
+            message: format!(
+                "{}: this destination does not copy chunks for other replicas",
+                target.key()
+            ),
+            retry: crate::Retry::Permanent,
+            hint: None,
+            cause: None,
+        })
+    }
 }
 
 /// One open destination transaction. Dropping it without `commit` rolls it back.

@@ -232,6 +232,13 @@ pub trait Source: Send + Sync {
         false
     }
 
+    /// Chunk reads never ask to reshape the table ([`ChunkPage::Reshape`]): a chunk read
+    /// in the shape the copy was planned in holds rows of exactly that shape, so any
+    /// replica can copy it without the owner's shape changes (shared snapshots).
+    fn copies_in_fixed_shape(&self) -> bool {
+        false
+    }
+
     /// The landing version tables created now record: a source that changes how it lands
     /// values bumps it and keeps landing tables of older versions their way
     /// ([`ReadSettings::landing`]).

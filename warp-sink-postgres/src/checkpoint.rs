@@ -200,6 +200,7 @@ impl Checkpoints {
                 start,
                 chunks,
                 recopy,
+                shared,
             } => {
                 self.clear_chunks(conn, key).await?;
                 let ranges =
@@ -215,6 +216,10 @@ impl Checkpoints {
                     .execute(&mut *conn)
                     .await
                     .context("record snapshot plan")?;
+                let shape = (shared.as_ref())
+                    .map(serde_json::to_value)
+                    .transpose()
+                    .map_err(|e| SinkError::Invalid(e.to_string()))?;
                 let row = Stored {
                     phase: "snapshot",
                     position: None,
@@ -222,7 +227,7 @@ impl Checkpoints {
                     handover: &serde_json::json!([]),
                     source_ts: None,
                     recopy: *recopy,
-                    shape: None,
+                    shape,
                     recopy_chunks: None,
                 };
                 self.upsert(conn, key, &row, token).await
@@ -252,6 +257,15 @@ impl Checkpoints {
                         "{key}: chunk {index} is not in the snapshot plan"
                     )))
                 }
+            }
+            CheckpointUpdate::ChunkCopied {
+                index,
+                position,
+                rows,
+                claim,
+            } => {
+                crate::chunk_claims::record_copied(conn, m, key, *index, position, *rows, *claim)
+                    .await
             }
             CheckpointUpdate::Streaming {
                 position,
@@ -315,7 +329,7 @@ impl Checkpoints {
                 phase = EXCLUDED.phase, position = EXCLUDED.position, snapshot_start = EXCLUDED.snapshot_start,
                 handover = EXCLUDED.handover, source_ts = COALESCE(EXCLUDED.source_ts, c.source_ts),
                 fencing_token = EXCLUDED.fencing_token, recopy = EXCLUDED.recopy,
-                shape = CASE WHEN EXCLUDED.phase = 'snapshot' THEN NULL ELSE COALESCE(EXCLUDED.shape, c.shape) END,
+                shape = CASE WHEN EXCLUDED.phase = 'snapshot' THEN EXCLUDED.shape ELSE COALESCE(EXCLUDED.shape, c.shape) END,
                 recopy_chunks = EXCLUDED.recopy_chunks,
                 updated_at = now()",
             self.m

@@ -34,6 +34,10 @@ pub enum SinkError {
         ours: u64,
         current: u64,
     },
+    /// A chunk copied for its owner lost its claim (it lapsed and was claimed again, or
+    /// the chunk was copied or re-planned meanwhile): its rows must not commit.
+    #[error("{table}: chunk {index} is no longer claimed by this copy")]
+    ClaimLost { table: String, index: usize },
 }
 
 impl SinkError {
@@ -75,7 +79,9 @@ impl SinkError {
                 matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
                     || matches!(code.as_str(), "40001" | "40P01" | "55P03")
             }
-            Self::Invalid(_) | Self::Fenced { .. } | Self::Tls { .. } => false,
+            Self::Invalid(_) | Self::Fenced { .. } | Self::ClaimLost { .. } | Self::Tls { .. } => {
+                false
+            }
         }
     }
 

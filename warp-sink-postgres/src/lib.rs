@@ -6,6 +6,7 @@ mod apply;
 mod binary;
 mod cascade;
 mod checkpoint;
+mod chunk_claims;
 mod connection;
 mod conninfo;
 mod control;
@@ -34,8 +35,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
-    Checkpoint, CheckpointStore, CheckpointUpdate, Destination, FencingToken, LandingVersion, Sink,
-    SinkTransaction, TableKey, TableSchema, Target,
+    Checkpoint, CheckpointStore, CheckpointUpdate, ChunkClaim, ChunkScope, Destination,
+    FencingToken, LandingVersion, Sink, SinkTransaction, TableKey, TableSchema, Target,
 };
 
 pub use error::SinkError;
@@ -261,12 +262,27 @@ impl PostgresSink {
         }
     }
 
-    async fn open(&self, target: &Target, token: FencingToken) -> warp_core::Result<PgTransaction> {
+    async fn open(
+        &self,
+        target: &Target,
+        token: Option<FencingToken>,
+    ) -> warp_core::Result<PgTransaction> {
         let key = target.key();
         let entry = self.inner.entry(&key).ok_or_else(|| {
             SinkError::Invalid(format!("{key}: ensure_table must run before writing"))
         })?;
         let mut tx = connection::TxConnection::begin(&self.inner.pool).await?;
+        // A claimed chunk's transaction holds no lease: its claim is checked at commit.
+        let Some(token) = token else {
+            let tx = PgTransaction::new(
+                Arc::clone(&self.inner),
+                tx,
+                target.clone(),
+                FencingToken(0),
+                entry,
+            );
+            return Ok(tx.claimed());
+        };
         if let Some(current) = self
             .inner
             .checkpoints
@@ -344,7 +360,11 @@ impl Sink for PostgresSink {
         target: &Target,
         token: FencingToken,
     ) -> warp_core::Result<Box<dyn SinkTransaction>> {
-        Ok(Box::new(self.open(target, token).await?))
+        Ok(Box::new(self.open(target, Some(token)).await?))
+    }
+
+    async fn begin_claimed(&self, target: &Target) -> warp_core::Result<Box<dyn SinkTransaction>> {
+        Ok(Box::new(self.open(target, None).await?))
     }
 }
 
@@ -364,6 +384,42 @@ impl CheckpointStore for PostgresSink {
             .save(&self.inner.pool, table, token, &update)
             .await?;
         fenced_unless_none(table, token, fenced)
+    }
+
+    fn shares_chunks(&self) -> bool {
+        true
+    }
+
+    async fn claim_chunk(
+        &self,
+        schema: &str,
+        scope: ChunkScope<'_>,
+        holder: &str,
+        validity: std::time::Duration,
+    ) -> warp_core::Result<Option<ChunkClaim>> {
+        let m = &self.inner.checkpoints.m;
+        Ok(chunk_claims::claim(&self.inner.pool, m, schema, scope, holder, validity).await?)
+    }
+
+    async fn renew_claims(
+        &self,
+        schema: &str,
+        holder: &str,
+        validity: std::time::Duration,
+    ) -> warp_core::Result<()> {
+        let m = &self.inner.checkpoints.m;
+        Ok(chunk_claims::renew(&self.inner.pool, m, schema, holder, validity).await?)
+    }
+
+    async fn release_chunk(
+        &self,
+        table: &TableKey,
+        index: usize,
+        claim: FencingToken,
+        owner_only: bool,
+    ) -> warp_core::Result<()> {
+        let m = &self.inner.checkpoints.m;
+        Ok(chunk_claims::release(&self.inner.pool, m, table, index, claim, owner_only).await?)
     }
 
     async fn reset(&self, table: &TableKey, token: FencingToken) -> warp_core::Result<()> {

@@ -41,7 +41,19 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "the source shape at each streaming checkpoint, and a re-copy's chunks to go",
         CHECKPOINTS_SHAPE,
     ),
+    (
+        10,
+        "snapshot chunks claimed by any replica of the schema",
+        CHUNK_CLAIMS,
+    ),
 ];
+
+/// A claim holds a chunk for one process until `claimed_until` unless renewed; tokens
+/// come from one sequence, so a later claim always has a larger one.
+const CHUNK_CLAIMS: &str = "ALTER TABLE {m}.snapshot_chunks
+    ADD COLUMN holder text, ADD COLUMN claim_token bigint, ADD COLUMN claimed_until timestamptz,
+    ADD COLUMN owner_only boolean NOT NULL DEFAULT false;
+CREATE SEQUENCE {m}.chunk_claims";
 
 const CHECKPOINTS_SHAPE: &str =
     "ALTER TABLE {m}.checkpoints ADD COLUMN shape jsonb, ADD COLUMN recopy_chunks jsonb";

@@ -55,6 +55,8 @@ pub struct PgTransaction {
     snap_text: String,
     snap_rows: Vec<Row>,
     dead: Vec<DeadLetter>,
+    /// Opened to copy a claimed chunk for the table's owner ([`PgTransaction::claimed`]).
+    claimed: bool,
 }
 
 impl PgTransaction {
@@ -82,7 +84,15 @@ impl PgTransaction {
             snap_text: String::new(),
             snap_rows: Vec::new(),
             dead: Vec::new(),
+            claimed: false,
         }
+    }
+
+    /// The transaction copies a claimed chunk: its commit records the chunk under the
+    /// claim, not a checkpoint under the lease.
+    pub(crate) fn claimed(mut self) -> Self {
+        self.claimed = true;
+        self
     }
 
     fn conn(&mut self) -> &mut PgConnection {
@@ -360,12 +370,23 @@ impl PgTransaction {
         let position = match &update {
             CheckpointUpdate::BeginSnapshot { start, .. } => start.as_json().clone(),
             CheckpointUpdate::ChunkDone { position, .. }
+            | CheckpointUpdate::ChunkCopied { position, .. }
             | CheckpointUpdate::Streaming { position, .. } => position.as_json().clone(),
         };
         self.write_dead_letters(Some(&position)).await?;
         let (key, token) = (self.key.clone(), self.token);
         let checkpoints = self.inner.checkpoints.clone();
-        if let Some(current) = checkpoints
+        // A chunk copied for the table's owner is guarded by its claim (checked as it is
+        // recorded), not by the owner's lease.
+        let claimed = matches!(update, CheckpointUpdate::ChunkCopied { .. });
+        if claimed != self.claimed {
+            return Err(SinkError::Invalid(format!(
+                "{key}: only a transaction opened for a claimed chunk records one as copied"
+            )));
+        }
+        if claimed {
+            // Checked in `write`.
+        } else if let Some(current) = checkpoints
             .check_fence(self.conn(), &key, token, true)
             .await?
         {

@@ -1257,6 +1257,7 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         start: pos(4),
         chunks: ranges.clone(),
         recopy: true,
+        shared: None,
     })
     .await;
     commit(CheckpointUpdate::ChunkDone {
@@ -1338,6 +1339,7 @@ async fn checkpoints_round_trip_through_the_metadata_schema() {
         start: pos(7),
         chunks: ranges.clone(),
         recopy: false,
+        shared: None,
     })
     .await;
     commit(streaming(8, None)).await;
@@ -1537,4 +1539,128 @@ async fn a_checkpoint_saved_apart_from_data_is_fenced_like_one_committed_with_it
     assert_eq!(seq().await, Some(7), "the stale holder moved nothing");
     env.sink.save(&key, new, streaming(9)).await.unwrap();
     assert_eq!(seq().await, Some(9));
+}
+
+/// Shared snapshots: replicas claiming at once take different chunks; a chunk whose
+/// claim lapsed is claimed again with a newer token, and the late copy under the old
+/// claim cannot commit (its rows roll back); a chunk handed back as the owner's is no
+/// longer offered to helpers; copied chunks show in the plan with their positions.
+#[tokio::test]
+async fn snapshot_chunks_are_claimed_once_and_recorded_only_under_the_latest_claim() {
+    use warp_core::ChunkScope;
+    let env = setup("chunk_claims").await;
+    let schema = simple_schema("orders");
+    let target = env.target("orders", DeletionStrategy::Hard);
+    env.sink.ensure_table(&target, &schema).await.unwrap();
+    let (key, token) = (target.key(), env.claim(&target).await);
+    let pos =
+        |n: u64| Position::from_json(serde_json::json!({ "file": "mysql-bin.000001", "pos": n }));
+    let ranges: Vec<KeyRange> = (0..3)
+        .map(|i| KeyRange {
+            start: (i > 0).then(|| vec![Value::Int(i * 100)]),
+            end: (i < 2).then(|| vec![Value::Int((i + 1) * 100)]),
+        })
+        .collect();
+    let tx = env.sink.begin(&target, token).await.unwrap();
+    tx.commit(CheckpointUpdate::BeginSnapshot {
+        start: pos(4),
+        chunks: ranges.clone(),
+        recopy: false,
+        shared: Some(schema.clone()),
+    })
+    .await
+    .unwrap();
+    let long = Duration::from_secs(600);
+    let helper = ChunkScope::OthersThan(&[]);
+    let claim = |holder: &'static str, scope: ChunkScope<'static>, validity: Duration| {
+        let sink = env.sink.clone();
+        async move {
+            sink.claim_chunk("shop", scope, holder, validity)
+                .await
+                .unwrap()
+        }
+    };
+    let lapsed = claim("a/1", helper, long).await.unwrap();
+    let b = claim("b/1", helper, long).await.unwrap();
+    let own = claim("owner/1", ChunkScope::Table("orders"), long)
+        .await
+        .unwrap();
+    assert_eq!((lapsed.index, b.index, own.index), (0, 1, 2));
+    // The first helper stops renewing (it died, or froze).
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "UPDATE \"{}\".snapshot_chunks SET claimed_until = now() - interval '1 second' WHERE chunk_index = 0",
+        env.meta
+    )))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        lapsed.shape.as_ref(),
+        Some(&schema),
+        "helpers copy in the plan's shape"
+    );
+    let again = claim("c/1", helper, long)
+        .await
+        .expect("the lapsed chunk again");
+    assert_eq!(again.index, 0);
+    assert!(
+        again.claim > lapsed.claim,
+        "a newer claim has a newer token"
+    );
+    assert!(
+        claim("d/1", helper, long).await.is_none(),
+        "every chunk is held"
+    );
+    // Helpers never take chunks of the tables they run themselves.
+    let mine = ["orders".to_owned()];
+    let sink = env.sink.clone();
+    let skipped = sink.claim_chunk("shop", ChunkScope::OthersThan(&mine), "e/1", long);
+    assert!(skipped.await.unwrap().is_none());
+
+    let copy = |claim: warp_core::ChunkClaim, id: i64| {
+        let (sink, target) = (env.sink.clone(), target.clone());
+        async move {
+            let mut tx = sink.begin_claimed(&target).await.unwrap();
+            tx.write_snapshot_rows(vec![row(id, "copied")])
+                .await
+                .unwrap();
+            let update = CheckpointUpdate::ChunkCopied {
+                index: claim.index,
+                position: pos(10 + id as u64),
+                rows: 1,
+                claim: claim.claim,
+            };
+            tx.commit(update).await.map(|_| ())
+        }
+    };
+    let late = copy(lapsed, 1)
+        .await
+        .expect_err("the lapsed claim cannot record");
+    assert!(late.to_string().contains("no longer claimed"), "{late}");
+    copy(again, 2).await.unwrap();
+    copy(b, 150).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM \"{}\".orders ORDER BY id",
+        env.schema
+    )))
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(ids, [2, 150], "the late copy's row rolled back");
+    // A chunk helpers cannot copy goes back to its owner only.
+    let sink = env.sink.clone();
+    sink.release_chunk(&key, own.index, own.claim, true)
+        .await
+        .unwrap();
+    assert!(claim("f/1", helper, long).await.is_none());
+    let owner = claim("owner/1", ChunkScope::Table("orders"), long)
+        .await
+        .unwrap();
+    assert_eq!(owner.index, 2);
+    let Some(Phase::Snapshot { chunks, .. }) = env.sink.load(&key).await.unwrap().map(|c| c.phase)
+    else {
+        panic!("snapshot phase expected");
+    };
+    let done: Vec<_> = chunks.iter().map(|c| c.done.clone()).collect();
+    assert_eq!(done, [Some(pos(12)), Some(pos(160)), None]);
 }

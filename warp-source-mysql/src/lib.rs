@@ -511,6 +511,11 @@ impl Source for MysqlSource {
         !self.strategy.polls()
     }
 
+    /// A chunk is read in the catalog's shape of the plan; it never reshapes.
+    fn copies_in_fixed_shape(&self) -> bool {
+        true
+    }
+
     /// The binlog's DDL replays in log order from the shape recorded at a checkpoint; a
     /// polled table has no log of its DDL, so it starts from today's catalog.
     fn follows_schema_in_log(&self) -> bool {

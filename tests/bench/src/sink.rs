@@ -320,6 +320,7 @@ async fn timed_apply(
         start: pos.clone(),
         chunks: plan,
         recopy: false,
+        shared: None,
     })
     .await?;
     let started = Instant::now();

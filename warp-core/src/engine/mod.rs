@@ -4,6 +4,7 @@
 mod batch;
 mod chain;
 mod feed;
+mod helper;
 mod ownership;
 mod plan;
 mod projection;
@@ -141,12 +142,7 @@ impl PipelineControl {
 
     /// The tables this replica runs now.
     pub fn tables(&self) -> Vec<String> {
-        let controls = self
-            .ctx
-            .controls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        controls.keys().cloned().collect()
+        self.ctx.running_tables()
     }
 }
 
@@ -163,6 +159,26 @@ pub(crate) struct Ctx {
     pub feed: feed::FeedHub,
     /// The schema the workers replicate (a worker looks up other tables' settings).
     pub schema: ResolvedSchema,
+    /// Who holds this process's chunk claims: the replica's name and this process's start,
+    /// so a restarted replica of the same name never mistakes its predecessor's claims
+    /// (left to lapse) for chunks it is copying.
+    pub claimant: String,
+}
+
+impl Ctx {
+    /// The tables this replica runs now.
+    pub fn running_tables(&self) -> Vec<String> {
+        let controls = self
+            .controls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        controls.keys().cloned().collect()
+    }
+
+    /// Whether snapshot chunks are work items any replica of the schema may copy.
+    pub fn shares_chunks(&self) -> bool {
+        self.checkpoints.shares_chunks() && self.source.copies_in_fixed_shape()
+    }
 }
 
 impl Ctx {
@@ -180,6 +196,14 @@ impl Ctx {
             Committed::Separately(update) => self.checkpoints.save(key, token, *update).await,
         }
     }
+}
+
+/// `owner` qualified by this process's start time.
+fn claimant(owner: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{owner}/{nanos:x}")
 }
 
 /// The discovered tables that can replicate, with their settings; the others are marked
@@ -233,6 +257,7 @@ impl Pipeline {
         let ctx = Ctx {
             controls: std::sync::Mutex::default(),
             feed: feed::FeedHub::new(Arc::clone(&source), timing),
+            claimant: claimant(&settings.owner),
             source,
             sink,
             checkpoints,
@@ -283,9 +308,11 @@ impl Pipeline {
         };
         self.ctx.status.mark_started();
         let candidates = candidates(&self.ctx, &self.schema, tables);
+        let helping = tokio::spawn(helper::help(Arc::clone(&self.ctx), shutdown.clone()));
         Ownership::new(Arc::clone(&self.ctx), self.schema.clone(), candidates)
             .run(&shutdown)
             .await;
+        let _ = helping.await;
         info!("schema stopped");
         Ok(())
     }

@@ -146,6 +146,10 @@ impl Ownership {
             self.ctx.settings.leases.validity,
         );
         let members = store.join(&self.schema, &me, validity).await?;
+        // A chunk this replica is copying stays its own for as long as it lives.
+        store
+            .renew_claims(&self.schema, &self.ctx.claimant, validity)
+            .await?;
         let mut held: BTreeSet<String> = store
             .renew(&self.schema, &me, validity)
             .await?

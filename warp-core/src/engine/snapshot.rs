@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -17,7 +18,7 @@ use crate::event::Change;
 use crate::metrics::{SCHEMA_CHANGES_TOTAL, SNAPSHOT_PROGRESS_RATIO, SNAPSHOT_ROWS_TOTAL};
 use crate::position::Position;
 use crate::schema::SchemaChange;
-use crate::sink::{CheckpointUpdate, FencingToken};
+use crate::sink::{CheckpointUpdate, ChunkScope, FencingToken, Phase};
 use crate::source::{ChunkPage, KeyRange};
 
 /// The table's shape while chunks copy in parallel: a chunk that meets data needing a
@@ -26,6 +27,9 @@ use crate::source::{ChunkPage, KeyRange};
 /// old shape (they would no longer fit it); the lock is write-preferring, so no attempt
 /// starts in the old shape once a reshape waits.
 type Shape = tokio::sync::RwLock<Projection>;
+
+/// How often an owner whose chunks are all claimed looks whether the others are copied.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Pages a chunk reads ahead of the one being written.
 const READ_AHEAD_PAGES: usize = 1;
@@ -70,26 +74,31 @@ impl TableWorker {
                 .await
                 .map_err(|_| Error::Cancelled)?;
             let shape = Shape::new(self.projection.clone());
-            let this = &*self;
-            let copied: Vec<(usize, Position)> = futures::stream::iter(todo)
-                .map(|(index, range)| {
-                    let shape = &shape;
-                    async move {
-                        if shutdown.is_cancelled() {
-                            return Err(Error::Cancelled);
+            if self.ctx.shares_chunks() {
+                self.copy_claimed(&shape, token, total, shutdown).await?;
+                positions = self.copied_positions().await?;
+            } else {
+                let this = &*self;
+                let copied: Vec<(usize, Position)> = futures::stream::iter(todo)
+                    .map(|(index, range)| {
+                        let shape = &shape;
+                        async move {
+                            if shutdown.is_cancelled() {
+                                return Err(Error::Cancelled);
+                            }
+                            this.copy_chunk(shape, token, index, &range, total)
+                                .await
+                                .map(|p| (index, p))
                         }
-                        this.copy_chunk(shape, token, index, &range, total)
-                            .await
-                            .map(|p| (index, p))
-                    }
-                })
-                .buffer_unordered(self.settings.parallel_streams.max(1))
-                .try_collect()
-                .await?;
-            self.projection = shape.into_inner();
-            for (index, position) in copied {
-                positions[index] = Some(position);
+                    })
+                    .buffer_unordered(self.settings.parallel_streams.max(1))
+                    .try_collect()
+                    .await?;
+                for (index, position) in copied {
+                    positions[index] = Some(position);
+                }
             }
+            self.projection = shape.into_inner();
         }
 
         let mut handover = Vec::new();
@@ -110,6 +119,74 @@ impl TableWorker {
             .await?;
         info!(%start, late_chunks = handover.len(), "snapshot done; streaming");
         Ok((start, handover))
+    }
+
+    /// A shared snapshot: chunks are claimed in the control store, `parallel_streams` at
+    /// a time, while other replicas claim and copy the rest (docs/guarantees.md, "Copies
+    /// shared between replicas"). Returns once every chunk is copied, by whomever; a
+    /// chunk whose claim lapsed (its replica died) is claimed again here.
+    async fn copy_claimed(
+        &self,
+        shape: &Shape,
+        token: FencingToken,
+        total: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let validity = ctx.settings.leases.validity;
+        let mut copying = FuturesUnordered::new();
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            while copying.len() < self.settings.parallel_streams.max(1) {
+                let scope = ChunkScope::Table(&self.key.table);
+                let claimed = (ctx.checkpoints)
+                    .claim_chunk(&self.key.schema, scope, &ctx.claimant, validity)
+                    .await?;
+                let Some(claim) = claimed else { break };
+                copying.push(async move {
+                    self.copy_chunk(shape, token, claim.index, &claim.range, total)
+                        .await
+                });
+            }
+            if let Some(copied) = copying.next().await {
+                copied?;
+                continue;
+            }
+            // Nothing left to claim: other replicas hold the chunks still uncopied.
+            if self.chunks_left(total).await? == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CLAIM_POLL) => {}
+                () = shutdown.cancelled() => return Err(Error::Cancelled),
+            }
+        }
+    }
+
+    /// The plan's chunks not copied yet (by any replica), shown as progress.
+    async fn chunks_left(&self, total: usize) -> Result<usize> {
+        let chunks = self.recorded_chunks().await?;
+        let done = chunks.iter().filter(|c| c.done.is_some()).count();
+        self.ctx.status.update(&self.key, |s| s.chunks_done = done);
+        self.publish_progress(done, total);
+        Ok(chunks.len() - done)
+    }
+
+    /// The position each chunk of the plan was copied at, as the control store holds them.
+    async fn copied_positions(&self) -> Result<Vec<Option<Position>>> {
+        let chunks = self.recorded_chunks().await?;
+        Ok(chunks.into_iter().map(|c| c.done).collect())
+    }
+
+    async fn recorded_chunks(&self) -> Result<Vec<crate::sink::ChunkProgress>> {
+        match self.ctx.checkpoints.load(&self.key).await?.map(|c| c.phase) {
+            Some(Phase::Snapshot { chunks, .. }) => Ok(chunks),
+            _ => Err(Error::Position(
+                "the snapshot's plan is gone from the control store".into(),
+            )),
+        }
     }
 
     async fn copy_chunk(

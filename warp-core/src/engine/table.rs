@@ -309,6 +309,7 @@ impl TableWorker {
                     start: plan.start.clone(),
                     chunks: plan.chunks.clone(),
                     recopy,
+                    shared: (ctx.shares_chunks()).then(|| table.clone()),
                 };
                 ctx.commit(tx, &self.key, token, begin).await?;
                 (self.full_resync, self.empty_first) = (false, false);

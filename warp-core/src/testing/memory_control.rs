@@ -216,15 +216,17 @@ fn next_checkpoint(
     update: CheckpointUpdate,
     token: FencingToken,
 ) -> Result<Checkpoint> {
-    // A snapshot plan forgets the shape: its stream records the one it starts with.
+    // A snapshot plan records the shape it shares (none here: this store does not share
+    // chunks); its stream records the one it starts with.
     let mut shape = current.and_then(|c| c.shape.clone());
     let phase = match update {
         CheckpointUpdate::BeginSnapshot {
             start,
             chunks,
             recopy,
+            shared,
         } => {
-            shape = None;
+            shape = shared;
             Phase::Snapshot {
                 start,
                 recopy,
@@ -266,6 +268,12 @@ fn next_checkpoint(
                 ))
             }
         },
+        CheckpointUpdate::ChunkCopied { .. } => {
+            return Err(Error::sink_permanent(
+                "this store does not share chunks between replicas",
+                None,
+            ))
+        }
         CheckpointUpdate::Streaming {
             position,
             source_ts,
