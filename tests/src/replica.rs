@@ -136,9 +136,13 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        // A failed test's logs and configuration are kept for a look.
-        if std::thread::panicking() {
-            eprintln!("kept {} (the test failed)", self.0.display());
+        // A failed test's logs and configuration are kept for a look (any test's with
+        // WARP_TEST_KEEP set).
+        if std::thread::panicking() || std::env::var_os("WARP_TEST_KEEP").is_some() {
+            eprintln!(
+                "kept {} (the test failed, or WARP_TEST_KEEP)",
+                self.0.display()
+            );
             return;
         }
         let _ = std::fs::remove_dir_all(&self.0);

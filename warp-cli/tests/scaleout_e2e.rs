@@ -236,9 +236,33 @@ async fn replicas_split_tables_take_over_the_dead_and_fence_the_stale() {
 /// its writes.
 #[tokio::test]
 async fn a_table_copied_by_three_replicas_survives_one_killed_mid_copy() {
-    const ORDERS: i64 = 60_000;
-    let shop = Arc::new(shop("sharedcopy", ORDERS, 1_000).await);
+    copied_by_three_replicas("sharedcopy", false).await;
+}
+
+/// The same with `stream_during_copy`: the table streams from the start while the three
+/// replicas copy its chunks, one copy window at a time; a change made during the copy
+/// reaches the destination before the copy ends.
+#[tokio::test]
+async fn a_table_streaming_while_three_replicas_copy_it_survives_one_killed() {
+    copied_by_three_replicas("sharedstream", true).await;
+}
+
+async fn copied_by_three_replicas(name: &str, stream_during_copy: bool) {
+    // Streaming during the copy, a change must be seen arriving before the copy ends:
+    // the copy is made long enough for that.
+    let orders: i64 = if stream_during_copy { 200_000 } else { 60_000 };
+    let shop = Arc::new(shop(name, orders, 1_000).await);
     shop.exec("DROP TABLE customers").await;
+    if stream_during_copy {
+        let text = std::fs::read_to_string(&shop.config).unwrap();
+        let tuned = text.replacen(
+            "  parallel_streams: 2\n",
+            "  parallel_streams: 2\n  stream_during_copy: true\n",
+            1,
+        );
+        assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
+        std::fs::write(&shop.config, tuned).unwrap();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (shop, stop) = (Arc::clone(&shop), Arc::clone(&stop));
@@ -247,7 +271,7 @@ async fn a_table_copied_by_three_replicas_survives_one_killed_mid_copy() {
             while !stop.load(Ordering::SeqCst) {
                 let id = match round % 3 {
                     0 => {
-                        let id = (round * 7919) % ORDERS + 1;
+                        let id = (round * 7919) % orders + 1;
                         shop.exec(&format!(
                             "UPDATE orders SET status = 'r{round}' WHERE id = {id}"
                         ))
@@ -261,7 +285,7 @@ async fn a_table_copied_by_three_replicas_survives_one_killed_mid_copy() {
                         id
                     }
                     _ => {
-                        let id = (round * 104_729) % ORDERS + 1;
+                        let id = (round * 104_729) % orders + 1;
                         shop.exec(&format!("DELETE FROM orders WHERE id = {id}"))
                             .await;
                         id
@@ -311,16 +335,44 @@ async fn a_table_copied_by_three_replicas_survives_one_killed_mid_copy() {
             AND done_position IS NOT NULL AND split_part(holder, '/', 1) <> '{pod}'"
     );
     let copied_by_another = async || (shop.scalar_pg(taken_over.clone()).await == 1).then_some(());
-    let streaming = async || {
+    let copy_ended = async || {
+        if stream_during_copy {
+            return shop
+                .log()
+                .contains("copy inside the stream done")
+                .then_some(());
+        }
         let status = shop.status();
         status
             .iter()
             .any(|t| t.table == "orders" && t.state == Some(TableState::Streaming))
             .then_some(())
     };
+    if stream_during_copy {
+        // A change made now reaches the destination while chunks are still to copy.
+        shop.exec("INSERT INTO orders (id, customer_id, amount, status, note) VALUES (5000000, 1, 1.00, 'new', 'during the copy')")
+            .await;
+        shop.wrote("orders", 5_000_000);
+        let landed = format!("SELECT count(*) FROM {}.orders WHERE id = 5000000", shop.db);
+        let seen = async || (shop.scalar_pg(landed.clone()).await == 1).then_some(());
+        warp_e2e::eventually_with(
+            "the change made during the copy",
+            warp_e2e::Poll::TIGHT,
+            seen,
+            || shop.log(),
+        )
+        .await;
+        let left = shop
+            .scalar_pg(format!(
+                "SELECT count(*) FROM {meta}.snapshot_chunks WHERE done_position IS NULL"
+            ))
+            .await;
+        assert!(left > 0, "the copy had ended already\n{}", shop.log());
+    }
     tokio::select! {
         () = warp_e2e::eventually_with("the killed helper's chunk copied by another", warp_e2e::Poll::SECONDS, copied_by_another, || shop.log()) => {}
-        () = warp_e2e::eventually_with("orders streaming", warp_e2e::Poll::SECONDS, streaming, || shop.log()) => {}
+        // The hand-over clears the plan: a copy that ended needed that chunk.
+        () = warp_e2e::eventually_with("the copy to end", warp_e2e::Poll::SECONDS, copy_ended, || shop.log()) => {}
     }
     shop.wait_streaming(1).await;
     stop.store(true, Ordering::SeqCst);

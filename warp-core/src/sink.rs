@@ -235,6 +235,41 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
         Ok(())
     }
 
+    /// A copy inside a streaming table's stream, shared between replicas: `chunks` become
+    /// the table's work items (replacing any), with no copy window open.
+    async fn plan_shared_copy(
+        &self,
+        table: &TableKey,
+        _token: FencingToken,
+        _chunks: &[KeyRange],
+    ) -> Result<()> {
+        Err(unshared(table))
+    }
+
+    /// Opens the streaming table's copy window: until it closes, replicas may copy its
+    /// chunks (each read after the window opened), and its owner commits nothing.
+    /// Returns the window's number.
+    async fn open_copy_window(&self, table: &TableKey, _token: FencingToken) -> Result<u64> {
+        Err(unshared(table))
+    }
+
+    /// Closes the copy window once every chunk commit in flight under it has ended (a
+    /// later one cannot record); returns every chunk of the copy recorded so far, with the
+    /// position of its read.
+    async fn close_copy_window(
+        &self,
+        table: &TableKey,
+        _token: FencingToken,
+    ) -> Result<Vec<(KeyRange, Position)>> {
+        Err(unshared(table))
+    }
+
+    /// Stops new claims in copy window `window` (it stays open for the copies under
+    /// way); returns how many claims made in it are still copying.
+    async fn drain_copy_window(&self, table: &TableKey, _window: u64) -> Result<usize> {
+        Err(unshared(table))
+    }
+
     /// Gives a claimed chunk back. `owner_only`: helpers no longer take it (it needs the
     /// owner: the table's shape must change for it).
     async fn release_chunk(
@@ -245,6 +280,15 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
         _owner_only: bool,
     ) -> Result<()> {
         Ok(())
+    }
+}
+
+fn unshared(table: &TableKey) -> crate::Error {
+    crate::Error::Sink {
+        message: format!("{table}: this control store does not share copies between replicas"),
+        retry: crate::Retry::Permanent,
+        hint: None,
+        cause: None,
     }
 }
 
@@ -323,15 +367,7 @@ pub trait Sink: Send + Sync {
     /// lease, so its only checkpoint is [`CheckpointUpdate::ChunkCopied`], checked against
     /// the claim. Sinks whose store does not share chunks never get here.
     async fn begin_claimed(&self, target: &Target) -> Result<Box<dyn SinkTransaction>> {
-        Err(crate::Error::Sink {
-            message: format!(
-                "{}: this destination does not copy chunks for other replicas",
-                target.key()
-            ),
-            retry: crate::Retry::Permanent,
-            hint: None,
-            cause: None,
-        })
+        Err(unshared(&target.key()))
     }
 }
 

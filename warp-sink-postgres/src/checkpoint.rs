@@ -274,7 +274,10 @@ impl Checkpoints {
                 shape,
                 recopy,
             } => {
-                self.clear_chunks(conn, key).await?;
+                // A copy inside the stream keeps its shared chunks until it ends.
+                if recopy.is_none() {
+                    self.clear_chunks(conn, key).await?;
+                }
                 let recopy_chunks = (recopy.as_ref())
                     .map(serde_json::to_value)
                     .transpose()
@@ -369,6 +372,21 @@ impl Checkpoints {
         self.write(&mut tx, key, token, update).await?;
         tx.commit().await.context("commit checkpoint")?;
         Ok(None)
+    }
+
+    /// A transaction holding the table's lease row until it ends, if `token` is still
+    /// current; `Err(current token)` when fenced.
+    pub async fn begin_fenced(
+        &self,
+        pool: &PgPool,
+        key: &TableKey,
+        token: FencingToken,
+    ) -> Result<std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, u64>> {
+        let mut tx = pool.begin().await.context("begin")?;
+        Ok(match self.check_fence(&mut tx, key, token, true).await? {
+            Some(current) => Err(current),
+            None => Ok(tx),
+        })
     }
 
     /// Forgets progress (full resync), if `token` is still current.

@@ -35,12 +35,14 @@ pub async fn claim(
         ChunkScope::OthersThan(others) => (None, others),
     };
     // A helper takes chunks of shared plans only (their checkpoint records the shape to
-    // copy in), never one handed back as needing the owner.
+    // copy in), never one handed back as needing the owner. A streaming table's chunks
+    // are offered only while its copy window is open and not draining.
     let sql = format!(
         "WITH pick AS (
-            SELECT c.table_name, c.chunk_index FROM {m}.snapshot_chunks c
+            SELECT c.table_name, c.chunk_index, k.copy_window FROM {m}.snapshot_chunks c
             JOIN {m}.checkpoints k ON k.schema_name = c.schema_name AND k.table_name = c.table_name
-                AND k.stream = 'main' AND k.phase = 'snapshot'
+                AND k.stream = 'main'
+                AND (k.phase = 'snapshot' OR (k.copy_window IS NOT NULL AND k.copy_window_claimable))
             WHERE c.schema_name = $1 AND c.done_position IS NULL
               AND (c.claimed_until IS NULL OR c.claimed_until < now())
               AND CASE WHEN $2::text IS NOT NULL THEN c.table_name = $2
@@ -50,7 +52,8 @@ pub async fn claim(
             FOR UPDATE OF c SKIP LOCKED)
          UPDATE {m}.snapshot_chunks c
             SET holder = $4, claim_token = nextval('{m}.chunk_claims'),
-                claimed_until = now() + make_interval(secs => $5), updated_at = now()
+                claimed_until = now() + make_interval(secs => $5), claim_epoch = pick.copy_window,
+                updated_at = now()
            FROM pick
           WHERE c.schema_name = $1 AND c.table_name = pick.table_name AND c.chunk_index = pick.chunk_index
          RETURNING c.table_name, c.chunk_index, c.key_range, c.claim_token,
@@ -128,10 +131,12 @@ pub async fn release(
 }
 
 /// Inside the transaction of the chunk's rows: records the chunk as copied at
-/// `position` if `claim` is still its latest claim and no one recorded it first;
-/// otherwise the transaction must not commit (its rows would overwrite a newer copy).
-/// The row lock taken here makes a concurrent claim wait for this commit and then see
-/// the chunk copied.
+/// `position` if `claim` is still its latest claim, no one recorded it first, and — for
+/// a streaming table — the copy window it was claimed in is still open; otherwise the
+/// transaction must not commit (its rows would overwrite a newer copy, or changes the
+/// stream committed after the chunk's read). The row locks taken here make a concurrent
+/// claim wait for this commit and then see the chunk copied, and the owner's closing of
+/// the window wait for it and then see it recorded.
 pub async fn record_copied(
     conn: &mut PgConnection,
     m: &str,
@@ -144,7 +149,11 @@ pub async fn record_copied(
     let sql = format!(
         "UPDATE {m}.snapshot_chunks SET done_position = $4, rows_copied = $5, claimed_until = NULL, updated_at = now()
           WHERE schema_name = $1 AND table_name = $2 AND chunk_index = $3
-            AND claim_token = $6 AND done_position IS NULL"
+            AND claim_token = $6 AND done_position IS NULL
+            AND EXISTS (SELECT 1 FROM {m}.checkpoints k
+                         WHERE k.schema_name = $1 AND k.table_name = $2 AND k.stream = 'main'
+                           AND (k.phase = 'snapshot' OR k.copy_window = claim_epoch)
+                         FOR SHARE)"
     );
     let recorded = sqlx::query(AssertSqlSafe(sql))
         .bind(&key.schema)
@@ -164,6 +173,122 @@ pub async fn record_copied(
             index,
         })
     }
+}
+
+/// A streaming table's copy to share: its chunks replace whatever the table had, all
+/// uncopied, and no window is open.
+pub async fn plan(
+    conn: &mut PgConnection,
+    m: &str,
+    key: &TableKey,
+    chunks: &[KeyRange],
+) -> Result<()> {
+    let ranges = serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
+    for sql in [
+        format!("DELETE FROM {m}.snapshot_chunks WHERE schema_name = $1 AND table_name = $2"),
+        format!("UPDATE {m}.checkpoints SET copy_window = NULL, copy_window_claimable = false WHERE schema_name = $1 AND table_name = $2"),
+    ] {
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .execute(&mut *conn)
+            .await
+            .context("plan a shared copy")?;
+    }
+    let insert = format!(
+        "INSERT INTO {m}.snapshot_chunks (schema_name, table_name, chunk_index, key_range)
+         SELECT $1, $2, (e.ord - 1)::integer, e.range FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(range, ord)"
+    );
+    sqlx::query(AssertSqlSafe(insert))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .bind(ranges)
+        .execute(conn)
+        .await
+        .context("plan a shared copy")?;
+    Ok(())
+}
+
+/// Opens the table's copy window; returns its number.
+pub async fn open_window(conn: &mut PgConnection, m: &str, key: &TableKey) -> Result<u64> {
+    let sql = format!(
+        "UPDATE {m}.checkpoints SET copy_window = nextval('{m}.chunk_claims'), copy_window_claimable = true
+          WHERE schema_name = $1 AND table_name = $2 AND stream = 'main' RETURNING copy_window"
+    );
+    let epoch: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .fetch_one(conn)
+        .await
+        .context("open a copy window")?;
+    Ok(u64::try_from(epoch).unwrap_or(0))
+}
+
+/// Closes the table's copy window — after every chunk commit in flight under it — and
+/// returns the chunks of the plan copied so far, with the positions of their reads.
+pub async fn close_window(
+    conn: &mut PgConnection,
+    m: &str,
+    key: &TableKey,
+) -> Result<Vec<(KeyRange, Position)>> {
+    let close = format!(
+        "UPDATE {m}.checkpoints SET copy_window = NULL, copy_window_claimable = false
+          WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'"
+    );
+    sqlx::query(AssertSqlSafe(close))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .execute(&mut *conn)
+        .await
+        .context("close a copy window")?;
+    let copied = format!(
+        "SELECT key_range, done_position FROM {m}.snapshot_chunks
+          WHERE schema_name = $1 AND table_name = $2 AND done_position IS NOT NULL ORDER BY chunk_index"
+    );
+    let rows: Vec<(serde_json::Value, serde_json::Value)> = sqlx::query_as(AssertSqlSafe(copied))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .fetch_all(conn)
+        .await
+        .context("read the chunks copied")?;
+    rows.into_iter()
+        .map(|(range, position)| {
+            Ok((
+                decode("chunk key range", range)?,
+                Position::from_json(position),
+            ))
+        })
+        .collect()
+}
+
+/// Stops claims in window `epoch`; returns the claims made in it still copying.
+pub async fn drain(pool: &PgPool, m: &str, key: &TableKey, epoch: u64) -> Result<usize> {
+    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+    let stop = format!(
+        "UPDATE {m}.checkpoints SET copy_window_claimable = false
+          WHERE schema_name = $1 AND table_name = $2 AND stream = 'main' AND copy_window = $3
+            AND copy_window_claimable"
+    );
+    sqlx::query(AssertSqlSafe(stop))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .bind(epoch)
+        .execute(pool)
+        .await
+        .context("drain a copy window")?;
+    let sql = format!(
+        "SELECT count(*) FROM {m}.snapshot_chunks
+          WHERE schema_name = $1 AND table_name = $2 AND claim_epoch = $3
+            AND done_position IS NULL AND claimed_until > now()"
+    );
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(&key.schema)
+        .bind(&key.table)
+        .bind(epoch)
+        .fetch_one(pool)
+        .await
+        .context("count the chunks being copied")?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T> {

@@ -36,7 +36,8 @@ use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkClaim, ChunkScope, Destination,
-    FencingToken, LandingVersion, Sink, SinkTransaction, TableKey, TableSchema, Target,
+    FencingToken, KeyRange, LandingVersion, Position, Sink, SinkTransaction, TableKey, TableSchema,
+    Target,
 };
 
 pub use error::SinkError;
@@ -411,6 +412,44 @@ impl CheckpointStore for PostgresSink {
         Ok(chunk_claims::renew(&self.inner.pool, m, schema, holder, validity).await?)
     }
 
+    async fn plan_shared_copy(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+        chunks: &[KeyRange],
+    ) -> warp_core::Result<()> {
+        let mut tx = self.fenced(table, token).await?;
+        chunk_claims::plan(&mut tx, &self.inner.checkpoints.m, table, chunks).await?;
+        Ok(tx.commit().await.context("commit a shared copy's plan")?)
+    }
+
+    async fn open_copy_window(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+    ) -> warp_core::Result<u64> {
+        let mut tx = self.fenced(table, token).await?;
+        let window = chunk_claims::open_window(&mut tx, &self.inner.checkpoints.m, table).await?;
+        tx.commit().await.context("commit a copy window")?;
+        Ok(window)
+    }
+
+    async fn close_copy_window(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+    ) -> warp_core::Result<Vec<(KeyRange, Position)>> {
+        let mut tx = self.fenced(table, token).await?;
+        let copied = chunk_claims::close_window(&mut tx, &self.inner.checkpoints.m, table).await?;
+        tx.commit().await.context("commit a copy window's end")?;
+        Ok(copied)
+    }
+
+    async fn drain_copy_window(&self, table: &TableKey, window: u64) -> warp_core::Result<usize> {
+        let m = &self.inner.checkpoints.m;
+        Ok(chunk_claims::drain(&self.inner.pool, m, table, window).await?)
+    }
+
     async fn release_chunk(
         &self,
         table: &TableKey,
@@ -427,6 +466,24 @@ impl CheckpointStore for PostgresSink {
             .reset(&self.inner.pool, table, token)
             .await?;
         fenced_unless_none(table, token, fenced)
+    }
+}
+
+impl PostgresSink {
+    /// A transaction holding `table`'s lease row, unless another replica took the lease.
+    async fn fenced(
+        &self,
+        table: &TableKey,
+        token: FencingToken,
+    ) -> warp_core::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let begun = (self.inner.checkpoints)
+            .begin_fenced(&self.inner.pool, table, token)
+            .await?;
+        begun.map_err(|current| warp_core::Error::Fenced {
+            table: table.to_string(),
+            ours: token.0,
+            current,
+        })
     }
 }
 

@@ -43,16 +43,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         10,
-        "snapshot chunks claimed by any replica of the schema",
+        "snapshot chunks claimed by any replica of the schema, and copy windows",
         CHUNK_CLAIMS,
     ),
 ];
 
 /// A claim holds a chunk for one process until `claimed_until` unless renewed; tokens
-/// come from one sequence, so a later claim always has a larger one.
+/// come from one sequence, so a later claim always has a larger one. A streaming table's
+/// copy window (`checkpoints.copy_window`, from the same sequence) is open while its
+/// owner commits nothing, and a chunk claimed in it records only while it stays open;
+/// chunks are claimed in it until the owner drains it (`copy_window_claimable`).
 const CHUNK_CLAIMS: &str = "ALTER TABLE {m}.snapshot_chunks
     ADD COLUMN holder text, ADD COLUMN claim_token bigint, ADD COLUMN claimed_until timestamptz,
-    ADD COLUMN owner_only boolean NOT NULL DEFAULT false;
+    ADD COLUMN owner_only boolean NOT NULL DEFAULT false, ADD COLUMN claim_epoch bigint;
+ALTER TABLE {m}.checkpoints ADD COLUMN copy_window bigint,
+    ADD COLUMN copy_window_claimable boolean NOT NULL DEFAULT false;
 CREATE SEQUENCE {m}.chunk_claims";
 
 const CHECKPOINTS_SHAPE: &str =

@@ -26,67 +26,61 @@ use crate::metrics::SNAPSHOT_ROWS_TOTAL;
 use crate::sink::{CheckpointUpdate, ChunkClaim, ChunkScope, Committed, TableKey, Target};
 use crate::source::ChunkPage;
 
-/// How often an idle helper looks for chunks to copy.
-const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How often an idle replica looks for chunks to copy: a copy inside a stream offers
+/// its chunks for one window at a time (about a chunk's copy), so helpers look often; the
+/// look is one indexed query.
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
+/// The landing tables this replica's sink knows.
+pub(super) type Ready = std::sync::Mutex<HashSet<String>>;
 
 /// Copies other replicas' snapshot chunks until `shutdown`, one chunk per free snapshot
-/// slot at a time (`max_parallel_streams` of them); never chunks of the tables this
-/// replica runs itself (their owners copy those).
+/// slot (`max_parallel_streams` of them); never chunks of the tables this replica runs
+/// itself (their owners copy those).
 pub(super) async fn help(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     if !ctx.shares_chunks() {
         return;
     }
-    let helpers = ctx.schema.max_parallel_streams.max(1);
-    let mut tasks = Vec::new();
-    for _ in 0..helpers {
-        let (ctx, shutdown) = (Arc::clone(&ctx), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut ready = HashSet::new();
-            while !shutdown.is_cancelled() {
-                let running = ctx.running_tables();
-                let copied = help_once(&ctx, &running, &mut ready, &shutdown).await;
-                if !copied {
-                    tokio::select! {
-                        () = tokio::time::sleep(LOOK_EVERY) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                }
-            }
-        }));
+    let ready = Arc::new(Ready::default());
+    let mut copying = tokio::task::JoinSet::new();
+    while !shutdown.is_cancelled() {
+        let claimed = match Arc::clone(&ctx.snapshot_slots).try_acquire_owned() {
+            Ok(slot) => claim(&ctx).await.map(|claim| (claim, slot)),
+            Err(_) => None,
+        };
+        if let Some((claim, slot)) = claimed {
+            let (ctx, ready, shutdown) = (Arc::clone(&ctx), Arc::clone(&ready), shutdown.clone());
+            copying.spawn(async move {
+                let _slot = slot;
+                copy_for_owner(&ctx, claim, &ready, &shutdown).await;
+            });
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+            () = shutdown.cancelled() => {}
+            Some(_) = copying.join_next(), if !copying.is_empty() => {}
+        }
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    while copying.join_next().await.is_some() {}
 }
 
-/// Claims one chunk and copies it; false when there was none to claim (or no slot).
-async fn help_once(
-    ctx: &Ctx,
-    running: &[String],
-    ready: &mut HashSet<String>,
-    shutdown: &CancellationToken,
-) -> bool {
-    let Ok(_slot) = Arc::clone(&ctx.snapshot_slots).try_acquire_owned() else {
-        return false;
-    };
+/// The next chunk of another replica's table to copy, if any.
+async fn claim(ctx: &Ctx) -> Option<ChunkClaim> {
+    let running = ctx.running_tables();
+    let scope = ChunkScope::OthersThan(&running);
     let validity = ctx.settings.leases.validity;
-    let scope = ChunkScope::OthersThan(running);
-    let schema = &ctx.schema.name;
-    let claim = match (ctx.checkpoints)
-        .claim_chunk(schema, scope, &ctx.claimant, validity)
-        .await
-    {
-        Ok(Some(claim)) => claim,
-        Ok(None) => return false,
-        Err(e) => {
-            warn!(error = %mask_secrets(&e.to_string()), "could not look for chunks to copy for other replicas");
-            return false;
-        }
-    };
-    let key = TableKey {
-        schema: schema.clone(),
-        table: claim.table.clone(),
-    };
+    let claimed = (ctx.checkpoints)
+        .claim_chunk(&ctx.schema.name, scope, &ctx.claimant, validity)
+        .await;
+    claimed.unwrap_or_else(|e| {
+        warn!(error = %mask_secrets(&e.to_string()), "could not look for chunks to copy for other replicas");
+        None
+    })
+}
+
+/// Copies a claimed chunk; hands the claim back when it could not.
+async fn copy_for_owner(ctx: &Ctx, claim: ChunkClaim, ready: &Ready, shutdown: &CancellationToken) {
     let copied = tokio::select! {
         copied = copy(ctx, &claim, ready) => copied,
         () = shutdown.cancelled() => Err(Error::Cancelled),
@@ -94,7 +88,7 @@ async fn help_once(
     let owner_only = match copied {
         Ok(Some(rows)) => {
             info!(table = %claim.table, chunk = claim.index, rows, "chunk copied for the table's owner");
-            return true;
+            return;
         }
         Ok(None) => {
             info!(table = %claim.table, chunk = claim.index, "the chunk needs the table's shape changed: left to its owner");
@@ -107,6 +101,10 @@ async fn help_once(
             false
         }
     };
+    let key = TableKey {
+        schema: ctx.schema.name.clone(),
+        table: claim.table.clone(),
+    };
     // Handed back at once rather than left to lapse.
     let released = (ctx.checkpoints)
         .release_chunk(&key, claim.index, claim.claim, owner_only)
@@ -114,12 +112,11 @@ async fn help_once(
     if let Err(e) = released {
         warn!(error = %mask_secrets(&e.to_string()), "claim not handed back; it lapses");
     }
-    false
 }
 
 /// Copies the claimed chunk in the owner's shape; its rows count, or `None` when it
 /// needs the table's shape changed (only its owner does that).
-async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &mut HashSet<String>) -> Result<Option<u64>> {
+pub(super) async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &Ready) -> Result<Option<u64>> {
     let shape = claim.shape.clone().ok_or_else(|| Error::Table {
         table: claim.table.clone(),
         message: "a shared chunk without the shape of its plan".into(),
@@ -128,12 +125,21 @@ async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &mut HashSet<String>) -> Res
     let settings = ctx.schema.table(&claim.table);
     let target = Target::new(&ctx.schema, &shape.id).landing(ctx.source.landing_version());
     let projection = Projection::new(shape, settings.exclude_columns.clone());
-    if !ready.contains(&claim.table) {
+    let known = |ready: &Ready| {
+        let ready = ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ready.contains(&claim.table)
+    };
+    if !known(ready) {
         // The owner created the landing table in this very shape: this only registers it
         // with this replica's sink.
         (ctx.sink)
             .ensure_table(&target, &projection.destination_schema())
             .await?;
+        let mut ready = ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ready.insert(claim.table.clone());
     }
     let read = (ctx.source)
@@ -175,4 +181,56 @@ async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &mut HashSet<String>) -> Res
     metrics::counter!(SNAPSHOT_ROWS_TOTAL, "schema" => ctx.schema.name.clone(), "table" => claim.table.clone())
         .increment(rows);
     Ok(Some(rows))
+}
+
+/// A claim this process holds while it copies the chunk: renewed with the replica's
+/// leases, so one abandoned by an error would stay held for as long as the process
+/// lives. Dropped before [`ClaimHeld::copied`], it hands the claim back.
+pub(super) struct ClaimHeld {
+    store: Arc<dyn crate::sink::CheckpointStore>,
+    key: TableKey,
+    index: usize,
+    claim: crate::sink::FencingToken,
+    copied: bool,
+}
+
+impl ClaimHeld {
+    pub(super) fn new(ctx: &Ctx, claim: &ChunkClaim) -> Self {
+        Self {
+            store: Arc::clone(&ctx.checkpoints),
+            key: TableKey {
+                schema: ctx.schema.name.clone(),
+                table: claim.table.clone(),
+            },
+            index: claim.index,
+            claim: claim.claim,
+            copied: false,
+        }
+    }
+
+    /// The chunk is recorded: nothing to hand back.
+    pub(super) fn copied(mut self) {
+        self.copied = true;
+    }
+}
+
+impl Drop for ClaimHeld {
+    fn drop(&mut self) {
+        if self.copied {
+            return;
+        }
+        let (store, key, index, claim) = (
+            Arc::clone(&self.store),
+            self.key.clone(),
+            self.index,
+            self.claim,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.release_chunk(&key, index, claim, false).await {
+                    warn!(error = %mask_secrets(&e.to_string()), "claim not handed back; it lapses");
+                }
+            });
+        }
+    }
 }

@@ -14,6 +14,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 
 use tracing::info;
 
@@ -22,8 +26,16 @@ use super::table::TableWorker;
 use crate::error::{Error, Result};
 use crate::metrics::SNAPSHOT_ROWS_TOTAL;
 use crate::position::Position;
-use crate::sink::{CopyInStream, FencingToken};
+use crate::sink::{ChunkScope, CopyInStream, FencingToken};
 use crate::source::{ChunkPage, KeyRange};
+
+/// How often an owner with its copy window open looks whether the other replicas'
+/// chunks are copied.
+const WINDOW_POLL: Duration = Duration::from_millis(50);
+
+/// How long an owner keeps its copy window open for claims at least: other replicas
+/// look for chunks every 200 ms.
+const MIN_WINDOW: Duration = Duration::from_millis(300);
 
 /// Pages of a chunk read ahead while the previous one is written.
 const READ_AHEAD_PAGES: usize = 2;
@@ -35,6 +47,11 @@ pub(super) struct Recopy {
     sweep: bool,
     total: usize,
     rows: u64,
+    /// Shared between replicas: the chunks were published as work items in this
+    /// attempt (after reconciling with what the store recorded before a restart).
+    published: bool,
+    /// Tables whose landing table this replica's sink knows (for the shared copy path).
+    ready: super::helper::Ready,
 }
 
 impl Recopy {
@@ -53,6 +70,8 @@ impl Recopy {
             chunks: recorded.chunks.into(),
             sweep: recorded.sweep,
             rows: 0,
+            published: false,
+            ready: super::helper::Ready::default(),
         }
     }
 
@@ -173,6 +192,9 @@ impl TableWorker {
         position: &Position,
         handover: &mut Vec<(KeyRange, Position)>,
     ) -> Result<Step> {
+        if self.ctx.shares_chunks() && !recopy.chunks.is_empty() {
+            return self.shared_step(recopy, token, position, handover).await;
+        }
         let Some(range) = recopy.chunks.pop_front() else {
             let mut tx = self.ctx.sink.begin(&self.target, token).await?;
             if recopy.sweep {
@@ -222,5 +244,148 @@ impl TableWorker {
             s.rows_copied += rows;
         });
         Ok(Step::Copied)
+    }
+}
+
+impl TableWorker {
+    /// One window of a copy inside the stream shared between replicas (docs/guarantees.md,
+    /// "Copies shared between replicas"). The changes in hand are committed (`position`);
+    /// the window opens, and until it closes this replica commits nothing for the table
+    /// while every replica copies chunks — each read after the window opened, so at or
+    /// after `position`. The window closes once those copies are recorded (or after a
+    /// patience of twice this replica's own copying; a copy still running then cannot
+    /// record and its chunk goes to a later window), and the chunks recorded join the
+    /// hand-over in the next checkpoint. Chunks recorded before a crash are found the
+    /// same way on the first window after it.
+    async fn shared_step(
+        &self,
+        recopy: &mut Recopy,
+        token: FencingToken,
+        position: &Position,
+        handover: &mut Vec<(KeyRange, Position)>,
+    ) -> Result<Step> {
+        let store = &self.ctx.checkpoints;
+        if !recopy.published {
+            self.take_recorded(recopy, token, handover).await?;
+            let chunks: Vec<KeyRange> = recopy.chunks.iter().cloned().collect();
+            store.plan_shared_copy(&self.key, token, &chunks).await?;
+            recopy.published = true;
+        }
+        let window = store.open_copy_window(&self.key, token).await?;
+        let started = tokio::time::Instant::now();
+        let copied = self.copy_own_chunks(recopy, started).await;
+        let patience = (started.elapsed() * 2).max(Duration::from_secs(1));
+        let waited = async {
+            while store.drain_copy_window(&self.key, window).await? > 0 {
+                tokio::time::sleep(WINDOW_POLL).await;
+            }
+            Ok::<_, Error>(())
+        };
+        let waited = tokio::time::timeout(patience, waited)
+            .await
+            .unwrap_or(Ok(()));
+        // Closed whatever happened above: the stream must go on.
+        let recorded = self.take_recorded(recopy, token, handover).await;
+        let rows = copied?;
+        waited?;
+        let recorded = recorded?;
+        recopy.rows += rows;
+        let left = Some(recopy.recorded());
+        let tx = self.ctx.sink.begin(&self.target, token).await?;
+        self.commit_streaming(tx, token, position, handover.clone(), left)
+            .await?;
+        let done = recopy.total - recopy.chunks.len();
+        self.ctx.status.update(&self.key, |s| {
+            s.chunks_done = done;
+            s.rows_copied += rows;
+        });
+        tracing::debug!(
+            window,
+            recorded,
+            left = recopy.chunks.len(),
+            "copy window closed"
+        );
+        Ok(Step::Copied)
+    }
+
+    /// Closes the copy window and moves the chunks recorded as copied from the chunks to
+    /// copy to the hand-over; returns how many moved.
+    async fn take_recorded(
+        &self,
+        recopy: &mut Recopy,
+        token: FencingToken,
+        handover: &mut Vec<(KeyRange, Position)>,
+    ) -> Result<usize> {
+        let copied = self
+            .ctx
+            .checkpoints
+            .close_copy_window(&self.key, token)
+            .await?;
+        let mut moved = 0;
+        for (range, read_at) in copied {
+            if let Some(i) = recopy.chunks.iter().position(|r| *r == range) {
+                recopy.chunks.remove(i);
+                handover.push((range, read_at));
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Claims and copies chunks of this table, `parallel_streams` at a time, until the
+    /// window opened at `opened` has been claimable for [`MIN_WINDOW`] (so replicas that
+    /// look every 200 ms find it) or none is left to claim; returns the rows copied.
+    async fn copy_own_chunks(&self, recopy: &Recopy, opened: tokio::time::Instant) -> Result<u64> {
+        let mut rows = 0;
+        loop {
+            let (copied, claimed) = self.copy_own_round(recopy).await?;
+            rows += copied;
+            if claimed == 0 || opened.elapsed() >= MIN_WINDOW {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Claims up to `parallel_streams` chunks and copies them; returns the rows copied
+    /// and how many chunks were claimed.
+    async fn copy_own_round(&self, recopy: &Recopy) -> Result<(u64, usize)> {
+        let ctx = &self.ctx;
+        let validity = ctx.settings.leases.validity;
+        let mut claims = Vec::new();
+        for _ in 0..self.settings.parallel_streams.max(1) {
+            let scope = ChunkScope::Table(&self.key.table);
+            let claimed = (ctx.checkpoints)
+                .claim_chunk(&self.key.schema, scope, &ctx.claimant, validity)
+                .await?;
+            let Some(claim) = claimed else { break };
+            claims.push(claim);
+        }
+        let claimed = claims.len();
+        let ready = &recopy.ready;
+        let mut copying: FuturesUnordered<_> = claims
+            .iter()
+            .map(|claim| async move {
+                let held = super::helper::ClaimHeld::new(ctx, claim);
+                let copied = super::helper::copy(ctx, claim, ready).await?;
+                if copied.is_some() {
+                    held.copied();
+                }
+                Ok::<_, Error>(copied)
+            })
+            .collect();
+        let mut rows = 0;
+        while let Some(copied) = copying.next().await {
+            match copied? {
+                Some(n) => rows += n,
+                // The copy needs a wider shape than the stream's: copied again in full
+                // by the snapshot path, which evolves it.
+                None => {
+                    info!("the re-copy needs a wider shape: the table is copied again in full");
+                    (self.control.resync).store(true, Ordering::SeqCst);
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
+        Ok((rows, claimed))
     }
 }

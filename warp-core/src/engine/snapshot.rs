@@ -145,9 +145,12 @@ impl TableWorker {
                     .claim_chunk(&self.key.schema, scope, &ctx.claimant, validity)
                     .await?;
                 let Some(claim) = claimed else { break };
+                let held = super::helper::ClaimHeld::new(ctx, &claim);
                 copying.push(async move {
-                    self.copy_chunk(shape, token, claim.index, &claim.range, total)
-                        .await
+                    let copied =
+                        (self.copy_chunk(shape, token, claim.index, &claim.range, total)).await?;
+                    held.copied();
+                    Ok::<_, Error>(copied)
                 });
             }
             if let Some(copied) = copying.next().await {

@@ -46,7 +46,12 @@ struct Writer {
     recorded_shape: Option<crate::TableSchema>,
     /// A re-copy in progress between batches.
     recopy: Option<Recopy>,
+    /// When its last step ended.
+    last_copy_step: tokio::time::Instant,
 }
+
+/// How often a copy inside the stream takes a step while the stream has changes queued.
+const COPY_EVERY: Duration = Duration::from_secs(1);
 
 fn op_index(op: Operation) -> usize {
     match op {
@@ -87,6 +92,7 @@ impl TableWorker {
             position,
             recorded_shape: self.recorded_shape.clone(),
             recopy: recopy.map(Recopy::resume),
+            last_copy_step: tokio::time::Instant::now(),
         };
         let detect_every = self.settings.delete_detection_interval;
         let mut next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
@@ -102,7 +108,11 @@ impl TableWorker {
         let _takes = TakesResyncs::mark(&control, self.ctx.source.recopies_while_streaming());
 
         loop {
-            if !in_txn {
+            // A copy's next step waits until the stream has applied what it read, or for
+            // at most `COPY_EVERY` under a load it cannot catch up with, so the copy
+            // never holds the stream back by more than one step at a time.
+            let copy_due = rx.len() == 0 || w.last_copy_step.elapsed() >= COPY_EVERY;
+            if !in_txn && copy_due {
                 self.recopy_between_batches(&mut w).await?;
             }
             let deadline = w.deadline;
@@ -231,6 +241,7 @@ impl TableWorker {
         if let Step::Done = self.recopy_step(r, *token, position, handover).await? {
             w.recopy = None;
         }
+        w.last_copy_step = tokio::time::Instant::now();
         w.last_checkpoint = tokio::time::Instant::now();
         Ok(())
     }
