@@ -493,3 +493,53 @@ async fn a_batch_cancelled_by_the_statement_timeout_is_retried_whole() {
     }
     assert!(run.terminate().success(), "{}", shop.log());
 }
+
+/// `stream_during_copy`: the binlog purged down to the current file while a large table
+/// is part copied, under writes. The copy finishes and the table streams on: it never
+/// needs a position older than its last copy step. (A copy before streaming would need
+/// the position from before the copy: the table would stop, its position lost.)
+#[tokio::test]
+async fn the_binlog_purged_mid_copy_does_not_stop_a_table_copied_inside_its_stream() {
+    let my = PrivateMariadb::start("purgecopy");
+    let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
+    let shop = Arc::new(shop_at("purgecopy", 200_000, 1_000, &my.url(), &pg_url).await);
+    let text = std::fs::read_to_string(&shop.config).unwrap();
+    let tuned = text.replacen(
+        "  parallel_streams: 2\n",
+        "  parallel_streams: 2\n  stream_during_copy: true\n",
+        1,
+    );
+    assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
+    std::fs::write(&shop.config, tuned).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_writing(&shop, &["orders", "customers"], 200_000, &stop);
+    let mut run = shop.run();
+    let chunks = |done: bool| {
+        format!(
+            "SELECT count(*) FROM {}_meta.snapshot_chunks WHERE table_name = 'orders' AND done_position IS {} NULL",
+            shop.db,
+            if done { "NOT" } else { "" }
+        )
+    };
+    shop.wait_log("copy planned inside the stream", "the copy to start")
+        .await;
+    let part_copied = async || (shop.scalar_pg(chunks(true)).await >= 10).then_some(());
+    warp_e2e::eventually_with("orders part copied", Poll::TIGHT, part_copied, || {
+        shop.log()
+    })
+    .await;
+    purge_all_but_the_current_binlog(&shop).await;
+    let left = shop.scalar_pg(chunks(false)).await;
+    assert!(left > 0, "the copy ended before the purge\n{}", shop.log());
+    shop.wait_log("copy inside the stream done", "the copy to end")
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    for t in ["orders", "customers"] {
+        shop.wait_equal(t).await;
+        shop.assert_no_double_apply(t).await;
+    }
+    let log = shop.log();
+    assert!(!log.contains("no longer available"), "{log}");
+    assert!(run.terminate().success(), "{}", shop.log());
+}

@@ -469,6 +469,77 @@ async fn resync_recopies_one_table_while_it_and_another_keep_streaming() {
     assert!(run.terminate().success());
 }
 
+/// `resync` of a large table under a steady write load: the stream keeps committing
+/// while the table is copied again (its checkpoint position moves on between copy steps,
+/// chunks still to copy), rows deleted at the source during the re-copy and a row only
+/// the destination had are gone at the end, and the table ends equal. (The stream's lag
+/// during the copy is measured by the benchmark harness, not asserted here.)
+#[tokio::test]
+async fn a_resync_under_steady_writes_never_stops_the_stream() {
+    let shop = Arc::new(shop("resynclag", 100_000, 1_000).await);
+    let mut run = shop.run();
+    shop.wait_streaming(2).await;
+    shop.wait_equal("orders").await;
+    let meta = format!("{}_meta", shop.db);
+    // A row the source never had, as a purged delete leaves it.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE stray AS SELECT * FROM {db}.orders WHERE id = 7;
+         UPDATE stray SET id = 999999; INSERT INTO {db}.orders SELECT * FROM stray",
+        db = shop.db
+    )))
+    .execute(&shop.pg)
+    .await
+    .unwrap();
+    // Its versions: planted (as row 7's first), then marked deleted by the sweep.
+    shop.wrote("orders", 999_999);
+    shop.wrote("orders", 999_999);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_writing(&shop, &["orders", "customers"], 100_000, &stop);
+    let said = shop.resync("orders");
+    assert!(said.contains("requested"), "{said}");
+    let copying = format!(
+        "SELECT count(*) FROM {meta}.snapshot_chunks WHERE table_name = 'orders' AND done_position IS NULL"
+    );
+    let started = async || (shop.scalar_pg(copying.clone()).await > 0).then_some(());
+    warp_e2e::eventually_with("the re-copy to start", Poll::TIGHT, started, || shop.log()).await;
+    shop.exec("DELETE FROM orders WHERE id BETWEEN 90001 AND 90010")
+        .await;
+    for id in 90_001..=90_010 {
+        shop.wrote("orders", id);
+    }
+    // The stream's checkpoint positions seen while chunks were still to copy.
+    let position =
+        format!("SELECT position::text FROM {meta}.checkpoints WHERE table_name = 'orders'");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sample = async || {
+        let left = shop.scalar_pg(copying.clone()).await;
+        let at: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(position.clone()))
+            .fetch_one(&shop.pg)
+            .await
+            .unwrap();
+        if left > 0 {
+            seen.extend(at);
+        }
+        (left == 0).then_some(())
+    };
+    warp_e2e::eventually_with("the re-copy to end", Poll::TIGHT, &mut sample, || {
+        shop.log()
+    })
+    .await;
+    assert!(
+        seen.len() >= 3,
+        "the stream committed {} times during the re-copy: {seen:?}\n{}",
+        seen.len(),
+        shop.log()
+    );
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    shop.wait_equal("orders").await;
+    shop.wait_equal("customers").await;
+    shop.assert_no_double_apply("orders").await;
+    assert!(run.terminate().success(), "{}", shop.log());
+}
+
 /// Once a copy inside the stream is done: the writer stops, both tables end equal and no
 /// order counts more versions than its writes.
 async fn settle_after_copy_in_stream(
