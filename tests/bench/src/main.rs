@@ -21,6 +21,7 @@ mod mongo;
 mod mysql;
 mod page;
 mod replicator;
+mod scale;
 mod sink;
 mod verify;
 
@@ -271,6 +272,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             print_fanout(&alone, &beside, settings.changes, runs);
         }
+        Some("scale") => {
+            let my_url = std::env::var("WARP_TEST_MARIADB_URL")
+                .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
+            let binary = warp_binary()?;
+            let settings = scale::Settings {
+                pg_url: &url,
+                my_url: &my_url,
+                binary: &binary,
+                rows: arg(&args, "--rows", 5_000_000),
+                load_per_sec: arg(&args, "--load", 2_000),
+            };
+            let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&my_url)?);
+            eprintln!("generating {} source rows", settings.rows);
+            mysql::seed(&pool, i64::try_from(settings.rows)?).await?;
+            let mut figures = Vec::new();
+            for replicas in 1..=3 {
+                eprintln!("copy by {replicas} replica(s)");
+                figures.push(scale::run(&settings, replicas).await?);
+            }
+            print_scale(&figures, &settings);
+        }
         Some("verify") => {
             let my_url = std::env::var("WARP_TEST_MARIADB_URL")
                 .map_err(|_| "WARP_TEST_MARIADB_URL is not set (scripts/bench.sh sets it)")?;
@@ -316,6 +338,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The fan-out table: each case's medians, and the 51-table case against the 1-table one.
+fn print_scale(figures: &[scale::Figures], s: &scale::Settings<'_>) {
+    println!(
+        "copy of {} rows inside the stream (stream_during_copy) while a writer changes the table at {}/s",
+        s.rows, s.load_per_sec
+    );
+    println!("| replicas | seconds | rows/s | busy CPU-s per replica | sum | PostgreSQL CPU-s | MariaDB CPU-s | lag p50 / p99 / max (s) over probes |");
+    println!("|---:|---:|---:|---|---:|---:|---:|---|");
+    for f in figures {
+        let busy: Vec<String> = f.busy.iter().map(|b| format!("{b:.1}")).collect();
+        println!(
+            "| {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2} / {:.2} ({}) |",
+            f.replicas,
+            f.took.as_secs_f64(),
+            s.rows as f64 / f.took.as_secs_f64(),
+            busy.join(" + "),
+            f.busy.iter().sum::<f64>(),
+            f.postgres,
+            f.mariadb,
+            f.lag.0,
+            f.lag.1,
+            f.lag.2,
+            f.probes
+        );
+    }
+}
+
 fn print_fanout(alone: &[fanout::CatchUp], beside: &[fanout::CatchUp], changes: u64, runs: u64) {
     let med = |runs: &[fanout::CatchUp], f: fn(&fanout::CatchUp) -> f64| {
         median_f64(runs.iter().map(f).collect())

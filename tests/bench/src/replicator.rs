@@ -18,11 +18,23 @@ impl Replicator {
         config: &Path,
         log: &Path,
     ) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_as(binary, config, log, "cartridge-warp-bench")
+    }
+
+    /// One replica of the schema, named `pod` (replicas of one schema need their own
+    /// names).
+    pub fn start_as(
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        pod: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
         let child = Command::new(binary)
+            .env("POD_NAME", pod)
             .args(["run", "--config", &config.to_string_lossy()])
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))

@@ -10,7 +10,7 @@
 //! claims the chunk again. The owner hands over to streaming once every chunk is copied,
 //! with each chunk's own read position, exactly as for chunks it copied itself.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ use crate::source::ChunkPage;
 /// look is one indexed query.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
-/// The landing tables this replica's sink knows.
-pub(super) type Ready = std::sync::Mutex<HashSet<String>>;
+/// The landing tables this replica's sink knows, with the shape it last registered for
+/// each (a table whose stream changed its shape since is registered again).
+pub(super) type Ready = std::sync::Mutex<HashMap<String, crate::TableSchema>>;
 
 /// Copies other replicas' snapshot chunks until `shutdown`, one chunk per free snapshot
 /// slot (`max_parallel_streams` of them); never chunks of the tables this replica runs
@@ -126,21 +127,17 @@ pub(super) async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &Ready) -> Result
     let target = Target::new(&ctx.schema, &shape.id).landing(ctx.source.landing_version());
     let projection = Projection::new(shape, settings.exclude_columns.clone());
     let known = |ready: &Ready| {
-        let ready = ready
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ready.contains(&claim.table)
+        let ready = ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ready.get(&claim.table) == Some(projection.source_schema())
     };
     if !known(ready) {
-        // The owner created the landing table in this very shape: this only registers it
+        // The owner brought the landing table to this very shape: this only registers it
         // with this replica's sink.
         (ctx.sink)
             .ensure_table(&target, &projection.destination_schema())
             .await?;
-        let mut ready = ready
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ready.insert(claim.table.clone());
+        let mut ready = ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ready.insert(claim.table.clone(), projection.source_schema().clone());
     }
     let read = (ctx.source)
         .read_chunk(
