@@ -503,14 +503,7 @@ async fn the_binlog_purged_mid_copy_does_not_stop_a_table_copied_inside_its_stre
     let my = PrivateMariadb::start("purgecopy");
     let pg_url = warp_e2e::peer_url("WARP_TEST_PG_URL");
     let shop = Arc::new(shop_at("purgecopy", 200_000, 1_000, &my.url(), &pg_url).await);
-    let text = std::fs::read_to_string(&shop.config).unwrap();
-    let tuned = text.replacen(
-        "  parallel_streams: 2\n",
-        "  parallel_streams: 2\n  stream_during_copy: true\n",
-        1,
-    );
-    assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
-    std::fs::write(&shop.config, tuned).unwrap();
+    shop.copy_inside_the_stream();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&shop, &["orders", "customers"], 200_000, &stop);
     let mut run = shop.run();

@@ -432,18 +432,10 @@ async fn resync_recopies_one_table_while_it_and_another_keep_streaming() {
     shop.wait_equal("customers").await;
     // Drift at the destination, behind the replicator's back: a row lost, one changed,
     // one the source never had (as a delete whose binlog was purged leaves it).
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {db}.orders WHERE id = 5; UPDATE {db}.orders SET status = 'tampered' WHERE id = 6;
-         CREATE TEMP TABLE stray AS SELECT * FROM {db}.orders WHERE id = 7;
-         UPDATE stray SET id = 999999; INSERT INTO {db}.orders SELECT * FROM stray",
-        db = shop.db
-    )))
-    .execute(&shop.pg)
-    .await
-    .unwrap();
-    // The stray row's versions: planted (as row 7's first), then marked deleted.
-    shop.wrote("orders", 999_999);
-    shop.wrote("orders", 999_999);
+    shop.plant_stray_row(
+        "DELETE FROM {db}.orders WHERE id = 5; UPDATE {db}.orders SET status = 'tampered' WHERE id = 6;",
+    )
+    .await;
     // The table itself keeps changing while it is copied again.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&shop, &["orders"], 300, &stop);
@@ -482,17 +474,7 @@ async fn a_resync_under_steady_writes_never_stops_the_stream() {
     shop.wait_equal("orders").await;
     let meta = format!("{}_meta", shop.db);
     // A row the source never had, as a purged delete leaves it.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TEMP TABLE stray AS SELECT * FROM {db}.orders WHERE id = 7;
-         UPDATE stray SET id = 999999; INSERT INTO {db}.orders SELECT * FROM stray",
-        db = shop.db
-    )))
-    .execute(&shop.pg)
-    .await
-    .unwrap();
-    // Its versions: planted (as row 7's first), then marked deleted by the sweep.
-    shop.wrote("orders", 999_999);
-    shop.wrote("orders", 999_999);
+    shop.plant_stray_row("").await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&shop, &["orders", "customers"], 100_000, &stop);
     let said = shop.resync("orders");
@@ -562,14 +544,7 @@ async fn settle_after_copy_in_stream(
 #[tokio::test]
 async fn a_first_copy_runs_inside_the_stream_under_writes() {
     let shop = Arc::new(shop("incopy", 3_000, 100).await);
-    let text = std::fs::read_to_string(&shop.config).unwrap();
-    let tuned = text.replacen(
-        "  parallel_streams: 2\n",
-        "  parallel_streams: 2\n  stream_during_copy: true\n",
-        1,
-    );
-    assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
-    std::fs::write(&shop.config, tuned).unwrap();
+    shop.copy_inside_the_stream();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_writing(&shop, &["orders"], 3_000, &stop);
     let mut run = shop.run();

@@ -254,14 +254,7 @@ async fn copied_by_three_replicas(name: &str, stream_during_copy: bool) {
     let shop = Arc::new(shop(name, orders, 1_000).await);
     shop.exec("DROP TABLE customers").await;
     if stream_during_copy {
-        let text = std::fs::read_to_string(&shop.config).unwrap();
-        let tuned = text.replacen(
-            "  parallel_streams: 2\n",
-            "  parallel_streams: 2\n  stream_during_copy: true\n",
-            1,
-        );
-        assert_ne!(tuned, text, "the config sets the schema's parallel_streams");
-        std::fs::write(&shop.config, tuned).unwrap();
+        shop.copy_inside_the_stream();
     }
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {

@@ -203,19 +203,7 @@ impl Checkpoints {
                 shared,
             } => {
                 self.clear_chunks(conn, key).await?;
-                let ranges =
-                    serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
-                let sql = format!(
-                    "INSERT INTO {m}.snapshot_chunks (schema_name, table_name, chunk_index, key_range)
-                     SELECT $1, $2, (e.ord - 1)::integer, e.range FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(range, ord)"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(&key.schema)
-                    .bind(&key.table)
-                    .bind(ranges)
-                    .execute(&mut *conn)
-                    .await
-                    .context("record snapshot plan")?;
+                crate::chunk_claims::insert(conn, m, key, chunks).await?;
                 let shape = (shared.as_ref())
                     .map(serde_json::to_value)
                     .transpose()

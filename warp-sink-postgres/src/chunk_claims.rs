@@ -183,7 +183,6 @@ pub async fn plan(
     key: &TableKey,
     chunks: &[KeyRange],
 ) -> Result<()> {
-    let ranges = serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
     for sql in [
         format!("DELETE FROM {m}.snapshot_chunks WHERE schema_name = $1 AND table_name = $2"),
         format!("UPDATE {m}.checkpoints SET copy_window = NULL, copy_window_claimable = false WHERE schema_name = $1 AND table_name = $2"),
@@ -195,6 +194,17 @@ pub async fn plan(
             .await
             .context("plan a shared copy")?;
     }
+    insert(conn, m, key, chunks).await
+}
+
+/// Records `chunks` as the table's plan, none copied or claimed.
+pub async fn insert(
+    conn: &mut PgConnection,
+    m: &str,
+    key: &TableKey,
+    chunks: &[KeyRange],
+) -> Result<()> {
+    let ranges = serde_json::to_value(chunks).map_err(|e| SinkError::Invalid(e.to_string()))?;
     let insert = format!(
         "INSERT INTO {m}.snapshot_chunks (schema_name, table_name, chunk_index, key_range)
          SELECT $1, $2, (e.ord - 1)::integer, e.range FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(range, ord)"
@@ -205,7 +215,7 @@ pub async fn plan(
         .bind(ranges)
         .execute(conn)
         .await
-        .context("plan a shared copy")?;
+        .context("record the chunks of a copy")?;
     Ok(())
 }
 

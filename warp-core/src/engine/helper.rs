@@ -127,7 +127,9 @@ pub(super) async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &Ready) -> Result
     let target = Target::new(&ctx.schema, &shape.id).landing(ctx.source.landing_version());
     let projection = Projection::new(shape, settings.exclude_columns.clone());
     let known = |ready: &Ready| {
-        let ready = ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready = ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ready.get(&claim.table) == Some(projection.source_schema())
     };
     if !known(ready) {
@@ -136,7 +138,9 @@ pub(super) async fn copy(ctx: &Ctx, claim: &ChunkClaim, ready: &Ready) -> Result
         (ctx.sink)
             .ensure_table(&target, &projection.destination_schema())
             .await?;
-        let mut ready = ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut ready = ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ready.insert(claim.table.clone(), projection.source_schema().clone());
     }
     let read = (ctx.source)

@@ -37,6 +37,11 @@ const WINDOW_POLL: Duration = Duration::from_millis(50);
 /// look for chunks every 200 ms.
 const MIN_WINDOW: Duration = Duration::from_millis(300);
 
+/// A chunk copied inside the stream is a snapshot chunk's size divided by this (unless
+/// `snapshot_chunk_size` is set), and at least `MIN_IN_STREAM_ROWS` rows.
+const IN_STREAM_DIVISOR: usize = 5;
+const MIN_IN_STREAM_ROWS: usize = 1_000;
+
 /// Pages of a chunk read ahead while the previous one is written.
 const READ_AHEAD_PAGES: usize = 2;
 
@@ -171,7 +176,12 @@ impl TableWorker {
     /// The table's chunks as the source holds it now, shown as the progress to come.
     async fn plan_chunks(&self) -> Result<Vec<KeyRange>> {
         let table = self.projection.source_schema();
-        let chunk_rows = self.chunk_rows(table).await;
+        // The stream waits while a step copies: unless configured, steps copy a fifth of
+        // a snapshot's chunk, so a step takes a fraction of a second.
+        let chunk_rows = match self.settings.snapshot_chunk_size {
+            Some(rows) => rows,
+            None => (self.chunk_rows(table).await / IN_STREAM_DIVISOR).max(MIN_IN_STREAM_ROWS),
+        };
         let plan = (self.ctx.source)
             .plan_snapshot(table, &self.read, chunk_rows)
             .await?;

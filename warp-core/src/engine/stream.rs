@@ -46,12 +46,38 @@ struct Writer {
     recorded_shape: Option<crate::TableSchema>,
     /// A re-copy in progress between batches.
     recopy: Option<Recopy>,
-    /// When its last step ended.
+    /// When its last step ended, and how long that step took.
     last_copy_step: tokio::time::Instant,
+    last_copy_took: Duration,
+    /// What the stream did since.
+    copy_gap: CopyGap,
+}
+
+/// The stream since a copy's last step.
+#[derive(Default)]
+struct CopyGap {
+    /// The log's end when the step ended.
+    head: Option<Position>,
+    /// A transaction at or past `head` was read.
+    caught_up: bool,
+    /// Fragments read.
+    fragments: u64,
 }
 
 /// How often a copy inside the stream takes a step while the stream has changes queued.
 const COPY_EVERY: Duration = Duration::from_secs(1);
+
+impl Writer {
+    /// When a copy's next step is due if nothing else happens first: at once for an idle
+    /// table, else once the stream had as long as the last step took.
+    fn next_copy_step(&self) -> tokio::time::Instant {
+        if self.copy_gap.fragments == 0 {
+            self.last_copy_step
+        } else {
+            self.last_copy_step + self.last_copy_took.min(COPY_EVERY)
+        }
+    }
+}
 
 fn op_index(op: Operation) -> usize {
     match op {
@@ -93,6 +119,8 @@ impl TableWorker {
             recorded_shape: self.recorded_shape.clone(),
             recopy: recopy.map(Recopy::resume),
             last_copy_step: tokio::time::Instant::now(),
+            last_copy_took: Duration::ZERO,
+            copy_gap: CopyGap::default(),
         };
         let detect_every = self.settings.delete_detection_interval;
         let mut next_detection = detect_every.map(|d| tokio::time::Instant::now() + d);
@@ -108,10 +136,16 @@ impl TableWorker {
         let _takes = TakesResyncs::mark(&control, self.ctx.source.recopies_while_streaming());
 
         loop {
-            // A copy's next step waits until the stream has applied what it read, or for
-            // at most `COPY_EVERY` under a load it cannot catch up with, so the copy
-            // never holds the stream back by more than one step at a time.
-            let copy_due = rx.len() == 0 || w.last_copy_step.elapsed() >= COPY_EVERY;
+            // Between a copy's steps the stream catches up: the next step waits until it
+            // has read past the log's end as of the last step, or nothing arrived since
+            // (an idle table), or its queue is empty and it had as long as the last step
+            // took (the queue holds a few transactions only: empty alone does not mean
+            // caught up) — at most `COPY_EVERY` under a load it cannot catch up with.
+            // So a copy holds the stream back by one step at a time.
+            let since = w.last_copy_step.elapsed();
+            let copy_due = since >= COPY_EVERY
+                || w.copy_gap.caught_up
+                || (rx.len() == 0 && (w.copy_gap.fragments == 0 || since >= w.last_copy_took));
             if !in_txn && copy_due {
                 self.recopy_between_batches(&mut w).await?;
             }
@@ -146,8 +180,9 @@ impl TableWorker {
                 }
                 () = control.requested.notified(), if w.recopy.is_none() && !in_txn => continue,
                 item = rx.next() => item,
-                // A re-copy goes on between fragments, and without them while idle.
-                () = std::future::ready(()), if w.recopy.is_some() && !in_txn => continue,
+                // A re-copy goes on between fragments, and without them while idle, once
+                // its next step is due.
+                () = tokio::time::sleep_until(w.next_copy_step()), if w.recopy.is_some() && !in_txn => continue,
             };
             metrics::gauge!(QUEUE_DEPTH, "schema" => self.key.schema.clone(), "table" => self.key.table.clone())
                 .set(rx.len() as f64);
@@ -160,6 +195,7 @@ impl TableWorker {
                 }
             };
             let StreamFragment { changes, commit } = fragment;
+            self.note_copy_gap(&mut w.copy_gap, commit.as_ref());
             for change in changes {
                 if let Some(c) = self
                     .projection
@@ -238,12 +274,37 @@ impl TableWorker {
         else {
             return Ok(());
         };
+        let started = tokio::time::Instant::now();
         if let Step::Done = self.recopy_step(r, *token, position, handover).await? {
             w.recopy = None;
         }
         w.last_copy_step = tokio::time::Instant::now();
+        w.last_copy_took = started.elapsed();
+        if w.recopy.is_none() {
+            return Ok(());
+        }
+        // The log's end now: the stream has caught up once it reads past it. Unknown,
+        // the other rules decide.
+        let head = (self.ctx.source)
+            .current_position(self.projection.source_schema(), &self.read)
+            .await
+            .ok();
+        w.copy_gap = CopyGap {
+            head,
+            ..CopyGap::default()
+        };
         w.last_checkpoint = tokio::time::Instant::now();
         Ok(())
+    }
+
+    /// Counts a fragment read between a copy's steps, and whether it reaches the log's end
+    /// as of the last step.
+    fn note_copy_gap(&self, gap: &mut CopyGap, commit: Option<&Commit>) {
+        gap.fragments += 1;
+        if let (Some(head), Some(c)) = (&gap.head, commit) {
+            let reached = self.ctx.source.compare_positions(&c.position, head);
+            gap.caught_up |= reached.is_ok_and(|o| o != Ordering::Less);
+        }
     }
 
     /// The table's changes from `position`, read ahead into a bounded queue.
