@@ -7,7 +7,7 @@
 #        scripts/bench.sh fanout [--changes N] [--runs N]   (one hot table beside 50 idle ones)
 #        scripts/bench.sh page [--tables N] [--requests N]  (status page answer times)
 #        scripts/bench.sh verify [--rows N] [--changes N] [--runs N]  (background verification's cost)
-#        scripts/bench.sh scale [--rows N] [--load N]  (one table copied by 1, 2, 3 replicas while written)
+#        scripts/bench.sh scale [--rows N] [--load N] [--replicas N]  (one table copied by 1, 2, 3 replicas while written)
 # WARP_BENCH_KEEP=1 keeps each run's directory (config, replicator log) and prints it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -287,7 +287,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("generating {} source rows", settings.rows);
             mysql::seed(&pool, i64::try_from(settings.rows)?).await?;
             let mut figures = Vec::new();
-            for replicas in 1..=3 {
+            // `--replicas N`: only that count (default: 1, 2 and 3 in turn).
+            let only = usize::try_from(arg(&args, "--replicas", 0))?;
+            let counts: Vec<usize> = if only > 0 { vec![only] } else { vec![1, 2, 3] };
+            for replicas in counts {
                 eprintln!("copy by {replicas} replica(s)");
                 figures.push(scale::run(&settings, replicas).await?);
             }
