@@ -31,6 +31,9 @@ use crate::source::ChunkPage;
 /// look is one indexed query.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
+/// How long an idle replica waits after the control store could not be asked.
+const UNREACHABLE_WAIT: Duration = Duration::from_secs(5);
+
 /// The landing tables this replica's sink knows, with the shape it last registered for
 /// each (a table whose stream changed its shape since is registered again).
 pub(super) type Ready = std::sync::Mutex<HashMap<String, crate::TableSchema>>;
@@ -45,8 +48,18 @@ pub(super) async fn help(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let ready = Arc::new(Ready::default());
     let mut copying = tokio::task::JoinSet::new();
     while !shutdown.is_cancelled() {
+        let mut wait = LOOK_EVERY;
         let claimed = match Arc::clone(&ctx.snapshot_slots).try_acquire_owned() {
-            Ok(slot) => claim(&ctx).await.map(|claim| (claim, slot)),
+            Ok(slot) => match claim(&ctx).await {
+                Ok(claim) => claim.map(|claim| (claim, slot)),
+                Err(e) => {
+                    // The control store is unreachable: its own retries report it;
+                    // look again later rather than warn five times a second.
+                    warn!(error = %mask_secrets(&e.to_string()), "could not look for chunks to copy for other replicas");
+                    wait = UNREACHABLE_WAIT;
+                    None
+                }
+            },
             Err(_) => None,
         };
         if let Some((claim, slot)) = claimed {
@@ -58,7 +71,7 @@ pub(super) async fn help(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             continue;
         }
         tokio::select! {
-            () = tokio::time::sleep(LOOK_EVERY) => {}
+            () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => {}
             Some(_) = copying.join_next(), if !copying.is_empty() => {}
         }
@@ -67,17 +80,13 @@ pub(super) async fn help(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 }
 
 /// The next chunk of another replica's table to copy, if any.
-async fn claim(ctx: &Ctx) -> Option<ChunkClaim> {
+async fn claim(ctx: &Ctx) -> crate::Result<Option<ChunkClaim>> {
     let running = ctx.running_tables();
     let scope = ChunkScope::OthersThan(&running);
     let validity = ctx.settings.leases.validity;
-    let claimed = (ctx.checkpoints)
+    (ctx.checkpoints)
         .claim_chunk(&ctx.schema.name, scope, &ctx.claimant, validity)
-        .await;
-    claimed.unwrap_or_else(|e| {
-        warn!(error = %mask_secrets(&e.to_string()), "could not look for chunks to copy for other replicas");
-        None
-    })
+        .await
 }
 
 /// Copies a claimed chunk; hands the claim back when it could not.
