@@ -30,6 +30,8 @@ pub struct Settings<'a> {
 /// One copy's figures.
 pub struct Figures {
     pub replicas: usize,
+    /// Copied inside the stream (`stream_during_copy`), or before streaming.
+    pub in_stream: bool,
     pub took: Duration,
     /// CPU seconds of each replica during the copy.
     pub busy: Vec<f64>,
@@ -40,7 +42,7 @@ pub struct Figures {
     pub probes: u64,
 }
 
-fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Failure> {
+fn config(s: &Settings<'_>, dir: &Path, in_stream: bool) -> Result<std::path::PathBuf, Failure> {
     let path = dir.join("bench.yaml");
     std::fs::write(
         &path,
@@ -48,7 +50,7 @@ fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Failure> {
             "mode: single\nsingle_schema_name: bench\n\
              source: {{ type: mysql, connection_string: '{}/{DB}', database: {DB} }}\n\
              destination: {{ type: postgresql, connection_string: '{}', schema: bench_scale_dest, metadata_schema: bench_scale_meta }}\n\
-             schemas:\n- name: bench\n  table_whitelist: [orders]\n  stream_during_copy: true\n\
+             schemas:\n- name: bench\n  table_whitelist: [orders]\n  stream_during_copy: {in_stream}\n\
              monitoring: {{ metrics_enabled: false, health_check_enabled: false }}\n\
              logging: {{ level: {}, format: text }}\n",
             s.my_url,
@@ -59,8 +61,9 @@ fn config(s: &Settings<'_>, dir: &Path) -> Result<std::path::PathBuf, Failure> {
     Ok(path)
 }
 
-/// Copies the table with `replicas` replicas under the write load.
-pub async fn run(s: &Settings<'_>, replicas: usize) -> Result<Figures, Failure> {
+/// Copies the table with `replicas` replicas under the write load, inside the stream
+/// or (the baseline) before streaming.
+pub async fn run(s: &Settings<'_>, replicas: usize, in_stream: bool) -> Result<Figures, Failure> {
     let pg = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(s.pg_url)
@@ -88,7 +91,7 @@ pub async fn run(s: &Settings<'_>, replicas: usize) -> Result<Figures, Failure> 
 
     let dir = std::env::temp_dir().join(format!("warp-bench-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = config(s, &dir)?;
+    let config = config(s, &dir, in_stream)?;
     let log = dir.join("warp.log");
     let before = cpu::sample();
     let started = Instant::now();
@@ -97,7 +100,7 @@ pub async fn run(s: &Settings<'_>, replicas: usize) -> Result<Figures, Failure> 
         let pod = format!("bench-scale-{i}");
         warps.push(Replicator::start_as(s.binary, &config, &log, &pod)?);
     }
-    let copying = "SELECT 1 FROM bench_scale_meta.checkpoints WHERE table_name = 'orders' AND recopy_chunks IS NOT NULL";
+    let copying = "SELECT 1 FROM bench_scale_meta.checkpoints WHERE table_name = 'orders' AND (recopy_chunks IS NOT NULL OR phase = 'snapshot')";
     let copied = "SELECT 1 FROM bench_scale_meta.checkpoints WHERE table_name = 'orders' AND phase = 'streaming' AND recopy_chunks IS NULL";
     until(&pg, &mut warps[0], copying, Duration::from_secs(600), &log).await?;
     // Written from the copy's start: the lag measured is the stream's during the copy
@@ -141,6 +144,7 @@ pub async fn run(s: &Settings<'_>, replicas: usize) -> Result<Figures, Failure> 
     crate::replicator::clean_up(&dir);
     Ok(Figures {
         replicas,
+        in_stream,
         took,
         busy,
         postgres: databases.postgres,
