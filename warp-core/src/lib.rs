@@ -87,7 +87,8 @@ pub use schema::{
 };
 pub use sink::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkClaim, ChunkProgress, ChunkScope,
-    Committed, CopyInStream, FencingToken, Phase, Signal, Sink, SinkTransaction, TableKey, Target,
+    Committed, CopiedChunk, CopyInStream, FencingToken, Phase, Signal, Sink, SinkTransaction,
+    TableKey, Target,
 };
 pub use source::{
     ChangeStrategy, ChunkPage, ChunkRead, KeyRange, LogRetention, SnapshotPlan, Source,

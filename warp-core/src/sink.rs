@@ -260,7 +260,7 @@ pub trait CheckpointStore: crate::lease::LeaseStore {
         &self,
         table: &TableKey,
         _token: FencingToken,
-    ) -> Result<Vec<(KeyRange, Position)>> {
+    ) -> Result<Vec<CopiedChunk>> {
         Err(unshared(table))
     }
 
@@ -290,6 +290,15 @@ fn unshared(table: &TableKey) -> crate::Error {
         hint: None,
         cause: None,
     }
+}
+
+/// A chunk of a shared copy recorded as copied, by whichever replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopiedChunk {
+    pub range: KeyRange,
+    /// The position of its read.
+    pub position: Position,
+    pub rows: u64,
 }
 
 /// Which chunks a claim may take.

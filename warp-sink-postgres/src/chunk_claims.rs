@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
-use warp_core::{ChunkClaim, ChunkScope, FencingToken, KeyRange, Position, TableKey, TableSchema};
+use warp_core::{
+    ChunkClaim, ChunkScope, CopiedChunk, FencingToken, KeyRange, Position, TableKey, TableSchema,
+};
 
 use crate::error::{Context, Result, SinkError};
 
@@ -240,7 +242,7 @@ pub async fn close_window(
     conn: &mut PgConnection,
     m: &str,
     key: &TableKey,
-) -> Result<Vec<(KeyRange, Position)>> {
+) -> Result<Vec<CopiedChunk>> {
     let close = format!(
         "UPDATE {m}.checkpoints SET copy_window = NULL, copy_window_claimable = false
           WHERE schema_name = $1 AND table_name = $2 AND stream = 'main'"
@@ -252,21 +254,23 @@ pub async fn close_window(
         .await
         .context("close a copy window")?;
     let copied = format!(
-        "SELECT key_range, done_position FROM {m}.snapshot_chunks
+        "SELECT key_range, done_position, rows_copied FROM {m}.snapshot_chunks
           WHERE schema_name = $1 AND table_name = $2 AND done_position IS NOT NULL ORDER BY chunk_index"
     );
-    let rows: Vec<(serde_json::Value, serde_json::Value)> = sqlx::query_as(AssertSqlSafe(copied))
-        .bind(&key.schema)
-        .bind(&key.table)
-        .fetch_all(conn)
-        .await
-        .context("read the chunks copied")?;
+    let rows: Vec<(serde_json::Value, serde_json::Value, i64)> =
+        sqlx::query_as(AssertSqlSafe(copied))
+            .bind(&key.schema)
+            .bind(&key.table)
+            .fetch_all(conn)
+            .await
+            .context("read the chunks copied")?;
     rows.into_iter()
-        .map(|(range, position)| {
-            Ok((
-                decode("chunk key range", range)?,
-                Position::from_json(position),
-            ))
+        .map(|(range, position, rows)| {
+            Ok(CopiedChunk {
+                range: decode("chunk key range", range)?,
+                position: Position::from_json(position),
+                rows: u64::try_from(rows).unwrap_or(0),
+            })
         })
         .collect()
 }

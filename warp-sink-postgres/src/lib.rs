@@ -36,8 +36,7 @@ use sqlx::PgPool;
 use warp_core::config::DestinationConfig;
 use warp_core::{
     Checkpoint, CheckpointStore, CheckpointUpdate, ChunkClaim, ChunkScope, Destination,
-    FencingToken, KeyRange, LandingVersion, Position, Sink, SinkTransaction, TableKey, TableSchema,
-    Target,
+    FencingToken, KeyRange, LandingVersion, Sink, SinkTransaction, TableKey, TableSchema, Target,
 };
 
 pub use error::SinkError;
@@ -438,7 +437,7 @@ impl CheckpointStore for PostgresSink {
         &self,
         table: &TableKey,
         token: FencingToken,
-    ) -> warp_core::Result<Vec<(KeyRange, Position)>> {
+    ) -> warp_core::Result<Vec<warp_core::CopiedChunk>> {
         let mut tx = self.fenced(table, token).await?;
         let copied = chunk_claims::close_window(&mut tx, &self.inner.checkpoints.m, table).await?;
         tx.commit().await.context("commit a copy window's end")?;

@@ -296,9 +296,10 @@ impl TableWorker {
             .unwrap_or(Ok(()));
         // Closed whatever happened above: the stream must go on.
         let recorded = self.take_recorded(recopy, token, handover).await;
-        let rows = copied?;
+        copied?;
         waited?;
-        let recorded = recorded?;
+        // Rows every replica copied in this window, not only this one's.
+        let rows = recorded?;
         recopy.rows += rows;
         let left = Some(recopy.recorded());
         let tx = self.ctx.sink.begin(&self.target, token).await?;
@@ -311,35 +312,35 @@ impl TableWorker {
         });
         tracing::debug!(
             window,
-            recorded,
+            rows,
             left = recopy.chunks.len(),
             "copy window closed"
         );
         Ok(Step::Copied)
     }
 
-    /// Closes the copy window and moves the chunks recorded as copied from the chunks to
-    /// copy to the hand-over; returns how many moved.
+    /// Closes the copy window and moves the chunks recorded as copied (by any replica)
+    /// from the chunks to copy to the hand-over; returns the rows they hold.
     async fn take_recorded(
         &self,
         recopy: &mut Recopy,
         token: FencingToken,
         handover: &mut Vec<(KeyRange, Position)>,
-    ) -> Result<usize> {
+    ) -> Result<u64> {
         let copied = self
             .ctx
             .checkpoints
             .close_copy_window(&self.key, token)
             .await?;
-        let mut moved = 0;
-        for (range, read_at) in copied {
-            if let Some(i) = recopy.chunks.iter().position(|r| *r == range) {
+        let mut rows = 0;
+        for chunk in copied {
+            if let Some(i) = recopy.chunks.iter().position(|r| *r == chunk.range) {
                 recopy.chunks.remove(i);
-                handover.push((range, read_at));
-                moved += 1;
+                handover.push((chunk.range, chunk.position));
+                rows += chunk.rows;
             }
         }
-        Ok(moved)
+        Ok(rows)
     }
 
     /// Claims and copies chunks of this table, `parallel_streams` at a time, until the
